@@ -1,0 +1,373 @@
+//! `sega-uploader run`: the whole architecture in one function you can read top to bottom.
+//!
+//!     watch (inotify) ──┐ Input
+//!                       ├──► db (owner) ──Job (bounded)──► upload-1..N
+//!     ticker (rescan) ──┘ ◄────────────Report─────────────────┘
+//!     signals ──► this thread (supervisor): shutdown, reload, watchdog, STATUS
+//!
+//! Channel capacities (backpressure):
+//! - jobs: 2 × workers (at least 8). Enough that a worker finishing a request finds its next
+//!   job without waiting for a database round trip; small enough that on an outage or a
+//!   shutdown only a handful of claimed rows go back to `pending`. The owner never claims
+//!   more than the free slots, so its sends never block.
+//! - inputs: 1024 messages (each a batch of up to ~1000 files). When the owner cannot keep
+//!   up, the watcher blocks, the kernel's inotify queue fills and overflows, and the
+//!   overflow triggers a full rescan: slower, never lossy.
+//! - reports: unbounded in type, bounded in fact by the number of jobs in flight.
+//! - control channels and signals: unbounded; a handful of messages in a lifetime.
+//!
+//! Shutdown order: signal → STOPPING=1 → stop the producers (watch, ticker) → the owner
+//! stops claiming, returns unstarted jobs, closes the job channel, and saves results until
+//! the grace runs out → the process exits 0 without waiting for workers still in a request
+//! (their rows were marked `pending`). Any thread that ends on its own takes the process down
+//! with exit 1, so systemd restarts it rather than leaving it half-alive.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::config::{self, Config};
+use crate::db::{Channels, Control, Owner};
+use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
+use crate::health::Monitor;
+use crate::lock;
+use crate::logging;
+use crate::notify;
+use crate::store::Store;
+use crate::ticker::{self, TickerControl};
+use crate::upload::{self, RequestSettings};
+use crate::watch::{self, WatchControl, WatchState};
+
+/// A thread's end, reported to the supervisor.
+struct Exit {
+    name: String,
+    result: std::result::Result<Result<()>, String>,
+}
+
+/// Sends the thread's end to the supervisor even when it panics.
+struct ExitGuard {
+    name: String,
+    tx: Sender<Exit>,
+    done: bool,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.tx.send(Exit {
+                name: self.name.clone(),
+                result: Err("panicked".into()),
+            });
+        }
+    }
+}
+
+fn watched<F>(name: &str, exits: &Sender<Exit>, f: F) -> Result<thread::JoinHandle<()>>
+where
+    F: FnOnce() -> Result<()> + Send + 'static,
+{
+    let mut guard = ExitGuard {
+        name: name.to_owned(),
+        tx: exits.clone(),
+        done: false,
+    };
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let result = f();
+            guard.done = true;
+            let _ = guard.tx.send(Exit {
+                name: guard.name.clone(),
+                result: Ok(result),
+            });
+        })
+        .map_err(|e| Error::Other(format!("starting thread {name}: {e}")))
+}
+
+pub fn run(config_path: &Path) -> Result<i32> {
+    let (config, clock) = crate::cli::setup(config_path, false)?;
+    if let Some(f) = &config.log.file {
+        logging::set_file(Some(f)).map_err(|e| Error::io("opening log file", f, e))?;
+    }
+    let config = Arc::new(config);
+    let db = config.database.path.clone();
+    let _lock = lock::acquire(&db)?;
+    let store = Store::open(&db)?;
+    let scope = upload::resolve_scope(config.database.scope.as_deref());
+    let settings = Arc::new(RequestSettings::new(&config, scope));
+    log::info!(
+        "sega-uploader {} starting: folders {} under {}, endpoint {}, {} worker(s), database {}",
+        env!("CARGO_PKG_VERSION"),
+        watch::describe_folders(&config.watch.folders),
+        config.watch.root.display(),
+        config.upload.url.redacted(),
+        config.upload.workers,
+        db.display()
+    );
+    if !config.watch.root.is_dir() {
+        log::warn!(
+            "{} does not exist yet: waiting for it to appear",
+            config.watch.root.display()
+        );
+    }
+
+    let monitor = Arc::new(Monitor::new());
+    let (exit_tx, exit_rx) = unbounded::<Exit>();
+    let signals = spawn_signals()?;
+
+    // Upload workers.
+    let workers = config.upload.workers;
+    let capacity = (2 * workers).max(8);
+    let (jobs_tx, jobs_rx) = bounded(capacity);
+    let (reports_tx, reports_rx) = unbounded();
+    let limiter = config
+        .upload
+        .max_kib_s
+        .map(|k| Arc::new(upload::RateLimiter::new(k * 1024)));
+    let worker_handles =
+        upload::spawn_workers(workers, jobs_rx.clone(), reports_tx, limiter, clock.clone())
+            .map_err(|e| Error::Other(format!("starting upload workers: {e}")))?;
+    // Workers are not joined: at shutdown one may sit in a request past the grace.
+    drop(worker_handles);
+
+    // The DB owner.
+    let (inputs_tx, inputs_rx) = bounded(1024);
+    let (owner_tx, owner_rx) = unbounded::<Control>();
+    let owner = Owner::new(
+        store,
+        clock.clone(),
+        &config,
+        settings,
+        jobs_tx,
+        jobs_rx,
+        capacity,
+        monitor.register("db"),
+    );
+    let owner_handle = watched("db", &exit_tx, move || {
+        owner.run(Channels {
+            inputs: inputs_rx,
+            reports: reports_rx,
+            control: owner_rx,
+        })
+    })?;
+
+    // The watcher: READY only once every watch is in place.
+    let watch_state = Arc::new(Mutex::new(WatchState::default()));
+    let (rescan_tx, rescan_rx) = bounded::<&'static str>(4);
+    let (watch_ctl_tx, watch_ctl_rx) = unbounded::<WatchControl>();
+    let (ready_tx, ready_rx) = bounded(1);
+    let watch_beat = monitor.register("watch");
+    let watch_thread = watch::spawn(
+        config.clone(),
+        clock.clone(),
+        inputs_tx.clone(),
+        rescan_tx,
+        watch_ctl_rx,
+        ready_tx,
+        watch_state.clone(),
+        watch_beat,
+    )?;
+    let watch_exit = exit_tx.clone();
+    thread::Builder::new()
+        .name("watch-join".into())
+        .spawn(move || {
+            let result = watch_thread.join().map_err(|_| "panicked".to_string());
+            let _ = watch_exit.send(Exit {
+                name: "watch".into(),
+                result,
+            });
+        })
+        .map_err(|e| Error::Other(format!("starting thread watch-join: {e}")))?;
+    select! {
+        recv(ready_rx) -> _ => {}
+        recv(exit_rx) -> e => return Ok(thread_died(e.ok())),
+    }
+
+    // The ticker's first scan is the catch-up scan, after READY.
+    let (ticker_ctl_tx, ticker_ctl_rx) = unbounded::<TickerControl>();
+    let ticker_beat = monitor.register("ticker");
+    let (tc, tclock, tinputs) = (config.clone(), clock.clone(), inputs_tx.clone());
+    let ticker_handle = ticker::spawn(tc, tclock, tinputs, rescan_rx, ticker_ctl_rx, ticker_beat)
+        .map_err(|e| Error::Other(format!("starting thread ticker: {e}")))?;
+    let ticker_exit = exit_tx.clone();
+    thread::Builder::new()
+        .name("ticker-join".into())
+        .spawn(move || {
+            let result = ticker_handle.join().map_err(|_| "panicked".to_string());
+            let _ = ticker_exit.send(Exit {
+                name: "ticker".into(),
+                result,
+            });
+        })
+        .map_err(|e| Error::Other(format!("starting thread ticker-join: {e}")))?;
+    drop(inputs_tx);
+
+    let status = |state: &Arc<Mutex<WatchState>>, config: &Config| -> String {
+        let st = state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut s = format!(
+            "watching {} folder(s), {} dir(s)",
+            config.watch.folders.len(),
+            st.watched_dirs
+        );
+        if !st.scan_only.is_empty() {
+            s += &format!("; scan-only: {}", st.scan_only.join(","));
+        }
+        if !st.missing.is_empty() {
+            s += &format!("; {} missing", st.missing.len());
+        }
+        s
+    };
+    notify::ready(&status(&watch_state, &config));
+    log::info!("ready: {}", status(&watch_state, &config));
+
+    let watchdog = notify::watchdog_interval();
+    let tick = watchdog
+        .map(|w| w / 2)
+        .unwrap_or(Duration::from_secs(5))
+        .min(Duration::from_secs(5));
+    let mut config = config;
+    let mut next_tick = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= next_tick {
+            next_tick = now + tick;
+            if let Some(w) = watchdog {
+                let stale = monitor.stale(w);
+                if stale.is_empty() {
+                    notify::watchdog();
+                } else {
+                    log::warn!(
+                        "not pinging the watchdog: no progress within {} from {}",
+                        crate::clock::human_duration(w),
+                        stale.join(", ")
+                    );
+                }
+            }
+            notify::status(&status(&watch_state, &config));
+        }
+        select! {
+            recv(signals) -> sig => match sig {
+                Ok(SIGHUP) => {
+                    notify::reloading();
+                    config = reload(config_path, config, &watch_ctl_tx, &ticker_ctl_tx, &owner_tx);
+                    notify::ready(&status(&watch_state, &config));
+                }
+                Ok(_) | Err(_) => break,
+            },
+            recv(exit_rx) -> e => return Ok(thread_died(e.ok())),
+            default(next_tick.saturating_duration_since(Instant::now())) => {}
+        }
+    }
+
+    let grace = config.shutdown_grace;
+    let msg = format!(
+        "stopping: letting uploads in flight finish (up to {})",
+        crate::clock::human_duration(grace)
+    );
+    notify::stopping(&msg);
+    log::info!("{msg}");
+    drop(watch_ctl_tx);
+    drop(ticker_ctl_tx);
+    if owner_tx.send(Control::Shutdown { grace }).is_err() {
+        return Ok(EXIT_FAILURE);
+    }
+    // The owner bounds its own wait by the grace; its database calls by the busy timeout.
+    let joined = owner_handle.join();
+    let code = loop {
+        match exit_rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(Exit {
+                name,
+                result: Ok(Ok(())),
+            }) if name == "db" => break EXIT_OK,
+            Ok(Exit {
+                name,
+                result: Ok(Err(e)),
+            }) if name == "db" => {
+                log::error!("database owner: {e}");
+                break EXIT_FAILURE;
+            }
+            Ok(Exit {
+                name,
+                result: Err(_),
+            }) if name == "db" => break EXIT_FAILURE,
+            Ok(_) => continue,
+            Err(_) if joined.is_ok() => break EXIT_OK,
+            Err(_) => break EXIT_FAILURE,
+        }
+    };
+    log::info!("stopped");
+    Ok(code)
+}
+
+fn thread_died(exit: Option<Exit>) -> i32 {
+    match exit {
+        Some(Exit {
+            name,
+            result: Ok(Ok(())),
+        }) => log::error!("thread {name} stopped unexpectedly: exiting so systemd restarts us"),
+        Some(Exit {
+            name,
+            result: Ok(Err(e)),
+        }) => log::error!("thread {name} failed: {e}: exiting so systemd restarts us"),
+        Some(Exit {
+            name,
+            result: Err(p),
+        }) => log::error!("thread {name} {p}: exiting so systemd restarts us"),
+        None => log::error!("a thread ended unexpectedly: exiting"),
+    }
+    EXIT_FAILURE
+}
+
+/// SIGTERM, SIGINT and SIGHUP, forwarded into a channel by a thread of their own.
+fn spawn_signals() -> Result<Receiver<i32>> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| Error::Other(format!("installing signal handlers: {e}")))?;
+    let (tx, rx) = unbounded();
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(sig).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Error::Other(format!("starting thread signals: {e}")))?;
+    Ok(rx)
+}
+
+/// SIGHUP: re-read the config; an invalid one is refused and the old one kept.
+fn reload(
+    path: &Path,
+    old: Arc<Config>,
+    watch: &Sender<WatchControl>,
+    ticker: &Sender<TickerControl>,
+    owner: &Sender<Control>,
+) -> Arc<Config> {
+    let new = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("reload refused, keeping the running configuration:\n{e}");
+            return old;
+        }
+    };
+    for key in old.restart_needed(&new) {
+        log::warn!("{key} changed: that takes effect only after a restart");
+    }
+    logging::set_level(logging::env_level().unwrap_or(new.log.level));
+    if let Err(e) = logging::set_file(new.log.file.as_deref()) {
+        log::error!("reopening log file: {e}");
+    }
+    let scope = upload::resolve_scope(old.database.scope.as_deref());
+    let settings = Arc::new(RequestSettings::new(&new, scope));
+    let new = Arc::new(new);
+    let _ = watch.send(WatchControl::Reload(new.clone()));
+    let _ = ticker.send(TickerControl::Reload(new.clone()));
+    let _ = owner.send(Control::Reload(Box::new((*new).clone()), settings));
+    log::info!("configuration reloaded from {}", path.display());
+    new
+}

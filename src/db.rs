@@ -1,0 +1,980 @@
+//! The DB owner: the one thread that writes the database, and the scheduler of all uploads.
+//!
+//! Everything that changes state sends it a message: the watcher and the scanner send what
+//! they saw (`Input`), the upload workers send `Report`s, the supervisor sends `Control`.
+//! The database is the queue: pending work lives in rows, and the owner claims only as many
+//! as fit in the job channel, so a backlog of a million files costs disk, not memory.
+//!
+//! It also keeps the endpoint's health: after 3 consecutive transport errors or 5xx answers
+//! the pool pauses and a single probe is sent per backoff interval; a 429/503 with
+//! Retry-After pauses the pool for that long.
+//!
+//! It stops on `Control::Shutdown`: no new claims, unstarted jobs go back to `pending`, the
+//! job channel closes (workers finish their request and end), results are saved as they
+//! come until the grace runs out, then whatever is still in flight is marked `pending`.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use time::OffsetDateTime;
+
+use crate::clock::{format_ts, human_duration, Clock};
+use crate::config::{Config, Order};
+use crate::error::Result;
+use crate::health::Beat;
+use crate::layout::{display_name, EntryType, Seen};
+use crate::store::{Claimed, Completion, Disposition, Observation, Store};
+use crate::upload::{classify_status, Class, Job, Outcome, Report, RequestSettings};
+
+/// What the watcher and the scanner tell the owner.
+#[derive(Debug)]
+pub enum Input {
+    /// Files reported by inotify (complete now) or otherwise already judged new.
+    Observed(Vec<Observation>),
+    /// One date folder's listing from a scan: the owner compares it with the database.
+    Listing {
+        folder: String,
+        date: String,
+        entries: Vec<Seen>,
+    },
+    /// A permission change on a file: re-check a pending one now.
+    Attrib(std::path::PathBuf),
+    /// A full rescan finished (for status and metrics).
+    ScanFinished { files: usize, took: Duration },
+}
+
+/// What the supervisor tells the owner.
+#[derive(Debug)]
+pub enum Control {
+    Shutdown { grace: Duration },
+    Reload(Box<Config>, Arc<RequestSettings>),
+}
+
+/// The scheduling knobs taken from the config (replaced on reload).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub initial: Duration,
+    pub max: Duration,
+    pub max_attempts: u32,
+    pub newest_first: bool,
+    pub settle: Duration,
+    pub keep_days: u32,
+}
+
+impl Policy {
+    pub fn new(c: &Config) -> Policy {
+        Policy {
+            initial: c.upload.retry.initial,
+            max: c.upload.retry.max,
+            max_attempts: c.upload.retry.max_attempts,
+            newest_first: c.upload.order == Order::NewestFirst,
+            settle: c.watch.settle,
+            keep_days: c.database.keep_days,
+        }
+    }
+
+    /// Exponential backoff from `initial` to `max`; the jitter only lengthens (up to +25%).
+    pub fn backoff(&self, attempt: i64, rng: &mut Rng) -> Duration {
+        let exp = (attempt.max(1) - 1).min(30) as u32;
+        let base = self.initial.saturating_mul(1u32 << exp).min(self.max);
+        base + base.mul_f64(rng.unit() / 4.0)
+    }
+}
+
+/// A small xorshift generator for jitter: no crate needed for "not all at once".
+#[derive(Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded() -> Rng {
+        let t = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+        Rng(t ^ (u64::from(std::process::id()) << 32) | 1)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Consecutive endpoint failures that declare an outage.
+const DOWN_AFTER: u32 = 3;
+/// The owner wakes at least this often, idle or not (watchdog, heartbeat).
+const MAX_SLEEP: Duration = Duration::from_secs(2);
+/// How often the heartbeat row is written (status/check read it).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Endpoint {
+    failures: u32,
+    down_since: Option<(Instant, OffsetDateTime)>,
+    last_error: String,
+    probe_wait: Duration,
+    next_probe: Instant,
+    probe_in_flight: bool,
+    paused_until: Option<Instant>,
+}
+
+impl Endpoint {
+    fn new() -> Endpoint {
+        Endpoint {
+            failures: 0,
+            down_since: None,
+            last_error: String::new(),
+            probe_wait: Duration::ZERO,
+            next_probe: Instant::now(),
+            probe_in_flight: false,
+            paused_until: None,
+        }
+    }
+
+    fn is_down(&self) -> bool {
+        self.down_since.is_some()
+    }
+}
+
+/// One-shot (scan) or daemon.
+#[derive(Debug)]
+enum Mode {
+    Daemon,
+    /// Work through these row ids once each; stop when done (or the endpoint is down).
+    Oneshot {
+        queue: std::collections::VecDeque<i64>,
+    },
+}
+
+pub struct Owner {
+    store: Store,
+    clock: Clock,
+    policy: Policy,
+    settings: Arc<RequestSettings>,
+    jobs_tx: Option<Sender<Job>>,
+    /// A clone of the workers' receiver, to take back unstarted jobs (outage, shutdown).
+    jobs_rx: Receiver<Job>,
+    capacity: usize,
+    in_flight: HashMap<i64, Claimed>,
+    endpoint: Endpoint,
+    rng: Rng,
+    mode: Mode,
+    /// Set when something may have become due; cleared when a claim comes back short.
+    maybe_due: bool,
+    next_due: Option<OffsetDateTime>,
+    /// Completions that could not be committed (database trouble), retried.
+    unsaved: Vec<Completion>,
+    db_trouble: Option<Instant>,
+    warned_hostile: HashSet<std::path::PathBuf>,
+    last_heartbeat: Option<Instant>,
+    last_prune_day: Option<time::Date>,
+    beat: Beat,
+    pub stats: Stats,
+}
+
+/// Counters for the one-shot summary and the daemon's status line.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub uploaded: usize,
+    pub retry: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub not_ready: usize,
+    pub recorded: usize,
+    pub endpoint_down: bool,
+}
+
+pub struct Channels {
+    pub inputs: Receiver<Input>,
+    pub reports: Receiver<Report>,
+    pub control: Receiver<Control>,
+}
+
+impl Owner {
+    #[allow(clippy::too_many_arguments)] // the owner's whole wiring, named at its one call site
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        config: &Config,
+        settings: Arc<RequestSettings>,
+        jobs_tx: Sender<Job>,
+        jobs_rx: Receiver<Job>,
+        capacity: usize,
+        beat: Beat,
+    ) -> Owner {
+        Owner {
+            store,
+            clock,
+            policy: Policy::new(config),
+            settings,
+            jobs_tx: Some(jobs_tx),
+            jobs_rx,
+            capacity,
+            in_flight: HashMap::new(),
+            endpoint: Endpoint::new(),
+            rng: Rng::seeded(),
+            mode: Mode::Daemon,
+            maybe_due: true,
+            next_due: None,
+            unsaved: Vec::new(),
+            db_trouble: None,
+            warned_hostile: HashSet::new(),
+            last_heartbeat: None,
+            last_prune_day: None,
+            beat,
+            stats: Stats::default(),
+        }
+    }
+
+    fn now(&self) -> String {
+        format_ts(self.clock.now_utc())
+    }
+
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// The daemon's loop. Returns when shut down.
+    pub fn run(mut self, ch: Channels) -> Result<()> {
+        let now = self.now();
+        let reset = self.store.reset_uploading(None, &now, "interrupted")?;
+        if reset > 0 {
+            log::warn!(
+                "{reset} upload(s) were interrupted by an unclean stop; they will be sent again"
+            );
+        }
+        self.store.set_state(
+            &[
+                ("pid", std::process::id().to_string()),
+                ("started_at", now.clone()),
+                ("heartbeat", now.clone()),
+            ],
+            &now,
+        )?;
+        // Once the producers are gone (shutdown under way) their channel would be ready
+        // forever; `never()` takes it out of the select.
+        let mut inputs = ch.inputs.clone();
+        loop {
+            self.beat.beat();
+            self.housekeeping();
+            self.dispatch();
+            let wait = self.sleep_for();
+            select! {
+                recv(inputs) -> msg => if let Ok(input) = msg {
+                    self.ingest(input);
+                    // Drain what else is queued into the same round: fewer transactions
+                    // during a burst.
+                    for i in inputs.try_iter().take(256) {
+                        self.ingest(i);
+                    }
+                } else {
+                    inputs = crossbeam_channel::never();
+                },
+                recv(ch.reports) -> msg => if let Ok(r) = msg {
+                    let mut batch = vec![r];
+                    batch.extend(ch.reports.try_iter().take(1024));
+                    self.on_reports(batch);
+                },
+                recv(ch.control) -> msg => match msg {
+                    Ok(Control::Reload(config, settings)) => {
+                        self.policy = Policy::new(&config);
+                        self.settings = settings;
+                        self.maybe_due = true;
+                    }
+                    Ok(Control::Shutdown { grace }) => return self.shutdown(grace, &ch.reports),
+                    Err(_) => return self.shutdown(Duration::ZERO, &ch.reports),
+                },
+                default(wait) => {}
+            }
+        }
+    }
+
+    /// The one-shot scan's loop: one attempt for each of `ids`, then return.
+    pub fn run_oneshot(mut self, ids: Vec<i64>, reports: &Receiver<Report>) -> Result<Stats> {
+        self.mode = Mode::Oneshot { queue: ids.into() };
+        loop {
+            self.dispatch();
+            let queue_empty = matches!(&self.mode, Mode::Oneshot { queue } if queue.is_empty());
+            if self.in_flight.is_empty() && (queue_empty || self.endpoint.is_down()) {
+                break;
+            }
+            if self.in_flight.is_empty() {
+                // Paused by a Retry-After: wait it out, it is part of the one attempt.
+                std::thread::sleep(self.sleep_for());
+                continue;
+            }
+            match reports.recv() {
+                Ok(r) => {
+                    let mut batch = vec![r];
+                    batch.extend(reports.try_iter());
+                    self.on_reports(batch);
+                }
+                Err(_) => break,
+            }
+        }
+        self.flush_unsaved();
+        if let Mode::Oneshot { queue } = &self.mode {
+            if !queue.is_empty() {
+                log::warn!(
+                    "endpoint down: {} file(s) left pending for the next run",
+                    queue.len()
+                );
+            }
+        }
+        self.jobs_tx = None;
+        Ok(self.stats.clone())
+    }
+
+    fn sleep_for(&self) -> Duration {
+        let mut wait = MAX_SLEEP;
+        let now = Instant::now();
+        if let Some(until) = self.endpoint.paused_until {
+            wait = wait.min(until.saturating_duration_since(now));
+        }
+        if self.endpoint.is_down() && !self.endpoint.probe_in_flight {
+            wait = wait.min(self.endpoint.next_probe.saturating_duration_since(now));
+        }
+        if let Some(due) = self.next_due {
+            let d: Duration = (due - self.clock.now_utc())
+                .try_into()
+                .unwrap_or(Duration::ZERO);
+            wait = wait.min(d);
+        }
+        if self.db_trouble.is_some() {
+            wait = wait.min(Duration::from_secs(1));
+        }
+        wait.max(Duration::from_millis(1))
+    }
+
+    /// Takes one message from the watcher or the scanner (also used by the one-shot scan).
+    pub fn ingest(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Observed(batch) => self.record(&batch, &now),
+            Input::Listing {
+                folder,
+                date,
+                entries,
+            } => {
+                let known = match self.store.known_versions(&folder, &date) {
+                    Ok(k) => k,
+                    Err(e) => return self.trouble(&e),
+                };
+                let now_t = self.clock.now_utc();
+                let mut batch = Vec::new();
+                for s in entries {
+                    if s.entry != EntryType::Regular {
+                        self.warn_hostile(&s);
+                        continue;
+                    }
+                    let Some(version) = s.version else { continue };
+                    if known.get(s.path.as_os_str().as_bytes()) == Some(&version) {
+                        continue;
+                    }
+                    batch.push(Observation {
+                        ready_at: format_ts(settle_time(
+                            now_t,
+                            version.mtime_ns,
+                            self.policy.settle,
+                        )),
+                        path: s.path,
+                        folder: folder.clone(),
+                        date: date.clone(),
+                        filename: s.location.name,
+                        version,
+                        via_event: false,
+                    });
+                }
+                if !batch.is_empty() {
+                    self.record(&batch, &now);
+                }
+            }
+            Input::Attrib(path) => match self.store.recheck(&path, &now) {
+                Ok(true) => {
+                    log::info!(
+                        "{}: permissions changed, checking it again now",
+                        display_name(path.as_os_str())
+                    );
+                    self.maybe_due = true;
+                }
+                Ok(false) => {}
+                Err(e) => self.trouble(&e),
+            },
+            Input::ScanFinished { files, took } => {
+                log::debug!("rescan: {files} candidate(s) in {}", human_duration(took));
+                let _ = self.store.set_state(
+                    &[
+                        ("last_scan_at", now.clone()),
+                        ("last_scan_ms", took.as_millis().to_string()),
+                    ],
+                    &now,
+                );
+            }
+        }
+    }
+
+    fn record(&mut self, batch: &[Observation], now: &str) {
+        match self.store.record(batch, now) {
+            Ok(st) => {
+                self.recovered();
+                if st.new + st.new_versions + st.made_due > 0 {
+                    self.maybe_due = true;
+                }
+                self.stats.recorded += st.new + st.new_versions;
+                if st.new > 0 {
+                    log::debug!("recorded {} new file(s)", st.new);
+                }
+            }
+            // Not lost: the next rescan finds these files again and records them.
+            Err(e) => self.trouble(&e),
+        }
+    }
+
+    fn warn_hostile(&mut self, s: &Seen) {
+        if self.warned_hostile.len() > 10_000 {
+            self.warned_hostile.clear();
+        }
+        if self.warned_hostile.insert(s.path.clone()) {
+            log::warn!(
+                "{}: not a regular file ({:?}): ignored, never opened",
+                display_name(s.path.as_os_str()),
+                s.entry
+            );
+        }
+    }
+
+    /// Claims due rows into free job slots (or one probe while the endpoint is down).
+    fn dispatch(&mut self) {
+        let Some(tx) = &self.jobs_tx else { return };
+        if self.db_trouble.is_some() && !self.unsaved.is_empty() {
+            return;
+        }
+        let now_i = Instant::now();
+        if let Some(until) = self.endpoint.paused_until {
+            if now_i < until {
+                return;
+            }
+            self.endpoint.paused_until = None;
+            self.maybe_due = true;
+        }
+        let mut probe = false;
+        let free = if self.endpoint.is_down() {
+            if self.endpoint.probe_in_flight
+                || now_i < self.endpoint.next_probe
+                || !self.in_flight.is_empty()
+            {
+                return;
+            }
+            probe = true;
+            1
+        } else {
+            self.capacity.saturating_sub(tx.len())
+        };
+        if free == 0 {
+            return;
+        }
+        if !probe && !self.maybe_due {
+            match self.next_due {
+                Some(t) if t <= self.clock.now_utc() => {}
+                _ => return,
+            }
+        }
+        let now = self.now();
+        let claimed = match &mut self.mode {
+            Mode::Daemon => self.store.claim_due(&now, free, self.policy.newest_first),
+            Mode::Oneshot { queue } => {
+                let ids: Vec<i64> = (0..free).map_while(|_| queue.pop_front()).collect();
+                self.store.claim_ids(&ids, &now)
+            }
+        };
+        let claimed = match claimed {
+            Ok(c) => c,
+            Err(e) => return self.trouble(&e),
+        };
+        if claimed.len() < free && matches!(self.mode, Mode::Daemon) {
+            self.maybe_due = false;
+            self.next_due = match self.store.next_due() {
+                Ok(t) => t.as_deref().and_then(crate::clock::parse_ts),
+                Err(e) => return self.trouble(&e),
+            };
+        }
+        if probe && !claimed.is_empty() {
+            self.endpoint.probe_in_flight = true;
+            log::debug!(
+                "probing the endpoint with {}",
+                display_name(claimed[0].path.as_os_str())
+            );
+        }
+        for c in claimed {
+            self.in_flight.insert(c.id, c.clone());
+            let job = Job {
+                file: c,
+                probe,
+                settings: self.settings.clone(),
+            };
+            // Never blocks: only this thread sends, and it sent no more than the free slots.
+            if tx.send(job).is_err() {
+                // Every worker is gone: that is a dead thread, which the supervisor sees.
+                return;
+            }
+        }
+    }
+
+    fn on_reports(&mut self, batch: Vec<Report>) {
+        let now_t = self.clock.now_utc();
+        let now = format_ts(now_t);
+        let mut completions = Vec::with_capacity(batch.len());
+        for r in batch {
+            self.in_flight.remove(&r.job.file.id);
+            if let Some(note) = &r.note {
+                log::warn!("{note}");
+            }
+            completions.push(self.judge(r, now_t));
+        }
+        self.unsaved.extend(completions);
+        self.flush_unsaved_at(&now);
+    }
+
+    fn flush_unsaved(&mut self) {
+        let now = self.now();
+        self.flush_unsaved_at(&now);
+    }
+
+    fn flush_unsaved_at(&mut self, now: &str) {
+        if self.unsaved.is_empty() {
+            return;
+        }
+        match self.store.complete(&self.unsaved, now) {
+            Ok(()) => {
+                self.unsaved.clear();
+                self.maybe_due = true;
+                self.recovered();
+            }
+            Err(e) => self.trouble(&e),
+        }
+    }
+
+    /// Turns a worker's report into the row's next state, and updates the endpoint's health.
+    fn judge(&mut self, r: Report, now: OffsetDateTime) -> Completion {
+        let f = &r.job.file;
+        let probe = r.job.probe;
+        if probe {
+            self.endpoint.probe_in_flight = false;
+        }
+        let mut c = Completion {
+            file_id: f.id,
+            attempt: f.attempt,
+            version: f.version,
+            started_at: format_ts(r.started_at),
+            duration_ms: r.duration.as_millis() as i64,
+            http_status: None,
+            response_body: None,
+            response_json: None,
+            error: None,
+            disposition: Disposition::Skipped,
+        };
+        let name = display_name(f.path.as_os_str());
+        let exhausted = self.policy.max_attempts > 0
+            && f.attempt >= i64::from(self.policy.max_attempts)
+            && !probe;
+        match r.outcome {
+            Outcome::Answered(resp) => {
+                c.http_status = Some(resp.status);
+                c.response_json = resp.json.clone();
+                c.response_body = Some(resp.body.clone());
+                let class = classify_status(resp.status);
+                let endpoint_failure =
+                    resp.status >= 500 || resp.status == 408 || resp.status == 429;
+                if endpoint_failure {
+                    self.endpoint_failed(&format!("HTTP {}", resp.status), probe);
+                } else {
+                    self.endpoint_answered();
+                }
+                if let (Some(ra), true) =
+                    (resp.retry_after, resp.status == 429 || resp.status == 503)
+                {
+                    let pause = ra.min(self.policy.max);
+                    log::warn!(
+                        "endpoint answered {} with Retry-After {}: pausing all uploads",
+                        resp.status,
+                        human_duration(pause)
+                    );
+                    self.endpoint.paused_until = Some(Instant::now() + pause);
+                    self.take_back_queued();
+                }
+                match class {
+                    Class::Success => {
+                        self.stats.uploaded += 1;
+                        log::info!(
+                            "uploaded {name} ({} bytes, HTTP {}, {} ms)",
+                            f.version.size,
+                            resp.status,
+                            c.duration_ms
+                        );
+                        c.disposition = Disposition::Uploaded;
+                    }
+                    Class::Retry => {
+                        let wait =
+                            match (resp.retry_after, resp.status == 429 || resp.status == 503) {
+                                (Some(ra), true) => ra.min(self.policy.max),
+                                _ => self.policy.backoff(f.attempt, &mut self.rng),
+                            };
+                        c.error = Some(format!("HTTP {}", resp.status));
+                        c.disposition = self.retry_or_fail(
+                            now,
+                            wait,
+                            probe,
+                            exhausted,
+                            &name,
+                            c.error.as_deref(),
+                        );
+                    }
+                    Class::Failed => {
+                        self.stats.failed += 1;
+                        let err = if (300..400).contains(&resp.status) {
+                            format!(
+                                "HTTP {}: redirect to {} not followed",
+                                resp.status,
+                                resp.location.as_deref().unwrap_or("(no Location)")
+                            )
+                        } else {
+                            format!("HTTP {}", resp.status)
+                        };
+                        log::error!(
+                            "{name}: {err}: marked failed (retry with `sega-uploader retry`)"
+                        );
+                        c.error = Some(err);
+                        c.disposition = Disposition::Failed;
+                    }
+                }
+                if let Some(e) = resp.body_error {
+                    let joined = format!(
+                        "{}; response body cut short: {e}",
+                        c.error.take().unwrap_or_default()
+                    );
+                    c.error = Some(joined.trim_start_matches("; ").to_owned());
+                }
+            }
+            Outcome::Transport(e) => {
+                self.endpoint_failed(&e, probe);
+                let wait = self.policy.backoff(f.attempt, &mut self.rng);
+                c.disposition = self.retry_or_fail(now, wait, probe, exhausted, &name, Some(&e));
+                c.error = Some(e);
+            }
+            Outcome::Unreadable(e) => {
+                let wait = self.policy.backoff(f.attempt, &mut self.rng);
+                let e = format!("cannot read the file: {e}");
+                c.disposition = self.retry_or_fail(now, wait, false, exhausted, &name, Some(&e));
+                c.error = Some(e);
+            }
+            Outcome::Vanished => {
+                self.stats.skipped += 1;
+                log::info!("{name}: vanished before it was uploaded: skipped");
+                c.error = Some("vanished before upload".into());
+            }
+            Outcome::NotRegular(t) => {
+                self.stats.skipped += 1;
+                log::warn!("{name}: no longer a regular file ({t}): skipped");
+                c.error = Some(format!("not a regular file ({t})"));
+            }
+            Outcome::NotAnImage => {
+                self.stats.skipped += 1;
+                log::warn!("{name}: not an image (content does not match its extension): skipped");
+                c.error = Some("not an image".into());
+            }
+            Outcome::Incomplete { since } => {
+                self.stats.not_ready += 1;
+                let at = now + self.policy.settle.max(Duration::from_secs(1));
+                log::debug!("{name}: no end-of-image marker yet, looking again later");
+                c.error = Some("incomplete: no end-of-image marker yet".into());
+                c.disposition = Disposition::NotReady {
+                    at: format_ts(at),
+                    incomplete_since: Some(format_ts(since)),
+                };
+            }
+            Outcome::Changed(v) => {
+                self.stats.not_ready += 1;
+                log::info!(
+                    "{name}: changed while queued ({} bytes now): will send the new version",
+                    v.size
+                );
+                c.disposition = Disposition::Changed {
+                    version: v,
+                    at: format_ts(settle_time(now, v.mtime_ns, self.policy.settle)),
+                };
+            }
+        }
+        c
+    }
+
+    fn retry_or_fail(
+        &mut self,
+        now: OffsetDateTime,
+        wait: Duration,
+        probe: bool,
+        exhausted: bool,
+        name: &str,
+        error: Option<&str>,
+    ) -> Disposition {
+        if exhausted {
+            self.stats.failed += 1;
+            log::error!(
+                "{name}: giving up after {} attempts ({}): marked failed",
+                self.policy.max_attempts,
+                error.unwrap_or("error")
+            );
+            return Disposition::Failed;
+        }
+        self.stats.retry += 1;
+        if !self.endpoint.is_down() {
+            log::info!(
+                "{name}: {}; retrying in {}",
+                error.unwrap_or("error"),
+                human_duration(wait)
+            );
+        }
+        Disposition::Retry {
+            at: format_ts(now + wait),
+            counted: !probe,
+        }
+    }
+
+    fn endpoint_failed(&mut self, error: &str, probe: bool) {
+        self.endpoint.failures += 1;
+        self.endpoint.last_error = error.to_owned();
+        if self.endpoint.is_down() {
+            if probe {
+                self.endpoint.probe_wait = (self.endpoint.probe_wait * 2).min(self.policy.max);
+                self.endpoint.next_probe = Instant::now() + self.endpoint.probe_wait;
+            }
+            return;
+        }
+        if self.endpoint.failures >= DOWN_AFTER {
+            self.endpoint.down_since = Some((Instant::now(), self.clock.now_utc()));
+            self.endpoint.probe_wait = self.policy.initial;
+            self.endpoint.next_probe = Instant::now() + self.endpoint.probe_wait;
+            self.stats.endpoint_down = true;
+            log::warn!(
+                "endpoint {} is down ({} consecutive failures, last: {error}): pausing uploads, one probe every {} or longer",
+                crate::upload::show(std::path::Path::new(&self.settings.url)),
+                self.endpoint.failures,
+                human_duration(self.endpoint.probe_wait)
+            );
+            self.take_back_queued();
+            let now = self.now();
+            let _ = self.store.set_state(
+                &[
+                    ("endpoint", "down".into()),
+                    ("endpoint_down_since", now.clone()),
+                    ("endpoint_error", error.to_owned()),
+                ],
+                &now,
+            );
+        }
+    }
+
+    fn endpoint_answered(&mut self) {
+        self.endpoint.failures = 0;
+        if let Some((since, _)) = self.endpoint.down_since.take() {
+            self.stats.endpoint_down = false;
+            log::info!(
+                "endpoint is back after {}: resuming uploads",
+                human_duration(since.elapsed())
+            );
+            let now = self.now();
+            match self.store.release_backoff(&now) {
+                Ok(n) if n > 0 => {
+                    log::info!("{n} file(s) that failed during the outage are due now")
+                }
+                Ok(_) => {}
+                Err(e) => self.trouble(&e),
+            }
+            let _ = self.store.set_state(
+                &[
+                    ("endpoint", "up".into()),
+                    ("endpoint_down_since", String::new()),
+                ],
+                &now,
+            );
+            self.maybe_due = true;
+        }
+    }
+
+    /// Jobs claimed but not yet picked up by a worker go back to `pending` (an outage or a
+    /// pause began: sending them would only make failed requests).
+    fn take_back_queued(&mut self) {
+        let ids: Vec<i64> = self.jobs_rx.try_iter().map(|j| j.file.id).collect();
+        if ids.is_empty() {
+            return;
+        }
+        for id in &ids {
+            self.in_flight.remove(id);
+        }
+        if let Mode::Oneshot { queue } = &mut self.mode {
+            for id in ids.iter().rev() {
+                queue.push_front(*id);
+            }
+        }
+        let now = self.now();
+        if let Err(e) = self.store.unclaim(&ids, &now) {
+            self.trouble(&e);
+        }
+    }
+
+    /// Heartbeat row and the daily prune.
+    fn housekeeping(&mut self) {
+        if !matches!(self.mode, Mode::Daemon) {
+            return;
+        }
+        if self.db_trouble.is_some() {
+            self.flush_unsaved();
+        }
+        if self
+            .last_heartbeat
+            .is_some_and(|t| t.elapsed() < HEARTBEAT_EVERY)
+        {
+            return;
+        }
+        self.last_heartbeat = Some(Instant::now());
+        let now = self.now();
+        let endpoint = if self.endpoint.is_down() {
+            "down"
+        } else {
+            "up"
+        };
+        if let Err(e) = self.store.set_state(
+            &[("heartbeat", now.clone()), ("endpoint", endpoint.into())],
+            &now,
+        ) {
+            return self.trouble(&e);
+        }
+        let today = self.clock.today_local();
+        if self.last_prune_day != Some(today) {
+            self.last_prune_day = Some(today);
+            let cutoff = today - time::Duration::days(i64::from(self.policy.keep_days));
+            match self.store.prune(&crate::layout::format_date(cutoff)) {
+                Ok(0) => {}
+                Ok(n) => log::info!(
+                    "pruned {n} row(s) of date folders before {}",
+                    crate::layout::format_date(cutoff)
+                ),
+                Err(e) => self.trouble(&e),
+            }
+        }
+    }
+
+    fn trouble(&mut self, e: &crate::error::Error) {
+        if self.db_trouble.is_none() {
+            log::error!(
+                "database trouble: {e}; holding results in memory and retrying (files not yet recorded are found again by the next rescan)"
+            );
+            self.db_trouble = Some(Instant::now());
+        } else {
+            log::debug!("database still in trouble: {e}");
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.db_trouble.take() {
+            log::info!(
+                "database is writable again after {}",
+                human_duration(since.elapsed())
+            );
+        }
+    }
+
+    fn shutdown(mut self, grace: Duration, reports: &Receiver<Report>) -> Result<()> {
+        let deadline = Instant::now() + grace;
+        // Unstarted jobs go back as if never claimed; closing the channel lets each worker
+        // end after its current request.
+        self.take_back_queued();
+        self.jobs_tx = None;
+        while !self.in_flight.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match reports.recv_timeout(left) {
+                Ok(r) => {
+                    let mut batch = vec![r];
+                    batch.extend(reports.try_iter());
+                    self.on_reports(batch);
+                }
+                Err(_) => break,
+            }
+        }
+        self.flush_unsaved();
+        let now = self.now();
+        if !self.in_flight.is_empty() {
+            let ids: Vec<i64> = self.in_flight.keys().copied().collect();
+            log::warn!(
+                "{} upload(s) still running after the grace period: marked pending",
+                ids.len()
+            );
+            self.store
+                .reset_uploading(Some(&ids), &now, "interrupted by shutdown")?;
+        }
+        self.store
+            .set_state(&[("stopped_at", now.clone()), ("pid", String::new())], &now)?;
+        Ok(())
+    }
+}
+
+/// When a file found by a scan may be sent: `settle` after its mtime, but never later than
+/// `settle` from now (a camera clock running ahead must not park a file for hours).
+pub fn settle_time(now: OffsetDateTime, mtime_ns: i64, settle: Duration) -> OffsetDateTime {
+    let mtime = OffsetDateTime::from_unix_timestamp_nanos(i128::from(mtime_ns)).unwrap_or(now);
+    (mtime + settle).clamp(now, now + settle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn policy() -> Policy {
+        Policy {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(600),
+            max_attempts: 0,
+            newest_first: false,
+            settle: Duration::from_secs(5),
+            keep_days: 90,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_jitter_only_lengthens() {
+        let p = policy();
+        let mut rng = Rng(12345);
+        for (attempt, base) in [(1, 5), (2, 10), (3, 20), (4, 40), (8, 600), (60, 600)] {
+            for _ in 0..100 {
+                let d = p.backoff(attempt, &mut rng);
+                assert!(d >= Duration::from_secs(base), "attempt {attempt}: {d:?}");
+                assert!(
+                    d <= Duration::from_secs(base).mul_f64(1.25),
+                    "attempt {attempt}: {d:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn settle_time_is_bounded_both_ways() {
+        let now = datetime!(2026-11-26 12:00 UTC);
+        let ns = |t: OffsetDateTime| t.unix_timestamp_nanos() as i64;
+        let s = Duration::from_secs(5);
+        assert_eq!(
+            settle_time(now, ns(datetime!(2026-11-26 11:00 UTC)), s),
+            now
+        );
+        assert_eq!(
+            settle_time(now, ns(datetime!(2026-11-26 11:59:58 UTC)), s),
+            datetime!(2026-11-26 12:00:03 UTC)
+        );
+        assert_eq!(
+            settle_time(now, ns(datetime!(2026-11-27 12:00 UTC)), s),
+            datetime!(2026-11-26 12:00:05 UTC)
+        );
+    }
+}

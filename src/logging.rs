@@ -1,0 +1,117 @@
+//! The logger: one line per event, to stderr and optionally to `log.file`.
+//!
+//! Under journald (`JOURNAL_STREAM` set) each stderr line starts with a `<N>` syslog
+//! priority and carries no timestamp (journald adds its own); elsewhere a local timestamp and
+//! the level. The file, when configured, always gets timestamps. `reopen` is called on SIGHUP
+//! so logrotate can move the file away. Each line is written with a single `write_all` so
+//! lines from different threads never interleave.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use crate::clock::Clock;
+
+struct Logger {
+    journald: bool,
+    clock: Clock,
+    file: Mutex<Option<(PathBuf, File)>>,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// Installs the logger once per process. Later calls only change the level.
+pub fn init(level: LevelFilter, clock: Clock) {
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let logger = LOGGER.get_or_init(|| Logger {
+        journald,
+        clock,
+        file: Mutex::new(None),
+    });
+    // set_logger fails only when a logger is already installed: ours, so nothing to do.
+    let _ = log::set_logger(logger);
+    log::set_max_level(level);
+}
+
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
+}
+
+/// Opens (or re-opens, after logrotate) the log file; `None` stops file logging.
+pub fn set_file(path: Option<&Path>) -> std::io::Result<()> {
+    let Some(logger) = LOGGER.get() else {
+        return Ok(());
+    };
+    let opened = match path {
+        Some(p) => Some((
+            p.to_path_buf(),
+            OpenOptions::new().create(true).append(true).open(p)?,
+        )),
+        None => None,
+    };
+    *logger.file.lock().unwrap_or_else(|e| e.into_inner()) = opened;
+    Ok(())
+}
+
+/// The level named by `SEGA_LOG`, when set and valid.
+pub fn env_level() -> Option<LevelFilter> {
+    std::env::var("SEGA_LOG")
+        .ok()
+        .and_then(|v| crate::config::parse_level(&v))
+}
+
+fn syslog_priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+impl Logger {
+    fn timestamp(&self) -> String {
+        let t = self.clock.now_local();
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = record.level();
+        let stamped = format!("{} {:<5} {}\n", self.timestamp(), level, record.args());
+        let line = if self.journald {
+            format!("<{}>{}\n", syslog_priority(level), record.args())
+        } else {
+            stamped.clone()
+        };
+        // A full or closed stderr must not take the daemon down: the line is lost, the
+        // upload is not.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, f)) = file.as_mut() {
+            let _ = f.write_all(stamped.as_bytes());
+        }
+    }
+
+    fn flush(&self) {}
+}

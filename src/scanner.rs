@@ -1,0 +1,114 @@
+//! Directory listings: which date folders are in the window, and what candidates each one
+//! holds. Used by the minute rescan (ticker), the one-shot `scan`, the watcher when a date
+//! folder appears, and after an inotify queue overflow.
+//!
+//! It only lists and lstats (never opens a file), and sends each date folder's listing to
+//! the DB owner, which compares it with the database in one query.
+
+use std::ffi::OsStr;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use time::Date;
+
+use crate::config::Folder;
+use crate::db::Input;
+use crate::error::describe_io;
+use crate::layout::{self, FolderRef, Seen, Window};
+
+/// What one pass found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    pub date_dirs: usize,
+    pub files: usize,
+    pub took: Duration,
+}
+
+/// Lists one date folder; problems are logged, not fatal (the next pass tries again).
+pub fn list_one(folder: &Folder, date_dir: &OsStr, extensions: &[String]) -> Option<Vec<Seen>> {
+    let fref = FolderRef {
+        label: &folder.label,
+        dir: &folder.path,
+    };
+    match layout::list_date_dir(&fref, date_dir, extensions) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            log::warn!(
+                "cannot list {}: {}",
+                folder.path.join(date_dir).display(),
+                describe_io(&e)
+            );
+            None
+        }
+    }
+}
+
+/// Sends one `Listing` per date folder in the window, for every folder. Returns false when
+/// the receiver is gone (shutdown).
+pub fn scan_window(
+    folders: &[Folder],
+    window: &Window,
+    extensions: &[String],
+    tx: &Sender<Input>,
+) -> Option<Summary> {
+    let t0 = Instant::now();
+    let mut summary = Summary::default();
+    for folder in folders {
+        let dirs = match layout::date_dirs_in_window(&folder.path, window) {
+            Ok(d) => d,
+            Err(e) => {
+                log::warn!("cannot list {}: {}", folder.path.display(), describe_io(&e));
+                continue;
+            }
+        };
+        for (_, name) in dirs {
+            if !send_listing(folder, &name, extensions, tx, &mut summary)? {
+                continue;
+            }
+        }
+    }
+    summary.took = t0.elapsed();
+    Some(summary)
+}
+
+/// Lists the given dates (a backfill with `scan --date`), in or out of the window.
+pub fn scan_dates(
+    folders: &[Folder],
+    dates: &[Date],
+    extensions: &[String],
+    tx: &Sender<Input>,
+) -> Option<Summary> {
+    let t0 = Instant::now();
+    let mut summary = Summary::default();
+    for folder in folders {
+        for d in dates {
+            let name = layout::format_date(*d);
+            send_listing(folder, OsStr::new(&name), extensions, tx, &mut summary)?;
+        }
+    }
+    summary.took = t0.elapsed();
+    Some(summary)
+}
+
+/// Returns None when the receiver is gone, Some(false) when nothing was listed.
+pub fn send_listing(
+    folder: &Folder,
+    date_dir: &OsStr,
+    extensions: &[String],
+    tx: &Sender<Input>,
+    summary: &mut Summary,
+) -> Option<bool> {
+    let Some(entries) = list_one(folder, date_dir, extensions) else {
+        return Some(false);
+    };
+    summary.date_dirs += 1;
+    summary.files += entries.len();
+    let date = date_dir.to_string_lossy().into_owned();
+    tx.send(Input::Listing {
+        folder: folder.label.clone(),
+        date,
+        entries,
+    })
+    .ok()?;
+    Some(true)
+}

@@ -1,0 +1,1456 @@
+//! All SQL lives here: the schema and its migrations, and the handful of named operations
+//! the rest of the program uses (record, claim, complete, requeue, prune, and the queries
+//! behind the operator commands). Nothing outside this module writes SQL, so a second
+//! backend (PostgreSQL) is a second implementation of these operations.
+//!
+//! One `Store` is one connection. The daemon's DB-owner thread holds the only writing
+//! connection; operator commands open their own (read-only where they only read) and rely
+//! on WAL to read while the daemon writes.
+//!
+//! Paths and file names are bytes on Linux. A name that is valid UTF-8 is stored as TEXT;
+//! one that is not (CP949 from an old Samba share) is stored as a BLOB of its raw bytes, so
+//! it round-trips losslessly and still has exactly one representation for the UNIQUE index.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+
+use crate::error::{Error, Result};
+use crate::layout::Version;
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Results kept per file: enough to see a pattern, bounded so a file failing for a week
+/// cannot bloat the database.
+pub const RESULTS_KEPT_PER_FILE: i64 = 20;
+
+/// `response_body` is capped at this many bytes (DESIGN §4).
+pub const RESPONSE_CAP: usize = 64 * 1024;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the tables fixed by DESIGN §4, plus `incomplete_since` (when a JPEG/PNG without its
+    // end marker was first seen unchanged) and the small key/value `state` table the daemon
+    // writes its heartbeat and endpoint state to.
+    "CREATE TABLE files(
+        id INTEGER PRIMARY KEY,
+        path TEXT UNIQUE NOT NULL,
+        folder TEXT NOT NULL,
+        date TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        detected_at TEXT NOT NULL,
+        uploaded_at TEXT,
+        updated_at TEXT NOT NULL,
+        incomplete_since TEXT
+    );
+    CREATE INDEX files_date_folder ON files(date, folder);
+    CREATE INDEX files_pending_age ON files(mtime_ns, id) WHERE status = 'pending';
+    CREATE INDEX files_pending_due ON files(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX files_status ON files(status);
+    CREATE TABLE upload_results(
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        attempt INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        http_status INTEGER,
+        response_body TEXT,
+        response_json TEXT,
+        error TEXT,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX upload_results_file ON upload_results(file_id, id);
+    CREATE INDEX upload_results_started ON upload_results(started_at);
+    CREATE TABLE state(key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);",
+];
+
+/// What a row's `status` column may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Uploading,
+    Uploaded,
+    Failed,
+    Skipped,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::Uploading,
+        Status::Uploaded,
+        Status::Failed,
+        Status::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Uploading => "uploading",
+            Status::Uploaded => "uploaded",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// A file seen on disk (by inotify or a scan) that passed the shape, name and type rules.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub path: PathBuf,
+    pub folder: String,
+    pub date: String,
+    pub filename: OsString,
+    pub version: Version,
+    /// When the row should first be tried: now for a file reported complete by
+    /// IN_CLOSE_WRITE / IN_MOVED_TO, the settle time for one found by a scan.
+    pub ready_at: String,
+    /// Found through an inotify completion event (makes a settling row due now).
+    pub via_event: bool,
+}
+
+/// What `record` did with a batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecordStats {
+    pub new: usize,
+    pub new_versions: usize,
+    pub made_due: usize,
+    pub unchanged: usize,
+}
+
+/// A row handed to an upload worker.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub path: PathBuf,
+    pub folder: String,
+    pub date: String,
+    pub filename: OsString,
+    pub version: Version,
+    /// This attempt's number (attempts after the claim's increment).
+    pub attempt: i64,
+    pub incomplete_since: Option<String>,
+}
+
+/// The end of one claim, as decided by the DB owner from the worker's report.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub file_id: i64,
+    pub attempt: i64,
+    /// The version that was claimed: a completion never touches a newer version.
+    pub version: Version,
+    pub started_at: String,
+    pub duration_ms: i64,
+    pub http_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub response_json: Option<String>,
+    pub error: Option<String>,
+    pub disposition: Disposition,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disposition {
+    /// 2xx: done.
+    Uploaded,
+    /// Try again at `at`. `counted` false gives the attempt back (a probe, a shutdown).
+    Retry { at: String, counted: bool },
+    /// Permanent failure (4xx, 3xx, attempts exhausted).
+    Failed,
+    /// Never to be uploaded (not an image, vanished, not a regular file). No result row:
+    /// nothing was sent.
+    Skipped,
+    /// Not ready (still being written): look again at `at`. No result row, no attempt.
+    NotReady {
+        at: String,
+        incomplete_since: Option<String>,
+    },
+    /// The file changed under the worker: record the new version, due at `at`.
+    Changed { version: Version, at: String },
+}
+
+impl Disposition {
+    /// The `upload_results.outcome` for this disposition, or None when no attempt was made.
+    fn outcome(&self) -> Option<&'static str> {
+        match self {
+            Disposition::Uploaded => Some("success"),
+            Disposition::Retry { .. } => Some("retry"),
+            Disposition::Failed => Some("failed"),
+            _ => None,
+        }
+    }
+}
+
+/// One row of `files`, for the operator commands.
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub id: i64,
+    pub path: PathBuf,
+    pub folder: String,
+    pub date: String,
+    pub filename: OsString,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub detected_at: String,
+    pub uploaded_at: Option<String>,
+    pub updated_at: String,
+}
+
+/// Filters for `list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub folder: Option<String>,
+    pub date: Option<String>,
+    pub limit: Option<i64>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A path's or name's bytes as the SQL value that stores them losslessly.
+fn bytes_value(b: &[u8]) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::Text(s.to_owned()),
+        Err(_) => Value::Blob(b.to_vec()),
+    }
+}
+
+fn os_value(s: &OsStr) -> Value {
+    bytes_value(s.as_bytes())
+}
+
+fn value_bytes(v: ValueRef<'_>) -> Vec<u8> {
+    match v {
+        ValueRef::Text(b) | ValueRef::Blob(b) => b.to_vec(),
+        ValueRef::Integer(i) => i.to_string().into_bytes(),
+        ValueRef::Real(f) => f.to_string().into_bytes(),
+        ValueRef::Null => Vec::new(),
+    }
+}
+
+fn row_os(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<OsString> {
+    Ok(OsString::from_vec(value_bytes(row.get_ref(idx)?)))
+}
+
+fn version_of(row: &rusqlite::Row<'_>, size: usize, mtime: usize) -> rusqlite::Result<Version> {
+    let size: i64 = row.get(size)?;
+    Ok(Version {
+        size: size.max(0) as u64,
+        mtime_ns: row.get(mtime)?,
+    })
+}
+
+const FILE_COLUMNS: &str = "id, path, folder, date, filename, size, mtime_ns, status, attempts, \
+     next_attempt_at, last_error, detected_at, uploaded_at, updated_at";
+
+fn file_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    Ok(FileRow {
+        id: row.get(0)?,
+        path: PathBuf::from(row_os(row, 1)?),
+        folder: row.get(2)?,
+        date: row.get(3)?,
+        filename: row_os(row, 4)?,
+        size: row.get(5)?,
+        mtime_ns: row.get(6)?,
+        status: row.get(7)?,
+        attempts: row.get(8)?,
+        next_attempt_at: row.get(9)?,
+        last_error: row.get(10)?,
+        detected_at: row.get(11)?,
+        uploaded_at: row.get(12)?,
+        updated_at: row.get(13)?,
+    })
+}
+
+const CLAIM_RETURNING: &str =
+    "RETURNING id, path, folder, date, filename, size, mtime_ns, attempts, incomplete_since";
+
+fn claimed_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
+    Ok(Claimed {
+        id: row.get(0)?,
+        path: PathBuf::from(row_os(row, 1)?),
+        folder: row.get(2)?,
+        date: row.get(3)?,
+        filename: row_os(row, 4)?,
+        version: version_of(row, 5, 6)?,
+        attempt: row.get(7)?,
+        incomplete_since: row.get(8)?,
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the database for writing: WAL, synchronous=NORMAL, a 5 s
+    /// busy timeout, migrations applied.
+    pub fn open(path: &Path) -> Result<Store> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure(false)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing database for reading only (operator commands). Works while the
+    /// daemon runs; says clearly when there is no database yet.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            return Err(Error::DbState {
+                path: path.to_path_buf(),
+                msg: "does not exist yet (has the daemon or a scan run with this config?)".into(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure(true)?;
+        let version = store.user_version()?;
+        if version == 0 {
+            return Err(Error::DbState {
+                path: path.to_path_buf(),
+                msg: "is empty: not yet initialised by sega-uploader".into(),
+            });
+        }
+        if version > SCHEMA_VERSION {
+            return Err(newer_schema(path, version));
+        }
+        Ok(store)
+    }
+
+    fn configure(&self, read_only: bool) -> Result<()> {
+        let what = format!("configuring database {}", self.path.display());
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| Error::db(what.clone(), e))?;
+        if !read_only {
+            // journal_mode=WAL persists in the file; synchronous is per connection. The
+            // first statement is also where SQLite notices a file that is not a database.
+            let mode: String = self
+                .conn
+                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+                .map_err(|e| open_error(&self.path, e))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                log::warn!(
+                    "database {}: journal_mode is {mode}, not WAL",
+                    self.path.display()
+                );
+            }
+            self.conn
+                .execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+                .map_err(|e| Error::db(what, e))?;
+        }
+        Ok(())
+    }
+
+    fn user_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| open_error(&self.path, e))
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| open_error(&path, e))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| open_error(&path, e))?;
+        if version > SCHEMA_VERSION {
+            return Err(newer_schema(&path, version));
+        }
+        if version == 0 {
+            // An empty file is ours to initialise; a file with someone else's tables is not:
+            // refusing beats silently mixing two programs' data.
+            let tables: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type='table'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| open_error(&path, e))?;
+            if tables > 0 {
+                return Err(Error::DbState {
+                    path,
+                    msg: "has tables but no sega-uploader schema version: not our database".into(),
+                });
+            }
+        }
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(step).map_err(|e| {
+                Error::db(
+                    format!("migrating {} to schema {}", path.display(), i + 1),
+                    e,
+                )
+            })?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(|e| Error::db("setting user_version", e))?;
+        tx.commit()
+            .map_err(|e| Error::db(format!("migrating {}", path.display()), e))
+    }
+
+    fn tx(&mut self, what: &str) -> Result<Transaction<'_>> {
+        self.conn
+            .transaction()
+            .map_err(|e| Error::db(what.to_owned(), e))
+    }
+
+    /// Records a batch of observations in one transaction: new paths get a `pending` row;
+    /// a known path with another size or mtime is a new version (attempts restart from 0,
+    /// whatever its status); a known, unchanged path reported complete by inotify while it
+    /// waits to settle is made due now.
+    pub fn record(&mut self, batch: &[Observation], now: &str) -> Result<RecordStats> {
+        let mut stats = RecordStats::default();
+        let tx = self.tx("recording files")?;
+        {
+            let mut find = tx
+                .prepare_cached(
+                    "SELECT id, size, mtime_ns, status, next_attempt_at FROM files WHERE path = ?1",
+                )
+                .map_err(|e| Error::db("recording files", e))?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
+                        next_attempt_at, detected_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?8, ?8)",
+                )
+                .map_err(|e| Error::db("recording files", e))?;
+            let mut new_version = tx
+                .prepare_cached(
+                    "UPDATE files SET size = ?2, mtime_ns = ?3, status = 'pending', attempts = 0,
+                        next_attempt_at = ?4, last_error = NULL, uploaded_at = NULL,
+                        incomplete_since = NULL, updated_at = ?5
+                     WHERE id = ?1",
+                )
+                .map_err(|e| Error::db("recording files", e))?;
+            let mut make_due = tx
+                .prepare_cached(
+                    "UPDATE files SET next_attempt_at = ?2, updated_at = ?2
+                     WHERE id = ?1 AND status = 'pending' AND attempts = 0 AND next_attempt_at > ?2",
+                )
+                .map_err(|e| Error::db("recording files", e))?;
+            for obs in batch {
+                let path = os_value(obs.path.as_os_str());
+                let known = find
+                    .query_row([&path], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            version_of(r, 1, 2)?,
+                            r.get::<_, String>(3)?,
+                        ))
+                    })
+                    .optional()
+                    .map_err(|e| Error::db("recording files", e))?;
+                match known {
+                    None => {
+                        insert
+                            .execute(params![
+                                path,
+                                obs.folder,
+                                obs.date,
+                                os_value(&obs.filename),
+                                obs.version.size as i64,
+                                obs.version.mtime_ns,
+                                obs.ready_at,
+                                now
+                            ])
+                            .map_err(|e| Error::db("recording a new file", e))?;
+                        stats.new += 1;
+                    }
+                    Some((id, version, status)) if version != obs.version => {
+                        new_version
+                            .execute(params![
+                                id,
+                                obs.version.size as i64,
+                                obs.version.mtime_ns,
+                                obs.ready_at,
+                                now
+                            ])
+                            .map_err(|e| Error::db("recording a new version", e))?;
+                        log::info!(
+                            "new version of {} (was {} bytes, {status}; now {} bytes): it will be uploaded again",
+                            obs.path.display(),
+                            version.size,
+                            obs.version.size
+                        );
+                        stats.new_versions += 1;
+                    }
+                    Some((id, _, _)) => {
+                        if obs.via_event
+                            && make_due
+                                .execute(params![id, now])
+                                .map_err(|e| Error::db("recording files", e))?
+                                > 0
+                        {
+                            stats.made_due += 1;
+                        } else {
+                            stats.unchanged += 1;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit()
+            .map_err(|e| Error::db("committing recorded files", e))?;
+        Ok(stats)
+    }
+
+    /// The recorded versions of one date folder, keyed by path bytes: what a rescan compares
+    /// the listing with, in one query instead of one per file.
+    pub fn known_versions(&self, folder: &str, date: &str) -> Result<HashMap<Vec<u8>, Version>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT path, size, mtime_ns FROM files WHERE date = ?1 AND folder = ?2",
+            )
+            .map_err(|e| Error::db("reading known files", e))?;
+        let rows = stmt
+            .query_map([date, folder], |r| {
+                Ok((value_bytes(r.get_ref(0)?), version_of(r, 1, 2)?))
+            })
+            .map_err(|e| Error::db("reading known files", e))?;
+        rows.collect::<rusqlite::Result<HashMap<_, _>>>()
+            .map_err(|e| Error::db("reading known files", e))
+    }
+
+    /// A permission change (IN_ATTRIB) on a pending file: look at it again now rather than
+    /// at its next backoff.
+    pub fn recheck(&mut self, path: &Path, now: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE files SET next_attempt_at = ?2, updated_at = ?2
+                 WHERE path = ?1 AND status = 'pending' AND attempts > 0 AND next_attempt_at > ?2",
+                params![os_value(path.as_os_str()), now],
+            )
+            .map_err(|e| Error::db("re-checking a file", e))?;
+        Ok(n > 0)
+    }
+
+    /// Atomically claims up to `limit` due rows, oldest (or newest) file first.
+    pub fn claim_due(
+        &mut self,
+        now: &str,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<Claimed>> {
+        let order = if newest_first { "DESC" } else { "ASC" };
+        let sql = format!(
+            "UPDATE files SET status = 'uploading', attempts = attempts + 1, updated_at = ?1
+             WHERE id IN (SELECT id FROM files WHERE status = 'pending' AND next_attempt_at <= ?1
+                          ORDER BY mtime_ns {order}, id {order} LIMIT ?2)
+             {CLAIM_RETURNING}"
+        );
+        let mut claimed = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&sql)
+                .map_err(|e| Error::db("claiming files", e))?;
+            let rows = stmt
+                .query_map(params![now, limit as i64], claimed_row)
+                .map_err(|e| Error::db("claiming files", e))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| Error::db("claiming files", e))?
+        };
+        // RETURNING gives no order guarantee.
+        claimed.sort_by_key(|c| (c.version.mtime_ns, c.id));
+        if newest_first {
+            claimed.reverse();
+        }
+        Ok(claimed)
+    }
+
+    /// Claims these rows if they are still pending (the one-shot scan works through the
+    /// list of rows that were due when it started).
+    pub fn claim_ids(&mut self, ids: &[i64], now: &str) -> Result<Vec<Claimed>> {
+        let tx = self.tx("claiming files")?;
+        let mut out = Vec::with_capacity(ids.len());
+        {
+            let sql = format!(
+                "UPDATE files SET status = 'uploading', attempts = attempts + 1, updated_at = ?2
+                 WHERE id = ?1 AND status = 'pending' {CLAIM_RETURNING}"
+            );
+            let mut stmt = tx
+                .prepare_cached(&sql)
+                .map_err(|e| Error::db("claiming files", e))?;
+            for id in ids {
+                if let Some(c) = stmt
+                    .query_row(params![id, now], claimed_row)
+                    .optional()
+                    .map_err(|e| Error::db("claiming files", e))?
+                {
+                    out.push(c);
+                }
+            }
+        }
+        tx.commit().map_err(|e| Error::db("claiming files", e))?;
+        Ok(out)
+    }
+
+    /// Ids of pending rows due by `now` (optionally only of these dates), in upload order.
+    pub fn due_ids(&self, now: &str, dates: &[String], newest_first: bool) -> Result<Vec<i64>> {
+        let order = if newest_first { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT id, date FROM files WHERE status = 'pending' AND next_attempt_at <= ?1
+             ORDER BY mtime_ns {order}, id {order}"
+        );
+        let mut stmt = self
+            .conn
+            .prepare(&sql)
+            .map_err(|e| Error::db("listing due files", e))?;
+        let rows = stmt
+            .query_map([now], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| Error::db("listing due files", e))?;
+        let mut ids = Vec::new();
+        for row in rows {
+            let (id, date) = row.map_err(|e| Error::db("listing due files", e))?;
+            if dates.is_empty() || dates.contains(&date) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// When the next pending row becomes due, if any.
+    pub fn next_due(&self) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT min(next_attempt_at) FROM files WHERE status = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| Error::db("finding the next due file", e))
+    }
+
+    /// Applies a batch of completions in one transaction. A completion only changes the row
+    /// if it still holds the claimed version in `uploading`; a result row is written for
+    /// every real attempt either way, and each file keeps only its latest results.
+    pub fn complete(&mut self, batch: &[Completion], now: &str) -> Result<()> {
+        let tx = self.tx("saving upload results")?;
+        {
+            let mut result = tx
+                .prepare_cached(
+                    "INSERT INTO upload_results(file_id, attempt, started_at, duration_ms, http_status,
+                        response_body, response_json, error, outcome)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(|e| Error::db("saving upload results", e))?;
+            let mut trim = tx
+                .prepare_cached(
+                    "DELETE FROM upload_results WHERE file_id = ?1 AND id <=
+                        (SELECT id FROM upload_results WHERE file_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                )
+                .map_err(|e| Error::db("saving upload results", e))?;
+            for c in batch {
+                if let Some(outcome) = c.disposition.outcome() {
+                    result
+                        .execute(params![
+                            c.file_id,
+                            c.attempt,
+                            c.started_at,
+                            c.duration_ms,
+                            c.http_status,
+                            c.response_body,
+                            c.response_json,
+                            c.error,
+                            outcome
+                        ])
+                        .map_err(|e| Error::db("saving an upload result", e))?;
+                    trim.execute(params![c.file_id, RESULTS_KEPT_PER_FILE])
+                        .map_err(|e| Error::db("trimming upload results", e))?;
+                }
+                let guard =
+                    "WHERE id = ?1 AND status = 'uploading' AND size = ?2 AND mtime_ns = ?3";
+                let (sql, extra): (String, Vec<Value>) = match &c.disposition {
+                    Disposition::Uploaded => (
+                        format!(
+                            "UPDATE files SET status = 'uploaded', uploaded_at = ?4, next_attempt_at = NULL,
+                                last_error = NULL, incomplete_since = NULL, updated_at = ?4 {guard}"
+                        ),
+                        vec![Value::Text(now.into())],
+                    ),
+                    Disposition::Retry { at, counted } => (
+                        format!(
+                            "UPDATE files SET status = 'pending', next_attempt_at = ?5, last_error = ?6,
+                                attempts = attempts - ?7, updated_at = ?4 {guard}"
+                        ),
+                        vec![
+                            Value::Text(now.into()),
+                            Value::Text(at.clone()),
+                            opt_text(&c.error),
+                            Value::Integer(if *counted { 0 } else { 1 }),
+                        ],
+                    ),
+                    Disposition::Failed => (
+                        format!(
+                            "UPDATE files SET status = 'failed', next_attempt_at = NULL, last_error = ?5,
+                                updated_at = ?4 {guard}"
+                        ),
+                        vec![Value::Text(now.into()), opt_text(&c.error)],
+                    ),
+                    Disposition::Skipped => (
+                        format!(
+                            "UPDATE files SET status = 'skipped', next_attempt_at = NULL, last_error = ?5,
+                                updated_at = ?4 {guard}"
+                        ),
+                        vec![Value::Text(now.into()), opt_text(&c.error)],
+                    ),
+                    Disposition::NotReady { at, incomplete_since } => (
+                        format!(
+                            "UPDATE files SET status = 'pending', next_attempt_at = ?5, attempts = attempts - 1,
+                                incomplete_since = ?6, last_error = ?7, updated_at = ?4 {guard}"
+                        ),
+                        vec![
+                            Value::Text(now.into()),
+                            Value::Text(at.clone()),
+                            opt_text(incomplete_since),
+                            opt_text(&c.error),
+                        ],
+                    ),
+                    Disposition::Changed { version, at } => (
+                        format!(
+                            "UPDATE files SET status = 'pending', size = ?5, mtime_ns = ?6, attempts = 0,
+                                next_attempt_at = ?7, last_error = NULL, uploaded_at = NULL,
+                                incomplete_since = NULL, updated_at = ?4 {guard}"
+                        ),
+                        vec![
+                            Value::Text(now.into()),
+                            Value::Integer(version.size as i64),
+                            Value::Integer(version.mtime_ns),
+                            Value::Text(at.clone()),
+                        ],
+                    ),
+                };
+                let mut values: Vec<Value> = vec![
+                    Value::Integer(c.file_id),
+                    Value::Integer(c.version.size as i64),
+                    Value::Integer(c.version.mtime_ns),
+                ];
+                values.extend(extra);
+                tx.prepare_cached(&sql)
+                    .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
+                    .map_err(|e| Error::db("updating a file's status", e))?;
+            }
+        }
+        tx.commit()
+            .map_err(|e| Error::db("committing upload results", e))
+    }
+
+    /// Gives claimed rows that no worker started back to `pending`, as if never claimed.
+    pub fn unclaim(&mut self, ids: &[i64], now: &str) -> Result<()> {
+        let tx = self.tx("returning unstarted work")?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE files SET status = 'pending', attempts = max(attempts - 1, 0), updated_at = ?2
+                     WHERE id = ?1 AND status = 'uploading'",
+                )
+                .map_err(|e| Error::db("returning unstarted work", e))?;
+            for id in ids {
+                stmt.execute(params![id, now])
+                    .map_err(|e| Error::db("returning unstarted work", e))?;
+            }
+        }
+        tx.commit()
+            .map_err(|e| Error::db("returning unstarted work", e))
+    }
+
+    /// Start-up (lock holder only) and shutdown past the grace: rows left `uploading` go back
+    /// to `pending`, due now, each with an `interrupted` result row. Only `ids` when given.
+    pub fn reset_uploading(
+        &mut self,
+        ids: Option<&[i64]>,
+        now: &str,
+        error: &str,
+    ) -> Result<usize> {
+        let tx = self.tx("resetting interrupted uploads")?;
+        let targets: Vec<(i64, i64)> = {
+            let mut stmt = tx
+                .prepare("SELECT id, attempts FROM files WHERE status = 'uploading'")
+                .map_err(|e| Error::db("resetting interrupted uploads", e))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| Error::db("resetting interrupted uploads", e))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| Error::db("resetting interrupted uploads", e))?
+                .into_iter()
+                .filter(|(id, _)| ids.is_none_or(|ids| ids.contains(id)))
+                .collect()
+        };
+        for (id, attempt) in &targets {
+            tx.execute(
+                "INSERT INTO upload_results(file_id, attempt, started_at, duration_ms, error, outcome)
+                 VALUES (?1, ?2, ?3, 0, ?4, 'retry')",
+                params![id, attempt, now, error],
+            )
+            .map_err(|e| Error::db("resetting interrupted uploads", e))?;
+            tx.execute(
+                "DELETE FROM upload_results WHERE file_id = ?1 AND id <=
+                    (SELECT id FROM upload_results WHERE file_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![id, RESULTS_KEPT_PER_FILE],
+            )
+            .map_err(|e| Error::db("trimming upload results", e))?;
+            tx.execute(
+                "UPDATE files SET status = 'pending', next_attempt_at = ?2, last_error = ?3, updated_at = ?2
+                 WHERE id = ?1",
+                params![id, now, error],
+            )
+            .map_err(|e| Error::db("resetting interrupted uploads", e))?;
+        }
+        tx.commit()
+            .map_err(|e| Error::db("resetting interrupted uploads", e))?;
+        Ok(targets.len())
+    }
+
+    /// After an endpoint outage: rows that failed during it are due now instead of waiting
+    /// out a backoff that only reflected the outage.
+    pub fn release_backoff(&mut self, now: &str) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE files SET next_attempt_at = ?1, updated_at = ?1
+                 WHERE status = 'pending' AND attempts > 0 AND next_attempt_at > ?1",
+                [now],
+            )
+            .map_err(|e| Error::db("releasing backoff after an outage", e))
+    }
+
+    /// Re-queues `failed` rows (`retry --failed`).
+    pub fn retry_failed(&mut self, now: &str) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE files SET status = 'pending', attempts = 0, next_attempt_at = ?1,
+                    last_error = NULL, updated_at = ?1
+                 WHERE status = 'failed'",
+                [now],
+            )
+            .map_err(|e| Error::db("re-queueing failed files", e))
+    }
+
+    /// Re-queues one path; uploaded (or skipped) rows only with `force`. Returns the status
+    /// it had, or None when the path is not recorded.
+    pub fn retry_path(&mut self, path: &Path, force: bool, now: &str) -> Result<Option<String>> {
+        let key = os_value(path.as_os_str());
+        let status: Option<String> = self
+            .conn
+            .query_row("SELECT status FROM files WHERE path = ?1", [&key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| Error::db("re-queueing a file", e))?;
+        let Some(status) = status else {
+            return Ok(None);
+        };
+        let allowed = match status.as_str() {
+            "failed" | "pending" => true,
+            "uploaded" | "skipped" => force,
+            _ => false,
+        };
+        if allowed {
+            self.conn
+                .execute(
+                    "UPDATE files SET status = 'pending', attempts = 0, next_attempt_at = ?2,
+                        last_error = NULL, uploaded_at = NULL, incomplete_since = NULL, updated_at = ?2
+                     WHERE path = ?1",
+                    params![key, now],
+                )
+                .map_err(|e| Error::db("re-queueing a file", e))?;
+        }
+        Ok(Some(status))
+    }
+
+    /// Deletes rows (and their results) whose date folder is before `before_date`.
+    pub fn prune(&mut self, before_date: &str) -> Result<usize> {
+        let tx = self.tx("pruning old rows")?;
+        tx.execute(
+            "DELETE FROM upload_results WHERE file_id IN (SELECT id FROM files WHERE date < ?1)",
+            [before_date],
+        )
+        .map_err(|e| Error::db("pruning old results", e))?;
+        let n = tx
+            .execute("DELETE FROM files WHERE date < ?1", [before_date])
+            .map_err(|e| Error::db("pruning old rows", e))?;
+        tx.commit().map_err(|e| Error::db("pruning old rows", e))?;
+        Ok(n)
+    }
+
+    pub fn set_state(&mut self, pairs: &[(&str, String)], now: &str) -> Result<()> {
+        let tx = self.tx("writing daemon state")?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO state(key, value, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .map_err(|e| Error::db("writing daemon state", e))?;
+            for (k, v) in pairs {
+                stmt.execute(params![k, v, now])
+                    .map_err(|e| Error::db("writing daemon state", e))?;
+            }
+        }
+        tx.commit()
+            .map_err(|e| Error::db("writing daemon state", e))
+    }
+
+    /// Counts of rows in `status` among the given dates (the one-shot scan's exit code).
+    pub fn count_status_in_dates(&self, statuses: &[Status], dates: &[String]) -> Result<i64> {
+        let mut total = 0;
+        for date in dates {
+            for st in statuses {
+                let n: i64 = self
+                    .conn
+                    .query_row(
+                        "SELECT count(*) FROM files WHERE date = ?1 AND status = ?2",
+                        params![date, st.as_str()],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| Error::db("counting files", e))?;
+                total += n;
+            }
+        }
+        Ok(total)
+    }
+
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<FileRow>> {
+        let mut sql = format!("SELECT {FILE_COLUMNS} FROM files WHERE 1 = 1");
+        let mut values: Vec<Value> = Vec::new();
+        if let Some(st) = filter.status {
+            values.push(Value::Text(st.as_str().into()));
+            sql += &format!(" AND status = ?{}", values.len());
+        }
+        if let Some(f) = &filter.folder {
+            values.push(Value::Text(f.clone()));
+            sql += &format!(" AND folder = ?{}", values.len());
+        }
+        if let Some(d) = &filter.date {
+            values.push(Value::Text(d.clone()));
+            sql += &format!(" AND date = ?{}", values.len());
+        }
+        sql += " ORDER BY date DESC, folder, mtime_ns DESC, id DESC";
+        if let Some(limit) = filter.limit {
+            values.push(Value::Integer(limit));
+            sql += &format!(" LIMIT ?{}", values.len());
+        }
+        let mut stmt = self
+            .conn
+            .prepare(&sql)
+            .map_err(|e| Error::db("listing files", e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values), file_row)
+            .map_err(|e| Error::db("listing files", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| Error::db("listing files", e))
+    }
+
+    pub fn file_by_path(&self, path: &Path) -> Result<Option<FileRow>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {FILE_COLUMNS} FROM files WHERE path = ?1"),
+                [os_value(path.as_os_str())],
+                file_row,
+            )
+            .optional()
+            .map_err(|e| Error::db("reading a file row", e))
+    }
+
+    /// Everything `status` and `check` show, in one read transaction so the numbers agree.
+    pub fn summary(&mut self, today_start: &str, day_ago: &str, hour_ago: &str) -> Result<Summary> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| Error::db("reading status", e))?;
+        let q = |e| Error::db("reading status", e);
+        let mut counts = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare("SELECT folder, status, count(*) FROM files GROUP BY folder, status ORDER BY folder, status")
+                .map_err(q)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(q)?;
+            for row in rows {
+                counts.push(row.map_err(q)?);
+            }
+        }
+        let uploaded_today: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM files WHERE status = 'uploaded' AND uploaded_at >= ?1",
+                [today_start],
+                |r| r.get(0),
+            )
+            .map_err(q)?;
+        let oldest_pending = tx
+            .query_row(
+                "SELECT path, detected_at, last_error FROM files WHERE status IN ('pending', 'uploading')
+                 ORDER BY detected_at, id LIMIT 1",
+                [],
+                |r| Ok(PathAt { path: PathBuf::from(row_os(r, 0)?), at: r.get(1)?, detail: r.get(2)? }),
+            )
+            .optional()
+            .map_err(q)?;
+        let last_success = tx
+            .query_row(
+                "SELECT path, uploaded_at, NULL FROM files WHERE status = 'uploaded' ORDER BY uploaded_at DESC LIMIT 1",
+                [],
+                |r| Ok(PathAt { path: PathBuf::from(row_os(r, 0)?), at: r.get(1)?, detail: r.get(2)? }),
+            )
+            .optional()
+            .map_err(q)?;
+        let last_error = tx
+            .query_row(
+                "SELECT f.path, r.started_at, coalesce(r.error, 'HTTP ' || r.http_status) FROM upload_results r
+                 JOIN files f ON f.id = r.file_id WHERE r.outcome != 'success' ORDER BY r.id DESC LIMIT 1",
+                [],
+                |r| Ok(PathAt { path: PathBuf::from(row_os(r, 0)?), at: r.get(1)?, detail: r.get(2)? }),
+            )
+            .optional()
+            .map_err(q)?;
+        let mut errors_24h = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT coalesce(r.error, 'HTTP ' || r.http_status) AS cause, count(*), max(f.path)
+                     FROM upload_results r JOIN files f ON f.id = r.file_id
+                     WHERE r.started_at >= ?1 AND r.outcome != 'success'
+                     GROUP BY cause ORDER BY count(*) DESC, cause LIMIT 10",
+                )
+                .map_err(q)?;
+            let rows = stmt
+                .query_map([day_ago], |r| {
+                    Ok(ErrorCause {
+                        cause: r.get(0)?,
+                        count: r.get(1)?,
+                        example: PathBuf::from(row_os(r, 2)?),
+                    })
+                })
+                .map_err(q)?;
+            for row in rows {
+                errors_24h.push(row.map_err(q)?);
+            }
+        }
+        let failed_last_hour: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM upload_results WHERE started_at >= ?1 AND outcome = 'failed'",
+                [hour_ago],
+                |r| r.get(0),
+            )
+            .map_err(q)?;
+        let mut state = HashMap::new();
+        {
+            let mut stmt = tx
+                .prepare("SELECT key, value, updated_at FROM state")
+                .map_err(q)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))
+                .map_err(q)?;
+            for row in rows {
+                let (k, v) = row.map_err(q)?;
+                state.insert(k, v);
+            }
+        }
+        Ok(Summary {
+            counts,
+            uploaded_today,
+            oldest_pending,
+            last_success,
+            last_error,
+            errors_24h,
+            failed_last_hour,
+            state,
+        })
+    }
+}
+
+/// A path with a time and a detail, for status lines.
+#[derive(Debug, Clone)]
+pub struct PathAt {
+    pub path: PathBuf,
+    pub at: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ErrorCause {
+    pub cause: String,
+    pub count: i64,
+    pub example: PathBuf,
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// (folder, status, count)
+    pub counts: Vec<(String, String, i64)>,
+    pub uploaded_today: i64,
+    pub oldest_pending: Option<PathAt>,
+    pub last_success: Option<PathAt>,
+    pub last_error: Option<PathAt>,
+    pub errors_24h: Vec<ErrorCause>,
+    pub failed_last_hour: i64,
+    /// The daemon's `state` rows: key → (value, updated_at).
+    pub state: HashMap<String, (String, String)>,
+}
+
+fn opt_text(v: &Option<String>) -> Value {
+    match v {
+        Some(s) => Value::Text(s.clone()),
+        None => Value::Null,
+    }
+}
+
+fn newer_schema(path: &Path, version: i64) -> Error {
+    Error::DbState {
+        path: path.to_path_buf(),
+        msg: format!(
+            "has schema version {version}, newer than this sega-uploader understands ({SCHEMA_VERSION}): \
+             upgrade sega-uploader instead of downgrading the database"
+        ),
+    }
+}
+
+/// Turns SQLite's terse open errors into a sentence that names the file, and refuses to
+/// treat a corrupt file as a fresh start.
+fn open_error(path: &Path, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode;
+    let msg = match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+            "is corrupt or not an SQLite database; it was left untouched. Move it aside (the next \
+             scan re-finds every image on disk) or restore a backup"
+                .to_string()
+        }
+        Some(ErrorCode::CannotOpen) => format!(
+            "cannot be opened (does its directory exist and is it writable by this user?): {e}"
+        ),
+        Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => {
+            format!("is not writable by this user: {e}")
+        }
+        _ => return Error::db(format!("opening database {}", path.display()), e),
+    };
+    Error::DbState {
+        path: path.to_path_buf(),
+        msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn temp_db() -> PathBuf {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sega-store-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("t.db")
+    }
+
+    const T0: &str = "2026-11-26T10:00:00.000Z";
+    const T1: &str = "2026-11-26T10:00:01.000Z";
+    const T2: &str = "2026-11-26T10:00:02.000Z";
+
+    fn obs(name: &[u8], size: u64, mtime_ns: i64) -> Observation {
+        let filename = OsString::from_vec(name.to_vec());
+        let mut path = PathBuf::from("/data/Sega_1/2026-11-26");
+        path.push(&filename);
+        Observation {
+            path,
+            folder: "Sega_1".into(),
+            date: "2026-11-26".into(),
+            filename,
+            version: Version { size, mtime_ns },
+            ready_at: T0.into(),
+            via_event: true,
+        }
+    }
+
+    fn completion(c: &Claimed, d: Disposition) -> Completion {
+        Completion {
+            file_id: c.id,
+            attempt: c.attempt,
+            version: c.version,
+            started_at: T1.into(),
+            duration_ms: 3,
+            http_status: Some(200),
+            response_body: Some("{\"ok\":true}".into()),
+            response_json: Some("{\"ok\":true}".into()),
+            error: None,
+            disposition: d,
+        }
+    }
+
+    #[test]
+    fn open_creates_the_schema_in_wal_mode_and_reopens() {
+        let p = temp_db();
+        let s = Store::open(&p).unwrap();
+        let mode: String = s
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(s.user_version().unwrap(), SCHEMA_VERSION);
+        drop(s);
+        Store::open(&p).unwrap();
+        Store::open_read_only(&p).unwrap();
+    }
+
+    #[test]
+    fn refuses_corrupt_foreign_and_newer_databases() {
+        let p = temp_db();
+        std::fs::write(&p, vec![0x42u8; 8192]).unwrap();
+        let e = Store::open(&p).err().unwrap().to_string();
+        assert!(e.contains("corrupt or not an SQLite database"), "{e}");
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            vec![0x42u8; 8192],
+            "left untouched"
+        );
+
+        let p = temp_db();
+        Connection::open(&p)
+            .unwrap()
+            .execute_batch("CREATE TABLE other(x)")
+            .unwrap();
+        let e = Store::open(&p).err().unwrap().to_string();
+        assert!(e.contains("not our database"), "{e}");
+
+        let p = temp_db();
+        Connection::open(&p)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
+        let e = Store::open(&p).err().unwrap().to_string();
+        assert!(e.contains("newer than this sega-uploader"), "{e}");
+    }
+
+    #[test]
+    fn record_distinguishes_new_known_and_new_versions() {
+        let mut s = Store::open(&temp_db()).unwrap();
+        let st = s
+            .record(&[obs(b"a.jpg", 10, 1), obs(b"b.jpg", 20, 2)], T0)
+            .unwrap();
+        assert_eq!((st.new, st.new_versions, st.unchanged), (2, 0, 0));
+        let st = s.record(&[obs(b"a.jpg", 10, 1)], T0).unwrap();
+        assert_eq!((st.new, st.new_versions, st.unchanged), (0, 0, 1));
+
+        // Upload a.jpg, then it is rewritten: a new version, attempts from 0.
+        let c = s.claim_due(T0, 10, false).unwrap();
+        assert_eq!(c.len(), 2);
+        let a = c.iter().find(|c| c.filename == "a.jpg").unwrap().clone();
+        s.complete(&[completion(&a, Disposition::Uploaded)], T1)
+            .unwrap();
+        let st = s.record(&[obs(b"a.jpg", 11, 5)], T2).unwrap();
+        assert_eq!(st.new_versions, 1);
+        let row = s
+            .file_by_path(Path::new("/data/Sega_1/2026-11-26/a.jpg"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                row.status.as_str(),
+                row.attempts,
+                row.size,
+                row.uploaded_at.is_none()
+            ),
+            ("pending", 0, 11, true)
+        );
+    }
+
+    #[test]
+    fn non_utf8_names_round_trip_losslessly() {
+        let mut s = Store::open(&temp_db()).unwrap();
+        let name = b"\xbb\xe7\xc1\xf8.jpg";
+        s.record(&[obs(name, 1, 1), obs("사진.jpg".as_bytes(), 1, 1)], T0)
+            .unwrap();
+        let c = s.claim_due(T0, 10, false).unwrap();
+        let got: Vec<&[u8]> = c.iter().map(|c| c.filename.as_bytes()).collect();
+        assert!(got.contains(&&name[..]));
+        assert!(got.contains(&"사진.jpg".as_bytes()));
+        let raw = c.iter().find(|c| c.filename.as_bytes() == name).unwrap();
+        assert!(raw.path.as_os_str().as_bytes().ends_with(name));
+        // The same bytes recorded again are the same row.
+        assert_eq!(s.record(&[obs(name, 1, 1)], T0).unwrap().unchanged, 1);
+    }
+
+    #[test]
+    fn claims_are_atomic_ordered_and_respect_due_times() {
+        let mut s = Store::open(&temp_db()).unwrap();
+        let mut late = obs(b"late.jpg", 1, 1);
+        late.ready_at = T2.into();
+        s.record(
+            &[obs(b"new.jpg", 1, 300), obs(b"old.jpg", 1, 100), late],
+            T0,
+        )
+        .unwrap();
+        let c = s.claim_due(T1, 10, false).unwrap();
+        let names: Vec<_> = c.iter().map(|c| c.filename.clone()).collect();
+        assert_eq!(names, ["old.jpg", "new.jpg"]);
+        assert!(c.iter().all(|c| c.attempt == 1));
+        assert!(
+            s.claim_due(T1, 10, false).unwrap().is_empty(),
+            "claimed rows are not claimed twice"
+        );
+        assert_eq!(s.next_due().unwrap().as_deref(), Some(T2));
+        assert_eq!(s.claim_due(T2, 10, true).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn completions_update_rows_and_keep_twenty_results() {
+        let mut s = Store::open(&temp_db()).unwrap();
+        s.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
+        for i in 0..25 {
+            let c = s
+                .claim_due("2027-01-01T00:00:00.000Z", 1, false)
+                .unwrap()
+                .remove(0);
+            assert_eq!(c.attempt, i + 1);
+            let mut done = completion(
+                &c,
+                Disposition::Retry {
+                    at: T1.into(),
+                    counted: true,
+                },
+            );
+            done.http_status = Some(503);
+            done.error = Some("HTTP 503".into());
+            s.complete(&[done], T1).unwrap();
+        }
+        let n: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM upload_results", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, RESULTS_KEPT_PER_FILE);
+        let row = s.list(&ListFilter::default()).unwrap().remove(0);
+        assert_eq!(
+            (row.status.as_str(), row.attempts, row.last_error.as_deref()),
+            ("pending", 25, Some("HTTP 503"))
+        );
+        let latest: i64 = s
+            .conn
+            .query_row("SELECT max(attempt) FROM upload_results", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(latest, 25);
+    }
+
+    #[test]
+    fn a_completion_never_touches_a_newer_version() {
+        let mut s = Store::open(&temp_db()).unwrap();
+        s.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
+        let c = s.claim_due(T0, 1, false).unwrap().remove(0);
+        s.record(&[obs(b"a.jpg", 2, 2)], T1).unwrap();
+        s.complete(&[completion(&c, Disposition::Uploaded)], T2)
+            .unwrap();
+        let row = s.list(&ListFilter::default()).unwrap().remove(0);
+        assert_eq!((row.status.as_str(), row.size), ("pending", 2));
+        let results: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM upload_results", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(results, 1, "the attempt is still on record");
+    }
+
+    #[test]
+    fn interrupted_uploads_are_reset_with_a_result_row() {
+        let mut s = Store::open(&temp_db()).unwrap();
+        s.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
+            .unwrap();
+        let c = s.claim_due(T0, 2, false).unwrap();
+        assert_eq!(
+            s.reset_uploading(Some(&[c[0].id]), T1, "interrupted")
+                .unwrap(),
+            1
+        );
+        assert_eq!(s.reset_uploading(None, T1, "interrupted").unwrap(), 1);
+        let (n, outcome, err): (i64, String, String) = s
+            .conn
+            .query_row(
+                "SELECT count(*), min(outcome), min(error) FROM upload_results",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (n, outcome.as_str(), err.as_str()),
+            (2, "retry", "interrupted")
+        );
+        assert_eq!(s.claim_due(T1, 10, false).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn unclaim_gives_the_attempt_back() {
+        let mut s = Store::open(&temp_db()).unwrap();
+        s.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
+        let c = s.claim_due(T0, 1, false).unwrap().remove(0);
+        s.unclaim(&[c.id], T1).unwrap();
+        let c = s.claim_due(T1, 1, false).unwrap().remove(0);
+        assert_eq!(c.attempt, 1);
+    }
+
+    #[test]
+    fn retry_and_prune() {
+        let mut s = Store::open(&temp_db()).unwrap();
+        let mut old = obs(b"old.jpg", 1, 1);
+        old.date = "2026-01-01".into();
+        old.path = PathBuf::from("/data/Sega_1/2026-01-01/old.jpg");
+        s.record(&[obs(b"a.jpg", 1, 1), old], T0).unwrap();
+        for c in s.claim_due(T0, 10, false).unwrap() {
+            s.complete(&[completion(&c, Disposition::Failed)], T1)
+                .unwrap();
+        }
+        assert_eq!(s.retry_failed(T2).unwrap(), 2);
+        let c = s.claim_due(T2, 10, false).unwrap();
+        assert_eq!(c.len(), 2);
+        for c in &c {
+            s.complete(&[completion(c, Disposition::Uploaded)], T2)
+                .unwrap();
+        }
+        let a = Path::new("/data/Sega_1/2026-11-26/a.jpg");
+        assert_eq!(
+            s.retry_path(a, false, T2).unwrap().as_deref(),
+            Some("uploaded")
+        );
+        assert!(
+            s.claim_due(T2, 10, false).unwrap().is_empty(),
+            "uploaded needs --force"
+        );
+        s.retry_path(a, true, T2).unwrap();
+        assert_eq!(s.claim_due(T2, 10, false).unwrap().len(), 1);
+        assert_eq!(
+            s.retry_path(Path::new("/nope.jpg"), true, T2).unwrap(),
+            None
+        );
+        assert_eq!(s.prune("2026-06-01").unwrap(), 1);
+        let left: i64 = s.conn.query_row("SELECT count(*) FROM upload_results r LEFT JOIN files f ON f.id = r.file_id WHERE f.id IS NULL", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "results of pruned rows go too");
+    }
+}

@@ -1,0 +1,773 @@
+//! One upload: the multipart body streamed from disk, the request with its headers and three
+//! timeouts, and the classification of what came back. Also the worker pool that runs them.
+//!
+//! Workers never touch the database: they receive `Job`s from the DB owner over a bounded
+//! channel, do the file checks that need the file open (type, version, magic bytes,
+//! completeness), send, and report a `Report` back. The pool ends when the job channel is
+//! closed: each worker finishes the request it is in and returns.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use attohttpc::body::{Body, BodyKind};
+use attohttpc::header::{HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use crossbeam_channel::{Receiver, Sender};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::clock::Clock;
+use crate::config::{Config, Template, TemplateVars};
+use crate::layout::{self, Content, Kind, OpenError, Version};
+use crate::store::{Claimed, RESPONSE_CAP};
+
+pub const USER_AGENT: &str = concat!("sega-uploader/", env!("CARGO_PKG_VERSION"));
+
+/// Everything a worker needs to build the request, fixed for one configuration. Jobs carry
+/// an `Arc` of it, so a reload takes effect from the next job on.
+#[derive(Debug)]
+pub struct RequestSettings {
+    pub url: String,
+    pub file_field: String,
+    pub fields: Vec<(String, Template)>,
+    pub headers: Vec<(String, String)>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub min_rate_bytes_s: u64,
+    pub scope: String,
+    pub incomplete_max_wait: Duration,
+}
+
+impl RequestSettings {
+    pub fn new(config: &Config, scope: String) -> RequestSettings {
+        let u = &config.upload;
+        RequestSettings {
+            url: u.url.url.clone(),
+            file_field: u.file_field.clone(),
+            fields: u.fields.clone(),
+            headers: u.headers.clone(),
+            connect_timeout: u.connect_timeout,
+            timeout: u.timeout,
+            min_rate_bytes_s: u.min_rate_kib_s.max(1) * 1024,
+            scope,
+            incomplete_max_wait: config.watch.incomplete_max_wait,
+        }
+    }
+
+    /// The overall limit: `timeout_secs` + size / `min_rate_kib_s`, so a large file on a
+    /// slow link is not cut off while a stalled one is.
+    pub fn overall_timeout(&self, size: u64) -> Duration {
+        self.timeout + Duration::from_secs(size / self.min_rate_bytes_s)
+    }
+}
+
+/// The idempotency scope: `database.scope`, else this host's /etc/machine-id (stable across
+/// reinstalls of the package and database loss), else the host name.
+pub fn resolve_scope(configured: Option<&str>) -> String {
+    if let Some(s) = configured {
+        return s.to_owned();
+    }
+    for p in ["/etc/machine-id", "/var/lib/dbus/machine-id"] {
+        if let Ok(id) = std::fs::read_to_string(p) {
+            let id = id.trim();
+            if !id.is_empty() {
+                return id.to_owned();
+            }
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    log::warn!(
+        "no /etc/machine-id: using the host name as the idempotency scope; set database.scope"
+    );
+    host.trim().to_owned()
+}
+
+/// `Idempotency-Key`: hex SHA-256 over (scope, folder label, date, file name bytes, size,
+/// mtime_ns). Each text field is prefixed by its length as 8 big-endian bytes so no two
+/// different tuples hash the same input; size and mtime_ns are 8 big-endian bytes each.
+pub fn idempotency_key(
+    scope: &str,
+    folder: &str,
+    date: &str,
+    filename: &[u8],
+    v: Version,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        scope.as_bytes(),
+        folder.as_bytes(),
+        date.as_bytes(),
+        filename,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.update(v.size.to_be_bytes());
+    h.update(v.mtime_ns.to_be_bytes());
+    hex(&h.finalize())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A file name as it goes into `filename="…"` (RFC 7578 §4.2): `"`, `%`, CR, LF, other
+/// control bytes and bytes that are not valid UTF-8 are percent-encoded; valid non-ASCII
+/// UTF-8 (Korean names) is sent as is. `%` is encoded too, so the encoding is lossless.
+pub fn encode_filename(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '"' || c == '%' || c.is_control() {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Shared cap on the total upload rate (`upload.max_kib_s`) across workers: a token bucket
+/// holding at most one second of budget.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    pub fn new(bytes_per_sec: u64) -> RateLimiter {
+        RateLimiter {
+            rate: bytes_per_sec as f64,
+            state: Mutex::new((0.0, Instant::now())),
+        }
+    }
+
+    /// Blocks until `n` bytes may be sent.
+    fn take(&self, n: usize) {
+        let wait = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let refill = now.duration_since(st.1).as_secs_f64() * self.rate;
+            st.0 = (st.0 + refill).min(self.rate) - n as f64;
+            st.1 = now;
+            if st.0 < 0.0 {
+                Duration::from_secs_f64(-st.0 / self.rate)
+            } else {
+                Duration::ZERO
+            }
+        };
+        if !wait.is_zero() {
+            thread::sleep(wait);
+        }
+    }
+}
+
+/// The request body: text parts, the file part's header, the file streamed from disk in
+/// 64 KiB pieces, the closing boundary. Its length is known up front, so attohttpc sends a
+/// `Content-Length` and no chunked encoding.
+pub struct MultipartBody {
+    boundary: String,
+    head: Vec<u8>,
+    file: File,
+    file_len: u64,
+    tail: Vec<u8>,
+    limiter: Option<Arc<RateLimiter>>,
+    /// Set when the file could not be sent as advertised (shrank, or a read failed): the
+    /// attempt is then about the file, not the network.
+    pub file_problem: Option<FileProblem>,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug)]
+pub enum FileProblem {
+    Shrank,
+    Read(io::Error),
+}
+
+pub struct Part<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+impl MultipartBody {
+    #[allow(clippy::too_many_arguments)] // one argument per piece of the body
+    pub fn new(
+        boundary: String,
+        fields: &[Part<'_>],
+        file_field: &str,
+        filename: &[u8],
+        content_type: &str,
+        file: File,
+        file_len: u64,
+        limiter: Option<Arc<RateLimiter>>,
+    ) -> MultipartBody {
+        let mut head = Vec::new();
+        for p in fields {
+            head.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n",
+                    p.name
+                )
+                .as_bytes(),
+            );
+            head.extend_from_slice(p.value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"{}\"\r\n\
+                 Content-Type: {content_type}\r\n\r\n",
+                encode_filename(filename)
+            )
+            .as_bytes(),
+        );
+        let tail = format!("\r\n--{boundary}--\r\n").into_bytes();
+        MultipartBody {
+            boundary,
+            head,
+            file,
+            file_len,
+            tail,
+            limiter,
+            file_problem: None,
+            bytes_written: 0,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.head.len() as u64 + self.file_len + self.tail.len() as u64
+    }
+}
+
+const COPY_CHUNK: usize = 64 * 1024;
+
+impl Body for MultipartBody {
+    fn kind(&mut self) -> io::Result<BodyKind> {
+        Ok(BodyKind::KnownLength(self.len()))
+    }
+
+    fn content_type(&mut self) -> io::Result<Option<String>> {
+        Ok(Some(format!(
+            "multipart/form-data; boundary={}",
+            self.boundary
+        )))
+    }
+
+    fn write<W: Write>(&mut self, mut w: W) -> io::Result<()> {
+        // write() runs again if attohttpc retries after a redirect: start from the top.
+        self.bytes_written = 0;
+        self.file.seek(SeekFrom::Start(0)).inspect_err(|_| {})?;
+        w.write_all(&self.head)?;
+        self.bytes_written += self.head.len() as u64;
+        let mut buf = vec![0u8; COPY_CHUNK];
+        let mut left = self.file_len;
+        while left > 0 {
+            let want = (left as usize).min(COPY_CHUNK);
+            let n = match self.file.read(&mut buf[..want]) {
+                Ok(0) => {
+                    self.file_problem = Some(FileProblem::Shrank);
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while uploading",
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.file_problem = Some(FileProblem::Read(e));
+                    return Err(io::Error::other(msg));
+                }
+            };
+            if let Some(l) = &self.limiter {
+                l.take(n);
+            }
+            w.write_all(&buf[..n])?;
+            self.bytes_written += n as u64;
+            left -= n as u64;
+        }
+        w.write_all(&self.tail)?;
+        self.bytes_written += self.tail.len() as u64;
+        Ok(())
+    }
+}
+
+/// A fresh multipart boundary: 128 bits from the clock, the process and a counter, hashed.
+/// It cannot collide with file content by accident.
+fn boundary() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = Sha256::new();
+    h.update(std::process::id().to_be_bytes());
+    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    h.update(format!("{:?}", Instant::now()).as_bytes());
+    h.update(
+        OffsetDateTime::now_utc()
+            .unix_timestamp_nanos()
+            .to_be_bytes(),
+    );
+    format!("sega-{}", &hex(&h.finalize())[..32])
+}
+
+/// How a response status is treated (DESIGN §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Success,
+    Retry,
+    Failed,
+}
+
+pub fn classify_status(status: u16) -> Class {
+    match status {
+        200..=299 => Class::Success,
+        408 | 425 | 429 | 500..=599 => Class::Retry,
+        _ => Class::Failed,
+    }
+}
+
+/// What the server said.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub json: Option<String>,
+    pub retry_after: Option<Duration>,
+    pub location: Option<String>,
+    /// The body could not be read to the end (timeout, reset): what arrived is kept.
+    pub body_error: Option<String>,
+}
+
+/// What one job came to, before the DB owner turns it into a status.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The server answered.
+    Answered(Response),
+    /// No answer: refused, reset, timed out, DNS…
+    Transport(String),
+    /// The file could not be opened or read (EACCES, EIO): retry with backoff.
+    Unreadable(String),
+    /// Gone before it could be sent.
+    Vanished,
+    /// Became a symlink, FIFO, directory… since it was recorded.
+    NotRegular(String),
+    /// Wrong magic bytes (or empty).
+    NotAnImage,
+    /// A JPEG without its end marker or a PNG without IEND: still being written.
+    Incomplete { since: OffsetDateTime },
+    /// The file on disk is not the version that was claimed.
+    Changed(Version),
+}
+
+/// A job as the DB owner hands it out.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub file: Claimed,
+    /// A probe during an endpoint outage: its failure does not count toward max_attempts.
+    pub probe: bool,
+    pub settings: Arc<RequestSettings>,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub job: Job,
+    pub started_at: OffsetDateTime,
+    pub duration: Duration,
+    pub outcome: Outcome,
+    /// WARN-worthy facts for the log (an incomplete file sent after the wait).
+    pub note: Option<String>,
+}
+
+/// Runs one job: file checks, then the request.
+pub fn run_job(job: Job, limiter: Option<&Arc<RateLimiter>>, clock: &Clock) -> Report {
+    let started_at = clock.now_utc();
+    let t0 = Instant::now();
+    let mut note = None;
+    let outcome = attempt(&job, limiter, clock, &mut note);
+    Report {
+        job,
+        started_at,
+        duration: t0.elapsed(),
+        outcome,
+        note,
+    }
+}
+
+fn attempt(
+    job: &Job,
+    limiter: Option<&Arc<RateLimiter>>,
+    clock: &Clock,
+    note: &mut Option<String>,
+) -> Outcome {
+    let f = &job.file;
+    let (file, meta) = match layout::open_regular(&f.path) {
+        Ok(x) => x,
+        Err(OpenError::Vanished) => return Outcome::Vanished,
+        Err(OpenError::NotRegular(t)) => return Outcome::NotRegular(format!("{t:?}")),
+        Err(OpenError::Unreadable(e)) => return Outcome::Unreadable(crate::error::describe_io(&e)),
+    };
+    let on_disk = Version::of(&meta);
+    if on_disk != f.version {
+        return Outcome::Changed(on_disk);
+    }
+    let kind = layout::kind_of(&f.filename);
+    match layout::check_content(&file, on_disk.size, kind) {
+        Ok(Content::Image) => {}
+        Ok(Content::NotAnImage) => return Outcome::NotAnImage,
+        Ok(Content::Incomplete) => {
+            let now = clock.now_utc();
+            let since = f
+                .incomplete_since
+                .as_deref()
+                .and_then(crate::clock::parse_ts)
+                .unwrap_or(now);
+            if now - since < job.settings.incomplete_max_wait {
+                return Outcome::Incomplete { since };
+            }
+            *note = Some(format!(
+                "{} has no end-of-image marker but has not changed for {}: uploading it anyway",
+                f.path.display(),
+                crate::clock::human_duration(job.settings.incomplete_max_wait)
+            ));
+        }
+        Err(e) => return Outcome::Unreadable(crate::error::describe_io(&e)),
+    }
+    let outcome = send(&job.settings, f, kind, file, on_disk.size, limiter);
+    // The file may have been rewritten while it was sent: then what arrived was a mix and a
+    // new version must follow.
+    if let Ok(after) = std::fs::symlink_metadata(&f.path) {
+        let after = Version::of(&after);
+        if after != on_disk
+            && !matches!(outcome, Outcome::Answered(ref r) if classify_status(r.status) != Class::Success)
+        {
+            return Outcome::Changed(after);
+        }
+    }
+    outcome
+}
+
+/// Builds and sends the request for one file (also used by `upload-test`).
+pub fn send(
+    settings: &RequestSettings,
+    f: &Claimed,
+    kind: Kind,
+    file: File,
+    size: u64,
+    limiter: Option<&Arc<RateLimiter>>,
+) -> Outcome {
+    let name_bytes = f.filename.as_bytes();
+    let filename_text = encode_filename(name_bytes);
+    let path_text = encode_filename(f.path.as_os_str().as_bytes());
+    let vars = TemplateVars {
+        folder: &f.folder,
+        date: &f.date,
+        filename: &filename_text,
+        path: &path_text,
+        size,
+    };
+    let rendered: Vec<(String, String)> = settings
+        .fields
+        .iter()
+        .map(|(k, t)| (k.clone(), t.render(&vars)))
+        .collect();
+    let parts: Vec<Part<'_>> = rendered
+        .iter()
+        .map(|(k, v)| Part { name: k, value: v })
+        .collect();
+    let body = MultipartBody::new(
+        boundary(),
+        &parts,
+        &settings.file_field,
+        name_bytes,
+        layout::content_type(kind),
+        file,
+        size,
+        limiter.cloned(),
+    );
+    let key = idempotency_key(&settings.scope, &f.folder, &f.date, name_bytes, f.version);
+    let mut builder = attohttpc::post(&settings.url)
+        .follow_redirects(false)
+        .proxy_settings(attohttpc::ProxySettings::builder().build())
+        .connect_timeout(settings.connect_timeout)
+        .read_timeout(settings.timeout)
+        .timeout(settings.overall_timeout(size))
+        .header(attohttpc::header::USER_AGENT, USER_AGENT);
+    for (k, v) in &settings.headers {
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            (Ok(k), Ok(v)) => builder = builder.header_append(k, v),
+            // config validation rejects these; never send a half-configured request.
+            _ => return Outcome::Transport(format!("header {k} is not valid HTTP")),
+        }
+    }
+    builder = builder.header("Idempotency-Key", key.as_str());
+    let mut prepared = match builder.body(body).try_prepare() {
+        Ok(p) => p,
+        Err(e) => return Outcome::Transport(format!("preparing request: {e}")),
+    };
+    let result = prepared.send();
+    let body = prepared.body();
+    if let Some(problem) = &body.file_problem {
+        return match problem {
+            FileProblem::Shrank => match std::fs::symlink_metadata(&f.path) {
+                Ok(m) => Outcome::Changed(Version::of(&m)),
+                Err(_) => Outcome::Vanished,
+            },
+            FileProblem::Read(e) => {
+                Outcome::Unreadable(format!("reading: {}", crate::error::describe_io(e)))
+            }
+        };
+    }
+    match result {
+        Ok(resp) => Outcome::Answered(read_response(resp)),
+        Err(e) => Outcome::Transport(describe_http_error(&e)),
+    }
+}
+
+fn read_response(resp: attohttpc::Response) -> Response {
+    let (status, headers, reader) = resp.split();
+    let retry_after = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let location = headers
+        .get(LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let header_list = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut raw = Vec::new();
+    // Only the first 64 KiB are kept; the rest is never read (dropping the reader closes
+    // the connection), so a 5 MB answer costs no memory.
+    let body_error = reader
+        .take(RESPONSE_CAP as u64)
+        .read_to_end(&mut raw)
+        .err()
+        .map(|e| e.to_string());
+    let body = String::from_utf8_lossy(&raw).into_owned();
+    let json = serde_json::from_slice::<serde_json::Value>(&raw)
+        .ok()
+        .map(|_| body.clone());
+    Response {
+        status: status.as_u16(),
+        headers: header_list,
+        body,
+        json,
+        retry_after,
+        location,
+        body_error,
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(v, fmt).ok()?.assume_utc();
+    let d = at - OffsetDateTime::now_utc();
+    Some(d.try_into().unwrap_or(Duration::ZERO))
+}
+
+/// attohttpc's errors, said plainly ("connection refused", "timed out").
+fn describe_http_error(e: &attohttpc::Error) -> String {
+    match e.kind() {
+        attohttpc::ErrorKind::Io(io) => match io.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".into(),
+            _ => crate::error::describe_io(io),
+        },
+        _ => e
+            .to_string()
+            .chars()
+            .take(300)
+            .collect::<String>()
+            .replace('\n', " "),
+    }
+}
+
+/// Starts `n` named workers (`upload-1`…) that run jobs until the job channel closes.
+pub fn spawn_workers(
+    n: usize,
+    jobs: Receiver<Job>,
+    reports: Sender<Report>,
+    limiter: Option<Arc<RateLimiter>>,
+    clock: Clock,
+) -> io::Result<Vec<thread::JoinHandle<()>>> {
+    (1..=n)
+        .map(|i| {
+            let (jobs, reports, limiter, clock) = (
+                jobs.clone(),
+                reports.clone(),
+                limiter.clone(),
+                clock.clone(),
+            );
+            thread::Builder::new()
+                .name(format!("upload-{i}"))
+                .spawn(move || {
+                    for job in jobs {
+                        let report = run_job(job, limiter.as_ref(), &clock);
+                        if reports.send(report).is_err() {
+                            // The DB owner is gone (shutdown past the grace): nobody to tell.
+                            return;
+                        }
+                    }
+                })
+        })
+        .collect()
+}
+
+/// For log lines: a path as the operator would type it.
+pub fn show(p: &Path) -> String {
+    layout::display_name(p.as_os_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_as_designed() {
+        for (s, c) in [
+            (200, Class::Success),
+            (201, Class::Success),
+            (204, Class::Success),
+            (301, Class::Failed),
+            (302, Class::Failed),
+            (400, Class::Failed),
+            (401, Class::Failed),
+            (404, Class::Failed),
+            (408, Class::Retry),
+            (413, Class::Failed),
+            (425, Class::Retry),
+            (429, Class::Retry),
+            (500, Class::Retry),
+            (503, Class::Retry),
+            (599, Class::Retry),
+        ] {
+            assert_eq!(classify_status(s), c, "status {s}");
+        }
+    }
+
+    #[test]
+    fn filenames_are_percent_encoded_only_where_needed() {
+        assert_eq!(encode_filename(b"IMG_0001.jpg"), "IMG_0001.jpg");
+        assert_eq!(encode_filename("사진 1.jpg".as_bytes()), "사진 1.jpg");
+        assert_eq!(encode_filename(b"a\"b.jpg"), "a%22b.jpg");
+        assert_eq!(encode_filename(b"a\r\nb.jpg"), "a%0D%0Ab.jpg");
+        assert_eq!(encode_filename(b"100%.jpg"), "100%25.jpg");
+        assert_eq!(encode_filename(b"\xbb\xe7\xc1\xf8.jpg"), "%BB%E7%C1%F8.jpg");
+    }
+
+    #[test]
+    fn idempotency_key_depends_on_every_field() {
+        let v = Version {
+            size: 10,
+            mtime_ns: 5,
+        };
+        let base = idempotency_key("s", "Sega_1", "2026-11-26", b"a.jpg", v);
+        assert_eq!(base.len(), 64);
+        assert_eq!(
+            base,
+            idempotency_key("s", "Sega_1", "2026-11-26", b"a.jpg", v)
+        );
+        assert_ne!(
+            base,
+            idempotency_key("t", "Sega_1", "2026-11-26", b"a.jpg", v)
+        );
+        assert_ne!(
+            base,
+            idempotency_key("s", "Sega_2", "2026-11-26", b"a.jpg", v)
+        );
+        assert_ne!(
+            base,
+            idempotency_key("s", "Sega_1", "2026-11-27", b"a.jpg", v)
+        );
+        assert_ne!(
+            base,
+            idempotency_key("s", "Sega_1", "2026-11-26", b"b.jpg", v)
+        );
+        assert_ne!(
+            base,
+            idempotency_key(
+                "s",
+                "Sega_1",
+                "2026-11-26",
+                b"a.jpg",
+                Version {
+                    size: 11,
+                    mtime_ns: 5
+                }
+            )
+        );
+        assert_ne!(
+            base,
+            idempotency_key(
+                "s",
+                "Sega_1",
+                "2026-11-26",
+                b"a.jpg",
+                Version {
+                    size: 10,
+                    mtime_ns: 6
+                }
+            )
+        );
+        // Length prefixes: moving a byte between fields changes the key.
+        assert_ne!(
+            idempotency_key("ab", "c", "d", b"e", v),
+            idempotency_key("a", "bc", "d", b"e", v)
+        );
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn overall_timeout_grows_with_size() {
+        let s = RequestSettings {
+            url: String::new(),
+            file_field: "file".into(),
+            fields: vec![],
+            headers: vec![],
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
+            min_rate_bytes_s: 64 * 1024,
+            scope: "s".into(),
+            incomplete_max_wait: Duration::from_secs(600),
+        };
+        assert_eq!(s.overall_timeout(0), Duration::from_secs(60));
+        assert_eq!(s.overall_timeout(1 << 30), Duration::from_secs(60 + 16384));
+    }
+}

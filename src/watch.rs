@@ -1,0 +1,500 @@
+//! The inotify thread: it owns the inotify descriptor and the map from watch descriptors to
+//! directories, and turns kernel events into messages for the DB owner.
+//!
+//! Watches: the root (to see folders appear), each folder (to see date folders appear) and
+//! each date folder inside the window (for files). A new date folder is watched first and
+//! listed second, so a file written between the mkdir and the watch is not missed. Missing
+//! directories (a root mounted later) are re-tried every second; the window moves at local
+//! midnight. IN_Q_OVERFLOW asks the ticker for a full rescan; a watch-limit error (ENOSPC) is
+//! reported once with the sysctl to raise, and the rescan covers what it cannot watch.
+//!
+//! The loop polls the descriptor with a timeout of at most a second, so it notices control
+//! messages and shutdown (its control channel closing) without any other wake-up.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+
+use crate::clock::{format_ts, Clock};
+use crate::config::{Config, Folder};
+use crate::db::{settle_time, Input};
+use crate::error::{describe_io, Error, Result};
+use crate::health::Beat;
+use crate::layout::{self, display_name, EntryType, Version, Window};
+use crate::scanner;
+use crate::store::Observation;
+
+/// A filesystem type, as far as inotify is concerned.
+#[derive(Debug, Clone, Copy)]
+pub struct FsKind {
+    pub name: &'static str,
+    pub gives_events: bool,
+}
+
+/// statfs magic numbers of filesystems where changes made by other hosts (or the FUSE
+/// daemon) produce no inotify events.
+const NO_EVENT_FS: &[(i64, &str)] = &[
+    (0x6969, "NFS"),
+    (0xFF53_4D42, "CIFS"),
+    (0xFE53_4D42, "SMB2"),
+    (0x517B, "SMB"),
+    (0x6573_5546, "FUSE"),
+    (0x0102_1997, "9P"),
+    (0x00C3_6400, "CephFS"),
+    (0x0BD0_0BD0, "Lustre"),
+];
+
+pub fn fs_kind(path: &Path) -> Option<FsKind> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let magic = st.f_type as i64;
+    Some(match NO_EVENT_FS.iter().find(|(m, _)| *m == magic) {
+        Some((_, name)) => FsKind {
+            name,
+            gives_events: false,
+        },
+        None => FsKind {
+            name: "local",
+            gives_events: true,
+        },
+    })
+}
+
+pub enum WatchControl {
+    Reload(Arc<Config>),
+}
+
+/// What the watcher tells the rest (STATUS line, metrics, check-config).
+#[derive(Debug, Default, Clone)]
+pub struct WatchState {
+    pub watched_dirs: usize,
+    pub missing: Vec<PathBuf>,
+    pub scan_only: Vec<String>,
+    pub overflows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Role {
+    Root,
+    Folder(usize),
+    DateDir(usize, OsString),
+}
+
+struct Watcher {
+    inotify: Inotify,
+    config: Arc<Config>,
+    clock: Clock,
+    by_wd: HashMap<i32, (WatchDescriptor, Role, PathBuf)>,
+    by_role: HashMap<Role, i32>,
+    inputs: Sender<Input>,
+    rescan: Sender<&'static str>,
+    state: Arc<Mutex<WatchState>>,
+    warned: HashSet<PathBuf>,
+    warned_limit: bool,
+    window: Window,
+    needs_sync: bool,
+}
+
+const ROOT_MASK: WatchMask = WatchMask::CREATE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ONLYDIR);
+const DATE_MASK: WatchMask = WatchMask::CLOSE_WRITE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ONLYDIR);
+
+#[allow(clippy::too_many_arguments)] // the watcher's whole wiring, named at its one call site
+/// Starts the watcher. It places every watch, sends `()` on `ready` (READY=1 may go out:
+/// any file created from now on is seen), then runs until `control` closes.
+pub fn spawn(
+    config: Arc<Config>,
+    clock: Clock,
+    inputs: Sender<Input>,
+    rescan: Sender<&'static str>,
+    control: Receiver<WatchControl>,
+    ready: Sender<()>,
+    state: Arc<Mutex<WatchState>>,
+    beat: Beat,
+) -> Result<thread::JoinHandle<Result<()>>> {
+    let inotify = Inotify::init().map_err(|e| {
+        Error::Other(format!(
+            "cannot start inotify: {} (too many inotify instances? raise fs.inotify.max_user_instances)",
+            describe_io(&e)
+        ))
+    })?;
+    let window = Window::new(clock.today_local(), config.watch.lookback_days);
+    let mut w = Watcher {
+        inotify,
+        config,
+        clock,
+        by_wd: HashMap::new(),
+        by_role: HashMap::new(),
+        inputs,
+        rescan,
+        state,
+        warned: HashSet::new(),
+        warned_limit: false,
+        window,
+        needs_sync: true,
+    };
+    thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || {
+            w.sync();
+            let _ = ready.send(());
+            w.run(&control, &beat)
+        })
+        .map_err(|e| Error::Other(format!("starting the watch thread: {e}")))
+}
+
+impl Watcher {
+    fn run(&mut self, control: &Receiver<WatchControl>, beat: &Beat) -> Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            beat.beat();
+            match control.try_recv() {
+                Ok(WatchControl::Reload(c)) => {
+                    self.config = c;
+                    self.needs_sync = true;
+                }
+                Err(TryRecvError::Disconnected) => return Ok(()),
+                Err(TryRecvError::Empty) => {}
+            }
+            let window = Window::new(self.clock.today_local(), self.config.watch.lookback_days);
+            if window != self.window {
+                log::info!(
+                    "date window moved: now {} to {}",
+                    layout::format_date(window.first),
+                    layout::format_date(window.last)
+                );
+                self.window = window;
+                self.needs_sync = true;
+            }
+            let has_missing = !self.state().missing.is_empty();
+            if self.needs_sync || has_missing {
+                self.sync();
+            }
+            // Wake at least every second (control, missing directories) and just after
+            // local midnight (the window).
+            let until_midnight = self.clock.until_local_midnight() + Duration::from_millis(20);
+            let timeout = until_midnight.min(Duration::from_secs(1));
+            if !self.poll(timeout) {
+                continue;
+            }
+            self.read(&mut buf)?;
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the inotify fd is readable or the timeout passes.
+    fn poll(&self, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.inotify.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd that lives across the call.
+        let n = unsafe {
+            libc::poll(
+                &mut pfd,
+                1,
+                timeout.as_millis().min(i32::MAX as u128) as i32,
+            )
+        };
+        // EINTR (a signal arrived) counts as "nothing yet": the loop polls again.
+        n > 0
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<()> {
+        let mut batch = Vec::new();
+        loop {
+            let events = match self.inotify.read_events(buf) {
+                Ok(ev) => ev,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Other(format!(
+                        "reading inotify events: {}",
+                        describe_io(&e)
+                    )))
+                }
+            };
+            let mut got = false;
+            let owned: Vec<(i32, EventMask, Option<OsString>)> = events
+                .map(|e| {
+                    (
+                        e.wd.get_watch_descriptor_id(),
+                        e.mask,
+                        e.name.map(OsStr::to_owned),
+                    )
+                })
+                .collect();
+            for (wd, mask, name) in owned {
+                got = true;
+                self.event(wd, mask, name, &mut batch);
+            }
+            if !got {
+                break;
+            }
+        }
+        if !batch.is_empty() && self.inputs.send(Input::Observed(batch)).is_err() {
+            return Ok(());
+        }
+        if self.needs_sync {
+            self.sync();
+        }
+        Ok(())
+    }
+
+    fn event(
+        &mut self,
+        wd: i32,
+        mask: EventMask,
+        name: Option<OsString>,
+        batch: &mut Vec<Observation>,
+    ) {
+        if mask.contains(EventMask::Q_OVERFLOW) {
+            let n = {
+                let mut st = self.state();
+                st.overflows += 1;
+                st.overflows
+            };
+            log::warn!("inotify queue overflowed (events were dropped; overflow #{n}): rescanning everything now");
+            let _ = self.rescan.try_send("overflow");
+            return;
+        }
+        let Some((_, role, dir)) = self.by_wd.get(&wd).cloned() else {
+            return;
+        };
+        if mask.contains(EventMask::IGNORED) {
+            // The kernel removed the watch (directory deleted, unmounted): forget it, and
+            // let sync put it back if the directory returns.
+            self.by_wd.remove(&wd);
+            self.by_role.remove(&role);
+            self.needs_sync = true;
+            return;
+        }
+        if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
+            if mask.contains(EventMask::MOVE_SELF) {
+                // The stored path is stale: drop the watch; sync re-adds the right one.
+                if let Some((wdesc, _, _)) = self.by_wd.remove(&wd) {
+                    let _ = self.inotify.watches().remove(wdesc);
+                }
+                self.by_role.remove(&role);
+            }
+            self.needs_sync = true;
+            return;
+        }
+        let Some(name) = name else { return };
+        let is_dir = mask.contains(EventMask::ISDIR);
+        match role {
+            Role::Root | Role::Folder(_) => {
+                if is_dir {
+                    self.needs_sync = true;
+                }
+            }
+            Role::DateDir(fi, date_name) => {
+                if is_dir || !layout::name_is_candidate(&name, &self.config.watch.extensions) {
+                    return;
+                }
+                let path = dir.join(&name);
+                if mask.contains(EventMask::ATTRIB) {
+                    let _ = self.inputs.send(Input::Attrib(path));
+                    return;
+                }
+                if !mask.intersects(EventMask::CLOSE_WRITE | EventMask::MOVED_TO) {
+                    return;
+                }
+                let meta = match std::fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    // Gone already (a temp file renamed away): nothing to upload.
+                    Err(_) => return,
+                };
+                let entry = layout::entry_type(&meta);
+                if entry != EntryType::Regular {
+                    if self.warned.insert(path.clone()) {
+                        log::warn!(
+                            "{}: not a regular file ({entry:?}): ignored, never opened",
+                            display_name(path.as_os_str())
+                        );
+                    }
+                    return;
+                }
+                let Some(folder) = self.config.watch.folders.get(fi) else {
+                    return;
+                };
+                let version = Version::of(&meta);
+                let now = self.clock.now_utc();
+                // IN_CLOSE_WRITE / IN_MOVED_TO mean the writer is done: due now (the JPEG/PNG
+                // end check still applies when it is sent).
+                let _ = settle_time;
+                batch.push(Observation {
+                    path,
+                    folder: folder.label.clone(),
+                    date: date_name.to_string_lossy().into_owned(),
+                    filename: name,
+                    version,
+                    ready_at: format_ts(now),
+                    via_event: true,
+                });
+            }
+        }
+    }
+
+    fn add(&mut self, role: Role, path: &Path, mask: WatchMask) -> bool {
+        if self.by_role.contains_key(&role) {
+            return false;
+        }
+        match self.inotify.watches().add(path, mask) {
+            Ok(wd) => {
+                let id = wd.get_watch_descriptor_id();
+                // The same directory reached under two roles shares one descriptor; the
+                // more specific role wins.
+                self.by_wd
+                    .insert(id, (wd, role.clone(), path.to_path_buf()));
+                self.by_role.insert(role, id);
+                self.warned.remove(path);
+                true
+            }
+            Err(e) => {
+                let missing = matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR));
+                if missing {
+                    self.state().missing.push(path.to_path_buf());
+                    if self.warned.insert(path.to_path_buf()) {
+                        log::warn!(
+                            "{} does not exist (yet): watching for it to appear",
+                            path.display()
+                        );
+                    }
+                } else if e.raw_os_error() == Some(libc::ENOSPC) {
+                    if !self.warned_limit {
+                        self.warned_limit = true;
+                        log::error!(
+                            "inotify watch limit reached while watching {}: the minute rescan covers it, but new files there \
+                             are seen late; raise it with `sysctl fs.inotify.max_user_watches=524288` \
+                             (and in /etc/sysctl.d/ to keep it)",
+                            path.display()
+                        );
+                    }
+                } else if self.warned.insert(path.to_path_buf()) {
+                    log::warn!(
+                        "cannot watch {}: {} (the minute rescan still covers it)",
+                        path.display(),
+                        describe_io(&e)
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// Makes the set of watches match the config and the date window; lists every date
+    /// folder that has just been watched.
+    fn sync(&mut self) {
+        self.needs_sync = false;
+        self.state().missing.clear();
+        let config = self.config.clone();
+        let mut wanted: HashSet<Role> = HashSet::new();
+        wanted.insert(Role::Root);
+        self.add(Role::Root, &config.watch.root, ROOT_MASK);
+        let mut scan_only = Vec::new();
+        let mut fresh: Vec<(usize, OsString)> = Vec::new();
+        for (fi, folder) in config.watch.folders.iter().enumerate() {
+            wanted.insert(Role::Folder(fi));
+            let new_folder = self.add(Role::Folder(fi), &folder.path, ROOT_MASK);
+            if new_folder {
+                if let Some(k) = fs_kind(&folder.path).filter(|k| !k.gives_events) {
+                    log::warn!(
+                        "{} is on {}, which gives no inotify events for changes made elsewhere: the minute scan is the detector there",
+                        folder.path.display(),
+                        k.name
+                    );
+                }
+            }
+            if fs_kind(&folder.path).is_some_and(|k| !k.gives_events) {
+                scan_only.push(folder.label.clone());
+            }
+            if !self.by_role.contains_key(&Role::Folder(fi)) {
+                continue;
+            }
+            let dirs = match layout::date_dirs_in_window(&folder.path, &self.window) {
+                Ok(d) => d,
+                Err(e) => {
+                    log::warn!("cannot list {}: {}", folder.path.display(), describe_io(&e));
+                    continue;
+                }
+            };
+            for (_, name) in dirs {
+                let role = Role::DateDir(fi, name.clone());
+                wanted.insert(role.clone());
+                if self.add(role, &folder.path.join(&name), DATE_MASK) {
+                    fresh.push((fi, name));
+                }
+            }
+        }
+        // Watches no longer wanted: date folders that left the window, removed folders.
+        let stale: Vec<i32> = self
+            .by_wd
+            .iter()
+            .filter(|(_, (_, role, _))| !wanted.contains(role))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some((wd, role, _)) = self.by_wd.remove(&id) {
+                self.by_role.remove(&role);
+                let _ = self.inotify.watches().remove(wd);
+            }
+        }
+        {
+            let mut st = self.state();
+            st.watched_dirs = self.by_wd.len();
+            st.scan_only = scan_only;
+        }
+        // Watch first, list second: files written before the watch existed are found here.
+        let mut summary = scanner::Summary::default();
+        for (fi, name) in fresh {
+            if let Some(folder) = config.watch.folders.get(fi) {
+                log::debug!("watching {}", folder.path.join(&name).display());
+                if scanner::send_listing(
+                    folder,
+                    &name,
+                    &config.watch.extensions,
+                    &self.inputs,
+                    &mut summary,
+                )
+                .is_none()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The folder list a STATUS line names.
+pub fn describe_folders(folders: &[Folder]) -> String {
+    folders
+        .iter()
+        .map(|f| f.label.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
