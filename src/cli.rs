@@ -677,9 +677,15 @@ fn status(path: &Path, as_json: bool) -> Result<i32> {
         "folder", "pending", "uploading", "uploaded", "failed", "skipped"
     );
     let row = |name: &str, m: &Value| {
+        let n = |k: &str| m[k].as_i64().unwrap_or(0);
         println!(
             "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            name, m["pending"], m["uploading"], m["uploaded"], m["failed"], m["skipped"]
+            name,
+            n("pending"),
+            n("uploading"),
+            n("uploaded"),
+            n("failed"),
+            n("skipped")
         )
     };
     if let Some(folders) = v["folders"].as_object() {

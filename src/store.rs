@@ -410,8 +410,10 @@ impl Store {
                 )
             })?;
         }
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(|e| Error::db("setting user_version", e))?;
+        if version != SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(|e| Error::db("setting user_version", e))?;
+        }
         tx.commit()
             .map_err(|e| Error::db(format!("migrating {}", path.display()), e))
     }
