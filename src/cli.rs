@@ -60,6 +60,9 @@ enum Cmd {
     UploadTest {
         file: PathBuf,
     },
+    Check {
+        thresholds: crate::check::Thresholds,
+    },
 }
 
 const COMMON: &str = "  -c, --config FILE   config file (default: $SEGA_CONFIG, else /etc/sega/config.json)\n  -h, --help          this help";
@@ -93,6 +96,11 @@ fn help(cmd: &str) -> String {
             "Uploads one file now with the configured request and prints the status, headers and body.\nThe database is not touched. Exit 0 on a 2xx answer, else 1.",
             "",
         ),
+        "check" => (
+            "check [--warn-…/--crit-… thresholds]",
+            "A Nagios/Icinga plugin: one line, perfdata after '|'. Exit 0 OK, 1 WARNING, 2 CRITICAL,\n3 UNKNOWN (also for usage and configuration errors).",
+            crate::check::FLAGS,
+        ),
         _ => return crate::usage().to_string(),
     };
     format!("Usage: sega-uploader {usage} [-c FILE]\n\n{about}\n\nOptions:\n{opts}{COMMON}")
@@ -108,7 +116,17 @@ fn parse_date_arg(s: &str) -> Result<Date> {
 }
 
 impl Cli {
+    /// Parses the command line. For `check`, a usage error is the plugin's UNKNOWN (3).
     pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
+        let args: Vec<OsString> = args.into_iter().collect();
+        let is_check = args.iter().any(|a| a == "check");
+        Cli::parse_args(args).map_err(|e| match e {
+            Error::Usage(m) if is_check => Error::Plugin(format!("SEGA UNKNOWN - {m}")),
+            e => e,
+        })
+    }
+
+    fn parse_args(args: Vec<OsString>) -> Result<Parsed> {
         use lexopt::prelude::*;
         let mut p = lexopt::Parser::from_args(args);
         let mut config = None;
@@ -121,6 +139,7 @@ impl Cli {
             ..ListFilter::default()
         };
         let mut positional: Vec<PathBuf> = Vec::new();
+        let mut thresholds = crate::check::Thresholds::default();
         let bad = |e: lexopt::Error| usage_err(e.to_string());
         while let Some(arg) = p.next().map_err(bad)? {
             let cmd = command.as_deref().unwrap_or("");
@@ -156,6 +175,11 @@ impl Cli {
                 }
                 Long("failed") if cmd == "retry" => failed = true,
                 Long("force") if cmd == "retry" => force = true,
+                Long(flag) if cmd == "check" && (flag.starts_with("warn-") || flag.starts_with("crit-")) => {
+                    let flag = flag.to_owned();
+                    let v = p.value().map_err(bad)?.string().map_err(bad)?;
+                    thresholds.set(&flag, &v).map_err(usage_err)?;
+                }
                 Value(v) if command.is_none() => command = Some(v.string().map_err(bad)?),
                 Value(v) if cmd == "retry" || cmd == "upload-test" => {
                     positional.push(PathBuf::from(v))
@@ -188,6 +212,7 @@ impl Cli {
                 Ok([file]) => Cmd::UploadTest { file },
                 Err(_) => return Err(usage_err("upload-test: give exactly one FILE")),
             },
+            "check" => Cmd::Check { thresholds },
             other => return Err(usage_err(format!("unknown command '{other}'"))),
         };
         Ok(Parsed::Run(Cli { config, cmd }))
@@ -207,6 +232,7 @@ impl Cli {
                 force,
             } => retry(&path, failed, &paths, force),
             Cmd::UploadTest { file } => upload_test(&path, &file),
+            Cmd::Check { thresholds } => check(&path, &thresholds),
         }
     }
 }
@@ -423,6 +449,7 @@ fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
     ));
     let workers = config.upload.workers;
     let capacity = workers * 2;
+    let gate = Arc::new(upload::Gate::default());
     let (jobs_tx, jobs_rx) = bounded(capacity);
     let mut owner = Owner::new(
         store,
@@ -432,6 +459,7 @@ fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
         jobs_tx,
         jobs_rx.clone(),
         capacity,
+        gate.clone(),
         Beat::detached(),
     );
 
@@ -464,7 +492,7 @@ fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
         .upload
         .max_kib_s
         .map(|k| Arc::new(upload::RateLimiter::new(k * 1024)));
-    let handles = upload::spawn_workers(workers, jobs_rx, reports_tx, limiter, clock.clone())
+    let handles = upload::spawn_workers(workers, jobs_rx, reports_tx, limiter, gate, clock.clone())
         .map_err(|e| Error::Other(format!("starting upload workers: {e}")))?;
     let mut check = Store::open_read_only(db)?;
     let stats = owner.run_oneshot(ids, &reports_rx)?;
@@ -618,6 +646,11 @@ pub fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
             "url": config.upload.url.redacted(),
             "state": endpoint_state,
             "down_since": if endpoint_state == "down" { state("endpoint_down_since") } else { None },
+            "down_for_secs": if endpoint_state == "down" {
+                state("endpoint_down_since").as_deref().and_then(|t| age(clock, t)).map(|d| d.as_secs())
+            } else {
+                None
+            },
             "last_error": if endpoint_state == "down" { state("endpoint_error") } else { None },
         },
         "folders": folders,
@@ -726,6 +759,30 @@ fn status(path: &Path, as_json: bool) -> Result<i32> {
         }
     }
     Ok(EXIT_OK)
+}
+
+// ---------------------------------------------------------------------------------------
+// check
+
+fn check(path: &Path, thresholds: &crate::check::Thresholds) -> Result<i32> {
+    let (config, clock) = match setup(path, true) {
+        Ok(x) => x,
+        Err(e) => {
+            println!("SEGA UNKNOWN - {}", e.to_string().replace('\n', "; "));
+            return Ok(crate::check::UNKNOWN);
+        }
+    };
+    match status_json(&config, &clock) {
+        Ok(v) => {
+            let (code, line) = crate::check::evaluate(&v, thresholds);
+            println!("{line}");
+            Ok(code)
+        }
+        Err(e) => {
+            println!("SEGA UNKNOWN - {e}");
+            Ok(crate::check::UNKNOWN)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -192,6 +192,8 @@ pub struct Alerts {
     /// A secret as a whole: it usually embeds a token.
     pub webhook_url: Option<String>,
     pub after: Duration,
+    /// Alert when the oldest pending file is older than this (an extension of DESIGN §6).
+    pub backlog: Duration,
 }
 
 // Hand-written `Debug` for the three structs holding secrets: DESIGN §6 says they are never
@@ -237,6 +239,7 @@ impl fmt::Debug for Alerts {
         f.debug_struct("Alerts")
             .field("webhook_url", &self.webhook_url.as_ref().map(|_| REDACTED))
             .field("after", &self.after)
+            .field("backlog", &self.backlog)
             .finish()
     }
 }
@@ -441,6 +444,7 @@ impl Config {
             "alerts": {
                 "webhook_url": self.alerts.webhook_url.as_ref().map(|_| REDACTED),
                 "after_secs": self.alerts.after.as_secs(),
+                "backlog_secs": self.alerts.backlog.as_secs(),
             },
             "shutdown_grace_secs": self.shutdown_grace.as_secs(),
         })
@@ -935,7 +939,7 @@ fn metrics(ck: &mut Checker, v: Option<&Value>) -> Metrics {
 }
 
 fn alerts(ck: &mut Checker, v: Option<&Value>) -> Alerts {
-    let o = ck.object("alerts", v, "webhook_url after_secs");
+    let o = ck.object("alerts", v, "webhook_url after_secs backlog_secs");
     // The whole webhook URL is a secret (it usually embeds a token): no message echoes it.
     let webhook_url = match o.get("webhook_url") {
         None | Some(Value::Null) => None,
@@ -953,6 +957,7 @@ fn alerts(ck: &mut Checker, v: Option<&Value>) -> Alerts {
     Alerts {
         webhook_url,
         after: ck.secs(&o, "after_secs", 300, 1),
+        backlog: ck.secs(&o, "backlog_secs", 3600, 1),
     }
 }
 
@@ -1256,7 +1261,7 @@ mod tests {
                     "scope": null },
       "log": { "level": "info", "file": null },
       "metrics": { "textfile": null },
-      "alerts": { "webhook_url": null, "after_secs": 300 },
+      "alerts": { "webhook_url": null, "after_secs": 300, "backlog_secs": 3600 },
       "shutdown_grace_secs": 10
     }"#;
     const MINIMAL: &str = r#"{"upload": {"url": "http://211.231.137.111:18000/upload"}}"#;

@@ -23,7 +23,7 @@
 //! with exit 1, so systemd restarts it rather than leaving it half-alive.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,9 @@ use crate::notify;
 use crate::store::Store;
 use crate::ticker::{self, TickerControl};
 use crate::upload::{self, RequestSettings};
-use crate::watch::{self, WatchControl, WatchState};
+use crate::watch::{self, WatchControl};
+use crate::alerts::Alerts;
+use crate::live::Live;
 
 /// A thread's end, reported to the supervisor.
 struct Exit {
@@ -116,6 +118,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
     }
 
     let monitor = Arc::new(Monitor::new());
+    let live = Arc::new(Live::default());
     let (exit_tx, exit_rx) = unbounded::<Exit>();
     let signals = spawn_signals()?;
 
@@ -128,8 +131,15 @@ pub fn run(config_path: &Path) -> Result<i32> {
         .upload
         .max_kib_s
         .map(|k| Arc::new(upload::RateLimiter::new(k * 1024)));
-    let worker_handles =
-        upload::spawn_workers(workers, jobs_rx.clone(), reports_tx, limiter, clock.clone())
+    let gate = Arc::new(upload::Gate::default());
+    let worker_handles = upload::spawn_workers(
+        workers,
+        jobs_rx.clone(),
+        reports_tx,
+        limiter,
+        gate.clone(),
+        clock.clone(),
+    )
             .map_err(|e| Error::Other(format!("starting upload workers: {e}")))?;
     // Workers are not joined: at shutdown one may sit in a request past the grace.
     drop(worker_handles);
@@ -137,7 +147,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
     // The DB owner.
     let (inputs_tx, inputs_rx) = bounded(1024);
     let (owner_tx, owner_rx) = unbounded::<Control>();
-    let owner = Owner::new(
+    let mut owner = Owner::new(
         store,
         clock.clone(),
         &config,
@@ -145,8 +155,16 @@ pub fn run(config_path: &Path) -> Result<i32> {
         jobs_tx,
         jobs_rx,
         capacity,
+        gate,
         monitor.register("db"),
     );
+    let alerts = match &config.alerts.webhook_url {
+        Some(url) => Alerts::spawn(url.clone(), config.alerts.after, clock.clone())
+            .map(|(a, _)| a)
+            .map_err(|e| Error::Other(format!("starting thread alerts: {e}")))?,
+        None => Alerts::disabled(),
+    };
+    owner.attach(live.clone(), alerts, config.metrics.textfile.clone());
     let owner_handle = watched("db", &exit_tx, move || {
         owner.run(Channels {
             inputs: inputs_rx,
@@ -156,7 +174,6 @@ pub fn run(config_path: &Path) -> Result<i32> {
     })?;
 
     // The watcher: READY only once every watch is in place.
-    let watch_state = Arc::new(Mutex::new(WatchState::default()));
     let (rescan_tx, rescan_rx) = bounded::<&'static str>(4);
     let (watch_ctl_tx, watch_ctl_rx) = unbounded::<WatchControl>();
     let (ready_tx, ready_rx) = bounded(1);
@@ -168,7 +185,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
         rescan_tx,
         watch_ctl_rx,
         ready_tx,
-        watch_state.clone(),
+        live.clone(),
         watch_beat,
     )?;
     let watch_exit = exit_tx.clone();
@@ -206,60 +223,54 @@ pub fn run(config_path: &Path) -> Result<i32> {
         .map_err(|e| Error::Other(format!("starting thread ticker-join: {e}")))?;
     drop(inputs_tx);
 
-    let status = |state: &Arc<Mutex<WatchState>>, config: &Config| -> String {
-        let st = state.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut s = format!(
-            "watching {} folder(s), {} dir(s)",
-            config.watch.folders.len(),
-            st.watched_dirs
-        );
-        if !st.scan_only.is_empty() {
-            s += &format!("; scan-only: {}", st.scan_only.join(","));
-        }
-        if !st.missing.is_empty() {
-            s += &format!("; {} missing", st.missing.len());
-        }
-        s
-    };
-    notify::ready(&status(&watch_state, &config));
-    log::info!("ready: {}", status(&watch_state, &config));
+    let folders = config.watch.folders.len();
+    let status = live.status_line(folders);
+    notify::ready(&status);
+    log::info!("ready: {status}");
 
+    // The supervisor: signals, the watchdog (only while every loop makes progress), and
+    // STATUS whenever it changes.
     let watchdog = notify::watchdog_interval();
-    let tick = watchdog
-        .map(|w| w / 2)
-        .unwrap_or(Duration::from_secs(5))
-        .min(Duration::from_secs(5));
+    let ping_every = watchdog.map(|w| w / 2);
+    let mut next_ping = Instant::now();
+    let mut last_status = status;
     let mut config = config;
-    let mut next_tick = Instant::now();
     loop {
-        let now = Instant::now();
-        if now >= next_tick {
-            next_tick = now + tick;
-            if let Some(w) = watchdog {
+        if let (Some(w), Some(every)) = (watchdog, ping_every) {
+            if Instant::now() >= next_ping {
+                next_ping = Instant::now() + every;
                 let stale = monitor.stale(w);
                 if stale.is_empty() {
                     notify::watchdog();
                 } else {
                     log::warn!(
-                        "not pinging the watchdog: no progress within {} from {}",
+                        "withholding the watchdog ping: no progress within {} from {}",
                         crate::clock::human_duration(w),
                         stale.join(", ")
                     );
                 }
             }
-            notify::status(&status(&watch_state, &config));
         }
+        let status = live.status_line(config.watch.folders.len());
+        if status != last_status {
+            notify::status(&status);
+            last_status = status;
+        }
+        let wait = ping_every
+            .map(|_| next_ping.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
         select! {
             recv(signals) -> sig => match sig {
                 Ok(SIGHUP) => {
                     notify::reloading();
                     config = reload(config_path, config, &watch_ctl_tx, &ticker_ctl_tx, &owner_tx);
-                    notify::ready(&status(&watch_state, &config));
+                    notify::ready(&live.status_line(config.watch.folders.len()));
                 }
                 Ok(_) | Err(_) => break,
             },
             recv(exit_rx) -> e => return Ok(thread_died(e.ok())),
-            default(next_tick.saturating_duration_since(Instant::now())) => {}
+            default(wait) => {}
         }
     }
 

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,10 +25,15 @@ use time::OffsetDateTime;
 use crate::clock::{format_ts, human_duration, Clock};
 use crate::config::{Config, Order};
 use crate::error::Result;
+use crate::alerts::{Alerts, Event as AlertEvent};
 use crate::health::Beat;
+use crate::live::Live;
+use crate::metrics;
 use crate::layout::{display_name, EntryType, Seen};
 use crate::store::{Claimed, Completion, Disposition, Observation, Store};
-use crate::upload::{classify_status, Class, Job, Outcome, Report, RequestSettings};
+use crate::upload::{
+    classify_status, is_endpoint_failure, Class, Gate, Job, Outcome, Report, RequestSettings,
+};
 
 /// What the watcher and the scanner tell the owner.
 #[derive(Debug)]
@@ -62,6 +68,7 @@ pub struct Policy {
     pub newest_first: bool,
     pub settle: Duration,
     pub keep_days: u32,
+    pub backlog_alert: Duration,
 }
 
 impl Policy {
@@ -73,6 +80,7 @@ impl Policy {
             newest_first: c.upload.order == Order::NewestFirst,
             settle: c.watch.settle,
             keep_days: c.database.keep_days,
+            backlog_alert: c.alerts.backlog,
         }
     }
 
@@ -158,6 +166,7 @@ pub struct Owner {
     /// A clone of the workers' receiver, to take back unstarted jobs (outage, shutdown).
     jobs_rx: Receiver<Job>,
     capacity: usize,
+    gate: Arc<Gate>,
     in_flight: HashMap<i64, Claimed>,
     endpoint: Endpoint,
     rng: Rng,
@@ -173,6 +182,13 @@ pub struct Owner {
     last_prune_day: Option<time::Date>,
     beat: Beat,
     pub stats: Stats,
+    live: Arc<Live>,
+    alerts: Alerts,
+    metrics_path: Option<PathBuf>,
+    counters: metrics::Counters,
+    /// Uploads since local midnight of this date (seeded from the database at start).
+    uploaded_today: (Option<time::Date>, i64),
+    last_scan: Option<(OffsetDateTime, Duration)>,
 }
 
 /// Counters for the one-shot summary and the daemon's status line.
@@ -203,6 +219,7 @@ impl Owner {
         jobs_tx: Sender<Job>,
         jobs_rx: Receiver<Job>,
         capacity: usize,
+        gate: Arc<Gate>,
         beat: Beat,
     ) -> Owner {
         Owner {
@@ -213,6 +230,7 @@ impl Owner {
             jobs_tx: Some(jobs_tx),
             jobs_rx,
             capacity,
+            gate,
             in_flight: HashMap::new(),
             endpoint: Endpoint::new(),
             rng: Rng::seeded(),
@@ -226,7 +244,20 @@ impl Owner {
             last_prune_day: None,
             beat,
             stats: Stats::default(),
+            live: Arc::new(Live::default()),
+            alerts: Alerts::disabled(),
+            metrics_path: None,
+            counters: metrics::Counters::default(),
+            uploaded_today: (None, 0),
+            last_scan: None,
         }
+    }
+
+    /// The daemon's extras: what it publishes (STATUS), whom it alerts, where metrics go.
+    pub fn attach(&mut self, live: Arc<Live>, alerts: Alerts, metrics_path: Option<PathBuf>) {
+        self.live = live;
+        self.alerts = alerts;
+        self.metrics_path = metrics_path;
     }
 
     fn now(&self) -> String {
@@ -240,17 +271,26 @@ impl Owner {
     /// The daemon's loop. Returns when shut down.
     pub fn run(mut self, ch: Channels) -> Result<()> {
         let now = self.now();
+        // A previous run that left a heartbeat but no stop time did not stop cleanly.
+        let before = self.store.state()?;
+        let value = |k: &str| before.get(k).map(|(v, _)| v.clone()).filter(|v| !v.is_empty());
+        let unclean = value("heartbeat").is_some() && value("stopped_at").is_none();
         let reset = self.store.reset_uploading(None, &now, "interrupted")?;
-        if reset > 0 {
+        if unclean || reset > 0 {
             log::warn!(
-                "{reset} upload(s) were interrupted by an unclean stop; they will be sent again"
+                "the previous run did not stop cleanly (last heartbeat {}); {reset} interrupted upload(s) will be sent again",
+                value("heartbeat").unwrap_or_else(|| "unknown".into())
             );
+            self.alerts.send(AlertEvent::UncleanStop { last_heartbeat: value("heartbeat"), interrupted: reset });
         }
         self.store.set_state(
             &[
                 ("pid", std::process::id().to_string()),
                 ("started_at", now.clone()),
                 ("heartbeat", now.clone()),
+                ("stopped_at", String::new()),
+                ("endpoint", "up".into()),
+                ("endpoint_down_since", String::new()),
             ],
             &now,
         )?;
@@ -405,6 +445,8 @@ impl Owner {
             },
             Input::ScanFinished { files, took } => {
                 log::debug!("rescan: {files} candidate(s) in {}", human_duration(took));
+                self.last_scan = Some((self.clock.now_utc(), took));
+                self.live.rescan_done();
                 let _ = self.store.set_state(
                     &[
                         ("last_scan_at", now.clone()),
@@ -461,6 +503,7 @@ impl Owner {
             self.maybe_due = true;
         }
         let mut probe = false;
+        let mut solo = false;
         let free = if self.endpoint.is_down() {
             if self.endpoint.probe_in_flight
                 || now_i < self.endpoint.next_probe
@@ -469,6 +512,15 @@ impl Owner {
                 return;
             }
             probe = true;
+            solo = true;
+            1
+        } else if self.gate.failing() {
+            // The last request failed for endpoint reasons: one at a time until one gets
+            // an answer (or three in a row fail and the outage is declared).
+            if !self.in_flight.is_empty() {
+                return;
+            }
+            solo = true;
             1
         } else {
             self.capacity.saturating_sub(tx.len())
@@ -513,6 +565,7 @@ impl Owner {
             let job = Job {
                 file: c,
                 probe,
+                solo,
                 settings: self.settings.clone(),
             };
             // Never blocks: only this thread sends, and it sent no more than the free slots.
@@ -527,8 +580,13 @@ impl Owner {
         let now_t = self.clock.now_utc();
         let now = format_ts(now_t);
         let mut completions = Vec::with_capacity(batch.len());
+        let mut handed_back = Vec::new();
         for r in batch {
             self.in_flight.remove(&r.job.file.id);
+            if matches!(r.outcome, Outcome::NotStarted) {
+                handed_back.push(r.job.file.id);
+                continue;
+            }
             if let Some(note) = &r.note {
                 log::warn!("{note}");
             }
@@ -536,6 +594,9 @@ impl Owner {
         }
         self.unsaved.extend(completions);
         self.flush_unsaved_at(&now);
+        if !handed_back.is_empty() {
+            self.give_back(&handed_back);
+        }
     }
 
     fn flush_unsaved(&mut self) {
@@ -586,9 +647,7 @@ impl Owner {
                 c.response_json = resp.json.clone();
                 c.response_body = Some(resp.body.clone());
                 let class = classify_status(resp.status);
-                let endpoint_failure =
-                    resp.status >= 500 || resp.status == 408 || resp.status == 429;
-                if endpoint_failure {
+                if is_endpoint_failure(resp.status) {
                     self.endpoint_failed(&format!("HTTP {}", resp.status), probe);
                 } else {
                     self.endpoint_answered();
@@ -695,6 +754,8 @@ impl Owner {
                     incomplete_since: Some(format_ts(since)),
                 };
             }
+            // Filtered out by on_reports before judging.
+            Outcome::NotStarted => {}
             Outcome::Changed(v) => {
                 self.stats.not_ready += 1;
                 log::info!(
@@ -707,7 +768,35 @@ impl Owner {
                 };
             }
         }
+        self.count(&c, &name);
         c
+    }
+
+    /// Metrics counters, today's count and the permanent-failure alert for one completion.
+    fn count(&mut self, c: &Completion, name: &str) {
+        let attempted = match c.disposition {
+            Disposition::Uploaded => {
+                self.counters.success += 1;
+                self.uploaded_today.1 += 1;
+                true
+            }
+            Disposition::Retry { .. } => {
+                self.counters.retry += 1;
+                true
+            }
+            Disposition::Failed => {
+                self.counters.failed += 1;
+                self.alerts.send(AlertEvent::FileFailed {
+                    path: name.to_owned(),
+                    error: c.error.clone().unwrap_or_default(),
+                });
+                true
+            }
+            _ => false,
+        };
+        if attempted {
+            self.counters.observe(Duration::from_millis(c.duration_ms.max(0) as u64));
+        }
     }
 
     fn retry_or_fail(
@@ -757,6 +846,8 @@ impl Owner {
             self.endpoint.probe_wait = self.policy.initial;
             self.endpoint.next_probe = Instant::now() + self.endpoint.probe_wait;
             self.stats.endpoint_down = true;
+            self.alerts.send(AlertEvent::EndpointDown { error: error.to_owned() });
+            self.live.queue().endpoint_down = Some((Duration::ZERO, error.to_owned()));
             log::warn!(
                 "endpoint {} is down ({} consecutive failures, last: {error}): pausing uploads, one probe every {} or longer",
                 crate::upload::show(std::path::Path::new(&self.settings.url)),
@@ -780,6 +871,8 @@ impl Owner {
         self.endpoint.failures = 0;
         if let Some((since, _)) = self.endpoint.down_since.take() {
             self.stats.endpoint_down = false;
+            self.alerts.send(AlertEvent::EndpointUp { down_for: since.elapsed() });
+            self.live.queue().endpoint_down = None;
             log::info!(
                 "endpoint is back after {}: resuming uploads",
                 human_duration(since.elapsed())
@@ -807,10 +900,14 @@ impl Owner {
     /// pause began: sending them would only make failed requests).
     fn take_back_queued(&mut self) {
         let ids: Vec<i64> = self.jobs_rx.try_iter().map(|j| j.file.id).collect();
-        if ids.is_empty() {
-            return;
+        if !ids.is_empty() {
+            self.give_back(&ids);
         }
-        for id in &ids {
+    }
+
+    /// Claimed rows that were never sent go back to `pending`, as if never claimed.
+    fn give_back(&mut self, ids: &[i64]) {
+        for id in ids {
             self.in_flight.remove(id);
         }
         if let Mode::Oneshot { queue } = &mut self.mode {
@@ -819,8 +916,9 @@ impl Owner {
             }
         }
         let now = self.now();
-        if let Err(e) = self.store.unclaim(&ids, &now) {
-            self.trouble(&e);
+        match self.store.unclaim(ids, &now) {
+            Ok(()) => self.maybe_due = true,
+            Err(e) => self.trouble(&e),
         }
     }
 
@@ -839,6 +937,8 @@ impl Owner {
             return;
         }
         self.last_heartbeat = Some(Instant::now());
+        // Rows re-queued by another process (`retry`) become due without telling us.
+        self.maybe_due = true;
         let now = self.now();
         let endpoint = if self.endpoint.is_down() {
             "down"
@@ -851,6 +951,8 @@ impl Owner {
         ) {
             return self.trouble(&e);
         }
+        self.publish();
+        self.write_metrics();
         let today = self.clock.today_local();
         if self.last_prune_day != Some(today) {
             self.last_prune_day = Some(today);
@@ -866,12 +968,74 @@ impl Owner {
         }
     }
 
+    /// Refreshes what the supervisor shows in STATUS, and the backlog alert.
+    fn publish(&mut self) {
+        let local = self.clock.now_local();
+        if self.uploaded_today.0 != Some(local.date()) {
+            let midnight = format_ts(local.replace_time(time::Time::MIDNIGHT));
+            match self.store.uploaded_since(&midnight) {
+                Ok(n) => self.uploaded_today = (Some(local.date()), n),
+                Err(e) => return self.trouble(&e),
+            }
+        }
+        let (pending, oldest) = match self.store.queue_overview() {
+            Ok(x) => x,
+            Err(e) => return self.trouble(&e),
+        };
+        let oldest_age = oldest
+            .as_deref()
+            .and_then(crate::clock::parse_ts)
+            .and_then(|t| Duration::try_from(self.clock.now_utc() - t).ok());
+        match oldest_age {
+            Some(age) if age >= self.policy.backlog_alert => {
+                self.alerts.send(AlertEvent::Backlog { oldest_age: age, pending })
+            }
+            _ => self.alerts.send(AlertEvent::BacklogCleared),
+        }
+        let mut q = self.live.queue();
+        q.pending = pending;
+        q.uploaded_today = self.uploaded_today.1;
+        if let (Some((since, _)), Some(down)) = (self.endpoint.down_since, q.endpoint_down.as_mut()) {
+            down.0 = since.elapsed();
+        }
+    }
+
+    fn write_metrics(&mut self) {
+        let Some(path) = self.metrics_path.clone() else { return };
+        let files = match self.store.counts() {
+            Ok(f) => f,
+            Err(e) => return self.trouble(&e),
+        };
+        let oldest_pending_age = self
+            .store
+            .queue_overview()
+            .ok()
+            .and_then(|(_, oldest)| oldest)
+            .as_deref()
+            .and_then(crate::clock::parse_ts)
+            .and_then(|t| Duration::try_from(self.clock.now_utc() - t).ok());
+        let snapshot = metrics::Snapshot {
+            files: &files,
+            counters: self.counters.clone(),
+            oldest_pending_age,
+            endpoint_up: !self.endpoint.is_down(),
+            last_scan_unix: self.last_scan.map(|(t, _)| t.unix_timestamp_nanos() as f64 / 1e9),
+            last_scan_duration: self.last_scan.map(|(_, d)| d),
+            overflows: self.live.watch().overflows,
+            rescans: self.live.rescans.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        if let Err(e) = metrics::write_atomic(&path, &metrics::render(&snapshot)) {
+            log::warn!("writing metrics to {}: {}", path.display(), crate::error::describe_io(&e));
+        }
+    }
+
     fn trouble(&mut self, e: &crate::error::Error) {
         if self.db_trouble.is_none() {
             log::error!(
                 "database trouble: {e}; holding results in memory and retrying (files not yet recorded are found again by the next rescan)"
             );
             self.db_trouble = Some(Instant::now());
+            self.live.queue().db_trouble = Some(e.to_string());
         } else {
             log::debug!("database still in trouble: {e}");
         }
@@ -879,6 +1043,7 @@ impl Owner {
 
     fn recovered(&mut self) {
         if let Some(since) = self.db_trouble.take() {
+            self.live.queue().db_trouble = None;
             log::info!(
                 "database is writable again after {}",
                 human_duration(since.elapsed())
@@ -914,8 +1079,11 @@ impl Owner {
             self.store
                 .reset_uploading(Some(&ids), &now, "interrupted by shutdown")?;
         }
-        self.store
-            .set_state(&[("stopped_at", now.clone()), ("pid", String::new())], &now)?;
+        self.write_metrics();
+        self.store.set_state(
+            &[("stopped_at", now.clone()), ("heartbeat", now.clone()), ("pid", String::new())],
+            &now,
+        )?;
         Ok(())
     }
 }
@@ -940,6 +1108,7 @@ mod tests {
             newest_first: false,
             settle: Duration::from_secs(5),
             keep_days: 90,
+            backlog_alert: Duration::from_secs(3600),
         }
     }
 

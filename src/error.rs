@@ -39,6 +39,8 @@ pub enum Error {
     Locked { lock: PathBuf, holder: String },
     /// Something else that stops the command, already worded for the operator.
     Other(String),
+    /// A usage error of the Nagios plugin (`check`): UNKNOWN, exit 3.
+    Plugin(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -63,6 +65,7 @@ impl Error {
         match self {
             Error::Config(_) => EXIT_CONFIG,
             Error::Usage(_) => EXIT_USAGE,
+            Error::Plugin(_) => 3,
             _ => EXIT_FAILURE,
         }
     }
@@ -83,7 +86,7 @@ impl fmt::Display for Error {
                 "another sega-uploader ({holder}) holds {}: only one daemon may use a database",
                 lock.display()
             ),
-            Error::Other(msg) => write!(f, "{msg}"),
+            Error::Other(msg) | Error::Plugin(msg) => write!(f, "{msg}"),
         }
     }
 }

@@ -3,7 +3,9 @@
 //! This file parses the command line, dispatches to `cli`, and maps errors to the exit
 //! codes of DESIGN §7 (0 ok, 1 runtime failure, 64 usage, 78 configuration).
 
+mod alerts;
 mod cli;
+mod check;
 mod clock;
 mod config;
 mod daemon;
@@ -11,8 +13,10 @@ mod db;
 mod error;
 mod health;
 mod layout;
+mod live;
 mod lock;
 mod logging;
+mod metrics;
 mod notify;
 mod scanner;
 mod store;
@@ -37,6 +41,7 @@ Commands:
   list           list recorded files
   retry          re-queue failed files or given paths
   upload-test    upload one file now and print the full response
+  check          Nagios/Icinga plugin: OK/WARNING/CRITICAL from the database and heartbeat
 
 Options:
   -c, --config FILE   config file (default: $SEGA_CONFIG, else /etc/sega/config.json)
@@ -59,6 +64,11 @@ fn main() {
             Ok(code) => code,
             Err(e) => report(&e),
         },
+        // The Nagios plugin speaks on stdout, in one line, and exits 3.
+        Err(e @ Error::Plugin(_)) => {
+            println!("{e}");
+            e.exit_code()
+        }
         Err(e) => {
             eprintln!("sega-uploader: {e}");
             eprintln!("Try 'sega-uploader --help'.");

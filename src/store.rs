@@ -57,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX files_pending_age ON files(mtime_ns, id) WHERE status = 'pending';
     CREATE INDEX files_pending_due ON files(next_attempt_at) WHERE status = 'pending';
     CREATE INDEX files_status ON files(status);
+    CREATE INDEX files_uploaded ON files(uploaded_at) WHERE status = 'uploaded';
     CREATE TABLE upload_results(
         id INTEGER PRIMARY KEY,
         file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
@@ -918,6 +919,47 @@ impl Store {
         }
         tx.commit()
             .map_err(|e| Error::db("writing daemon state", e))
+    }
+
+    /// The daemon's `state` rows: key → (value, updated_at).
+    pub fn state(&self) -> Result<HashMap<String, (String, String)>> {
+        let q = |e| Error::db("reading daemon state", e);
+        let mut stmt = self.conn.prepare("SELECT key, value, updated_at FROM state").map_err(q)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?)))).map_err(q)?;
+        rows.collect::<rusqlite::Result<HashMap<_, _>>>().map_err(q)
+    }
+
+    /// How many rows wait (pending or uploading), and when the oldest was detected.
+    pub fn queue_overview(&self) -> Result<(i64, Option<String>)> {
+        self.conn
+            .query_row(
+                "SELECT count(*), min(detected_at) FROM files WHERE status IN ('pending', 'uploading')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| Error::db("counting pending files", e))
+    }
+
+    /// Rows uploaded at or after `since`.
+    pub fn uploaded_since(&self, since: &str) -> Result<i64> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM files WHERE status = 'uploaded' AND uploaded_at >= ?1",
+                [since],
+                |r| r.get(0),
+            )
+            .map_err(|e| Error::db("counting uploaded files", e))
+    }
+
+    /// Row counts per (folder, status).
+    pub fn counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let q = |e| Error::db("counting files", e);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT folder, status, count(*) FROM files GROUP BY folder, status ORDER BY folder, status")
+            .map_err(q)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(q)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(q)
     }
 
     /// Counts of rows in `status` among the given dates (the one-shot scan's exit code).

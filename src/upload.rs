@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -369,6 +370,8 @@ pub enum Outcome {
     Incomplete { since: OffsetDateTime },
     /// The file on disk is not the version that was claimed.
     Changed(Version),
+    /// Handed back without trying: the endpoint is failing (see `Gate`).
+    NotStarted,
 }
 
 /// A job as the DB owner hands it out.
@@ -377,7 +380,44 @@ pub struct Job {
     pub file: Claimed,
     /// A probe during an endpoint outage: its failure does not count toward max_attempts.
     pub probe: bool,
+    /// Sent even while the gate says the endpoint is failing (probes, and the one-at-a-time
+    /// attempts that decide whether an outage has begun).
+    pub solo: bool,
     pub settings: Arc<RequestSettings>,
+}
+
+/// What the workers know about the endpoint between two decisions of the DB owner: how
+/// many requests in a row have just failed for endpoint reasons (transport error, 5xx,
+/// 408, 429). While that is not zero, a worker hands back an ordinary job unstarted
+/// instead of sending it, so the jobs already queued when an outage begins do not all turn
+/// into failed requests before the owner has even heard of the first one.
+#[derive(Debug, Default)]
+pub struct Gate {
+    failures: AtomicU32,
+}
+
+impl Gate {
+    pub fn failing(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) > 0
+    }
+
+    fn record(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Transport(_) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Answered(r) if is_endpoint_failure(r.status) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Answered(_) => self.failures.store(0, Ordering::Relaxed),
+            _ => {}
+        }
+    }
+}
+
+/// Answers that say the endpoint (not this file) is in trouble.
+pub fn is_endpoint_failure(status: u16) -> bool {
+    status >= 500 || status == 408 || status == 429
 }
 
 #[derive(Debug)]
@@ -615,6 +655,7 @@ pub fn spawn_workers(
     jobs: Receiver<Job>,
     reports: Sender<Report>,
     limiter: Option<Arc<RateLimiter>>,
+    gate: Arc<Gate>,
     clock: Clock,
 ) -> io::Result<Vec<thread::JoinHandle<()>>> {
     (1..=n)
@@ -625,11 +666,24 @@ pub fn spawn_workers(
                 limiter.clone(),
                 clock.clone(),
             );
+            let gate = gate.clone();
             thread::Builder::new()
                 .name(format!("upload-{i}"))
                 .spawn(move || {
                     for job in jobs {
-                        let report = run_job(job, limiter.as_ref(), &clock);
+                        let report = if !job.solo && gate.failing() {
+                            Report {
+                                started_at: clock.now_utc(),
+                                duration: Duration::ZERO,
+                                outcome: Outcome::NotStarted,
+                                note: None,
+                                job,
+                            }
+                        } else {
+                            let r = run_job(job, limiter.as_ref(), &clock);
+                            gate.record(&r.outcome);
+                            r
+                        };
                         if reports.send(report).is_err() {
                             // The DB owner is gone (shutdown past the grace): nobody to tell.
                             return;

@@ -16,7 +16,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use crate::db::{settle_time, Input};
 use crate::error::{describe_io, Error, Result};
 use crate::health::Beat;
 use crate::layout::{self, display_name, EntryType, Version, Window};
+use crate::live::Live;
 use crate::scanner;
 use crate::store::Observation;
 
@@ -76,15 +77,6 @@ pub enum WatchControl {
     Reload(Arc<Config>),
 }
 
-/// What the watcher tells the rest (STATUS line, metrics, check-config).
-#[derive(Debug, Default, Clone)]
-pub struct WatchState {
-    pub watched_dirs: usize,
-    pub missing: Vec<PathBuf>,
-    pub scan_only: Vec<String>,
-    pub overflows: u64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Role {
     Root,
@@ -100,7 +92,7 @@ struct Watcher {
     by_role: HashMap<Role, i32>,
     inputs: Sender<Input>,
     rescan: Sender<&'static str>,
-    state: Arc<Mutex<WatchState>>,
+    live: Arc<Live>,
     warned: HashSet<PathBuf>,
     warned_limit: bool,
     window: Window,
@@ -129,7 +121,7 @@ pub fn spawn(
     rescan: Sender<&'static str>,
     control: Receiver<WatchControl>,
     ready: Sender<()>,
-    state: Arc<Mutex<WatchState>>,
+    live: Arc<Live>,
     beat: Beat,
 ) -> Result<thread::JoinHandle<Result<()>>> {
     let inotify = Inotify::init().map_err(|e| {
@@ -147,7 +139,7 @@ pub fn spawn(
         by_role: HashMap::new(),
         inputs,
         rescan,
-        state,
+        live,
         warned: HashSet::new(),
         warned_limit: false,
         window,
@@ -170,6 +162,13 @@ impl Watcher {
             beat.beat();
             match control.try_recv() {
                 Ok(WatchControl::Reload(c)) => {
+                    // Folder indexes may mean other directories now: start the watches
+                    // afresh. Nothing is missed: sync lists every date folder it watches,
+                    // and the ticker rescans after a reload too.
+                    for (_, (wd, _, _)) in self.by_wd.drain() {
+                        let _ = self.inotify.watches().remove(wd);
+                    }
+                    self.by_role.clear();
                     self.config = c;
                     self.needs_sync = true;
                 }
@@ -186,7 +185,7 @@ impl Watcher {
                 self.window = window;
                 self.needs_sync = true;
             }
-            let has_missing = !self.state().missing.is_empty();
+            let has_missing = !self.live.watch().missing.is_empty();
             if self.needs_sync || has_missing {
                 self.sync();
             }
@@ -199,10 +198,6 @@ impl Watcher {
             }
             self.read(&mut buf)?;
         }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, WatchState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits until the inotify fd is readable or the timeout passes.
@@ -274,7 +269,7 @@ impl Watcher {
     ) {
         if mask.contains(EventMask::Q_OVERFLOW) {
             let n = {
-                let mut st = self.state();
+                let mut st = self.live.watch();
                 st.overflows += 1;
                 st.overflows
             };
@@ -378,7 +373,7 @@ impl Watcher {
             Err(e) => {
                 let missing = matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR));
                 if missing {
-                    self.state().missing.push(path.to_path_buf());
+                    self.live.watch().missing.push(path.to_path_buf());
                     if self.warned.insert(path.to_path_buf()) {
                         log::warn!(
                             "{} does not exist (yet): watching for it to appear",
@@ -411,7 +406,7 @@ impl Watcher {
     /// folder that has just been watched.
     fn sync(&mut self) {
         self.needs_sync = false;
-        self.state().missing.clear();
+        self.live.watch().missing.clear();
         let config = self.config.clone();
         let mut wanted: HashSet<Role> = HashSet::new();
         wanted.insert(Role::Root);
@@ -465,7 +460,7 @@ impl Watcher {
             }
         }
         {
-            let mut st = self.state();
+            let mut st = self.live.watch();
             st.watched_dirs = self.by_wd.len();
             st.scan_only = scan_only;
         }

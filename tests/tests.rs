@@ -4,4 +4,6 @@
 mod util;
 
 mod cli;
+mod daemon;
 mod scan;
+mod service;

@@ -1,0 +1,380 @@
+//! The daemon (`run`) end to end: live detection, catch-up, late folders and roots, midnight,
+//! retries and outages, crashes, hostile entries, overflow, shutdown.
+
+use std::time::{Duration, SystemTime};
+
+use crate::util::*;
+use serde_json::json;
+
+fn jpeg(seed: u64) -> Vec<u8> {
+    images::jpeg(32, 24, seed)
+}
+
+/// Every (name → sha256) in `want` arrived with status 200, each exactly once.
+fn assert_arrived_once(env: &Env, want: &[(String, Vec<u8>)]) {
+    let ok = env.successful_uploads();
+    for (name, bytes) in want {
+        let got: Vec<_> = ok.iter().filter(|r| r.file.as_ref().unwrap().filename == name.as_bytes()).collect();
+        assert_eq!(got.len(), 1, "{name} arrived {} times", got.len());
+        assert_eq!(got[0].file.as_ref().unwrap().sha256, sha256_hex(bytes), "{name}: bytes");
+    }
+}
+
+fn wait_uploaded(env: &Env, n: usize) {
+    wait_until(&format!("{n} successful uploads"), DEADLINE, || env.successful_uploads().len() >= n);
+}
+
+#[test]
+fn live_files_catch_up_and_new_folders() {
+    let env = Env::new("live");
+    let mut want = Vec::new();
+    let present = jpeg(1);
+    env.put("Sega_1", "present.jpg", &present);
+    want.push(("present.jpg".to_string(), present));
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    wait_uploaded(&env, 1);
+
+    for i in 0..10 {
+        let b = jpeg(100 + i);
+        let name = format!("live_{i}.jpg");
+        env.put(&format!("Sega_{}", i % 3 + 1), &name, &b);
+        want.push((name, b));
+    }
+    wait_uploaded(&env, 11);
+
+    // A date folder created while running (tomorrow's: in the window).
+    let tomorrow = utc_date(1);
+    let b = jpeg(200);
+    env.put_in("Sega_2", &tomorrow, "tomorrow.jpg", &b);
+    want.push(("tomorrow.jpg".into(), b));
+    // A file moved in (IN_MOVED_TO), written elsewhere first.
+    let b = jpeg(201);
+    let tmp = env.dir.join("moved.jpg");
+    std::fs::write(&tmp, &b).unwrap();
+    std::fs::rename(&tmp, env.dir_of("Sega_3", &env.today).join("moved.jpg")).unwrap();
+    want.push(("moved.jpg".into(), b));
+    wait_uploaded(&env, 13);
+    assert_arrived_once(&env, &want);
+    assert!(d.log_text().matches("uploaded ").count() >= 13);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+#[test]
+fn a_folder_and_a_root_that_appear_after_start() {
+    let env = Env::new("late");
+    // The root itself is missing at start.
+    let real_root = env.root.clone();
+    std::fs::rename(&real_root, env.dir.join("data-later")).unwrap();
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    assert!(d.log_text().contains("does not exist"), "warned once about the missing root");
+    std::fs::rename(env.dir.join("data-later"), &real_root).unwrap();
+    let b = jpeg(1);
+    env.put("Sega_1", "after_root.jpg", &b);
+    wait_uploaded(&env, 1);
+
+    // A configured folder removed and created again while running, with a file already in it.
+    std::fs::remove_dir_all(real_root.join("Sega_2")).unwrap();
+    let staging = env.dir.join("staging");
+    std::fs::create_dir_all(staging.join(&env.today)).unwrap();
+    let b2 = jpeg(2);
+    std::fs::write(staging.join(&env.today).join("inside.jpg"), &b2).unwrap();
+    std::fs::rename(&staging, real_root.join("Sega_2")).unwrap();
+    wait_uploaded(&env, 2);
+    let b3 = jpeg(3);
+    env.put("Sega_2", "later.jpg", &b3);
+    wait_uploaded(&env, 3);
+    assert_arrived_once(&env, &[("after_root.jpg".into(), b), ("inside.jpg".into(), b2), ("later.jpg".into(), b3)]);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+#[test]
+fn the_window_moves_at_midnight_without_a_restart() {
+    let env = Env::new("midnight");
+    // Fake clock: 3 s before midnight of 2030-01-01 (UTC; the test runs with TZ=UTC).
+    let (d1, d2, d3) = ("2030-01-01", "2030-01-02", "2030-01-03");
+    let b_early = jpeg(1);
+    env.put_in("Sega_1", d3, "day_after_tomorrow.jpg", &b_early);
+    let mut d = env.start_daemon_with(|c| {
+        c.env("SEGA_TEST_NOW", "2030-01-01T23:59:57Z");
+    });
+    d.wait_log("ready:");
+    let b1 = jpeg(2);
+    env.put_in("Sega_1", d1, "today.jpg", &b1);
+    let b2 = jpeg(3);
+    env.put_in("Sega_2", d2, "tomorrow.jpg", &b2);
+    wait_uploaded(&env, 2);
+    assert!(env.uploads_of(b"day_after_tomorrow.jpg").is_empty(), "outside the window before midnight");
+    d.wait_log("date window moved");
+    // After midnight 2030-01-03 is tomorrow: the waiting file goes, and new ones too.
+    let b3 = jpeg(4);
+    env.put_in("Sega_3", d3, "next_day.jpg", &b3);
+    wait_uploaded(&env, 4);
+    assert_arrived_once(
+        &env,
+        &[
+            ("today.jpg".into(), b1),
+            ("tomorrow.jpg".into(), b2),
+            ("day_after_tomorrow.jpg".into(), b_early),
+            ("next_day.jpg".into(), b3),
+        ],
+    );
+    let r = &env.uploads_of(b"next_day.jpg")[0];
+    assert_eq!(r.field("date"), Some(d3));
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+#[test]
+fn transient_failures_are_retried_until_uploaded() {
+    for (name, mode) in [
+        ("503", Mode::Status { code: 503, fraction: 1.0 }),
+        ("reset", Mode::ResetMidBody { after_bytes: 64 }),
+        ("hang", Mode::Hang),
+    ] {
+        let env = Env::new(name);
+        env.set("/upload/timeout_secs", json!(1));
+        env.server.set_mode(mode);
+        let mut d = env.start_daemon();
+        d.wait_log("ready:");
+        let b = jpeg(1);
+        env.put("Sega_1", "a.jpg", &b);
+        wait_until(&format!("{name}: two failed attempts"), DEADLINE, || env.server.request_count() >= 2);
+        env.server.set_mode(Mode::Ok);
+        wait_uploaded(&env, 1);
+        assert_arrived_once(&env, &[("a.jpg".into(), b)]);
+        wait_until("the row to be uploaded", DEADLINE, || env.row("a.jpg").status == "uploaded");
+        let res = env.results();
+        assert!(res.len() >= 3, "{name}: {res:?}");
+        assert!(res[..res.len() - 1].iter().all(|r| r.outcome == "retry"), "{name}: {res:?}");
+        assert_eq!(res.last().unwrap().outcome, "success");
+        d.signal(libc::SIGTERM);
+        assert_eq!(d.wait_exit(DEADLINE), 0, "{name}");
+    }
+}
+
+#[test]
+fn retry_after_is_honoured_and_400_fails_at_once() {
+    let env = Env::new("retryafter");
+    env.set("/upload/retry/max_secs", json!(5));
+    env.server.set_mode(Mode::RetryAfter { code: 429, secs: 2 });
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    let b = jpeg(1);
+    env.put("Sega_1", "a.jpg", &b);
+    wait_until("the 429", DEADLINE, || env.server.request_count() >= 1);
+    env.server.set_mode(Mode::Ok);
+    wait_uploaded(&env, 1);
+    let reqs = env.server.requests();
+    let answered_429 = reqs[0].completed_at.unwrap();
+    let retried = reqs[1].received_at;
+    let gap = retried.duration_since(answered_429).unwrap_or_default();
+    assert!(gap >= Duration::from_secs(2), "retried after {gap:?}, sooner than Retry-After: 2");
+
+    env.server.set_mode(Mode::Status { code: 400, fraction: 1.0 });
+    env.put("Sega_1", "bad.jpg", &jpeg(2));
+    wait_until("bad.jpg to fail", DEADLINE, || env.rows().iter().any(|r| r.name() == "bad.jpg" && r.status == "failed"));
+    assert_eq!(env.row("bad.jpg").attempts, 1);
+    env.server.set_mode(Mode::Ok);
+    // The failed file stays failed: a rescan does not send it again.
+    env.put("Sega_1", "after.jpg", &jpeg(3));
+    wait_until("after.jpg", DEADLINE, || !env.uploads_of(b"after.jpg").is_empty());
+    assert_eq!(env.uploads_of(b"bad.jpg").len(), 1);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+#[test]
+fn an_outage_costs_few_requests_and_everything_arrives_after() {
+    let env = Env::new("outage");
+    env.set("/upload/workers", json!(3));
+    env.set("/upload/retry", json!({ "initial_secs": 1, "max_secs": 2 }));
+    env.server.set_mode(Mode::Refuse);
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    let started = std::time::Instant::now();
+    let mut want = Vec::new();
+    for i in 0..30 {
+        let b = jpeg(i);
+        let name = format!("o_{i}.jpg");
+        env.put(&format!("Sega_{}", i % 3 + 1), &name, &b);
+        want.push((name, b));
+        if i % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    d.wait_log("is down");
+    std::thread::sleep(Duration::from_secs(4));
+    let outage = started.elapsed();
+    let attempts_during = env.results().len();
+    env.server.set_mode(Mode::Ok);
+    d.wait_log("endpoint is back");
+    wait_uploaded(&env, 30);
+    assert_arrived_once(&env, &want);
+    // The workers' first failures (at most one each), then one at a time until three in a
+    // row have failed, then one probe per interval of at least initial_secs = 1 s: the
+    // issue's bound, (outage / probe interval) + workers, plus the two serial attempts.
+    let bound = 3 + 2 + outage.as_secs() as usize + 1;
+    eprintln!("outage of {outage:?}: {attempts_during} attempts for 30 files (bound {bound})");
+    assert!(attempts_during <= bound, "{attempts_during} attempts during a {outage:?} outage (bound {bound})");
+    let log = d.log_text();
+    assert_eq!(log.matches("is down").count(), 1, "one WARN");
+    assert_eq!(log.matches("endpoint is back").count(), 1, "one INFO");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+#[test]
+fn sigkill_during_a_burst_loses_nothing() {
+    let env = Env::new("crash");
+    env.server.set_mode(Mode::Delay(Duration::from_millis(20)));
+    let mut want = Vec::new();
+    for i in 0..150u64 {
+        let b = jpeg(i);
+        let name = format!("k_{i:03}.jpg");
+        env.put(&format!("Sega_{}", i % 3 + 1), &name, &b);
+        want.push((name, b));
+    }
+    let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("crash test seed {seed}");
+    let mut rng = seed | 1;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..3 {
+        let mut d = env.start_daemon();
+        d.wait_log("ready:");
+        let target = env.successful_uploads().len() + 5 + (next() % 30) as usize;
+        wait_until(&format!("round {round}: {target} uploads"), DEADLINE, || {
+            env.successful_uploads().len() >= target.min(140)
+        });
+        std::thread::sleep(Duration::from_millis(next() % 40));
+        d.kill();
+    }
+    env.server.set_mode(Mode::Ok);
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    wait_until("every file uploaded after the crashes", DEADLINE, || env.count_status("uploaded") == want.len());
+    let ok = env.successful_uploads();
+    for (name, bytes) in &want {
+        let got: Vec<_> = ok.iter().filter(|r| r.file.as_ref().unwrap().filename == name.as_bytes()).collect();
+        assert!(!got.is_empty(), "{name} never arrived (seed {seed})");
+        for g in &got {
+            assert_eq!(g.file.as_ref().unwrap().sha256, sha256_hex(bytes));
+        }
+        let keys: std::collections::HashSet<_> = got.iter().map(|r| r.header("Idempotency-Key").unwrap()).collect();
+        assert_eq!(keys.len(), 1, "{name}: a re-send carries the same key");
+    }
+    let dupes = ok.len() - want.len();
+    eprintln!("crash test: {dupes} duplicate(s) over 3 kills (seed {seed})");
+    assert!(dupes <= 3 * 2 * 2, "at most the in-flight uploads at each kill: {dupes}");
+    assert_eq!(env.count_status("uploading"), 0);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn hostile_entries_while_running_block_nothing() {
+    let env = Env::new("hostile-live");
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    env.put("Sega_1", "first.jpg", &jpeg(1));
+    wait_uploaded(&env, 1);
+    let fds_before = fd_count(d.pid());
+    let dir = env.dir_of("Sega_1", &env.today);
+    // A FIFO that is opened for writing and closed: IN_CLOSE_WRITE on a FIFO.
+    let fifo = dir.join("x.jpg");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    drop(std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap());
+    // Symlinks moved in (IN_MOVED_TO): one to a file inside the tree, one outside.
+    let outside = env.dir.join("outside.jpg");
+    std::fs::write(&outside, jpeg(2)).unwrap();
+    std::os::unix::fs::symlink(&outside, env.dir.join("l1")).unwrap();
+    std::fs::rename(env.dir.join("l1"), dir.join("out_link.jpg")).unwrap();
+    std::os::unix::fs::symlink(dir.join("first.jpg"), env.dir.join("l2")).unwrap();
+    std::fs::rename(env.dir.join("l2"), dir.join("in_link.jpg")).unwrap();
+    std::fs::create_dir(dir.join("y.jpg")).unwrap();
+    // A file that vanishes right after it is written.
+    env.put("Sega_1", "gone.jpg", &jpeg(3));
+    std::fs::remove_file(dir.join("gone.jpg")).unwrap();
+    let b = jpeg(4);
+    env.put("Sega_1", "good.jpg", &b);
+    wait_until("good.jpg", DEADLINE, || !env.uploads_of(b"good.jpg").is_empty());
+    let sent: Vec<String> =
+        env.server.requests().iter().map(|r| String::from_utf8_lossy(&r.file.as_ref().unwrap().filename).into_owned()).collect();
+    // gone.jpg may have been sent if a worker opened it before the unlink (it was a complete
+    // image then); the hostile entries never are.
+    let expected: Vec<&str> = if sent.len() == 3 { vec!["first.jpg", "gone.jpg", "good.jpg"] } else { vec!["first.jpg", "good.jpg"] };
+    let mut sorted = sent.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "sent: {sent:?}");
+    assert!(fd_count(d.pid()) <= fds_before + 2, "no descriptor leak: {} -> {}", fds_before, fd_count(d.pid()));
+    let log = d.log_text();
+    assert!(log.contains("x.jpg") && log.contains("Fifo"), "the FIFO is named in the log");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+#[test]
+fn an_inotify_overflow_misses_nothing() {
+    let env = Env::new("overflow");
+    env.set("/upload/workers", json!(4));
+    let max_queued: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(16384);
+    let n = max_queued + 1500;
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    d.signal(libc::SIGSTOP);
+    let dir = env.dir_of("Sega_2", &env.today);
+    let body = jpeg(7);
+    for i in 0..n {
+        std::fs::write(dir.join(format!("f{i:06}.jpg")), &body).unwrap();
+    }
+    d.signal(libc::SIGCONT);
+    d.wait_log("inotify queue overflowed");
+    wait_until(&format!("all {n} files uploaded"), Duration::from_secs(240), || env.count_status("uploaded") == n);
+    assert_eq!(env.successful_uploads().len(), n, "each once");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+#[test]
+fn sigterm_drains_within_the_grace_and_leaves_the_rest_pending() {
+    let env = Env::new("grace");
+    env.set("/shutdown_grace_secs", json!(1));
+    env.set("/upload/timeout_secs", json!(60));
+    env.server.set_mode(Mode::Hang);
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    for i in 0..4 {
+        env.put("Sega_1", format!("s{i}.jpg"), &jpeg(i));
+    }
+    wait_until("two uploads in flight", DEADLINE, || env.server.request_count() >= 2);
+    let t0 = std::time::Instant::now();
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+    eprintln!("stopped {:?} after SIGTERM with a 1 s grace", t0.elapsed());
+    let rows = env.rows();
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| r.status == "pending"), "{rows:?}");
+    assert!(env.results().iter().any(|r| r.error.as_deref() == Some("interrupted by shutdown")));
+    // A restart sends them.
+    env.server.set_mode(Mode::Ok);
+    let mut d = env.start_daemon();
+    wait_until("the four files after restart", DEADLINE, || env.count_status("uploaded") == 4);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
