@@ -20,12 +20,25 @@ use crate::clock::{format_ts, human_duration, Clock};
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The endpoint just went down (the alert goes out only if it stays down `after`).
-    EndpointDown { error: String },
-    EndpointUp { down_for: Duration },
-    FileFailed { path: String, error: String },
-    UncleanStop { last_heartbeat: Option<String>, interrupted: usize },
+    EndpointDown {
+        error: String,
+    },
+    EndpointUp {
+        down_for: Duration,
+    },
+    FileFailed {
+        path: String,
+        error: String,
+    },
+    UncleanStop {
+        last_heartbeat: Option<String>,
+        interrupted: usize,
+    },
     /// The oldest pending file is older than the threshold (sent again only after it clears).
-    Backlog { oldest_age: Duration, pending: i64 },
+    Backlog {
+        oldest_age: Duration,
+        pending: i64,
+    },
     BacklogCleared,
 }
 
@@ -45,9 +58,16 @@ impl Alerts {
         Alerts { tx: None }
     }
 
-    pub fn spawn(url: String, after: Duration, clock: Clock) -> std::io::Result<(Alerts, thread::JoinHandle<()>)> {
+    pub fn spawn(
+        url: String,
+        after: Duration,
+        clock: Clock,
+    ) -> std::io::Result<(Alerts, thread::JoinHandle<()>)> {
         let (tx, rx) = bounded(QUEUE);
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         let handle = thread::Builder::new()
             .name("alerts".into())
             .spawn(move || Dispatcher::new(url, after, host, clock).run(rx))?;
@@ -93,7 +113,9 @@ impl Dispatcher {
     fn run(mut self, rx: Receiver<Event>) {
         loop {
             let wait = match &self.down_since {
-                Some((at, _)) if !self.down_alerted => (*at + self.after).saturating_duration_since(Instant::now()),
+                Some((at, _)) if !self.down_alerted => {
+                    (*at + self.after).saturating_duration_since(Instant::now())
+                }
                 _ => Duration::from_secs(60),
             };
             match rx.recv_timeout(wait) {
@@ -106,7 +128,10 @@ impl Dispatcher {
                     self.down_alerted = true;
                     self.post(
                         "endpoint_down",
-                        format!("upload endpoint down for {} ({error})", human_duration(at.elapsed())),
+                        format!(
+                            "upload endpoint down for {} ({error})",
+                            human_duration(at.elapsed())
+                        ),
                         json!({ "down_for_secs": at.elapsed().as_secs(), "error": error }),
                     );
                 }
@@ -156,7 +181,11 @@ impl Dispatcher {
 
     fn post(&mut self, event: &str, message: String, extra: Value) {
         let now = Instant::now();
-        while self.sent.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60)) {
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
             self.sent.pop_front();
         }
         if self.sent.len() >= RATE_PER_MIN {
@@ -194,8 +223,14 @@ impl Dispatcher {
                     log::info!("alert sent: {event}");
                     return;
                 }
-                Ok(r) => log::warn!("alert {event}: webhook answered HTTP {} (try {attempt}/{TRIES})", r.status().as_u16()),
-                Err(e) => log::warn!("alert {event}: webhook not reached (try {attempt}/{TRIES}): {}", short(&e)),
+                Ok(r) => log::warn!(
+                    "alert {event}: webhook answered HTTP {} (try {attempt}/{TRIES})",
+                    r.status().as_u16()
+                ),
+                Err(e) => log::warn!(
+                    "alert {event}: webhook not reached (try {attempt}/{TRIES}): {}",
+                    short(&e)
+                ),
             }
             if attempt < TRIES {
                 thread::sleep(Duration::from_secs(1 << attempt));

@@ -36,9 +36,15 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Thresholds {
         Thresholds {
-            pending_age: Pair { warn: 900, crit: 3600 },
+            pending_age: Pair {
+                warn: 900,
+                crit: 3600,
+            },
             failed: Pair { warn: 1, crit: 10 },
-            down: Pair { warn: 300, crit: 1800 },
+            down: Pair {
+                warn: 300,
+                crit: 1800,
+            },
             heartbeat: Pair { warn: 30, crit: 60 },
         }
     }
@@ -58,8 +64,12 @@ pub const FLAGS: &str = "\
 impl Thresholds {
     /// Sets one `--warn-…`/`--crit-…` flag; Err names what is wrong.
     pub fn set(&mut self, flag: &str, value: &str) -> Result<(), String> {
-        let n: u64 = value.parse().map_err(|_| format!("--{flag} {value}: expected a whole number"))?;
-        let (level, what) = flag.split_once('-').ok_or_else(|| format!("unknown option --{flag}"))?;
+        let n: u64 = value
+            .parse()
+            .map_err(|_| format!("--{flag} {value}: expected a whole number"))?;
+        let (level, what) = flag
+            .split_once('-')
+            .ok_or_else(|| format!("unknown option --{flag}"))?;
         let pair = match what {
             "pending-age" => &mut self.pending_age,
             "failed" => &mut self.failed,
@@ -92,7 +102,11 @@ pub fn evaluate(status: &Value, t: &Thresholds) -> (i32, String) {
     let alive = status["daemon"]["alive"].as_bool() == Some(true);
     let heartbeat_age = status["daemon"]["heartbeat_age_secs"].as_u64();
     let pending = n(&status["totals"]["pending"]) + n(&status["totals"]["uploading"]);
-    let oldest = if pending > 0 { n(&status["oldest_pending"]["age_secs"]) } else { 0 };
+    let oldest = if pending > 0 {
+        n(&status["oldest_pending"]["age_secs"])
+    } else {
+        0
+    };
     let failed = n(&status["failed_last_hour"]);
     let down_for = status["endpoint"]["down_for_secs"].as_u64().unwrap_or(0);
     let today = n(&status["uploaded_today"]);
@@ -102,29 +116,52 @@ pub fn evaluate(status: &Value, t: &Thresholds) -> (i32, String) {
         _ if !alive => problems.push((CRITICAL, "daemon not running".into())),
         Some(age) if level(age, t.heartbeat) > OK => problems.push((
             level(age, t.heartbeat),
-            format!("daemon heartbeat {} old", human_duration(Duration::from_secs(age))),
+            format!(
+                "daemon heartbeat {} old",
+                human_duration(Duration::from_secs(age))
+            ),
         )),
         _ => {}
     }
     if level(down_for, t.down) > OK {
-        problems.push((level(down_for, t.down), format!("endpoint down for {}", human_duration(Duration::from_secs(down_for)))));
+        problems.push((
+            level(down_for, t.down),
+            format!(
+                "endpoint down for {}",
+                human_duration(Duration::from_secs(down_for))
+            ),
+        ));
     }
     if level(oldest, t.pending_age) > OK {
         problems.push((
             level(oldest, t.pending_age),
-            format!("{pending} pending, oldest {}", human_duration(Duration::from_secs(oldest))),
+            format!(
+                "{pending} pending, oldest {}",
+                human_duration(Duration::from_secs(oldest))
+            ),
         ));
     }
     if level(failed, t.failed) > OK {
-        problems.push((level(failed, t.failed), format!("{failed} failed in the last hour")));
+        problems.push((
+            level(failed, t.failed),
+            format!("{failed} failed in the last hour"),
+        ));
     }
     let code = problems.iter().map(|(c, _)| *c).max().unwrap_or(OK);
     let word = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][code as usize];
     let text = if problems.is_empty() {
-        let endpoint = if down_for > 0 { "endpoint down" } else { "endpoint up" };
+        let endpoint = if down_for > 0 {
+            "endpoint down"
+        } else {
+            "endpoint up"
+        };
         format!("{pending} pending, {today} uploaded today, {endpoint}")
     } else {
-        problems.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join("; ")
+        problems
+            .iter()
+            .map(|(_, s)| s.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
     };
     let perf = format!(
         "pending={pending} oldest_pending_age={oldest}s;{};{} failed_last_hour={failed};{};{} endpoint_down={down_for}s;{};{} heartbeat_age={}s;{};{} uploaded_today={today}",
@@ -146,7 +183,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn status(alive: bool, hb: u64, pending: u64, oldest: u64, failed: u64, down: Option<u64>) -> Value {
+    fn status(
+        alive: bool,
+        hb: u64,
+        pending: u64,
+        oldest: u64,
+        failed: u64,
+        down: Option<u64>,
+    ) -> Value {
         json!({
             "daemon": { "alive": alive, "heartbeat_age_secs": hb },
             "endpoint": { "state": if down.is_some() { "down" } else { "up" }, "down_for_secs": down },
@@ -161,15 +205,39 @@ mod tests {
     fn each_condition_sets_its_level() {
         let t = Thresholds::default();
         let cases = [
-            (status(true, 5, 0, 0, 0, None), OK, "0 pending, 42 uploaded today, endpoint up"),
-            (status(false, 500, 0, 0, 0, None), CRITICAL, "daemon not running"),
+            (
+                status(true, 5, 0, 0, 0, None),
+                OK,
+                "0 pending, 42 uploaded today, endpoint up",
+            ),
+            (
+                status(false, 500, 0, 0, 0, None),
+                CRITICAL,
+                "daemon not running",
+            ),
             (status(true, 40, 0, 0, 0, None), WARNING, "heartbeat"),
-            (status(true, 5, 3, 1000, 0, None), WARNING, "3 pending, oldest 16m40s"),
+            (
+                status(true, 5, 3, 1000, 0, None),
+                WARNING,
+                "3 pending, oldest 16m40s",
+            ),
             (status(true, 5, 3, 4000, 0, None), CRITICAL, "oldest"),
-            (status(true, 5, 0, 0, 1, None), WARNING, "1 failed in the last hour"),
+            (
+                status(true, 5, 0, 0, 1, None),
+                WARNING,
+                "1 failed in the last hour",
+            ),
             (status(true, 5, 0, 0, 10, None), CRITICAL, "10 failed"),
-            (status(true, 5, 0, 0, 0, Some(400)), WARNING, "endpoint down for 6m40s"),
-            (status(true, 5, 0, 0, 0, Some(2000)), CRITICAL, "endpoint down"),
+            (
+                status(true, 5, 0, 0, 0, Some(400)),
+                WARNING,
+                "endpoint down for 6m40s",
+            ),
+            (
+                status(true, 5, 0, 0, 0, Some(2000)),
+                CRITICAL,
+                "endpoint down",
+            ),
         ];
         for (s, code, text) in cases {
             let (c, line) = evaluate(&s, &t);

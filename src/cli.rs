@@ -175,7 +175,10 @@ impl Cli {
                 }
                 Long("failed") if cmd == "retry" => failed = true,
                 Long("force") if cmd == "retry" => force = true,
-                Long(flag) if cmd == "check" && (flag.starts_with("warn-") || flag.starts_with("crit-")) => {
+                Long(flag)
+                    if cmd == "check"
+                        && (flag.starts_with("warn-") || flag.starts_with("crit-")) =>
+                {
                     let flag = flag.to_owned();
                     let v = p.value().map_err(bad)?.string().map_err(bad)?;
                     thresholds.set(&flag, &v).map_err(usage_err)?;

@@ -30,10 +30,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
+use crate::alerts::Alerts;
 use crate::config::{self, Config};
 use crate::db::{Channels, Control, Owner};
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::health::Monitor;
+use crate::live::Live;
 use crate::lock;
 use crate::logging;
 use crate::notify;
@@ -41,8 +43,6 @@ use crate::store::Store;
 use crate::ticker::{self, TickerControl};
 use crate::upload::{self, RequestSettings};
 use crate::watch::{self, WatchControl};
-use crate::alerts::Alerts;
-use crate::live::Live;
 
 /// A thread's end, reported to the supervisor.
 struct Exit {
@@ -140,7 +140,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
         gate.clone(),
         clock.clone(),
     )
-            .map_err(|e| Error::Other(format!("starting upload workers: {e}")))?;
+    .map_err(|e| Error::Other(format!("starting upload workers: {e}")))?;
     // Workers are not joined: at shutdown one may sit in a request past the grace.
     drop(worker_handles);
 

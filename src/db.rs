@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 use time::OffsetDateTime;
 
+use crate::alerts::{Alerts, Event as AlertEvent};
 use crate::clock::{format_ts, human_duration, Clock};
 use crate::config::{Config, Order};
 use crate::error::Result;
-use crate::alerts::{Alerts, Event as AlertEvent};
 use crate::health::Beat;
+use crate::layout::{display_name, EntryType, Seen};
 use crate::live::Live;
 use crate::metrics;
-use crate::layout::{display_name, EntryType, Seen};
 use crate::store::{Claimed, Completion, Disposition, Observation, Store};
 use crate::upload::{
     classify_status, is_endpoint_failure, Class, Gate, Job, Outcome, Report, RequestSettings,
@@ -189,6 +189,8 @@ pub struct Owner {
     /// Uploads since local midnight of this date (seeded from the database at start).
     uploaded_today: (Option<time::Date>, i64),
     last_scan: Option<(OffsetDateTime, Duration)>,
+    /// A damaged database file: the daemon stops (exit 1) rather than loop on it.
+    fatal: Option<crate::error::Error>,
 }
 
 /// Counters for the one-shot summary and the daemon's status line.
@@ -250,6 +252,7 @@ impl Owner {
             counters: metrics::Counters::default(),
             uploaded_today: (None, 0),
             last_scan: None,
+            fatal: None,
         }
     }
 
@@ -273,7 +276,12 @@ impl Owner {
         let now = self.now();
         // A previous run that left a heartbeat but no stop time did not stop cleanly.
         let before = self.store.state()?;
-        let value = |k: &str| before.get(k).map(|(v, _)| v.clone()).filter(|v| !v.is_empty());
+        let value = |k: &str| {
+            before
+                .get(k)
+                .map(|(v, _)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
         let unclean = value("heartbeat").is_some() && value("stopped_at").is_none();
         let reset = self.store.reset_uploading(None, &now, "interrupted")?;
         if unclean || reset > 0 {
@@ -281,7 +289,10 @@ impl Owner {
                 "the previous run did not stop cleanly (last heartbeat {}); {reset} interrupted upload(s) will be sent again",
                 value("heartbeat").unwrap_or_else(|| "unknown".into())
             );
-            self.alerts.send(AlertEvent::UncleanStop { last_heartbeat: value("heartbeat"), interrupted: reset });
+            self.alerts.send(AlertEvent::UncleanStop {
+                last_heartbeat: value("heartbeat"),
+                interrupted: reset,
+            });
         }
         self.store.set_state(
             &[
@@ -298,6 +309,10 @@ impl Owner {
         // forever; `never()` takes it out of the select.
         let mut inputs = ch.inputs.clone();
         loop {
+            if let Some(e) = self.fatal.take() {
+                log::error!("the database file is damaged: stopping (restore a backup, or move it aside: the next scan re-finds every image on disk)");
+                return Err(e);
+            }
             self.beat.beat();
             self.housekeeping();
             self.dispatch();
@@ -795,7 +810,8 @@ impl Owner {
             _ => false,
         };
         if attempted {
-            self.counters.observe(Duration::from_millis(c.duration_ms.max(0) as u64));
+            self.counters
+                .observe(Duration::from_millis(c.duration_ms.max(0) as u64));
         }
     }
 
@@ -846,7 +862,9 @@ impl Owner {
             self.endpoint.probe_wait = self.policy.initial;
             self.endpoint.next_probe = Instant::now() + self.endpoint.probe_wait;
             self.stats.endpoint_down = true;
-            self.alerts.send(AlertEvent::EndpointDown { error: error.to_owned() });
+            self.alerts.send(AlertEvent::EndpointDown {
+                error: error.to_owned(),
+            });
             self.live.queue().endpoint_down = Some((Duration::ZERO, error.to_owned()));
             log::warn!(
                 "endpoint {} is down ({} consecutive failures, last: {error}): pausing uploads, one probe every {} or longer",
@@ -871,7 +889,9 @@ impl Owner {
         self.endpoint.failures = 0;
         if let Some((since, _)) = self.endpoint.down_since.take() {
             self.stats.endpoint_down = false;
-            self.alerts.send(AlertEvent::EndpointUp { down_for: since.elapsed() });
+            self.alerts.send(AlertEvent::EndpointUp {
+                down_for: since.elapsed(),
+            });
             self.live.queue().endpoint_down = None;
             log::info!(
                 "endpoint is back after {}: resuming uploads",
@@ -988,20 +1008,26 @@ impl Owner {
             .and_then(|t| Duration::try_from(self.clock.now_utc() - t).ok());
         match oldest_age {
             Some(age) if age >= self.policy.backlog_alert => {
-                self.alerts.send(AlertEvent::Backlog { oldest_age: age, pending })
+                self.alerts.send(AlertEvent::Backlog {
+                    oldest_age: age,
+                    pending,
+                })
             }
             _ => self.alerts.send(AlertEvent::BacklogCleared),
         }
         let mut q = self.live.queue();
         q.pending = pending;
         q.uploaded_today = self.uploaded_today.1;
-        if let (Some((since, _)), Some(down)) = (self.endpoint.down_since, q.endpoint_down.as_mut()) {
+        if let (Some((since, _)), Some(down)) = (self.endpoint.down_since, q.endpoint_down.as_mut())
+        {
             down.0 = since.elapsed();
         }
     }
 
     fn write_metrics(&mut self) {
-        let Some(path) = self.metrics_path.clone() else { return };
+        let Some(path) = self.metrics_path.clone() else {
+            return;
+        };
         let files = match self.store.counts() {
             Ok(f) => f,
             Err(e) => return self.trouble(&e),
@@ -1019,17 +1045,26 @@ impl Owner {
             counters: self.counters.clone(),
             oldest_pending_age,
             endpoint_up: !self.endpoint.is_down(),
-            last_scan_unix: self.last_scan.map(|(t, _)| t.unix_timestamp_nanos() as f64 / 1e9),
+            last_scan_unix: self
+                .last_scan
+                .map(|(t, _)| t.unix_timestamp_nanos() as f64 / 1e9),
             last_scan_duration: self.last_scan.map(|(_, d)| d),
             overflows: self.live.watch().overflows,
             rescans: self.live.rescans.load(std::sync::atomic::Ordering::Relaxed),
         };
         if let Err(e) = metrics::write_atomic(&path, &metrics::render(&snapshot)) {
-            log::warn!("writing metrics to {}: {}", path.display(), crate::error::describe_io(&e));
+            log::warn!(
+                "writing metrics to {}: {}",
+                path.display(),
+                crate::error::describe_io(&e)
+            );
         }
     }
 
     fn trouble(&mut self, e: &crate::error::Error) {
+        if e.is_corrupt() && self.fatal.is_none() {
+            self.fatal = Some(crate::error::Error::Other(e.to_string()));
+        }
         if self.db_trouble.is_none() {
             log::error!(
                 "database trouble: {e}; holding results in memory and retrying (files not yet recorded are found again by the next rescan)"
@@ -1081,7 +1116,11 @@ impl Owner {
         }
         self.write_metrics();
         self.store.set_state(
-            &[("stopped_at", now.clone()), ("heartbeat", now.clone()), ("pid", String::new())],
+            &[
+                ("stopped_at", now.clone()),
+                ("heartbeat", now.clone()),
+                ("pid", String::new()),
+            ],
             &now,
         )?;
         Ok(())

@@ -61,6 +61,21 @@ impl Error {
         }
     }
 
+    /// The database file itself is damaged: not something waiting fixes.
+    pub fn is_corrupt(&self) -> bool {
+        use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+        match self {
+            Error::Db { source, .. } => {
+                matches!(
+                    source.sqlite_error_code(),
+                    Some(DatabaseCorrupt) | Some(NotADatabase)
+                )
+            }
+            Error::DbState { msg, .. } => msg.contains("corrupt"),
+            _ => false,
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => EXIT_CONFIG,

@@ -4,8 +4,8 @@
 //! codes of DESIGN §7 (0 ok, 1 runtime failure, 64 usage, 78 configuration).
 
 mod alerts;
-mod cli;
 mod check;
+mod cli;
 mod clock;
 mod config;
 mod daemon;

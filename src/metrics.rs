@@ -50,7 +50,9 @@ pub struct Snapshot<'a> {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -59,41 +61,103 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
 
 pub fn render(s: &Snapshot<'_>) -> String {
     let mut o = String::new();
-    head(&mut o, "sega_files", "gauge", "Recorded files by folder and status.");
+    head(
+        &mut o,
+        "sega_files",
+        "gauge",
+        "Recorded files by folder and status.",
+    );
     for (folder, status, n) in s.files {
-        let _ = writeln!(o, "sega_files{{folder=\"{}\",status=\"{}\"}} {n}", escape(folder), escape(status));
+        let _ = writeln!(
+            o,
+            "sega_files{{folder=\"{}\",status=\"{}\"}} {n}",
+            escape(folder),
+            escape(status)
+        );
     }
-    head(&mut o, "sega_uploads_total", "counter", "Upload attempts since start, by outcome.");
+    head(
+        &mut o,
+        "sega_uploads_total",
+        "counter",
+        "Upload attempts since start, by outcome.",
+    );
     let c = &s.counters;
-    for (outcome, n) in [("success", c.success), ("retry", c.retry), ("failed", c.failed)] {
+    for (outcome, n) in [
+        ("success", c.success),
+        ("retry", c.retry),
+        ("failed", c.failed),
+    ] {
         let _ = writeln!(o, "sega_uploads_total{{outcome=\"{outcome}\"}} {n}");
     }
-    head(&mut o, "sega_upload_duration_seconds", "histogram", "Duration of upload attempts since start.");
+    head(
+        &mut o,
+        "sega_upload_duration_seconds",
+        "histogram",
+        "Duration of upload attempts since start.",
+    );
     for (le, n) in BUCKETS.iter().zip(c.buckets) {
         let _ = writeln!(o, "sega_upload_duration_seconds_bucket{{le=\"{le}\"}} {n}");
     }
-    let _ = writeln!(o, "sega_upload_duration_seconds_bucket{{le=\"+Inf\"}} {}", c.count);
+    let _ = writeln!(
+        o,
+        "sega_upload_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+        c.count
+    );
     let _ = writeln!(o, "sega_upload_duration_seconds_sum {}", c.sum);
     let _ = writeln!(o, "sega_upload_duration_seconds_count {}", c.count);
-    head(&mut o, "sega_oldest_pending_age_seconds", "gauge", "Age of the oldest file not yet uploaded (0 if none).");
+    head(
+        &mut o,
+        "sega_oldest_pending_age_seconds",
+        "gauge",
+        "Age of the oldest file not yet uploaded (0 if none).",
+    );
     let _ = writeln!(
         o,
         "sega_oldest_pending_age_seconds {}",
         s.oldest_pending_age.map(|d| d.as_secs_f64()).unwrap_or(0.0)
     );
-    head(&mut o, "sega_endpoint_up", "gauge", "1 while the endpoint answers, 0 during an outage.");
+    head(
+        &mut o,
+        "sega_endpoint_up",
+        "gauge",
+        "1 while the endpoint answers, 0 during an outage.",
+    );
     let _ = writeln!(o, "sega_endpoint_up {}", u8::from(s.endpoint_up));
-    head(&mut o, "sega_last_scan_timestamp_seconds", "gauge", "When the last full rescan finished (Unix time).");
-    let _ = writeln!(o, "sega_last_scan_timestamp_seconds {}", s.last_scan_unix.unwrap_or(0.0));
-    head(&mut o, "sega_last_scan_duration_seconds", "gauge", "How long the last full rescan took.");
+    head(
+        &mut o,
+        "sega_last_scan_timestamp_seconds",
+        "gauge",
+        "When the last full rescan finished (Unix time).",
+    );
+    let _ = writeln!(
+        o,
+        "sega_last_scan_timestamp_seconds {}",
+        s.last_scan_unix.unwrap_or(0.0)
+    );
+    head(
+        &mut o,
+        "sega_last_scan_duration_seconds",
+        "gauge",
+        "How long the last full rescan took.",
+    );
     let _ = writeln!(
         o,
         "sega_last_scan_duration_seconds {}",
         s.last_scan_duration.map(|d| d.as_secs_f64()).unwrap_or(0.0)
     );
-    head(&mut o, "sega_inotify_overflows_total", "counter", "inotify queue overflows since start (each triggers a rescan).");
+    head(
+        &mut o,
+        "sega_inotify_overflows_total",
+        "counter",
+        "inotify queue overflows since start (each triggers a rescan).",
+    );
     let _ = writeln!(o, "sega_inotify_overflows_total {}", s.overflows);
-    head(&mut o, "sega_rescans_total", "counter", "Full rescans since start.");
+    head(
+        &mut o,
+        "sega_rescans_total",
+        "counter",
+        "Full rescans since start.",
+    );
     let _ = writeln!(o, "sega_rescans_total {}", s.rescans);
     o
 }
@@ -101,7 +165,10 @@ pub fn render(s: &Snapshot<'_>) -> String {
 /// Writes `text` to `path` so that a reader sees the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = std::fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(text.as_bytes()))
@@ -118,11 +185,22 @@ mod tests {
 
     #[test]
     fn renders_valid_exposition_text() {
-        let files = vec![("Sega_1".to_string(), "uploaded".to_string(), 3), ("Se\"ga".to_string(), "pending".to_string(), 1)];
-        let mut counters = Counters { success: 3, ..Counters::default() };
+        let files = vec![
+            ("Sega_1".to_string(), "uploaded".to_string(), 3),
+            ("Se\"ga".to_string(), "pending".to_string(), 1),
+        ];
+        let mut counters = Counters {
+            success: 3,
+            ..Counters::default()
+        };
         counters.observe(Duration::from_millis(20));
         counters.observe(Duration::from_secs(3));
-        let text = render(&Snapshot { files: &files, counters, endpoint_up: true, ..Snapshot::default() });
+        let text = render(&Snapshot {
+            files: &files,
+            counters,
+            endpoint_up: true,
+            ..Snapshot::default()
+        });
         assert!(text.contains("sega_files{folder=\"Sega_1\",status=\"uploaded\"} 3\n"));
         assert!(text.contains("sega_files{folder=\"Se\\\"ga\",status=\"pending\"} 1\n"));
         assert!(text.contains("sega_upload_duration_seconds_bucket{le=\"0.05\"} 1\n"));

@@ -307,7 +307,20 @@ impl Store {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+        // SQLite quietly opens a write-protected file read-only; the daemon would then fail
+        // at its first write. Say so now, naming the file.
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(Error::DbState {
+                path: path.to_path_buf(),
+                msg: "is not writable by this user (check its owner and mode, and its directory's)"
+                    .into(),
+            });
+        }
+        // Every write transaction takes the write lock at BEGIN: a deferred one that reads
+        // first and upgrades later gets SQLITE_BUSY at once (no busy wait) when another
+        // process (a `scan`, a `retry`) committed in between.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
@@ -924,8 +937,13 @@ impl Store {
     /// The daemon's `state` rows: key → (value, updated_at).
     pub fn state(&self) -> Result<HashMap<String, (String, String)>> {
         let q = |e| Error::db("reading daemon state", e);
-        let mut stmt = self.conn.prepare("SELECT key, value, updated_at FROM state").map_err(q)?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?)))).map_err(q)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value, updated_at FROM state")
+            .map_err(q)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+            .map_err(q)?;
         rows.collect::<rusqlite::Result<HashMap<_, _>>>().map_err(q)
     }
 
@@ -958,7 +976,9 @@ impl Store {
             .conn
             .prepare("SELECT folder, status, count(*) FROM files GROUP BY folder, status ORDER BY folder, status")
             .map_err(q)?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(q)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(q)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(q)
     }
 

@@ -23,14 +23,22 @@ impl Notify {
     fn new(env: &Env) -> Notify {
         let path = env.dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        Notify { sock, path, got: Vec::new() }
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Notify {
+            sock,
+            path,
+            got: Vec::new(),
+        }
     }
 
     fn pump(&mut self) {
         let mut buf = [0u8; 4096];
         while let Ok(n) = self.sock.recv(&mut buf) {
-            self.got.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+            self.got.push((
+                Instant::now(),
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+            ));
         }
     }
 
@@ -39,15 +47,28 @@ impl Notify {
         let end = Instant::now() + DEADLINE;
         loop {
             self.pump();
-            if let Some(i) = self.got.iter().skip(from).position(|(_, m)| m.contains(needle)) {
+            if let Some(i) = self
+                .got
+                .iter()
+                .skip(from)
+                .position(|(_, m)| m.contains(needle))
+            {
                 return from + i;
             }
-            assert!(Instant::now() < end, "timeout waiting for {needle:?} on NOTIFY_SOCKET; got {:?}", self.got);
+            assert!(
+                Instant::now() < end,
+                "timeout waiting for {needle:?} on NOTIFY_SOCKET; got {:?}",
+                self.got
+            );
         }
     }
 
     fn pings_between(&self, a: Instant, b: Instant) -> Vec<Instant> {
-        self.got.iter().filter(|(t, m)| *t >= a && *t <= b && m.contains("WATCHDOG=1")).map(|(t, _)| *t).collect()
+        self.got
+            .iter()
+            .filter(|(t, m)| *t >= a && *t <= b && m.contains("WATCHDOG=1"))
+            .map(|(t, _)| *t)
+            .collect()
     }
 }
 
@@ -62,8 +83,13 @@ fn sd_notify_ready_status_stopping_and_reload() {
     let ready = n.wait_for("READY=1", 0);
     // READY means every watch is in place: a file created right now is seen by inotify.
     env.put("Sega_1", "right_after_ready.jpg", &jpeg(1));
-    wait_until("the file created right after READY", DEADLINE, || env.successful_uploads().len() == 1);
-    assert!(n.got[ready].1.contains("STATUS="), "READY carries a STATUS line");
+    wait_until("the file created right after READY", DEADLINE, || {
+        env.successful_uploads().len() == 1
+    });
+    assert!(
+        n.got[ready].1.contains("STATUS="),
+        "READY carries a STATUS line"
+    );
     let st = n.wait_for("uploaded today", ready + 1);
     assert!(n.got[st].1.contains("1 uploaded today") || n.wait_for("1 uploaded today", st) > 0);
 
@@ -83,7 +109,8 @@ fn the_watchdog_stops_while_the_db_owner_is_stuck_and_resumes() {
     let mut n = Notify::new(&env);
     let path = n.path.clone();
     let mut d = env.start_daemon_with(|c| {
-        c.env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "1000000");
+        c.env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "1000000");
     });
     n.wait_for("READY=1", 0);
     // Idle: a ping every 0.5 s. Count over 3 s with slack.
@@ -109,11 +136,18 @@ fn the_watchdog_stops_while_the_db_owner_is_stuck_and_resumes() {
         gaps.push(Instant::now() - locked_at);
     }
     let longest = gaps.iter().max().copied().unwrap_or_default();
-    assert!(longest >= Duration::from_millis(2500), "pings kept coming while the owner was stuck: longest gap {longest:?}");
+    assert!(
+        longest >= Duration::from_millis(2500),
+        "pings kept coming while the owner was stuck: longest gap {longest:?}"
+    );
     conn.execute_batch("COMMIT").unwrap();
     drop(conn);
     let released = Instant::now();
-    wait_until("blocked.jpg uploaded after the lock is gone", DEADLINE, || !env.uploads_of(b"blocked.jpg").is_empty());
+    wait_until(
+        "blocked.jpg uploaded after the lock is gone",
+        DEADLINE,
+        || !env.uploads_of(b"blocked.jpg").is_empty(),
+    );
     std::thread::sleep(Duration::from_secs(3));
     n.pump();
     let after = n.pings_between(released, Instant::now()).len();
@@ -133,16 +167,22 @@ fn sighup_adds_a_folder_and_refuses_an_invalid_config() {
     env.put("Sega_3", "waiting.jpg", &b);
     env.set("/watch/folders", json!(["Sega_1", "Sega_3"]));
     d.signal(libc::SIGHUP);
-    wait_until("the new folder's image", DEADLINE, || !env.uploads_of(b"waiting.jpg").is_empty());
+    wait_until("the new folder's image", DEADLINE, || {
+        !env.uploads_of(b"waiting.jpg").is_empty()
+    });
     env.put("Sega_3", "live.jpg", &jpeg(2));
-    wait_until("a live file in the new folder", DEADLINE, || !env.uploads_of(b"live.jpg").is_empty());
+    wait_until("a live file in the new folder", DEADLINE, || {
+        !env.uploads_of(b"live.jpg").is_empty()
+    });
 
     env.set("/upload/workers", json!(3));
     std::fs::write(&env.config_path, "{ not json").unwrap();
     d.signal(libc::SIGHUP);
     d.wait_log("reload refused");
     env.put("Sega_1", "still.jpg", &jpeg(3));
-    wait_until("uploads go on with the old config", DEADLINE, || !env.uploads_of(b"still.jpg").is_empty());
+    wait_until("uploads go on with the old config", DEADLINE, || {
+        !env.uploads_of(b"still.jpg").is_empty()
+    });
     assert!(d.alive());
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(DEADLINE), 0);
@@ -163,7 +203,10 @@ fn journald_lines_carry_priorities_and_no_timestamps() {
     let log = d.log_text();
     for line in log.lines() {
         assert!(
-            line.starts_with("<3>") || line.starts_with("<4>") || line.starts_with("<6>") || line.starts_with("<7>"),
+            line.starts_with("<3>")
+                || line.starts_with("<4>")
+                || line.starts_with("<6>")
+                || line.starts_with("<7>"),
             "{line}"
         );
     }
@@ -186,10 +229,17 @@ fn operator_commands_agree_with_the_database() {
     env.put("Sega_2", "text.jpg", b"not an image");
     let mut d = env.start_daemon();
     d.wait_log("ready:");
-    wait_until("two uploads", DEADLINE, || env.count_status("uploaded") == 2);
-    env.server.set_mode(Mode::Status { code: 400, fraction: 1.0 });
+    wait_until("two uploads", DEADLINE, || {
+        env.count_status("uploaded") == 2
+    });
+    env.server.set_mode(Mode::Status {
+        code: 400,
+        fraction: 1.0,
+    });
     env.put("Sega_3", "bad.jpg", &jpeg(3));
-    wait_until("bad.jpg failed", DEADLINE, || env.count_status("failed") == 1);
+    wait_until("bad.jpg failed", DEADLINE, || {
+        env.count_status("failed") == 1
+    });
 
     let s = status_json(&env);
     assert_eq!(s["daemon"]["alive"], json!(true), "{s}");
@@ -200,13 +250,20 @@ fn operator_commands_agree_with_the_database() {
     assert_eq!(s["folders"]["Sega_2"]["uploaded"], json!(1));
     assert_eq!(s["uploaded_today"], json!(2));
     assert_eq!(s["errors_24h"][0]["cause"], json!("HTTP 400"));
-    assert!(s["last_error"]["path"].as_str().unwrap().ends_with("bad.jpg"));
+    assert!(s["last_error"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("bad.jpg"));
     let human = env.run(&["status"]);
     assert!(human.stdout.contains("running (pid"), "{}", human.stdout);
     assert!(human.stdout.contains("HTTP 400"), "{}", human.stdout);
 
     let o = env.run(&["list", "--json", "--status", "failed"]);
-    let rows: Vec<Value> = o.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["filename"], json!("bad.jpg"));
     assert_eq!(rows[0]["last_error"], json!("HTTP 400"));
@@ -218,7 +275,12 @@ fn operator_commands_agree_with_the_database() {
     // check: a failure in the last hour is a WARNING with the default thresholds.
     let c = env.run(&["check"]);
     assert_eq!(c.code, 1, "{}", c.stdout);
-    assert!(c.stdout.starts_with("SEGA WARNING - 1 failed in the last hour |"), "{}", c.stdout);
+    assert!(
+        c.stdout
+            .starts_with("SEGA WARNING - 1 failed in the last hour |"),
+        "{}",
+        c.stdout
+    );
     let c = env.run(&["check", "--crit-failed", "1"]);
     assert_eq!(c.code, 2, "{}", c.stdout);
 
@@ -227,18 +289,41 @@ fn operator_commands_agree_with_the_database() {
     let r = env.run(&["retry", "--failed"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("re-queued 1"), "{}", r.stdout);
-    wait_until("the retried file", DEADLINE, || env.count_status("uploaded") == 3);
+    wait_until("the retried file", DEADLINE, || {
+        env.count_status("uploaded") == 3
+    });
     let c = env.run(&["check", "--warn-failed", "5", "--crit-failed", "9"]);
     assert_eq!(c.code, 0, "{}", c.stdout);
-    assert!(c.stdout.starts_with("SEGA OK - 0 pending, 3 uploaded today, endpoint up |"), "{}", c.stdout);
+    assert!(
+        c.stdout
+            .starts_with("SEGA OK - 0 pending, 3 uploaded today, endpoint up |"),
+        "{}",
+        c.stdout
+    );
 
     // Metrics: parse the text format and compare with the database.
     wait_until("metrics with 3 uploaded", DEADLINE, || {
-        std::fs::read_to_string(&metrics).is_ok_and(|t| t.contains("status=\"uploaded\"} 1") && parse_prom(&t).iter().filter(|(k, _)| k.starts_with("sega_files{") && k.contains("uploaded")).map(|(_, v)| *v).sum::<f64>() == 3.0)
+        std::fs::read_to_string(&metrics).is_ok_and(|t| {
+            t.contains("status=\"uploaded\"} 1")
+                && parse_prom(&t)
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("sega_files{") && k.contains("uploaded"))
+                    .map(|(_, v)| *v)
+                    .sum::<f64>()
+                    == 3.0
+        })
     });
     let m = parse_prom(&std::fs::read_to_string(&metrics).unwrap());
-    let get = |k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or_else(|| panic!("no {k} in metrics"));
-    assert_eq!(get("sega_files{folder=\"Sega_3\",status=\"uploaded\"}"), 1.0);
+    let get = |k: &str| {
+        m.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {k} in metrics"))
+    };
+    assert_eq!(
+        get("sega_files{folder=\"Sega_3\",status=\"uploaded\"}"),
+        1.0
+    );
     assert_eq!(get("sega_files{folder=\"Sega_2\",status=\"skipped\"}"), 1.0);
     assert_eq!(get("sega_endpoint_up"), 1.0);
     assert!(get("sega_uploads_total{outcome=\"success\"}") >= 3.0);
@@ -263,8 +348,12 @@ fn parse_prom(text: &str) -> Vec<(String, f64)> {
         if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
             continue;
         }
-        let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
-        let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
         assert!(name.starts_with("sega_"), "{line}");
         out.push((name.to_string(), v));
     }
@@ -278,12 +367,19 @@ fn upload_test_prints_the_response() {
     let o = env.run(&["upload-test", p.to_str().unwrap()]);
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("HTTP 200"), "{}", o.stdout);
-    assert!(o.stdout.contains("content-type: application/json"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("content-type: application/json"),
+        "{}",
+        o.stdout
+    );
     assert!(o.stdout.contains("\"ok\":true"), "{}", o.stdout);
     assert!(o.stdout.contains("Idempotency-Key: "), "{}", o.stdout);
     assert_eq!(env.server.request_count(), 1);
     assert!(!env.db.exists(), "upload-test does not touch the database");
-    env.server.set_mode(Mode::Status { code: 500, fraction: 1.0 });
+    env.server.set_mode(Mode::Status {
+        code: 500,
+        fraction: 1.0,
+    });
     let o = env.run(&["upload-test", p.to_str().unwrap()]);
     assert_eq!(o.code, 1);
     assert!(o.stdout.contains("HTTP 500"), "{}", o.stdout);
@@ -293,7 +389,10 @@ fn upload_test_prints_the_response() {
 fn webhook_alerts_once_down_and_once_up_and_never_slow_uploads() {
     let env = Env::new("alerts");
     let hook = Server::start("127.0.0.1:0").unwrap();
-    env.set("/alerts", json!({ "webhook_url": hook.url(), "after_secs": 2 }));
+    env.set(
+        "/alerts",
+        json!({ "webhook_url": hook.url(), "after_secs": 2 }),
+    );
     env.set("/upload/retry", json!({ "initial_secs": 1, "max_secs": 1 }));
     let mut d = env.start_daemon();
     d.wait_log("ready:");
@@ -313,17 +412,25 @@ fn webhook_alerts_once_down_and_once_up_and_never_slow_uploads() {
     d.wait_log("is down");
     env.server.set_mode(Mode::Ok);
     d.wait_log("endpoint is back");
-    wait_until("the short outage's files", DEADLINE, || env.count_status("uploaded") == 3);
+    wait_until("the short outage's files", DEADLINE, || {
+        env.count_status("uploaded") == 3
+    });
     // A long one: one "down", then one "up".
     env.server.set_mode(Mode::Refuse);
     for i in 10..14 {
         env.put("Sega_2", format!("l{i}.jpg"), &jpeg(i));
     }
-    wait_until("the down alert", DEADLINE, || events(&hook).contains(&"endpoint_down".to_string()));
+    wait_until("the down alert", DEADLINE, || {
+        events(&hook).contains(&"endpoint_down".to_string())
+    });
     std::thread::sleep(Duration::from_secs(2));
     env.server.set_mode(Mode::Ok);
-    wait_until("the up alert", DEADLINE, || events(&hook).contains(&"endpoint_up".to_string()));
-    wait_until("everything uploaded", DEADLINE, || env.count_status("uploaded") == 7);
+    wait_until("the up alert", DEADLINE, || {
+        events(&hook).contains(&"endpoint_up".to_string())
+    });
+    wait_until("everything uploaded", DEADLINE, || {
+        env.count_status("uploaded") == 7
+    });
     assert_eq!(events(&hook), vec!["endpoint_down", "endpoint_up"]);
     let body: Value = serde_json::from_slice(hook.requests()[0].body.as_ref().unwrap()).unwrap();
     assert!(body["message"].as_str().unwrap().contains("down"), "{body}");
@@ -337,13 +444,17 @@ fn webhook_alerts_once_down_and_once_up_and_never_slow_uploads() {
     d.wait_log("ready:");
     env.server.set_mode(Mode::Refuse);
     env.put("Sega_3", "x.jpg", &jpeg(30));
-    wait_until("the alert to be attempted", DEADLINE, || hook.request_count() >= 1);
+    wait_until("the alert to be attempted", DEADLINE, || {
+        hook.request_count() >= 1
+    });
     env.server.set_mode(Mode::Ok);
     let t0 = Instant::now();
     for i in 40..45 {
         env.put("Sega_3", format!("h{i}.jpg"), &jpeg(i));
     }
-    wait_until("uploads while the webhook hangs", DEADLINE, || env.count_status("uploaded") == 13);
+    wait_until("uploads while the webhook hangs", DEADLINE, || {
+        env.count_status("uploaded") == 13
+    });
     eprintln!("5 uploads took {:?} with a hanging webhook", t0.elapsed());
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(DEADLINE), 0);
@@ -362,7 +473,11 @@ fn check_config_reports_an_unreadable_folder_and_a_refusing_endpoint() {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::set_permissions(env.root.join("Sega_2"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        env.root.join("Sega_2"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
     env.server.set_mode(Mode::Refuse);
     let mut c = env.cmd(&["check-config"]);
     as_nobody(&mut c);
@@ -370,7 +485,15 @@ fn check_config_reports_an_unreadable_folder_and_a_refusing_endpoint() {
     assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
     let fails: Vec<&str> = o.stdout.lines().filter(|l| l.starts_with("fail")).collect();
     assert_eq!(fails.len(), 2, "{}", o.stdout);
-    assert!(fails[0].contains("folder Sega_2") && fails[0].contains("not readable"), "{}", o.stdout);
-    assert!(fails[1].contains("endpoint") && fails[1].contains("refused"), "{}", o.stdout);
+    assert!(
+        fails[0].contains("folder Sega_2") && fails[0].contains("not readable"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        fails[1].contains("endpoint") && fails[1].contains("refused"),
+        "{}",
+        o.stdout
+    );
     assert!(o.stdout.contains("ok   folder Sega_1"), "{}", o.stdout);
 }

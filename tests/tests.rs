@@ -5,5 +5,6 @@ mod util;
 
 mod cli;
 mod daemon;
+mod faults;
 mod scan;
 mod service;

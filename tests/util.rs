@@ -7,7 +7,6 @@
 
 #![allow(dead_code)]
 
-use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
@@ -89,8 +88,8 @@ pub struct Env {
     pub config_path: PathBuf,
     pub server: Server,
     pub today: String,
-    config: RefCell<Value>,
-    logs: RefCell<Vec<PathBuf>>,
+    config: std::sync::Mutex<Value>,
+    logs: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl Env {
@@ -130,8 +129,8 @@ impl Env {
             db,
             server,
             today,
-            config: RefCell::new(config),
-            logs: RefCell::new(Vec::new()),
+            config: std::sync::Mutex::new(config),
+            logs: std::sync::Mutex::new(Vec::new()),
         };
         env.write_config();
         env
@@ -140,7 +139,7 @@ impl Env {
     /// Sets one config value by JSON pointer ("/upload/workers") and rewrites the file.
     pub fn set(&self, pointer: &str, value: Value) {
         {
-            let mut c = self.config.borrow_mut();
+            let mut c = self.config.lock().unwrap();
             let mut parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
             let last = parts.pop().unwrap();
             let mut node = &mut *c;
@@ -156,7 +155,7 @@ impl Env {
     }
 
     fn write_config(&self) {
-        let text = serde_json::to_string_pretty(&*self.config.borrow()).unwrap();
+        let text = serde_json::to_string_pretty(&*self.config.lock().unwrap()).unwrap();
         fs::write(&self.config_path, text).unwrap();
     }
 
@@ -295,14 +294,14 @@ impl Env {
     }
 
     pub fn start_daemon_with(&self, tweak: impl FnOnce(&mut Command)) -> Daemon {
-        let n = self.logs.borrow().len();
+        let n = self.logs.lock().unwrap().len();
         let log = self.dir.join(format!("daemon-{n}.log"));
         let mut c = self.cmd(&["run"]);
+        tweak(&mut c);
         c.stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap());
-        tweak(&mut c);
         let child = c.spawn().unwrap();
-        self.logs.borrow_mut().push(log.clone());
+        self.logs.lock().unwrap().push(log.clone());
         Daemon {
             child: Some(child),
             log,
@@ -314,7 +313,7 @@ impl Drop for Env {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("---- test tree kept at {}", self.dir.display());
-            for log in self.logs.borrow().iter() {
+            for log in self.logs.lock().unwrap().iter() {
                 let text = fs::read_to_string(log).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(80).collect();
                 eprintln!("---- last lines of {}:", log.display());

@@ -1,0 +1,578 @@
+//! The fault suite: nothing is lost whatever happens to the process, the network, the
+//! endpoint or the disk. Each scenario is bounded in time and deterministic on a shared
+//! 2-core machine: random moments come from a logged seed, and assertions are bounds that
+//! jitter cannot break. Figures are printed (`cargo test -- --nocapture`) for the record in
+//! docs/RELIABILITY.md.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::util::*;
+use serde_json::json;
+
+fn jpeg(seed: u64) -> Vec<u8> {
+    images::jpeg(16, 16, seed)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn seeded(name: &str) -> Rng {
+        let seed = std::env::var("SEGA_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{name}: seed {seed} (rerun with SEGA_TEST_SEED={seed})");
+        Rng(seed | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// name → sha256 of every file written.
+type Written = HashMap<String, String>;
+
+fn write_burst(env: &Env, prefix: &str, n: usize, pause_every: usize, pause: Duration) -> Written {
+    let mut w = Written::new();
+    for i in 0..n {
+        let name = format!("{prefix}{i:05}.jpg");
+        let b = jpeg(i as u64 ^ 0x5eed);
+        env.put(&format!("Sega_{}", i % 3 + 1), &name, &b);
+        w.insert(name, sha256_hex(&b));
+        if pause_every > 0 && i % pause_every == pause_every - 1 {
+            std::thread::sleep(pause);
+        }
+    }
+    w
+}
+
+/// Every written file arrived (right bytes) at least once; returns the duplicate count.
+fn check_all_arrived(env: &Env, written: &Written) -> usize {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut keys: HashMap<String, HashSet<String>> = HashMap::new();
+    for r in env.successful_uploads() {
+        let f = r.file.as_ref().unwrap();
+        let name = String::from_utf8_lossy(&f.filename).into_owned();
+        if let Some(sha) = written.get(&name) {
+            assert_eq!(&f.sha256, sha, "{name}: wrong bytes");
+            *seen.entry(name.clone()).or_default() += 1;
+            keys.entry(name)
+                .or_default()
+                .insert(r.header("Idempotency-Key").unwrap().to_string());
+        }
+    }
+    let missing: Vec<_> = written
+        .keys()
+        .filter(|n| !seen.contains_key(*n))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "never arrived: {missing:?} ({} of {})",
+        written.len() - seen.len(),
+        written.len()
+    );
+    for (name, k) in &keys {
+        assert_eq!(
+            k.len(),
+            1,
+            "{name}: every re-send carries the same Idempotency-Key"
+        );
+    }
+    seen.values().map(|n| n - 1).sum()
+}
+
+#[test]
+fn crash_loop_ten_kills_during_a_2000_file_burst() {
+    let env = Env::new("crashloop");
+    env.set("/upload/workers", json!(4));
+    env.server.set_mode(Mode::Delay(Duration::from_millis(2)));
+    let mut rng = Rng::seeded("crash loop");
+    let env_ref = &env;
+    let written = std::thread::scope(|s| {
+        let writer =
+            s.spawn(move || write_burst(env_ref, "c", 2000, 100, Duration::from_millis(150)));
+        let mut kills = Vec::new();
+        for round in 0..10 {
+            let mut d = env.start_daemon();
+            d.wait_log("ready:");
+            std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+            // In flight at the kill: requests whose head arrived and that got no answer yet.
+            let in_flight = env
+                .server
+                .requests()
+                .iter()
+                .filter(|r| r.status.is_none())
+                .count();
+            d.kill();
+            kills.push(in_flight);
+            eprintln!("kill {}: {} request(s) in flight", round + 1, in_flight);
+        }
+        (writer.join().unwrap(), kills)
+    });
+    let (written, kills) = written;
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    wait_until(
+        "all 2000 files uploaded after 10 kills",
+        Duration::from_secs(180),
+        || env.count_status("uploaded") == 2000,
+    );
+    let dupes = check_all_arrived(&env, &written);
+    let workers = 4;
+    eprintln!(
+        "crash loop: {dupes} duplicate upload(s) over 10 kills (in flight at the kills: {kills:?})"
+    );
+    assert!(
+        dupes <= kills.len() * workers,
+        "duplicates {dupes} exceed the in-flight uploads at the kills"
+    );
+    assert_eq!(env.count_status("uploading"), 0, "no row stays uploading");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+#[test]
+fn a_sixty_second_outage_while_files_keep_arriving() {
+    let env = Env::new("outage60");
+    env.set("/upload/workers", json!(4));
+    env.set(
+        "/upload/retry",
+        json!({ "initial_secs": 5, "max_secs": 10 }),
+    );
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    let before = write_burst(&env, "pre", 30, 0, Duration::ZERO);
+    wait_until("the first files", DEADLINE, || {
+        env.count_status("uploaded") == 30
+    });
+    let results_before = env.results().len();
+    env.server.set_mode(Mode::Refuse);
+    let t0 = Instant::now();
+    let mut written = before;
+    for wave in 0..6 {
+        written.extend(write_burst(
+            &env,
+            &format!("w{wave}_"),
+            20,
+            0,
+            Duration::ZERO,
+        ));
+        std::thread::sleep(
+            Duration::from_secs(10)
+                .saturating_sub(t0.elapsed().saturating_sub(Duration::from_secs(10 * wave))),
+        );
+    }
+    while t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let during = env.results().len() - results_before;
+    let outage = t0.elapsed();
+    env.server.set_mode(Mode::Ok);
+    let t1 = Instant::now();
+    wait_until("the backlog to drain", Duration::from_secs(120), || {
+        env.count_status("uploaded") == written.len()
+    });
+    let drained = t1.elapsed();
+    // (outage / probe interval) + workers, plus the two one-at-a-time attempts that confirm
+    // the outage: probes are at least initial_secs = 5 s apart.
+    let bound = (outage.as_secs() / 5) as usize + 4 + 2;
+    eprintln!("outage: {during} request(s) during {outage:?} for 120 arriving files (bound {bound}); backlog drained {drained:?} after recovery");
+    assert!(
+        during <= bound,
+        "{during} requests during the outage, bound {bound}"
+    );
+    assert_eq!(
+        check_all_arrived(&env, &written),
+        0,
+        "no duplicates from an outage"
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+#[test]
+fn overflow_tens_of_thousands_of_files_while_stopped() {
+    let env = Env::new("overflow");
+    env.set("/upload/workers", json!(4));
+    let max_queued: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(16384);
+    let n = (max_queued + 2000).max(20_000);
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    d.signal(libc::SIGSTOP);
+    let dir = env.dir_of("Sega_2", &env.today);
+    let body = jpeg(7);
+    for i in 0..n {
+        std::fs::write(dir.join(format!("f{i:06}.jpg")), &body).unwrap();
+    }
+    d.signal(libc::SIGCONT);
+    d.wait_log("inotify queue overflowed");
+    let t0 = Instant::now();
+    wait_until(
+        &format!("all {n} files uploaded"),
+        Duration::from_secs(400),
+        || env.count_status("uploaded") == n,
+    );
+    eprintln!(
+        "overflow: {n} files (queue limit {max_queued}) all uploaded {:?} after SIGCONT",
+        t0.elapsed()
+    );
+    assert_eq!(env.successful_uploads().len(), n, "each exactly once");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+#[test]
+fn a_write_lock_held_past_the_busy_timeout() {
+    let env = Env::new("dblock");
+    env.set("/watch/scan_interval_secs", json!(2));
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    let conn = rusqlite::Connection::open(&env.db).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let written = write_burst(&env, "l", 20, 0, Duration::ZERO);
+    d.wait_log("database trouble");
+    std::thread::sleep(Duration::from_secs(3));
+    conn.execute_batch("COMMIT").unwrap();
+    drop(conn);
+    d.wait_log("database is writable again");
+    wait_until("every file after the lock", DEADLINE, || {
+        env.count_status("uploaded") == 20
+    });
+    check_all_arrived(&env, &written);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+/// The daemon as `nobody`, with its state directory on a small tmpfs of its own mount
+/// namespace (`unshare -m`): the test can fill it or make it read-only without touching the
+/// machine. Returns the daemon and the command prefix that enters its namespace.
+fn daemon_on_tmpfs(env: &Env, size: &str) -> Daemon {
+    for p in [&env.dir, &env.root] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let state = env.db.parent().unwrap().to_path_buf();
+    let script = format!(
+        "mount -t tmpfs -o size={size},mode=0777 sega-test {} && exec setpriv --reuid=65534 --regid=65534 --clear-groups \"$0\" \"$@\"",
+        state.display()
+    );
+    env.start_daemon_with(|c| {
+        let args: Vec<std::ffi::OsString> = std::iter::once(std::ffi::OsString::from(BIN))
+            .chain(c.get_args().map(|a| a.to_owned()))
+            .collect();
+        let mut wrapped = Command::new("unshare");
+        wrapped
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .args(args);
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => wrapped.env(k, v),
+                None => wrapped.env_remove(k),
+            };
+        }
+        *c = wrapped;
+    })
+}
+
+fn in_namespace(d: &Daemon, shell: &str) -> Out {
+    out(Command::new("nsenter")
+        .args(["-t", &d.pid().to_string(), "-m", "--", "sh", "-c", shell])
+        .output()
+        .unwrap())
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn a_full_disk_under_the_database() {
+    if !is_root() {
+        eprintln!("skipped: mount namespaces need root (CI runs as root)");
+        return;
+    }
+    let env = Env::new("diskfull");
+    env.set("/watch/scan_interval_secs", json!(2));
+    let mut d = daemon_on_tmpfs(&env, "2m");
+    // stderr is redirected by start_daemon_with; the log file is in env.dir (host side).
+    d.wait_log("ready:");
+    let state = env.db.parent().unwrap().display().to_string();
+    let first = write_burst(&env, "a", 10, 0, Duration::ZERO);
+    wait_until("the first files", DEADLINE, || {
+        env.successful_uploads().len() >= 10
+    });
+
+    // Fill the disk: writes fail (SQLITE_FULL). Files keep arriving.
+    let o = in_namespace(&d, &format!("dd if=/dev/zero of={state}/filler bs=64k count=100 2>/dev/null; df -k {state} | tail -1"));
+    eprintln!("filled: {}", o.stdout.trim());
+    let during_full = write_burst(&env, "f", 10, 0, Duration::ZERO);
+    d.wait_log("database trouble");
+    in_namespace(&d, &format!("rm -f {state}/filler"));
+    d.wait_log("database is writable again");
+    wait_until(
+        "the files that came while the disk was full",
+        DEADLINE,
+        || env.successful_uploads().len() >= 20,
+    );
+
+    let mut all = first;
+    all.extend(during_full);
+    check_all_arrived(&env, &all);
+    let st = in_namespace(
+        &d,
+        &format!("{BIN} -c {} status --json", env.config_path.display()),
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&st.stdout).unwrap_or_else(|_| panic!("{}\n{}", st.stdout, st.stderr));
+    assert_eq!(v["totals"]["uploaded"], json!(20), "{v}");
+    assert_eq!(v["totals"]["uploading"], json!(0));
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+/// Makes the test tree usable by `nobody` (the daemon's user in these tests).
+fn open_up(env: &Env) {
+    for p in [&env.dir, &env.root, &env.db.parent().unwrap().to_path_buf()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+#[test]
+fn a_read_only_database_file_stops_the_start_clearly_and_nothing_is_lost() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run the daemon as another user");
+        return;
+    }
+    let env = Env::new("readonly");
+    open_up(&env);
+    let mut d = env.start_daemon_with(as_nobody);
+    d.wait_log("ready:");
+    let mut written = write_burst(&env, "a", 5, 0, Duration::ZERO);
+    wait_until("the first files", DEADLINE, || {
+        env.successful_uploads().len() == 5
+    });
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+    // Someone makes the database read-only; files keep arriving meanwhile.
+    std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o444)).unwrap();
+    written.extend(write_burst(&env, "b", 5, 0, Duration::ZERO));
+    let mut c = env.cmd(&["run"]);
+    as_nobody(&mut c);
+    let o = out(c.output().unwrap());
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("is not writable by this user"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains(&env.db.display().to_string()),
+        "names the file: {}",
+        o.stderr
+    );
+    // Fixed: the next start finds what arrived in between.
+    std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut d = env.start_daemon_with(as_nobody);
+    wait_until(
+        "the files that arrived while it could not start",
+        DEADLINE,
+        || env.successful_uploads().len() == 10,
+    );
+    check_all_arrived(&env, &written);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+#[test]
+fn a_corrupt_or_unwritable_database_is_a_clear_error_never_a_fresh_start() {
+    let env = Env::new("corrupt");
+    env.put("Sega_1", "a.jpg", &jpeg(1));
+    assert_eq!(env.run(&["scan"]).code, 0);
+    // The daemon is stopped; its file gets overwritten (a bad copy, a disk error). The WAL
+    // would still hold the newest pages, so it goes too.
+    let wal = env.db.with_extension("db-wal");
+    let _ = std::fs::remove_file(&wal);
+    let _ = std::fs::remove_file(env.db.with_extension("db-shm"));
+    let good = std::fs::read(&env.db).unwrap();
+    let bad: Vec<u8> = (0..good.len().max(8192))
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    std::fs::write(&env.db, &bad).unwrap();
+    let o = env.run(&["run"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("corrupt or not an SQLite database"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(
+        std::fs::read(&env.db).unwrap(),
+        bad,
+        "the corrupt file is left as it was"
+    );
+    assert_eq!(env.server.request_count(), 1, "nothing was sent again");
+
+    if is_root() {
+        // A database the daemon's user cannot write: exit 1 naming the file.
+        std::fs::write(&env.db, &good).unwrap();
+        for p in [&env.dir, &env.root, &env.db.parent().unwrap().to_path_buf()] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut c = env.cmd(&["run"]);
+        as_nobody(&mut c);
+        let o = out(c.output().unwrap());
+        assert_eq!(o.code, 1, "{}", o.stderr);
+        assert!(
+            o.stderr
+                .contains(&env.db.parent().unwrap().display().to_string()),
+            "{}",
+            o.stderr
+        );
+    }
+}
+
+#[test]
+fn an_unreadable_image_waits_and_goes_once_readable() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run the daemon as another user");
+        return;
+    }
+    let env = Env::new("unreadable");
+    for p in [&env.dir, &env.root, &env.db.parent().unwrap().to_path_buf()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for f in ["Sega_1", "Sega_2", "Sega_3"] {
+        std::fs::set_permissions(env.root.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            env.dir_of(f, &env.today),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let mut d = env.start_daemon_with(as_nobody);
+    d.wait_log("ready:");
+    let b = jpeg(1);
+    let p = env.put("Sega_1", "locked.jpg", &b);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Written as root then locked: the close came before the chmod, so touch it again.
+    let f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    drop(f);
+    wait_until("the unreadable file to be tried", DEADLINE, || {
+        env.rows().iter().any(|r| {
+            r.name() == "locked.jpg"
+                && r.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("permission denied"))
+        })
+    });
+    let row = env.row("locked.jpg");
+    assert_eq!(row.status, "pending");
+    assert_eq!(env.server.request_count(), 0);
+    env.set("/upload/retry/initial_secs", json!(1));
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    wait_until("the file once readable", DEADLINE, || {
+        !env.uploads_of(b"locked.jpg").is_empty()
+    });
+    assert!(
+        d.log_text().contains("permissions changed"),
+        "IN_ATTRIB re-checked it at once"
+    );
+    check_all_arrived(
+        &env,
+        &[("locked.jpg".to_string(), sha256_hex(&b))]
+            .into_iter()
+            .collect(),
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+fn vm_hwm_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn silent_trickling_and_huge_answers_free_the_worker() {
+    let env = Env::new("slowserver");
+    env.set("/upload/workers", json!(1));
+    env.set("/upload/timeout_secs", json!(1));
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    // Never answers: the read timeout frees the only worker for the next file.
+    env.server.set_mode(Mode::Hang);
+    env.put("Sega_1", "hang.jpg", &jpeg(1));
+    wait_until("the hung request", DEADLINE, || {
+        env.server.request_count() >= 1
+    });
+    env.server
+        .set_mode(Mode::TrickleResponse { bytes_per_sec: 200 });
+    env.put("Sega_1", "trickle.jpg", &jpeg(2));
+    wait_until("the trickled request", DEADLINE, || {
+        !env.uploads_of(b"trickle.jpg").is_empty()
+    });
+    env.server.set_mode(Mode::HugeBody { bytes: 5_000_000 });
+    env.put("Sega_1", "huge.jpg", &jpeg(3));
+    wait_until("huge.jpg uploaded", DEADLINE, || {
+        env.rows()
+            .iter()
+            .any(|r| r.name() == "huge.jpg" && r.status == "uploaded")
+    });
+    env.server.set_mode(Mode::Ok);
+    wait_until("hang.jpg retried and uploaded", DEADLINE, || {
+        env.rows()
+            .iter()
+            .any(|r| r.name() == "hang.jpg" && r.status == "uploaded")
+    });
+    wait_until("trickle.jpg settled", DEADLINE, || {
+        env.rows()
+            .iter()
+            .any(|r| r.name() == "trickle.jpg" && r.status == "uploaded")
+    });
+    let c = rusqlite::Connection::open(&env.db).unwrap();
+    let (len, json_null): (i64, bool) = c
+        .query_row(
+            "SELECT length(r.response_body), r.response_json IS NULL FROM upload_results r JOIN files f ON f.id = r.file_id
+             WHERE f.filename = 'huge.jpg' AND r.outcome = 'success'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(len, 64 * 1024, "the 5 MB answer is stored capped at 64 KiB");
+    assert!(json_null, "a capped body that no longer parses is not JSON");
+    let hwm = vm_hwm_kib(d.pid());
+    eprintln!("slow/huge answers: daemon peak RSS {} KiB", hwm);
+    assert!(
+        hwm > 0 && hwm < 32 * 1024,
+        "memory stays flat: VmHWM {hwm} KiB"
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
