@@ -798,6 +798,68 @@ mod tests {
     }
 
     #[test]
+    fn the_body_has_fields_in_order_then_the_streamed_file_and_an_exact_length() {
+        let dir = std::env::temp_dir().join(format!("sega-body-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        std::fs::write(&path, b"\xff\xd8\xffDATA\r\n--not-a-boundary\xff\xd9").unwrap();
+        let file = File::open(&path).unwrap();
+        let fields = [
+            Part {
+                name: "folder",
+                value: "Sega_1",
+            },
+            Part {
+                name: "date",
+                value: "2026-11-26",
+            },
+        ];
+        let mut body = MultipartBody::new(
+            "BOUND".into(),
+            &fields,
+            "file",
+            b"a\"b\n\xbb.jpg",
+            "image/jpeg",
+            file,
+            27,
+            None,
+        );
+        let mut out = Vec::new();
+        body.write(&mut out).unwrap();
+        assert!(matches!(body.kind().unwrap(), BodyKind::KnownLength(n) if n == out.len() as u64));
+        assert_eq!(
+            body.content_type().unwrap().unwrap(),
+            "multipart/form-data; boundary=BOUND"
+        );
+        let text = String::from_utf8_lossy(&out);
+        let expected_head = "--BOUND\r\nContent-Disposition: form-data; name=\"folder\"\r\n\r\nSega_1\r\n\
+                             --BOUND\r\nContent-Disposition: form-data; name=\"date\"\r\n\r\n2026-11-26\r\n\
+                             --BOUND\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a%22b%0A%BB.jpg\"\r\n\
+                             Content-Type: image/jpeg\r\n\r\n";
+        assert!(text.starts_with(expected_head), "{text}");
+        assert!(out.ends_with(b"\xff\xd9\r\n--BOUND--\r\n"));
+        // Written twice (a redirect would do that): the same bytes again.
+        let mut again = Vec::new();
+        body.write(&mut again).unwrap();
+        assert_eq!(again, out);
+        // The file shrinking under the upload is noticed, not sent short.
+        std::fs::write(&path, b"short").unwrap();
+        let mut body = MultipartBody::new(
+            "B".into(),
+            &[],
+            "file",
+            b"x.jpg",
+            "image/jpeg",
+            File::open(&path).unwrap(),
+            31,
+            None,
+        );
+        assert!(body.write(&mut Vec::new()).is_err());
+        assert!(matches!(body.file_problem, Some(FileProblem::Shrank)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn retry_after_takes_seconds_and_dates() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));

@@ -31,6 +31,21 @@ fn scan_uploads_exactly_the_images_once_each() {
         jpeg(1),
         "image/jpeg",
     );
+    // Awkward names, checked by the endpoint's strict multipart parser.
+    expect(
+        "Sega_1",
+        &env.today.clone(),
+        b"say \"cheese\" 100%.jpg",
+        jpeg(20),
+        "image/jpeg",
+    );
+    expect(
+        "Sega_2",
+        &env.today.clone(),
+        b"two\nlines\r.jpg",
+        jpeg(21),
+        "image/jpeg",
+    );
     expect(
         "Sega_1",
         &env.today.clone(),
@@ -133,6 +148,23 @@ fn scan_uploads_exactly_the_images_once_each() {
         .find(|r| r.file.as_ref().unwrap().filename == raw_name)
         .unwrap();
     assert_eq!(raw.file.as_ref().unwrap().filename_raw, "%BB%E7%C1%F8.jpg");
+    let quoted = got
+        .iter()
+        .find(|r| r.file.as_ref().unwrap().filename.starts_with(b"say"))
+        .unwrap();
+    assert_eq!(
+        quoted.file.as_ref().unwrap().filename_raw,
+        "say %22cheese%22 100%25.jpg"
+    );
+    let korean_req = got
+        .iter()
+        .find(|r| r.file.as_ref().unwrap().filename == korean.as_bytes())
+        .unwrap();
+    assert_eq!(
+        korean_req.file.as_ref().unwrap().filename_raw,
+        korean,
+        "valid UTF-8 goes as is"
+    );
 
     let rows = env.rows();
     let mut by_status: BTreeMap<String, Vec<String>> = BTreeMap::new();
