@@ -497,3 +497,25 @@ fn check_config_reports_an_unreadable_folder_and_a_refusing_endpoint() {
     );
     assert!(o.stdout.contains("ok   folder Sega_1"), "{}", o.stdout);
 }
+
+#[test]
+fn rows_older_than_keep_days_are_pruned() {
+    let env = Env::new("prune");
+    env.put_in("Sega_1", "2020-01-01", "ancient.jpg", &jpeg(1));
+    assert_eq!(env.run(&["scan", "--date", "2020-01-01"]).code, 0);
+    env.put("Sega_1", "today.jpg", &jpeg(2));
+    assert_eq!(env.run(&["scan"]).code, 0);
+    assert_eq!(env.rows().len(), 2);
+    assert_eq!(env.results().len(), 2);
+    let mut d = env.start_daemon();
+    d.wait_log("pruned 1 row(s)");
+    let names: Vec<String> = env.rows().iter().map(Row::name).collect();
+    assert_eq!(
+        names,
+        vec!["today.jpg"],
+        "the old date's row and its results are gone"
+    );
+    assert_eq!(env.results().len(), 1);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
