@@ -507,3 +507,47 @@ fn a_one_gib_file_uploads_with_flat_memory() {
         .collect();
     assert_eq!(f.sha256, want, "every byte arrived");
 }
+
+#[test]
+fn upload_order_follows_the_config() {
+    for (order, expected) in [
+        ("oldest_first", ["old.jpg", "mid.jpg", "new.jpg"]),
+        ("newest_first", ["new.jpg", "mid.jpg", "old.jpg"]),
+    ] {
+        let env = Env::new(order);
+        env.set("/upload/workers", json!(1));
+        env.set("/upload/order", json!(order));
+        let now = std::time::SystemTime::now();
+        for (name, age) in [("mid.jpg", 200), ("new.jpg", 100), ("old.jpg", 300)] {
+            let p = env.put("Sega_1", name, &jpeg(age));
+            let f = std::fs::File::options().write(true).open(p).unwrap();
+            f.set_modified(now - std::time::Duration::from_secs(age))
+                .unwrap();
+        }
+        assert_eq!(env.run(&["scan"]).code, 0);
+        let sent: Vec<String> = env
+            .server
+            .requests()
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.file.as_ref().unwrap().filename).into_owned())
+            .collect();
+        assert_eq!(sent, expected, "{order}");
+    }
+}
+
+#[test]
+fn max_kib_s_caps_the_upload_rate() {
+    let env = Env::new("ratecap");
+    env.set("/upload/max_kib_s", json!(100));
+    env.put("Sega_1", "big.jpg", &images::jpeg_of_size(200 * 1024, 1));
+    let t0 = std::time::Instant::now();
+    assert_eq!(env.run(&["scan"]).code, 0);
+    let took = t0.elapsed();
+    // 200 KiB at 100 KiB/s from an empty bucket: at least ~2 s. A lower bound only: a busy
+    // machine can make it slower, never faster.
+    assert!(
+        took >= std::time::Duration::from_millis(1500),
+        "200 KiB at 100 KiB/s took {took:?}"
+    );
+    assert_eq!(env.successful_uploads().len(), 1);
+}
