@@ -497,14 +497,13 @@ fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
         .map(|k| Arc::new(upload::RateLimiter::new(k * 1024)));
     let handles = upload::spawn_workers(workers, jobs_rx, reports_tx, limiter, gate, clock.clone())
         .map_err(|e| Error::Other(format!("starting upload workers: {e}")))?;
-    let mut check = Store::open_read_only(db)?;
     let stats = owner.run_oneshot(ids, &reports_rx)?;
     for h in handles {
         let _ = h.join();
     }
+    let check = Store::open_read_only(db)?;
     let left = check.count_status_in_dates(&[Status::Pending, Status::Uploading], &date_names)?;
     let failed = check.count_status_in_dates(&[Status::Failed], &date_names)?;
-    let _ = &mut check;
     println!(
         "scan: {found} candidate(s) in {} date folder(s): {recorded} newly recorded, {} uploaded, {} to retry, {} failed, {} skipped; {left} pending, {failed} failed in these dates",
         date_names.len(),
@@ -896,7 +895,7 @@ fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -> Result<i3
 // upload-test
 
 fn upload_test(path: &Path, file: &Path) -> Result<i32> {
-    let (config, clock) = setup(path, false)?;
+    let (config, _clock) = setup(path, false)?;
     let abs = std::fs::canonicalize(file.parent().unwrap_or(Path::new(".")))
         .map(|d| d.join(file.file_name().unwrap_or_default()))
         .map_err(|e| Error::io("resolving", file, e))?;
@@ -965,7 +964,6 @@ fn upload_test(path: &Path, file: &Path) -> Result<i32> {
     let t0 = std::time::Instant::now();
     let outcome = upload::send(&settings, &claimed, kind, f, version.size, None);
     let took = t0.elapsed();
-    let _ = clock;
     match outcome {
         Outcome::Answered(r) => {
             println!(

@@ -79,9 +79,17 @@ impl Clock {
 /// The one timestamp format of the database: `YYYY-MM-DDTHH:MM:SS.mmmZ`, UTC, so that text
 /// comparison orders them.
 pub fn format_ts(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
+    stamp(t.to_offset(UtcOffset::UTC), 'T', "Z")
+}
+
+/// A log line's local time: `2026-11-26 23:59:58.123`.
+pub fn format_local(t: OffsetDateTime) -> String {
+    stamp(t, ' ', "")
+}
+
+fn stamp(t: OffsetDateTime, sep: char, suffix: &str) -> String {
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{:04}-{:02}-{:02}{sep}{:02}:{:02}:{:02}.{:03}{suffix}",
         t.year(),
         u8::from(t.month()),
         t.day(),

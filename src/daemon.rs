@@ -178,27 +178,16 @@ pub fn run(config_path: &Path) -> Result<i32> {
     let (watch_ctl_tx, watch_ctl_rx) = unbounded::<WatchControl>();
     let (ready_tx, ready_rx) = bounded(1);
     let watch_beat = monitor.register("watch");
-    let watch_thread = watch::spawn(
+    let watcher = watch::Watcher::new(
         config.clone(),
         clock.clone(),
         inputs_tx.clone(),
         rescan_tx,
-        watch_ctl_rx,
-        ready_tx,
         live.clone(),
-        watch_beat,
     )?;
-    let watch_exit = exit_tx.clone();
-    thread::Builder::new()
-        .name("watch-join".into())
-        .spawn(move || {
-            let result = watch_thread.join().map_err(|_| "panicked".to_string());
-            let _ = watch_exit.send(Exit {
-                name: "watch".into(),
-                result,
-            });
-        })
-        .map_err(|e| Error::Other(format!("starting thread watch-join: {e}")))?;
+    watched("watch", &exit_tx, move || {
+        watcher.run(watch_ctl_rx, ready_tx, watch_beat)
+    })?;
     select! {
         recv(ready_rx) -> _ => {}
         recv(exit_rx) -> e => return Ok(thread_died(e.ok())),
@@ -208,19 +197,9 @@ pub fn run(config_path: &Path) -> Result<i32> {
     let (ticker_ctl_tx, ticker_ctl_rx) = unbounded::<TickerControl>();
     let ticker_beat = monitor.register("ticker");
     let (tc, tclock, tinputs) = (config.clone(), clock.clone(), inputs_tx.clone());
-    let ticker_handle = ticker::spawn(tc, tclock, tinputs, rescan_rx, ticker_ctl_rx, ticker_beat)
-        .map_err(|e| Error::Other(format!("starting thread ticker: {e}")))?;
-    let ticker_exit = exit_tx.clone();
-    thread::Builder::new()
-        .name("ticker-join".into())
-        .spawn(move || {
-            let result = ticker_handle.join().map_err(|_| "panicked".to_string());
-            let _ = ticker_exit.send(Exit {
-                name: "ticker".into(),
-                result,
-            });
-        })
-        .map_err(|e| Error::Other(format!("starting thread ticker-join: {e}")))?;
+    watched("ticker", &exit_tx, move || {
+        ticker::run(tc, tclock, tinputs, rescan_rx, ticker_ctl_rx, ticker_beat)
+    })?;
     drop(inputs_tx);
 
     let folders = config.watch.folders.len();

@@ -202,7 +202,6 @@ pub struct Stats {
     pub skipped: usize,
     pub not_ready: usize,
     pub recorded: usize,
-    pub endpoint_down: bool,
 }
 
 pub struct Channels {
@@ -362,11 +361,7 @@ impl Owner {
                 continue;
             }
             match reports.recv() {
-                Ok(r) => {
-                    let mut batch = vec![r];
-                    batch.extend(reports.try_iter());
-                    self.on_reports(batch);
-                }
+                Ok(r) => self.on_reports(std::iter::once(r).chain(reports.try_iter()).collect()),
                 Err(_) => break,
             }
         }
@@ -861,7 +856,6 @@ impl Owner {
             self.endpoint.down_since = Some((Instant::now(), self.clock.now_utc()));
             self.endpoint.probe_wait = self.policy.initial;
             self.endpoint.next_probe = Instant::now() + self.endpoint.probe_wait;
-            self.stats.endpoint_down = true;
             self.alerts.send(AlertEvent::EndpointDown {
                 error: error.to_owned(),
             });
@@ -888,7 +882,6 @@ impl Owner {
     fn endpoint_answered(&mut self) {
         self.endpoint.failures = 0;
         if let Some((since, _)) = self.endpoint.down_since.take() {
-            self.stats.endpoint_down = false;
             self.alerts.send(AlertEvent::EndpointUp {
                 down_for: since.elapsed(),
             });
@@ -1095,11 +1088,7 @@ impl Owner {
         while !self.in_flight.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             match reports.recv_timeout(left) {
-                Ok(r) => {
-                    let mut batch = vec![r];
-                    batch.extend(reports.try_iter());
-                    self.on_reports(batch);
-                }
+                Ok(r) => self.on_reports(std::iter::once(r).chain(reports.try_iter()).collect()),
                 Err(_) => break,
             }
         }

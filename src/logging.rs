@@ -74,17 +74,7 @@ fn syslog_priority(level: Level) -> u8 {
 
 impl Logger {
     fn timestamp(&self) -> String {
-        let t = self.clock.now_local();
-        format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        )
+        crate::clock::format_local(self.clock.now_local())
     }
 }
 

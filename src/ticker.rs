@@ -6,7 +6,6 @@
 //! control channel closes.
 
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
@@ -25,71 +24,71 @@ pub enum TickerControl {
 
 const MAX_SLEEP: Duration = Duration::from_secs(2);
 
-pub fn spawn(
+/// The ticker's loop, on the calling thread. Returns when `control` closes or the DB
+/// owner is gone.
+pub fn run(
     mut config: Arc<Config>,
     clock: Clock,
     inputs: Sender<Input>,
     rescan: Receiver<&'static str>,
     control: Receiver<TickerControl>,
     beat: Beat,
-) -> std::io::Result<thread::JoinHandle<Result<()>>> {
-    thread::Builder::new().name("ticker".into()).spawn(move || {
-        // The catch-up scan runs first, right after READY.
-        let mut next_scan = Instant::now();
-        let mut why = "catch-up";
-        loop {
-            beat.beat();
-            if Instant::now() >= next_scan {
-                let window = Window::new(clock.today_local(), config.watch.lookback_days);
-                let Some(s) = scanner::scan_window(
-                    &config.watch.folders,
-                    &window,
-                    &config.watch.extensions,
-                    &inputs,
-                ) else {
-                    return Ok(());
-                };
-                log::debug!(
-                    "{why} scan: {} file(s) in {} date folder(s), {} ms",
-                    s.files,
-                    s.date_dirs,
-                    s.took.as_millis()
-                );
-                if inputs
-                    .send(Input::ScanFinished {
-                        files: s.files,
-                        took: s.took,
-                    })
-                    .is_err()
-                {
-                    return Ok(());
-                }
-                next_scan = Instant::now() + config.watch.scan_interval;
-                why = "periodic";
+) -> Result<()> {
+    // The catch-up scan runs first, right after READY.
+    let mut next_scan = Instant::now();
+    let mut why = "catch-up";
+    loop {
+        beat.beat();
+        if Instant::now() >= next_scan {
+            let window = Window::new(clock.today_local(), config.watch.lookback_days);
+            let Some(s) = scanner::scan_window(
+                &config.watch.folders,
+                &window,
+                &config.watch.extensions,
+                &inputs,
+            ) else {
+                return Ok(());
+            };
+            log::debug!(
+                "{why} scan: {} file(s) in {} date folder(s), {} ms",
+                s.files,
+                s.date_dirs,
+                s.took.as_millis()
+            );
+            if inputs
+                .send(Input::ScanFinished {
+                    files: s.files,
+                    took: s.took,
+                })
+                .is_err()
+            {
+                return Ok(());
             }
-            let wait = next_scan
-                .saturating_duration_since(Instant::now())
-                .min(MAX_SLEEP);
-            select! {
-                recv(rescan) -> r => match r {
-                    Ok(reason) => {
-                        // Several requests queued while scanning need one more scan, not many.
-                        while rescan.try_recv().is_ok() {}
-                        why = reason;
-                        next_scan = Instant::now();
-                    }
-                    Err(_) => return Ok(()),
-                },
-                recv(control) -> c => match c {
-                    Ok(TickerControl::Reload(c)) => {
-                        config = c;
-                        why = "reload";
-                        next_scan = Instant::now();
-                    }
-                    Err(_) => return Ok(()),
-                },
-                default(wait) => {}
-            }
+            next_scan = Instant::now() + config.watch.scan_interval;
+            why = "periodic";
         }
-    })
+        let wait = next_scan
+            .saturating_duration_since(Instant::now())
+            .min(MAX_SLEEP);
+        select! {
+            recv(rescan) -> r => match r {
+                Ok(reason) => {
+                    // Several requests queued while scanning need one more scan, not many.
+                    while rescan.try_recv().is_ok() {}
+                    why = reason;
+                    next_scan = Instant::now();
+                }
+                Err(_) => return Ok(()),
+            },
+            recv(control) -> c => match c {
+                Ok(TickerControl::Reload(c)) => {
+                    config = c;
+                    why = "reload";
+                    next_scan = Instant::now();
+                }
+                Err(_) => return Ok(()),
+            },
+            default(wait) => {}
+        }
+    }
 }

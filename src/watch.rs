@@ -17,7 +17,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -25,7 +24,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 use crate::clock::{format_ts, Clock};
 use crate::config::{Config, Folder};
-use crate::db::{settle_time, Input};
+use crate::db::Input;
 use crate::error::{describe_io, Error, Result};
 use crate::health::Beat;
 use crate::layout::{self, display_name, EntryType, Version, Window};
@@ -84,7 +83,7 @@ enum Role {
     DateDir(usize, OsString),
 }
 
-struct Watcher {
+pub struct Watcher {
     inotify: Inotify,
     config: Arc<Config>,
     clock: Clock,
@@ -111,52 +110,52 @@ const DATE_MASK: WatchMask = WatchMask::CLOSE_WRITE
     .union(WatchMask::MOVE_SELF)
     .union(WatchMask::ONLYDIR);
 
-#[allow(clippy::too_many_arguments)] // the watcher's whole wiring, named at its one call site
-/// Starts the watcher. It places every watch, sends `()` on `ready` (READY=1 may go out:
-/// any file created from now on is seen), then runs until `control` closes.
-pub fn spawn(
-    config: Arc<Config>,
-    clock: Clock,
-    inputs: Sender<Input>,
-    rescan: Sender<&'static str>,
-    control: Receiver<WatchControl>,
-    ready: Sender<()>,
-    live: Arc<Live>,
-    beat: Beat,
-) -> Result<thread::JoinHandle<Result<()>>> {
-    let inotify = Inotify::init().map_err(|e| {
-        Error::Other(format!(
-            "cannot start inotify: {} (too many inotify instances? raise fs.inotify.max_user_instances)",
-            describe_io(&e)
-        ))
-    })?;
-    let window = Window::new(clock.today_local(), config.watch.lookback_days);
-    let mut w = Watcher {
-        inotify,
-        config,
-        clock,
-        by_wd: HashMap::new(),
-        by_role: HashMap::new(),
-        inputs,
-        rescan,
-        live,
-        warned: HashSet::new(),
-        warned_limit: false,
-        window,
-        needs_sync: true,
-    };
-    thread::Builder::new()
-        .name("watch".into())
-        .spawn(move || {
-            w.sync();
-            let _ = ready.send(());
-            w.run(&control, &beat)
-        })
-        .map_err(|e| Error::Other(format!("starting the watch thread: {e}")))
-}
-
 impl Watcher {
-    fn run(&mut self, control: &Receiver<WatchControl>, beat: &Beat) -> Result<()> {
+    /// Opens the inotify descriptor. `run` places the watches and loops.
+    pub fn new(
+        config: Arc<Config>,
+        clock: Clock,
+        inputs: Sender<Input>,
+        rescan: Sender<&'static str>,
+        live: Arc<Live>,
+    ) -> Result<Watcher> {
+        let inotify = Inotify::init().map_err(|e| {
+            Error::Other(format!(
+                "cannot start inotify: {} (too many inotify instances? raise fs.inotify.max_user_instances)",
+                describe_io(&e)
+            ))
+        })?;
+        let window = Window::new(clock.today_local(), config.watch.lookback_days);
+        Ok(Watcher {
+            inotify,
+            config,
+            clock,
+            by_wd: HashMap::new(),
+            by_role: HashMap::new(),
+            inputs,
+            rescan,
+            live,
+            warned: HashSet::new(),
+            warned_limit: false,
+            window,
+            needs_sync: true,
+        })
+    }
+
+    /// Places every watch, says so on `ready` (READY=1 may go out: any file created from
+    /// now on is seen), then runs until `control` closes.
+    pub fn run(
+        mut self,
+        control: Receiver<WatchControl>,
+        ready: Sender<()>,
+        beat: Beat,
+    ) -> Result<()> {
+        self.sync();
+        let _ = ready.send(());
+        self.watch_loop(&control, &beat)
+    }
+
+    fn watch_loop(&mut self, control: &Receiver<WatchControl>, beat: &Beat) -> Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             beat.beat();
@@ -341,7 +340,6 @@ impl Watcher {
                 let now = self.clock.now_utc();
                 // IN_CLOSE_WRITE / IN_MOVED_TO mean the writer is done: due now (the JPEG/PNG
                 // end check still applies when it is sent).
-                let _ = settle_time;
                 batch.push(Observation {
                     path,
                     folder: folder.label.clone(),
