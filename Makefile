@@ -26,3 +26,4 @@ lint:
 clean:
 	$(CARGO) clean
 	rm -rf target/demo
+include mk/deb.mk

@@ -764,7 +764,7 @@ fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
         }
         Some(v) => ck
             .str_value("upload.url", v)
-            .and_then(|s| ck.check("upload.url", Endpoint::parse(s))),
+            .and_then(|s| ck.check("upload.url", Endpoint::parse(s).and_then(plain_http))),
     };
     let file_field = ck.string(&o, "file_field", "file").unwrap_or("file");
     ck.check("upload.file_field", part_name(file_field));
@@ -931,6 +931,17 @@ fn log(ck: &mut Checker, v: Option<&Value>) -> Log {
     }
 }
 
+/// This build sends plain http only (no TLS library: the package must run on old Ubuntu
+/// without libssl); an https URL would fail at every upload, so it is refused here.
+fn plain_http(e: Endpoint) -> Result<Endpoint, String> {
+    match e.scheme {
+        Scheme::Http => Ok(e),
+        Scheme::Https => {
+            Err("https is not supported by this build (no TLS); use an http:// URL".into())
+        }
+    }
+}
+
 fn metrics(ck: &mut Checker, v: Option<&Value>) -> Metrics {
     let o = ck.object("metrics", v, "textfile");
     Metrics {
@@ -943,9 +954,10 @@ fn alerts(ck: &mut Checker, v: Option<&Value>) -> Alerts {
     // The whole webhook URL is a secret (it usually embeds a token): no message echoes it.
     let webhook_url = match o.get("webhook_url") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => {
-            ck.check("alerts.webhook_url", Endpoint::parse(s).map(|_| s.clone()))
-        }
+        Some(Value::String(s)) => ck.check(
+            "alerts.webhook_url",
+            Endpoint::parse(s).and_then(plain_http).map(|_| s.clone()),
+        ),
         Some(other) => {
             ck.report(
                 "alerts.webhook_url",
@@ -1620,14 +1632,24 @@ mod tests {
     }
 
     #[test]
+    fn https_is_refused_without_tls() {
+        let p = problems(&with(
+            r#"{"upload": {"url": "https://up.example/u"}, "alerts": {"webhook_url": "https://h.example/x"}}"#,
+        ));
+        let locations: Vec<&str> = p.iter().map(|p| p.location.as_str()).collect();
+        assert_eq!(locations, ["upload.url", "alerts.webhook_url"], "{p:?}");
+        assert!(p[0].message.contains("no TLS"), "{p:?}");
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let c = parse(&with(
-            r#"{"upload": {"url": "https://bob:hunter2@up.example/u?x=1",
+            r#"{"upload": {"url": "http://bob:hunter2@up.example/u?x=1",
                            "headers": {"Authorization": "Bearer s3cret"}},
-                "alerts": {"webhook_url": "https://hooks.example/T0/s3cret"}}"#,
+                "alerts": {"webhook_url": "http://hooks.example/T0/s3cret"}}"#,
         ))
         .unwrap();
-        let url = "https://<redacted>@up.example/u?x=1";
+        let url = "http://<redacted>@up.example/u?x=1";
         assert_eq!(c.upload.url.redacted(), url);
         let shown = c.redacted_json();
         assert_eq!(shown["upload"]["url"], url);

@@ -118,6 +118,9 @@ pub fn run(config_path: &Path) -> Result<i32> {
     }
 
     let monitor = Arc::new(Monitor::new());
+    if let Some(w) = notify::watchdog_interval() {
+        crate::health::set_watchdog(w);
+    }
     let live = Arc::new(Live::default());
     let (exit_tx, exit_rx) = unbounded::<Exit>();
     let signals = spawn_signals()?;
@@ -164,7 +167,15 @@ pub fn run(config_path: &Path) -> Result<i32> {
             .map_err(|e| Error::Other(format!("starting thread alerts: {e}")))?,
         None => Alerts::disabled(),
     };
-    owner.attach(live.clone(), alerts, config.metrics.textfile.clone());
+    // Rescan requests (inotify overflow, database recovered) go to the ticker; a few can
+    // wait, more would mean the same scan again.
+    let (rescan_tx, rescan_rx) = bounded::<&'static str>(4);
+    owner.attach(
+        live.clone(),
+        alerts,
+        config.metrics.textfile.clone(),
+        rescan_tx.clone(),
+    );
     let owner_handle = watched("db", &exit_tx, move || {
         owner.run(Channels {
             inputs: inputs_rx,
@@ -174,7 +185,6 @@ pub fn run(config_path: &Path) -> Result<i32> {
     })?;
 
     // The watcher: READY only once every watch is in place.
-    let (rescan_tx, rescan_rx) = bounded::<&'static str>(4);
     let (watch_ctl_tx, watch_ctl_rx) = unbounded::<WatchControl>();
     let (ready_tx, ready_rx) = bounded(1);
     let watch_beat = monitor.register("watch");

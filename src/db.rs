@@ -114,7 +114,6 @@ impl Rng {
 /// Consecutive endpoint failures that declare an outage.
 const DOWN_AFTER: u32 = 3;
 /// The owner wakes at least this often, idle or not (watchdog, heartbeat).
-const MAX_SLEEP: Duration = Duration::from_secs(2);
 /// How often the heartbeat row is written (status/check read it).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
@@ -191,6 +190,9 @@ pub struct Owner {
     last_scan: Option<(OffsetDateTime, Duration)>,
     /// A damaged database file: the daemon stops (exit 1) rather than loop on it.
     fatal: Option<crate::error::Error>,
+    /// Asks the ticker for a full rescan (what could not be recorded during database
+    /// trouble is found again at once when it ends, not at the next minute tick).
+    rescan: Option<Sender<&'static str>>,
 }
 
 /// Counters for the one-shot summary and the daemon's status line.
@@ -252,11 +254,19 @@ impl Owner {
             uploaded_today: (None, 0),
             last_scan: None,
             fatal: None,
+            rescan: None,
         }
     }
 
     /// The daemon's extras: what it publishes (STATUS), whom it alerts, where metrics go.
-    pub fn attach(&mut self, live: Arc<Live>, alerts: Alerts, metrics_path: Option<PathBuf>) {
+    pub fn attach(
+        &mut self,
+        live: Arc<Live>,
+        alerts: Alerts,
+        metrics_path: Option<PathBuf>,
+        rescan: Sender<&'static str>,
+    ) {
+        self.rescan = Some(rescan);
         self.live = live;
         self.alerts = alerts;
         self.metrics_path = metrics_path;
@@ -313,6 +323,12 @@ impl Owner {
                 return Err(e);
             }
             self.beat.beat();
+            // Results first: an upload is not done until its commit, and a result waiting
+            // behind a large listing would be sent again after a crash.
+            let done: Vec<Report> = ch.reports.try_iter().take(1024).collect();
+            if !done.is_empty() {
+                self.on_reports(done);
+            }
             self.housekeeping();
             self.dispatch();
             let wait = self.sleep_for();
@@ -379,7 +395,7 @@ impl Owner {
     }
 
     fn sleep_for(&self) -> Duration {
-        let mut wait = MAX_SLEEP;
+        let mut wait = crate::health::max_sleep();
         let now = Instant::now();
         if let Some(until) = self.endpoint.paused_until {
             wait = wait.min(until.saturating_duration_since(now));
@@ -941,7 +957,16 @@ impl Owner {
             return;
         }
         if self.db_trouble.is_some() {
+            // Held results first; with none held, a heartbeat write tells whether the
+            // database takes writes again.
             self.flush_unsaved();
+            if self.unsaved.is_empty() && self.db_trouble.is_some() {
+                let now = self.now();
+                match self.store.set_state(&[("heartbeat", now.clone())], &now) {
+                    Ok(()) => self.recovered(),
+                    Err(e) => self.trouble(&e),
+                }
+            }
         }
         if self
             .last_heartbeat
@@ -1071,6 +1096,9 @@ impl Owner {
 
     fn recovered(&mut self) {
         if let Some(since) = self.db_trouble.take() {
+            if let Some(tx) = &self.rescan {
+                let _ = tx.try_send("database recovered");
+            }
             self.live.queue().db_trouble = None;
             log::info!(
                 "database is writable again after {}",

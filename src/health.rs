@@ -6,6 +6,19 @@
 //! has not: a DB owner stuck on a locked database, or a dead thread, gets us restarted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How long a monitored loop may sleep: short enough that it beats several times within the
+/// watchdog interval (2 s at most; a quarter of WATCHDOG_USEC when that is shorter).
+static MAX_SLEEP_MS: AtomicU64 = AtomicU64::new(2000);
+
+pub fn set_watchdog(interval: Duration) {
+    let ms = (interval.as_millis() as u64 / 4).clamp(50, 2000);
+    MAX_SLEEP_MS.store(ms, Ordering::Relaxed);
+}
+
+pub fn max_sleep() -> Duration {
+    Duration::from_millis(MAX_SLEEP_MS.load(Ordering::Relaxed))
+}
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@
 //! control channel closes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{select, Receiver, Sender};
 
@@ -21,8 +21,6 @@ use crate::scanner;
 pub enum TickerControl {
     Reload(Arc<Config>),
 }
-
-const MAX_SLEEP: Duration = Duration::from_secs(2);
 
 /// The ticker's loop, on the calling thread. Returns when `control` closes or the DB
 /// owner is gone.
@@ -69,7 +67,7 @@ pub fn run(
         }
         let wait = next_scan
             .saturating_duration_since(Instant::now())
-            .min(MAX_SLEEP);
+            .min(crate::health::max_sleep());
         select! {
             recv(rescan) -> r => match r {
                 Ok(reason) => {

@@ -638,6 +638,11 @@ fn describe_http_error(e: &attohttpc::Error) -> String {
     match e.kind() {
         attohttpc::ErrorKind::Io(io) => match io.kind() {
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".into(),
+            // The packaged unit allows only the loopback and the default endpoint.
+            _ if io.raw_os_error() == Some(libc::EPERM) => format!(
+                "{} (blocked by the service's sandbox? another endpoint needs an IPAddressAllow= drop-in, see sega-uploader(8))",
+                crate::error::describe_io(io)
+            ),
             _ => crate::error::describe_io(io),
         },
         _ => e

@@ -191,7 +191,8 @@ impl Watcher {
             // Wake at least every second (control, missing directories) and just after
             // local midnight (the window).
             let until_midnight = self.clock.until_local_midnight() + Duration::from_millis(20);
-            let timeout = until_midnight.min(Duration::from_secs(1));
+            let timeout =
+                until_midnight.min(crate::health::max_sleep().min(Duration::from_secs(1)));
             if !self.poll(timeout) {
                 continue;
             }

@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+# `make deb-check`: builds the .deb and checks it the way an operator will use it.
+#
+#  - static: xz members (dpkg on Ubuntu 18.04 cannot read zstd), control fields and the
+#    exact Depends, the file list, the default config, the highest GLIBC symbol (<= 2.27)
+#    and no libssl, lintian (0 errors, 0 warnings), the man page, the unit's
+#    `systemd-analyze security` score (<= 1.5) and `systemd-analyze verify`;
+#  - installed into a throwaway Debian 11 root (debootstrap, cached under target/deb-cache):
+#    Debian 11's dpkg 1.20 cannot read zstd either, its glibc is 2.31, and no systemd runs
+#    there, as in a container or an image build. Install, run it, re-run postinst, upgrade
+#    to a rebuilt package with an edited conffile, remove, purge, and compare the root with
+#    how it was before: nothing may be left;
+#  - under a real systemd: a Debian 12 root with systemd booted by systemd-nspawn (no network
+#    but its own loopback), the package installed, the service started at boot as enabled:
+#    READY, the sandbox in force on the running process, an image detected and an upload
+#    attempted (to 127.0.0.1:9, nothing listens), reload, graceful stop, and a broken config
+#    ending in exit 78 without a restart loop.
+#
+# Needs root (debootstrap, chroot, nspawn) and, the first time, the Debian mirror
+# ($DEB_CHECK_MIRROR, default deb.debian.org), PyPI and crates.io; installs what it needs
+# (scripts/deb-tools.sh). Nothing outside target/ is changed except for those tools. The
+# logs of every step stay in target/deb-check/. Ends with "deb-check: N passed, M failed";
+# exit 1 if anything failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deb-tools.sh
+
+MIRROR=${DEB_CHECK_MIRROR:-http://deb.debian.org/debian}
+SUITE=bullseye
+INCLUDE=adduser,procps,logrotate
+MAX_GLIBC=$DEB_GLIBC
+MAX_EXPOSURE=1.5
+WORK=target/deb-check
+CACHE=target/deb-cache/$SUITE-minbase-${INCLUDE//,/-}.tar
+BOOT_SUITE=bookworm
+BOOT_INCLUDE=systemd,systemd-sysv,adduser,procps
+BOOT_CACHE=target/deb-cache/$BOOT_SUITE-minbase-${BOOT_INCLUDE//,/-}.tar
+
+[ "$(id -u)" = 0 ] || { echo "deb-check: needs root (debootstrap, chroot)" >&2; exit 1; }
+
+t0=$(date +%s)
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+# check DESCRIPTION COMMAND...: runs COMMAND quietly, ok/FAIL by its exit status.
+check() {
+    local what=$1
+    shift
+    if "$@"; then ok "$what"; else bad "$what"; fi
+}
+# quiet LOG COMMAND...: runs COMMAND with its output appended to LOG; on failure shows the
+# end of LOG.
+quiet() {
+    local log=$1
+    shift
+    if "$@" >>"$log" 2>&1; then return 0; fi
+    tail -n 20 "$log" | sed 's/^/     | /'
+    return 1
+}
+# same STRING-A STRING-B DESCRIPTION
+same() {
+    if [ "$1" = "$2" ]; then ok "$3"; else bad "$3: got '$1', want '$2'"; fi
+}
+
+deb_check_tools
+rm -rf "$WORK"
+mkdir -p "$WORK"
+
+# fetch_root SUITE PACKAGES CACHE: a minimal SUITE root with PACKAGES, debootstrapped once
+# (about 30 s each) into the tarball CACHE; later runs reuse it.
+fetch_root() {
+    local suite=$1 include=$2 cache=$3
+    [ ! -f "$cache" ] || return 0
+    mkdir -p "$(dirname "$cache")"
+    rm -rf "$cache.d"
+    if ! debootstrap --variant=minbase --include="$include" "$suite" "$cache.d" "$MIRROR" \
+        >"$WORK/debootstrap-$suite.log" 2>&1; then
+        tail -n 20 "$WORK/debootstrap-$suite.log" >&2
+        return 1
+    fi
+    tar -C "$cache.d" -cf "$cache.tmp" . && mv "$cache.tmp" "$cache"
+    rm -rf "$cache.d"
+}
+# new_root JOB CACHE DIR: waits for the fetch_root JOB, then DIR becomes a fresh copy.
+new_root() {
+    wait "$1" || { echo "deb-check: debootstrap of $2 failed" >&2; exit 1; }
+    mkdir -p "$3"
+    tar -C "$3" -xf "$2"
+}
+# Both roots download while the binary builds. A run that fails early still waits for them
+# (a minute at most), so it leaves no process behind and the next run finds them cached.
+fetch_root "$SUITE" "$INCLUDE" "$CACHE" &
+fetch_root=$!
+fetch_root "$BOOT_SUITE" "$BOOT_INCLUDE" "$BOOT_CACHE" &
+fetch_boot=$!
+trap 'wait 2>/dev/null || true' EXIT
+
+# --- build --------------------------------------------------------------------------------
+deb=$(scripts/deb-build.sh)
+version=$(dpkg-deb -f "$deb" Version)
+size=$(stat -c %s "$deb")
+echo "built $deb ($size bytes, version $version)"
+tb=$(date +%s)
+
+# --- static checks ------------------------------------------------------------------------
+same "$(ar t "$deb" | tr '\n' ' ')" "debian-binary control.tar.xz data.tar.xz " \
+    "members are xz-compressed (readable by dpkg on Ubuntu 18.04)"
+same "$(dpkg-deb -f "$deb" Package)" sega-uploader "Package"
+same "$(dpkg-deb -f "$deb" Architecture)" amd64 "Architecture"
+same "$version" "$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)-1" "Version follows Cargo.toml"
+same "$(dpkg-deb -f "$deb" Depends)" "adduser, libc6 (>= 2.27), procps" "Depends"
+same "$(dpkg-deb -I "$deb" conffiles | LC_ALL=C sort | tr '\n' ' ')" "/etc/logrotate.d/sega-uploader /etc/sega/config.json " \
+    "conffiles"
+
+x=$WORK/extract
+dpkg-deb -x "$deb" "$x"
+missing=
+for f in usr/bin/sega-uploader lib/systemd/system/sega-uploader.service etc/sega/config.json \
+    etc/logrotate.d/sega-uploader usr/share/man/man8/sega-uploader.8.gz \
+    usr/share/doc/sega-uploader/README.md usr/share/doc/sega-uploader/README.ko.md \
+    usr/share/doc/sega-uploader/copyright usr/share/doc/sega-uploader/changelog.Debian.gz; do
+    [ -f "$x/$f" ] || missing="$missing $f"
+done
+same "$missing" "" "the package holds the binary, unit, config, logrotate, man page and docs"
+check "the packaged config.json is etc/config.json (the DESIGN.md defaults)" \
+    cmp -s etc/config.json "$x/etc/sega/config.json"
+
+glibc=$(objdump -T "$x/usr/bin/sega-uploader" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' |
+    sort -uV | tail -n 1)
+top=$(printf '%s\n%s\n' "$glibc" "$MAX_GLIBC" | sort -V | tail -n 1)
+same "$top" "$MAX_GLIBC" "highest GLIBC symbol is GLIBC_$glibc (at most $MAX_GLIBC)"
+needed=$(objdump -p "$x/usr/bin/sega-uploader" | awk '/NEEDED/ {print $2}' | tr '\n' ' ')
+case "$needed" in
+*libssl* | *libcrypto*) bad "links no libssl: $needed" ;;
+*) ok "links no libssl (NEEDED: $needed)" ;;
+esac
+
+lintian --allow-root -I --fail-on error,warning "$deb" >"$WORK/lintian.txt" 2>&1 && lint_rc=0 || lint_rc=$?
+same "$(grep -c '^[EW]: ' "$WORK/lintian.txt" || true)" 0 "lintian: 0 errors, 0 warnings"
+same "$lint_rc" 0 "lintian exit status"
+
+same "$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l "$x/usr/share/man/man8/sega-uploader.8.gz" 2>&1 >/dev/null)" \
+    "" "the man page renders without groff warnings"
+
+unit=$x/lib/systemd/system/sega-uploader.service
+systemd-analyze security --offline=true --no-pager "$unit" >"$WORK/security.txt" 2>&1 || true
+score=$(sed -n 's/.*Overall exposure level for sega-uploader.service: \([0-9.]*\).*/\1/p' "$WORK/security.txt")
+if [ -n "$score" ] && awk -v s="$score" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(s <= m) }'; then
+    ok "systemd-analyze security --offline=true: $score (at most $MAX_EXPOSURE)"
+else
+    bad "systemd-analyze security --offline=true: '$score' (at most $MAX_EXPOSURE; see $WORK/security.txt)"
+fi
+# verify needs the units the service depends on and its Exec* binaries: a small root with
+# this machine's systemd units, /bin/kill and the package's files.
+v=$WORK/verify-root
+mkdir -p "$v/usr/lib/systemd" "$v/bin"
+cp -a "$x/." "$v/"
+cp -a /usr/lib/systemd/system "$v/usr/lib/systemd/"
+cp "$(type -P kill)" "$v/bin/kill"
+verify=$(systemd-analyze verify --root="$v" --man=no sega-uploader.service 2>&1) && vrc=0 || vrc=$?
+same "$vrc:$verify" "0:" "systemd-analyze verify is clean"
+
+# --- the throwaway root -------------------------------------------------------------------
+R=$WORK/root
+new_root "$fetch_root" "$CACHE" "$R"
+
+# What the root holds, to compare after the purge. dpkg's own records and logs change by
+# design; passwd/group backups are compared by content below.
+snapshot() {
+    (cd "$R" && find . -xdev \( -path ./var/lib/dpkg -o -path ./var/log -o -path ./tmp \
+        -o -path ./var/cache/debconf \) -prune -o -printf '%p %U:%G %m %y\n' |
+        grep -vE '^\./etc/(passwd|group|shadow|gshadow)- ' | LC_ALL=C sort)
+    cat "$R/etc/passwd" "$R/etc/group" "$R/etc/shadow" "$R/etc/gshadow"
+}
+snapshot >"$WORK/before.txt"
+
+# In a network namespace of its own (no network at all): nothing run in the root can reach
+# the endpoint, whatever the config says.
+in_root() { unshare --net chroot "$R" "$@"; }
+as_sega() { unshare --net chroot --userspec=sega:sega "$R" "$@"; }
+perms() { in_root stat -c '%U:%G %a' "$1"; }
+
+cp "$deb" "$R/tmp/"
+check "dpkg -i installs it (systemd not running)" \
+    quiet "$WORK/install.log" in_root dpkg -i "/tmp/$(basename "$deb")"
+same "$(in_root getent passwd sega | cut -d: -f6,7)" "/var/lib/sega:/usr/sbin/nologin" \
+    "system user sega exists (home /var/lib/sega, no login shell)"
+uid=$(in_root id -u sega || echo none)
+check "sega is a system uid ($uid)" test "$uid" -lt 1000
+same "$(in_root id -gn sega)" sega "group sega exists and is sega's primary group"
+same "$(perms /etc/sega/config.json)" "root:sega 640" "conffile /etc/sega/config.json is root:sega 0640"
+same "$(perms /var/lib/sega)" "sega:sega 750" "/var/lib/sega is sega:sega 0750"
+same "$(perms /var/log/sega)" "sega:sega 750" "/var/log/sega is sega:sega 0750"
+same "$(in_root readlink /etc/systemd/system/multi-user.target.wants/sega-uploader.service)" \
+    /lib/systemd/system/sega-uploader.service "the service is enabled"
+same "$(in_root sega-uploader --version)" "sega-uploader ${version%-*}" "sega-uploader --version runs"
+check "sega-uploader check-config --offline accepts the installed config (as user sega)" \
+    quiet "$WORK/check-config.txt" as_sega sega-uploader check-config --offline
+check "sega-uploader scan runs as sega and creates its database" \
+    quiet "$WORK/scan.txt" as_sega sega-uploader scan
+check "the database is in /var/lib/sega" test -f "$R/var/lib/sega/sega-uploader.db"
+same "$(in_root dpkg --verify sega-uploader)" "" "dpkg --verify: every file as shipped (md5sums)"
+# A real rotation of a log.file: as the sega user (su), copied then truncated.
+as_sega sh -c 'umask 027; echo line >/var/log/sega/sega-uploader.log' # the unit's UMask
+check "logrotate rotates /var/log/sega/*.log" \
+    quiet "$WORK/logrotate.txt" in_root logrotate -v -f -s /tmp/logrotate.state /etc/logrotate.d/sega-uploader
+same "$(perms /var/log/sega/sega-uploader.log.1):$(in_root stat -c %s /var/log/sega/sega-uploader.log)" \
+    "sega:sega 640:0" "the rotated log is the sega user's, the live one truncated"
+rm -f "$R/tmp/logrotate.state"
+
+# Idempotent: the same postinst again, then the same package again.
+check "postinst configure runs a second time" \
+    quiet "$WORK/install.log" in_root env DPKG_MAINTSCRIPT_PACKAGE=sega-uploader DPKG_MAINTSCRIPT_NAME=postinst \
+    /var/lib/dpkg/info/sega-uploader.postinst configure "$version"
+check "reinstalling the same package works" \
+    quiet "$WORK/install.log" in_root dpkg -i "/tmp/$(basename "$deb")"
+same "$(in_root id -u sega):$(perms /etc/sega/config.json):$(perms /var/lib/sega)" \
+    "$uid:root:sega 640:sega:sega 750" "user, conffile and state directory unchanged by the re-runs"
+
+# Upgrade to a rebuilt package: an edited conffile is kept, so are the user and the data.
+sed -i 's/"lookback_days": 1,/"lookback_days": 2,/' "$R/etc/sega/config.json"
+up=$(scripts/deb-build.sh --no-build --deb-version "${version%-*}-2" --output "$WORK/upgrade")
+cp "$up" "$R/tmp/"
+check "upgrade to ${version%-*}-2" \
+    quiet "$WORK/upgrade.log" in_root dpkg -i --force-confdef --force-confold "/tmp/$(basename "$up")"
+same "$(in_root dpkg-query -W -f '${Version}' sega-uploader)" "${version%-*}-2" "the new version is installed"
+check "the edited conffile survived the upgrade" grep -q '"lookback_days": 2,' "$R/etc/sega/config.json"
+same "$(perms /etc/sega/config.json)" "root:sega 640" "the conffile is still root:sega 0640"
+same "$(in_root id -u sega)" "$uid" "the sega user kept its uid"
+check "the database survived the upgrade" test -f "$R/var/lib/sega/sega-uploader.db"
+check "check-config --offline accepts the edited config" \
+    quiet "$WORK/check-config-2.txt" as_sega sega-uploader check-config --offline
+
+# Remove keeps the configuration, the data and the user; purge removes everything.
+check "dpkg -r removes it" quiet "$WORK/remove.log" in_root dpkg -r sega-uploader
+check "the binary and the unit are gone" \
+    test ! -e "$R/usr/bin/sega-uploader" -a ! -e "$R/lib/systemd/system/sega-uploader.service"
+check "remove keeps the conffile, the database and the user" \
+    test -f "$R/etc/sega/config.json" -a -f "$R/var/lib/sega/sega-uploader.db" -a -n "$(in_root getent passwd sega)"
+check "dpkg -P purges it" quiet "$WORK/purge.log" in_root dpkg -P sega-uploader
+same "$(in_root getent passwd sega)$(in_root getent group sega)" "" "user and group sega are gone"
+check "/etc/sega, /var/lib/sega and /var/log/sega are gone" \
+    test ! -e "$R/etc/sega" -a ! -e "$R/var/lib/sega" -a ! -e "$R/var/log/sega"
+st=$(in_root dpkg-query -W -f '${db:Status-Status}' sega-uploader 2>/dev/null || true)
+same "${st:-not-installed}" not-installed "dpkg no longer knows the package"
+rm -f "$R/tmp/$(basename "$deb")" "$R/tmp/$(basename "$up")"
+snapshot >"$WORK/after.txt"
+if diff -u "$WORK/before.txt" "$WORK/after.txt" >"$WORK/leftovers.diff"; then
+    ok "after the purge the root is as it was before the install"
+else
+    bad "the purge left something behind:"
+    cat "$WORK/leftovers.diff"
+fi
+
+tp=$(date +%s)
+
+# --- under a real systemd ---------------------------------------------------------------
+B=$WORK/boot
+new_root "$fetch_boot" "$BOOT_CACHE" "$B"
+cp "$deb" "$B/tmp/"
+check "install into a $BOOT_SUITE root with systemd" \
+    quiet "$WORK/boot-install.log" chroot "$B" dpkg -i "/tmp/$(basename "$deb")"
+# Nothing may leave this machine: the container has only its own loopback, and the
+# endpoint is a closed port on it.
+sed -i 's|"url": "[^"]*"|"url": "http://127.0.0.1:9/upload"|' "$B/etc/sega/config.json"
+today=$(date -u +%F)
+mkdir -p "$B/data/Sega_1/$today" "$B/data/Sega_2" "$B/data/Sega_3"
+chroot "$B" sh -c 'chgrp -R sega /data && chmod -R 0750 /data'
+cat >"$B/usr/local/bin/deb-selftest" <<'SELFTEST'
+#!/bin/sh
+# Runs once at boot, after sega-uploader.service; writes KEY=VALUE lines, then powers off.
+out=/deb-selftest.out
+say() { echo "$1=$2" >>"$out"; }
+prop() { systemctl show -P "$1" sega-uploader.service; }
+for i in $(seq 1 40); do [ "$(prop SubState)" = running ] && break; sleep 0.5; done
+say enabled "$(systemctl is-enabled sega-uploader.service)"
+say state "$(prop ActiveState)/$(prop SubState)"
+say status_text "$(prop StatusText)"
+pid=$(prop MainPID)
+say uid "$(awk '/^Uid:/ {print $2}' /proc/$pid/status)/$(id -u sega)"
+say nonewprivs "$(awk '/^NoNewPrivs:/ {print $2}' /proc/$pid/status)"
+say seccomp "$(awk '/^Seccomp:/ {print $2}' /proc/$pid/status)"
+say capeff "$(awk '/^CapEff:/ {print $2}' /proc/$pid/status)"
+say etc_write "$(nsenter -t "$pid" -m sh -c 'touch /etc/sega/x 2>&1 | grep -c "Read-only"')"
+say state_write "$(nsenter -t "$pid" -m sh -c 'touch /var/lib/sega/x && rm /var/lib/sega/x && echo ok')"
+say home_hidden "$(nsenter -t "$pid" -m sh -c 'ls -A /home 2>/dev/null | wc -l')"
+printf '\377\330\377\340JFIF-test\377\331' >"/data/Sega_1/$(date -u +%F)/a.jpg"
+for i in $(seq 1 20); do
+    sega-uploader list --json 2>/dev/null | grep -q '"a.jpg"' && break; sleep 0.5
+done
+say seen "$(sega-uploader list --json 2>/dev/null | grep -q '"a.jpg"' && echo 1)"
+for i in $(seq 1 20); do
+    sega-uploader status --json 2>/dev/null | grep -q 'connection refused' && break; sleep 0.5
+done
+say attempted "$(sega-uploader status --json 2>/dev/null | grep -q 'connection refused' && echo 1)"
+systemctl reload sega-uploader.service
+say reload "$?:$(prop ActiveState)/$(prop SubState):$(prop NRestarts):$([ "$(prop MainPID)" = "$pid" ] && echo same-pid)"
+systemctl stop sega-uploader.service
+say stop "$?:$(prop Result):$(prop ExecMainStatus)"
+cp /etc/sega/config.json /tmp/config.json
+echo '{ "upload": { "url": 5 } }' >/etc/sega/config.json
+systemctl start sega-uploader.service
+sleep 8
+say bad_config "$(prop ActiveState):$(prop ExecMainStatus):$(prop NRestarts)"
+cp /tmp/config.json /etc/sega/config.json
+say unit_warnings "$(journalctl -b --no-pager -o cat | grep 'sega-uploader.service' | grep -ci -e unknown -e ignoring -e invalid)"
+journalctl -b -u sega-uploader.service --no-pager -o short-precise >/deb-selftest.journal
+say done yes
+systemctl poweroff
+SELFTEST
+chmod 0755 "$B/usr/local/bin/deb-selftest"
+cat >"$B/etc/systemd/system/deb-selftest.service" <<'UNIT'
+[Unit]
+Description=deb-check self test
+After=sega-uploader.service
+[Service]
+Type=oneshot
+ExecStart=/usr/local/bin/deb-selftest
+[Install]
+WantedBy=multi-user.target
+UNIT
+ln -s /etc/systemd/system/deb-selftest.service "$B/etc/systemd/system/multi-user.target.wants/"
+nspawn_run_existed=no
+[ -e /run/systemd/nspawn ] && nspawn_run_existed=yes
+# --register=no --keep-unit: this machine has no systemd of its own to register with.
+timeout 180 systemd-nspawn -q --register=no --keep-unit --private-network -D "$B" -b \
+    >"$WORK/boot.log" 2>&1 </dev/null || true
+[ "$nspawn_run_existed" = yes ] || rm -rf /run/systemd/nspawn
+cp "$B/deb-selftest.journal" "$WORK/boot-journal.txt" 2>/dev/null || true
+got() { sed -n "s/^$1=//p" "$B/deb-selftest.out" 2>/dev/null | tail -n 1; }
+if [ "$(got done)" = yes ]; then
+    same "$(got enabled)" enabled "booted: the service is enabled"
+    same "$(got state)" active/running "booted: the service started at boot and signalled READY"
+    case "$(got status_text)" in
+    *"folder(s) watched"*) ok "booted: STATUS= says: $(got status_text)" ;;
+    *) bad "booted: STATUS= is '$(got status_text)'" ;;
+    esac
+    same "$(got uid)" "$(got uid | cut -d/ -f2)/$(got uid | cut -d/ -f2)" "the daemon runs as user sega"
+    same "$(got nonewprivs):$(got seccomp):$(got capeff)" "1:2:0000000000000000" \
+        "NoNewPrivileges, a seccomp filter and no capabilities on the running daemon"
+    same "$(got etc_write):$(got state_write):$(got home_hidden)" "1:ok:0" \
+        "its view: /etc read-only, /var/lib/sega writable, /home hidden"
+    same "$(got seen):$(got attempted)" "1:1" "a new image is recorded and an upload attempted (connection refused)"
+    same "$(got reload)" "0:active/running:0:same-pid" "systemctl reload: same process, still running"
+    same "$(got stop)" "0:success:0" "systemctl stop: a clean exit 0"
+    same "$(got bad_config)" "failed:78:0" "a broken config: exit 78, no restart loop"
+    same "$(got unit_warnings)" 0 "systemd reports no unknown or invalid setting in the unit"
+else
+    bad "the $BOOT_SUITE container did not run the self test (see $WORK/boot.log)"
+    tail -n 30 "$WORK/boot.log"
+fi
+
+t1=$(date +%s)
+rm -rf "$R" "$v" "$B"
+echo
+echo "package:   $deb ($size bytes; installed $(dpkg-deb -f "$deb" Installed-Size) KiB)"
+echo "glibc:     highest symbol GLIBC_$glibc"
+echo "security:  $(grep 'Overall exposure' "$WORK/security.txt" | sed 's/^→ //')"
+echo "lintian:"
+sed 's/^/  /' "$WORK/lintian.txt"
+[ -s "$WORK/lintian.txt" ] || echo "  (nothing)"
+echo "time:      $((t1 - t0)) s in all (build and tools $((tb - t0)) s, static checks and install/purge $((tp - tb)) s, under systemd $((t1 - tp)) s)"
+echo "deb-check: $passed passed, $failed failed"
+[ "$failed" = 0 ]
