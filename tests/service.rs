@@ -110,15 +110,15 @@ fn the_watchdog_stops_while_the_db_owner_is_stuck_and_resumes() {
     let path = n.path.clone();
     let mut d = env.start_daemon_with(|c| {
         c.env("NOTIFY_SOCKET", &path)
-            .env("WATCHDOG_USEC", "1000000");
+            .env("WATCHDOG_USEC", "2000000");
     });
     n.wait_for("READY=1", 0);
-    // Idle: a ping every 0.5 s. Count over 3 s with slack.
+    // Idle: a ping every second. Count over 4 s, with slack for a busy machine.
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(4));
     n.pump();
     let idle = n.pings_between(t0, Instant::now()).len();
-    assert!(idle >= 3, "{idle} pings in 3 s while idle");
+    assert!(idle >= 2, "{idle} pings in 4 s while idle");
 
     // Another process holds the write lock longer than the busy timeout (5 s), and a new
     // file makes the owner want to write.
@@ -136,6 +136,8 @@ fn the_watchdog_stops_while_the_db_owner_is_stuck_and_resumes() {
         gaps.push(Instant::now() - locked_at);
     }
     let longest = gaps.iter().max().copied().unwrap_or_default();
+    // A ping a second normally; with the owner stuck in a 5 s busy wait and a 2 s
+    // watchdog, none for seconds.
     assert!(
         longest >= Duration::from_millis(2500),
         "pings kept coming while the owner was stuck: longest gap {longest:?}"
@@ -151,7 +153,7 @@ fn the_watchdog_stops_while_the_db_owner_is_stuck_and_resumes() {
     std::thread::sleep(Duration::from_secs(3));
     n.pump();
     let after = n.pings_between(released, Instant::now()).len();
-    assert!(after >= 3, "pings resume: {after}");
+    assert!(after >= 2, "pings resume: {after}");
     assert!(d.log_text().contains("withholding the watchdog ping"));
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(DEADLINE), 0);
