@@ -26,4 +26,6 @@ lint:
 clean:
 	$(CARGO) clean
 	rm -rf target/demo
+include mk/bench.mk
 include mk/deb.mk
+include mk/soak.mk

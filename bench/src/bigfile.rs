@@ -1,0 +1,148 @@
+//! One 1 GiB image: sega-uploader's MB/s against curl's on the same file and endpoint, and
+//! the daemon's peak RSS (VmHWM) while it streams it. MB/s is 10^6 bytes of file content
+//! over the endpoint's time from the request head to the end of the body, the same clock
+//! for both tools.
+
+use std::fs;
+use std::io;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::ctx::{Ctx, Scene, FOLDERS};
+use crate::report::{Check, Row, Target};
+use crate::stats::Summary;
+use crate::sys::{self, local_date};
+use crate::throughput::human_size;
+use crate::tree;
+
+const NAME: &str = "BIG_0000001.jpg";
+
+/// MB/s of the one request the endpoint holds, and its content hash.
+fn measured(ctx: &Ctx, size: u64, who: &str) -> io::Result<(f64, String)> {
+    let reqs = ctx.checked_uploads(1, size, who)?;
+    let r = &reqs[0];
+    let took = r
+        .completed_at
+        .and_then(|c| c.duration_since(r.received_at).ok())
+        .ok_or_else(|| io::Error::other(format!("{who}: no completion time")))?;
+    let sha = r
+        .file
+        .as_ref()
+        .map(|f| f.sha256.clone())
+        .unwrap_or_default();
+    Ok((size as f64 / 1e6 / took.as_secs_f64(), sha))
+}
+
+pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
+    let size = ctx.p.big_size;
+    let timeout = Duration::from_secs(600);
+    // The image is kept between bench runs (writing a gigabyte takes a while): moved into
+    // today's folder if an earlier run left it under another date.
+    let scene = Scene::reuse(&ctx.work, "big")?;
+    let date = local_date(0);
+    let dir = tree::date_dirs(&scene.root, &FOLDERS[..1], &date)?.remove(0);
+    let path = dir.join(NAME);
+    for e in fs::read_dir(scene.root.join(FOLDERS[0]))?.flatten() {
+        let old = e.path().join(NAME);
+        if old != path && old.exists() {
+            fs::rename(&old, &path)?;
+        }
+        if e.path() != dir {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+    tree::write_big_image(&path, size)?;
+
+    let (mut ours, mut hwm, mut rss, mut theirs, mut curl_rss) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut hashes = Vec::new();
+    for _ in 0..ctx.runs {
+        scene.reset_db()?;
+        scene.configure(&ctx.url(), ctx.workers, 0, 60)?;
+        ctx.server.clear();
+        let mut d = ctx.start(&scene, false, &[])?;
+        ctx.wait_uploads(1, timeout, "sega-uploader")
+            .map_err(|e| io::Error::other(format!("{e}\n{}", d.failure("1 GiB run"))))?;
+        let st = d.stats();
+        d.stop();
+        let (mbps, sha) = measured(ctx, size, "sega-uploader")?;
+        ours.push(mbps);
+        hwm.push(st.hwm_kib as f64 / 1024.0);
+        rss.push(st.rss_kib as f64 / 1024.0);
+        hashes.push(sha);
+
+        let Some(args) = ctx.curl_base(FOLDERS[0], &date) else {
+            continue;
+        };
+        ctx.server.clear();
+        let pid = Command::new(&args[0])
+            .args(&args[1..])
+            .arg("-F")
+            .arg(format!("file=@{};type=image/jpeg", path.display()))
+            .arg(ctx.url())
+            .stdin(Stdio::null())
+            .spawn()?
+            .id() as i32;
+        let waited = ctx.wait_uploads(1, timeout, "curl");
+        let exit = sys::wait_child(pid, Duration::from_secs(60));
+        waited?;
+        let (mbps, sha) = measured(ctx, size, "curl")?;
+        theirs.push(mbps);
+        curl_rss.push(exit.map_or(f64::NAN, |e| e.maxrss_kib as f64 / 1024.0));
+        hashes.push(sha);
+    }
+    hashes.dedup();
+    if hashes.len() > 1 {
+        return Err(io::Error::other(format!(
+            "the endpoint received different contents for the same file: {hashes:?}"
+        )));
+    }
+    let label = human_size(size);
+    let mut speed = Row::new(
+        "big_mbps",
+        &format!("one {label} image: upload speed"),
+        "MB/s",
+        Target::None,
+        Summary::of(&ours),
+    );
+    if !theirs.is_empty() {
+        let c = Summary::of(&theirs);
+        let ratio = speed.value.median / c.median;
+        speed.checks.push(Check {
+            text: format!("≥ 0.9× curl: {ratio:.2}×"),
+            ok: Some(ratio >= 0.9),
+        });
+        speed.others.push(("curl -F".into(), c));
+    } else {
+        speed.checks.push(Check {
+            text: "≥ 0.9× curl: not measured (curl not installed)".into(),
+            ok: Some(false),
+        });
+    }
+    speed.detail = json!({
+        "how": format!("file content bytes / (endpoint completed_at - received_at); the daemon \
+                        finds the file at start (settle_secs 0, fresh database); runs alternate \
+                        daemon and curl; {}", ctx.runs_label()),
+        "sha256": hashes.first(),
+        "curl_max_rss_mib": Summary::of(&curl_rss).to_json(),
+    });
+    let mut peak = Row::new(
+        "big_hwm",
+        &format!("one {label} image: daemon peak RSS (VmHWM)"),
+        "MiB",
+        Target::AtMost(16.0),
+        Summary::of(&hwm),
+    );
+    peak.detail = json!({
+        "rss_after_mib": Summary::of(&rss).to_json(),
+        "curl_max_rss_mib": Summary::of(&curl_rss).to_json(),
+        "how": "VmHWM of the daemon read once the upload has settled, before it is stopped",
+    });
+    if !curl_rss.is_empty() {
+        peak.others
+            .push(("curl (ru_maxrss)".into(), Summary::of(&curl_rss)));
+    }
+    Ok(vec![speed, peak])
+}

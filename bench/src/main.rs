@@ -1,0 +1,309 @@
+//! `sega-bench`: measures sega-uploader's speed and footprint against curl on a loopback
+//! endpoint embedded in this process (`sega_testsrv::Server`), and prints the table that
+//! BENCHMARKS.md holds. `make bench` runs it at full size; `make bench-smoke` runs every
+//! scenario tiny, so CI knows it still works (it asserts that it ran, never how fast).
+//!
+//! Each scenario owns a directory under `--work` and runs the daemon binary given by
+//! `--daemon` as a child process; the rows are the issue's table, each the median of
+//! `--runs` runs with min and max. The exit code is 0 when every scenario ran, whatever the
+//! numbers; 1 when one failed (an upload missing or wrong, the daemon not starting…).
+
+mod bigfile;
+mod ctx;
+mod daemon;
+mod dbrows;
+mod idle;
+mod latency;
+mod load;
+mod report;
+mod stats;
+mod sys;
+mod throughput;
+mod tree;
+mod writer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
+
+use serde_json::json;
+
+use crate::ctx::{Ctx, Params};
+use crate::report::Row;
+
+const USAGE: &str = "\
+usage: sega-bench [--smoke] [--runs N] [--workers N] [--daemon BIN] [--work DIR]
+                  [--out FILE.json] [--table FILE.md] [--only ID,ID...] [--daemon-env K=V]...
+
+  --smoke        tiny sizes, one run: checks that every scenario works (seconds)
+  --runs N       runs per row, the median is reported          [3; smoke 1]
+  --workers N    upload.workers for the daemon, -P for xargs   [4]
+  --daemon BIN   the sega-uploader binary                      [target/release/sega-uploader]
+  --work DIR     scratch directory (scenario trees, databases) [target/bench]
+  --out FILE     results as JSON                               [DIR/results.json]
+  --table FILE   the Markdown table                            [DIR/table.md]
+  --only IDS     some of: ceiling latency present arriving big idle rescan startup pending
+  --daemon-env K=V  set in the daemon's environment (repeatable), for experiments
+  --keep         keep each scenario's tree and database (deleted after a scenario that
+                 ran, except the 1 GiB image, which later runs reuse)";
+
+const ALL: [&str; 9] = [
+    "ceiling", "latency", "present", "arriving", "big", "idle", "rescan", "startup", "pending",
+];
+
+struct Args {
+    smoke: bool,
+    runs: Option<usize>,
+    workers: usize,
+    daemon: PathBuf,
+    work: PathBuf,
+    out: Option<PathBuf>,
+    table: Option<PathBuf>,
+    only: Vec<String>,
+    daemon_env: Vec<(String, String)>,
+    keep: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut a = Args {
+        smoke: false,
+        runs: None,
+        workers: 4,
+        daemon: PathBuf::from("target/release/sega-uploader"),
+        work: PathBuf::from("target/bench"),
+        out: None,
+        table: None,
+        only: Vec::new(),
+        daemon_env: Vec::new(),
+        keep: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--smoke" => a.smoke = true,
+            "--runs" => a.runs = Some(value()?.parse().map_err(|_| "--runs: a number")?),
+            "--workers" => a.workers = value()?.parse().map_err(|_| "--workers: a number")?,
+            "--daemon" => a.daemon = value()?.into(),
+            "--work" => a.work = value()?.into(),
+            "--out" => a.out = Some(value()?.into()),
+            "--table" => a.table = Some(value()?.into()),
+            "--only" => {
+                a.only = value()?.split(',').map(str::to_string).collect();
+                if let Some(bad) = a.only.iter().find(|id| !ALL.contains(&id.as_str())) {
+                    return Err(format!("--only: unknown scenario {bad:?}"));
+                }
+            }
+            "--daemon-env" => {
+                let kv = value()?;
+                let (k, v) = kv.split_once('=').ok_or("--daemon-env: K=V")?;
+                a.daemon_env.push((k.to_string(), v.to_string()));
+            }
+            "--keep" => a.keep = true,
+            "-h" | "--help" => return Ok(None),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Some(a))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("sega-bench: {e}\n{USAGE}");
+            return ExitCode::from(64);
+        }
+    };
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("sega-bench: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Returns whether every scenario ran.
+fn run(a: Args) -> std::io::Result<bool> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&a.work)?;
+    let work = std::fs::canonicalize(&a.work)?;
+    let daemon = std::fs::canonicalize(&a.daemon)
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", a.daemon.display())))?;
+    let server = sega_testsrv::Server::start("127.0.0.1:0")?;
+    server.set_max_records(0);
+    let ctx = Ctx {
+        p: if a.smoke {
+            Params::smoke()
+        } else {
+            Params::full()
+        },
+        smoke: a.smoke,
+        runs: a.runs.unwrap_or(if a.smoke { 1 } else { 3 }).max(1),
+        workers: a.workers.max(1),
+        daemon,
+        work: work.clone(),
+        server,
+        curl: sys::which("curl"),
+        xargs: sys::which("xargs"),
+        inotifywait: sys::which("inotifywait"),
+        python: ctx::find_python(),
+        daemon_env: a.daemon_env.clone(),
+    };
+    let load_before = sys::loadavg();
+    let wanted = |id: &str| a.only.is_empty() || a.only.iter().any(|o| o == id);
+    eprintln!(
+        "sega-bench: {} size, {} run(s) per row, {} workers, daemon {}, endpoint {}; load {load_before}",
+        if ctx.smoke { "smoke" } else { "full" },
+        ctx.runs,
+        ctx.workers,
+        ctx.daemon.display(),
+        ctx.url()
+    );
+    for (tool, found) in [
+        ("curl", &ctx.curl),
+        ("xargs", &ctx.xargs),
+        ("inotifywait", &ctx.inotifywait),
+    ] {
+        if found.is_none() {
+            eprintln!("sega-bench: {tool} not found: its comparisons are skipped (apt-get install curl inotify-tools)");
+        }
+    }
+    if ctx.python.is_none() {
+        eprintln!("sega-bench: python3 with watchdog and requests not found: that comparison is skipped (pip install watchdog requests)");
+    }
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut errors: Vec<(String, String)> = Vec::new();
+    let mut timings = serde_json::Map::new();
+    let mut ceiling = 0.0;
+    let mut step =
+        |id: &str, rows: &mut Vec<Row>, f: &mut dyn FnMut() -> std::io::Result<Vec<Row>>| {
+            if !wanted(id) {
+                return;
+            }
+            eprintln!("sega-bench: {id}… (load {})", sys::loadavg());
+            let t0 = Instant::now();
+            match f() {
+                Ok(new) => {
+                    for r in &new {
+                        eprintln!(
+                            "  {}: {} {} (median)",
+                            r.what,
+                            report::fmt(r.value.median),
+                            r.unit
+                        );
+                    }
+                    rows.extend(new);
+                    // A full run leaves gigabytes of trees and databases: drop them once
+                    // they have served (a failed scenario keeps its tree for a look).
+                    if !a.keep && id != "big" {
+                        remove_scenario_dirs(&work, id);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("sega-bench: {id} FAILED: {e}");
+                    errors.push((id.to_string(), e.to_string()));
+                }
+            }
+            timings.insert(id.into(), json!(report::n(t0.elapsed().as_secs_f64())));
+        };
+    step("ceiling", &mut rows, &mut || {
+        let c = throughput::ceiling(&ctx)?;
+        ceiling = c.files_per_sec;
+        Ok(c.rows)
+    });
+    step("latency", &mut rows, &mut || latency::run(&ctx));
+    step("present", &mut rows, &mut || {
+        Ok(vec![throughput::present(&ctx, ceiling)?])
+    });
+    step("arriving", &mut rows, &mut || {
+        Ok(vec![throughput::arriving(&ctx, ceiling)?])
+    });
+    step("big", &mut rows, &mut || bigfile::run(&ctx));
+    step("idle", &mut rows, &mut || idle::run(&ctx));
+    step("rescan", &mut rows, &mut || Ok(vec![dbrows::rescan(&ctx)?]));
+    step("startup", &mut rows, &mut || {
+        Ok(vec![dbrows::startup(&ctx)?])
+    });
+    step("pending", &mut rows, &mut || {
+        Ok(vec![dbrows::pending(&ctx)?])
+    });
+
+    let load_after = sys::loadavg();
+    let mut table = report::table(&rows);
+    for (id, e) in &errors {
+        table.push_str(&format!(
+            "\n**{id} did not run:** {}\n",
+            e.replace('\n', " ")
+        ));
+    }
+    let header = json!({
+        "bench": "sega-uploader",
+        "size": if ctx.smoke { "smoke" } else { "full" },
+        "finished_at": sys::db_timestamp(SystemTime::now()),
+        "duration_secs": report::n(started.elapsed().as_secs_f64()),
+        "scenario_secs": timings,
+        "runs_per_row": ctx.runs,
+        "workers": ctx.workers,
+        "daemon": ctx.daemon.display().to_string(),
+        "daemon_env": ctx.daemon_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        "machine": {
+            "cpu": sys::cpu_model(),
+            "cpus": sys::cpus(),
+            "mem_gib": report::n(sys::mem_total_gib()),
+            "kernel": sys::kernel(),
+            "work_fs": sys::fs_type(&work),
+            "load_before": load_before,
+            "load_after": load_after,
+        },
+        "params": format!("{:?}", ctx.p),
+        "errors": errors.iter().map(|(id, e)| json!({"scenario": id, "error": e})).collect::<Vec<_>>(),
+    });
+    let doc = report::results_json(&rows, header);
+    let out = a.out.unwrap_or_else(|| work.join("results.json"));
+    let table_path = a.table.unwrap_or_else(|| work.join("table.md"));
+    std::fs::write(&out, format!("{doc:#}\n"))?;
+    std::fs::write(&table_path, &table)?;
+    println!("{table}");
+    println!(
+        "machine: {} × {}, load {load_before} before, {load_after} after; {:.0} s in all",
+        sys::cpus(),
+        sys::cpu_model(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "results: {}; table: {}",
+        out.display(),
+        table_path.display()
+    );
+    let missed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.met() == Some(false))
+        .map(|r| r.id.as_str())
+        .collect();
+    if !missed.is_empty() {
+        println!("targets missed: {}", missed.join(", "));
+    }
+    Ok(errors.is_empty())
+}
+
+/// Deletes `work/<id>` and `work/<id>-…`.
+fn remove_scenario_dirs(work: &std::path::Path, id: &str) {
+    let Ok(entries) = std::fs::read_dir(work) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name == id || name.starts_with(&format!("{id}-"));
+        if ours && e.path().is_dir() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}

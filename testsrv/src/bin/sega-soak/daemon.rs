@@ -1,0 +1,377 @@
+//! sega-uploader under the soak: its config, starting it (and waiting for "ready:"),
+//! signals, reaping it with `wait4` (for its peak RSS), a sampler thread that reads VmHWM
+//! and VmRSS from /proc every second, and `status --json` for the pending count.
+//!
+//! The daemon is our child: it is only ever signalled by its pid, and `Drop` kills and reaps
+//! it (continuing it first, in case it is stopped). If the soak itself is killed, the kernel
+//! kills the daemon (PR_SET_PDEATHSIG): an orphan would run on, stopped or not. That signal
+//! follows the *thread* that forked, so every daemon is spawned by one `launcher` thread
+//! that lives as long as the `Daemon`, not by whichever injector thread restarts it.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The config keys the soak sets: short settle, scans and retries, so faults play out in
+/// seconds; everything else is the daemon's default.
+pub fn write_config(
+    path: &Path,
+    root: &Path,
+    db: &Path,
+    url: &str,
+    workers: usize,
+    log: &Path,
+) -> io::Result<()> {
+    let cfg = json!({
+        "watch": {
+            "root": root,
+            "folders": crate::tree::FOLDERS,
+            "settle_secs": 1,
+            "scan_interval_secs": 10,
+        },
+        "upload": {
+            "url": url,
+            "workers": workers,
+            "timeout_secs": 5,
+            "retry": { "initial_secs": 1, "max_secs": 10 },
+        },
+        "database": { "path": db, "scope": "sega-soak" },
+        "log": { "level": "info", "file": log },
+        "shutdown_grace_secs": 5,
+    });
+    fs::write(path, format!("{cfg:#}\n"))
+}
+
+/// The running daemon's pid, for the panic hook.
+static RUNNING: AtomicI32 = AtomicI32::new(0);
+
+/// Makes a panic anywhere in the soak kill the daemon too: the `Daemon` that would do it on
+/// drop may be held by a thread that never unwinds, and an orphaned daemon would run on.
+pub fn kill_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        let pid = RUNNING.load(Ordering::Relaxed);
+        if pid > 0 {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+            unsafe {
+                libc::kill(pid, libc::SIGCONT);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }));
+}
+
+/// Memory figures shared with the sampler thread.
+#[derive(Default)]
+pub struct Mem {
+    /// The running daemon's pid, 0 while there is none.
+    pid: AtomicI32,
+    /// The largest VmHWM (or ru_maxrss at exit) over every daemon process, KiB.
+    pub max_hwm_kib: AtomicU64,
+    /// The running daemon's VmRSS at the last sample, KiB.
+    pub rss_kib: AtomicU64,
+}
+
+impl Mem {
+    fn raise(&self, kib: u64) {
+        self.max_hwm_kib.fetch_max(kib, Ordering::Relaxed);
+    }
+
+    fn sample(&self) {
+        let pid = self.pid.load(Ordering::Relaxed);
+        if pid <= 0 {
+            return;
+        }
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return;
+        };
+        let field = |name: &str| -> Option<u64> {
+            let line = text.lines().find_map(|l| l.strip_prefix(name))?;
+            line.trim().trim_end_matches("kB").trim().parse().ok()
+        };
+        if let Some(hwm) = field("VmHWM:") {
+            self.raise(hwm);
+        }
+        if let Some(rss) = field("VmRSS:") {
+            self.rss_kib.store(rss, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Samples the running daemon's memory every second until `stop`.
+pub fn spawn_sampler(mem: Arc<Mem>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    thread::Builder::new()
+        .name("rss-sampler".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                mem.sample();
+                thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .expect("spawning the sampler thread")
+}
+
+/// How a daemon process ended: "exit 0", "signal 9".
+fn describe(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("status {status:#x}")
+    }
+}
+
+/// A command to spawn, and where to send the child's pid.
+type Spawn = (Command, Sender<io::Result<u32>>);
+
+/// The thread that spawns every daemon; it ends when the sender is dropped.
+fn launcher() -> Sender<Spawn> {
+    let (tx, rx) = mpsc::channel::<Spawn>();
+    thread::Builder::new()
+        .name("launcher".into())
+        .spawn(move || {
+            for (mut cmd, reply) in rx {
+                // The `Child` is dropped here: the daemon is reaped with wait4, by pid.
+                let _ = reply.send(cmd.spawn().map(|c| c.id()));
+            }
+        })
+        .expect("spawning the launcher thread");
+    tx
+}
+
+/// One daemon process, once reaped: for the summary's "which one peaked".
+#[derive(Clone)]
+pub struct Life {
+    pub pid: i32,
+    /// Started and ended, seconds into the run.
+    pub from: f64,
+    pub to: f64,
+    /// "exit 0", "signal 9".
+    pub end: String,
+    /// ru_maxrss at reaping (its VmHWM), KiB.
+    pub peak_kib: u64,
+}
+
+pub struct Daemon {
+    launcher: Sender<Spawn>,
+    /// The run's start, for `Life` times.
+    run_started: Instant,
+    /// When the running process was started.
+    since: Instant,
+    /// Every reaped process.
+    pub lives: Vec<Life>,
+    bin: PathBuf,
+    config: PathBuf,
+    stderr: PathBuf,
+    pid: i32,
+    pub mem: Arc<Mem>,
+    /// Processes started.
+    pub starts: u32,
+}
+
+impl Daemon {
+    pub fn new(bin: &Path, config: &Path, stderr: &Path, run_started: Instant) -> Daemon {
+        Daemon {
+            launcher: launcher(),
+            run_started,
+            since: run_started,
+            lives: Vec::new(),
+            bin: bin.to_path_buf(),
+            config: config.to_path_buf(),
+            stderr: stderr.to_path_buf(),
+            pid: 0,
+            mem: Arc::new(Mem::default()),
+            starts: 0,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// "pid 123 (12.0–40.5 s, signal 9): peak RSS 20.1 MiB" for the last reaped process.
+    pub fn last_life(&self) -> String {
+        self.lives.last().map_or_else(String::new, |l| {
+            format!(
+                "pid {} ({:.1}–{:.1} s, {}): peak RSS {}",
+                l.pid,
+                l.from,
+                l.to,
+                l.end,
+                crate::mib(l.peak_kib)
+            )
+        })
+    }
+
+    /// Starts `run` and waits (60 s at most) for its "ready:" line.
+    pub fn start(&mut self) -> io::Result<()> {
+        assert_eq!(self.pid, 0, "one daemon at a time");
+        let offset = fs::metadata(&self.stderr).map_or(0, |m| m.len());
+        let err = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr)?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-c")
+            .arg(&self.config)
+            .arg("run")
+            .env("TZ", "UTC")
+            .env_remove("SEGA_LOG")
+            .env_remove("SEGA_CONFIG")
+            .env_remove("SEGA_TEST_NOW")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err);
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The soak died between fork and prctl: no signal will come, so go now.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let (tx, rx) = mpsc::channel();
+        self.launcher
+            .send((cmd, tx))
+            .map_err(|_| io::Error::other("the launcher thread is gone"))?;
+        let pid = rx
+            .recv()
+            .map_err(|_| io::Error::other("the launcher thread is gone"))??;
+        // Reaped with wait4 (for ru_maxrss), not through `Child`.
+        self.pid = pid as i32;
+        self.starts += 1;
+        self.since = Instant::now();
+        self.mem.pid.store(self.pid, Ordering::Relaxed);
+        RUNNING.store(self.pid, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut log = fs::File::open(&self.stderr)?;
+        log.seek(SeekFrom::Start(offset))?;
+        let mut seen = Vec::new();
+        loop {
+            log.read_to_end(&mut seen)?;
+            if String::from_utf8_lossy(&seen).contains("ready:") {
+                return Ok(());
+            }
+            if let Some(how) = self.exited() {
+                return Err(io::Error::other(format!(
+                    "the daemon ended before it was ready ({how})"
+                )));
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(io::Error::other("no \"ready:\" line within 60 s: killed"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if self.pid > 0 {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+            unsafe { libc::kill(self.pid, sig) };
+        }
+    }
+
+    /// Reaps the daemon if it has ended; how it ended.
+    pub fn exited(&mut self) -> Option<String> {
+        self.reap(Duration::ZERO)
+    }
+
+    fn reap(&mut self, timeout: Duration) -> Option<String> {
+        if self.pid <= 0 {
+            return None;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut status = 0;
+            // SAFETY: an all-zero rusage is valid; wait4 writes into both out-parameters.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            let r = unsafe { libc::wait4(self.pid, &mut status, libc::WNOHANG, &mut ru) };
+            if r == self.pid {
+                let at = |t: Instant| t.duration_since(self.run_started).as_secs_f64();
+                self.lives.push(Life {
+                    pid: self.pid,
+                    from: at(self.since),
+                    to: at(Instant::now()),
+                    end: describe(status),
+                    peak_kib: ru.ru_maxrss as u64,
+                });
+                self.mem.raise(ru.ru_maxrss as u64);
+                self.mem.pid.store(0, Ordering::Relaxed);
+                RUNNING.store(0, Ordering::Relaxed);
+                self.pid = 0;
+                return Some(describe(status));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL, and the reaping.
+    pub fn kill(&mut self) {
+        self.mem.sample();
+        self.signal(libc::SIGCONT);
+        self.signal(libc::SIGKILL);
+        let _ = self.reap(Duration::from_secs(30));
+    }
+
+    /// SIGTERM and the exit: how it ended and how long it took, or an error if it did not
+    /// end within `timeout` (then it is killed).
+    pub fn terminate(&mut self, timeout: Duration) -> Result<(String, Duration), String> {
+        self.mem.sample();
+        let t0 = Instant::now();
+        self.signal(libc::SIGTERM);
+        match self.reap(timeout) {
+            Some(how) => Ok((how, t0.elapsed())),
+            None => {
+                self.kill();
+                Err(format!("still running {timeout:?} after SIGTERM: killed"))
+            }
+        }
+    }
+
+    /// `status --json`: (pending, uploading) rows, if it answered.
+    pub fn pending(&self) -> Option<(u64, u64)> {
+        let out = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.config)
+            .args(["status", "--json"])
+            .env("TZ", "UTC")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let n = |k: &str| v["totals"][k].as_u64();
+        Some((n("pending")?, n("uploading")?))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            self.kill();
+        }
+    }
+}
