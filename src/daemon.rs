@@ -91,6 +91,13 @@ where
 }
 
 pub fn run(config_path: &Path) -> Result<i32> {
+    // glibc gives each thread that allocates its own malloc arena, and an arena keeps what it
+    // once held: after a burst of uploads the daemon idled at 11 MiB RSS instead of 9.5.
+    // Two arenas are plenty for one busy thread (the DB owner) and workers that mostly wait.
+    // SAFETY: mallopt only tunes the allocator; no thread of ours is running yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let (config, clock) = crate::cli::setup(config_path, false)?;
     if let Some(f) = &config.log.file {
         logging::set_file(Some(f)).map_err(|e| Error::io("opening log file", f, e))?;

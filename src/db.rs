@@ -27,7 +27,7 @@ use crate::clock::{format_ts, human_duration, Clock};
 use crate::config::{Config, Order};
 use crate::error::Result;
 use crate::health::Beat;
-use crate::layout::{display_name, EntryType, Seen};
+use crate::layout::{display_name, EntryType, Seen, Version};
 use crate::live::Live;
 use crate::metrics;
 use crate::store::{Claimed, Completion, Disposition, Observation, Store};
@@ -425,10 +425,17 @@ impl Owner {
                 date,
                 entries,
             } => {
-                let known = match self.store.known_versions(&folder, &date) {
+                // Borrowed from `entries`, in their order: `known` lines up with them.
+                let listed: Vec<(&[u8], Version)> = entries
+                    .iter()
+                    .filter(|s| s.entry == EntryType::Regular)
+                    .filter_map(|s| Some((s.path.as_os_str().as_bytes(), s.version?)))
+                    .collect();
+                let known = match self.store.known_among(&folder, &date, &listed) {
                     Ok(k) => k,
                     Err(e) => return self.trouble(&e),
                 };
+                let mut known = known.into_iter();
                 let now_t = self.clock.now_utc();
                 let mut batch = Vec::new();
                 for s in entries {
@@ -437,7 +444,7 @@ impl Owner {
                         continue;
                     }
                     let Some(version) = s.version else { continue };
-                    if known.get(s.path.as_os_str().as_bytes()) == Some(&version) {
+                    if known.next() == Some(true) {
                         continue;
                     }
                     batch.push(Observation {

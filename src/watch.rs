@@ -188,11 +188,10 @@ impl Watcher {
             if self.needs_sync || has_missing {
                 self.sync();
             }
-            // Wake at least every second (control, missing directories) and just after
-            // local midnight (the window).
+            // Wake at least every `max_sleep` (control, missing directories, the watchdog
+            // beat) and just after local midnight (the window).
             let until_midnight = self.clock.until_local_midnight() + Duration::from_millis(20);
-            let timeout =
-                until_midnight.min(crate::health::max_sleep().min(Duration::from_secs(1)));
+            let timeout = until_midnight.min(crate::health::max_sleep());
             if !self.poll(timeout) {
                 continue;
             }

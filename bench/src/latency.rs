@@ -66,7 +66,7 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
         vec![(Tool::Shell, Vec::new()), (Tool::Python, Vec::new())];
     for run in 0..ctx.runs {
         // sega-uploader, default settle (files reported by IN_CLOSE_WRITE go at once).
-        let scene = Scene::new(&ctx.work, &format!("latency-{run}"))?;
+        let scene = Scene::new(&ctx.work, "latency")?;
         let date = local_date(0);
         let dirs = tree::date_dirs(&scene.root, &FOLDERS, &date)?;
         scene.configure(&ctx.url(), ctx.workers, 5, 60)?;
@@ -88,7 +88,7 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
 
         // The competitors on one date folder, same writer.
         for (i, (tool, runs)) in theirs.iter_mut().enumerate() {
-            let scene = Scene::new(&ctx.work, &format!("latency-other{i}-{run}"))?;
+            let scene = Scene::new(&ctx.work, &format!("latency-other{i}"))?;
             let dirs = tree::date_dirs(&scene.root, &FOLDERS[..1], &date)?;
             let Some(w) = Watcher::start(ctx, *tool, &dirs[0], FOLDERS[0], &date)? else {
                 continue;

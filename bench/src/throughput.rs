@@ -204,7 +204,7 @@ pub fn arriving(ctx: &Ctx, ceiling: f64) -> io::Result<Row> {
     let mut write_secs = Vec::new();
     for run in 0..ctx.runs {
         let date = local_date(0);
-        let scene = Scene::new(&ctx.work, &format!("arriving-{run}"))?;
+        let scene = Scene::new(&ctx.work, "arriving")?;
         let dirs = tree::date_dirs(&scene.root, &FOLDERS[..1], &date)?;
         scene.configure(&ctx.url(), ctx.workers, 5, 60)?;
         let mut d = ctx.start(&scene, false, &[])?;
@@ -231,7 +231,7 @@ pub fn arriving(ctx: &Ctx, ceiling: f64) -> io::Result<Row> {
         });
 
         for (i, (tool, passes)) in theirs.iter_mut().enumerate() {
-            let scene = Scene::new(&ctx.work, &format!("arriving-other{i}-{run}"))?;
+            let scene = Scene::new(&ctx.work, &format!("arriving-other{i}"))?;
             let dirs = tree::date_dirs(&scene.root, &FOLDERS[..1], &date)?;
             let Some(w) = Watcher::start(ctx, *tool, &dirs[0], FOLDERS[0], &date)? else {
                 continue;
