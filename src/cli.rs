@@ -677,10 +677,10 @@ fn status(path: &Path, as_json: bool) -> Result<i32> {
         return Ok(EXIT_OK);
     }
     let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
-    let secs = |v: &Value| {
-        v.as_u64()
-            .map(|n| human_duration(Duration::from_secs(n)))
-            .unwrap_or_else(|| "-".into())
+    let secs = |v: &Value| match v.as_u64() {
+        Some(0) => "<1s".to_string(),
+        Some(n) => human_duration(Duration::from_secs(n)),
+        None => "-".into(),
     };
     let d = &v["daemon"];
     if d["alive"].as_bool() == Some(true) {
@@ -690,10 +690,15 @@ fn status(path: &Path, as_json: bool) -> Result<i32> {
             secs(&d["heartbeat_age_secs"])
         );
     } else {
-        println!(
-            "daemon:    NOT RUNNING (last heartbeat: {})",
-            s(&d["heartbeat_at"])
-        );
+        match (d["stopped_at"].as_str(), d["heartbeat_at"].as_str()) {
+            (Some(stop), Some(hb)) if stop >= hb => {
+                println!("daemon:    NOT RUNNING (stopped cleanly at {stop})")
+            }
+            (_, Some(hb)) => {
+                println!("daemon:    NOT RUNNING (last heartbeat {hb}; it did not stop cleanly)")
+            }
+            _ => println!("daemon:    NOT RUNNING (never ran on this database)"),
+        }
     }
     let e = &v["endpoint"];
     match e["state"].as_str() {
