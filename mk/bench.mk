@@ -5,7 +5,8 @@
 .PHONY: bench bench-smoke
 
 ## The full run: release binaries, every row of BENCHMARKS.md, median of 3 runs each
-## (about 12 minutes on 2 cores). Writes bench/results.json and target/bench/table.md.
+## (9 minutes on 2 cores once built, 12-13 from clean). Writes bench/results.json and
+## target/bench/table.md.
 ## Extra flags: make bench BENCH_ARGS='--only latency,present --runs 5'
 bench:
 	$(CARGO) build --release -p sega-uploader -p sega-bench
