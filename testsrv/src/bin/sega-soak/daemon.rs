@@ -1,6 +1,7 @@
 //! sega-uploader under the soak: its config, starting it (and waiting for "ready:"),
-//! signals, reaping it with `wait4` (for its peak RSS), a sampler thread that reads VmHWM
-//! and VmRSS from /proc every second, and `status --json` for the pending count.
+//! signals, reaping it, a sampler thread that reads VmHWM and VmRSS from /proc every second
+//! (and once more before every signal and reaping), and `status --json` for the pending
+//! count.
 //!
 //! The daemon is our child: it is only ever signalled by its pid, and `Drop` kills and reaps
 //! it (continuing it first, in case it is stopped). If the soak itself is killed, the kernel
@@ -76,17 +77,18 @@ pub fn kill_on_panic() {
 pub struct Mem {
     /// The running daemon's pid, 0 while there is none.
     pid: AtomicI32,
-    /// The largest VmHWM (or ru_maxrss at exit) over every daemon process, KiB.
+    /// The largest VmHWM over every daemon process, KiB.
     pub max_hwm_kib: AtomicU64,
+    /// The running process's VmHWM at the last sample, KiB.
+    hwm_kib: AtomicU64,
     /// The running daemon's VmRSS at the last sample, KiB.
     pub rss_kib: AtomicU64,
 }
 
 impl Mem {
-    fn raise(&self, kib: u64) {
-        self.max_hwm_kib.fetch_max(kib, Ordering::Relaxed);
-    }
-
+    /// Reads the running daemon's VmHWM and VmRSS. Only /proc counts: wait4's ru_maxrss
+    /// is no measure of the daemon, as it includes the RSS of the forked copy of the soak
+    /// before exec (hundreds of MiB late in a long run, from the ledger).
     fn sample(&self) {
         let pid = self.pid.load(Ordering::Relaxed);
         if pid <= 0 {
@@ -100,7 +102,8 @@ impl Mem {
             line.trim().trim_end_matches("kB").trim().parse().ok()
         };
         if let Some(hwm) = field("VmHWM:") {
-            self.raise(hwm);
+            self.hwm_kib.fetch_max(hwm, Ordering::Relaxed);
+            self.max_hwm_kib.fetch_max(hwm, Ordering::Relaxed);
         }
         if let Some(rss) = field("VmRSS:") {
             self.rss_kib.store(rss, Ordering::Relaxed);
@@ -142,7 +145,7 @@ fn launcher() -> Sender<Spawn> {
         .name("launcher".into())
         .spawn(move || {
             for (mut cmd, reply) in rx {
-                // The `Child` is dropped here: the daemon is reaped with wait4, by pid.
+                // The `Child` is dropped here: the daemon is reaped with waitpid, by pid.
                 let _ = reply.send(cmd.spawn().map(|c| c.id()));
             }
         })
@@ -159,7 +162,7 @@ pub struct Life {
     pub to: f64,
     /// "exit 0", "signal 9".
     pub end: String,
-    /// ru_maxrss at reaping (its VmHWM), KiB.
+    /// Its VmHWM at the last sample before it ended, KiB.
     pub peak_kib: u64,
 }
 
@@ -256,10 +259,11 @@ impl Daemon {
         let pid = rx
             .recv()
             .map_err(|_| io::Error::other("the launcher thread is gone"))??;
-        // Reaped with wait4 (for ru_maxrss), not through `Child`.
+        // Reaped with waitpid by `Daemon::reap`, not through `Child`.
         self.pid = pid as i32;
         self.starts += 1;
         self.since = Instant::now();
+        self.mem.hwm_kib.store(0, Ordering::Relaxed);
         self.mem.pid.store(self.pid, Ordering::Relaxed);
         RUNNING.store(self.pid, Ordering::Relaxed);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -302,10 +306,11 @@ impl Daemon {
         }
         let deadline = Instant::now() + timeout;
         loop {
+            // The last look at its memory before it is gone (a zombie has no VmHWM).
+            self.mem.sample();
             let mut status = 0;
-            // SAFETY: an all-zero rusage is valid; wait4 writes into both out-parameters.
-            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-            let r = unsafe { libc::wait4(self.pid, &mut status, libc::WNOHANG, &mut ru) };
+            // SAFETY: waitpid has no memory-safety preconditions; the pid is our child.
+            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
             if r == self.pid {
                 let at = |t: Instant| t.duration_since(self.run_started).as_secs_f64();
                 self.lives.push(Life {
@@ -313,9 +318,8 @@ impl Daemon {
                     from: at(self.since),
                     to: at(Instant::now()),
                     end: describe(status),
-                    peak_kib: ru.ru_maxrss as u64,
+                    peak_kib: self.mem.hwm_kib.load(Ordering::Relaxed),
                 });
-                self.mem.raise(ru.ru_maxrss as u64);
                 self.mem.pid.store(0, Ordering::Relaxed);
                 RUNNING.store(0, Ordering::Relaxed);
                 self.pid = 0;

@@ -19,9 +19,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sega_testsrv::images;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
-use crate::ledger::{How, Ledger};
+use crate::ledger::{Digest, How, Ledger};
 use crate::rng::Rng;
 
 pub const FOLDERS: [&str; 3] = ["Sega_1", "Sega_2", "Sega_3"];
@@ -47,11 +47,8 @@ pub fn utc_date(days: i64) -> String {
     )
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+fn sha256(bytes: &[u8]) -> Digest {
+    Sha256::digest(bytes).into()
 }
 
 /// Mostly small images, some large: 70 % 1–16 KiB, 25 % to 128 KiB, 4.5 % to 1 MiB,
@@ -133,7 +130,7 @@ impl Tree {
             let size = rng.range(1024, 4096) as usize;
             let bytes = image(rng, false, size);
             let path = dir.join(&name);
-            let sha = sha256_hex(&bytes);
+            let sha = sha256(&bytes);
             self.ledger
                 .register(&name, path.clone(), sha, bytes.len() as u64, How::Burst);
             fs::write(&path, &bytes)?;
@@ -247,7 +244,7 @@ impl Writer {
         let size = pick_size(rng);
         let bytes = image(rng, png, size);
         let path = dir.join(&name);
-        let sha = sha256_hex(&bytes);
+        let sha = sha256(&bytes);
         let len = bytes.len() as u64;
         let ledger = &self.tree.ledger;
         match rng.weighted(&[80, 8, 12]) {
@@ -299,7 +296,7 @@ impl Writer {
         let png = name.ends_with(".png");
         let size = pick_size(rng);
         let bytes = image(rng, png, size);
-        let sha = sha256_hex(&bytes);
+        let sha = sha256(&bytes);
         let len = bytes.len() as u64;
         let ledger = &self.tree.ledger;
         if rng.chance(0.5) {
