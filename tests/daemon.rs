@@ -319,12 +319,7 @@ fn hostile_entries_while_running_block_nothing() {
     wait_until("good.jpg", DEADLINE, || {
         !env.uploads_of(b"good.jpg").is_empty()
     });
-    let sent: Vec<String> = env
-        .server
-        .requests()
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.file.as_ref().unwrap().filename).into_owned())
-        .collect();
+    let sent = env.sent_names();
     // gone.jpg may have been sent if a worker opened it before the unlink (it was a complete
     // image then); the hostile entries never are.
     let expected: Vec<&str> = if sent.len() == 3 {

@@ -503,17 +503,6 @@ fn an_unreadable_image_waits_and_goes_once_readable() {
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
 
-fn vm_hwm_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn silent_trickling_and_huge_answers_free_the_worker() {
     let env = Env::new("slowserver");

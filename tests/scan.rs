@@ -472,18 +472,9 @@ fn a_one_gib_file_uploads_with_flat_memory() {
     // VmHWM is the process's own peak RSS and only grows: sampled until the exit, its last
     // value is the peak of the whole upload. (wait4's ru_maxrss would also count the test
     // process's memory, inherited for a moment between fork and exec.)
-    let status_file = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     let status = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_file) {
-            if let Some(kib) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            {
-                peak_kib = peak_kib.max(kib);
-            }
-        }
+        peak_kib = peak_kib.max(vm_hwm_kib(child.id() as i32));
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
@@ -525,13 +516,7 @@ fn upload_order_follows_the_config() {
                 .unwrap();
         }
         assert_eq!(env.run(&["scan"]).code, 0);
-        let sent: Vec<String> = env
-            .server
-            .requests()
-            .iter()
-            .map(|r| String::from_utf8_lossy(&r.file.as_ref().unwrap().filename).into_owned())
-            .collect();
-        assert_eq!(sent, expected, "{order}");
+        assert_eq!(env.sent_names(), expected, "{order}");
     }
 }
 

@@ -281,6 +281,16 @@ impl Env {
             .collect()
     }
 
+    /// The file names of every request that reached the endpoint, in arrival order.
+    pub fn sent_names(&self) -> Vec<String> {
+        self.server
+            .requests()
+            .iter()
+            .filter_map(|r| r.file.as_ref())
+            .map(|f| String::from_utf8_lossy(&f.filename).into_owned())
+            .collect()
+    }
+
     pub fn successful_uploads(&self) -> Vec<Request> {
         self.server
             .requests()
@@ -419,6 +429,18 @@ impl Drop for Daemon {
 /// a user the kernel actually checks).
 pub fn as_nobody(c: &mut Command) {
     c.uid(65534).gid(65534);
+}
+
+/// A process's peak RSS (VmHWM) in KiB, 0 once it is gone.
+pub fn vm_hwm_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
