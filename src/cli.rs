@@ -22,7 +22,7 @@ use crate::layout::{self, display_name, FolderRef, Window};
 use crate::lock;
 use crate::logging;
 use crate::scanner;
-use crate::store::{Claimed, FileRow, ListFilter, Status, Store};
+use crate::store::{self, Claimed, FileRow, ListFilter, Role, Status};
 use crate::upload::{self, Outcome, RequestSettings};
 
 pub enum Parsed {
@@ -440,12 +440,8 @@ fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
     if dry_run {
         return scan_dry_run(&config, &dates);
     }
-    let db = &config.database.path;
-    let held = match lock::try_lock(db)? {
-        lock::Attempt::Acquired(l) => Ok(l),
-        lock::Attempt::Held(holder) => Err(holder),
-    };
-    let store = Store::open(db)?;
+    let opened = store::open(&config, Role::Scan)?;
+    let (store, held_by, _lock) = (opened.ledger, opened.held_by, opened.lock);
     let settings = Arc::new(RequestSettings::new(
         &config,
         upload::resolve_scope(config.database.scope.as_deref()),
@@ -475,9 +471,9 @@ fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
     }
     let found = summary.map(|s| s.files).unwrap_or(0);
     let recorded = owner.stats.recorded;
-    if let Err(holder) = held {
+    if let Some(holder) = held_by {
         println!(
-            "scan: {found} candidate(s) in {} date folder(s), {recorded} newly recorded; the daemon (pid {holder}) holds the lock and uploads them",
+            "scan: {found} candidate(s) in {} date folder(s), {recorded} newly recorded; the daemon ({holder}) holds the lock and uploads them",
             date_names.len()
         );
         return Ok(EXIT_OK);
@@ -501,7 +497,7 @@ fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
     for h in handles {
         let _ = h.join();
     }
-    let check = Store::open_read_only(db)?;
+    let mut check = store::open(&config, Role::Read)?.ledger;
     let left = check.count_status_in_dates(&[Status::Pending, Status::Uploading], &date_names)?;
     let failed = check.count_status_in_dates(&[Status::Failed], &date_names)?;
     println!(
@@ -520,8 +516,8 @@ fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
 }
 
 fn scan_dry_run(config: &Config, dates: &[Date]) -> Result<i32> {
-    let store = if config.database.path.exists() {
-        Some(Store::open_read_only(&config.database.path)?)
+    let mut store = if store::exists(config) {
+        Some(store::open(config, Role::Read)?.ledger)
     } else {
         None
     };
@@ -537,7 +533,7 @@ fn scan_dry_run(config: &Config, dates: &[Date]) -> Result<i32> {
                 continue;
             };
             for s in entries {
-                let what = match (&s.version, &store) {
+                let what = match (&s.version, &mut store) {
                     (None, _) => format!("ignore ({:?}, never opened)", s.entry),
                     (Some(_), None) => "upload (new)".to_string(),
                     (Some(v), Some(st)) => match st.file_by_path(&s.path)? {
@@ -580,8 +576,7 @@ fn age(clock: &Clock, ts: &str) -> Option<Duration> {
 }
 
 pub fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
-    let db = &config.database.path;
-    let mut store = Store::open_read_only(db)?;
+    let mut store = store::open(config, Role::Read)?.ledger;
     let now = clock.now_utc();
     let local = clock.now_local();
     let today_start = format_ts(local.replace_time(time::Time::MIDNIGHT));
@@ -597,9 +592,45 @@ pub fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
             .filter(|v| !v.is_empty())
     };
     let heartbeat = state("heartbeat");
-    let heartbeat_age = heartbeat.as_deref().and_then(|h| age(clock, h));
-    let holder = lock::holder(db);
+    let shared = config.database.url.is_some();
+    let me = store::Identity::from_config(config);
+    let this_host = s.hosts.iter().find(|h| h.host == me.host);
+    // In a shared ledger the server's clock judges ages: the hosts' clocks may disagree.
+    let heartbeat_age = match this_host {
+        Some(h) => h.heartbeat_age_secs.map(Duration::from_secs),
+        None if shared => None,
+        None => heartbeat.as_deref().and_then(|h| age(clock, h)),
+    };
+    // Alive: the daemon's lock is held (the lock file's flock; the advisory lock's session)
+    // and its heartbeat is fresh.
+    let holder = if shared {
+        this_host.filter(|h| h.locked).and_then(|_| state("pid"))
+    } else {
+        lock::holder(&config.database.path)
+    };
     let alive = holder.is_some() && heartbeat_age.is_some_and(|a| a <= HEARTBEAT_STALE);
+    let hosts: Vec<Value> = s
+        .hosts
+        .iter()
+        .map(|h| {
+            let st = |k: &str| h.state.get(k).filter(|v| !v.is_empty()).cloned();
+            let alive = h.locked
+                && h.heartbeat_age_secs
+                    .is_some_and(|a| a <= HEARTBEAT_STALE.as_secs());
+            json!({
+                "host": h.host,
+                "this_host": h.host == me.host,
+                "alive": alive,
+                "pid": st("pid"),
+                "heartbeat_at": st("heartbeat"),
+                "heartbeat_age_secs": h.heartbeat_age_secs,
+                "started_at": st("started_at"),
+                "stopped_at": st("stopped_at"),
+                "endpoint": st("endpoint"),
+                "uploading": h.claimed,
+            })
+        })
+        .collect();
     let mut folders = serde_json::Map::new();
     let mut totals = serde_json::Map::new();
     for st in Status::ALL {
@@ -635,7 +666,10 @@ pub fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
     };
     Ok(json!({
         "schema": 1,
-        "database": db.display().to_string(),
+        "database": store.describe(),
+        "scope": if shared { Some(me.scope.clone()) } else { None },
+        "host": if shared { Some(me.host.clone()) } else { None },
+        "hosts": hosts,
         "daemon": {
             "alive": alive,
             "pid": holder.filter(|h| !h.is_empty()),
@@ -818,8 +852,7 @@ pub fn row_json(r: &FileRow) -> Value {
 
 fn list(path: &Path, filter: &ListFilter, as_json: bool) -> Result<i32> {
     let (config, _clock) = setup(path, true)?;
-    let store = Store::open_read_only(&config.database.path)?;
-    let rows = store.list(filter)?;
+    let rows = store::open(&config, Role::Read)?.ledger.list(filter)?;
     let mut out = std::io::stdout().lock();
     if as_json {
         for r in &rows {
@@ -853,7 +886,7 @@ fn list(path: &Path, filter: &ListFilter, as_json: bool) -> Result<i32> {
 
 fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -> Result<i32> {
     let (config, clock) = setup(path, true)?;
-    let mut store = Store::open(&config.database.path)?;
+    let mut store = store::open(&config, Role::Write)?.ledger;
     let now = format_ts(clock.now_utc());
     if failed {
         let n = store.retry_failed(&now)?;

@@ -166,12 +166,20 @@ pub struct Retry {
     pub max_attempts: u32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Database {
     pub path: PathBuf,
     pub keep_days: u32,
     /// `None`: the caller uses /etc/machine-id.
     pub scope: Option<String>,
+    /// A PostgreSQL URL or conninfo (a secret: it may hold a password). When set, the ledger
+    /// lives there and `path` is not used.
+    pub url: Option<String>,
+    /// This daemon's name in a shared ledger; `None`: the host name.
+    pub host: Option<String>,
+    /// How long a host may miss heart-beating before another host of its scope takes its
+    /// claims over (PostgreSQL only).
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -230,6 +238,19 @@ impl fmt::Debug for Endpoint {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("has_credentials", &self.has_credentials)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.path)
+            .field("keep_days", &self.keep_days)
+            .field("scope", &self.scope)
+            .field("url", &self.url.as_deref().map(redact_db_url))
+            .field("host", &self.host)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -435,7 +456,11 @@ impl Config {
                     "max_attempts": u.retry.max_attempts,
                 },
             },
-            "database": { "path": path(&d.path), "keep_days": d.keep_days, "scope": d.scope },
+            "database": {
+                "path": path(&d.path), "keep_days": d.keep_days, "scope": d.scope,
+                "url": d.url.as_deref().map(redact_db_url), "host": d.host,
+                "lease_secs": d.lease.as_secs(),
+            },
             "log": {
                 "level": self.log.level.as_str().to_ascii_lowercase(),
                 "file": self.log.file.as_deref().map(path),
@@ -464,6 +489,12 @@ impl Config {
         }
         if self.database.scope != new.database.scope {
             keys.push("database.scope");
+        }
+        if self.database.url != new.database.url {
+            keys.push("database.url");
+        }
+        if self.database.host != new.database.host {
+            keys.push("database.host");
         }
         keys
     }
@@ -895,7 +926,7 @@ fn retry(ck: &mut Checker, v: Option<&Value>) -> Retry {
 }
 
 fn database(ck: &mut Checker, v: Option<&Value>) -> Database {
-    let o = ck.object("database", v, "path keep_days scope");
+    let o = ck.object("database", v, "path keep_days scope url host lease_secs");
     let path = ck.path(&o, "path", "/var/lib/sega/sega-uploader.db");
     let keep_days = days(ck.number(&o, "keep_days", 90, 1, MAX_DAYS));
     let scope = ck.opt_string(&o, "scope");
@@ -905,10 +936,28 @@ fn database(ck: &mut Checker, v: Option<&Value>) -> Database {
             "must be null (use /etc/machine-id) or a non-empty string",
         );
     }
+    let url = ck.opt_string(&o, "url");
+    if let Some(u) = url {
+        if let Err(e) = check_db_url(u) {
+            ck.report("database.url", e);
+        }
+    }
+    let host = ck.opt_string(&o, "host");
+    if host.is_some_and(|s| s.trim().is_empty() || s.chars().any(char::is_control)) {
+        ck.report(
+            "database.host",
+            "must be null (use the host name) or a non-empty string without control characters",
+        );
+    }
+    // A lease shorter than a few heartbeats would take claims from a host that is merely busy.
+    let lease = ck.secs(&o, "lease_secs", 60, 5);
     Database {
         path,
         keep_days,
         scope: scope.map(str::to_string),
+        url: url.map(str::to_string),
+        host: host.map(str::to_string),
+        lease,
     }
 }
 
@@ -1151,6 +1200,90 @@ fn join(parent: &str, key: &str) -> String {
 }
 
 /// Day counts are bounded by `MAX_DAYS` before this, so the fallback is never taken.
+/// `database.url`: a `postgres://` / `postgresql://` URL or a libpq conninfo
+/// (`host=… dbname=…`), and only in a build that can use it. Messages never quote it: it may
+/// hold a password.
+fn check_db_url(s: &str) -> Result<(), String> {
+    let url = s.starts_with("postgres://") || s.starts_with("postgresql://");
+    let conninfo = !url && s.contains('=') && !s.contains("://");
+    if !url && !conninfo {
+        return Err(
+            "expected a postgres://user@host/dbname URL or a libpq conninfo such as \
+             \"host=db.example dbname=sega user=sega\" (leave it null for SQLite at database.path)"
+                .into(),
+        );
+    }
+    if !cfg!(feature = "postgres") {
+        return Err(
+            "this build of sega-uploader has no PostgreSQL support (the `postgres` \
+             cargo feature); install the .deb, or build with --features postgres"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A database URL or conninfo with its password replaced, for printing and logs.
+pub fn redact_db_url(s: &str) -> String {
+    if let Some(rest) = s
+        .strip_prefix("postgres://")
+        .map(|r| ("postgres://", r))
+        .or_else(|| {
+            s.strip_prefix("postgresql://")
+                .map(|r| ("postgresql://", r))
+        })
+    {
+        let (scheme, rest) = rest;
+        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:{REDACTED}@{hostport}"),
+                None => authority.to_owned(),
+            },
+            None => authority.to_owned(),
+        };
+        // A password may also come as a query parameter.
+        let tail = redact_params(tail, '&');
+        return format!("{scheme}{authority}{tail}");
+    }
+    redact_params(s, ' ')
+}
+
+/// Replaces the value of every `password=` among `sep`-separated parameters.
+fn redact_params(s: &str, sep: char) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("password") {
+        let before_ok = i == 0 || rest[..i].ends_with([sep, '?']);
+        let after = rest[i + "password".len()..].trim_start();
+        if before_ok && after.starts_with('=') {
+            out.push_str(&rest[..i]);
+            out.push_str("password=");
+            out.push_str(REDACTED);
+            let value = after[1..].trim_start();
+            // A conninfo value may be quoted ('…' with \' escapes); skip to its end.
+            let end = if let Some(q) = value.strip_prefix('\'') {
+                let mut esc = false;
+                q.char_indices()
+                    .find(|&(_, c)| {
+                        let end = c == '\'' && !esc;
+                        esc = c == '\\' && !esc;
+                        end
+                    })
+                    .map_or(value.len(), |(j, _)| j + 2)
+            } else {
+                value.find(sep).unwrap_or(value.len())
+            };
+            rest = &value[end..];
+        } else {
+            out.push_str(&rest[..i + 1]);
+            rest = &rest[i + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn days(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -1270,7 +1403,7 @@ mod tests {
                   "min_rate_kib_s": 64, "order": "oldest_first", "max_kib_s": null,
                   "retry": { "initial_secs": 5, "max_secs": 600, "max_attempts": 0 } },
       "database": { "path": "/var/lib/sega/sega-uploader.db", "keep_days": 90,
-                    "scope": null },
+                    "scope": null, "url": null, "host": null, "lease_secs": 60 },
       "log": { "level": "info", "file": null },
       "metrics": { "textfile": null },
       "alerts": { "webhook_url": null, "after_secs": 300, "backlog_secs": 3600 },

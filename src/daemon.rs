@@ -36,10 +36,9 @@ use crate::db::{Channels, Control, Owner};
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::health::Monitor;
 use crate::live::Live;
-use crate::lock;
 use crate::logging;
 use crate::notify;
-use crate::store::Store;
+use crate::store;
 use crate::ticker::{self, TickerControl};
 use crate::upload::{self, RequestSettings};
 use crate::watch::{self, WatchControl};
@@ -103,9 +102,9 @@ pub fn run(config_path: &Path) -> Result<i32> {
         logging::set_file(Some(f)).map_err(|e| Error::io("opening log file", f, e))?;
     }
     let config = Arc::new(config);
-    let db = config.database.path.clone();
-    let _lock = lock::acquire(&db)?;
-    let store = Store::open(&db)?;
+    let opened = store::open(&config, store::Role::Daemon)?;
+    let _lock = opened.lock;
+    let store = opened.ledger;
     let scope = upload::resolve_scope(config.database.scope.as_deref());
     let settings = Arc::new(RequestSettings::new(&config, scope));
     log::info!(
@@ -115,7 +114,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
         config.watch.root.display(),
         config.upload.url.redacted(),
         config.upload.workers,
-        db.display()
+        store.describe()
     );
     if !config.watch.root.is_dir() {
         log::warn!(

@@ -30,7 +30,7 @@ use crate::health::Beat;
 use crate::layout::{display_name, EntryType, Seen, Version};
 use crate::live::Live;
 use crate::metrics;
-use crate::store::{Claimed, Completion, Disposition, Observation, Store};
+use crate::store::{Claimed, Completion, Disposition, Ledger, Observation};
 use crate::upload::{
     classify_status, is_endpoint_failure, Class, Gate, Job, Outcome, Report, RequestSettings,
 };
@@ -69,6 +69,9 @@ pub struct Policy {
     pub settle: Duration,
     pub keep_days: u32,
     pub backlog_alert: Duration,
+    /// How often the heartbeat is written: every 10 s, and at least four times a lease so a
+    /// busy host is never mistaken for a dead one.
+    pub heartbeat: Duration,
 }
 
 impl Policy {
@@ -81,6 +84,7 @@ impl Policy {
             settle: c.watch.settle,
             keep_days: c.database.keep_days,
             backlog_alert: c.alerts.backlog,
+            heartbeat: HEARTBEAT_EVERY.min(c.database.lease / 4),
         }
     }
 
@@ -157,7 +161,7 @@ enum Mode {
 }
 
 pub struct Owner {
-    store: Store,
+    store: Box<dyn Ledger>,
     clock: Clock,
     policy: Policy,
     settings: Arc<RequestSettings>,
@@ -215,7 +219,7 @@ pub struct Channels {
 impl Owner {
     #[allow(clippy::too_many_arguments)] // the owner's whole wiring, named at its one call site
     pub fn new(
-        store: Store,
+        store: Box<dyn Ledger>,
         clock: Clock,
         config: &Config,
         settings: Arc<RequestSettings>,
@@ -276,8 +280,8 @@ impl Owner {
         format_ts(self.clock.now_utc())
     }
 
-    pub fn store(&mut self) -> &mut Store {
-        &mut self.store
+    pub fn store(&mut self) -> &mut dyn Ledger {
+        self.store.as_mut()
     }
 
     /// The daemon's loop. Returns when shut down.
@@ -977,7 +981,7 @@ impl Owner {
         }
         if self
             .last_heartbeat
-            .is_some_and(|t| t.elapsed() < HEARTBEAT_EVERY)
+            .is_some_and(|t| t.elapsed() < self.policy.heartbeat)
         {
             return;
         }
@@ -995,6 +999,12 @@ impl Owner {
             &now,
         ) {
             return self.trouble(&e);
+        }
+        // A host of a shared ledger that died holding claims: its rows become ours to send.
+        match self.store.take_over_stale(&now) {
+            Ok(0) => {}
+            Ok(_) => self.maybe_due = true,
+            Err(e) => return self.trouble(&e),
         }
         self.publish();
         self.write_metrics();
@@ -1091,7 +1101,7 @@ impl Owner {
             self.fatal = Some(crate::error::Error::Other(e.to_string()));
         }
         if self.db_trouble.is_none() {
-            log::error!(
+            log::warn!(
                 "database trouble: {e}; holding results in memory and retrying (files not yet recorded are found again by the next rescan)"
             );
             self.db_trouble = Some(Instant::now());
@@ -1172,6 +1182,7 @@ mod tests {
             settle: Duration::from_secs(5),
             keep_days: 90,
             backlog_alert: Duration::from_secs(3600),
+            heartbeat: Duration::from_secs(10),
         }
     }
 

@@ -33,6 +33,8 @@ pub enum Error {
         what: String,
         source: rusqlite::Error,
     },
+    /// A PostgreSQL operation failed (the server's or libpq's message, already worded).
+    Pg { what: String, msg: String },
     /// The database belongs to a newer version, is corrupt, or is not ours.
     DbState { path: PathBuf, msg: String },
     /// Another process holds `<database>.lock`.
@@ -95,6 +97,7 @@ impl fmt::Display for Error {
                 write!(f, "{what} {}: {}", path.display(), describe_io(source))
             }
             Error::Db { what, source } => write!(f, "{what}: {source}"),
+            Error::Pg { what, msg } => write!(f, "{what}: {msg}"),
             Error::DbState { path, msg } => write!(f, "database {}: {msg}", path.display()),
             Error::Locked { lock, holder } => write!(
                 f,

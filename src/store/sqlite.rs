@@ -1,7 +1,5 @@
-//! All SQL lives here: the schema and its migrations, and the handful of named operations
-//! the rest of the program uses (record, claim, complete, requeue, prune, and the queries
-//! behind the operator commands). Nothing outside this module writes SQL, so a second
-//! backend (PostgreSQL) is a second implementation of these operations.
+//! The SQLite ledger, the embedded default: its schema and migrations, and the named
+//! operations of [`Ledger`] in SQLite's dialect.
 //!
 //! One `Store` is one connection. The daemon's DB-owner thread holds the only writing
 //! connection; operator commands open their own (read-only where they only read) and rely
@@ -20,18 +18,15 @@ use rusqlite::config::DbConfig;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
+use super::{
+    Claimed, Completion, Disposition, ErrorCause, Exported, FileRow, Ledger, ListFilter,
+    Observation, PathAt, RecordStats, ResultRow, Status, Summary, RESULTS_KEPT_PER_FILE,
+};
 use crate::error::{Error, Result};
 use crate::layout::Version;
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
-
-/// Results kept per file: enough to see a pattern, bounded so a file failing for a week
-/// cannot bloat the database.
-pub const RESULTS_KEPT_PER_FILE: i64 = 20;
-
-/// `response_body` is capped at this many bytes (DESIGN §4).
-pub const RESPONSE_CAP: usize = 64 * 1024;
 
 /// Listings up to this long are compared with the database path by path (about 2 µs each);
 /// longer ones by streaming the date folder's rows past them (about 0.2 µs a row).
@@ -79,154 +74,6 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX upload_results_started ON upload_results(started_at);
     CREATE TABLE state(key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);",
 ];
-
-/// What a row's `status` column may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Pending,
-    Uploading,
-    Uploaded,
-    Failed,
-    Skipped,
-}
-
-impl Status {
-    pub const ALL: [Status; 5] = [
-        Status::Pending,
-        Status::Uploading,
-        Status::Uploaded,
-        Status::Failed,
-        Status::Skipped,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Uploading => "uploading",
-            Status::Uploaded => "uploaded",
-            Status::Failed => "failed",
-            Status::Skipped => "skipped",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-}
-
-/// A file seen on disk (by inotify or a scan) that passed the shape, name and type rules.
-#[derive(Debug, Clone)]
-pub struct Observation {
-    pub path: PathBuf,
-    pub folder: String,
-    pub date: String,
-    pub filename: OsString,
-    pub version: Version,
-    /// When the row should first be tried: now for a file reported complete by
-    /// IN_CLOSE_WRITE / IN_MOVED_TO, the settle time for one found by a scan.
-    pub ready_at: String,
-    /// Found through an inotify completion event (makes a settling row due now).
-    pub via_event: bool,
-}
-
-/// What `record` did with a batch.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RecordStats {
-    pub new: usize,
-    pub new_versions: usize,
-    pub made_due: usize,
-    pub unchanged: usize,
-}
-
-/// A row handed to an upload worker.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    pub id: i64,
-    pub path: PathBuf,
-    pub folder: String,
-    pub date: String,
-    pub filename: OsString,
-    pub version: Version,
-    /// This attempt's number (attempts after the claim's increment).
-    pub attempt: i64,
-    pub incomplete_since: Option<String>,
-}
-
-/// The end of one claim, as decided by the DB owner from the worker's report.
-#[derive(Debug, Clone)]
-pub struct Completion {
-    pub file_id: i64,
-    pub attempt: i64,
-    /// The version that was claimed: a completion never touches a newer version.
-    pub version: Version,
-    pub started_at: String,
-    pub duration_ms: i64,
-    pub http_status: Option<u16>,
-    pub response_body: Option<String>,
-    pub response_json: Option<String>,
-    pub error: Option<String>,
-    pub disposition: Disposition,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Disposition {
-    /// 2xx: done.
-    Uploaded,
-    /// Try again at `at`. `counted` false gives the attempt back (a probe, a shutdown).
-    Retry { at: String, counted: bool },
-    /// Permanent failure (4xx, 3xx, attempts exhausted).
-    Failed,
-    /// Never to be uploaded (not an image, vanished, not a regular file). No result row:
-    /// nothing was sent.
-    Skipped,
-    /// Not ready (still being written): look again at `at`. No result row, no attempt.
-    NotReady {
-        at: String,
-        incomplete_since: Option<String>,
-    },
-    /// The file changed under the worker: record the new version, due at `at`.
-    Changed { version: Version, at: String },
-}
-
-impl Disposition {
-    /// The `upload_results.outcome` for this disposition, or None when no attempt was made.
-    fn outcome(&self) -> Option<&'static str> {
-        match self {
-            Disposition::Uploaded => Some("success"),
-            Disposition::Retry { .. } => Some("retry"),
-            Disposition::Failed => Some("failed"),
-            _ => None,
-        }
-    }
-}
-
-/// One row of `files`, for the operator commands.
-#[derive(Debug, Clone)]
-pub struct FileRow {
-    pub id: i64,
-    pub path: PathBuf,
-    pub folder: String,
-    pub date: String,
-    pub filename: OsString,
-    pub size: i64,
-    pub mtime_ns: i64,
-    pub status: String,
-    pub attempts: i64,
-    pub next_attempt_at: Option<String>,
-    pub last_error: Option<String>,
-    pub detected_at: String,
-    pub uploaded_at: Option<String>,
-    pub updated_at: String,
-}
-
-/// Filters for `list`.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub status: Option<Status>,
-    pub folder: Option<String>,
-    pub date: Option<String>,
-    pub limit: Option<i64>,
-}
 
 pub struct Store {
     conn: Connection,
@@ -285,6 +132,7 @@ fn file_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         detected_at: row.get(11)?,
         uploaded_at: row.get(12)?,
         updated_at: row.get(13)?,
+        host: None,
     })
 }
 
@@ -449,12 +297,136 @@ impl Store {
             .transaction()
             .map_err(|e| Error::db(what.to_owned(), e))
     }
+}
+
+impl Ledger for Store {
+    fn describe(&self) -> String {
+        format!("database {}", self.path.display())
+    }
+
+    fn export(&mut self, each: &mut dyn FnMut(Exported) -> Result<()>) -> Result<usize> {
+        let q = |e| Error::db("exporting rows", e);
+        let tx = self.conn.transaction().map_err(q)?;
+        let mut files = tx
+            .prepare(&format!(
+                "SELECT {FILE_COLUMNS}, incomplete_since FROM files ORDER BY id"
+            ))
+            .map_err(q)?;
+        let mut results = tx
+            .prepare(
+                "SELECT attempt, started_at, duration_ms, http_status, response_body, response_json,
+                    error, outcome FROM upload_results WHERE file_id = ?1 ORDER BY id",
+            )
+            .map_err(q)?;
+        let mut rows = files.query([]).map_err(q)?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(q)? {
+            let file = file_row(r).map_err(q)?;
+            let incomplete_since = r.get(14).map_err(q)?;
+            let results = results
+                .query_map([file.id], |r| {
+                    Ok(ResultRow {
+                        attempt: r.get(0)?,
+                        started_at: r.get(1)?,
+                        duration_ms: r.get(2)?,
+                        http_status: r.get(3)?,
+                        response_body: r.get(4)?,
+                        response_json: r.get(5)?,
+                        error: r.get(6)?,
+                        outcome: r.get(7)?,
+                    })
+                })
+                .map_err(q)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(q)?;
+            each(Exported {
+                file,
+                incomplete_since,
+                results,
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn import(&mut self, rows: &[Exported]) -> Result<usize> {
+        let q = |e| Error::db("importing rows", e);
+        let tx = self.tx("importing rows")?;
+        let mut added = 0;
+        {
+            let mut file = tx
+                .prepare_cached(
+                    "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
+                        next_attempt_at, last_error, detected_at, uploaded_at, updated_at,
+                        incomplete_since)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT(path) DO NOTHING",
+                )
+                .map_err(q)?;
+            let mut result = tx
+                .prepare_cached(
+                    "INSERT INTO upload_results(file_id, attempt, started_at, duration_ms,
+                        http_status, response_body, response_json, error, outcome)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(q)?;
+            for e in rows {
+                let f = &e.file;
+                // A claim belongs to the ledger it was made in: imported, it is pending.
+                let (status, next) = if f.status == "uploading" {
+                    ("pending", Some(f.updated_at.clone()))
+                } else {
+                    (f.status.as_str(), f.next_attempt_at.clone())
+                };
+                let n = file
+                    .execute(params![
+                        os_value(f.path.as_os_str()),
+                        f.folder,
+                        f.date,
+                        os_value(&f.filename),
+                        f.size,
+                        f.mtime_ns,
+                        status,
+                        f.attempts,
+                        next,
+                        f.last_error,
+                        f.detected_at,
+                        f.uploaded_at,
+                        f.updated_at,
+                        e.incomplete_since
+                    ])
+                    .map_err(q)?;
+                if n == 0 {
+                    continue;
+                }
+                added += 1;
+                let id = tx.last_insert_rowid();
+                for r in &e.results {
+                    result
+                        .execute(params![
+                            id,
+                            r.attempt,
+                            r.started_at,
+                            r.duration_ms,
+                            r.http_status,
+                            r.response_body,
+                            r.response_json,
+                            r.error,
+                            r.outcome
+                        ])
+                        .map_err(q)?;
+                }
+            }
+        }
+        tx.commit().map_err(q)?;
+        Ok(added)
+    }
 
     /// Records a batch of observations in one transaction: new paths get a `pending` row;
     /// a known path with another size or mtime is a new version (attempts restart from 0,
     /// whatever its status); a known, unchanged path reported complete by inotify while it
     /// waits to settle is made due now.
-    pub fn record(&mut self, batch: &[Observation], now: &str) -> Result<RecordStats> {
+    fn record(&mut self, batch: &[Observation], now: &str) -> Result<RecordStats> {
         let mut stats = RecordStats::default();
         let tx = self.tx("recording files")?;
         {
@@ -556,8 +528,8 @@ impl Store {
     /// never the database (a folder holding a backlog of a million rows must not become a
     /// million-entry map): a short listing is looked up path by path on the UNIQUE index,
     /// a long one is compared with the folder's rows as they stream past.
-    pub fn known_among(
-        &self,
+    fn known_among(
+        &mut self,
         folder: &str,
         date: &str,
         listed: &[(&[u8], Version)],
@@ -603,7 +575,7 @@ impl Store {
 
     /// A permission change (IN_ATTRIB) on a pending file: look at it again now rather than
     /// at its next backoff.
-    pub fn recheck(&mut self, path: &Path, now: &str) -> Result<bool> {
+    fn recheck(&mut self, path: &Path, now: &str) -> Result<bool> {
         let n = self
             .conn
             .execute(
@@ -619,12 +591,7 @@ impl Store {
     /// left to itself SQLite picks `files_status`, reads every pending row and sorts them,
     /// 157 ms a claim with a million pending rows; the partial index in upload order makes
     /// a claim cost the rows it returns.
-    pub fn claim_due(
-        &mut self,
-        now: &str,
-        limit: usize,
-        newest_first: bool,
-    ) -> Result<Vec<Claimed>> {
+    fn claim_due(&mut self, now: &str, limit: usize, newest_first: bool) -> Result<Vec<Claimed>> {
         let order = if newest_first { "DESC" } else { "ASC" };
         let sql = format!(
             "UPDATE files SET status = 'uploading', attempts = attempts + 1, updated_at = ?1
@@ -654,7 +621,7 @@ impl Store {
 
     /// Claims these rows if they are still pending (the one-shot scan works through the
     /// list of rows that were due when it started).
-    pub fn claim_ids(&mut self, ids: &[i64], now: &str) -> Result<Vec<Claimed>> {
+    fn claim_ids(&mut self, ids: &[i64], now: &str) -> Result<Vec<Claimed>> {
         let tx = self.tx("claiming files")?;
         let mut out = Vec::with_capacity(ids.len());
         {
@@ -680,7 +647,7 @@ impl Store {
     }
 
     /// Ids of pending rows due by `now` (optionally only of these dates), in upload order.
-    pub fn due_ids(&self, now: &str, dates: &[String], newest_first: bool) -> Result<Vec<i64>> {
+    fn due_ids(&mut self, now: &str, dates: &[String], newest_first: bool) -> Result<Vec<i64>> {
         let order = if newest_first { "DESC" } else { "ASC" };
         let sql = format!(
             "SELECT id, date FROM files WHERE status = 'pending' AND next_attempt_at <= ?1
@@ -705,7 +672,7 @@ impl Store {
 
     /// When the next pending row becomes due, if any: the first entry of the partial index
     /// (not a walk over every pending row through `files_status`).
-    pub fn next_due(&self) -> Result<Option<String>> {
+    fn next_due(&mut self) -> Result<Option<String>> {
         self.conn
             .query_row(
                 "SELECT min(next_attempt_at) FROM files INDEXED BY files_pending_due
@@ -719,7 +686,7 @@ impl Store {
     /// Applies a batch of completions in one transaction. A completion only changes the row
     /// if it still holds the claimed version in `uploading`; a result row is written for
     /// every real attempt either way, and each file keeps only its latest results.
-    pub fn complete(&mut self, batch: &[Completion], now: &str) -> Result<()> {
+    fn complete(&mut self, batch: &[Completion], now: &str) -> Result<()> {
         let tx = self.tx("saving upload results")?;
         {
             let mut result = tx
@@ -831,7 +798,7 @@ impl Store {
     }
 
     /// Gives claimed rows that no worker started back to `pending`, as if never claimed.
-    pub fn unclaim(&mut self, ids: &[i64], now: &str) -> Result<()> {
+    fn unclaim(&mut self, ids: &[i64], now: &str) -> Result<()> {
         let tx = self.tx("returning unstarted work")?;
         {
             let mut stmt = tx
@@ -851,12 +818,7 @@ impl Store {
 
     /// Start-up (lock holder only) and shutdown past the grace: rows left `uploading` go back
     /// to `pending`, due now, each with an `interrupted` result row. Only `ids` when given.
-    pub fn reset_uploading(
-        &mut self,
-        ids: Option<&[i64]>,
-        now: &str,
-        error: &str,
-    ) -> Result<usize> {
+    fn reset_uploading(&mut self, ids: Option<&[i64]>, now: &str, error: &str) -> Result<usize> {
         let tx = self.tx("resetting interrupted uploads")?;
         let targets: Vec<(i64, i64)> = {
             let mut stmt = tx
@@ -898,7 +860,7 @@ impl Store {
 
     /// After an endpoint outage: rows that failed during it are due now instead of waiting
     /// out a backoff that only reflected the outage.
-    pub fn release_backoff(&mut self, now: &str) -> Result<usize> {
+    fn release_backoff(&mut self, now: &str) -> Result<usize> {
         self.conn
             .execute(
                 "UPDATE files SET next_attempt_at = ?1, updated_at = ?1
@@ -909,7 +871,7 @@ impl Store {
     }
 
     /// Re-queues `failed` rows (`retry --failed`).
-    pub fn retry_failed(&mut self, now: &str) -> Result<usize> {
+    fn retry_failed(&mut self, now: &str) -> Result<usize> {
         self.conn
             .execute(
                 "UPDATE files SET status = 'pending', attempts = 0, next_attempt_at = ?1,
@@ -922,7 +884,7 @@ impl Store {
 
     /// Re-queues one path; uploaded (or skipped) rows only with `force`. Returns the status
     /// it had, or None when the path is not recorded.
-    pub fn retry_path(&mut self, path: &Path, force: bool, now: &str) -> Result<Option<String>> {
+    fn retry_path(&mut self, path: &Path, force: bool, now: &str) -> Result<Option<String>> {
         let key = os_value(path.as_os_str());
         let status: Option<String> = self
             .conn
@@ -953,7 +915,7 @@ impl Store {
     }
 
     /// Deletes rows (and their results) whose date folder is before `before_date`.
-    pub fn prune(&mut self, before_date: &str) -> Result<usize> {
+    fn prune(&mut self, before_date: &str) -> Result<usize> {
         let tx = self.tx("pruning old rows")?;
         tx.execute(
             "DELETE FROM upload_results WHERE file_id IN (SELECT id FROM files WHERE date < ?1)",
@@ -967,7 +929,7 @@ impl Store {
         Ok(n)
     }
 
-    pub fn set_state(&mut self, pairs: &[(&str, String)], now: &str) -> Result<()> {
+    fn set_state(&mut self, pairs: &[(&str, String)], now: &str) -> Result<()> {
         let tx = self.tx("writing daemon state")?;
         {
             let mut stmt = tx
@@ -986,7 +948,7 @@ impl Store {
     }
 
     /// The daemon's `state` rows: key → (value, updated_at).
-    pub fn state(&self) -> Result<HashMap<String, (String, String)>> {
+    fn state(&mut self) -> Result<HashMap<String, (String, String)>> {
         let q = |e| Error::db("reading daemon state", e);
         let mut stmt = self
             .conn
@@ -999,7 +961,7 @@ impl Store {
     }
 
     /// How many rows wait (pending or uploading), and when the oldest was detected.
-    pub fn queue_overview(&self) -> Result<(i64, Option<String>)> {
+    fn queue_overview(&mut self) -> Result<(i64, Option<String>)> {
         self.conn
             .query_row(
                 "SELECT count(*), min(detected_at) FROM files WHERE status IN ('pending', 'uploading')",
@@ -1010,7 +972,7 @@ impl Store {
     }
 
     /// Rows uploaded at or after `since`.
-    pub fn uploaded_since(&self, since: &str) -> Result<i64> {
+    fn uploaded_since(&mut self, since: &str) -> Result<i64> {
         self.conn
             .query_row(
                 "SELECT count(*) FROM files WHERE status = 'uploaded' AND uploaded_at >= ?1",
@@ -1021,7 +983,7 @@ impl Store {
     }
 
     /// Row counts per (folder, status).
-    pub fn counts(&self) -> Result<Vec<(String, String, i64)>> {
+    fn counts(&mut self) -> Result<Vec<(String, String, i64)>> {
         let q = |e| Error::db("counting files", e);
         let mut stmt = self
             .conn
@@ -1034,7 +996,7 @@ impl Store {
     }
 
     /// Counts of rows in `status` among the given dates (the one-shot scan's exit code).
-    pub fn count_status_in_dates(&self, statuses: &[Status], dates: &[String]) -> Result<i64> {
+    fn count_status_in_dates(&mut self, statuses: &[Status], dates: &[String]) -> Result<i64> {
         let mut total = 0;
         for date in dates {
             for st in statuses {
@@ -1052,7 +1014,7 @@ impl Store {
         Ok(total)
     }
 
-    pub fn list(&self, filter: &ListFilter) -> Result<Vec<FileRow>> {
+    fn list(&mut self, filter: &ListFilter) -> Result<Vec<FileRow>> {
         let mut sql = format!("SELECT {FILE_COLUMNS} FROM files WHERE 1 = 1");
         let mut values: Vec<Value> = Vec::new();
         if let Some(st) = filter.status {
@@ -1083,7 +1045,7 @@ impl Store {
             .map_err(|e| Error::db("listing files", e))
     }
 
-    pub fn file_by_path(&self, path: &Path) -> Result<Option<FileRow>> {
+    fn file_by_path(&mut self, path: &Path) -> Result<Option<FileRow>> {
         self.conn
             .query_row(
                 &format!("SELECT {FILE_COLUMNS} FROM files WHERE path = ?1"),
@@ -1095,7 +1057,7 @@ impl Store {
     }
 
     /// Everything `status` and `check` show, in one read transaction so the numbers agree.
-    pub fn summary(&mut self, today_start: &str, day_ago: &str, hour_ago: &str) -> Result<Summary> {
+    fn summary(&mut self, today_start: &str, day_ago: &str, hour_ago: &str) -> Result<Summary> {
         let tx = self
             .conn
             .transaction()
@@ -1198,38 +1160,9 @@ impl Store {
             errors_24h,
             failed_last_hour,
             state,
+            hosts: Vec::new(),
         })
     }
-}
-
-/// A path with a time and a detail, for status lines.
-#[derive(Debug, Clone)]
-pub struct PathAt {
-    pub path: PathBuf,
-    pub at: String,
-    pub detail: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ErrorCause {
-    pub cause: String,
-    pub count: i64,
-    pub example: PathBuf,
-}
-
-/// What `status` shows.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// (folder, status, count)
-    pub counts: Vec<(String, String, i64)>,
-    pub uploaded_today: i64,
-    pub oldest_pending: Option<PathAt>,
-    pub last_success: Option<PathAt>,
-    pub last_error: Option<PathAt>,
-    pub errors_24h: Vec<ErrorCause>,
-    pub failed_last_hour: i64,
-    /// The daemon's `state` rows: key → (value, updated_at).
-    pub state: HashMap<String, (String, String)>,
 }
 
 fn opt_text(v: &Option<String>) -> Value {

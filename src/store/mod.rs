@@ -1,0 +1,495 @@
+//! The ledger: every file seen and every attempt made, behind a handful of named
+//! operations (record, claim, complete, requeue, prune, and the queries behind the operator
+//! commands). Nothing outside this module writes SQL.
+//!
+//! Two implementations of [`Ledger`]: SQLite (`sqlite.rs`, the embedded default, one host)
+//! and PostgreSQL (`postgres.rs`, behind the `postgres` cargo feature: one ledger shared by
+//! many hosts). [`open`] picks one from the config and takes the daemon's lock the way that
+//! backend does it: a lock file next to the SQLite database, an advisory lock per
+//! (scope, host) in PostgreSQL.
+//!
+//! Times cross this interface as RFC 3339 UTC strings (`format_ts`); each backend stores
+//! them its own way (TEXT that sorts as time; `timestamptz`).
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::layout::Version;
+use crate::lock;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod sqlite;
+
+pub use sqlite::Store;
+
+/// Results kept per file: enough to see a pattern, bounded so a file failing for a week
+/// cannot bloat the database.
+pub const RESULTS_KEPT_PER_FILE: i64 = 20;
+
+/// `response_body` is capped at this many bytes (DESIGN §4).
+pub const RESPONSE_CAP: usize = 64 * 1024;
+
+/// What a row's `status` column may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Uploading,
+    Uploaded,
+    Failed,
+    Skipped,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::Uploading,
+        Status::Uploaded,
+        Status::Failed,
+        Status::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Uploading => "uploading",
+            Status::Uploaded => "uploaded",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// A file seen on disk (by inotify or a scan) that passed the shape, name and type rules.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub path: PathBuf,
+    pub folder: String,
+    pub date: String,
+    pub filename: OsString,
+    pub version: Version,
+    /// When the row should first be tried: now for a file reported complete by
+    /// IN_CLOSE_WRITE / IN_MOVED_TO, the settle time for one found by a scan.
+    pub ready_at: String,
+    /// Found through an inotify completion event (makes a settling row due now).
+    pub via_event: bool,
+}
+
+/// What `record` did with a batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecordStats {
+    pub new: usize,
+    pub new_versions: usize,
+    pub made_due: usize,
+    pub unchanged: usize,
+}
+
+/// A row handed to an upload worker.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub path: PathBuf,
+    pub folder: String,
+    pub date: String,
+    pub filename: OsString,
+    pub version: Version,
+    /// This attempt's number (attempts after the claim's increment).
+    pub attempt: i64,
+    pub incomplete_since: Option<String>,
+}
+
+/// The end of one claim, as decided by the DB owner from the worker's report.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub file_id: i64,
+    pub attempt: i64,
+    /// The version that was claimed: a completion never touches a newer version.
+    pub version: Version,
+    pub started_at: String,
+    pub duration_ms: i64,
+    pub http_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub response_json: Option<String>,
+    pub error: Option<String>,
+    pub disposition: Disposition,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disposition {
+    /// 2xx: done.
+    Uploaded,
+    /// Try again at `at`. `counted` false gives the attempt back (a probe, a shutdown).
+    Retry { at: String, counted: bool },
+    /// Permanent failure (4xx, 3xx, attempts exhausted).
+    Failed,
+    /// Never to be uploaded (not an image, vanished, not a regular file). No result row:
+    /// nothing was sent.
+    Skipped,
+    /// Not ready (still being written): look again at `at`. No result row, no attempt.
+    NotReady {
+        at: String,
+        incomplete_since: Option<String>,
+    },
+    /// The file changed under the worker: record the new version, due at `at`.
+    Changed { version: Version, at: String },
+}
+
+impl Disposition {
+    /// The `upload_results.outcome` for this disposition, or None when no attempt was made.
+    pub fn outcome(&self) -> Option<&'static str> {
+        match self {
+            Disposition::Uploaded => Some("success"),
+            Disposition::Retry { .. } => Some("retry"),
+            Disposition::Failed => Some("failed"),
+            _ => None,
+        }
+    }
+}
+
+/// One row of `files`, for the operator commands.
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub id: i64,
+    pub path: PathBuf,
+    pub folder: String,
+    pub date: String,
+    pub filename: OsString,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub detected_at: String,
+    pub uploaded_at: Option<String>,
+    pub updated_at: String,
+    /// The host that holds, or last held, the row's claim (shared ledgers only).
+    pub host: Option<String>,
+}
+
+/// Filters for `list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub folder: Option<String>,
+    pub date: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// A path with a time and a detail, for status lines.
+#[derive(Debug, Clone)]
+pub struct PathAt {
+    pub path: PathBuf,
+    pub at: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ErrorCause {
+    pub cause: String,
+    pub count: i64,
+    pub example: PathBuf,
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// (folder, status, count)
+    pub counts: Vec<(String, String, i64)>,
+    pub uploaded_today: i64,
+    pub oldest_pending: Option<PathAt>,
+    pub last_success: Option<PathAt>,
+    pub last_error: Option<PathAt>,
+    pub errors_24h: Vec<ErrorCause>,
+    pub failed_last_hour: i64,
+    /// The daemon's `state` rows: key → (value, updated_at).
+    pub state: HashMap<String, (String, String)>,
+    /// Every host of the scope (shared ledgers only; empty for SQLite).
+    pub hosts: Vec<HostState>,
+}
+
+/// One host of a shared ledger's scope, as its state rows and the server see it.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    pub host: String,
+    /// Key → value of its `state` rows (heartbeat, pid, started_at, stopped_at, endpoint…).
+    pub state: HashMap<String, String>,
+    /// Seconds since its last heartbeat, by the database server's clock (hosts' clocks may
+    /// disagree).
+    pub heartbeat_age_secs: Option<u64>,
+    /// Its daemon holds its advisory lock right now (a live session).
+    pub locked: bool,
+    /// Rows it holds claimed (`uploading`).
+    pub claimed: i64,
+}
+
+/// The named operations both backends implement. One value is one connection, used by one
+/// thread. Every operation takes `&mut self`: the PostgreSQL one reconnects by itself after
+/// its connection is lost.
+pub trait Ledger: Send {
+    /// Where the ledger is, for logs and `status` (no password).
+    fn describe(&self) -> String;
+
+    /// Records a batch of observations in one transaction: new files get a `pending` row;
+    /// a known file with another size or mtime is a new version (attempts restart from 0,
+    /// whatever its status); a known, unchanged file reported complete by inotify while it
+    /// waits to settle is made due now.
+    fn record(&mut self, batch: &[Observation], now: &str) -> Result<RecordStats>;
+
+    /// Which listed files (path bytes, version) of one date folder are recorded with the
+    /// version they have on disk now. Memory follows the listing, never the ledger.
+    fn known_among(
+        &mut self,
+        folder: &str,
+        date: &str,
+        listed: &[(&[u8], Version)],
+    ) -> Result<Vec<bool>>;
+
+    /// A permission change on a pending file that failed: due now rather than at its backoff.
+    fn recheck(&mut self, path: &Path, now: &str) -> Result<bool>;
+
+    /// Atomically claims up to `limit` due rows, oldest (or newest) file first.
+    fn claim_due(&mut self, now: &str, limit: usize, newest_first: bool) -> Result<Vec<Claimed>>;
+
+    /// Claims these rows if they are still pending (the one-shot scan).
+    fn claim_ids(&mut self, ids: &[i64], now: &str) -> Result<Vec<Claimed>>;
+
+    /// Ids of pending rows due by `now` (optionally only of these dates), in upload order.
+    fn due_ids(&mut self, now: &str, dates: &[String], newest_first: bool) -> Result<Vec<i64>>;
+
+    /// When the next pending row becomes due, if any.
+    fn next_due(&mut self) -> Result<Option<String>>;
+
+    /// Applies a batch of completions in one transaction (see `Completion`).
+    fn complete(&mut self, batch: &[Completion], now: &str) -> Result<()>;
+
+    /// Gives claimed rows that no worker started back to `pending`, as if never claimed.
+    fn unclaim(&mut self, ids: &[i64], now: &str) -> Result<()>;
+
+    /// This daemon's rows left `uploading` go back to `pending`, due now, each with an
+    /// `interrupted` result row (start-up; shutdown past the grace). Only `ids` when given.
+    fn reset_uploading(&mut self, ids: Option<&[i64]>, now: &str, error: &str) -> Result<usize>;
+
+    /// Claims held by hosts of this scope whose heartbeat is older than the lease go back to
+    /// `pending` (shared ledgers; nothing to do for SQLite, where one daemon owns the file).
+    fn take_over_stale(&mut self, _now: &str) -> Result<usize> {
+        Ok(0)
+    }
+
+    /// After an endpoint outage: rows that failed during it are due now.
+    fn release_backoff(&mut self, now: &str) -> Result<usize>;
+
+    /// Re-queues `failed` rows (`retry --failed`).
+    fn retry_failed(&mut self, now: &str) -> Result<usize>;
+
+    /// Re-queues one path; uploaded (or skipped) rows only with `force`. Returns the status
+    /// it had, or None when the path is not recorded.
+    fn retry_path(&mut self, path: &Path, force: bool, now: &str) -> Result<Option<String>>;
+
+    /// Deletes rows (and their results) whose date folder is before `before_date`.
+    fn prune(&mut self, before_date: &str) -> Result<usize>;
+
+    /// Writes this daemon's state rows (heartbeat, endpoint, pid…).
+    fn set_state(&mut self, pairs: &[(&str, String)], now: &str) -> Result<()>;
+
+    /// This daemon's state rows: key → (value, updated_at).
+    fn state(&mut self) -> Result<HashMap<String, (String, String)>>;
+
+    /// How many rows wait (pending or uploading), and when the oldest was detected.
+    fn queue_overview(&mut self) -> Result<(i64, Option<String>)>;
+
+    /// Rows uploaded at or after `since`.
+    fn uploaded_since(&mut self, since: &str) -> Result<i64>;
+
+    /// Row counts per (folder, status).
+    fn counts(&mut self) -> Result<Vec<(String, String, i64)>>;
+
+    /// Rows in any of `statuses` among the given dates (the one-shot scan's exit code).
+    fn count_status_in_dates(&mut self, statuses: &[Status], dates: &[String]) -> Result<i64>;
+
+    fn list(&mut self, filter: &ListFilter) -> Result<Vec<FileRow>>;
+
+    fn file_by_path(&mut self, path: &Path) -> Result<Option<FileRow>>;
+
+    /// Everything `status` and `check` show, read at one moment so the numbers agree.
+    fn summary(&mut self, today_start: &str, day_ago: &str, hour_ago: &str) -> Result<Summary>;
+
+    /// Every row of the ledger, for `migrate-db`: (row, its latest results oldest first).
+    fn export(&mut self, each: &mut dyn FnMut(Exported) -> Result<()>) -> Result<usize>;
+
+    /// Writes rows exported from another ledger (`migrate-db`); a row whose file is already
+    /// recorded is left alone. Returns how many were added.
+    fn import(&mut self, rows: &[Exported]) -> Result<usize>;
+}
+
+/// One file row and its results, as `migrate-db` carries them from one ledger to another.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub file: FileRow,
+    pub incomplete_since: Option<String>,
+    pub results: Vec<ResultRow>,
+}
+
+/// One `upload_results` row.
+#[derive(Debug, Clone)]
+pub struct ResultRow {
+    pub attempt: i64,
+    pub started_at: String,
+    pub duration_ms: i64,
+    pub http_status: Option<i64>,
+    pub response_body: Option<String>,
+    pub response_json: Option<String>,
+    pub error: Option<String>,
+    pub outcome: String,
+}
+
+/// What the opener is for: it decides the lock taken and whether to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `run`: the daemon's lock, or fail naming its holder.
+    Daemon,
+    /// `scan`: the daemon's lock if free; if not, record only (`Opened::held_by`).
+    Scan,
+    /// An operator command that writes (`retry`): no lock, the daemon may be running.
+    Write,
+    /// An operator command that only reads.
+    Read,
+}
+
+/// An open ledger and the lock that came with it.
+pub struct Opened {
+    pub ledger: Box<dyn Ledger>,
+    /// `Role::Scan` only: who holds the daemon's lock (then the scan only records).
+    pub held_by: Option<String>,
+    /// The SQLite lock file, held as long as this lives (PostgreSQL's advisory lock lives in
+    /// the ledger's own session).
+    pub lock: Option<lock::DbLock>,
+}
+
+/// The identity a daemon claims rows under in a shared ledger.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub scope: String,
+    pub host: String,
+}
+
+impl Identity {
+    pub fn from_config(config: &Config) -> Identity {
+        Identity {
+            scope: crate::upload::resolve_scope(config.database.scope.as_deref()),
+            host: config.database.host.clone().unwrap_or_else(host_name),
+        }
+    }
+}
+
+/// The kernel's host name (what `hostname` prints).
+pub fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    match name.trim() {
+        "" => "localhost".to_owned(),
+        n => n.to_owned(),
+    }
+}
+
+/// Opens the ledger the config names, for `role`.
+pub fn open(config: &Config, role: Role) -> Result<Opened> {
+    if let Some(url) = &config.database.url {
+        return open_postgres(config, url, role);
+    }
+    let db = &config.database.path;
+    let (lock, held_by) = match role {
+        Role::Daemon => (Some(lock::acquire(db)?), None),
+        Role::Scan => match lock::try_lock(db)? {
+            lock::Attempt::Acquired(l) => (Some(l), None),
+            lock::Attempt::Held(holder) => (None, Some(format!("pid {holder}"))),
+        },
+        Role::Write | Role::Read => (None, None),
+    };
+    let ledger: Box<dyn Ledger> = match role {
+        Role::Read => Box::new(Store::open_read_only(db)?),
+        _ => Box::new(Store::open(db)?),
+    };
+    Ok(Opened {
+        ledger,
+        held_by,
+        lock,
+    })
+}
+
+/// Whether a ledger exists to be read (a `scan --dry-run` before any run has none).
+pub fn exists(config: &Config) -> bool {
+    config.database.url.is_some() || config.database.path.exists()
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres(config: &Config, url: &str, role: Role) -> Result<Opened> {
+    let roots = config
+        .watch
+        .folders
+        .iter()
+        .map(|f| (f.label.clone(), f.path.clone()))
+        .collect();
+    let mut pg = postgres::PgStore::open(
+        url,
+        Identity::from_config(config),
+        roots,
+        config.database.lease,
+    )?;
+    let held_by = match role {
+        Role::Daemon => {
+            if let Some(holder) = pg.lock_daemon()? {
+                return Err(Error::Other(format!(
+                    "another sega-uploader ({holder}) already runs for this scope and host in {}: \
+                     stop it first, or give this one its own database.host",
+                    pg.describe()
+                )));
+            }
+            None
+        }
+        Role::Scan => pg.lock_daemon()?,
+        Role::Write | Role::Read => None,
+    };
+    Ok(Opened {
+        ledger: Box::new(pg),
+        held_by,
+        lock: None,
+    })
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(_: &Config, _: &str, _: Role) -> Result<Opened> {
+    // The config check refuses database.url in such a build; this is only reached if a
+    // caller skipped it.
+    Err(Error::Other(
+        "database.url is set but this build has no PostgreSQL support (the `postgres` feature)"
+            .into(),
+    ))
+}
+
+/// The date folder and file name a path names (`…/<folder>/<date>/<name>`), as a shared
+/// ledger identifies the file: the same file seen under another mount point on another
+/// host has the same identity.
+pub fn identity_of(path: &Path) -> Option<(String, String, OsString)> {
+    let name = path.file_name()?.to_os_string();
+    let date_dir = path.parent()?;
+    let date = date_dir.file_name()?.to_str()?.to_owned();
+    let folder = date_dir.parent()?.file_name()?.to_str()?.to_owned();
+    Some((folder, date, name))
+}
+
+/// A local path for a file of a shared ledger: this host's folder root, the date, the name.
+pub fn local_path(
+    roots: &HashMap<String, PathBuf>,
+    folder: &str,
+    date: &str,
+    name: &OsString,
+) -> Option<PathBuf> {
+    Some(roots.get(folder)?.join(date).join(name))
+}
