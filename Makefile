@@ -1,7 +1,7 @@
 # sega-uploader — the commands a newcomer needs. See README.md.
 CARGO ?= cargo
 
-.PHONY: all build release test lint demo clean
+.PHONY: all build release test test-deps lint demo clean
 
 all: build
 
@@ -15,12 +15,23 @@ release:
 demo: build
 	scripts/demo.sh
 
-## Unit and integration tests (the real binary, real inotify, a real HTTP server on 127.0.0.1).
-test:
-	$(CARGO) test --workspace
+# The tests cover both ledgers: SQLite and PostgreSQL (the `postgres` feature, which links
+# libpq; the PostgreSQL tests start throwaway servers of their own).
+FEATURES ?= --features sega-uploader/postgres
 
-lint:
+## Unit and integration tests (the real binary, real inotify, a real HTTP server on 127.0.0.1,
+## real PostgreSQL servers in temp dirs).
+test: test-deps
+	$(CARGO) test --workspace $(FEATURES)
+
+# What the PostgreSQL half needs that cargo cannot fetch (libpq-dev, postgresql): installed
+# with apt-get when run as root, else the command to run is printed.
+test-deps:
+	@scripts/test-deps.sh
+
+lint: test-deps
 	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets $(FEATURES) -- -D warnings
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 clean:

@@ -57,7 +57,8 @@ pub const FLAGS: &str = "\
       --crit-failed N          (default 10)
       --warn-down SECS         endpoint down for (default 300)
       --crit-down SECS         (default 1800)
-      --warn-heartbeat SECS    daemon heartbeat older than (default 30)
+      --warn-heartbeat SECS    daemon heartbeat older than (default 30); with a shared
+                               PostgreSQL ledger, also any other host of the scope
       --crit-heartbeat SECS    (default 60)
 ";
 
@@ -123,6 +124,33 @@ pub fn evaluate(status: &Value, t: &Thresholds) -> (i32, String) {
         )),
         _ => {}
     }
+    // The other hosts of a shared ledger: one that stopped heart-beating without a clean stop
+    // has died (its claims are taken over after the lease, but its own folders go unwatched).
+    let mut stale_hosts = 0;
+    for h in status["hosts"].as_array().into_iter().flatten() {
+        if h["this_host"].as_bool() == Some(true) {
+            continue;
+        }
+        let stopped_cleanly = match (h["stopped_at"].as_str(), h["heartbeat_at"].as_str()) {
+            (Some(stop), Some(hb)) => stop >= hb,
+            _ => false,
+        };
+        let Some(age) = h["heartbeat_age_secs"].as_u64() else {
+            continue;
+        };
+        if stopped_cleanly || level(age, t.heartbeat) == OK {
+            continue;
+        }
+        stale_hosts += 1;
+        problems.push((
+            level(age, t.heartbeat),
+            format!(
+                "host {} heartbeat {} old",
+                h["host"].as_str().unwrap_or("?"),
+                human_duration(Duration::from_secs(age))
+            ),
+        ));
+    }
     if level(down_for, t.down) > OK {
         problems.push((
             level(down_for, t.down),
@@ -164,7 +192,7 @@ pub fn evaluate(status: &Value, t: &Thresholds) -> (i32, String) {
             .join("; ")
     };
     let perf = format!(
-        "pending={pending} oldest_pending_age={oldest}s;{};{} failed_last_hour={failed};{};{} endpoint_down={down_for}s;{};{} heartbeat_age={}s;{};{} uploaded_today={today}",
+        "pending={pending} oldest_pending_age={oldest}s;{};{} failed_last_hour={failed};{};{} endpoint_down={down_for}s;{};{} heartbeat_age={}s;{};{} uploaded_today={today} stale_hosts={stale_hosts}",
         t.pending_age.warn,
         t.pending_age.crit,
         t.failed.warn,
@@ -239,8 +267,25 @@ mod tests {
                 "endpoint down",
             ),
         ];
+        let mut hosts = status(true, 5, 0, 0, 0, None);
+        hosts["hosts"] = json!([
+            { "host": "cam-1", "this_host": true, "heartbeat_age_secs": 5 },
+            { "host": "cam-2", "heartbeat_at": "2026-11-26T10:00:00.000Z", "heartbeat_age_secs": 45 },
+            { "host": "cam-3", "heartbeat_at": "2026-11-26T10:00:00.000Z",
+              "stopped_at": "2026-11-26T10:00:00.000Z", "heartbeat_age_secs": 9000 },
+        ]);
+        let mut dead = hosts.clone();
+        dead["hosts"][1]["heartbeat_age_secs"] = json!(600);
+        let cases = cases.into_iter().chain([
+            (hosts, WARNING, "host cam-2 heartbeat 45s old"),
+            (dead, CRITICAL, "host cam-2 heartbeat 10m00s old"),
+        ]);
         for (s, code, text) in cases {
             let (c, line) = evaluate(&s, &t);
+            assert!(
+                !line.contains("cam-3"),
+                "a host stopped cleanly is no alarm: {line}"
+            );
             assert_eq!(c, code, "{line}");
             assert!(line.contains(text), "{line}");
             assert!(line.contains(" | pending="), "{line}");

@@ -22,7 +22,7 @@ use crate::layout::{self, display_name, FolderRef, Window};
 use crate::lock;
 use crate::logging;
 use crate::scanner;
-use crate::store::{self, Claimed, FileRow, ListFilter, Role, Status};
+use crate::store::{self, Claimed, FileRow, Ledger, ListFilter, Role, Status};
 use crate::upload::{self, Outcome, RequestSettings};
 
 pub enum Parsed {
@@ -63,6 +63,9 @@ enum Cmd {
     Check {
         thresholds: crate::check::Thresholds,
     },
+    MigrateDb {
+        from: Option<PathBuf>,
+    },
 }
 
 const COMMON: &str = "  -c, --config FILE   config file (default: $SEGA_CONFIG, else /etc/sega/config.json)\n  -h, --help          this help";
@@ -73,7 +76,7 @@ fn help(cmd: &str) -> String {
         "check-config" => (
             "check-config [--offline]",
             "Validates the config and prints it with secrets redacted, then checks the environment:\nfolders readable, database directory writable, inotify limits, endpoint reachable.\nExit 78 if the config is invalid, 1 if a check fails, else 0.",
-            "      --offline       skip the endpoint connection check\n",
+            "      --offline       contact neither the endpoint nor a PostgreSQL ledger\n",
         ),
         "scan" => (
             "scan [--date YYYY-MM-DD]... [--dry-run]",
@@ -95,6 +98,14 @@ fn help(cmd: &str) -> String {
             "upload-test FILE",
             "Uploads one file now with the configured request and prints the status, headers and body.\nThe database is not touched. Exit 0 on a 2xx answer, else 1.",
             "",
+        ),
+        "migrate-db" => (
+            "migrate-db [--from SQLITE_FILE]",
+            "Copies an SQLite ledger (default: database.path) into the PostgreSQL ledger at\n\
+             database.url, under this host's scope: every file row with its status and its latest\n\
+             results, so nothing already uploaded is sent again. Rows already in PostgreSQL are\n\
+             left alone, so it may be run again. Stop the daemon first; the SQLite file is only read.",
+            "      --from FILE     the SQLite database to copy (default: database.path)\n",
         ),
         "check" => (
             "check [--warn-…/--crit-… thresholds]",
@@ -140,6 +151,7 @@ impl Cli {
         };
         let mut positional: Vec<PathBuf> = Vec::new();
         let mut thresholds = crate::check::Thresholds::default();
+        let mut from = None;
         let bad = |e: lexopt::Error| usage_err(e.to_string());
         while let Some(arg) = p.next().map_err(bad)? {
             let cmd = command.as_deref().unwrap_or("");
@@ -175,6 +187,9 @@ impl Cli {
                 }
                 Long("failed") if cmd == "retry" => failed = true,
                 Long("force") if cmd == "retry" => force = true,
+                Long("from") if cmd == "migrate-db" => {
+                    from = Some(PathBuf::from(p.value().map_err(bad)?))
+                }
                 Long(flag)
                     if cmd == "check"
                         && (flag.starts_with("warn-") || flag.starts_with("crit-")) =>
@@ -216,6 +231,7 @@ impl Cli {
                 Err(_) => return Err(usage_err("upload-test: give exactly one FILE")),
             },
             "check" => Cmd::Check { thresholds },
+            "migrate-db" => Cmd::MigrateDb { from },
             other => return Err(usage_err(format!("unknown command '{other}'"))),
         };
         Ok(Parsed::Run(Cli { config, cmd }))
@@ -236,6 +252,7 @@ impl Cli {
             } => retry(&path, failed, &paths, force),
             Cmd::UploadTest { file } => upload_test(&path, &file),
             Cmd::Check { thresholds } => check(&path, &thresholds),
+            Cmd::MigrateDb { from } => migrate_db(&path, from),
         }
     }
 }
@@ -348,7 +365,32 @@ fn check_config(path: &Path, offline: bool) -> Result<i32> {
 
     let db = &config.database.path;
     let dir = db.parent().unwrap_or(Path::new("/"));
-    if !dir.is_dir() {
+    if let (Some(url), true) = (&config.database.url, offline) {
+        note(line(
+            Verdict::Ok,
+            "database",
+            &format!(
+                "PostgreSQL {}: not contacted (--offline)",
+                config::redact_db_url(url)
+            ),
+        ));
+    } else if config.database.url.is_some() {
+        // A shared ledger: connecting (and migrating, as the daemon would) is the check.
+        let me = store::Identity::from_config(&config);
+        match store::open(&config, Role::Write) {
+            Ok(o) => note(line(
+                Verdict::Ok,
+                "database",
+                &format!(
+                    "{} reachable (scope {}, host {})",
+                    o.ledger.describe(),
+                    me.scope,
+                    me.host
+                ),
+            )),
+            Err(e) => note(line(Verdict::Fail, "database", &e.to_string())),
+        }
+    } else if !dir.is_dir() {
         note(line(
             Verdict::Fail,
             "database",
@@ -734,6 +776,36 @@ fn status(path: &Path, as_json: bool) -> Result<i32> {
             _ => println!("daemon:    NOT RUNNING (never ran on this database)"),
         }
     }
+    if let Some(hosts) = v["hosts"].as_array().filter(|h| !h.is_empty()) {
+        println!(
+            "ledger:    {} (scope {}, this host {})",
+            s(&v["database"]),
+            s(&v["scope"]),
+            s(&v["host"])
+        );
+        println!(
+            "  {:<20} {:<12} {:>9} {:>10}  endpoint",
+            "host", "state", "heartbeat", "uploading"
+        );
+        for h in hosts {
+            let state = if h["alive"].as_bool() == Some(true) {
+                "running".to_string()
+            } else {
+                match (h["stopped_at"].as_str(), h["heartbeat_at"].as_str()) {
+                    (Some(stop), Some(hb)) if stop >= hb => "stopped".into(),
+                    _ => "NOT RUNNING".into(),
+                }
+            };
+            println!(
+                "  {:<20} {:<12} {:>9} {:>10}  {}",
+                s(&h["host"]),
+                state,
+                secs(&h["heartbeat_age_secs"]),
+                h["uploading"].as_i64().unwrap_or(0),
+                s(&h["endpoint"])
+            );
+        }
+    }
     let e = &v["endpoint"];
     match e["state"].as_str() {
         Some("down") => println!(
@@ -847,6 +919,7 @@ pub fn row_json(r: &FileRow) -> Value {
         "detected_at": r.detected_at,
         "uploaded_at": r.uploaded_at,
         "updated_at": r.updated_at,
+        "host": r.host,
     })
 }
 
@@ -860,24 +933,39 @@ fn list(path: &Path, filter: &ListFilter, as_json: bool) -> Result<i32> {
         }
         return Ok(EXIT_OK);
     }
+    // A shared ledger says which host holds (or last held) each row.
+    let shared = config.database.url.is_some();
+    let host_col = |h: &str| {
+        if shared {
+            format!("{h:<16}  ")
+        } else {
+            String::new()
+        }
+    };
     let _ = writeln!(
         out,
-        "{:<9} {:>3} {:>10}  {:<10}  {:<10}  file / last error",
-        "status", "try", "size", "date", "folder"
+        "{:<9} {:>3} {:>10}  {:<10}  {:<10}  {}file / last error",
+        "status",
+        "try",
+        "size",
+        "date",
+        "folder",
+        host_col("host")
     );
     for r in &rows {
         let _ = writeln!(
             out,
-            "{:<9} {:>3} {:>10}  {:<10}  {:<10}  {}",
+            "{:<9} {:>3} {:>10}  {:<10}  {:<10}  {}{}",
             r.status,
             r.attempts,
             r.size,
             r.date,
             r.folder,
+            host_col(r.host.as_deref().unwrap_or("-")),
             display_name(&r.filename)
         );
         if let Some(e) = &r.last_error {
-            let _ = writeln!(out, "{:>50}  ^ {e}", "");
+            let _ = writeln!(out, "{:>50}  {}^ {e}", "", host_col(""));
         }
     }
     let _ = writeln!(out, "({} row(s))", rows.len());
@@ -927,6 +1015,57 @@ fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -> Result<i3
         }
     }
     Ok(code)
+}
+
+// ---------------------------------------------------------------------------------------
+// migrate-db
+
+/// Rows carried per transaction: big enough to be quick, small enough that an interrupted
+/// copy loses little (a second run skips what is already there).
+const MIGRATE_CHUNK: usize = 1000;
+
+fn migrate_db(path: &Path, from: Option<PathBuf>) -> Result<i32> {
+    let (config, _clock) = setup(path, false)?;
+    if config.database.url.is_none() {
+        return Err(Error::Other(
+            "migrate-db copies an SQLite ledger into the PostgreSQL ledger at database.url, \
+             and database.url is not set in this config"
+                .into(),
+        ));
+    }
+    let source = from.unwrap_or_else(|| config.database.path.clone());
+    // A daemon still writing the SQLite file would record files the copy misses.
+    let _lock = match lock::try_lock(&source)? {
+        lock::Attempt::Acquired(l) => l,
+        lock::Attempt::Held(holder) => {
+            return Err(Error::Other(format!(
+                "a daemon (pid {holder}) is using {}: stop it first (systemctl stop sega-uploader)",
+                source.display()
+            )))
+        }
+    };
+    let mut src = store::Store::open_read_only(&source)?;
+    let mut dst = store::open(&config, Role::Write)?.ledger;
+    let mut chunk = Vec::with_capacity(MIGRATE_CHUNK);
+    let mut added = 0;
+    let read = src.export(&mut |row| {
+        chunk.push(row);
+        if chunk.len() >= MIGRATE_CHUNK {
+            added += dst.import(&chunk)?;
+            chunk.clear();
+        }
+        Ok(())
+    })?;
+    if !chunk.is_empty() {
+        added += dst.import(&chunk)?;
+    }
+    println!(
+        "migrate-db: {read} row(s) read from {}; {added} added to {}, {} already there",
+        source.display(),
+        dst.describe(),
+        read - added
+    );
+    Ok(EXIT_OK)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -477,8 +477,9 @@ impl Config {
 
     /// Keys that differ in `new` but that a SIGHUP reload cannot apply, in §6 order. They are
     /// read once at start-up: the worker pool is spawned with `upload.workers` threads, the
-    /// lock and the DB connection follow `database.path`, and `database.scope` feeds every
-    /// Idempotency-Key, which must not change under files already in flight.
+    /// lock and the DB connection follow `database.path` (or `url`, `host`, `lease_secs`),
+    /// and `database.scope` feeds every Idempotency-Key, which must not change under files
+    /// already in flight.
     pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
         let mut keys = Vec::new();
         if self.upload.workers != new.upload.workers {
@@ -495,6 +496,9 @@ impl Config {
         }
         if self.database.host != new.database.host {
             keys.push("database.host");
+        }
+        if self.database.lease != new.database.lease {
+            keys.push("database.lease_secs");
         }
         keys
     }
@@ -1437,6 +1441,34 @@ mod tests {
     }
 
     #[test]
+    fn database_urls_are_shown_without_their_password() {
+        let cases = [
+            ("postgres://sega:s3cret@db:5432/sega", "postgres://sega:<redacted>@db:5432/sega"),
+            ("postgresql://sega@db/sega", "postgresql://sega@db/sega"),
+            ("postgres://db/sega?password=s3cret&sslmode=disable",
+             "postgres://db/sega?password=<redacted>&sslmode=disable"),
+            ("host=db user=sega password=s3cret dbname=sega",
+             "host=db user=sega password=<redacted> dbname=sega"),
+            ("host=db password = 'se cr\\'et' dbname=sega",
+             "host=db password=<redacted> dbname=sega"),
+            ("host=/run/postgresql dbname=sega", "host=/run/postgresql dbname=sega"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_db_url(url), shown, "{url}");
+        }
+        let c = parse(r#"{"upload": {"url": "http://127.0.0.1:9/u"},
+            "database": {"url": "postgres://sega:s3cret@db/sega"}}"#);
+        if cfg!(feature = "postgres") {
+            let c = c.unwrap();
+            assert!(!format!("{c:?}").contains("s3cret"));
+            assert!(!c.redacted_json().to_string().contains("s3cret"));
+        } else {
+            let e = c.unwrap_err().to_string();
+            assert!(e.contains("no PostgreSQL support") && !e.contains("s3cret"), "{e}");
+        }
+    }
+
+    #[test]
     fn minimal_config_gets_every_default() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(
@@ -1601,6 +1633,10 @@ mod tests {
             (r#"{"database": {"keep_days": 0}}"#, "database.keep_days", "at least 1"),
             (r#"{"database": {"scope": " "}}"#, "database.scope", "non-empty string"),
             (r#"{"database": {"scope": 5}}"#, "database.scope", "expected a string or null, got 5"),
+            (r#"{"database": {"url": "mysql://db/sega"}}"#, "database.url", "expected a postgres://"),
+            (r#"{"database": {"url": "/var/lib/x.db"}}"#, "database.url", "libpq conninfo"),
+            (r#"{"database": {"host": " "}}"#, "database.host", "non-empty string"),
+            (r#"{"database": {"lease_secs": 2}}"#, "database.lease_secs", "at least 5"),
             (r#"{"log": {"level": "loud"}}"#, "log.level", "expected one of off, error"),
             (r#"{"log": {"file": "sega.log"}}"#, "log.file", "absolute"),
             (r#"{"metrics": {"textfile": "x.prom"}}"#, "metrics.textfile", "absolute"),

@@ -34,6 +34,7 @@ pub enum Error {
         source: rusqlite::Error,
     },
     /// A PostgreSQL operation failed (the server's or libpq's message, already worded).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Pg { what: String, msg: String },
     /// The database belongs to a newer version, is corrupt, or is not ours.
     DbState { path: PathBuf, msg: String },

@@ -42,6 +42,7 @@ Commands:
   retry          re-queue failed files or given paths
   upload-test    upload one file now and print the full response
   check          Nagios/Icinga plugin: OK/WARNING/CRITICAL from the database and heartbeat
+  migrate-db     copy an SQLite ledger into the PostgreSQL one at database.url
 
 Options:
   -c, --config FILE   config file (default: $SEGA_CONFIG, else /etc/sega/config.json)

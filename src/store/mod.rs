@@ -476,6 +476,7 @@ fn open_postgres(_: &Config, _: &str, _: Role) -> Result<Opened> {
 /// The date folder and file name a path names (`…/<folder>/<date>/<name>`), as a shared
 /// ledger identifies the file: the same file seen under another mount point on another
 /// host has the same identity.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub fn identity_of(path: &Path) -> Option<(String, String, OsString)> {
     let name = path.file_name()?.to_os_string();
     let date_dir = path.parent()?;
@@ -485,6 +486,7 @@ pub fn identity_of(path: &Path) -> Option<(String, String, OsString)> {
 }
 
 /// A local path for a file of a shared ledger: this host's folder root, the date, the name.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub fn local_path(
     roots: &HashMap<String, PathBuf>,
     folder: &str,
