@@ -23,6 +23,10 @@ use crate::lock;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
+#[cfg(all(test, feature = "postgres"))]
+mod testpg;
+#[cfg(test)]
+mod tests;
 
 pub use sqlite::Store;
 
