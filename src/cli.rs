@@ -376,17 +376,11 @@ fn check_config(path: &Path, offline: bool) -> Result<i32> {
         ));
     } else if config.database.url.is_some() {
         // A shared ledger: connecting (and migrating, as the daemon would) is the check.
-        let me = store::Identity::from_config(&config);
         match store::open(&config, Role::Write) {
             Ok(o) => note(line(
                 Verdict::Ok,
                 "database",
-                &format!(
-                    "{} reachable (scope {}, host {})",
-                    o.ledger.describe(),
-                    me.scope,
-                    me.host
-                ),
+                &format!("{} reachable", o.ledger.describe()),
             )),
             Err(e) => note(line(Verdict::Fail, "database", &e.to_string())),
         }
@@ -777,12 +771,7 @@ fn status(path: &Path, as_json: bool) -> Result<i32> {
         }
     }
     if let Some(hosts) = v["hosts"].as_array().filter(|h| !h.is_empty()) {
-        println!(
-            "ledger:    {} (scope {}, this host {})",
-            s(&v["database"]),
-            s(&v["scope"]),
-            s(&v["host"])
-        );
+        println!("ledger:    {}", s(&v["database"]));
         println!(
             "  {:<20} {:<12} {:>9} {:>10}  endpoint",
             "host", "state", "heartbeat", "uploading"

@@ -1443,28 +1443,45 @@ mod tests {
     #[test]
     fn database_urls_are_shown_without_their_password() {
         let cases = [
-            ("postgres://sega:s3cret@db:5432/sega", "postgres://sega:<redacted>@db:5432/sega"),
+            (
+                "postgres://sega:s3cret@db:5432/sega",
+                "postgres://sega:<redacted>@db:5432/sega",
+            ),
             ("postgresql://sega@db/sega", "postgresql://sega@db/sega"),
-            ("postgres://db/sega?password=s3cret&sslmode=disable",
-             "postgres://db/sega?password=<redacted>&sslmode=disable"),
-            ("host=db user=sega password=s3cret dbname=sega",
-             "host=db user=sega password=<redacted> dbname=sega"),
-            ("host=db password = 'se cr\\'et' dbname=sega",
-             "host=db password=<redacted> dbname=sega"),
-            ("host=/run/postgresql dbname=sega", "host=/run/postgresql dbname=sega"),
+            (
+                "postgres://db/sega?password=s3cret&sslmode=disable",
+                "postgres://db/sega?password=<redacted>&sslmode=disable",
+            ),
+            (
+                "host=db user=sega password=s3cret dbname=sega",
+                "host=db user=sega password=<redacted> dbname=sega",
+            ),
+            (
+                "host=db password = 'se cr\\'et' dbname=sega",
+                "host=db password=<redacted> dbname=sega",
+            ),
+            (
+                "host=/run/postgresql dbname=sega",
+                "host=/run/postgresql dbname=sega",
+            ),
         ];
         for (url, shown) in cases {
             assert_eq!(redact_db_url(url), shown, "{url}");
         }
-        let c = parse(r#"{"upload": {"url": "http://127.0.0.1:9/u"},
-            "database": {"url": "postgres://sega:s3cret@db/sega"}}"#);
+        let c = parse(
+            r#"{"upload": {"url": "http://127.0.0.1:9/u"},
+            "database": {"url": "postgres://sega:s3cret@db/sega"}}"#,
+        );
         if cfg!(feature = "postgres") {
             let c = c.unwrap();
             assert!(!format!("{c:?}").contains("s3cret"));
             assert!(!c.redacted_json().to_string().contains("s3cret"));
         } else {
             let e = c.unwrap_err().to_string();
-            assert!(e.contains("no PostgreSQL support") && !e.contains("s3cret"), "{e}");
+            assert!(
+                e.contains("no PostgreSQL support") && !e.contains("s3cret"),
+                "{e}"
+            );
         }
     }
 

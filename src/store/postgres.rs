@@ -141,18 +141,23 @@ impl From<DieselError> for Fail {
 
 type Q<T> = std::result::Result<T, Fail>;
 
-/// The server's or libpq's message, trimmed (libpq ends its own with a newline).
+/// The server's or libpq's message on one line (libpq's own span several, indented, and a
+/// log line must stay one line under journald).
 fn message(e: &DieselError) -> String {
     match e {
         DieselError::DatabaseError(_, info) => {
-            let mut m = info.message().trim().to_owned();
+            let mut m = one_line(info.message());
             if let Some(d) = info.details() {
-                m = format!("{m} ({})", d.trim());
+                m = format!("{m} ({})", one_line(d));
             }
             m
         }
-        other => other.to_string().trim().to_owned(),
+        other => one_line(&other.to_string()),
     }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Errors that mean the session is gone, whatever the statement was.
@@ -387,7 +392,7 @@ fn session_conninfo(url: &str, host: &str) -> String {
 /// Opens a session and applies the server-side limits: a statement that runs 20 s or waits
 /// 5 s for a lock fails, so the DB owner (and the watchdog it feeds) is never stuck on one.
 fn connect(conninfo: &str) -> std::result::Result<PgConnection, String> {
-    let mut c = PgConnection::establish(conninfo).map_err(|e| e.to_string().trim().to_owned())?;
+    let mut c = PgConnection::establish(conninfo).map_err(|e| one_line(&e.to_string()))?;
     // The server's side of the keepalives (no-ops over a unix socket): it drops a dead host's
     // session, and with it the host's daemon lock, in seconds rather than two hours.
     c.batch_execute(
