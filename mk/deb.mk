@@ -3,12 +3,14 @@
 
 .PHONY: deb deb-check
 
-## target/debian/sega-uploader_<version>_amd64.deb: a glibc 2.27 build (cargo-zigbuild), cargo-deb.
+## target/debian/sega-uploader_<version>_amd64.deb: a glibc 2.27 build (cargo-zigbuild) with the
+## postgres feature (libpq.so.5 linked dynamically; Depends: libpq5), cargo-deb.
 deb:
 	scripts/deb-build.sh
 
 ## Build the .deb; lint it; check glibc, Depends, xz, the unit's security score; install,
 ## upgrade and purge it in a throwaway Debian 11 root; run the unit under systemd in a
-## Debian 12 container. As root; installs the tools it needs; logs in target/deb-check/.
+## Debian 12 container, with SQLite and then with a throwaway PostgreSQL server's socket.
+## As root; installs the tools it needs; logs in target/deb-check/.
 deb-check:
 	scripts/deb-check.sh

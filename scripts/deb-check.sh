@@ -2,19 +2,24 @@
 # `make deb-check`: builds the .deb and checks it the way an operator will use it.
 #
 #  - static: xz members (dpkg on Ubuntu 18.04 cannot read zstd), control fields and the
-#    exact Depends, the file list, the default config, the highest GLIBC symbol (<= 2.27)
-#    and no libssl, lintian (0 errors, 0 warnings), the man page, the unit's
-#    `systemd-analyze security` score (<= 1.5) and `systemd-analyze verify`;
+#    exact Depends, the file list, the default config, the highest GLIBC symbol (<= 2.27),
+#    libpq.so.5 linked (the `postgres` feature) with no libpq function newer than libpq5 10
+#    (Ubuntu 18.04's), no libssl of its own, lintian (0 errors, 0 warnings), the man page,
+#    the unit's `systemd-analyze security` score (<= 1.5) and `systemd-analyze verify`;
 #  - installed into a throwaway Debian 11 root (debootstrap, cached under target/deb-cache):
 #    Debian 11's dpkg 1.20 cannot read zstd either, its glibc is 2.31, and no systemd runs
-#    there, as in a container or an image build. Install, run it, re-run postinst, upgrade
+#    there, as in a container or an image build. Its libpq5 is 13. Install, run it (libpq
+#    resolved by the dynamic loader), re-run postinst, upgrade
 #    to a rebuilt package with an edited conffile, remove, purge, and compare the root with
 #    how it was before: nothing may be left;
 #  - under a real systemd: a Debian 12 root with systemd booted by systemd-nspawn (no network
 #    but its own loopback), the package installed, the service started at boot as enabled:
 #    READY, the sandbox in force on the running process, an image detected and an upload
 #    attempted (to 127.0.0.1:9, nothing listens), reload, graceful stop, and a broken config
-#    ending in exit 78 without a restart loop.
+#    ending in exit 78 without a restart loop; then the same service with database.url on a
+#    throwaway PostgreSQL server of this machine, reached through its unix socket (bind-
+#    mounted into the container; the server listens on no TCP port): the ledger's tables
+#    are created, an image is recorded there and an upload attempted.
 #
 # Needs root (debootstrap, chroot, nspawn) and, the first time, the Debian mirror
 # ($DEB_CHECK_MIRROR, default deb.debian.org), PyPI and crates.io; installs what it needs
@@ -27,13 +32,15 @@ cd "$(dirname "$0")/.."
 
 MIRROR=${DEB_CHECK_MIRROR:-http://deb.debian.org/debian}
 SUITE=bullseye
-INCLUDE=adduser,procps,logrotate
+# The package's Depends (libc6 comes with any root) and logrotate for its logrotate file.
+# The cache tarballs are named after these lists, so changing one debootstraps afresh.
+INCLUDE=adduser,procps,libpq5,logrotate
 MAX_GLIBC=$DEB_GLIBC
 MAX_EXPOSURE=1.5
 WORK=target/deb-check
 CACHE=target/deb-cache/$SUITE-minbase-${INCLUDE//,/-}.tar
 BOOT_SUITE=bookworm
-BOOT_INCLUDE=systemd,systemd-sysv,adduser,procps
+BOOT_INCLUDE=systemd,systemd-sysv,adduser,procps,libpq5
 BOOT_CACHE=target/deb-cache/$BOOT_SUITE-minbase-${BOOT_INCLUDE//,/-}.tar
 
 [ "$(id -u)" = 0 ] || { echo "deb-check: needs root (debootstrap, chroot)" >&2; exit 1; }
@@ -88,6 +95,11 @@ new_root() {
     mkdir -p "$3"
     tar -C "$3" -xf "$2"
 }
+# Tarballs of include lists no longer used (the name is the key) are dropped: 200 MB each.
+for f in target/deb-cache/*.tar; do
+    [ -e "$f" ] || continue
+    [ "$f" = "$CACHE" ] || [ "$f" = "$BOOT_CACHE" ] || rm -f "$f"
+done
 # Both roots download while the binary builds. A run that fails early still waits for them
 # (a minute at most), so it leaves no process behind and the next run finds them cached.
 fetch_root "$SUITE" "$INCLUDE" "$CACHE" &
@@ -109,7 +121,7 @@ same "$(ar t "$deb" | tr '\n' ' ')" "debian-binary control.tar.xz data.tar.xz " 
 same "$(dpkg-deb -f "$deb" Package)" sega-uploader "Package"
 same "$(dpkg-deb -f "$deb" Architecture)" amd64 "Architecture"
 same "$version" "$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)-1" "Version follows Cargo.toml"
-same "$(dpkg-deb -f "$deb" Depends)" "adduser, libc6 (>= 2.27), procps" "Depends"
+same "$(dpkg-deb -f "$deb" Depends)" "adduser, libc6 (>= 2.27), libpq5, procps" "Depends"
 same "$(dpkg-deb -I "$deb" conffiles | LC_ALL=C sort | tr '\n' ' ')" "/etc/logrotate.d/sega-uploader /etc/sega/config.json " \
     "conffiles"
 
@@ -131,10 +143,34 @@ glibc=$(objdump -T "$x/usr/bin/sega-uploader" | grep -o 'GLIBC_[0-9][0-9.]*' | s
 top=$(printf '%s\n%s\n' "$glibc" "$MAX_GLIBC" | sort -V | tail -n 1)
 same "$top" "$MAX_GLIBC" "highest GLIBC symbol is GLIBC_$glibc (at most $MAX_GLIBC)"
 needed=$(objdump -p "$x/usr/bin/sega-uploader" | awk '/NEEDED/ {print $2}' | tr '\n' ' ')
-case "$needed" in
-*libssl* | *libcrypto*) bad "links no libssl: $needed" ;;
-*) ok "links no libssl (NEEDED: $needed)" ;;
+case " $needed" in
+*" libpq.so.5 "*) ok "links libpq.so.5 dynamically (the postgres feature)" ;;
+*) bad "does not link libpq.so.5: NEEDED is $needed" ;;
 esac
+# libssl comes into the process only through libpq5 (TLS to the database server, if asked).
+case "$needed" in
+*libssl* | *libcrypto*) bad "links no libssl itself: $needed" ;;
+*) ok "links no libssl itself (NEEDED: $needed)" ;;
+esac
+# libpq's symbols are unversioned, so nothing in the binary says which libpq5 it needs:
+# libpq5's symbols file (this machine's, the libpq the binary was linked against) says in
+# which version each function appeared. All of them must be in libpq5 10, Ubuntu 18.04's,
+# which is what lets Depends name libpq5 without a version.
+pq_syms=/var/lib/dpkg/info/libpq5:amd64.symbols
+# The binary's undefined symbols that libpq5 exports, with the version each appeared in.
+objdump -T "$x/usr/bin/sega-uploader" | awk '/\*UND\*/ { print $NF }' | LC_ALL=C sort -u |
+    awk 'NR == FNR { use[$1] = 1; next } { s = $1; sub(/@Base$/, "", s) } (s in use) { print s, $2 }' \
+        - "$pq_syms" >"$WORK/libpq-functions.txt"
+pq_count=$(grep -c . "$WORK/libpq-functions.txt" || true)
+pq_need=0
+while read -r _ v; do
+    ! dpkg --compare-versions "$v" gt "$pq_need" || pq_need=$v
+done <"$WORK/libpq-functions.txt"
+if [ "$pq_count" -gt 0 ] && dpkg --compare-versions "$pq_need" le 10; then
+    ok "the $pq_count libpq functions it calls are all in libpq5 $pq_need or older (Ubuntu 18.04 has 10)"
+else
+    bad "libpq functions: $pq_count, the newest from libpq5 '$pq_need' (at most 10; see $WORK/libpq-functions.txt)"
+fi
 
 lintian --allow-root -I --fail-on error,warning "$deb" >"$WORK/lintian.txt" 2>&1 && lint_rc=0 || lint_rc=$?
 same "$(grep -c '^[EW]: ' "$WORK/lintian.txt" || true)" 0 "lintian: 0 errors, 0 warnings"
@@ -194,6 +230,13 @@ same "$(perms /var/lib/sega)" "sega:sega 750" "/var/lib/sega is sega:sega 0750"
 same "$(perms /var/log/sega)" "sega:sega 750" "/var/log/sega is sega:sega 0750"
 same "$(in_root readlink /etc/systemd/system/multi-user.target.wants/sega-uploader.service)" \
     /lib/systemd/system/sega-uploader.service "the service is enabled"
+in_root ldd /usr/bin/sega-uploader >"$WORK/ldd.txt" 2>&1 || true
+pq_so=$(awk '$1 == "libpq.so.5" { print $3 }' "$WORK/ldd.txt")
+if ! grep -q 'not found' "$WORK/ldd.txt" && [ -n "$pq_so" ] && [ -f "$R$pq_so" ]; then
+    ok "ldd: libpq.so.5 => $pq_so ($SUITE's libpq5), no library missing"
+else
+    bad "ldd: libpq.so.5 not resolved or a library missing (see $WORK/ldd.txt)"
+fi
 same "$(in_root sega-uploader --version)" "sega-uploader ${version%-*}" "sega-uploader --version runs"
 check "sega-uploader check-config --offline accepts the installed config (as user sega)" \
     quiet "$WORK/check-config.txt" as_sega sega-uploader check-config --offline
@@ -304,6 +347,26 @@ systemctl start sega-uploader.service
 sleep 8
 say bad_config "$(prop ActiveState):$(prop ExecMainStatus):$(prop NRestarts)"
 cp /tmp/config.json /etc/sega/config.json
+# database.url: the ledger in PostgreSQL, on a server outside the container whose unix
+# socket deb-check bind-mounts at /run/sega-pg.
+if [ -S /run/sega-pg/.s.PGSQL.5432 ]; then
+    cp /etc/sega/config-pg.json /etc/sega/config.json
+    systemctl start sega-uploader.service
+    for i in $(seq 1 40); do [ "$(prop SubState)" = running ] && break; sleep 0.5; done
+    say pg_state "$(prop ActiveState)/$(prop SubState)"
+    printf '\377\330\377\340JFIF-test\377\331' >"/data/Sega_1/$(date -u +%F)/b.jpg"
+    for i in $(seq 1 20); do
+        sega-uploader list --json 2>/dev/null | grep -q '"b.jpg"' && break; sleep 0.5
+    done
+    say pg_seen "$(sega-uploader list --json 2>/dev/null | grep -q '"b.jpg"' && echo 1)"
+    for i in $(seq 1 20); do
+        sega-uploader status --json 2>/dev/null | grep -q 'connection refused' && break; sleep 0.5
+    done
+    say pg_attempted "$(sega-uploader status --json 2>/dev/null | grep -q 'connection refused' && echo 1)"
+    systemctl stop sega-uploader.service
+    say pg_stop "$?:$(prop Result):$(prop ExecMainStatus)"
+    cp /tmp/config.json /etc/sega/config.json
+fi
 say unit_warnings "$(journalctl -b --no-pager -o cat | grep 'sega-uploader.service' | grep -ci -e unknown -e ignoring -e invalid)"
 journalctl -b -u sega-uploader.service --no-pager -o short-precise >/deb-selftest.journal
 say done yes
@@ -321,12 +384,50 @@ ExecStart=/usr/local/bin/deb-selftest
 WantedBy=multi-user.target
 UNIT
 ln -s /etc/systemd/system/deb-selftest.service "$B/etc/systemd/system/multi-user.target.wants/"
+
+# The PostgreSQL server for database.url: a throwaway cluster of this machine's PostgreSQL
+# (trust authentication, no TCP listener), its socket directory bind-mounted into the
+# container. A role and a database of the service's own; the daemon creates its tables.
+PG=$PWD/$WORK/pg
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+pg_sql() { runuser -u postgres -- "$pg_bin/psql" -h "$PG/sock" -U postgres -X -qAt "$@"; }
+pg_stop() {
+    [ -f "$PG/data/postmaster.pid" ] || return 0
+    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$PG/data" -m immediate -w stop >/dev/null 2>&1 || true
+}
+trap 'pg_stop; wait 2>/dev/null || true' EXIT
+mkdir -p "$PG/sock"
+chown postgres: "$PG" "$PG/sock"
+chmod 0755 "$PG/sock"
+pg_up=no
+if quiet "$WORK/pg-setup.log" runuser -u postgres -- "$pg_bin/initdb" -D "$PG/data" -U postgres -A trust \
+    --no-sync -E UTF8 --locale=C.UTF-8 &&
+    quiet "$WORK/pg-setup.log" runuser -u postgres -- "$pg_bin/pg_ctl" -D "$PG/data" -l "$PG/log" -w -t 30 \
+        -o "-k $PG/sock -c listen_addresses= -c fsync=off" start &&
+    quiet "$WORK/pg-setup.log" pg_sql -c "CREATE ROLE sega LOGIN" -c "CREATE DATABASE sega OWNER sega"; then
+    pg_up=yes
+    python3 - "$B/etc/sega/config.json" "$B/etc/sega/config-pg.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["database"]["url"] = "host=/run/sega-pg dbname=sega user=sega"
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+PY
+    chroot "$B" sh -c 'chown root:sega /etc/sega/config-pg.json && chmod 0640 /etc/sega/config-pg.json'
+else
+    bad "a throwaway PostgreSQL server for the container (see $WORK/pg-setup.log)"
+fi
 nspawn_run_existed=no
 [ -e /run/systemd/nspawn ] && nspawn_run_existed=yes
 # --register=no --keep-unit: this machine has no systemd of its own to register with.
 timeout 180 systemd-nspawn -q --register=no --keep-unit --private-network -D "$B" -b \
-    >"$WORK/boot.log" 2>&1 </dev/null || true
+    --bind="$PG/sock:/run/sega-pg" >"$WORK/boot.log" 2>&1 </dev/null || true
 [ "$nspawn_run_existed" = yes ] || rm -rf /run/systemd/nspawn
+pg_files=
+if [ "$pg_up" = yes ]; then
+    pg_files=$(pg_sql -d sega -c "SELECT string_agg(convert_from(filename, 'UTF8'), ' ' ORDER BY filename) FROM files" 2>&1)
+    pg_stop
+    cp "$PG/log" "$WORK/pg.log" 2>/dev/null || true
+fi
 cp "$B/deb-selftest.journal" "$WORK/boot-journal.txt" 2>/dev/null || true
 got() { sed -n "s/^$1=//p" "$B/deb-selftest.out" 2>/dev/null | tail -n 1; }
 if [ "$(got done)" = yes ]; then
@@ -346,16 +447,24 @@ if [ "$(got done)" = yes ]; then
     same "$(got stop)" "0:success:0" "systemctl stop: a clean exit 0"
     same "$(got bad_config)" "failed:78:0" "a broken config: exit 78, no restart loop"
     same "$(got unit_warnings)" 0 "systemd reports no unknown or invalid setting in the unit"
+    if [ "$pg_up" = yes ]; then
+        same "$(got pg_state)" active/running "database.url (PostgreSQL over a unix socket): the service starts, READY"
+        same "$(got pg_seen):$(got pg_attempted)" "1:1" \
+            "PostgreSQL ledger: a new image is recorded and an upload attempted (connection refused)"
+        same "$(got pg_stop)" "0:success:0" "PostgreSQL ledger: systemctl stop, a clean exit 0"
+        same "$pg_files" "a.jpg b.jpg" "the server's files table holds both images (the daemon made its tables)"
+    fi
 else
     bad "the $BOOT_SUITE container did not run the self test (see $WORK/boot.log)"
     tail -n 30 "$WORK/boot.log"
 fi
 
 t1=$(date +%s)
-rm -rf "$R" "$v" "$B"
+rm -rf "$R" "$v" "$B" "$PG"
 echo
 echo "package:   $deb ($size bytes; installed $(dpkg-deb -f "$deb" Installed-Size) KiB)"
 echo "glibc:     highest symbol GLIBC_$glibc"
+echo "libpq:     NEEDED libpq.so.5; $pq_count libpq functions, the newest from libpq5 $pq_need"
 echo "security:  $(grep 'Overall exposure' "$WORK/security.txt" | sed 's/^→ //')"
 echo "lintian:"
 sed 's/^/  /' "$WORK/lintian.txt"

@@ -8,6 +8,8 @@
 #   cargo-zigbuild from PyPI `cargo-zigbuild` (a prebuilt binary: 2 s to install instead of
 #                                             about 2 min for `cargo install` on 2 cores)
 #   cargo-deb     from crates.io, `cargo install --locked`
+# and libpq5 from the distribution (the `postgres` feature links libpq.so.5 dynamically;
+# the binary is linked against this machine's copy, the package depends on libpq5).
 DEB_ZIG_VERSION=0.15.2
 DEB_ZIGBUILD_VERSION=0.24.1
 DEB_CARGO_DEB_VERSION=3.8.0
@@ -46,22 +48,48 @@ deb_build_tools() {
         cargo install --quiet --locked "cargo-deb@$DEB_CARGO_DEB_VERSION"
     fi
     # cargo-zigbuild tries `python3 -m ziglang` (the pinned one) before any zig on PATH.
+    command -v objdump >/dev/null || deb_apt binutils # deb-build.sh checks the binary with it
+    deb_libpq >/dev/null
+}
+
+# deb_apt PACKAGE...: apt-get install (as root; otherwise says what is missing).
+deb_apt() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing: apt-get install $*" >&2
+        return 1
+    fi
+    deb_log "apt-get install $*"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Prints the path of this machine's libpq.so.5 (installing libpq5 if it is missing and we
+# are root). Only the runtime library is needed to link: pq-sys ships its bindings, so no
+# headers (libpq-dev) and no pg_config.
+deb_libpq() {
+    local so
+    so=$(PATH=$PATH:/sbin:/usr/sbin ldconfig -p | awk '$1 == "libpq.so.5" && /x86-64/ { print $NF; exit }')
+    if [ -z "$so" ]; then
+        deb_apt libpq5 >&2 || return 1
+        so=$(PATH=$PATH:/sbin:/usr/sbin ldconfig -p | awk '$1 == "libpq.so.5" && /x86-64/ { print $NF; exit }')
+    fi
+    [ -n "$so" ] || { echo "libpq.so.5 not found after installing libpq5" >&2; return 1; }
+    echo "$so"
 }
 
 # Debian packages for the checks: lintian, debootstrap (the throwaway roots), objdump
 # (binutils), systemd-analyze (systemd; the analyzer runs without systemd as PID 1),
-# systemd-nspawn (systemd-container; boots a root with systemd to run the unit for real).
+# systemd-nspawn (systemd-container; boots a root with systemd to run the unit for real),
+# the PostgreSQL server (postgresql; a throwaway one whose socket the container's daemon uses).
 deb_check_tools() {
     local want=()
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && id postgres >/dev/null 2>&1 ||
+        want+=(postgresql)
     command -v lintian >/dev/null || want+=(lintian)
     command -v debootstrap >/dev/null || want+=(debootstrap)
     command -v systemd-nspawn >/dev/null || want+=(systemd-container)
     command -v objdump >/dev/null || want+=(binutils)
     command -v systemd-analyze >/dev/null || want+=(systemd)
     command -v man >/dev/null || want+=(man-db)
-    if [ ${#want[@]} -gt 0 ]; then
-        deb_log "apt-get install ${want[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
-    fi
+    [ ${#want[@]} -eq 0 ] || deb_apt "${want[@]}"
 }
