@@ -355,6 +355,7 @@ impl Owner {
                 recv(ch.control) -> msg => match msg {
                     Ok(Control::Reload(config, settings)) => {
                         self.policy = Policy::new(&config);
+                        self.store.set_folders(crate::store::roots(&config));
                         self.settings = settings;
                         self.maybe_due = true;
                     }
@@ -468,6 +469,9 @@ impl Owner {
                 if !batch.is_empty() {
                     self.record(&batch, &now);
                 }
+                // Files already recorded may be due: in a shared ledger another host may have
+                // recorded them a moment ago (a claim that finds nothing costs microseconds).
+                self.maybe_due = true;
             }
             Input::Attrib(path) => match self.store.recheck(&path, &now) {
                 Ok(true) => {
@@ -499,7 +503,9 @@ impl Owner {
         match self.store.record(batch, now) {
             Ok(st) => {
                 self.recovered();
-                if st.new + st.new_versions + st.made_due > 0 {
+                // Unchanged rows count too: in a shared ledger they may have just been
+                // recorded by another host, and be due without this host knowing.
+                if st.new + st.new_versions + st.made_due + st.unchanged > 0 {
                     self.maybe_due = true;
                 }
                 self.stats.recorded += st.new + st.new_versions;

@@ -6,6 +6,17 @@ use std::time::Duration;
 use crate::util::*;
 use serde_json::json;
 
+both_backends!(
+    live_files_catch_up_and_new_folders,
+    a_folder_and_a_root_that_appear_after_start,
+    the_window_moves_at_midnight_without_a_restart,
+    transient_failures_are_retried_until_uploaded,
+    retry_after_is_honoured_and_400_fails_at_once,
+    an_outage_costs_few_requests_and_everything_arrives_after,
+    hostile_entries_while_running_block_nothing,
+    sigterm_drains_within_the_grace_and_leaves_the_rest_pending,
+);
+
 fn jpeg(seed: u64) -> Vec<u8> {
     images::jpeg(32, 24, seed)
 }
@@ -33,9 +44,8 @@ fn wait_uploaded(env: &Env, n: usize) {
     });
 }
 
-#[test]
-fn live_files_catch_up_and_new_folders() {
-    let env = Env::new("live");
+fn live_files_catch_up_and_new_folders(backend: Backend) {
+    let env = Env::with_backend("live", backend);
     let mut want = Vec::new();
     let present = jpeg(1);
     env.put("Sega_1", "present.jpg", &present);
@@ -70,9 +80,8 @@ fn live_files_catch_up_and_new_folders() {
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
 
-#[test]
-fn a_folder_and_a_root_that_appear_after_start() {
-    let env = Env::new("late");
+fn a_folder_and_a_root_that_appear_after_start(backend: Backend) {
+    let env = Env::with_backend("late", backend);
     // The root itself is missing at start.
     let real_root = env.root.clone();
     std::fs::rename(&real_root, env.dir.join("data-later")).unwrap();
@@ -110,9 +119,8 @@ fn a_folder_and_a_root_that_appear_after_start() {
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
 
-#[test]
-fn the_window_moves_at_midnight_without_a_restart() {
-    let env = Env::new("midnight");
+fn the_window_moves_at_midnight_without_a_restart(backend: Backend) {
+    let env = Env::with_backend("midnight", backend);
     // Fake clock: 3 s before midnight of 2030-01-01 (UTC; the test runs with TZ=UTC).
     let (d1, d2, d3) = ("2030-01-01", "2030-01-02", "2030-01-03");
     let b_early = jpeg(1);
@@ -150,8 +158,7 @@ fn the_window_moves_at_midnight_without_a_restart() {
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
 
-#[test]
-fn transient_failures_are_retried_until_uploaded() {
+fn transient_failures_are_retried_until_uploaded(backend: Backend) {
     for (name, mode) in [
         (
             "503",
@@ -163,7 +170,7 @@ fn transient_failures_are_retried_until_uploaded() {
         ("reset", Mode::ResetMidBody { after_bytes: 64 }),
         ("hang", Mode::Hang),
     ] {
-        let env = Env::new(name);
+        let env = Env::with_backend(name, backend);
         env.set("/upload/timeout_secs", json!(1));
         env.server.set_mode(mode);
         let mut d = env.start_daemon();
@@ -191,9 +198,8 @@ fn transient_failures_are_retried_until_uploaded() {
     }
 }
 
-#[test]
-fn retry_after_is_honoured_and_400_fails_at_once() {
-    let env = Env::new("retryafter");
+fn retry_after_is_honoured_and_400_fails_at_once(backend: Backend) {
+    let env = Env::with_backend("retryafter", backend);
     env.set("/upload/retry/max_secs", json!(5));
     env.server.set_mode(Mode::RetryAfter { code: 429, secs: 2 });
     let mut d = env.start_daemon();
@@ -234,9 +240,8 @@ fn retry_after_is_honoured_and_400_fails_at_once() {
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
 
-#[test]
-fn an_outage_costs_few_requests_and_everything_arrives_after() {
-    let env = Env::new("outage");
+fn an_outage_costs_few_requests_and_everything_arrives_after(backend: Backend) {
+    let env = Env::with_backend("outage", backend);
     env.set("/upload/workers", json!(3));
     env.set("/upload/retry", json!({ "initial_secs": 1, "max_secs": 2 }));
     env.server.set_mode(Mode::Refuse);
@@ -283,9 +288,8 @@ fn fd_count(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn hostile_entries_while_running_block_nothing() {
-    let env = Env::new("hostile-live");
+fn hostile_entries_while_running_block_nothing(backend: Backend) {
+    let env = Env::with_backend("hostile-live", backend);
     let mut d = env.start_daemon();
     d.wait_log("ready:");
     env.put("Sega_1", "first.jpg", &jpeg(1));
@@ -345,9 +349,8 @@ fn hostile_entries_while_running_block_nothing() {
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
 
-#[test]
-fn sigterm_drains_within_the_grace_and_leaves_the_rest_pending() {
-    let env = Env::new("grace");
+fn sigterm_drains_within_the_grace_and_leaves_the_rest_pending(backend: Backend) {
+    let env = Env::with_backend("grace", backend);
     env.set("/shutdown_grace_secs", json!(1));
     env.set("/upload/timeout_secs", json!(60));
     env.server.set_mode(Mode::Hang);

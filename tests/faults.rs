@@ -4,100 +4,27 @@
 //! jitter cannot break. Figures are printed (`cargo test -- --nocapture`) for the record in
 //! docs/RELIABILITY.md.
 
-use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::util::*;
 use serde_json::json;
+
+both_backends!(
+    crash_loop_ten_kills_during_a_2000_file_burst,
+    a_sixty_second_outage_while_files_keep_arriving,
+    overflow_tens_of_thousands_of_files_while_stopped,
+    an_unreadable_image_waits_and_goes_once_readable,
+    silent_trickling_and_huge_answers_free_the_worker,
+);
 
 fn jpeg(seed: u64) -> Vec<u8> {
     images::jpeg(16, 16, seed)
 }
 
-struct Rng(u64);
-impl Rng {
-    fn seeded(name: &str) -> Rng {
-        let seed = std::env::var("SEGA_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        eprintln!("{name}: seed {seed} (rerun with SEGA_TEST_SEED={seed})");
-        Rng(seed | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// name → sha256 of every file written.
-type Written = HashMap<String, String>;
-
-fn write_burst(env: &Env, prefix: &str, n: usize, pause_every: usize, pause: Duration) -> Written {
-    let mut w = Written::new();
-    for i in 0..n {
-        let name = format!("{prefix}{i:05}.jpg");
-        let b = jpeg(i as u64 ^ 0x5eed);
-        env.put(&format!("Sega_{}", i % 3 + 1), &name, &b);
-        w.insert(name, sha256_hex(&b));
-        if pause_every > 0 && i % pause_every == pause_every - 1 {
-            std::thread::sleep(pause);
-        }
-    }
-    w
-}
-
-/// Every written file arrived (right bytes) at least once; returns the duplicate count.
-fn check_all_arrived(env: &Env, written: &Written) -> usize {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut keys: HashMap<String, HashSet<String>> = HashMap::new();
-    for r in env.successful_uploads() {
-        let f = r.file.as_ref().unwrap();
-        let name = String::from_utf8_lossy(&f.filename).into_owned();
-        if let Some(sha) = written.get(&name) {
-            assert_eq!(&f.sha256, sha, "{name}: wrong bytes");
-            *seen.entry(name.clone()).or_default() += 1;
-            keys.entry(name)
-                .or_default()
-                .insert(r.header("Idempotency-Key").unwrap().to_string());
-        }
-    }
-    let missing: Vec<_> = written
-        .keys()
-        .filter(|n| !seen.contains_key(*n))
-        .take(10)
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "never arrived: {missing:?} ({} of {})",
-        written.len() - seen.len(),
-        written.len()
-    );
-    for (name, k) in &keys {
-        assert_eq!(
-            k.len(),
-            1,
-            "{name}: every re-send carries the same Idempotency-Key"
-        );
-    }
-    seen.values().map(|n| n - 1).sum()
-}
-
-#[test]
-fn crash_loop_ten_kills_during_a_2000_file_burst() {
-    let env = Env::new("crashloop");
+fn crash_loop_ten_kills_during_a_2000_file_burst(backend: Backend) {
+    let env = Env::with_backend("crashloop", backend);
     env.set("/upload/workers", json!(4));
     env.server.set_mode(Mode::Delay(Duration::from_millis(2)));
     let mut rng = Rng::seeded("crash loop");
@@ -140,9 +67,8 @@ fn crash_loop_ten_kills_during_a_2000_file_burst() {
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
 
-#[test]
-fn a_sixty_second_outage_while_files_keep_arriving() {
-    let env = Env::new("outage60");
+fn a_sixty_second_outage_while_files_keep_arriving(backend: Backend) {
+    let env = Env::with_backend("outage60", backend);
     env.set("/upload/workers", json!(4));
     env.set(
         "/upload/retry",
@@ -199,9 +125,8 @@ fn a_sixty_second_outage_while_files_keep_arriving() {
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
 
-#[test]
-fn overflow_tens_of_thousands_of_files_while_stopped() {
-    let env = Env::new("overflow");
+fn overflow_tens_of_thousands_of_files_while_stopped(backend: Backend) {
+    let env = Env::with_backend("overflow", backend);
     env.set("/upload/workers", json!(4));
     let max_queued: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
         .ok()
@@ -446,13 +371,12 @@ fn a_corrupt_or_unwritable_database_is_a_clear_error_never_a_fresh_start() {
     }
 }
 
-#[test]
-fn an_unreadable_image_waits_and_goes_once_readable() {
+fn an_unreadable_image_waits_and_goes_once_readable(backend: Backend) {
     if !is_root() {
         eprintln!("skipped: needs root to run the daemon as another user");
         return;
     }
-    let env = Env::new("unreadable");
+    let env = Env::with_backend("unreadable", backend);
     for p in [&env.dir, &env.root, &env.db.parent().unwrap().to_path_buf()] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
@@ -468,11 +392,20 @@ fn an_unreadable_image_waits_and_goes_once_readable() {
     let mut d = env.start_daemon_with(as_nobody);
     d.wait_log("ready:");
     let b = jpeg(1);
-    let p = env.put("Sega_1", "locked.jpg", &b);
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
-    // Written as root then locked: the close came before the chmod, so touch it again.
-    let f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-    drop(f);
+    // Created unreadable (mode 000 from the first byte): written as root and locked only
+    // after the close, a fast daemon could read it in between.
+    let p = env.dir_of("Sega_1", &env.today).join("locked.jpg");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o000)
+            .open(&p)
+            .unwrap();
+        f.write_all(&b).unwrap();
+    }
     wait_until("the unreadable file to be tried", DEADLINE, || {
         env.rows().iter().any(|r| {
             r.name() == "locked.jpg"
@@ -503,9 +436,8 @@ fn an_unreadable_image_waits_and_goes_once_readable() {
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
 
-#[test]
-fn silent_trickling_and_huge_answers_free_the_worker() {
-    let env = Env::new("slowserver");
+fn silent_trickling_and_huge_answers_free_the_worker(backend: Backend) {
+    let env = Env::with_backend("slowserver", backend);
     env.set("/upload/workers", json!(1));
     env.set("/upload/timeout_secs", json!(1));
     let mut d = env.start_daemon();
@@ -540,15 +472,29 @@ fn silent_trickling_and_huge_answers_free_the_worker() {
             .iter()
             .any(|r| r.name() == "trickle.jpg" && r.status == "uploaded")
     });
-    let c = rusqlite::Connection::open(&env.db).unwrap();
-    let (len, json_null): (i64, bool) = c
-        .query_row(
+    let (len, json_null): (i64, bool) = if env.is_pg() {
+        let v = env.sql(&format!(
+            "SELECT octet_length(r.response_body) AS len, r.response_json IS NULL AS json_null \
+             FROM upload_results r JOIN files f ON f.id = r.file_id \
+             WHERE f.scope = '{}' AND f.filename = convert_to('huge.jpg', 'UTF8') \
+             AND r.outcome = 'success'",
+            env.scope()
+        ));
+        assert_eq!(v.len(), 1, "{v:?}");
+        (
+            v[0]["len"].as_i64().unwrap(),
+            v[0]["json_null"].as_bool().unwrap(),
+        )
+    } else {
+        let c = rusqlite::Connection::open(&env.db).unwrap();
+        c.query_row(
             "SELECT length(r.response_body), r.response_json IS NULL FROM upload_results r JOIN files f ON f.id = r.file_id
              WHERE f.filename = 'huge.jpg' AND r.outcome = 'success'",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .unwrap();
+        .unwrap()
+    };
     assert_eq!(len, 64 * 1024, "the 5 MB answer is stored capped at 64 KiB");
     assert!(json_null, "a capped body that no longer parses is not JSON");
     let hwm = vm_hwm_kib(d.pid());

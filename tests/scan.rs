@@ -5,13 +5,24 @@ use crate::util::*;
 use serde_json::json;
 use std::collections::BTreeMap;
 
+both_backends!(
+    scan_uploads_exactly_the_images_once_each,
+    the_idempotency_key_survives_a_lost_database,
+    transient_failures_leave_the_file_pending_with_its_result,
+    permanent_failures_and_redirects,
+    hostile_entries_are_never_opened_or_sent,
+    dry_run_changes_nothing,
+    scan_with_dates_backfills_outside_the_window,
+    scan_records_only_while_the_daemon_holds_the_lock,
+    upload_order_follows_the_config,
+);
+
 fn jpeg(seed: u64) -> Vec<u8> {
     images::jpeg(64, 48, seed)
 }
 
-#[test]
-fn scan_uploads_exactly_the_images_once_each() {
-    let env = Env::new("decoys");
+fn scan_uploads_exactly_the_images_once_each(backend: Backend) {
+    let env = Env::with_backend("decoys", backend);
     let yesterday = utc_date(-1);
     let korean = "사진 2.jpg";
     let raw_name: &[u8] = b"\xbb\xe7\xc1\xf8.jpg"; // CP949, not UTF-8
@@ -235,13 +246,11 @@ fn scan_uploads_exactly_the_images_once_each() {
     assert_eq!(env.server.request_count(), expected.len() + 1);
 }
 
-#[test]
-fn the_idempotency_key_survives_a_lost_database() {
-    let env = Env::new("idem");
+fn the_idempotency_key_survives_a_lost_database(backend: Backend) {
+    let env = Env::with_backend("idem", backend);
     env.put("Sega_1", "a.jpg", &jpeg(1));
     assert_eq!(env.run(&["scan"]).code, 0);
-    std::fs::remove_dir_all(env.db.parent().unwrap()).unwrap();
-    std::fs::create_dir_all(env.db.parent().unwrap()).unwrap();
+    env.lose_database();
     assert_eq!(env.run(&["scan"]).code, 0);
     let sent = env.uploads_of(b"a.jpg");
     assert_eq!(sent.len(), 2, "a lost database means a re-send…");
@@ -253,16 +262,15 @@ fn the_idempotency_key_survives_a_lost_database() {
 }
 
 /// One scan against the endpoint in `mode`; returns the env for inspection.
-fn scan_against(name: &str, mode: Mode) -> (Env, Out) {
-    let env = Env::new(name);
+fn scan_against(name: &str, mode: Mode, backend: Backend) -> (Env, Out) {
+    let env = Env::with_backend(name, backend);
     env.put("Sega_1", "a.jpg", &jpeg(1));
     env.server.set_mode(mode);
     let o = env.run(&["scan"]);
     (env, o)
 }
 
-#[test]
-fn transient_failures_leave_the_file_pending_with_its_result() {
+fn transient_failures_leave_the_file_pending_with_its_result(backend: Backend) {
     for (name, mode, status, err) in [
         (
             "503",
@@ -282,7 +290,7 @@ fn transient_failures_leave_the_file_pending_with_its_result() {
         ("reset", Mode::ResetMidBody { after_bytes: 100 }, None, ""),
         ("hang", Mode::Hang, None, "timed out"),
     ] {
-        let (env, o) = scan_against(name, mode);
+        let (env, o) = scan_against(name, mode, backend);
         assert_eq!(
             o.code, 1,
             "{name}: a pending file makes scan exit 1: {}",
@@ -310,14 +318,14 @@ fn transient_failures_leave_the_file_pending_with_its_result() {
     }
 }
 
-#[test]
-fn permanent_failures_and_redirects() {
+fn permanent_failures_and_redirects(backend: Backend) {
     let (env, o) = scan_against(
         "400",
         Mode::Status {
             code: 400,
             fraction: 1.0,
         },
+        backend,
     );
     assert_eq!(o.code, 1);
     let row = env.row("a.jpg");
@@ -337,6 +345,7 @@ fn permanent_failures_and_redirects() {
             code: 302,
             location: elsewhere.url(),
         },
+        backend,
     );
     assert_eq!(o.code, 1);
     let row = env.row("a.jpg");
@@ -351,9 +360,8 @@ fn permanent_failures_and_redirects() {
     assert_eq!(elsewhere.request_count(), 0, "redirects are never followed");
 }
 
-#[test]
-fn hostile_entries_are_never_opened_or_sent() {
-    let env = Env::new("hostile");
+fn hostile_entries_are_never_opened_or_sent(backend: Backend) {
+    let env = Env::with_backend("hostile", backend);
     let dir = env.dir_of("Sega_1", &env.today);
     let good = env.put("Sega_1", "good.jpg", &jpeg(1));
     let fifo = std::ffi::CString::new(dir.join("x.jpg").to_str().unwrap()).unwrap();
@@ -393,9 +401,8 @@ fn hostile_entries_are_never_opened_or_sent() {
     );
 }
 
-#[test]
-fn dry_run_changes_nothing() {
-    let env = Env::new("dryrun");
+fn dry_run_changes_nothing(backend: Backend) {
+    let env = Env::with_backend("dryrun", backend);
     env.put("Sega_1", "a.jpg", &jpeg(1));
     let o = env.run(&["scan", "--dry-run"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -404,7 +411,11 @@ fn dry_run_changes_nothing() {
         "{}",
         o.stdout
     );
-    assert!(!env.db.exists(), "no database created");
+    assert!(
+        env.ledger_untouched(),
+        "nothing written to the ledger: {:?}",
+        env.rows()
+    );
     assert_eq!(env.server.request_count(), 0);
     assert_eq!(env.run(&["scan"]).code, 0);
     env.put("Sega_1", "b.jpg", &jpeg(2));
@@ -417,9 +428,8 @@ fn dry_run_changes_nothing() {
     assert_eq!(env.server.request_count(), 1);
 }
 
-#[test]
-fn scan_with_dates_backfills_outside_the_window() {
-    let env = Env::new("backfill");
+fn scan_with_dates_backfills_outside_the_window(backend: Backend) {
+    let env = Env::with_backend("backfill", backend);
     env.put_in("Sega_2", "2025-03-01", "old.jpg", &jpeg(1));
     env.put("Sega_2", "new.jpg", &jpeg(2));
     assert_eq!(env.run(&["scan", "--date", "2025-03-01"]).code, 0);
@@ -432,9 +442,8 @@ fn scan_with_dates_backfills_outside_the_window() {
     assert_eq!(sent, vec!["2025-03-01"]);
 }
 
-#[test]
-fn scan_records_only_while_the_daemon_holds_the_lock() {
-    let env = Env::new("locked");
+fn scan_records_only_while_the_daemon_holds_the_lock(backend: Backend) {
+    let env = Env::with_backend("locked", backend);
     env.set("/upload/url", json!("http://127.0.0.1:9/upload"));
     let mut d = env.start_daemon();
     d.wait_log("ready");
@@ -499,13 +508,12 @@ fn a_one_gib_file_uploads_with_flat_memory() {
     assert_eq!(f.sha256, want, "every byte arrived");
 }
 
-#[test]
-fn upload_order_follows_the_config() {
+fn upload_order_follows_the_config(backend: Backend) {
     for (order, expected) in [
         ("oldest_first", ["old.jpg", "mid.jpg", "new.jpg"]),
         ("newest_first", ["new.jpg", "mid.jpg", "old.jpg"]),
     ] {
-        let env = Env::new(order);
+        let env = Env::with_backend(order, backend);
         env.set("/upload/workers", json!(1));
         env.set("/upload/order", json!(order));
         let now = std::time::SystemTime::now();

@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 use crate::util::*;
 use serde_json::{json, Value};
 
+both_backends!(
+    sd_notify_ready_status_stopping_and_reload,
+    sighup_adds_a_folder_and_refuses_an_invalid_config,
+    operator_commands_agree_with_the_database,
+    rows_older_than_keep_days_are_pruned,
+);
+
 fn jpeg(seed: u64) -> Vec<u8> {
     images::jpeg(32, 24, seed)
 }
@@ -72,9 +79,8 @@ impl Notify {
     }
 }
 
-#[test]
-fn sd_notify_ready_status_stopping_and_reload() {
-    let env = Env::new("notify");
+fn sd_notify_ready_status_stopping_and_reload(backend: Backend) {
+    let env = Env::with_backend("notify", backend);
     let mut n = Notify::new(&env);
     let path = n.path.clone();
     let mut d = env.start_daemon_with(|c| {
@@ -159,9 +165,8 @@ fn the_watchdog_stops_while_the_db_owner_is_stuck_and_resumes() {
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
 
-#[test]
-fn sighup_adds_a_folder_and_refuses_an_invalid_config() {
-    let env = Env::new("reload");
+fn sighup_adds_a_folder_and_refuses_an_invalid_config(backend: Backend) {
+    let env = Env::with_backend("reload", backend);
     env.set("/watch/folders", json!(["Sega_1"]));
     let mut d = env.start_daemon();
     d.wait_log("ready:");
@@ -221,9 +226,8 @@ fn status_json(env: &Env) -> Value {
     serde_json::from_str(&o.stdout).unwrap()
 }
 
-#[test]
-fn operator_commands_agree_with_the_database() {
-    let env = Env::new("operator");
+fn operator_commands_agree_with_the_database(backend: Backend) {
+    let env = Env::with_backend("operator", backend);
     let metrics = env.dir.join("metrics.prom");
     env.set("/metrics/textfile", json!(metrics));
     env.put("Sega_1", "ok1.jpg", &jpeg(1));
@@ -246,6 +250,28 @@ fn operator_commands_agree_with_the_database() {
     let s = status_json(&env);
     assert_eq!(s["daemon"]["alive"], json!(true), "{s}");
     assert_eq!(s["daemon"]["pid"], json!(d.pid().to_string()));
+    if backend == Backend::Postgres {
+        // A shared ledger also says whose view this is and lists every host of the scope.
+        let me = host_name();
+        assert_eq!(s["scope"], json!("test-scope"), "{s}");
+        assert_eq!(s["host"], json!(me), "{s}");
+        let hosts = s["hosts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("hosts: {s}"));
+        assert_eq!(hosts.len(), 1, "{s}");
+        let h = &hosts[0];
+        assert_eq!(h["host"], json!(me), "{s}");
+        assert_eq!(h["alive"], json!(true), "{s}");
+        assert!(same_pid(&h["pid"], d.pid()), "{s}");
+        assert!(
+            h["heartbeat_age_secs"].as_u64().is_some_and(|a| a < 60),
+            "{s}"
+        );
+        assert!(
+            h.get("stopped_at").is_some() && h.get("uploading").is_some(),
+            "{s}"
+        );
+    }
     assert_eq!(s["totals"]["uploaded"], json!(2));
     assert_eq!(s["totals"]["failed"], json!(1));
     assert_eq!(s["totals"]["skipped"], json!(1));
@@ -500,9 +526,8 @@ fn check_config_reports_an_unreadable_folder_and_a_refusing_endpoint() {
     assert!(o.stdout.contains("ok   folder Sega_1"), "{}", o.stdout);
 }
 
-#[test]
-fn rows_older_than_keep_days_are_pruned() {
-    let env = Env::new("prune");
+fn rows_older_than_keep_days_are_pruned(backend: Backend) {
+    let env = Env::with_backend("prune", backend);
     env.put_in("Sega_1", "2020-01-01", "ancient.jpg", &jpeg(1));
     assert_eq!(env.run(&["scan", "--date", "2020-01-01"]).code, 0);
     env.put("Sega_1", "today.jpg", &jpeg(2));

@@ -1,10 +1,14 @@
 //! Integration tests: the real binary on a real temp tree, with real inotify, a real SQLite
-//! file and the loopback test endpoint. One test binary keeps the build short.
+//! file or a throwaway PostgreSQL server, and the loopback test endpoint. One test binary
+//! keeps the build short.
 
+#[macro_use]
 mod util;
+mod pg;
 
 mod cli;
 mod daemon;
 mod faults;
 mod scan;
 mod service;
+mod shared;

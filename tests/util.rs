@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
@@ -15,8 +16,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::pg::{self, Pg};
 pub use sega_testsrv::images;
 pub use sega_testsrv::{Mode, Request, Server};
 use serde_json::{json, Value};
@@ -44,6 +46,119 @@ pub fn utc_date(offset_days: i64) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
+/// Which ledger a test's daemon uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite file (`database.path`).
+    Sqlite,
+    /// A PostgreSQL database (`database.url`) on a throwaway cluster.
+    Postgres,
+}
+
+/// Instantiates each named test `fn name(backend: Backend)` once per backend, as
+/// `name::sqlite` and `name::postgres` (`cargo test postgres` runs the PostgreSQL half). The
+/// PostgreSQL variant skips itself with a note when the server binaries are missing (and
+/// fails under CI=true).
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(crate::util::Backend::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                if crate::pg::available() {
+                    super::$name(crate::util::Backend::Postgres)
+                }
+            }
+        }
+    )+};
+}
+
+/// A PostgreSQL ledger as one `Env` sees it: a database on a cluster and this env's scope.
+#[derive(Clone, Debug)]
+pub struct PgLedger {
+    pub pg: Pg,
+    pub db: String,
+    pub scope: String,
+    /// The env that created the database drops it (after a passing test).
+    owner: bool,
+}
+
+impl PgLedger {
+    pub fn conninfo(&self) -> String {
+        self.pg.conninfo(&self.db)
+    }
+
+    /// Rows of `select` as JSON objects; an empty list while the schema is not there yet
+    /// (nobody has opened the ledger), as a missing SQLite file reads as no rows.
+    pub fn query(&self, select: &str) -> Vec<Value> {
+        match self.pg.try_query(&self.db, select) {
+            Ok(v) => v,
+            Err(e) if e.contains("does not exist") && e.contains("relation") => Vec::new(),
+            Err(e) => panic!("psql -d {}: {select}: {e}", self.db),
+        }
+    }
+
+    fn rows_of(&self, scope: &str) -> Vec<Row> {
+        self.try_rows_of(scope)
+            .unwrap_or_else(|e| panic!("reading rows of {}: {e}", self.db))
+    }
+
+    /// Never panics on a server error (the drop-time dump runs while a test panics).
+    fn try_rows_of(&self, scope: &str) -> Result<Vec<Row>, String> {
+        let rows = match self.pg.try_query(&self.db, &format!(
+            "SELECT id, path, folder, date, filename, size, status, attempts, last_error, \
+             to_char(uploaded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS uploaded_at, \
+             claimed_host FROM files WHERE scope = {} ORDER BY id",
+            pg::lit(scope)
+        )) {
+            Ok(rows) => rows,
+            Err(e) if e.contains("does not exist") && e.contains("relation") => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(rows
+            .iter()
+            .map(|v| Row {
+                id: v["id"].as_i64().unwrap(),
+                path: pg::bytea(&v["path"]),
+                folder: v["folder"].as_str().unwrap().to_string(),
+                date: v["date"].as_str().unwrap().to_string(),
+                filename: pg::bytea(&v["filename"]),
+                size: v["size"].as_i64().unwrap(),
+                status: v["status"].as_str().unwrap().to_string(),
+                attempts: v["attempts"].as_i64().unwrap(),
+                last_error: v["last_error"].as_str().map(str::to_string),
+                uploaded_at: v["uploaded_at"].as_str().map(str::to_string),
+                claimed_host: v["claimed_host"].as_str().map(str::to_string),
+            })
+            .collect())
+    }
+
+    fn results_of(&self, scope: &str) -> Vec<ResultRow> {
+        self.query(&format!(
+            "SELECT r.file_id, r.attempt, r.http_status, r.response_json, r.error, r.outcome, \
+             r.host FROM upload_results r JOIN files f ON f.id = r.file_id \
+             WHERE f.scope = {} ORDER BY r.id",
+            pg::lit(scope)
+        ))
+        .iter()
+        .map(|v| ResultRow {
+            file_id: v["file_id"].as_i64().unwrap(),
+            attempt: v["attempt"].as_i64().unwrap(),
+            http_status: v["http_status"].as_i64(),
+            // jsonb comes back as a value: written out compactly, as SQLite stores it.
+            response_json: (!v["response_json"].is_null())
+                .then(|| serde_json::to_string(&v["response_json"]).unwrap()),
+            error: v["error"].as_str().map(str::to_string),
+            outcome: v["outcome"].as_str().unwrap().to_string(),
+            host: v["host"].as_str().map(str::to_string),
+        })
+        .collect()
+    }
+}
+
 /// A row of `files`, as tests look at it.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -57,6 +172,8 @@ pub struct Row {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub uploaded_at: Option<String>,
+    /// PostgreSQL: the host holding (or that last held) the row's claim.
+    pub claimed_host: Option<String>,
 }
 
 impl Row {
@@ -73,6 +190,8 @@ pub struct ResultRow {
     pub response_json: Option<String>,
     pub error: Option<String>,
     pub outcome: String,
+    /// PostgreSQL: the host that made the attempt.
+    pub host: Option<String>,
 }
 
 pub struct Out {
@@ -88,12 +207,64 @@ pub struct Env {
     pub config_path: PathBuf,
     pub server: Server,
     pub today: String,
+    pub backend: Backend,
+    /// The PostgreSQL ledger, when `backend` is `Postgres`.
+    pub pg: Option<PgLedger>,
     config: std::sync::Mutex<Value>,
     logs: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl Env {
+    /// A test tree whose daemon uses an SQLite file.
     pub fn new(name: &str) -> Env {
+        Env::build(name, None)
+    }
+
+    /// A test tree on either backend: PostgreSQL is a fresh database on the process's
+    /// shared cluster.
+    pub fn with_backend(name: &str, backend: Backend) -> Env {
+        match backend {
+            Backend::Sqlite => Env::new(name),
+            Backend::Postgres => {
+                let pg = pg::Cluster::shared().handle();
+                let db = pg.create_database();
+                Env::build(
+                    name,
+                    Some(PgLedger {
+                        pg,
+                        db,
+                        scope: "test-scope".into(),
+                        owner: true,
+                    }),
+                )
+            }
+        }
+    }
+
+    /// A test tree whose ledger is a fresh database on the given (private) cluster.
+    pub fn on_cluster(name: &str, pg: &Pg) -> Env {
+        let db = pg.create_database();
+        Env::build(
+            name,
+            Some(PgLedger {
+                pg: pg.clone(),
+                db,
+                scope: "test-scope".into(),
+                owner: true,
+            }),
+        )
+    }
+
+    /// A test tree of its own (own root, own endpoint) sharing `other`'s PostgreSQL
+    /// database under another scope.
+    pub fn sharing_ledger(name: &str, other: &Env, scope: &str) -> Env {
+        let mut l = other.pg().clone();
+        l.scope = scope.into();
+        l.owner = false;
+        Env::build(name, Some(l))
+    }
+
+    fn build(name: &str, pg: Option<PgLedger>) -> Env {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "sega-it-{name}-{}-{}",
@@ -122,6 +293,11 @@ impl Env {
             "log": { "level": "debug" },
             "shutdown_grace_secs": 5
         });
+        let mut config = config;
+        if let Some(l) = &pg {
+            config["database"]["url"] = json!(l.conninfo());
+            config["database"]["scope"] = json!(l.scope);
+        }
         let env = Env {
             config_path: dir.join("config.json"),
             dir,
@@ -129,6 +305,12 @@ impl Env {
             db,
             server,
             today,
+            backend: if pg.is_some() {
+                Backend::Postgres
+            } else {
+                Backend::Sqlite
+            },
+            pg,
             config: std::sync::Mutex::new(config),
             logs: std::sync::Mutex::new(Vec::new()),
         };
@@ -160,8 +342,12 @@ impl Env {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
+        self.cmd_with_config(&self.config_path, args)
+    }
+
+    pub fn cmd_with_config(&self, config: &Path, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.arg("-c").arg(&self.config_path).args(args);
+        c.arg("-c").arg(config).args(args);
         c.env("TZ", "UTC")
             .env_remove("SEGA_LOG")
             .env_remove("NOTIFY_SOCKET")
@@ -208,7 +394,67 @@ impl Env {
         c
     }
 
+    /// The PostgreSQL ledger (panics for SQLite).
+    pub fn pg(&self) -> &PgLedger {
+        self.pg.as_ref().expect("a PostgreSQL env")
+    }
+
+    pub fn is_pg(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// This env's scope (`database.scope`).
+    pub fn scope(&self) -> String {
+        self.config.lock().unwrap()["database"]["scope"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Rows of `select` against the PostgreSQL ledger, as JSON objects.
+    pub fn sql(&self, select: &str) -> Vec<Value> {
+        self.pg().query(select)
+    }
+
+    /// Another scope's rows in the same PostgreSQL ledger.
+    pub fn rows_of_scope(&self, scope: &str) -> Vec<Row> {
+        self.pg().rows_of(scope)
+    }
+
+    /// The ledger is gone (a lost disk, a dropped database): the SQLite file and its
+    /// directory, or the PostgreSQL database dropped and created empty again.
+    pub fn lose_database(&self) {
+        match &self.pg {
+            None => {
+                std::fs::remove_dir_all(self.db.parent().unwrap()).unwrap();
+                std::fs::create_dir_all(self.db.parent().unwrap()).unwrap();
+            }
+            Some(l) => {
+                l.pg.drop_database(&l.db);
+                l.pg.psql("postgres", &format!("CREATE DATABASE {}", l.db));
+            }
+        }
+    }
+
+    /// Nothing was ever written to the ledger: no SQLite file; in PostgreSQL not one row
+    /// in any of the ledger's tables (whether the schema exists or not).
+    pub fn ledger_untouched(&self) -> bool {
+        match &self.pg {
+            None => !self.db.exists(),
+            Some(l) => ["files", "upload_results", "state"].iter().all(|t| {
+                !l.pg.has_table(&l.db, t)
+                    || l.pg
+                        .psql(&l.db, &format!("SELECT count(*) FROM {t}"))
+                        .trim()
+                        == "0"
+            }),
+        }
+    }
+
     pub fn rows(&self) -> Vec<Row> {
+        if let Some(l) = &self.pg {
+            return l.rows_of(&l.scope);
+        }
         if !self.db.exists() {
             return Vec::new();
         }
@@ -234,6 +480,7 @@ impl Env {
                 attempts: r.get(7)?,
                 last_error: r.get(8)?,
                 uploaded_at: r.get(9)?,
+                claimed_host: None,
             })
         })
         .unwrap()
@@ -249,6 +496,9 @@ impl Env {
     }
 
     pub fn results(&self) -> Vec<ResultRow> {
+        if let Some(l) = &self.pg {
+            return l.results_of(&l.scope);
+        }
         let c = self.conn();
         let mut stmt = c
             .prepare("SELECT file_id, attempt, http_status, response_json, error, outcome FROM upload_results ORDER BY id")
@@ -261,6 +511,7 @@ impl Env {
                 response_json: r.get(3)?,
                 error: r.get(4)?,
                 outcome: r.get(5)?,
+                host: None,
             })
         })
         .unwrap()
@@ -269,6 +520,17 @@ impl Env {
     }
 
     pub fn count_status(&self, status: &str) -> usize {
+        if let Some(l) = &self.pg {
+            // Counted by the server: the big fault tests poll this often over many rows.
+            return l
+                .query(&format!(
+                    "SELECT count(*) AS n FROM files WHERE scope = {} AND status = {}",
+                    pg::lit(&l.scope),
+                    pg::lit(status)
+                ))
+                .first()
+                .map_or(0, |v| v["n"].as_u64().unwrap() as usize);
+        }
         self.rows().iter().filter(|r| r.status == status).count()
     }
 
@@ -299,14 +561,41 @@ impl Env {
             .collect()
     }
 
+    /// A copy of this env's config with `database.host` = `host` (a second daemon on the
+    /// same tree and ledger, as another machine would run it); its path. Later `set` calls
+    /// do not reach it: call again to refresh.
+    pub fn host_config(&self, host: &str) -> PathBuf {
+        let mut c = self.config.lock().unwrap().clone();
+        c["database"]["host"] = json!(host);
+        let path = self.dir.join(format!("config-{host}.json"));
+        fs::write(&path, serde_json::to_string_pretty(&c).unwrap()).unwrap();
+        path
+    }
+
+    /// A daemon whose `database.host` is `host` (see `host_config`).
+    pub fn start_daemon_as(&self, host: &str) -> Daemon {
+        let config = self.host_config(host);
+        self.spawn_daemon(&config, |_| {})
+    }
+
+    /// A command run with `database.host` = `host`.
+    pub fn run_as(&self, host: &str, args: &[&str]) -> Out {
+        let config = self.host_config(host);
+        out(self.cmd_with_config(&config, args).output().unwrap())
+    }
+
     pub fn start_daemon(&self) -> Daemon {
         self.start_daemon_with(|_| {})
     }
 
     pub fn start_daemon_with(&self, tweak: impl FnOnce(&mut Command)) -> Daemon {
+        self.spawn_daemon(&self.config_path.clone(), tweak)
+    }
+
+    fn spawn_daemon(&self, config: &Path, tweak: impl FnOnce(&mut Command)) -> Daemon {
         let n = self.logs.lock().unwrap().len();
         let log = self.dir.join(format!("daemon-{n}.log"));
-        let mut c = self.cmd(&["run"]);
+        let mut c = self.cmd_with_config(config, &["run"]);
         tweak(&mut c);
         c.stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap());
@@ -331,22 +620,43 @@ impl Drop for Env {
                     eprintln!("{l}");
                 }
             }
-            if self.db.exists() {
+            if let Some(l) = &self.pg {
+                eprintln!(
+                    "---- PostgreSQL ledger: {} (scope {}; the cluster goes when the test process exits)",
+                    l.conninfo(),
+                    l.scope
+                );
+            }
+            if self.db.exists() || self.pg.is_some() {
                 eprintln!("---- files:");
-                for r in self.rows().iter().take(60) {
+                let rows = match &self.pg {
+                    Some(l) => l.try_rows_of(&l.scope).unwrap_or_else(|e| {
+                        eprintln!("(cannot read the rows: {e})");
+                        Vec::new()
+                    }),
+                    None => self.rows(),
+                };
+                for r in rows.iter().take(60) {
                     eprintln!(
-                        "{} {} {} attempts={} err={:?}",
+                        "{} {} {} attempts={} err={:?}{}",
                         r.status,
                         r.folder,
                         r.name(),
                         r.attempts,
-                        r.last_error
+                        r.last_error,
+                        r.claimed_host
+                            .as_deref()
+                            .map(|h| format!(" host={h}"))
+                            .unwrap_or_default()
                     );
                 }
             }
             eprintln!("---- server saw {} request(s)", self.server.request_count());
         } else {
             let _ = fs::remove_dir_all(&self.dir);
+            if let Some(l) = self.pg.as_ref().filter(|l| l.owner) {
+                l.pg.drop_database(&l.db);
+            }
         }
     }
 }
@@ -453,4 +763,104 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 pub fn name_bytes(p: &Path) -> Vec<u8> {
     p.file_name().unwrap().as_bytes().to_vec()
+}
+
+/// A pid in a JSON document, written as a number or as a string.
+pub fn same_pid(v: &Value, pid: i32) -> bool {
+    v.as_i64() == Some(pid as i64) || v.as_str() == Some(&pid.to_string())
+}
+
+/// The kernel's host name: the default `database.host`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A small PRNG for random moments, seeded from `SEGA_TEST_SEED` or the clock, and the seed
+/// logged so that a failure can be replayed.
+pub struct Rng(u64);
+impl Rng {
+    pub fn seeded(name: &str) -> Rng {
+        let seed = std::env::var("SEGA_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{name}: seed {seed} (rerun with SEGA_TEST_SEED={seed})");
+        Rng(seed | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// name → sha256 of every file written.
+pub type Written = HashMap<String, String>;
+
+pub fn write_burst(
+    env: &Env,
+    prefix: &str,
+    n: usize,
+    pause_every: usize,
+    pause: Duration,
+) -> Written {
+    let mut w = Written::new();
+    for i in 0..n {
+        let name = format!("{prefix}{i:05}.jpg");
+        let b = images::jpeg(16, 16, i as u64 ^ 0x5eed);
+        env.put(&format!("Sega_{}", i % 3 + 1), &name, &b);
+        w.insert(name, sha256_hex(&b));
+        if pause_every > 0 && i % pause_every == pause_every - 1 {
+            std::thread::sleep(pause);
+        }
+    }
+    w
+}
+
+/// Every written file arrived (right bytes) at least once; returns the duplicate count.
+pub fn check_all_arrived(env: &Env, written: &Written) -> usize {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut keys: HashMap<String, HashSet<String>> = HashMap::new();
+    for r in env.successful_uploads() {
+        let f = r.file.as_ref().unwrap();
+        let name = String::from_utf8_lossy(&f.filename).into_owned();
+        if let Some(sha) = written.get(&name) {
+            assert_eq!(&f.sha256, sha, "{name}: wrong bytes");
+            *seen.entry(name.clone()).or_default() += 1;
+            keys.entry(name)
+                .or_default()
+                .insert(r.header("Idempotency-Key").unwrap().to_string());
+        }
+    }
+    let missing: Vec<_> = written
+        .keys()
+        .filter(|n| !seen.contains_key(*n))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "never arrived: {missing:?} ({} of {})",
+        written.len() - seen.len(),
+        written.len()
+    );
+    for (name, k) in &keys {
+        assert_eq!(
+            k.len(),
+            1,
+            "{name}: every re-send carries the same Idempotency-Key"
+        );
+    }
+    seen.values().map(|n| n - 1).sum()
 }

@@ -39,6 +39,10 @@ pub struct Params {
     /// runs against the dead endpoint before its memory is read.
     pub pending_real_files: usize,
     pub pending_window: Duration,
+    /// Images present at start in the shared-ledger scenario, and their size (small: the
+    /// row is about the ledger's per-file cost, claims and completions, not bytes).
+    pub shared_files: usize,
+    pub shared_image_size: usize,
 }
 
 impl Params {
@@ -56,6 +60,8 @@ impl Params {
             db_rows: 1_000_000,
             pending_real_files: 1000,
             pending_window: Duration::from_secs(20),
+            shared_files: 20_000,
+            shared_image_size: 20 * KIB,
         }
     }
 
@@ -74,6 +80,8 @@ impl Params {
             db_rows: 20_000,
             pending_real_files: 30,
             pending_window: Duration::from_secs(2),
+            shared_files: 200,
+            shared_image_size: 20 * KIB,
         }
     }
 }

@@ -16,6 +16,7 @@ mod idle;
 mod latency;
 mod load;
 mod report;
+mod shared;
 mod stats;
 mod sys;
 mod throughput;
@@ -43,12 +44,14 @@ usage: sega-bench [--smoke] [--runs N] [--workers N] [--daemon BIN] [--work DIR]
   --out FILE     results as JSON                               [DIR/results.json]
   --table FILE   the Markdown table                            [DIR/table.md]
   --only IDS     some of: ceiling latency present arriving big idle rescan startup pending
+                 shared
   --daemon-env K=V  set in the daemon's environment (repeatable), for experiments
   --keep         keep each scenario's tree and database (deleted after a scenario that
                  ran, except the 1 GiB image, which later runs reuse)";
 
-const ALL: [&str; 9] = [
+const ALL: [&str; 10] = [
     "ceiling", "latency", "present", "arriving", "big", "idle", "rescan", "startup", "pending",
+    "shared",
 ];
 
 struct Args {
@@ -181,6 +184,9 @@ fn run(a: Args) -> std::io::Result<bool> {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut errors: Vec<(String, String)> = Vec::new();
+    // Scenarios that cannot run on this machine (shared: no PostgreSQL); errors under CI.
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
     let mut timings = serde_json::Map::new();
     let mut ceiling = 0.0;
     let mut step =
@@ -207,10 +213,19 @@ fn run(a: Args) -> std::io::Result<bool> {
                         remove_scenario_dirs(&work, id);
                     }
                 }
-                Err(e) => {
-                    eprintln!("sega-bench: {id} FAILED: {e}");
-                    errors.push((id.to_string(), e.to_string()));
-                }
+                Err(e) => match e.get_ref().and_then(|r| r.downcast_ref::<shared::Skip>()) {
+                    Some(why) if !ci => {
+                        eprintln!("sega-bench: {id} SKIPPED: {why}");
+                        skipped.push((id.to_string(), why.to_string()));
+                        if !a.keep {
+                            remove_scenario_dirs(&work, id);
+                        }
+                    }
+                    _ => {
+                        eprintln!("sega-bench: {id} FAILED: {e}");
+                        errors.push((id.to_string(), e.to_string()));
+                    }
+                },
             }
             timings.insert(id.into(), json!(report::n(t0.elapsed().as_secs_f64())));
         };
@@ -235,6 +250,7 @@ fn run(a: Args) -> std::io::Result<bool> {
     step("pending", &mut rows, &mut || {
         Ok(vec![dbrows::pending(&ctx)?])
     });
+    step("shared", &mut rows, &mut || shared::run(&ctx));
 
     let load_after = sys::loadavg();
     let mut table = report::table(&rows);
@@ -243,6 +259,9 @@ fn run(a: Args) -> std::io::Result<bool> {
             "\n**{id} did not run:** {}\n",
             e.replace('\n', " ")
         ));
+    }
+    for (id, why) in &skipped {
+        table.push_str(&format!("\n**{id} skipped:** {why}\n"));
     }
     let header = json!({
         "bench": "sega-uploader",
@@ -265,6 +284,7 @@ fn run(a: Args) -> std::io::Result<bool> {
         },
         "params": format!("{:?}", ctx.p),
         "errors": errors.iter().map(|(id, e)| json!({"scenario": id, "error": e})).collect::<Vec<_>>(),
+        "skipped": skipped.iter().map(|(id, why)| json!({"scenario": id, "reason": why})).collect::<Vec<_>>(),
     });
     let doc = report::results_json(&rows, header);
     let out = a.out.unwrap_or_else(|| work.join("results.json"));

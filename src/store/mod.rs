@@ -287,6 +287,10 @@ pub trait Ledger: Send {
         Ok(0)
     }
 
+    /// The folders this daemon watches changed (a reload): a shared ledger claims only files
+    /// of folders it can see, found at these roots (label → folder path).
+    fn set_folders(&mut self, _roots: HashMap<String, PathBuf>) {}
+
     /// After an endpoint outage: rows that failed during it are due now.
     fn release_backoff(&mut self, now: &str) -> Result<usize>;
 
@@ -432,14 +436,19 @@ pub fn exists(config: &Config) -> bool {
     config.database.url.is_some() || config.database.path.exists()
 }
 
-#[cfg(feature = "postgres")]
-fn open_postgres(config: &Config, url: &str, role: Role) -> Result<Opened> {
-    let roots = config
+/// Label → folder path of every watched folder.
+pub fn roots(config: &Config) -> HashMap<String, PathBuf> {
+    config
         .watch
         .folders
         .iter()
         .map(|f| (f.label.clone(), f.path.clone()))
-        .collect();
+        .collect()
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres(config: &Config, url: &str, role: Role) -> Result<Opened> {
+    let roots = roots(config);
     let mut pg = postgres::PgStore::open(
         url,
         Identity::from_config(config),

@@ -17,7 +17,7 @@
 //! advisory lock again if it held it. The caller (the DB owner) holds its results meanwhile.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -154,6 +154,11 @@ fn message(e: &DieselError) -> String {
         }
         other => one_line(&other.to_string()),
     }
+}
+
+/// The elements of `v` at these indexes, for one column of an `unnest` batch.
+fn pick<T: Copy>(v: &[T], at: impl Iterator<Item = usize>) -> Vec<T> {
+    at.map(|i| v[i]).collect()
 }
 
 fn one_line(s: &str) -> String {
@@ -717,9 +722,9 @@ struct ResultRec {
 }
 
 #[derive(QueryableByName)]
-struct Upserted {
-    #[diesel(sql_type = Bool)]
-    inserted: bool,
+struct Existing {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
     #[diesel(sql_type = Text)]
     folder: String,
     #[diesel(sql_type = Text)]
@@ -728,10 +733,21 @@ struct Upserted {
     filename: Vec<u8>,
     #[diesel(sql_type = BigInt)]
     size: i64,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    old_size: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    mtime_ns: i64,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Integer)]
+    attempts: i32,
     #[diesel(sql_type = Nullable<Text>)]
-    old_status: Option<String>,
+    next_attempt_at: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct Key {
+    #[diesel(sql_type = Text)]
+    #[allow(dead_code)] // returned for the count; the names are not needed
+    folder: String,
 }
 
 #[derive(QueryableByName)]
@@ -1055,6 +1071,13 @@ impl PgStore {
 }
 
 impl Ledger for PgStore {
+    fn set_folders(&mut self, roots: HashMap<String, PathBuf>) {
+        let mut labels: Vec<String> = roots.keys().cloned().collect();
+        labels.sort();
+        self.ctx.labels = labels;
+        self.ctx.roots = roots;
+    }
+
     fn describe(&self) -> String {
         self.description.clone()
     }
@@ -1066,28 +1089,27 @@ impl Ledger for PgStore {
         if batch.is_empty() {
             return Ok(stats);
         }
-        // ON CONFLICT cannot touch one row twice in a statement: one observation per file,
-        // the last one seen (an earlier duplicate counts as unchanged).
-        let mut index: HashMap<(&str, &str, &[u8]), usize> = HashMap::new();
-        let mut dedup: Vec<(&Observation, bool)> = Vec::with_capacity(batch.len());
+        // One observation per file, the last one seen (an earlier duplicate counts as
+        // unchanged), in identity order: hosts recording the same files at once then wait on
+        // each other's new rows in one order, never in a cycle (a deadlock).
+        let mut last: BTreeMap<(&str, &str, &[u8]), (&Observation, bool)> = BTreeMap::new();
         for obs in batch {
             let key = (
                 obs.folder.as_str(),
                 obs.date.as_str(),
                 obs.filename.as_bytes(),
             );
-            match index.get(&key) {
-                Some(&i) => {
-                    let via_event = dedup[i].1 || obs.via_event;
-                    dedup[i] = (obs, via_event);
+            match last.get_mut(&key) {
+                Some(e) => {
+                    *e = (obs, e.1 || obs.via_event);
                     stats.unchanged += 1;
                 }
                 None => {
-                    index.insert(key, dedup.len());
-                    dedup.push((obs, obs.via_event));
+                    last.insert(key, (obs, obs.via_event));
                 }
             }
         }
+        let dedup: Vec<(&Observation, bool)> = last.into_values().collect();
         let folders: Vec<&str> = dedup.iter().map(|(o, _)| o.folder.as_str()).collect();
         let dates: Vec<&str> = dedup.iter().map(|(o, _)| o.date.as_str()).collect();
         let names: Vec<&[u8]> = dedup.iter().map(|(o, _)| o.filename.as_bytes()).collect();
@@ -1099,114 +1121,153 @@ impl Ledger for PgStore {
         let mtimes: Vec<i64> = dedup.iter().map(|(o, _)| o.version.mtime_ns).collect();
         let ready: Vec<&str> = dedup.iter().map(|(o, _)| o.ready_at.as_str()).collect();
         let ctx = &self.ctx;
-        let changed = self.link.with("recording files", |c| {
+        let (inserted, changed, made_due) = self.link.with("recording files", |c| {
             c.transaction::<_, Fail, _>(|c| {
-                // `old` reads the rows as they were before the upsert (one snapshot), for the
-                // "new version" log line.
-                let changed: Vec<Upserted> = sql_query(
-                    "WITH input AS (
-                         SELECT * FROM unnest($2::text[], $3::text[], $4::bytea[], $5::bytea[],
-                             $6::bigint[], $7::bigint[], $8::text[])
-                             AS u(folder, date, filename, path, size, mtime_ns, ready_at)
-                     ), old AS (
-                         SELECT f.id, f.size, f.status FROM files f JOIN input i
-                             ON f.scope = $1 AND f.folder = i.folder AND f.date = i.date
-                             AND f.filename = i.filename
-                     ), up AS (
-                         INSERT INTO files AS f (scope, folder, date, filename, path, size, mtime_ns,
-                             status, attempts, next_attempt_at, detected_at, updated_at, recorded_by)
-                         SELECT $1, folder, date, filename, path, size, mtime_ns, 'pending', 0,
-                             ready_at::timestamptz, $9::timestamptz, $9::timestamptz, $10
-                         FROM input
-                         ON CONFLICT (scope, folder, date, filename) DO UPDATE SET
-                             path = excluded.path, size = excluded.size,
-                             mtime_ns = excluded.mtime_ns, status = 'pending', attempts = 0,
-                             next_attempt_at = excluded.next_attempt_at, last_error = NULL,
-                             uploaded_at = NULL, incomplete_since = NULL,
-                             updated_at = excluded.updated_at, recorded_by = excluded.recorded_by,
-                             claimed_host = NULL, claimed_pid = NULL, claimed_at = NULL
-                         WHERE (f.size, f.mtime_ns) IS DISTINCT FROM (excluded.size, excluded.mtime_ns)
-                         RETURNING f.id, (f.xmax = 0) AS inserted, f.folder, f.date, f.filename, f.size
-                     )
-                     SELECT up.inserted, up.folder, up.date, up.filename, up.size,
-                         old.size AS old_size, old.status AS old_status
-                     FROM up LEFT JOIN old ON old.id = up.id",
+                // What is recorded already, read without locking anything: another host
+                // claiming and completing these rows is never waited for (an upsert's DO
+                // UPDATE locks every conflicting row, even when its WHERE is false).
+                let existing: Vec<Existing> = sql_query(
+                    "SELECT f.id, f.folder, f.date, f.filename, f.size, f.mtime_ns, f.status,
+                         f.attempts, to_char(f.next_attempt_at AT TIME ZONE 'UTC',
+                             'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS next_attempt_at
+                     FROM files f
+                     JOIN unnest($2::text[], $3::text[], $4::bytea[]) AS u(folder, date, filename)
+                       ON f.scope = $1 AND f.folder = u.folder AND f.date = u.date
+                      AND f.filename = u.filename",
                 )
                 .bind::<Text, _>(&ctx.scope)
                 .bind::<Array<Text>, _>(&folders)
                 .bind::<Array<Text>, _>(&dates)
                 .bind::<Array<Bytea>, _>(&names)
-                .bind::<Array<Bytea>, _>(&paths)
-                .bind::<Array<BigInt>, _>(&sizes)
-                .bind::<Array<BigInt>, _>(&mtimes)
-                .bind::<Array<Text>, _>(&ready)
-                .bind::<Text, _>(now)
-                .bind::<Text, _>(&ctx.host)
                 .load(c)?;
-                let touched: HashSet<(&str, &str, &[u8])> = changed
+                let known: HashMap<(&str, &str, &[u8]), &Existing> = existing
                     .iter()
-                    .map(|u| (u.folder.as_str(), u.date.as_str(), u.filename.as_slice()))
+                    .map(|e| ((e.folder.as_str(), e.date.as_str(), e.filename.as_slice()), e))
                     .collect();
-                let due: Vec<&(&Observation, bool)> = dedup
-                    .iter()
-                    .filter(|(o, via_event)| {
-                        *via_event
-                            && !touched.contains(&(
-                                o.folder.as_str(),
-                                o.date.as_str(),
-                                o.filename.as_bytes(),
-                            ))
-                    })
+                // New files. A row another host inserts meanwhile is left to it.
+                let fresh: Vec<usize> = (0..dedup.len())
+                    .filter(|&i| !known.contains_key(&(folders[i], dates[i], names[i])))
                     .collect();
+                let inserted: Vec<Key> = if fresh.is_empty() {
+                    Vec::new()
+                } else {
+                    let at = || fresh.iter().copied();
+                    sql_query(
+                        "INSERT INTO files (scope, folder, date, filename, path, size, mtime_ns,
+                             status, attempts, next_attempt_at, detected_at, updated_at, recorded_by)
+                         SELECT $1, folder, date, filename, path, size, mtime_ns, 'pending', 0,
+                             ready_at::timestamptz, $9::timestamptz, $9::timestamptz, $10
+                         FROM unnest($2::text[], $3::text[], $4::bytea[], $5::bytea[],
+                             $6::bigint[], $7::bigint[], $8::text[]) WITH ORDINALITY
+                             AS u(folder, date, filename, path, size, mtime_ns, ready_at, n)
+                         ORDER BY n
+                         ON CONFLICT (scope, folder, date, filename) DO NOTHING
+                         RETURNING folder, date, filename",
+                    )
+                    .bind::<Text, _>(&ctx.scope)
+                    .bind::<Array<Text>, _>(pick(&folders, at()))
+                    .bind::<Array<Text>, _>(pick(&dates, at()))
+                    .bind::<Array<Bytea>, _>(pick(&names, at()))
+                    .bind::<Array<Bytea>, _>(pick(&paths, at()))
+                    .bind::<Array<BigInt>, _>(pick(&sizes, at()))
+                    .bind::<Array<BigInt>, _>(pick(&mtimes, at()))
+                    .bind::<Array<Text>, _>(pick(&ready, at()))
+                    .bind::<Text, _>(now)
+                    .bind::<Text, _>(&ctx.host)
+                    .load(c)?
+                };
+                // New versions of known files (rare), and known files reported complete by
+                // inotify while they settle (made due now). Both lock their rows first, in id
+                // order, as every multi-row writer here does.
+                let mut versions: Vec<(i64, usize)> = Vec::new();
+                let mut due: Vec<i64> = Vec::new();
+                for (i, (_, via_event)) in dedup.iter().enumerate() {
+                    let Some(e) = known.get(&(folders[i], dates[i], names[i])) else {
+                        continue;
+                    };
+                    if (e.size, e.mtime_ns) != (sizes[i], mtimes[i]) {
+                        versions.push((e.id, i));
+                    } else if *via_event
+                        && e.status == "pending"
+                        && e.attempts == 0
+                        && e.next_attempt_at.as_deref().is_some_and(|t| t > now)
+                    {
+                        due.push(e.id);
+                    }
+                }
+                versions.sort_unstable();
+                due.sort_unstable();
+                let mut changed = Vec::new();
+                if !versions.is_empty() {
+                    let ids: Vec<i64> = versions.iter().map(|v| v.0).collect();
+                    let at = || versions.iter().map(|&(_, i)| i);
+                    let updated: Vec<Id> = sql_query(
+                        "WITH locked AS (
+                             SELECT id FROM files WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE
+                         )
+                         UPDATE files f SET path = u.path, size = u.size, mtime_ns = u.mtime_ns,
+                             status = 'pending', attempts = 0,
+                             next_attempt_at = u.ready_at::timestamptz, last_error = NULL,
+                             uploaded_at = NULL, incomplete_since = NULL,
+                             updated_at = $6::timestamptz, recorded_by = $7,
+                             claimed_host = NULL, claimed_pid = NULL, claimed_at = NULL
+                         FROM unnest($1::bigint[], $2::bytea[], $3::bigint[], $4::bigint[],
+                                 $5::text[]) AS u(id, path, size, mtime_ns, ready_at)
+                         WHERE f.id = u.id AND f.id IN (SELECT id FROM locked)
+                           AND (f.size, f.mtime_ns) IS DISTINCT FROM (u.size, u.mtime_ns)
+                         RETURNING f.id",
+                    )
+                    .bind::<Array<BigInt>, _>(&ids)
+                    .bind::<Array<Bytea>, _>(pick(&paths, at()))
+                    .bind::<Array<BigInt>, _>(pick(&sizes, at()))
+                    .bind::<Array<BigInt>, _>(pick(&mtimes, at()))
+                    .bind::<Array<Text>, _>(pick(&ready, at()))
+                    .bind::<Text, _>(now)
+                    .bind::<Text, _>(&ctx.host)
+                    .load(c)?;
+                    let updated: HashSet<i64> = updated.into_iter().map(|r| r.id).collect();
+                    for (id, i) in &versions {
+                        if let (true, Some(e)) = (
+                            updated.contains(id),
+                            known.get(&(folders[*i], dates[*i], names[*i])),
+                        ) {
+                            changed.push((*i, e.size, e.status.clone()));
+                        }
+                    }
+                }
                 let made_due = if due.is_empty() {
                     0
                 } else {
-                    let f: Vec<&str> = due.iter().map(|(o, _)| o.folder.as_str()).collect();
-                    let d: Vec<&str> = due.iter().map(|(o, _)| o.date.as_str()).collect();
-                    let n: Vec<&[u8]> = due.iter().map(|(o, _)| o.filename.as_bytes()).collect();
                     sql_query(
-                        "UPDATE files SET next_attempt_at = $2::timestamptz, updated_at = $2::timestamptz
-                         WHERE scope = $1
-                           AND (folder, date, filename) IN
-                               (SELECT * FROM unnest($3::text[], $4::text[], $5::bytea[]))
-                           AND status = 'pending' AND attempts = 0
-                           AND next_attempt_at > $2::timestamptz",
+                        "WITH locked AS (
+                             SELECT id FROM files WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE
+                         )
+                         UPDATE files SET next_attempt_at = $2::timestamptz,
+                             updated_at = $2::timestamptz
+                         WHERE id IN (SELECT id FROM locked) AND status = 'pending'
+                           AND attempts = 0 AND next_attempt_at > $2::timestamptz",
                     )
-                    .bind::<Text, _>(&ctx.scope)
+                    .bind::<Array<BigInt>, _>(&due)
                     .bind::<Text, _>(now)
-                    .bind::<Array<Text>, _>(&f)
-                    .bind::<Array<Text>, _>(&d)
-                    .bind::<Array<Bytea>, _>(&n)
                     .execute(c)?
                 };
-                Ok((changed, made_due))
+                Ok((inserted.len(), changed, made_due))
             })
         })?;
-        let (changed, made_due) = changed;
-        for u in &changed {
-            if u.inserted {
-                stats.new += 1;
-                continue;
-            }
-            stats.new_versions += 1;
-            let path = index
-                .get(&(u.folder.as_str(), u.date.as_str(), u.filename.as_slice()))
-                .map(|&i| dedup[i].0.path.display().to_string())
-                .unwrap_or_default();
-            match (&u.old_size, &u.old_status) {
-                (Some(old), Some(status)) => log::info!(
-                    "new version of {path} (was {old} bytes, {status}; now {} bytes): it will be uploaded again",
-                    u.size
-                ),
-                // Recorded by another host since this statement's snapshot.
-                _ => log::info!(
-                    "new version of {path} (now {} bytes): it will be uploaded again",
-                    u.size
-                ),
-            }
+        stats.new = inserted;
+        for (i, old_size, old_status) in &changed {
+            let o = dedup[*i].0;
+            log::info!(
+                "new version of {} (was {old_size} bytes, {old_status}; now {} bytes): it will be uploaded again",
+                o.path.display(),
+                o.version.size
+            );
         }
+        stats.new_versions = changed.len();
         stats.made_due = made_due;
-        stats.unchanged += dedup.len().saturating_sub(changed.len() + made_due);
+        stats.unchanged += dedup
+            .len()
+            .saturating_sub(inserted + changed.len() + made_due);
         Ok(stats)
     }
 
@@ -1389,7 +1450,11 @@ impl Ledger for PgStore {
         self.link.with("saving upload results", |c| {
             c.transaction::<_, Fail, _>(|c| {
                 let mut trimmed = Vec::new();
-                for done in batch {
+                // Rows in id order, as every multi-row writer takes them: no lock cycle with
+                // another host's transaction (stable: one file's completions keep their order).
+                let mut ordered: Vec<&Completion> = batch.iter().collect();
+                ordered.sort_by_key(|done| done.file_id);
+                for done in ordered {
                     if let Some(outcome) = done.disposition.outcome() {
                         // A row pruned by another host since the claim has nowhere to go.
                         let n = sql_query(
