@@ -2407,6 +2407,68 @@ mod tests {
         assert!(sum.hosts.iter().all(|h| h.heartbeat_age_secs.is_none()));
     }
 
+    /// Two hosts watching one tree: each records the same files over and over (as their
+    /// scans and events do) while claiming and completing. Completions lock several rows a
+    /// transaction; an upsert that locked rows it did not change once deadlocked with them.
+    #[test]
+    fn hosts_recording_and_completing_the_same_files_never_deadlock() {
+        let Some(url) = t() else { return };
+        let rows = 1500;
+        let files = many(rows);
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let workers: Vec<_> = ["cam-1", "cam-2"]
+            .into_iter()
+            .enumerate()
+            .map(|(k, host)| {
+                let (url, barrier) = (url.clone(), barrier.clone());
+                let mut files = files.clone();
+                std::thread::spawn(move || -> std::result::Result<usize, String> {
+                    let mut s = pg_open(&url, "site-a", host, roots());
+                    // Each host sees the files in its own order.
+                    if k == 1 {
+                        files.reverse();
+                    }
+                    barrier.wait();
+                    let mut uploaded = 0;
+                    loop {
+                        for chunk in files.chunks(500) {
+                            s.record(chunk, T1)
+                                .map_err(|e| format!("{host} record: {e}"))?;
+                        }
+                        let got = s
+                            .claim_due(T1, 32, k == 1)
+                            .map_err(|e| format!("{host} claim: {e}"))?;
+                        if got.is_empty() {
+                            return Ok(uploaded);
+                        }
+                        uploaded += got.len();
+                        let mut done: Vec<Completion> = got
+                            .iter()
+                            .map(|c| completion(c, Disposition::Uploaded))
+                            .collect();
+                        done.reverse();
+                        s.complete(&done, T2)
+                            .map_err(|e| format!("{host} complete: {e}"))?;
+                    }
+                })
+            })
+            .collect();
+        let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        let counts: Vec<usize> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        assert_eq!(
+            counts.iter().sum::<usize>(),
+            rows,
+            "each file sent once: {counts:?}"
+        );
+        let mut a = pg_open(&url, "site-a", "cam-1", roots());
+        let listed = a.list(&ListFilter::default()).unwrap();
+        assert_eq!(listed.len(), rows);
+        assert!(listed.iter().all(|r| r.status == "uploaded"));
+    }
+
     #[test]
     fn scopes_do_not_see_each_other() {
         let Some(url) = t() else { return };
