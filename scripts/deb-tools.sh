@@ -67,11 +67,13 @@ deb_apt() {
 # are root). Only the runtime library is needed to link: pq-sys ships its bindings, so no
 # headers (libpq-dev) and no pg_config.
 deb_libpq() {
+    # awk reads ldconfig's whole output: leaving early would kill ldconfig with SIGPIPE,
+    # which pipefail turns into a failure (exit 141) now and then.
     local so
-    so=$(PATH=$PATH:/sbin:/usr/sbin ldconfig -p | awk '$1 == "libpq.so.5" && /x86-64/ { print $NF; exit }')
+    so=$(PATH=$PATH:/sbin:/usr/sbin ldconfig -p | awk '$1 == "libpq.so.5" && /x86-64/ && !n++ { print $NF }')
     if [ -z "$so" ]; then
         deb_apt libpq5 >&2 || return 1
-        so=$(PATH=$PATH:/sbin:/usr/sbin ldconfig -p | awk '$1 == "libpq.so.5" && /x86-64/ { print $NF; exit }')
+        so=$(PATH=$PATH:/sbin:/usr/sbin ldconfig -p | awk '$1 == "libpq.so.5" && /x86-64/ && !n++ { print $NF }')
     fi
     [ -n "$so" ] || { echo "libpq.so.5 not found after installing libpq5" >&2; return 1; }
     echo "$so"
