@@ -4,7 +4,8 @@
 
 #[macro_use]
 mod util;
-mod pg;
+// Throwaway PostgreSQL clusters (shared with the store's unit tests and the bench).
+use sega_testsrv::pg;
 
 mod cli;
 mod daemon;

@@ -8,11 +8,12 @@
 //! For two daemons the split between the hosts comes from the ledger (psql), and every file
 //! must have arrived exactly once: a duplicate fails the scenario.
 //!
-//! PostgreSQL is a throwaway cluster this scenario starts itself (as root, through
-//! `runuser -u postgres`), on a unix socket only, with fsync=off, synchronous_commit=off and
-//! full_page_writes=off; the full run also starts a second cluster with the server's
-//! defaults (fsync and synchronous_commit on) and measures the PostgreSQL variants on it too.
-//! Both are stopped (`-m immediate`) and deleted when the scenario ends, also on failure.
+//! PostgreSQL is a throwaway cluster this scenario starts itself ([`sega_testsrv::pg`], the
+//! tests' harness: as root, through `runuser -u postgres`), on a unix socket only, with
+//! fsync=off, synchronous_commit=off and full_page_writes=off; the full run also starts a
+//! second cluster with the server's defaults (fsync and synchronous_commit on) and measures
+//! the PostgreSQL variants on it too. Both are stopped (`-m immediate`) and deleted when the
+//! scenario ends, also on failure (and by the harness's watcher if this process dies).
 //!
 //! Needs a daemon built with `--features postgres` and the PostgreSQL server binaries
 //! (/usr/lib/postgresql/*/bin): without them the scenario is skipped ([`Skip`]), or fails
@@ -21,11 +22,11 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use sega_testsrv::pg as harness;
 use serde_json::{json, Value};
 
 use crate::ctx::{Ctx, Scene, FOLDERS};
@@ -97,7 +98,7 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
     let count = p.shared_files;
     let size = p.shared_image_size as u64;
     let scene = Scene::new(&ctx.work, "shared")?;
-    let bin = preflight(ctx, &scene)?;
+    preflight(ctx, &scene)?;
 
     let date = local_date(0);
     // Every configured folder exists (no "does not exist (yet)" warnings); the images are in
@@ -125,12 +126,17 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
         kinds.push(ClusterKind::Durable);
     }
     let t = Instant::now();
-    let pg = Pg::start(&bin, &kinds, &scene.dir)?;
+    let pg = Pg::start(&kinds, &scene.dir)?;
+    let dirs: Vec<String> = pg
+        .clusters
+        .iter()
+        .map(|c| c.pg.dir.display().to_string())
+        .collect();
     eprintln!(
         "  PostgreSQL {} cluster(s) up in {:.1} s ({})",
         pg.clusters.len(),
         t.elapsed().as_secs_f64(),
-        pg.top.display()
+        dirs.join(", ")
     );
 
     let what = |tail: &str| {
@@ -610,7 +616,7 @@ fn wait_distinct(ctx: &Ctx, count: usize, timeout: Duration, who: &str) -> io::R
 
 /// The newest PostgreSQL's server binaries, root, the postgres user, runuser, and a daemon
 /// that can use `database.url`: or a [`Skip`] naming what is missing.
-fn preflight(ctx: &Ctx, scene: &Scene) -> io::Result<PathBuf> {
+fn preflight(ctx: &Ctx, scene: &Scene) -> io::Result<()> {
     // The daemon first: a build without the feature refuses database.url in its config check.
     let probe = scene.dir.join("probe.json");
     let cfg = json!({
@@ -643,14 +649,13 @@ fn preflight(ctx: &Ctx, scene: &Scene) -> io::Result<PathBuf> {
             text.trim()
         )));
     }
-    let bin = newest_pg_bin().ok_or_else(|| {
-        skip(
-            "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb, pg_ctl, psql): \
-             apt-get install postgresql",
-        )
-    })?;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if harness::server_bin().is_none() {
+        return Err(skip(
+            "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb, pg_ctl, \
+             postgres, psql): apt-get install postgresql",
+        ));
+    }
+    if !harness::is_root() {
         return Err(skip(
             "starting a throwaway PostgreSQL cluster needs root (runuser -u postgres)",
         ));
@@ -669,29 +674,7 @@ fn preflight(ctx: &Ctx, scene: &Scene) -> io::Result<PathBuf> {
     if crate::sys::which("runuser").is_none() {
         return Err(skip("runuser not found (util-linux)"));
     }
-    Ok(bin)
-}
-
-/// The newest `/usr/lib/postgresql/<version>/bin` holding initdb, pg_ctl and psql.
-fn newest_pg_bin() -> Option<PathBuf> {
-    let mut found: Vec<(Vec<u32>, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let version: Vec<u32> = name
-                .split('.')
-                .map(|p| p.parse().ok())
-                .collect::<Option<_>>()?;
-            let bin = e.path().join("bin");
-            ["initdb", "pg_ctl", "psql", "postgres"]
-                .iter()
-                .all(|b| bin.join(b).is_file())
-                .then_some((version, bin))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, b)| b)
+    Ok(())
 }
 
 fn output_text(out: &Output) -> String {
@@ -710,47 +693,34 @@ enum ClusterKind {
     Durable,
 }
 
+/// One throwaway cluster of the harness, and the scenario's queries on it.
 struct Cluster {
     kind: ClusterKind,
-    bin: PathBuf,
-    /// The socket directory; `data/` and `log` inside.
-    dir: PathBuf,
+    /// Its socket directory (`dir`), with `data/` and `log` inside.
+    pg: harness::Cluster,
 }
 
-/// The throwaway clusters, under `/tmp/sgb-pg-<pid>` (a unix socket path must stay under
-/// 108 bytes). Dropping it stops every cluster and deletes the directory, copying the
-/// server logs to the scenario directory first.
+/// The throwaway clusters (short directories under /tmp: a unix socket path must stay under
+/// 108 bytes). Dropping it stops every cluster, copies the server logs to the scenario
+/// directory, and deletes the clusters.
 struct Pg {
-    top: PathBuf,
     clusters: Vec<Cluster>,
     logs_to: PathBuf,
 }
 
 impl Pg {
-    fn start(bin: &Path, kinds: &[ClusterKind], logs_to: &Path) -> io::Result<Pg> {
-        let top = PathBuf::from(format!("/tmp/sgb-pg-{}", std::process::id()));
-        if top.exists() {
-            fs::remove_dir_all(&top)?;
-        }
-        fs::create_dir_all(&top)?;
-        fs::set_permissions(&top, fs::Permissions::from_mode(0o755))?;
+    fn start(kinds: &[ClusterKind], logs_to: &Path) -> io::Result<Pg> {
         let mut pg = Pg {
-            top: top.clone(),
             clusters: Vec::new(),
             logs_to: logs_to.to_path_buf(),
         };
-        for (i, kind) in kinds.iter().enumerate() {
-            let dir = top.join(i.to_string());
-            fs::create_dir(&dir)?;
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
-            run_ok(Command::new("chown").arg("postgres").arg(&dir), "chown")?;
-            // Registered before it starts, so a failed start is still stopped and removed.
-            pg.clusters.push(Cluster {
-                kind: *kind,
-                bin: bin.to_path_buf(),
-                dir,
-            });
-            pg.clusters[i].init_and_start()?;
+        for kind in kinds {
+            // A cluster that fails to start removes itself; the ones before it go with `pg`.
+            let c = harness::Cluster::builder()
+                .durable(*kind == ClusterKind::Durable)
+                .start()
+                .map_err(io::Error::other)?;
+            pg.clusters.push(Cluster { kind: *kind, pg: c });
         }
         Ok(pg)
     }
@@ -759,102 +729,27 @@ impl Pg {
 impl Drop for Pg {
     fn drop(&mut self) {
         for (i, c) in self.clusters.iter().enumerate() {
-            c.stop();
+            c.pg.stop_now();
             let _ = fs::copy(
-                c.dir.join("log"),
+                c.pg.dir.join("log"),
                 self.logs_to.join(format!("postgres-{i}.log")),
             );
         }
-        let _ = fs::remove_dir_all(&self.top);
-    }
-}
-
-fn run_ok(cmd: &mut Command, what: &str) -> io::Result<String> {
-    let out = cmd.stdin(Stdio::null()).output()?;
-    let text = output_text(&out);
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(io::Error::other(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            text.trim()
-        )))
+        // Then each harness::Cluster deletes its directory.
     }
 }
 
 impl Cluster {
-    fn as_postgres(&self, tool: &str) -> Command {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
-        cmd
-    }
-
-    fn init_and_start(&self) -> io::Result<()> {
-        let d = &self.dir;
-        run_ok(
-            self.as_postgres("initdb")
-                .arg("-D")
-                .arg(d.join("data"))
-                .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"])
-                .arg("--locale=C.UTF-8"),
-            "initdb",
-        )?;
-        let mut opts = format!("-k {} -c listen_addresses=", d.display());
-        if self.kind == ClusterKind::Fast {
-            opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
-        }
-        run_ok(
-            self.as_postgres("pg_ctl")
-                .arg("-D")
-                .arg(d.join("data"))
-                .arg("-l")
-                .arg(d.join("log"))
-                // -l: the server's output goes to the log, not to our pipes.
-                .args(["-w", "-t", "30", "-o", &opts, "start"]),
-            "pg_ctl start",
-        )
-        .map_err(|e| {
-            let log = fs::read_to_string(d.join("log")).unwrap_or_default();
-            io::Error::other(format!("{e}; server log: {}", log.trim()))
-        })?;
-        Ok(())
-    }
-
-    fn stop(&self) {
-        if self.dir.join("data/postmaster.pid").exists() {
-            let _ = self
-                .as_postgres("pg_ctl")
-                .arg("-D")
-                .arg(self.dir.join("data"))
-                .args(["-m", "immediate", "-w", "-t", "30", "stop"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-
     fn conninfo(&self, db: &str) -> String {
-        format!("host={} user=postgres dbname={db}", self.dir.display())
+        self.pg.conninfo(db)
     }
 
     /// `psql -At` as the postgres role over the socket: the output, trimmed.
     fn psql(&self, db: &str, sql: &str) -> io::Result<String> {
-        let mut cmd = Command::new(self.bin.join("psql"));
-        cmd.args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&self.dir)
-            .args(["-U", "postgres", "-d", db, "-c", sql]);
-        for k in [
-            "PGSERVICE",
-            "PGOPTIONS",
-            "PGPASSWORD",
-            "PGSSLMODE",
-            "PGPORT",
-        ] {
-            cmd.env_remove(k);
-        }
-        run_ok(&mut cmd, &format!("psql {sql:?}")).map(|s| s.trim().to_string())
+        self.pg
+            .try_psql(db, sql)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| io::Error::other(format!("psql {sql:?}: {}", e.trim())))
     }
 
     /// `SELECT text, count` rows.
@@ -939,7 +834,8 @@ impl Cluster {
     /// CPU time of the whole cluster so far, ns: the postmaster, its live children, and
     /// the children it has reaped (backends that ended).
     fn cpu_ns(&self) -> u64 {
-        let pid_file = fs::read_to_string(self.dir.join("data/postmaster.pid")).unwrap_or_default();
+        let pid_file =
+            fs::read_to_string(self.pg.dir.join("data/postmaster.pid")).unwrap_or_default();
         let Some(pm) = pid_file
             .lines()
             .next()
@@ -998,14 +894,13 @@ mod tests {
     #[test]
     #[ignore]
     fn throwaway_cluster() {
-        let bin = newest_pg_bin().expect("PostgreSQL server binaries");
         let logs = std::env::temp_dir().join(format!("sgb-test-{}", std::process::id()));
         fs::create_dir_all(&logs).unwrap();
-        let top;
+        let dir;
         {
-            let pg = Pg::start(&bin, &[ClusterKind::Fast], &logs).unwrap();
-            top = pg.top.clone();
+            let pg = Pg::start(&[ClusterKind::Fast], &logs).unwrap();
             let c = &pg.clusters[0];
+            dir = c.pg.dir.clone();
             c.psql("postgres", "CREATE DATABASE bench_t").unwrap();
             c.psql(
                 "bench_t",
@@ -1023,7 +918,7 @@ mod tests {
             c.psql("postgres", "DROP DATABASE bench_t WITH (FORCE)")
                 .unwrap();
         }
-        assert!(!top.exists());
+        assert!(!dir.exists());
         assert!(logs.join("postgres-0.log").exists());
         fs::remove_dir_all(&logs).unwrap();
     }

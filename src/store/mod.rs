@@ -23,8 +23,6 @@ use crate::lock;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
-#[cfg(all(test, feature = "postgres"))]
-mod testpg;
 #[cfg(test)]
 mod tests;
 

@@ -2316,14 +2316,13 @@ fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testpg;
     use crate::store::tests::{
         all_results, completion, exported, obs, pg_open, roots, sqlite, LATER, T0, T1, T2,
     };
     use std::sync::Arc;
 
     fn t() -> Option<String> {
-        testpg::database()
+        sega_testsrv::pg::database()
     }
 
     /// Polls `f` until it holds, failing after 20 s: the server acts on some requests

@@ -2,8 +2,8 @@
 //! `both!(name)` makes `name::sqlite` and (with the `postgres` feature) `name::postgres`.
 //! Backend-specific tests live with their backend (`sqlite.rs`, `postgres.rs`).
 //!
-//! The PostgreSQL instances run on a throwaway cluster (`testpg.rs`), a fresh database each;
-//! without PostgreSQL installed they pass vacuously with a note (never in CI).
+//! The PostgreSQL instances run on a throwaway cluster (`sega_testsrv::pg`), a fresh database
+//! each; without PostgreSQL installed they pass vacuously with a note (never in CI).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -65,7 +65,7 @@ pub(super) fn pg_open(
 
 #[cfg(feature = "postgres")]
 fn postgres() -> Option<Box<dyn Ledger>> {
-    let url = super::testpg::database()?;
+    let url = sega_testsrv::pg::database()?;
     Some(Box::new(pg_open(&url, "site-a", "cam-1", roots())))
 }
 

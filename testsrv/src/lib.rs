@@ -10,6 +10,8 @@
 //! `multipart` the streaming parser; `mode` the fault modes and their spec strings;
 //! `control` the binary's control endpoint ([`serve_control`]). This file: the request
 //! record and the loopback bind.
+//!
+//! Also here for the same users: [`pg`], throwaway PostgreSQL clusters (unix socket only).
 
 #![deny(missing_docs)]
 
@@ -19,6 +21,7 @@ mod http;
 pub mod images;
 mod mode;
 mod multipart;
+pub mod pg;
 mod server;
 
 pub use control::serve_control;
