@@ -316,6 +316,15 @@ cat >"$B/usr/local/bin/deb-selftest" <<'SELFTEST'
 out=/deb-selftest.out
 say() { echo "$1=$2" >>"$out"; }
 prop() { systemctl show -P "$1" sega-uploader.service; }
+# shows PATTERN ARGS...: prints 1 once `sega-uploader ARGS` prints PATTERN (within 10 s).
+shows() {
+    pat=$1
+    shift
+    for i in $(seq 1 20); do
+        sega-uploader "$@" 2>/dev/null | grep -q "$pat" && { echo 1; return; }
+        sleep 0.5
+    done
+}
 for i in $(seq 1 40); do [ "$(prop SubState)" = running ] && break; sleep 0.5; done
 say enabled "$(systemctl is-enabled sega-uploader.service)"
 say state "$(prop ActiveState)/$(prop SubState)"
@@ -329,14 +338,8 @@ say etc_write "$(nsenter -t "$pid" -m sh -c 'touch /etc/sega/x 2>&1 | grep -c "R
 say state_write "$(nsenter -t "$pid" -m sh -c 'touch /var/lib/sega/x && rm /var/lib/sega/x && echo ok')"
 say home_hidden "$(nsenter -t "$pid" -m sh -c 'ls -A /home 2>/dev/null | wc -l')"
 printf '\377\330\377\340JFIF-test\377\331' >"/data/Sega_1/$(date -u +%F)/a.jpg"
-for i in $(seq 1 20); do
-    sega-uploader list --json 2>/dev/null | grep -q '"a.jpg"' && break; sleep 0.5
-done
-say seen "$(sega-uploader list --json 2>/dev/null | grep -q '"a.jpg"' && echo 1)"
-for i in $(seq 1 20); do
-    sega-uploader status --json 2>/dev/null | grep -q 'connection refused' && break; sleep 0.5
-done
-say attempted "$(sega-uploader status --json 2>/dev/null | grep -q 'connection refused' && echo 1)"
+say seen "$(shows '"a.jpg"' list --json)"
+say attempted "$(shows 'connection refused' status --json)"
 systemctl reload sega-uploader.service
 say reload "$?:$(prop ActiveState)/$(prop SubState):$(prop NRestarts):$([ "$(prop MainPID)" = "$pid" ] && echo same-pid)"
 systemctl stop sega-uploader.service
@@ -355,14 +358,8 @@ if [ -S /run/sega-pg/.s.PGSQL.5432 ]; then
     for i in $(seq 1 40); do [ "$(prop SubState)" = running ] && break; sleep 0.5; done
     say pg_state "$(prop ActiveState)/$(prop SubState)"
     printf '\377\330\377\340JFIF-test\377\331' >"/data/Sega_1/$(date -u +%F)/b.jpg"
-    for i in $(seq 1 20); do
-        sega-uploader list --json 2>/dev/null | grep -q '"b.jpg"' && break; sleep 0.5
-    done
-    say pg_seen "$(sega-uploader list --json 2>/dev/null | grep -q '"b.jpg"' && echo 1)"
-    for i in $(seq 1 20); do
-        sega-uploader status --json 2>/dev/null | grep -q 'connection refused' && break; sleep 0.5
-    done
-    say pg_attempted "$(sega-uploader status --json 2>/dev/null | grep -q 'connection refused' && echo 1)"
+    say pg_seen "$(shows '"b.jpg"' list --json)"
+    say pg_attempted "$(shows 'connection refused' status --json)"
     systemctl stop sega-uploader.service
     say pg_stop "$?:$(prop Result):$(prop ExecMainStatus)"
     cp /tmp/config.json /etc/sega/config.json

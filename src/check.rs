@@ -97,6 +97,15 @@ fn level(v: u64, p: Pair) -> i32 {
     }
 }
 
+/// Whether a `daemon` or `hosts[]` entry of `status --json` stopped cleanly: its stop time is
+/// at or after its last heartbeat.
+pub fn stopped_cleanly(entry: &Value) -> bool {
+    match (entry["stopped_at"].as_str(), entry["heartbeat_at"].as_str()) {
+        (Some(stop), Some(hb)) => stop >= hb,
+        _ => false,
+    }
+}
+
 /// The plugin's verdict over a `status --json` document: (exit code, the line).
 pub fn evaluate(status: &Value, t: &Thresholds) -> (i32, String) {
     let n = |v: &Value| v.as_u64().unwrap_or(0);
@@ -131,14 +140,10 @@ pub fn evaluate(status: &Value, t: &Thresholds) -> (i32, String) {
         if h["this_host"].as_bool() == Some(true) {
             continue;
         }
-        let stopped_cleanly = match (h["stopped_at"].as_str(), h["heartbeat_at"].as_str()) {
-            (Some(stop), Some(hb)) => stop >= hb,
-            _ => false,
-        };
         let Some(age) = h["heartbeat_age_secs"].as_u64() else {
             continue;
         };
-        if stopped_cleanly || level(age, t.heartbeat) == OK {
+        if stopped_cleanly(h) || level(age, t.heartbeat) == OK {
             continue;
         }
         stale_hosts += 1;

@@ -778,12 +778,11 @@ fn status(path: &Path, as_json: bool) -> Result<i32> {
         );
         for h in hosts {
             let state = if h["alive"].as_bool() == Some(true) {
-                "running".to_string()
+                "running"
+            } else if crate::check::stopped_cleanly(h) {
+                "stopped"
             } else {
-                match (h["stopped_at"].as_str(), h["heartbeat_at"].as_str()) {
-                    (Some(stop), Some(hb)) if stop >= hb => "stopped".into(),
-                    _ => "NOT RUNNING".into(),
-                }
+                "NOT RUNNING"
             };
             println!(
                 "  {:<20} {:<12} {:>9} {:>10}  {}",

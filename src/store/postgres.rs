@@ -2317,7 +2317,8 @@ fn summary(
 mod tests {
     use super::*;
     use crate::store::tests::{
-        all_results, completion, exported, obs, pg_open, roots, sqlite, LATER, T0, T1, T2,
+        all_results, completion, exported, obs, pg_open, pg_try_open, roots, sqlite, LATER, T0, T1,
+        T2,
     };
     use std::sync::Arc;
 
@@ -2332,6 +2333,16 @@ mod tests {
         while !f() {
             assert!(Instant::now() < deadline, "timeout waiting for {what}");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    const LEASE: Duration = Duration::from_secs(60);
+
+    /// Why opening a store for scope "s", host "h" fails.
+    fn open_error(url: &str) -> String {
+        match pg_try_open(url, "s", "h", roots(), LEASE) {
+            Ok(_) => panic!("opened"),
+            Err(e) => e.to_string(),
         }
     }
 
@@ -2583,16 +2594,7 @@ mod tests {
     fn claims_of_a_host_whose_heartbeat_stopped_are_taken_over() {
         let Some(url) = t() else { return };
         let open = |host: &str| {
-            PgStore::open(
-                &url,
-                Identity {
-                    scope: "site-a".into(),
-                    host: host.into(),
-                },
-                roots(),
-                Duration::from_secs(1),
-            )
-            .unwrap()
+            pg_try_open(&url, "site-a", host, roots(), Duration::from_secs(1)).unwrap()
         };
         let (mut a, mut b, mut c) = (open("cam-1"), open("cam-2"), open("cam-3"));
         a.record(
@@ -2823,16 +2825,7 @@ mod tests {
             .map(|i| {
                 let url = url.clone();
                 std::thread::spawn(move || {
-                    PgStore::open(
-                        &url,
-                        Identity {
-                            scope: "s".into(),
-                            host: format!("h{i}"),
-                        },
-                        roots(),
-                        Duration::from_secs(60),
-                    )
-                    .map(|_| ())
+                    pg_try_open(&url, "s", &format!("h{i}"), roots(), LEASE).map(|_| ())
                 })
             })
             .collect();
@@ -2842,18 +2835,7 @@ mod tests {
         let mut s = pg_open(&url, "s", "h", roots());
         s.exec_for_test("UPDATE schema_version SET version = 99")
             .unwrap();
-        let e = PgStore::open(
-            &url,
-            Identity {
-                scope: "s".into(),
-                host: "h".into(),
-            },
-            roots(),
-            Duration::from_secs(60),
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let e = open_error(&url);
         assert!(e.contains("newer than this sega-uploader"), "{e}");
 
         let Some(url) = t() else { return };
@@ -2861,35 +2843,13 @@ mod tests {
         other
             .exec_for_test("DROP TABLE schema_version CASCADE")
             .unwrap();
-        let e = PgStore::open(
-            &url,
-            Identity {
-                scope: "s".into(),
-                host: "h".into(),
-            },
-            roots(),
-            Duration::from_secs(60),
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let e = open_error(&url);
         assert!(e.contains("not our database"), "{e}");
     }
 
     #[test]
     fn an_unreachable_server_is_an_error_at_open_without_the_password() {
-        let e = PgStore::open(
-            "postgresql://u:hunter2@%2Fnonexistent%2Fsega/db?connect_timeout=1",
-            Identity {
-                scope: "s".into(),
-                host: "h".into(),
-            },
-            roots(),
-            Duration::from_secs(60),
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let e = open_error("postgresql://u:hunter2@%2Fnonexistent%2Fsega/db?connect_timeout=1");
         assert!(
             e.starts_with("connecting to PostgreSQL at /nonexistent/sega:5432"),
             "{e}"

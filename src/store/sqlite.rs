@@ -949,15 +949,7 @@ impl Ledger for Store {
 
     /// The daemon's `state` rows: key → (value, updated_at).
     fn state(&mut self) -> Result<HashMap<String, (String, String)>> {
-        let q = |e| Error::db("reading daemon state", e);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT key, value, updated_at FROM state")
-            .map_err(q)?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
-            .map_err(q)?;
-        rows.collect::<rusqlite::Result<HashMap<_, _>>>().map_err(q)
+        state_rows(&self.conn).map_err(|e| Error::db("reading daemon state", e))
     }
 
     /// How many rows wait (pending or uploading), and when the oldest was detected.
@@ -984,15 +976,7 @@ impl Ledger for Store {
 
     /// Row counts per (folder, status).
     fn counts(&mut self) -> Result<Vec<(String, String, i64)>> {
-        let q = |e| Error::db("counting files", e);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT folder, status, count(*) FROM files GROUP BY folder, status ORDER BY folder, status")
-            .map_err(q)?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(q)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(q)
+        folder_counts(&self.conn).map_err(|e| Error::db("counting files", e))
     }
 
     /// Counts of rows in `status` among the given dates (the one-shot scan's exit code).
@@ -1063,18 +1047,7 @@ impl Ledger for Store {
             .transaction()
             .map_err(|e| Error::db("reading status", e))?;
         let q = |e| Error::db("reading status", e);
-        let mut counts = Vec::new();
-        {
-            let mut stmt = tx
-                .prepare("SELECT folder, status, count(*) FROM files GROUP BY folder, status ORDER BY folder, status")
-                .map_err(q)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(q)?;
-            for row in rows {
-                counts.push(row.map_err(q)?);
-            }
-        }
+        let counts = folder_counts(&tx).map_err(q)?;
         let uploaded_today: i64 = tx
             .query_row(
                 "SELECT count(*) FROM files WHERE status = 'uploaded' AND uploaded_at >= ?1",
@@ -1138,19 +1111,7 @@ impl Ledger for Store {
                 |r| r.get(0),
             )
             .map_err(q)?;
-        let mut state = HashMap::new();
-        {
-            let mut stmt = tx
-                .prepare("SELECT key, value, updated_at FROM state")
-                .map_err(q)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))
-                .map_err(q)?;
-            for row in rows {
-                let (k, v) = row.map_err(q)?;
-                state.insert(k, v);
-            }
-        }
+        let state = state_rows(&tx).map_err(q)?;
         Ok(Summary {
             counts,
             uploaded_today,
@@ -1163,6 +1124,22 @@ impl Ledger for Store {
             hosts: Vec::new(),
         })
     }
+}
+
+/// Row counts per (folder, status): `counts`, and `summary` inside its read transaction.
+fn folder_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, String, i64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT folder, status, count(*) FROM files GROUP BY folder, status ORDER BY folder, status",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
+/// The `state` rows: key → (value, updated_at).
+fn state_rows(conn: &Connection) -> rusqlite::Result<HashMap<String, (String, String)>> {
+    let mut stmt = conn.prepare("SELECT key, value, updated_at FROM state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+    rows.collect()
 }
 
 fn opt_text(v: &Option<String>) -> Value {

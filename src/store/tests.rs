@@ -51,6 +51,17 @@ pub(super) fn pg_open(
     host: &str,
     roots: HashMap<String, PathBuf>,
 ) -> super::postgres::PgStore {
+    pg_try_open(url, scope, host, roots, std::time::Duration::from_secs(60)).unwrap()
+}
+
+#[cfg(feature = "postgres")]
+pub(super) fn pg_try_open(
+    url: &str,
+    scope: &str,
+    host: &str,
+    roots: HashMap<String, PathBuf>,
+    lease: std::time::Duration,
+) -> crate::error::Result<super::postgres::PgStore> {
     super::postgres::PgStore::open(
         url,
         super::Identity {
@@ -58,9 +69,8 @@ pub(super) fn pg_open(
             host: host.into(),
         },
         roots,
-        std::time::Duration::from_secs(60),
+        lease,
     )
-    .unwrap()
 }
 
 #[cfg(feature = "postgres")]
