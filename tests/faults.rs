@@ -182,69 +182,76 @@ fn a_write_lock_held_past_the_busy_timeout() {
 
 /// The daemon as `nobody`, with its state directory on a small tmpfs of its own mount
 /// namespace (`unshare -m`): the test can fill it or make it read-only without touching the
-/// machine. Returns the daemon and the command prefix that enters its namespace.
+/// machine. Call `open_to_nobody` first.
 fn daemon_on_tmpfs(env: &Env, size: &str) -> Daemon {
-    for p in [&env.dir, &env.root] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let state = env.db.parent().unwrap().to_path_buf();
-    let script = format!(
-        "mount -t tmpfs -o size={size},mode=0777 sega-test {} && exec setpriv --reuid=65534 --regid=65534 --clear-groups \"$0\" \"$@\"",
-        state.display()
-    );
-    env.start_daemon_with(|c| {
-        let args: Vec<std::ffi::OsString> = std::iter::once(std::ffi::OsString::from(BIN))
-            .chain(c.get_args().map(|a| a.to_owned()))
-            .collect();
+    // The paths travel as arguments ("$1"), never inside the script: a checkout or temp dir
+    // may have spaces in its name.
+    let script = "mount -t tmpfs -o size=\"$1\",mode=0777 sega-test \"$2\" && shift 2 && \
+                  exec setpriv --reuid=65534 --regid=65534 --clear-groups \"$@\"";
+    env.start_daemon_wrapped(|c| {
         let mut wrapped = Command::new("unshare");
         wrapped
-            .args(["-m", "--propagation", "private", "sh", "-c", &script])
-            .args(args);
+            .args([
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+                size,
+            ])
+            .arg(&state)
+            .arg(c.get_program())
+            .args(c.get_args());
         for (k, v) in c.get_envs() {
             match v {
                 Some(v) => wrapped.env(k, v),
                 None => wrapped.env_remove(k),
             };
         }
-        *c = wrapped;
+        wrapped
     })
 }
 
-fn in_namespace(d: &Daemon, shell: &str) -> Out {
+/// Runs `args` inside the daemon's mount namespace.
+fn in_namespace(d: &Daemon, args: &[&std::ffi::OsStr]) -> Out {
     out(Command::new("nsenter")
-        .args(["-t", &d.pid().to_string(), "-m", "--", "sh", "-c", shell])
+        .args(["-t", &d.pid().to_string(), "-m", "--"])
+        .args(args)
         .output()
         .unwrap())
 }
 
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
 fn a_full_disk_under_the_database() {
-    if !is_root() {
-        eprintln!("skipped: mount namespaces need root (CI runs as root)");
-        return;
-    }
+    // Mount namespaces and another user: root only (open_to_nobody says so otherwise).
     let env = Env::new("diskfull");
     env.set("/watch/scan_interval_secs", json!(2));
+    if !env.open_to_nobody() {
+        return;
+    }
     let mut d = daemon_on_tmpfs(&env, "2m");
     // stderr is redirected by start_daemon_with; the log file is in env.dir (host side).
     d.wait_log("ready:");
-    let state = env.db.parent().unwrap().display().to_string();
+    let state = env.db.parent().unwrap().to_path_buf();
+    let filler = state.join("filler");
     let first = write_burst(&env, "a", 10, 0, Duration::ZERO);
     wait_until("the first files", DEADLINE, || {
         env.successful_uploads().len() >= 10
     });
 
     // Fill the disk: writes fail (SQLITE_FULL). Files keep arriving.
-    let o = in_namespace(&d, &format!("dd if=/dev/zero of={state}/filler bs=64k count=100 2>/dev/null; df -k {state} | tail -1"));
-    eprintln!("filled: {}", o.stdout.trim());
+    let of = format!("of={}", filler.display());
+    let o = in_namespace(
+        &d,
+        &["dd", "if=/dev/zero", &of, "bs=64k", "count=100"].map(std::ffi::OsStr::new),
+    );
+    eprintln!("filled: {}", o.stderr.trim());
     let during_full = write_burst(&env, "f", 10, 0, Duration::ZERO);
     d.wait_log("database trouble");
-    in_namespace(&d, &format!("rm -f {state}/filler"));
+    in_namespace(&d, &["rm".as_ref(), "-f".as_ref(), filler.as_os_str()]);
     d.wait_log("database is writable again");
     wait_until(
         "the files that came while the disk was full",
@@ -257,7 +264,13 @@ fn a_full_disk_under_the_database() {
     check_all_arrived(&env, &all);
     let st = in_namespace(
         &d,
-        &format!("{BIN} -c {} status --json", env.config_path.display()),
+        &[
+            BIN.as_ref(),
+            "-c".as_ref(),
+            env.config_path.as_os_str(),
+            "status".as_ref(),
+            "--json".as_ref(),
+        ],
     );
     let v: serde_json::Value =
         serde_json::from_str(&st.stdout).unwrap_or_else(|_| panic!("{}\n{}", st.stdout, st.stderr));
@@ -267,23 +280,27 @@ fn a_full_disk_under_the_database() {
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
 
-/// Makes the test tree usable by `nobody` (the daemon's user in these tests).
-fn open_up(env: &Env) {
-    for p in [&env.dir, &env.root, &env.db.parent().unwrap().to_path_buf()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+/// Makes the test tree usable by `nobody` (the daemon's user in these tests), its state
+/// directory writable; false when the test cannot run here (the reason printed).
+fn open_up(env: &Env) -> bool {
+    if !env.open_to_nobody() {
+        return false;
     }
-    std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        env.db.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    true
 }
 
 #[test]
 fn a_read_only_database_file_stops_the_start_clearly_and_nothing_is_lost() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run the daemon as another user");
+    let env = Env::new("readonly");
+    if !open_up(&env) {
         return;
     }
-    let env = Env::new("readonly");
-    open_up(&env);
-    let mut d = env.start_daemon_with(as_nobody);
+    let mut d = env.start_daemon_as_nobody();
     d.wait_log("ready:");
     let mut written = write_burst(&env, "a", 5, 0, Duration::ZERO);
     wait_until("the first files", DEADLINE, || {
@@ -294,9 +311,7 @@ fn a_read_only_database_file_stops_the_start_clearly_and_nothing_is_lost() {
     // Someone makes the database read-only; files keep arriving meanwhile.
     std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o444)).unwrap();
     written.extend(write_burst(&env, "b", 5, 0, Duration::ZERO));
-    let mut c = env.cmd(&["run"]);
-    as_nobody(&mut c);
-    let o = out(c.output().unwrap());
+    let o = out(env.nobody_cmd(&["run"]).output().unwrap());
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(
         o.stderr.contains("is not writable by this user"),
@@ -310,7 +325,7 @@ fn a_read_only_database_file_stops_the_start_clearly_and_nothing_is_lost() {
     );
     // Fixed: the next start finds what arrived in between.
     std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut d = env.start_daemon_with(as_nobody);
+    let mut d = env.start_daemon_as_nobody();
     wait_until(
         "the files that arrived while it could not start",
         DEADLINE,
@@ -350,17 +365,16 @@ fn a_corrupt_or_unwritable_database_is_a_clear_error_never_a_fresh_start() {
     );
     assert_eq!(env.server.request_count(), 1, "nothing was sent again");
 
-    if is_root() {
+    if env.open_to_nobody() {
         // A database the daemon's user cannot write: exit 1 naming the file.
         std::fs::write(&env.db, &good).unwrap();
-        for p in [&env.dir, &env.root, &env.db.parent().unwrap().to_path_buf()] {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(
+            env.db.parent().unwrap(),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let mut c = env.cmd(&["run"]);
-        as_nobody(&mut c);
-        let o = out(c.output().unwrap());
+        let o = out(env.nobody_cmd(&["run"]).output().unwrap());
         assert_eq!(o.code, 1, "{}", o.stderr);
         assert!(
             o.stderr
@@ -372,15 +386,10 @@ fn a_corrupt_or_unwritable_database_is_a_clear_error_never_a_fresh_start() {
 }
 
 fn an_unreadable_image_waits_and_goes_once_readable(backend: Backend) {
-    if !is_root() {
-        eprintln!("skipped: needs root to run the daemon as another user");
+    let env = Env::with_backend("unreadable", backend);
+    if !open_up(&env) {
         return;
     }
-    let env = Env::with_backend("unreadable", backend);
-    for p in [&env.dir, &env.root, &env.db.parent().unwrap().to_path_buf()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
-    std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     for f in ["Sega_1", "Sega_2", "Sega_3"] {
         std::fs::set_permissions(env.root.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(
@@ -389,7 +398,7 @@ fn an_unreadable_image_waits_and_goes_once_readable(backend: Backend) {
         )
         .unwrap();
     }
-    let mut d = env.start_daemon_with(as_nobody);
+    let mut d = env.start_daemon_as_nobody();
     d.wait_log("ready:");
     let b = jpeg(1);
     // Created unreadable (mode 000 from the first byte): written as root and locked only

@@ -490,26 +490,24 @@ fn webhook_alerts_once_down_and_once_up_and_never_slow_uploads() {
 
 #[test]
 fn check_config_reports_an_unreadable_folder_and_a_refusing_endpoint() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: switching to the unprivileged user needs root (CI runs as root)");
-        return;
-    }
     let env = Env::new("diagnose");
     // The test tree must be reachable by `nobody` for the check to be about one folder.
-    use std::os::unix::fs::PermissionsExt;
-    for p in [&env.dir, &env.root, &env.db.parent().unwrap().to_path_buf()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    if !env.open_to_nobody() {
+        return;
     }
-    std::fs::set_permissions(&env.config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        env.db.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
     std::fs::set_permissions(
         env.root.join("Sega_2"),
         std::fs::Permissions::from_mode(0o700),
     )
     .unwrap();
     env.server.set_mode(Mode::Refuse);
-    let mut c = env.cmd(&["check-config"]);
-    as_nobody(&mut c);
-    let o = out(c.output().unwrap());
+    let o = out(env.nobody_cmd(&["check-config"]).output().unwrap());
     assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
     let fails: Vec<&str> = o.stdout.lines().filter(|l| l.starts_with("fail")).collect();
     assert_eq!(fails.len(), 2, "{}", o.stdout);

@@ -1009,6 +1009,7 @@ impl PgStore {
                     (SELECT value FROM state WHERE scope = $2 AND host = $3 AND key = 'pid') AS daemon_pid
                  FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
                  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                    AND l.classid::bigint = (($1 >> 32) & 4294967295)
                    AND l.objid::bigint = ($1 & 4294967295)
                  LIMIT 1",
@@ -2248,7 +2249,9 @@ fn summary(
     .n;
 
     // Every host of the scope: its state rows, its heartbeat's age by the server's clock,
-    // whether its daemon's advisory lock is held (a live session), its claims.
+    // whether its daemon's advisory lock is held (a live session), its claims. pg_locks
+    // lists the whole server's locks: an advisory lock belongs to one database, and another
+    // ledger on the same server may have a host of the same scope and name.
     let all_state = state_rows(c, scope, None)?;
     let claimed: Vec<HostCount> = sql_query(
         "SELECT claimed_host AS host, count(*) AS n FROM files
@@ -2259,7 +2262,8 @@ fn summary(
     .load(c)?;
     let locks: HashSet<i64> = sql_query(
         "SELECT classid::bigint AS hi, objid::bigint AS lo FROM pg_locks
-         WHERE locktype = 'advisory' AND objsubid = 1 AND granted",
+         WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     .load::<LockRec>(c)?
     .into_iter()
@@ -2706,6 +2710,33 @@ mod tests {
         wait_for("the first daemon's lock to be freed", || {
             b.lock_daemon().unwrap().is_none()
         });
+    }
+
+    /// Advisory locks belong to one database; pg_locks lists the whole server's. A daemon
+    /// of the same (scope, host) in another ledger on the same server is not this one's.
+    #[test]
+    fn another_databases_daemon_lock_is_not_this_ledgers() {
+        let Some(url_a) = t() else { return };
+        let Some(url_b) = t() else { return };
+        let mut a = pg_open(&url_a, "site-a", "cam-1", roots());
+        let mut b = pg_open(&url_b, "site-a", "cam-1", roots());
+        let mut b_other = pg_open(&url_b, "site-a", "cam-2", roots());
+        b.set_state(&[("pid", "4242".into()), ("heartbeat", T0.into())], T0)
+            .unwrap();
+        assert_eq!(a.lock_daemon().unwrap(), None);
+        let sum = b_other.summary(T0, T0, T0).unwrap();
+        assert!(
+            sum.hosts.iter().any(|h| h.host == "cam-1" && !h.locked),
+            "cam-1 holds a lock in the other database only: {:?}",
+            sum.hosts
+        );
+        assert_eq!(
+            b.lock_daemon().unwrap(),
+            None,
+            "the same key in another database is free"
+        );
+        let sum = b_other.summary(T0, T0, T0).unwrap();
+        assert!(sum.hosts.iter().any(|h| h.host == "cam-1" && h.locked));
     }
 
     #[test]
