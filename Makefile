@@ -30,6 +30,10 @@ test-deps:
 	@scripts/test-deps.sh
 
 lint: test-deps
+	@# Paths and names in messages go through layout::Show (`.shown()`): Path::display
+	@# would let a newline in a file name write a log line of its own.
+	@if grep -rn --include='*.rs' '\.display()' src/; then \
+	    echo "lint: use .shown() (layout::Show) for paths in messages, not .display()"; exit 1; fi
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets $(FEATURES) -- -D warnings
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -16,6 +16,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use serde_json::{json, Value};
 
 use crate::clock::{format_ts, human_duration, Clock};
+use crate::secret::Secret;
 
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -59,7 +60,7 @@ impl Alerts {
     }
 
     pub fn spawn(
-        url: String,
+        url: Secret<String>,
         after: Duration,
         clock: Clock,
     ) -> std::io::Result<(Alerts, thread::JoinHandle<()>)> {
@@ -84,7 +85,7 @@ impl Alerts {
 }
 
 struct Dispatcher {
-    url: String,
+    url: Secret<String>,
     after: Duration,
     host: String,
     clock: Clock,
@@ -96,7 +97,7 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn new(url: String, after: Duration, host: String, clock: Clock) -> Dispatcher {
+    fn new(url: Secret<String>, after: Duration, host: String, clock: Clock) -> Dispatcher {
         Dispatcher {
             url,
             after,
@@ -208,7 +209,7 @@ impl Dispatcher {
         }
         let text = body.to_string();
         for attempt in 1..=TRIES {
-            let result = attohttpc::post(&self.url)
+            let result = attohttpc::post(self.url.expose())
                 .follow_redirects(false)
                 .proxy_settings(attohttpc::ProxySettings::builder().build())
                 .connect_timeout(Duration::from_secs(5))

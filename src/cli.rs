@@ -18,6 +18,7 @@ use crate::config::{self, Config};
 use crate::db::{Input, Owner};
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::health::Beat;
+use crate::layout::Show;
 use crate::layout::{self, display_name, FolderRef, Window};
 use crate::lock;
 use crate::logging;
@@ -302,7 +303,7 @@ fn access(path: &Path, mode: libc::c_int) -> bool {
 fn check_config(path: &Path, offline: bool) -> Result<i32> {
     let config = config::load(path)?;
     let clock = Clock::from_env().map_err(Error::Other)?;
-    println!("# {} (effective, secrets redacted)", path.display());
+    println!("# {} (effective, secrets redacted)", path.shown());
     println!(
         "{}",
         serde_json::to_string_pretty(&config.redacted_json()).unwrap_or_default()
@@ -318,13 +319,13 @@ fn check_config(path: &Path, offline: bool) -> Result<i32> {
             "root",
             &format!(
                 "{} is missing (it may be mounted later; the daemon waits for it)",
-                root.display()
+                root.shown()
             ),
         ));
     }
     let today = clock.today_local();
     for f in &config.watch.folders {
-        let what = format!("folder {} ({})", f.label, f.path.display());
+        let what = format!("folder {} ({})", f.label, f.path.shown());
         if !f.path.exists() {
             note(line(
                 Verdict::Warn,
@@ -348,7 +349,7 @@ fn check_config(path: &Path, offline: bool) -> Result<i32> {
                 &what,
                 &format!(
                     "today's folder {} is not readable by this user",
-                    today_dir.display()
+                    today_dir.shown()
                 ),
             ));
             continue;
@@ -371,7 +372,7 @@ fn check_config(path: &Path, offline: bool) -> Result<i32> {
             "database",
             &format!(
                 "PostgreSQL {}: not contacted (--offline)",
-                config::redact_db_url(url)
+                config::redact_db_url(url.expose())
             ),
         ));
     } else if config.database.url.is_some() {
@@ -388,7 +389,7 @@ fn check_config(path: &Path, offline: bool) -> Result<i32> {
         note(line(
             Verdict::Fail,
             "database",
-            &format!("directory {} does not exist", dir.display()),
+            &format!("directory {} does not exist", dir.shown()),
         ));
     } else if !access(dir, libc::W_OK | libc::X_OK)
         || (db.exists() && !access(db, libc::W_OK | libc::R_OK))
@@ -396,13 +397,13 @@ fn check_config(path: &Path, offline: bool) -> Result<i32> {
         note(line(
             Verdict::Fail,
             "database",
-            &format!("{} is not writable by this user", db.display()),
+            &format!("{} is not writable by this user", db.shown()),
         ));
     } else {
         note(line(
             Verdict::Ok,
             "database",
-            &format!("{} writable", db.display()),
+            &format!("{} writable", db.shown()),
         ));
     }
 
@@ -1028,7 +1029,7 @@ fn migrate_db(path: &Path, from: Option<PathBuf>) -> Result<i32> {
         lock::Attempt::Held(holder) => {
             return Err(Error::Other(format!(
                 "a daemon (pid {holder}) is using {}: stop it first (systemctl stop sega-uploader)",
-                source.display()
+                source.shown()
             )))
         }
     };
@@ -1049,7 +1050,7 @@ fn migrate_db(path: &Path, from: Option<PathBuf>) -> Result<i32> {
     }
     println!(
         "migrate-db: {read} row(s) read from {}; {added} added to {}, {} already there",
-        source.display(),
+        source.shown(),
         dst.describe(),
         read - added
     );
@@ -1065,7 +1066,7 @@ fn upload_test(path: &Path, file: &Path) -> Result<i32> {
         .map(|d| d.join(file.file_name().unwrap_or_default()))
         .map_err(|e| Error::io("resolving", file, e))?;
     let (f, meta) =
-        layout::open_regular(&abs).map_err(|e| Error::Other(format!("{}: {e}", abs.display())))?;
+        layout::open_regular(&abs).map_err(|e| Error::Other(format!("{}: {e}", abs.shown())))?;
     let version = layout::Version::of(&meta);
     let refs: Vec<FolderRef> = config
         .watch
@@ -1084,7 +1085,7 @@ fn upload_test(path: &Path, file: &Path) -> Result<i32> {
                 .and_then(Path::file_name)
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            println!("note: {} is outside the watched folders; sending folder \"\" and date \"{parent}\"", abs.display());
+            println!("note: {} is outside the watched folders; sending folder \"\" and date \"{parent}\"", abs.shown());
             (String::new(), parent)
         }
     };

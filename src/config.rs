@@ -30,7 +30,8 @@ use serde_json::{json, Map, Value};
 /// Where the config lives unless `$SEGA_CONFIG` or `-c` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/sega/config.json";
 
-const REDACTED: &str = "<redacted>";
+use crate::layout::Show;
+use crate::secret::{Secret, REDACTED};
 /// Upper bound for every `*_secs` value (ten years): `Instant + Duration` panics on overflow,
 /// so a typo such as 1e15 must be refused here rather than crash a timer later.
 const MAX_SECS: u64 = 10 * 365 * 86_400;
@@ -86,15 +87,14 @@ pub struct Folder {
     pub path: PathBuf,
 }
 
-/// `Debug` is written by hand (below) so that `{:?}` in a log line shows no header value.
-#[derive(Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upload {
     pub url: Endpoint,
     pub file_field: String,
     /// Text parts, in config order (DESIGN §5 sends them in that order).
     pub fields: Vec<(String, Template)>,
-    /// In config order. The values are secrets.
-    pub headers: Vec<(String, String)>,
+    /// In config order.
+    pub headers: Vec<(String, Secret<String>)>,
     pub workers: usize,
     pub connect_timeout: Duration,
     pub timeout: Duration,
@@ -106,11 +106,12 @@ pub struct Upload {
 }
 
 /// An http(s) URL split into the parts the uploader and `check-config` need.
-/// `Debug` shows [`Endpoint::redacted`], never the credentials.
-#[derive(Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
-    /// As configured (may hold credentials: print [`Endpoint::redacted`] instead).
-    pub url: String,
+    /// As configured: it may hold credentials. [`Endpoint::redacted`] is what to print.
+    pub url: Secret<String>,
+    /// The URL with any `user:password@` replaced by `<redacted>@`.
+    shown: String,
     pub scheme: Scheme,
     /// Lowercase; an IPv6 literal without its brackets, ready for `(host, port)` lookups.
     pub host: String,
@@ -166,7 +167,7 @@ pub struct Retry {
     pub max_attempts: u32,
 }
 
-#[derive(Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Database {
     pub path: PathBuf,
     pub keep_days: u32,
@@ -174,7 +175,7 @@ pub struct Database {
     pub scope: Option<String>,
     /// A PostgreSQL URL or conninfo (a secret: it may hold a password). When set, the ledger
     /// lives there and `path` is not used.
-    pub url: Option<String>,
+    pub url: Option<Secret<String>>,
     /// This daemon's name in a shared ledger; `None`: the host name.
     pub host: Option<String>,
     /// How long a host may miss heart-beating before another host of its scope takes its
@@ -194,75 +195,13 @@ pub struct Metrics {
     pub textfile: Option<PathBuf>,
 }
 
-/// `Debug` redacts the webhook URL.
-#[derive(Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Alerts {
     /// A secret as a whole: it usually embeds a token.
-    pub webhook_url: Option<String>,
+    pub webhook_url: Option<Secret<String>>,
     pub after: Duration,
     /// Alert when the oldest pending file is older than this (an extension of DESIGN §6).
     pub backlog: Duration,
-}
-
-// Hand-written `Debug` for the three structs holding secrets: DESIGN §6 says they are never
-// logged, and `{:?}` of a `Config` is the easiest way to log them by accident.
-
-impl fmt::Debug for Upload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(name, _)| (name.as_str(), REDACTED))
-            .collect();
-        f.debug_struct("Upload")
-            .field("url", &self.url)
-            .field("file_field", &self.file_field)
-            .field("fields", &self.fields)
-            .field("headers", &headers)
-            .field("workers", &self.workers)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("timeout", &self.timeout)
-            .field("min_rate_kib_s", &self.min_rate_kib_s)
-            .field("order", &self.order)
-            .field("max_kib_s", &self.max_kib_s)
-            .field("retry", &self.retry)
-            .finish()
-    }
-}
-
-impl fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("url", &self.redacted())
-            .field("scheme", &self.scheme)
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("has_credentials", &self.has_credentials)
-            .finish()
-    }
-}
-
-impl fmt::Debug for Database {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Database")
-            .field("path", &self.path)
-            .field("keep_days", &self.keep_days)
-            .field("scope", &self.scope)
-            .field("url", &self.url.as_deref().map(redact_db_url))
-            .field("host", &self.host)
-            .field("lease", &self.lease)
-            .finish()
-    }
-}
-
-impl fmt::Debug for Alerts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Alerts")
-            .field("webhook_url", &self.webhook_url.as_ref().map(|_| REDACTED))
-            .field("after", &self.after)
-            .field("backlog", &self.backlog)
-            .finish()
-    }
 }
 
 /// Why a config was refused: every problem found, for one source (a path or `<config>`).
@@ -325,7 +264,7 @@ fn resolve_path_from(cli: Option<&Path>, env: Option<OsString>) -> PathBuf {
 
 /// Reads `path` and [`parse`]s it; every error names the path.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let name = path.display().to_string();
+    let name = path.shown().to_string();
     let fail = |problem| ConfigError {
         source_name: name.clone(),
         problems: vec![problem],
@@ -410,7 +349,7 @@ impl Config {
     /// secret replaced by `"<redacted>"`: what `check-config` prints.
     pub fn redacted_json(&self) -> Value {
         let (w, u, d) = (&self.watch, &self.upload, &self.database);
-        let path = |p: &Path| p.display().to_string();
+        let path = |p: &Path| p.shown().to_string();
         // A folder directly under root is shown as its name, as it would usually be written.
         let folders: Vec<String> = w
             .folders
@@ -458,7 +397,7 @@ impl Config {
             },
             "database": {
                 "path": path(&d.path), "keep_days": d.keep_days, "scope": d.scope,
-                "url": d.url.as_deref().map(redact_db_url), "host": d.host,
+                "url": d.url.as_ref().map(|u| redact_db_url(u.expose())), "host": d.host,
                 "lease_secs": d.lease.as_secs(),
             },
             "log": {
@@ -566,7 +505,8 @@ impl Endpoint {
             },
         };
         Ok(Endpoint {
-            url: s.to_string(),
+            url: Secret::new(s.to_string()),
+            shown: redact_userinfo(s),
             scheme,
             host: host.to_ascii_lowercase(),
             port,
@@ -575,16 +515,21 @@ impl Endpoint {
     }
 
     /// The URL with any `user:password@` replaced by `<redacted>@`: safe to print or log.
-    pub fn redacted(&self) -> String {
-        let Some(start) = self.url.find("://").map(|i| i + 3) else {
-            return self.url.clone();
-        };
-        let rest = &self.url[start..];
-        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-        match authority.rfind('@') {
-            Some(at) => format!("{}{REDACTED}{}", &self.url[..start], &rest[at..]),
-            None => self.url.clone(),
-        }
+    pub fn redacted(&self) -> &str {
+        &self.shown
+    }
+}
+
+/// `scheme://user:password@host…` with the userinfo replaced by `<redacted>`.
+fn redact_userinfo(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{}{REDACTED}{}", &url[..start], &rest[at..]),
+        None => url.to_owned(),
     }
 }
 
@@ -873,11 +818,11 @@ fn fields(ck: &mut Checker, v: &Value, file_field: &str) -> Vec<(String, Templat
     out
 }
 
-fn headers(ck: &mut Checker, v: &Value) -> Vec<(String, String)> {
+fn headers(ck: &mut Checker, v: &Value) -> Vec<(String, Secret<String>)> {
     let Some(map) = ck.map("upload.headers", v) else {
         return Vec::new();
     };
-    let mut out: Vec<(String, String)> = Vec::new();
+    let mut out: Vec<(String, Secret<String>)> = Vec::new();
     for (name, value) in map {
         let loc = join("upload.headers", name);
         if !is_token(name) {
@@ -899,7 +844,7 @@ fn headers(ck: &mut Checker, v: &Value) -> Vec<(String, String)> {
                 &loc,
                 "has a value with CR, LF, NUL or another control character",
             ),
-            Value::String(s) => out.push((name.clone(), s.clone())),
+            Value::String(s) => out.push((name.clone(), Secret::new(s.clone()))),
             other => ck.report(
                 &loc,
                 format!("expected a string value, got {}", kind(other)),
@@ -959,7 +904,7 @@ fn database(ck: &mut Checker, v: Option<&Value>) -> Database {
         path,
         keep_days,
         scope: scope.map(str::to_string),
-        url: url.map(str::to_string),
+        url: url.map(|u| Secret::new(u.to_string())),
         host: host.map(str::to_string),
         lease,
     }
@@ -1009,7 +954,9 @@ fn alerts(ck: &mut Checker, v: Option<&Value>) -> Alerts {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => ck.check(
             "alerts.webhook_url",
-            Endpoint::parse(s).and_then(plain_http).map(|_| s.clone()),
+            Endpoint::parse(s)
+                .and_then(plain_http)
+                .map(|_| Secret::new(s.clone())),
         ),
         Some(other) => {
             ck.report(
@@ -1221,6 +1168,14 @@ fn check_db_url(s: &str) -> Result<(), String> {
         return Err(
             "this build of sega-uploader has no PostgreSQL support (the `postgres` \
              cargo feature); install the .deb, or build with --features postgres"
+                .into(),
+        );
+    }
+    #[cfg(feature = "postgres")]
+    if !crate::libpq::parses(s) {
+        return Err(
+            "libpq cannot parse it (not shown: it may hold a password); check its \
+                    %-escapes (a `%` in a password is written %25) and its quoting"
                 .into(),
         );
     }
@@ -1795,7 +1750,7 @@ mod tests {
         ];
         for (url, scheme, host, port, creds) in cases {
             let e = Endpoint::parse(url).unwrap_or_else(|m| panic!("{url}: {m}"));
-            assert_eq!(e.url, url);
+            assert_eq!(e.url.expose(), url);
             assert_eq!(
                 (e.scheme, &*e.host, e.port, e.has_credentials),
                 (scheme, host, port, creds)
@@ -1909,7 +1864,7 @@ mod tests {
         let missing = dir.join("missing.json");
         let err = load(&missing).unwrap_err().to_string();
         assert!(
-            err.starts_with(&format!("{}: cannot read: ", missing.display())),
+            err.starts_with(&format!("{}: cannot read: ", missing.shown())),
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -35,6 +35,7 @@ use crate::config::{self, Config};
 use crate::db::{Channels, Control, Owner};
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::health::Monitor;
+use crate::layout::Show;
 use crate::live::Live;
 use crate::logging;
 use crate::notify;
@@ -111,7 +112,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
         "sega-uploader {} starting: folders {} under {}, endpoint {}, {} worker(s), database {}",
         env!("CARGO_PKG_VERSION"),
         watch::describe_folders(&config.watch.folders),
-        config.watch.root.display(),
+        config.watch.root.shown(),
         config.upload.url.redacted(),
         config.upload.workers,
         store.describe()
@@ -119,7 +120,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
     if !config.watch.root.is_dir() {
         log::warn!(
             "{} does not exist yet: waiting for it to appear",
-            config.watch.root.display()
+            config.watch.root.shown()
         );
     }
 
@@ -374,6 +375,6 @@ fn reload(
     let _ = watch.send(WatchControl::Reload(new.clone()));
     let _ = ticker.send(TickerControl::Reload(new.clone()));
     let _ = owner.send(Control::Reload(Box::new((*new).clone()), settings));
-    log::info!("configuration reloaded from {}", path.display());
+    log::info!("configuration reloaded from {}", path.shown());
     new
 }

@@ -27,6 +27,7 @@ use crate::clock::{format_ts, human_duration, Clock};
 use crate::config::{Config, Order};
 use crate::error::Result;
 use crate::health::Beat;
+use crate::layout::Show;
 use crate::layout::{display_name, EntryType, Seen, Version};
 use crate::live::Live;
 use crate::metrics;
@@ -895,7 +896,7 @@ impl Owner {
             self.live.queue().endpoint_down = Some((Duration::ZERO, error.to_owned()));
             log::warn!(
                 "endpoint {} is down ({} consecutive failures, last: {error}): pausing uploads, one probe every {} or longer",
-                crate::upload::show(std::path::Path::new(&self.settings.url)),
+                self.settings.shown_url,
                 self.endpoint.failures,
                 human_duration(self.endpoint.probe_wait)
             );
@@ -1096,7 +1097,7 @@ impl Owner {
         if let Err(e) = metrics::write_atomic(&path, &metrics::render(&snapshot)) {
             log::warn!(
                 "writing metrics to {}: {}",
-                path.display(),
+                path.shown(),
                 crate::error::describe_io(&e)
             );
         }

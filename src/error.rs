@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::ConfigError;
+use crate::layout::Show;
 
 /// Exit codes fixed by DESIGN §7.
 pub const EXIT_OK: i32 = 0;
@@ -95,15 +96,15 @@ impl fmt::Display for Error {
             Error::Config(e) => write!(f, "{e}"),
             Error::Usage(msg) => write!(f, "{msg}"),
             Error::Io { path, what, source } => {
-                write!(f, "{what} {}: {}", path.display(), describe_io(source))
+                write!(f, "{what} {}: {}", path.shown(), describe_io(source))
             }
             Error::Db { what, source } => write!(f, "{what}: {source}"),
             Error::Pg { what, msg } => write!(f, "{what}: {msg}"),
-            Error::DbState { path, msg } => write!(f, "database {}: {msg}", path.display()),
+            Error::DbState { path, msg } => write!(f, "database {}: {msg}", path.shown()),
             Error::Locked { lock, holder } => write!(
                 f,
                 "another sega-uploader ({holder}) holds {}: only one daemon may use a database",
-                lock.display()
+                lock.shown()
             ),
             Error::Other(msg) | Error::Plugin(msg) => write!(f, "{msg}"),
         }

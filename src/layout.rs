@@ -12,7 +12,7 @@
 //! The clock is not read here: callers pass "today" in, so tests can move it.
 
 use std::ffi::{OsStr, OsString};
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::fs::{self, File, FileType, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -515,25 +515,56 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// (a newline in a name cannot forge a log line); a backslash as `\\`, so the form is
 /// unambiguous. For logs only: not reversible for storage.
 pub fn display_name(name: &OsStr) -> String {
-    let mut out = String::with_capacity(name.len());
-    for chunk in name.as_bytes().utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                c if c.is_ascii_control() => {
-                    let _ = write!(out, "\\x{:02x}", u32::from(c));
+    Shown(name).to_string()
+}
+
+/// A name or path, written the [`display_name`] way without allocating: what every log line,
+/// error message and human output uses (`path.shown()`), never `Path::display`, which lets a
+/// newline in a file name start a forged log line.
+#[derive(Clone, Copy)]
+pub struct Shown<'a>(&'a OsStr);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.as_bytes().utf8_chunks() {
+            let valid = chunk.valid();
+            let mut plain = 0;
+            for (i, c) in valid.char_indices() {
+                if c != '\\' && !c.is_control() {
+                    continue;
                 }
-                c if c.is_control() => {
-                    let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
+                f.write_str(&valid[plain..i])?;
+                plain = i + c.len_utf8();
+                match c {
+                    '\\' => f.write_str("\\\\")?,
+                    c if c.is_ascii_control() => write!(f, "\\x{:02x}", u32::from(c))?,
+                    c => write!(f, "\\u{{{:04x}}}", u32::from(c))?,
                 }
-                c => out.push(c),
+            }
+            f.write_str(&valid[plain..])?;
+            for &b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
             }
         }
-        for &b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02x}");
-        }
+        Ok(())
     }
-    out
+}
+
+/// `.shown()` on paths and names: see [`Shown`].
+pub trait Show {
+    fn shown(&self) -> Shown<'_>;
+}
+
+impl Show for Path {
+    fn shown(&self) -> Shown<'_> {
+        Shown(self.as_os_str())
+    }
+}
+
+impl Show for OsStr {
+    fn shown(&self) -> Shown<'_> {
+        Shown(self)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,12 +13,15 @@ mod db;
 mod error;
 mod health;
 mod layout;
+#[cfg(feature = "postgres")]
+mod libpq;
 mod live;
 mod lock;
 mod logging;
 mod metrics;
 mod notify;
 mod scanner;
+mod secret;
 mod store;
 mod ticker;
 mod upload;

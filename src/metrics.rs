@@ -170,13 +170,35 @@ pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = std::fs::File::create(&tmp)
+    let result = create_new(&tmp)
+        .or_else(|e| {
+            // Left by a crash, or planted (a symlink to a file of someone else's): unlink
+            // removes the entry itself, never what a link points to; then create afresh.
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                std::fs::remove_file(&tmp)?;
+                create_new(&tmp)
+            } else {
+                Err(e)
+            }
+        })
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A new file, never an existing one and never through a symlink (O_EXCL|O_NOFOLLOW): the
+/// metrics directory may be writable by others (a node exporter's textfile directory).
+fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(path)
 }
 
 #[cfg(test)]
@@ -211,5 +233,25 @@ mod tests {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn the_temp_file_is_never_opened_through_a_planted_symlink() {
+        let dir = std::env::temp_dir().join(format!("sega-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let target = dir.join("sega.prom");
+        let tmp = dir.join(format!(".sega.prom.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_atomic(&target, "sega_up 1\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "sega_up 1\n");
+        assert!(!std::fs::symlink_metadata(&target).unwrap().is_symlink());
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_err(),
+            "no temp file left"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -14,6 +14,7 @@ use time::Date;
 use crate::config::Folder;
 use crate::db::Input;
 use crate::error::describe_io;
+use crate::layout::Show;
 use crate::layout::{self, FolderRef, Seen, Window};
 
 /// What one pass found.
@@ -35,7 +36,7 @@ pub fn list_one(folder: &Folder, date_dir: &OsStr, extensions: &[String]) -> Opt
         Err(e) => {
             log::warn!(
                 "cannot list {}: {}",
-                folder.path.join(date_dir).display(),
+                folder.path.join(date_dir).shown(),
                 describe_io(&e)
             );
             None
@@ -57,7 +58,7 @@ pub fn scan_window(
         let dirs = match layout::date_dirs_in_window(&folder.path, window) {
             Ok(d) => d,
             Err(e) => {
-                log::warn!("cannot list {}: {}", folder.path.display(), describe_io(&e));
+                log::warn!("cannot list {}: {}", folder.path.shown(), describe_io(&e));
                 continue;
             }
         };

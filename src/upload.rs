@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -23,7 +22,9 @@ use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::config::{Config, Template, TemplateVars};
+use crate::layout::Show;
 use crate::layout::{self, Content, Kind, OpenError, Version};
+use crate::secret::Secret;
 use crate::store::{Claimed, RESPONSE_CAP};
 
 pub const USER_AGENT: &str = concat!("sega-uploader/", env!("CARGO_PKG_VERSION"));
@@ -32,10 +33,12 @@ pub const USER_AGENT: &str = concat!("sega-uploader/", env!("CARGO_PKG_VERSION")
 /// an `Arc` of it, so a reload takes effect from the next job on.
 #[derive(Debug)]
 pub struct RequestSettings {
-    pub url: String,
+    pub url: Secret<String>,
+    /// The URL for messages: credentials redacted.
+    pub shown_url: String,
     pub file_field: String,
     pub fields: Vec<(String, Template)>,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(String, Secret<String>)>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub min_rate_bytes_s: u64,
@@ -48,6 +51,7 @@ impl RequestSettings {
         let u = &config.upload;
         RequestSettings {
             url: u.url.url.clone(),
+            shown_url: u.url.redacted().to_owned(),
             file_field: u.file_field.clone(),
             fields: u.fields.clone(),
             headers: u.headers.clone(),
@@ -116,14 +120,15 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A file name as it goes into `filename="…"` (RFC 7578 §4.2): `"`, `%`, CR, LF, other
-/// control bytes and bytes that are not valid UTF-8 are percent-encoded; valid non-ASCII
-/// UTF-8 (Korean names) is sent as is. `%` is encoded too, so the encoding is lossless.
+/// A file name as it goes into `filename="…"` (RFC 7578 §4.2): `"`, `\`, `%`, CR, LF,
+/// other control bytes and bytes that are not valid UTF-8 are percent-encoded; valid
+/// non-ASCII UTF-8 (Korean names) is sent as is. `%` is encoded too, so the encoding is
+/// lossless; `\` is, because a quoted-string parser reads `\x` as `x`.
 pub fn encode_filename(name: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
     for chunk in name.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if c == '"' || c == '%' || c.is_control() {
+            if c == '"' || c == '%' || c == '\\' || c.is_control() {
                 let mut buf = [0u8; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
                     out.push_str(&format!("%{b:02X}"));
@@ -478,7 +483,7 @@ fn attempt(
             }
             *note = Some(format!(
                 "{} has no end-of-image marker but has not changed for {}: uploading it anyway",
-                f.path.display(),
+                f.path.shown(),
                 crate::clock::human_duration(job.settings.incomplete_max_wait)
             ));
         }
@@ -537,7 +542,7 @@ pub fn send(
         limiter.cloned(),
     );
     let key = idempotency_key(&settings.scope, &f.folder, &f.date, name_bytes, f.version);
-    let mut builder = attohttpc::post(&settings.url)
+    let mut builder = attohttpc::post(settings.url.expose())
         .follow_redirects(false)
         .proxy_settings(attohttpc::ProxySettings::builder().build())
         .connect_timeout(settings.connect_timeout)
@@ -547,7 +552,7 @@ pub fn send(
     for (k, v) in &settings.headers {
         match (
             HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
+            HeaderValue::from_str(v.expose()),
         ) {
             (Ok(k), Ok(v)) => builder = builder.header_append(k, v),
             // config validation rejects these; never send a half-configured request.
@@ -699,11 +704,6 @@ pub fn spawn_workers(
         .collect()
 }
 
-/// For log lines: a path as the operator would type it.
-pub fn show(p: &Path) -> String {
-    layout::display_name(p.as_os_str())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,6 +738,7 @@ mod tests {
         assert_eq!(encode_filename(b"a\"b.jpg"), "a%22b.jpg");
         assert_eq!(encode_filename(b"a\r\nb.jpg"), "a%0D%0Ab.jpg");
         assert_eq!(encode_filename(b"100%.jpg"), "100%25.jpg");
+        assert_eq!(encode_filename(b"a\\.jpg"), "a%5C.jpg");
         assert_eq!(encode_filename(b"\xbb\xe7\xc1\xf8.jpg"), "%BB%E7%C1%F8.jpg");
     }
 
@@ -876,9 +877,26 @@ mod tests {
     }
 
     #[test]
+    fn request_settings_never_print_their_secrets() {
+        let c = crate::config::parse(
+            r#"{"upload": {"url": "http://bob:hunter2@up.example/u",
+                           "headers": {"Authorization": "Bearer s3cret"}}}"#,
+        )
+        .unwrap();
+        let s = RequestSettings::new(&c, "scope".into());
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert_eq!(s.shown_url, "http://<redacted>@up.example/u");
+    }
+
+    #[test]
     fn overall_timeout_grows_with_size() {
         let s = RequestSettings {
-            url: String::new(),
+            url: Secret::new(String::new()),
+            shown_url: String::new(),
             file_field: "file".into(),
             fields: vec![],
             headers: vec![],

@@ -27,6 +27,7 @@ use crate::config::{Config, Folder};
 use crate::db::Input;
 use crate::error::{describe_io, Error, Result};
 use crate::health::Beat;
+use crate::layout::Show;
 use crate::layout::{self, display_name, EntryType, Version, Window};
 use crate::live::Live;
 use crate::scanner;
@@ -375,7 +376,7 @@ impl Watcher {
                     if self.warned.insert(path.to_path_buf()) {
                         log::warn!(
                             "{} does not exist (yet): watching for it to appear",
-                            path.display()
+                            path.shown()
                         );
                     }
                 } else if e.raw_os_error() == Some(libc::ENOSPC) {
@@ -385,13 +386,13 @@ impl Watcher {
                             "inotify watch limit reached while watching {}: the minute rescan covers it, but new files there \
                              are seen late; raise it with `sysctl fs.inotify.max_user_watches=524288` \
                              (and in /etc/sysctl.d/ to keep it)",
-                            path.display()
+                            path.shown()
                         );
                     }
                 } else if self.warned.insert(path.to_path_buf()) {
                     log::warn!(
                         "cannot watch {}: {} (the minute rescan still covers it)",
-                        path.display(),
+                        path.shown(),
                         describe_io(&e)
                     );
                 }
@@ -418,7 +419,7 @@ impl Watcher {
                 if let Some(k) = fs_kind(&folder.path).filter(|k| !k.gives_events) {
                     log::warn!(
                         "{} is on {}, which gives no inotify events for changes made elsewhere: the minute scan is the detector there",
-                        folder.path.display(),
+                        folder.path.shown(),
                         k.name
                     );
                 }
@@ -432,7 +433,7 @@ impl Watcher {
             let dirs = match layout::date_dirs_in_window(&folder.path, &self.window) {
                 Ok(d) => d,
                 Err(e) => {
-                    log::warn!("cannot list {}: {}", folder.path.display(), describe_io(&e));
+                    log::warn!("cannot list {}: {}", folder.path.shown(), describe_io(&e));
                     continue;
                 }
             };
@@ -466,7 +467,7 @@ impl Watcher {
         let mut summary = scanner::Summary::default();
         for (fi, name) in fresh {
             if let Some(folder) = config.watch.folders.get(fi) {
-                log::debug!("watching {}", folder.path.join(&name).display());
+                log::debug!("watching {}", folder.path.join(&name).shown());
                 if scanner::send_listing(
                     folder,
                     &name,

@@ -11,5 +11,6 @@ mod cli;
 mod daemon;
 mod faults;
 mod scan;
+mod secrets;
 mod service;
 mod shared;

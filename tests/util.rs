@@ -26,6 +26,17 @@ use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sega-uploader");
 
+/// Secrets every test's config carries (DESIGN §6): the upload URL's password, a header
+/// value, the webhook URL's token and, on PostgreSQL, the database password. When a test
+/// passes, its `Env` looks for each of them in every daemon log and command output it
+/// captured, and fails the test if one shows (DESIGN §10, "nothing secret printed").
+pub const SECRETS: [&str; 4] = [
+    "url-pw-5e3d9c",
+    "hdr-val-77c1ab",
+    "hook-tok-91ee0f",
+    "db-pw-0b2f4d",
+];
+
 /// Generous: CI machines are shared and slow; the waits return as soon as the condition
 /// holds, so a long limit costs nothing when things work.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -213,6 +224,8 @@ pub struct Env {
     pub pg: Option<PgLedger>,
     config: std::sync::Mutex<Value>,
     logs: std::sync::Mutex<Vec<PathBuf>>,
+    /// What commands printed (`run`, `run_as`), for the secrets check.
+    captured: std::sync::Mutex<Vec<String>>,
 }
 
 impl Env {
@@ -281,10 +294,14 @@ impl Env {
         let server = Server::start("127.0.0.1:0").unwrap();
         let db = dir.join("state").join("sega.db");
         fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let url = server
+            .url()
+            .replacen("http://", &format!("http://sega:{}@", SECRETS[0]), 1);
         let config = json!({
             "watch": { "root": root, "settle_secs": 0, "scan_interval_secs": 60 },
             "upload": {
-                "url": server.url(),
+                "url": url,
+                "headers": { "X-Api-Key": SECRETS[1] },
                 "workers": 2,
                 "connect_timeout_secs": 2,
                 "timeout_secs": 3,
@@ -292,11 +309,14 @@ impl Env {
             },
             "database": { "path": db, "scope": "test-scope" },
             "log": { "level": "debug" },
+            // Nothing listens on the discard port: an alert is refused at once.
+            "alerts": { "webhook_url": format!("http://127.0.0.1:9/hook/{}", SECRETS[2]) },
             "shutdown_grace_secs": 5
         });
         let mut config = config;
         if let Some(l) = &pg {
-            config["database"]["url"] = json!(l.conninfo());
+            // The cluster trusts local users: the password is never checked, only never shown.
+            config["database"]["url"] = json!(format!("{} password={}", l.conninfo(), SECRETS[3]));
             config["database"]["scope"] = json!(l.scope);
         }
         let env = Env {
@@ -314,6 +334,7 @@ impl Env {
             pg,
             config: std::sync::Mutex::new(config),
             logs: std::sync::Mutex::new(Vec::new()),
+            captured: std::sync::Mutex::new(Vec::new()),
         };
         env.write_config();
         env
@@ -362,7 +383,47 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Out {
-        out(self.cmd(args).output().unwrap())
+        self.capture(out(self.cmd(args).output().unwrap()))
+    }
+
+    /// Keeps a command's output for the secrets check.
+    pub fn capture(&self, o: Out) -> Out {
+        let mut c = self.captured.lock().unwrap();
+        c.push(o.stdout.clone());
+        c.push(o.stderr.clone());
+        o
+    }
+
+    /// Every seeded secret that shows in a daemon log or a captured output, with where.
+    fn leaked_secrets(&self) -> Vec<String> {
+        let mut texts: Vec<(String, String)> = self
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l.display().to_string(),
+                    fs::read_to_string(l).unwrap_or_default(),
+                )
+            })
+            .collect();
+        texts.extend(
+            self.captured
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|t| ("a command's output".to_string(), t.clone())),
+        );
+        let mut leaks = Vec::new();
+        for (place, text) in &texts {
+            for secret in SECRETS {
+                if let Some(line) = text.lines().find(|l| l.contains(secret)) {
+                    leaks.push(format!("{secret} in {place}: {line}"));
+                }
+            }
+        }
+        leaks
     }
 
     pub fn dir_of(&self, folder: &str, date: &str) -> PathBuf {
@@ -586,7 +647,7 @@ impl Env {
     /// A command run with `database.host` = `host`.
     pub fn run_as(&self, host: &str, args: &[&str]) -> Out {
         let config = self.host_config(host);
-        out(self.cmd_with_config(&config, args).output().unwrap())
+        self.capture(out(self.cmd_with_config(&config, args).output().unwrap()))
     }
 
     pub fn start_daemon(&self) -> Daemon {
@@ -661,6 +722,14 @@ impl Drop for Env {
             }
             eprintln!("---- server saw {} request(s)", self.server.request_count());
         } else {
+            let leaks = self.leaked_secrets();
+            if !leaks.is_empty() {
+                panic!(
+                    "a secret was printed (tree kept at {}):\n{}",
+                    self.dir.display(),
+                    leaks.join("\n")
+                );
+            }
             let _ = fs::remove_dir_all(&self.dir);
             if let Some(l) = self.pg.as_ref().filter(|l| l.owner) {
                 l.pg.drop_database(&l.db);

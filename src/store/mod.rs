@@ -407,7 +407,7 @@ pub fn host_name() -> String {
 /// Opens the ledger the config names, for `role`.
 pub fn open(config: &Config, role: Role) -> Result<Opened> {
     if let Some(url) = &config.database.url {
-        return open_postgres(config, url, role);
+        return open_postgres(config, url.expose(), role);
     }
     let db = &config.database.path;
     let (lock, held_by) = match role {

@@ -37,6 +37,7 @@ use super::{
     Summary, RESULTS_KEPT_PER_FILE,
 };
 use crate::error::{Error, Result};
+use crate::layout::Show;
 use crate::layout::Version;
 
 /// The schema version this build writes (`schema_version.version`).
@@ -211,16 +212,6 @@ pub fn lock_key(scope: &str, host: &str) -> i64 {
     i64::from_be_bytes(b)
 }
 
-extern "C" {
-    /// libpq's version (e.g. 150004, 100023). Linked through pq-sys, which diesel uses.
-    fn PQlibVersion() -> std::os::raw::c_int;
-}
-
-fn libpq_version() -> i32 {
-    // SAFETY: PQlibVersion takes nothing, touches no connection and only returns a constant.
-    unsafe { PQlibVersion() }
-}
-
 fn is_url(s: &str) -> bool {
     s.starts_with("postgres://") || s.starts_with("postgresql://")
 }
@@ -362,7 +353,7 @@ fn session_conninfo(url: &str, host: &str) -> String {
     ];
     // tcp_user_timeout (unacknowledged data, e.g. a link down mid-query) is libpq 12+; an
     // older libpq (Ubuntu 18.04 has 10) refuses the whole conninfo over an unknown key.
-    if libpq_version() >= 120000 {
+    if crate::libpq::version() >= 120000 {
         wanted.push(("tcp_user_timeout", "10000".into()));
     }
     wanted.push(("application_name", format!("sega-uploader/{host}")));
@@ -1260,7 +1251,7 @@ impl Ledger for PgStore {
             let o = dedup[*i].0;
             log::info!(
                 "new version of {} (was {old_size} bytes, {old_status}; now {} bytes): it will be uploaded again",
-                o.path.display(),
+                o.path.shown(),
                 o.version.size
             );
         }
@@ -2890,7 +2881,7 @@ mod tests {
 
     #[test]
     fn session_settings_are_added_unless_given() {
-        let v = libpq_version() >= 120000;
+        let v = crate::libpq::version() >= 120000;
         let u = session_conninfo("postgres://u:pw@db.example:5432/sega", "cam 1");
         assert!(
             u.starts_with("postgres://u:pw@db.example:5432/sega?connect_timeout=5&keepalives=1"),

@@ -23,6 +23,7 @@ use super::{
     Observation, PathAt, RecordStats, ResultRow, Status, Summary, RESULTS_KEPT_PER_FILE,
 };
 use crate::error::{Error, Result};
+use crate::layout::Show;
 use crate::layout::Version;
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -213,7 +214,7 @@ impl Store {
     }
 
     fn configure(&self, read_only: bool) -> Result<()> {
-        let what = format!("configuring database {}", self.path.display());
+        let what = format!("configuring database {}", self.path.shown());
         self.conn
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| Error::db(what.clone(), e))?;
@@ -234,7 +235,7 @@ impl Store {
             if !mode.eq_ignore_ascii_case("wal") {
                 log::warn!(
                     "database {}: journal_mode is {mode}, not WAL",
-                    self.path.display()
+                    self.path.shown()
                 );
             }
             self.conn
@@ -278,10 +279,7 @@ impl Store {
         }
         for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(step).map_err(|e| {
-                Error::db(
-                    format!("migrating {} to schema {}", path.display(), i + 1),
-                    e,
-                )
+                Error::db(format!("migrating {} to schema {}", path.shown(), i + 1), e)
             })?;
         }
         if version != SCHEMA_VERSION {
@@ -289,7 +287,7 @@ impl Store {
                 .map_err(|e| Error::db("setting user_version", e))?;
         }
         tx.commit()
-            .map_err(|e| Error::db(format!("migrating {}", path.display()), e))
+            .map_err(|e| Error::db(format!("migrating {}", path.shown()), e))
     }
 
     fn tx(&mut self, what: &str) -> Result<Transaction<'_>> {
@@ -301,7 +299,7 @@ impl Store {
 
 impl Ledger for Store {
     fn describe(&self) -> String {
-        format!("database {}", self.path.display())
+        format!("database {}", self.path.shown())
     }
 
     fn export(&mut self, each: &mut dyn FnMut(Exported) -> Result<()>) -> Result<usize> {
@@ -496,7 +494,7 @@ impl Ledger for Store {
                             .map_err(|e| Error::db("recording a new version", e))?;
                         log::info!(
                             "new version of {} (was {} bytes, {status}; now {} bytes): it will be uploaded again",
-                            obs.path.display(),
+                            obs.path.shown(),
                             version.size,
                             obs.version.size
                         );
@@ -1175,7 +1173,7 @@ fn open_error(path: &Path, e: rusqlite::Error) -> Error {
         Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => {
             format!("is not writable by this user: {e}")
         }
-        _ => return Error::db(format!("opening database {}", path.display()), e),
+        _ => return Error::db(format!("opening database {}", path.shown()), e),
     };
     Error::DbState {
         path: path.to_path_buf(),
