@@ -31,6 +31,13 @@ pub enum Event {
         path: String,
         error: String,
     },
+    /// One file keeps failing while the endpoint is not down (a "poison" file the endpoint
+    /// cannot process): it is retried with backoff and holds nothing else back.
+    FileRetrying {
+        path: String,
+        attempts: i64,
+        error: String,
+    },
     UncleanStop {
         last_heartbeat: Option<String>,
         interrupted: usize,
@@ -161,6 +168,11 @@ impl Dispatcher {
                 "file_failed",
                 format!("{path}: failed permanently ({error})"),
                 json!({ "path": path, "error": error }),
+            ),
+            Event::FileRetrying { path, attempts, error } => self.post(
+                "file_retrying",
+                format!("{path}: {attempts} attempts failed in a row ({error}); still retrying"),
+                json!({ "path": path, "attempts": attempts, "error": error }),
             ),
             Event::UncleanStop { last_heartbeat, interrupted } => self.post(
                 "unclean_stop",

@@ -516,13 +516,17 @@ fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
         return Ok(EXIT_OK);
     }
 
-    let now = format_ts(clock.now_utc());
+    let now_t = clock.now_utc();
+    let now = format_ts(now_t);
+    let far = format_ts(now_t + crate::db::Policy::new(&config).horizon());
     let newest_first = config.upload.order == config::Order::NewestFirst;
     let reset = owner.store().reset_uploading(None, &now, "interrupted")?;
     if reset > 0 {
         log::warn!("{reset} upload(s) were interrupted by an earlier crash; sending them again");
     }
-    let ids = owner.store().due_ids(&now, &date_names, newest_first)?;
+    let ids = owner
+        .store()
+        .due_ids(&now, &far, &date_names, newest_first)?;
     let (reports_tx, reports_rx) = unbounded();
     let limiter = config
         .upload
@@ -545,7 +549,7 @@ fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
         stats.failed,
         stats.skipped
     );
-    Ok(if left + failed > 0 {
+    Ok(if left + failed > 0 || stats.unsaved > 0 {
         EXIT_FAILURE
     } else {
         EXIT_OK

@@ -1,51 +1,108 @@
 //! The one source of "now" for every thread, so tests can move time.
 //!
 //! `SEGA_TEST_NOW=2026-11-26T23:59:50Z` (RFC 3339) starts the clock at that instant; it then
-//! advances in real time. Tests use it to cross midnight without waiting a day. Production
-//! leaves it unset and gets the system clock.
+//! advances in real time. Tests use it to cross midnight without waiting a day.
+//! `SEGA_TEST_CLOCK_STEP=/path/file` steps the wall clock while the daemon runs: the file
+//! holds a number of seconds (e.g. `17280000`, or `-10800`) added to it, read again when the
+//! file changes, as a bad NTP answer or an RTC corrected after boot would move it. The
+//! monotonic clock is never moved. Production leaves both unset and gets the system clock.
 //!
 //! Local dates are computed on every call (never from an offset cached at start-up), so a
 //! DST change is followed; a change of time zone needs a restart (the time crate caches the
 //! zone data).
 
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime, UtcOffset};
 
 pub const TEST_NOW_ENV: &str = "SEGA_TEST_NOW";
+pub const TEST_STEP_ENV: &str = "SEGA_TEST_CLOCK_STEP";
 
 #[derive(Debug, Clone)]
 pub struct Clock {
     fake: Option<(OffsetDateTime, Instant)>,
+    step: Option<Arc<Step>>,
+}
+
+/// `SEGA_TEST_CLOCK_STEP`: the file, and the step it held when last read.
+#[derive(Debug)]
+struct Step {
+    path: PathBuf,
+    /// (when the file was last looked at, its mtime then, the step in nanoseconds).
+    seen: Mutex<(Instant, Option<SystemTime>, i128)>,
+}
+
+impl Step {
+    /// The step now; the file is looked at no more than every 20 ms.
+    fn nanos(&self) -> i128 {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.0.elapsed() >= Duration::from_millis(20) {
+            seen.0 = Instant::now();
+            let mtime = std::fs::metadata(&self.path)
+                .and_then(|m| m.modified())
+                .ok();
+            if mtime != seen.1 {
+                seen.1 = mtime;
+                seen.2 = std::fs::read_to_string(&self.path)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<f64>().ok())
+                    .map_or(0, |secs| (secs * 1e9) as i128);
+            }
+        }
+        seen.2
+    }
 }
 
 impl Clock {
     pub fn system() -> Clock {
-        Clock { fake: None }
+        Clock {
+            fake: None,
+            step: None,
+        }
     }
 
     /// A clock that starts at `start` and runs at real speed.
     pub fn starting_at(start: OffsetDateTime) -> Clock {
         Clock {
             fake: Some((start, Instant::now())),
+            step: None,
         }
     }
 
-    /// The system clock, unless `SEGA_TEST_NOW` says otherwise.
+    /// The system clock, unless `SEGA_TEST_NOW` or `SEGA_TEST_CLOCK_STEP` say otherwise.
     pub fn from_env() -> Result<Clock, String> {
-        match std::env::var(TEST_NOW_ENV) {
+        let mut clock = match std::env::var(TEST_NOW_ENV) {
             Ok(v) if !v.is_empty() => OffsetDateTime::parse(&v, &Rfc3339)
                 .map(Clock::starting_at)
-                .map_err(|e| format!("{TEST_NOW_ENV}={v}: not an RFC 3339 time: {e}")),
-            _ => Ok(Clock::system()),
+                .map_err(|e| format!("{TEST_NOW_ENV}={v}: not an RFC 3339 time: {e}"))?,
+            _ => Clock::system(),
+        };
+        if let Some(path) = std::env::var_os(TEST_STEP_ENV).filter(|p| !p.is_empty()) {
+            clock.step = Some(Arc::new(Step {
+                path: PathBuf::from(path),
+                seen: Mutex::new((
+                    Instant::now()
+                        .checked_sub(Duration::from_secs(1))
+                        .unwrap_or_else(Instant::now),
+                    None,
+                    0,
+                )),
+            }));
         }
+        Ok(clock)
     }
 
     pub fn now_utc(&self) -> OffsetDateTime {
-        match self.fake {
+        let now = match self.fake {
             Some((start, at)) => start + at.elapsed(),
             None => OffsetDateTime::now_utc(),
+        };
+        match &self.step {
+            Some(step) => now + time::Duration::nanoseconds_i128(step.nanos()),
+            None => now,
         }
     }
 

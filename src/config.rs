@@ -85,6 +85,12 @@ pub struct Folder {
     pub label: String,
     /// Absolute and normalised (no `.`, no trailing `/`): `root.join(name)` or the entry itself.
     pub path: PathBuf,
+    /// The directory the operator configured, which may be reached through symbolic links:
+    /// `watch.root` for a folder named under it, the entry itself for an absolute one.
+    /// Nothing below it is ever followed through a link (DESIGN §10).
+    pub anchor: PathBuf,
+    /// The folder's name under `anchor` (a named entry); None for an absolute entry.
+    pub below: Option<OsString>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -630,6 +636,8 @@ fn watch(ck: &mut Checker, v: Option<&Value>) -> Watch {
             .map(|name| Folder {
                 label: name.into(),
                 path: root.join(name),
+                anchor: root.clone(),
+                below: Some(name.into()),
             })
             .collect(),
         Some(v) => folders(ck, &o.loc("folders"), v, &root),
@@ -677,10 +685,11 @@ fn folders(ck: &mut Checker, loc: &str, v: &Value, root: &Path) -> Vec<Folder> {
 }
 
 fn folder_entry(entry: &str, root: &Path) -> Result<Folder, String> {
-    let path = if entry.is_empty() {
+    let (path, anchor, below) = if entry.is_empty() {
         return Err("must not be empty".into());
     } else if entry.starts_with('/') {
-        absolute(entry)?
+        let path = absolute(entry)?;
+        (path.clone(), path, None)
     } else if entry.contains('/') || entry.contains('\0') || entry == "." || entry == ".." {
         return Err(
             "must be a plain folder name under watch.root (not `.`, `..` or with a `/`) \
@@ -688,7 +697,7 @@ fn folder_entry(entry: &str, root: &Path) -> Result<Folder, String> {
                 .into(),
         );
     } else {
-        root.join(entry)
+        (root.join(entry), root.to_path_buf(), Some(entry.into()))
     };
     let label = path
         .file_name()
@@ -697,6 +706,8 @@ fn folder_entry(entry: &str, root: &Path) -> Result<Folder, String> {
     Ok(Folder {
         label: label.to_string(),
         path,
+        anchor,
+        below,
     })
 }
 

@@ -5,9 +5,11 @@
 //! The database is the queue: pending work lives in rows, and the owner claims only as many
 //! as fit in the job channel, so a backlog of a million files costs disk, not memory.
 //!
-//! It also keeps the endpoint's health: after 3 consecutive transport errors or 5xx answers
-//! the pool pauses and a single probe is sent per backoff interval; a 429/503 with
-//! Retry-After pauses the pool for that long.
+//! Each claimed row is checked against the file rules and the config in force before a
+//! worker may open it (`layout::target`); what a worker reports is turned into the row's
+//! next state by `judge`, and into the endpoint's health by `endpoint` (outage, probes,
+//! Retry-After pauses). The owner sleeps until the next real event: a report, an input, a
+//! due row, the next probe or the end of a pause, the heartbeat.
 //!
 //! It stops on `Control::Shutdown`: no new claims, unstarted jobs go back to `pending`, the
 //! job channel closes (workers finish their request and end), results are saved as they
@@ -24,18 +26,16 @@ use time::OffsetDateTime;
 
 use crate::alerts::{Alerts, Event as AlertEvent};
 use crate::clock::{format_ts, human_duration, Clock};
-use crate::config::{Config, Order};
+use crate::config::{Config, Folder, Order};
+use crate::endpoint::{Change, Endpoint, Pause};
 use crate::error::Result;
 use crate::health::Beat;
-use crate::layout::Show;
-use crate::layout::{display_name, EntryType, Seen, Version};
+use crate::judge::{self, settle_time, Facts, Health, Tally, Verdict};
+use crate::layout::{self, display_name, EntryType, Refusal, Seen, Show, Target, Version};
 use crate::live::Live;
 use crate::metrics;
 use crate::store::{Claimed, Completion, Disposition, Ledger, Observation};
-use crate::upload::{
-    classify_status, is_endpoint_failure, Class, Gate, Job, Outcome, Report, RequestSettings,
-};
-
+use crate::upload::{Gate, Job, Outcome, Report, RequestSettings};
 /// What the watcher and the scanner tell the owner.
 #[derive(Debug)]
 pub enum Input {
@@ -73,6 +73,9 @@ pub struct Policy {
     /// How often the heartbeat is written: every 10 s, and at least four times a lease so a
     /// busy host is never mistaken for a dead one.
     pub heartbeat: Duration,
+    /// What a claimed row is checked against before a worker may open it.
+    pub folders: Vec<Folder>,
+    pub extensions: Vec<String>,
 }
 
 impl Policy {
@@ -86,6 +89,8 @@ impl Policy {
             keep_days: c.database.keep_days,
             backlog_alert: c.alerts.backlog,
             heartbeat: HEARTBEAT_EVERY.min(c.database.lease / 4),
+            folders: c.watch.folders.clone(),
+            extensions: c.watch.extensions.clone(),
         }
     }
 
@@ -94,6 +99,33 @@ impl Policy {
         let exp = (attempt.max(1) - 1).min(30) as u32;
         let base = self.initial.saturating_mul(1u32 << exp).min(self.max);
         base + base.mul_f64(rng.unit() / 4.0)
+    }
+
+    /// No wait the owner sets is longer than this: backoff and Retry-After stop at
+    /// `retry.max_secs` (+25 % jitter), settling at `settle_secs`. A row due later than
+    /// now + this was scheduled before the wall clock was stepped back (an RTC that was
+    /// hours ahead at boot, corrected by NTP), and is due now.
+    pub fn horizon(&self) -> Duration {
+        self.max.max(self.settle).mul_f64(1.25) + Duration::from_secs(60)
+    }
+
+    /// Where a claimed row's file is, if the rules and the config in force let it be opened.
+    pub fn target(&self, c: &Claimed) -> std::result::Result<Target, Refusal> {
+        let Some(folder) = self.folders.iter().find(|f| f.label == c.folder) else {
+            return Err(Refusal::OutOfScope(format!(
+                "folder {} is not in watch.folders",
+                std::ffi::OsStr::new(&c.folder).shown()
+            )));
+        };
+        layout::target(
+            &folder.anchor,
+            folder.below.as_deref(),
+            &folder.path,
+            &self.extensions,
+            &c.date,
+            &c.filename,
+            &c.path,
+        )
     }
 }
 
@@ -116,38 +148,51 @@ impl Rng {
     }
 }
 
-/// Consecutive endpoint failures that declare an outage.
-const DOWN_AFTER: u32 = 3;
-/// The owner wakes at least this often, idle or not (watchdog, heartbeat).
 /// How often the heartbeat row is written (status/check read it).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+/// A file whose attempts fail this many times in a row while the endpoint is not down is
+/// reported (one WARN, an alert): the endpoint cannot take it, the others go on.
+const REPORT_RETRYING_AT: i64 = 5;
+/// How far the wall clock may drift from the monotonic clock before it counts as a jump.
+const CLOCK_JUMP: Duration = Duration::from_secs(300);
+/// After a jump, how long the wall clock must keep pace before pruning trusts its date.
+const CLOCK_STEADY: Duration = Duration::from_secs(3600);
+/// How long a one-shot `scan` keeps trying to save its results while the database is
+/// locked or failing, before it gives up (exit 1; those files are sent again next time).
+const ONESHOT_SAVE_FOR: Duration = Duration::from_secs(60);
 
+/// Whether the wall clock can be trusted for the daily prune. A wall clock that jumps (a
+/// bad NTP or GPS answer, an RTC corrected after boot) would prune by a date that is not
+/// today: the prune waits until the clock has kept pace with the monotonic one for
+/// `CLOCK_STEADY` after any jump.
 #[derive(Debug)]
-struct Endpoint {
-    failures: u32,
-    down_since: Option<(Instant, OffsetDateTime)>,
-    last_error: String,
-    probe_wait: Duration,
-    next_probe: Instant,
-    probe_in_flight: bool,
-    paused_until: Option<Instant>,
+struct WallClock {
+    base: (OffsetDateTime, Instant),
+    unsteady_until: Option<Instant>,
 }
 
-impl Endpoint {
-    fn new() -> Endpoint {
-        Endpoint {
-            failures: 0,
-            down_since: None,
-            last_error: String::new(),
-            probe_wait: Duration::ZERO,
-            next_probe: Instant::now(),
-            probe_in_flight: false,
-            paused_until: None,
+impl WallClock {
+    fn new(wall: OffsetDateTime, mono: Instant) -> WallClock {
+        WallClock {
+            base: (wall, mono),
+            unsteady_until: None,
         }
     }
 
-    fn is_down(&self) -> bool {
-        self.down_since.is_some()
+    /// Compares the two clocks; returns how far the wall clock jumped, if it did.
+    fn observe(&mut self, wall: OffsetDateTime, mono: Instant) -> Option<time::Duration> {
+        let expected = self.base.0 + mono.saturating_duration_since(self.base.1);
+        let skew = wall - expected;
+        self.base = (wall, mono);
+        if skew.unsigned_abs() > CLOCK_JUMP {
+            self.unsteady_until = Some(mono + CLOCK_STEADY);
+            return Some(skew);
+        }
+        None
+    }
+
+    fn steady(&self, mono: Instant) -> bool {
+        self.unsteady_until.is_none_or(|t| mono >= t)
     }
 }
 
@@ -184,6 +229,7 @@ pub struct Owner {
     warned_hostile: HashSet<std::path::PathBuf>,
     last_heartbeat: Option<Instant>,
     last_prune_day: Option<time::Date>,
+    wall: WallClock,
     beat: Beat,
     pub stats: Stats,
     live: Arc<Live>,
@@ -209,6 +255,8 @@ pub struct Stats {
     pub skipped: usize,
     pub not_ready: usize,
     pub recorded: usize,
+    /// Results the one-shot scan could not save (the database stayed locked or failing).
+    pub unsaved: usize,
 }
 
 pub struct Channels {
@@ -230,6 +278,7 @@ impl Owner {
         gate: Arc<Gate>,
         beat: Beat,
     ) -> Owner {
+        let wall = WallClock::new(clock.now_utc(), Instant::now());
         Owner {
             store,
             clock,
@@ -240,7 +289,7 @@ impl Owner {
             capacity,
             gate,
             in_flight: HashMap::new(),
-            endpoint: Endpoint::new(),
+            endpoint: Endpoint::new(Instant::now()),
             rng: Rng::seeded(),
             mode: Mode::Daemon,
             maybe_due: true,
@@ -250,6 +299,7 @@ impl Owner {
             warned_hostile: HashSet::new(),
             last_heartbeat: None,
             last_prune_day: None,
+            wall,
             beat,
             stats: Stats::default(),
             live: Arc::new(Live::default()),
@@ -279,6 +329,11 @@ impl Owner {
 
     fn now(&self) -> String {
         format_ts(self.clock.now_utc())
+    }
+
+    /// `now + horizon`: a row due after this is due now (see `Policy::horizon`).
+    fn far(&self, now: OffsetDateTime) -> String {
+        format_ts(now + self.policy.horizon())
     }
 
     pub fn store(&mut self) -> &mut dyn Ledger {
@@ -368,26 +423,56 @@ impl Owner {
         }
     }
 
-    /// The one-shot scan's loop: one attempt for each of `ids`, then return.
+    /// The one-shot scan's loop: one attempt for each of `ids`, then return. Results that
+    /// cannot be saved (a locked or failing database) are retried for `ONESHOT_SAVE_FOR`,
+    /// then counted in `Stats::unsaved`: the scan always ends.
     pub fn run_oneshot(mut self, ids: Vec<i64>, reports: &Receiver<Report>) -> Result<Stats> {
         self.mode = Mode::Oneshot { queue: ids.into() };
+        let mut giving_up_at: Option<Instant> = None;
         loop {
+            if self.db_trouble.is_some() {
+                self.flush_unsaved();
+                if self.db_trouble.is_some() {
+                    let at = *giving_up_at.get_or_insert(Instant::now() + ONESHOT_SAVE_FOR);
+                    if Instant::now() >= at {
+                        // Nothing more is claimed; what is in flight still gets its answer.
+                        if let Mode::Oneshot { queue } = &mut self.mode {
+                            queue.clear();
+                        }
+                    }
+                } else {
+                    giving_up_at = None;
+                }
+            }
             self.dispatch();
             let queue_empty = matches!(&self.mode, Mode::Oneshot { queue } if queue.is_empty());
             if self.in_flight.is_empty() && (queue_empty || self.endpoint.is_down()) {
-                break;
+                if self.unsaved.is_empty() || giving_up_at.is_some_and(|t| Instant::now() >= t) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+                continue;
             }
             if self.in_flight.is_empty() {
-                // Paused by a Retry-After: wait it out, it is part of the one attempt.
+                // Paused by a Retry-After, or holding results for a locked database: wait,
+                // it is part of the one attempt.
                 std::thread::sleep(self.sleep_for());
                 continue;
             }
-            match reports.recv() {
+            match reports.recv_timeout(Duration::from_secs(1)) {
                 Ok(r) => self.on_reports(std::iter::once(r).chain(reports.try_iter()).collect()),
-                Err(_) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
         }
         self.flush_unsaved();
+        self.stats.unsaved = self.unsaved.len();
+        if self.stats.unsaved > 0 {
+            log::error!(
+                "{} result(s) could not be saved (the database stayed locked or failing): those files are sent again next time, with the same Idempotency-Key",
+                self.stats.unsaved
+            );
+        }
         if let Mode::Oneshot { queue } = &self.mode {
             if !queue.is_empty() {
                 log::warn!(
@@ -400,16 +485,30 @@ impl Owner {
         Ok(self.stats.clone())
     }
 
+    /// Until the next real event: a pause's end or the next probe (endpoint), the next
+    /// row due (only while rows can be claimed), a database retry; at most `max_sleep` (the
+    /// watchdog's beat, the heartbeat). Reports and inputs wake the loop by themselves.
     fn sleep_for(&self) -> Duration {
         let mut wait = crate::health::max_sleep();
         let now = Instant::now();
-        if let Some(until) = self.endpoint.paused_until {
-            wait = wait.min(until.saturating_duration_since(now));
+        if let Some(at) = self.endpoint.next_wake() {
+            // A probe needs a due row: with none known, the later of the probe's time and
+            // the next row's due time (new files wake the loop by themselves).
+            let at = if self.endpoint.is_down() && !self.maybe_due {
+                self.next_due.map(|due| {
+                    let d: Duration = (due - self.clock.now_utc())
+                        .try_into()
+                        .unwrap_or(Duration::ZERO);
+                    at.max(now + d)
+                })
+            } else {
+                Some(at)
+            };
+            if let Some(at) = at {
+                wait = wait.min(at.saturating_duration_since(now));
+            }
         }
-        if self.endpoint.is_down() && !self.endpoint.probe_in_flight {
-            wait = wait.min(self.endpoint.next_probe.saturating_duration_since(now));
-        }
-        if let Some(due) = self.next_due {
+        if let (true, Some(due)) = (self.can_claim(), self.next_due) {
             let d: Duration = (due - self.clock.now_utc())
                 .try_into()
                 .unwrap_or(Duration::ZERO);
@@ -532,55 +631,70 @@ impl Owner {
         }
     }
 
-    /// Claims due rows into free job slots (or one probe while the endpoint is down).
+    /// Whether `dispatch` could hand out ordinary jobs now (not a probe): the next due row
+    /// only matters then. While it cannot, reports wake the loop.
+    fn can_claim(&self) -> bool {
+        let Some(tx) = &self.jobs_tx else {
+            return false;
+        };
+        if (self.db_trouble.is_some() && !self.unsaved.is_empty())
+            || self.endpoint.is_down()
+            || self.endpoint.next_wake().is_some()
+        {
+            return false;
+        }
+        if self.gate.failing() {
+            return self.in_flight.is_empty();
+        }
+        self.capacity > tx.len()
+    }
+
+    /// Claims due rows into free job slots (or one probe while the endpoint is down), checks
+    /// each against the rules before a worker may open it, and hands them out.
     fn dispatch(&mut self) {
-        let Some(tx) = &self.jobs_tx else { return };
-        if self.db_trouble.is_some() && !self.unsaved.is_empty() {
+        if self.jobs_tx.is_none() || (self.db_trouble.is_some() && !self.unsaved.is_empty()) {
             return;
         }
         let now_i = Instant::now();
-        if let Some(until) = self.endpoint.paused_until {
-            if now_i < until {
-                return;
-            }
-            self.endpoint.paused_until = None;
-            self.maybe_due = true;
+        match self.endpoint.paused(now_i) {
+            Pause::Paused => return,
+            Pause::JustEnded => self.maybe_due = true,
+            Pause::No => {}
         }
-        let mut probe = false;
-        let mut solo = false;
-        let free = if self.endpoint.is_down() {
-            if self.endpoint.probe_in_flight
-                || now_i < self.endpoint.next_probe
-                || !self.in_flight.is_empty()
-            {
+        let probe = self.endpoint.is_down();
+        let solo = probe || self.gate.failing();
+        let free = if probe {
+            if !self.endpoint.may_probe(now_i) || !self.in_flight.is_empty() {
                 return;
             }
-            probe = true;
-            solo = true;
             1
-        } else if self.gate.failing() {
+        } else if solo {
             // The last request failed for endpoint reasons: one at a time until one gets
-            // an answer (or three in a row fail and the outage is declared).
+            // an answer (or an outage is declared).
             if !self.in_flight.is_empty() {
                 return;
             }
-            solo = true;
             1
         } else {
-            self.capacity.saturating_sub(tx.len())
+            let queued = self.jobs_tx.as_ref().map_or(0, Sender::len);
+            self.capacity.saturating_sub(queued)
         };
         if free == 0 {
             return;
         }
-        if !probe && !self.maybe_due {
+        let now_t = self.clock.now_utc();
+        if !self.maybe_due {
             match self.next_due {
-                Some(t) if t <= self.clock.now_utc() => {}
+                Some(t) if t <= now_t => {}
                 _ => return,
             }
         }
-        let now = self.now();
+        let now = format_ts(now_t);
+        let far = self.far(now_t);
         let claimed = match &mut self.mode {
-            Mode::Daemon => self.store.claim_due(&now, free, self.policy.newest_first),
+            Mode::Daemon => self
+                .store
+                .claim_due(&now, &far, free, self.policy.newest_first),
             Mode::Oneshot { queue } => {
                 let ids: Vec<i64> = (0..free).map_while(|_| queue.pop_front()).collect();
                 self.store.claim_ids(&ids, &now)
@@ -593,36 +707,67 @@ impl Owner {
         if claimed.len() < free && matches!(self.mode, Mode::Daemon) {
             self.maybe_due = false;
             self.next_due = match self.store.next_due() {
-                Ok(t) => t.as_deref().and_then(crate::clock::parse_ts),
+                // Due rows the claim did not take (another host's meanwhile, say) are
+                // looked at again in a second, not in a loop; one due beyond the horizon
+                // was set before the clock was stepped back, and the claim takes it.
+                Ok(t) => t.as_deref().and_then(crate::clock::parse_ts).map(|t| {
+                    let soon = now_t + Duration::from_secs(1);
+                    if t <= now_t || t > now_t + self.policy.horizon() {
+                        soon
+                    } else {
+                        t
+                    }
+                }),
                 Err(e) => return self.trouble(&e),
             };
         }
-        if probe && !claimed.is_empty() {
-            self.endpoint.probe_in_flight = true;
-            log::debug!(
-                "probing the endpoint with {}",
-                display_name(claimed[0].path.as_os_str())
-            );
+        if probe {
+            if claimed.is_empty() {
+                // Nothing due to probe with: the probe goes when a row is due (`sleep_for`).
+                return;
+            }
+            self.endpoint.probe_started();
         }
+        let mut refused = Vec::new();
         for c in claimed {
+            let target = match self.policy.target(&c) {
+                Ok(t) => t,
+                Err(r) => {
+                    refused.push((judge::refuse(&c, &r, now_t), c.path));
+                    continue;
+                }
+            };
+            if probe {
+                log::debug!("probing the endpoint with {}", c.path.shown());
+            }
             self.in_flight.insert(c.id, c.clone());
             let job = Job {
                 file: c,
+                target,
                 probe,
                 solo,
                 settings: self.settings.clone(),
             };
             // Never blocks: only this thread sends, and it sent no more than the free slots.
+            let Some(tx) = &self.jobs_tx else { return };
             if tx.send(job).is_err() {
                 // Every worker is gone: that is a dead thread, which the supervisor sees.
                 return;
             }
         }
+        if !refused.is_empty() {
+            if probe && self.in_flight.is_empty() {
+                self.endpoint.probe_ended(now_i);
+            }
+            let done = refused
+                .into_iter()
+                .map(|(v, path)| self.carry_out(v, &path))
+                .collect();
+            self.save(done);
+        }
     }
 
     fn on_reports(&mut self, batch: Vec<Report>) {
-        let now_t = self.clock.now_utc();
-        let now = format_ts(now_t);
         let mut completions = Vec::with_capacity(batch.len());
         let mut handed_back = Vec::new();
         for r in batch {
@@ -634,313 +779,243 @@ impl Owner {
             if let Some(note) = &r.note {
                 log::warn!("{note}");
             }
-            completions.push(self.judge(r, now_t));
+            let verdict = self.decide(&r);
+            completions.push(self.carry_out(verdict, &r.job.file.path));
         }
-        self.unsaved.extend(completions);
-        self.flush_unsaved_at(&now);
+        self.save(completions);
         if !handed_back.is_empty() {
             self.give_back(&handed_back);
         }
     }
 
-    fn flush_unsaved(&mut self) {
-        let now = self.now();
-        self.flush_unsaved_at(&now);
+    /// The endpoint's side of a report first (its state and the probe gap), then the row's.
+    fn decide(&mut self, r: &Report) -> Verdict {
+        let now_i = Instant::now();
+        let now = self.clock.now_utc();
+        let probe = r.job.probe;
+        match judge::health(&r.outcome) {
+            Health::Answered => {
+                if let Some(Change::Up { down_for }) = self.endpoint.answered(now_i) {
+                    self.endpoint_up(down_for);
+                }
+            }
+            Health::Failing(error) => {
+                let change = self.endpoint.failed(
+                    r.job.file.id,
+                    &error,
+                    probe,
+                    now_i,
+                    now,
+                    self.policy.initial,
+                    self.policy.max,
+                );
+                if let Some(Change::Down {
+                    failures,
+                    probe_wait,
+                }) = change
+                {
+                    self.endpoint_down(&error, failures, probe_wait);
+                }
+            }
+            Health::Silent => {}
+        }
+        if probe {
+            // Every probe paces the next, whatever it found.
+            self.endpoint.probe_ended(now_i);
+        }
+        let facts = Facts {
+            file: &r.job.file,
+            started_at: r.started_at,
+            duration: r.duration,
+            probe,
+            max_attempts: self.policy.max_attempts,
+            backoff: self.policy.backoff(r.job.file.attempt, &mut self.rng),
+            retry_max: self.policy.max,
+            probe_gap: self.endpoint.probe_gap(),
+            settle: self.policy.settle,
+            now,
+        };
+        let verdict = judge::judge(&facts, &r.outcome);
+        if let Some(pause) = verdict.pause {
+            log::warn!(
+                "endpoint answered {} with Retry-After {}: pausing all uploads",
+                verdict.completion.http_status.unwrap_or(0),
+                human_duration(pause)
+            );
+            self.endpoint.pause(now_i + pause);
+            self.take_back_queued();
+        }
+        verdict
     }
 
-    fn flush_unsaved_at(&mut self, now: &str) {
+    /// Logs, counts and alerts what a verdict about `path` says; its completion is what
+    /// gets saved.
+    fn carry_out(&mut self, v: Verdict, path: &std::path::Path) -> Completion {
+        let c = v.completion;
+        if let Some((level, line)) = v.log {
+            // During an outage the probes' retries would be a line each: the WARN that it is
+            // down and the INFO that it is back say it all.
+            let level = if v.tally == Tally::Retry && self.endpoint.is_down() {
+                log::Level::Debug
+            } else {
+                level
+            };
+            log::log!(level, "{line}");
+        }
+        self.alert_file(&c, path);
+        match v.tally {
+            Tally::Uploaded => {
+                self.stats.uploaded += 1;
+                self.counters.success += 1;
+                self.uploaded_today.1 += 1;
+            }
+            Tally::Retry => {
+                self.stats.retry += 1;
+                self.counters.retry += 1;
+            }
+            Tally::Failed => {
+                self.stats.failed += 1;
+                self.counters.failed += 1;
+            }
+            Tally::Skipped => self.stats.skipped += 1,
+            Tally::NotReady => self.stats.not_ready += 1,
+        }
+        if c.result.is_some() {
+            self.counters
+                .observe(Duration::from_millis(c.duration_ms.max(0) as u64));
+        }
+        c
+    }
+
+    /// Alerts about one file's completion: failed for good, or failing again and again
+    /// while the endpoint is not down (a file the endpoint cannot take).
+    fn alert_file(&mut self, c: &Completion, path: &std::path::Path) {
+        match &c.disposition {
+            Disposition::Failed => self.alerts.send(AlertEvent::FileFailed {
+                path: path.shown().to_string(),
+                error: c.error.clone().unwrap_or_default(),
+            }),
+            Disposition::Retry { counted: true, .. }
+                if c.attempt == REPORT_RETRYING_AT && !self.endpoint.is_down() =>
+            {
+                let error = c.error.clone().unwrap_or_default();
+                log::warn!(
+                    "{}: {} attempts failed in a row ({error}) while the endpoint takes other files: still retrying it with backoff, the others are not held back",
+                    path.shown(),
+                    c.attempt
+                );
+                self.alerts.send(AlertEvent::FileRetrying {
+                    path: path.shown().to_string(),
+                    attempts: c.attempt,
+                    error,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Saves completions now, or holds them while the database is in trouble.
+    fn save(&mut self, completions: Vec<Completion>) {
+        self.unsaved.extend(completions);
+        self.flush_unsaved();
+    }
+
+    fn flush_unsaved(&mut self) {
         if self.unsaved.is_empty() {
             return;
         }
-        match self.store.complete(&self.unsaved, now) {
-            Ok(()) => {
+        let now = self.now();
+        match self.store.complete(&self.unsaved, &now) {
+            Ok(gone) => {
+                if !gone.is_empty() {
+                    log::warn!(
+                        "{} result(s) dropped: their rows were removed meanwhile (pruned or deleted by hand); ids {:?}",
+                        gone.len(),
+                        &gone[..gone.len().min(10)]
+                    );
+                }
                 self.unsaved.clear();
                 self.maybe_due = true;
                 self.recovered();
+            }
+            // One completion the database refuses (a constraint it breaks) must not hold the
+            // others, nor every later result, in memory: save them one by one and drop it.
+            Err(e) if e.is_item_problem() && self.unsaved.len() > 1 => {
+                let batch = std::mem::take(&mut self.unsaved);
+                for c in batch {
+                    match self.store.complete(std::slice::from_ref(&c), &now) {
+                        Ok(_) => {}
+                        Err(e) if e.is_item_problem() => log::warn!(
+                            "the result of file id {} was dropped: the database refuses it: {e}",
+                            c.file_id
+                        ),
+                        Err(e) => {
+                            self.unsaved.push(c);
+                            self.trouble(&e);
+                        }
+                    }
+                }
+                if self.unsaved.is_empty() {
+                    self.maybe_due = true;
+                    self.recovered();
+                }
+            }
+            Err(e) if e.is_item_problem() => {
+                log::warn!(
+                    "the result of file id {} was dropped: the database refuses it: {e}",
+                    self.unsaved[0].file_id
+                );
+                self.unsaved.clear();
             }
             Err(e) => self.trouble(&e),
         }
     }
 
-    /// Turns a worker's report into the row's next state, and updates the endpoint's health.
-    fn judge(&mut self, r: Report, now: OffsetDateTime) -> Completion {
-        let f = &r.job.file;
-        let probe = r.job.probe;
-        if probe {
-            self.endpoint.probe_in_flight = false;
-        }
-        let mut c = Completion {
-            file_id: f.id,
-            attempt: f.attempt,
-            version: f.version,
-            started_at: format_ts(r.started_at),
-            duration_ms: r.duration.as_millis() as i64,
-            http_status: None,
-            response_body: None,
-            response_json: None,
-            error: None,
-            disposition: Disposition::Skipped,
-        };
-        let name = display_name(f.path.as_os_str());
-        let exhausted = self.policy.max_attempts > 0
-            && f.attempt >= i64::from(self.policy.max_attempts)
-            && !probe;
-        match r.outcome {
-            Outcome::Answered(resp) => {
-                c.http_status = Some(resp.status);
-                c.response_json = resp.json.clone();
-                c.response_body = Some(resp.body.clone());
-                let class = classify_status(resp.status);
-                if is_endpoint_failure(resp.status) {
-                    self.endpoint_failed(&format!("HTTP {}", resp.status), probe);
-                } else {
-                    self.endpoint_answered();
-                }
-                if let (Some(ra), true) =
-                    (resp.retry_after, resp.status == 429 || resp.status == 503)
-                {
-                    let pause = ra.min(self.policy.max);
-                    log::warn!(
-                        "endpoint answered {} with Retry-After {}: pausing all uploads",
-                        resp.status,
-                        human_duration(pause)
-                    );
-                    self.endpoint.paused_until = Some(Instant::now() + pause);
-                    self.take_back_queued();
-                }
-                match class {
-                    Class::Success => {
-                        self.stats.uploaded += 1;
-                        log::info!(
-                            "uploaded {name} ({} bytes, HTTP {}, {} ms)",
-                            f.version.size,
-                            resp.status,
-                            c.duration_ms
-                        );
-                        c.disposition = Disposition::Uploaded;
-                    }
-                    Class::Retry => {
-                        let wait =
-                            match (resp.retry_after, resp.status == 429 || resp.status == 503) {
-                                (Some(ra), true) => ra.min(self.policy.max),
-                                _ => self.policy.backoff(f.attempt, &mut self.rng),
-                            };
-                        c.error = Some(format!("HTTP {}", resp.status));
-                        c.disposition = self.retry_or_fail(
-                            now,
-                            wait,
-                            probe,
-                            exhausted,
-                            &name,
-                            c.error.as_deref(),
-                        );
-                    }
-                    Class::Failed => {
-                        self.stats.failed += 1;
-                        let err = if (300..400).contains(&resp.status) {
-                            format!(
-                                "HTTP {}: redirect to {} not followed",
-                                resp.status,
-                                resp.location.as_deref().unwrap_or("(no Location)")
-                            )
-                        } else {
-                            format!("HTTP {}", resp.status)
-                        };
-                        log::error!(
-                            "{name}: {err}: marked failed (retry with `sega-uploader retry`)"
-                        );
-                        c.error = Some(err);
-                        c.disposition = Disposition::Failed;
-                    }
-                }
-                if let Some(e) = resp.body_error {
-                    let joined = format!(
-                        "{}; response body cut short: {e}",
-                        c.error.take().unwrap_or_default()
-                    );
-                    c.error = Some(joined.trim_start_matches("; ").to_owned());
-                }
-            }
-            Outcome::Transport(e) => {
-                self.endpoint_failed(&e, probe);
-                let wait = self.policy.backoff(f.attempt, &mut self.rng);
-                c.disposition = self.retry_or_fail(now, wait, probe, exhausted, &name, Some(&e));
-                c.error = Some(e);
-            }
-            Outcome::Unreadable(e) => {
-                let wait = self.policy.backoff(f.attempt, &mut self.rng);
-                let e = format!("cannot read the file: {e}");
-                c.disposition = self.retry_or_fail(now, wait, false, exhausted, &name, Some(&e));
-                c.error = Some(e);
-            }
-            Outcome::Vanished => {
-                self.stats.skipped += 1;
-                log::info!("{name}: vanished before it was uploaded: skipped");
-                c.error = Some("vanished before upload".into());
-            }
-            Outcome::NotRegular(t) => {
-                self.stats.skipped += 1;
-                log::warn!("{name}: no longer a regular file ({t}): skipped");
-                c.error = Some(format!("not a regular file ({t})"));
-            }
-            Outcome::NotAnImage => {
-                self.stats.skipped += 1;
-                log::warn!("{name}: not an image (content does not match its extension): skipped");
-                c.error = Some("not an image".into());
-            }
-            Outcome::Incomplete { since } => {
-                self.stats.not_ready += 1;
-                let at = now + self.policy.settle.max(Duration::from_secs(1));
-                log::debug!("{name}: no end-of-image marker yet, looking again later");
-                c.error = Some("incomplete: no end-of-image marker yet".into());
-                c.disposition = Disposition::NotReady {
-                    at: format_ts(at),
-                    incomplete_since: Some(format_ts(since)),
-                };
-            }
-            // Filtered out by on_reports before judging.
-            Outcome::NotStarted => {}
-            Outcome::Changed(v) => {
-                self.stats.not_ready += 1;
-                log::info!(
-                    "{name}: changed while queued ({} bytes now): will send the new version",
-                    v.size
-                );
-                c.disposition = Disposition::Changed {
-                    version: v,
-                    at: format_ts(settle_time(now, v.mtime_ns, self.policy.settle)),
-                };
-            }
-        }
-        self.count(&c, &name);
-        c
+    fn endpoint_down(&mut self, error: &str, failures: u32, probe_wait: Duration) {
+        self.alerts.send(AlertEvent::EndpointDown {
+            error: error.to_owned(),
+        });
+        self.live.queue().endpoint_down = Some((Duration::ZERO, error.to_owned()));
+        log::warn!(
+            "endpoint {} is down ({failures} consecutive failures from more than one file, last: {error}): pausing uploads, one probe every {} or longer",
+            self.settings.shown_url,
+            human_duration(probe_wait)
+        );
+        self.take_back_queued();
+        let now = self.now();
+        let _ = self.store.set_state(
+            &[
+                ("endpoint", "down".into()),
+                ("endpoint_down_since", now.clone()),
+                ("endpoint_error", error.to_owned()),
+            ],
+            &now,
+        );
     }
 
-    /// Metrics counters, today's count and the permanent-failure alert for one completion.
-    fn count(&mut self, c: &Completion, name: &str) {
-        let attempted = match c.disposition {
-            Disposition::Uploaded => {
-                self.counters.success += 1;
-                self.uploaded_today.1 += 1;
-                true
+    fn endpoint_up(&mut self, down_for: Duration) {
+        self.alerts.send(AlertEvent::EndpointUp { down_for });
+        self.live.queue().endpoint_down = None;
+        log::info!(
+            "endpoint is back after {}: resuming uploads",
+            human_duration(down_for)
+        );
+        let now = self.now();
+        match self.store.release_backoff(&now) {
+            Ok(n) if n > 0 => {
+                log::info!("{n} file(s) that failed during the outage are due now")
             }
-            Disposition::Retry { .. } => {
-                self.counters.retry += 1;
-                true
-            }
-            Disposition::Failed => {
-                self.counters.failed += 1;
-                self.alerts.send(AlertEvent::FileFailed {
-                    path: name.to_owned(),
-                    error: c.error.clone().unwrap_or_default(),
-                });
-                true
-            }
-            _ => false,
-        };
-        if attempted {
-            self.counters
-                .observe(Duration::from_millis(c.duration_ms.max(0) as u64));
+            Ok(_) => {}
+            Err(e) => self.trouble(&e),
         }
-    }
-
-    fn retry_or_fail(
-        &mut self,
-        now: OffsetDateTime,
-        wait: Duration,
-        probe: bool,
-        exhausted: bool,
-        name: &str,
-        error: Option<&str>,
-    ) -> Disposition {
-        if exhausted {
-            self.stats.failed += 1;
-            log::error!(
-                "{name}: giving up after {} attempts ({}): marked failed",
-                self.policy.max_attempts,
-                error.unwrap_or("error")
-            );
-            return Disposition::Failed;
-        }
-        self.stats.retry += 1;
-        if !self.endpoint.is_down() {
-            log::info!(
-                "{name}: {}; retrying in {}",
-                error.unwrap_or("error"),
-                human_duration(wait)
-            );
-        }
-        Disposition::Retry {
-            at: format_ts(now + wait),
-            counted: !probe,
-        }
-    }
-
-    fn endpoint_failed(&mut self, error: &str, probe: bool) {
-        self.endpoint.failures += 1;
-        self.endpoint.last_error = error.to_owned();
-        if self.endpoint.is_down() {
-            if probe {
-                self.endpoint.probe_wait = (self.endpoint.probe_wait * 2).min(self.policy.max);
-                self.endpoint.next_probe = Instant::now() + self.endpoint.probe_wait;
-            }
-            return;
-        }
-        if self.endpoint.failures >= DOWN_AFTER {
-            self.endpoint.down_since = Some((Instant::now(), self.clock.now_utc()));
-            self.endpoint.probe_wait = self.policy.initial;
-            self.endpoint.next_probe = Instant::now() + self.endpoint.probe_wait;
-            self.alerts.send(AlertEvent::EndpointDown {
-                error: error.to_owned(),
-            });
-            self.live.queue().endpoint_down = Some((Duration::ZERO, error.to_owned()));
-            log::warn!(
-                "endpoint {} is down ({} consecutive failures, last: {error}): pausing uploads, one probe every {} or longer",
-                self.settings.shown_url,
-                self.endpoint.failures,
-                human_duration(self.endpoint.probe_wait)
-            );
-            self.take_back_queued();
-            let now = self.now();
-            let _ = self.store.set_state(
-                &[
-                    ("endpoint", "down".into()),
-                    ("endpoint_down_since", now.clone()),
-                    ("endpoint_error", error.to_owned()),
-                ],
-                &now,
-            );
-        }
-    }
-
-    fn endpoint_answered(&mut self) {
-        self.endpoint.failures = 0;
-        if let Some((since, _)) = self.endpoint.down_since.take() {
-            self.alerts.send(AlertEvent::EndpointUp {
-                down_for: since.elapsed(),
-            });
-            self.live.queue().endpoint_down = None;
-            log::info!(
-                "endpoint is back after {}: resuming uploads",
-                human_duration(since.elapsed())
-            );
-            let now = self.now();
-            match self.store.release_backoff(&now) {
-                Ok(n) if n > 0 => {
-                    log::info!("{n} file(s) that failed during the outage are due now")
-                }
-                Ok(_) => {}
-                Err(e) => self.trouble(&e),
-            }
-            let _ = self.store.set_state(
-                &[
-                    ("endpoint", "up".into()),
-                    ("endpoint_down_since", String::new()),
-                ],
-                &now,
-            );
-            self.maybe_due = true;
-        }
+        let _ = self.store.set_state(
+            &[
+                ("endpoint", "up".into()),
+                ("endpoint_down_since", String::new()),
+            ],
+            &now,
+        );
+        self.maybe_due = true;
     }
 
     /// Jobs claimed but not yet picked up by a worker go back to `pending` (an outage or a
@@ -1015,19 +1090,43 @@ impl Owner {
         }
         self.publish();
         self.write_metrics();
-        let today = self.clock.today_local();
-        if self.last_prune_day != Some(today) {
-            self.last_prune_day = Some(today);
-            let cutoff = today - time::Duration::days(i64::from(self.policy.keep_days));
-            match self.store.prune(&crate::layout::format_date(cutoff)) {
-                Ok(0) => {}
-                Ok(n) => log::info!(
-                    "pruned {n} row(s) of date folders before {}",
-                    crate::layout::format_date(cutoff)
-                ),
-                Err(e) => self.trouble(&e),
-            }
+        self.prune();
+    }
+
+    /// Once a day: finished rows of date folders older than `keep_days` go. Never by a wall
+    /// clock that just jumped, and never past the newest date folder in the ledger: a clock
+    /// 200 days ahead must not delete what the rescans would then upload again.
+    fn prune(&mut self) {
+        let (wall, mono) = (self.clock.now_utc(), Instant::now());
+        if let Some(jump) = self.wall.observe(wall, mono) {
+            log::warn!(
+                "the wall clock jumped by {}{} (against the monotonic clock): pruning waits until it has kept time for {}",
+                if jump.is_negative() { "-" } else { "+" },
+                human_duration(jump.unsigned_abs()),
+                human_duration(CLOCK_STEADY)
+            );
         }
+        let today = self.clock.today_local();
+        if self.last_prune_day == Some(today) || !self.wall.steady(mono) {
+            return;
+        }
+        let newest = match self.store.newest_date() {
+            Ok(d) => d
+                .as_deref()
+                .and_then(|d| layout::parse_date_dir(d.as_ref())),
+            Err(e) => return self.trouble(&e),
+        };
+        let reference = newest.map_or(today, |n| n.min(today));
+        let cutoff = reference - time::Duration::days(i64::from(self.policy.keep_days));
+        match self.store.prune(&layout::format_date(cutoff)) {
+            Ok(0) => {}
+            Ok(n) => log::info!(
+                "pruned {n} row(s) of date folders before {} (finished ones only)",
+                layout::format_date(cutoff)
+            ),
+            Err(e) => return self.trouble(&e),
+        }
+        self.last_prune_day = Some(today);
     }
 
     /// Refreshes what the supervisor shows in STATUS, and the backlog alert.
@@ -1060,7 +1159,8 @@ impl Owner {
         let mut q = self.live.queue();
         q.pending = pending;
         q.uploaded_today = self.uploaded_today.1;
-        if let (Some((since, _)), Some(down)) = (self.endpoint.down_since, q.endpoint_down.as_mut())
+        if let (Some((since, _)), Some(down)) =
+            (self.endpoint.down_since(), q.endpoint_down.as_mut())
         {
             down.0 = since.elapsed();
         }
@@ -1168,13 +1268,6 @@ impl Owner {
     }
 }
 
-/// When a file found by a scan may be sent: `settle` after its mtime, but never later than
-/// `settle` from now (a camera clock running ahead must not park a file for hours).
-pub fn settle_time(now: OffsetDateTime, mtime_ns: i64, settle: Duration) -> OffsetDateTime {
-    let mtime = OffsetDateTime::from_unix_timestamp_nanos(i128::from(mtime_ns)).unwrap_or(now);
-    (mtime + settle).clamp(now, now + settle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1190,6 +1283,8 @@ mod tests {
             keep_days: 90,
             backlog_alert: Duration::from_secs(3600),
             heartbeat: Duration::from_secs(10),
+            folders: Vec::new(),
+            extensions: vec!["jpg".into()],
         }
     }
 
@@ -1210,21 +1305,31 @@ mod tests {
     }
 
     #[test]
-    fn settle_time_is_bounded_both_ways() {
-        let now = datetime!(2026-11-26 12:00 UTC);
-        let ns = |t: OffsetDateTime| t.unix_timestamp_nanos() as i64;
-        let s = Duration::from_secs(5);
-        assert_eq!(
-            settle_time(now, ns(datetime!(2026-11-26 11:00 UTC)), s),
-            now
-        );
-        assert_eq!(
-            settle_time(now, ns(datetime!(2026-11-26 11:59:58 UTC)), s),
-            datetime!(2026-11-26 12:00:03 UTC)
-        );
-        assert_eq!(
-            settle_time(now, ns(datetime!(2026-11-27 12:00 UTC)), s),
-            datetime!(2026-11-26 12:00:05 UTC)
-        );
+    fn the_wall_clock_is_trusted_again_an_hour_after_a_jump() {
+        let t0 = datetime!(2026-11-26 12:00 UTC);
+        let m0 = Instant::now();
+        let mut w = WallClock::new(t0, m0);
+        let s = |n: u64| Duration::from_secs(n);
+        assert!(w.steady(m0), "trusted from the start");
+        assert_eq!(w.observe(t0 + s(10), m0 + s(10)), None);
+        // 200 days ahead for 15 s, then back.
+        let jump = w.observe(t0 + time::Duration::days(200), m0 + s(20));
+        assert!(jump.is_some_and(|j| j.whole_days() >= 199), "{jump:?}");
+        assert!(!w.steady(m0 + s(20)));
+        assert!(w.observe(t0 + s(35), m0 + s(35)).is_some(), "and back");
+        assert!(!w.steady(m0 + s(35) + CLOCK_STEADY - s(1)));
+        assert!(w.steady(m0 + s(35) + CLOCK_STEADY));
+        // NTP's small steps are not jumps.
+        assert_eq!(w.observe(t0 + s(100) + s(2), m0 + s(100)), None);
+    }
+
+    #[test]
+    fn the_horizon_is_beyond_every_wait_the_owner_sets() {
+        let p = policy();
+        let mut rng = Rng(99);
+        for attempt in 1..40 {
+            assert!(p.backoff(attempt, &mut rng) < p.horizon());
+        }
+        assert!(p.settle < p.horizon());
     }
 }

@@ -37,6 +37,10 @@ pub enum Error {
     /// A PostgreSQL operation failed (the server's or libpq's message, already worded).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Pg { what: String, msg: String },
+    /// PostgreSQL refused the rows of a statement (a constraint): about them, not the
+    /// connection or the server.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    PgRefused { what: String, msg: String },
     /// The database belongs to a newer version, is corrupt, or is not ours.
     DbState { path: PathBuf, msg: String },
     /// Another process holds `<database>.lock`.
@@ -80,6 +84,19 @@ impl Error {
         }
     }
 
+    /// The database refused the rows of one write (a constraint), not the write as such:
+    /// the same write without them would succeed.
+    pub fn is_item_problem(&self) -> bool {
+        match self {
+            Error::Db { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::ConstraintViolation)
+            ),
+            Error::PgRefused { .. } => true,
+            _ => false,
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => EXIT_CONFIG,
@@ -99,7 +116,9 @@ impl fmt::Display for Error {
                 write!(f, "{what} {}: {}", path.shown(), describe_io(source))
             }
             Error::Db { what, source } => write!(f, "{what}: {source}"),
-            Error::Pg { what, msg } => write!(f, "{what}: {msg}"),
+            Error::Pg { what, msg } | Error::PgRefused { what, msg } => {
+                write!(f, "{what}: {msg}")
+            }
             Error::DbState { path, msg } => write!(f, "database {}: {msg}", path.shown()),
             Error::Locked { lock, holder } => write!(
                 f,

@@ -10,8 +10,11 @@ mod clock;
 mod config;
 mod daemon;
 mod db;
+mod endpoint;
 mod error;
 mod health;
+mod interim;
+mod judge;
 mod layout;
 #[cfg(feature = "postgres")]
 mod libpq;

@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use crate::clock::Clock;
 use crate::config::{Config, Template, TemplateVars};
 use crate::layout::Show;
-use crate::layout::{self, Content, Kind, OpenError, Version};
+use crate::layout::{self, Content, Kind, OpenError, Target, Version};
 use crate::secret::Secret;
 use crate::store::{Claimed, RESPONSE_CAP};
 
@@ -365,24 +365,45 @@ pub enum Outcome {
     Transport(String),
     /// The file could not be opened or read (EACCES, EIO): retry with backoff.
     Unreadable(String),
-    /// Gone before it could be sent.
+    /// Its folder or date folder is missing or empty (a share not mounted): unreadable for
+    /// now, retried without counting against `max_attempts`.
+    Unavailable(String),
+    /// Gone from a date folder that is still there: skipped until it is seen again.
     Vanished,
+    /// A directory on the way is a symbolic link (or not a directory): never followed.
+    NotBeneath(String),
     /// Became a symlink, FIFO, directory… since it was recorded.
     NotRegular(String),
     /// Wrong magic bytes (or empty).
     NotAnImage,
     /// A JPEG without its end marker or a PNG without IEND: still being written.
     Incomplete { since: OffsetDateTime },
-    /// The file on disk is not the version that was claimed.
-    Changed(Version),
+    /// The file on disk is not the version that was claimed: before the send (`sent` None)
+    /// or while it was sent (what the endpoint received was a mix; its answer is kept).
+    Changed {
+        version: Version,
+        sent: Option<Sent>,
+    },
     /// Handed back without trying: the endpoint is failing (see `Gate`).
     NotStarted,
+    /// The file got shorter while its body was being sent (the request was cut short);
+    /// `attempt` turns this into `Changed` or what the file's absence means.
+    Shrank,
+}
+
+/// What became of a request whose file changed under it.
+#[derive(Debug)]
+pub enum Sent {
+    Answered(Response),
+    Transport(String),
 }
 
 /// A job as the DB owner hands it out.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub file: Claimed,
+    /// Where the file is, checked by the owner against the rules and the config in force.
+    pub target: Target,
     /// A probe during an endpoint outage: its failure does not count toward max_attempts.
     pub probe: bool,
     /// Sent even while the gate says the endpoint is failing (probes, and the one-at-a-time
@@ -457,15 +478,16 @@ fn attempt(
     note: &mut Option<String>,
 ) -> Outcome {
     let f = &job.file;
-    let (file, meta) = match layout::open_regular(&f.path) {
+    let (file, meta) = match layout::open_beneath(&job.target) {
         Ok(x) => x,
-        Err(OpenError::Vanished) => return Outcome::Vanished,
-        Err(OpenError::NotRegular(t)) => return Outcome::NotRegular(format!("{t:?}")),
-        Err(OpenError::Unreadable(e)) => return Outcome::Unreadable(crate::error::describe_io(&e)),
+        Err(e) => return open_outcome(e),
     };
     let on_disk = Version::of(&meta);
     if on_disk != f.version {
-        return Outcome::Changed(on_disk);
+        return Outcome::Changed {
+            version: on_disk,
+            sent: None,
+        };
     }
     let kind = layout::kind_of(&f.filename);
     match layout::check_content(&file, on_disk.size, kind) {
@@ -483,7 +505,7 @@ fn attempt(
             }
             *note = Some(format!(
                 "{} has no end-of-image marker but has not changed for {}: uploading it anyway",
-                f.path.shown(),
+                job.target.path.shown(),
                 crate::clock::human_duration(job.settings.incomplete_max_wait)
             ));
         }
@@ -491,16 +513,47 @@ fn attempt(
     }
     let outcome = send(&job.settings, f, kind, file, on_disk.size, limiter);
     // The file may have been rewritten while it was sent: then what arrived was a mix and a
-    // new version must follow.
-    if let Ok(after) = std::fs::symlink_metadata(&f.path) {
-        let after = Version::of(&after);
-        if after != on_disk
-            && !matches!(outcome, Outcome::Answered(ref r) if classify_status(r.status) != Class::Success)
-        {
-            return Outcome::Changed(after);
-        }
+    // new version must follow. (An answer that is not a success is judged as it is; the
+    // next claim finds the new version.)
+    let changed = match &outcome {
+        Outcome::Answered(r) if classify_status(r.status) != Class::Success => None,
+        Outcome::Answered(_) | Outcome::Transport(_) => layout::open_beneath(&job.target)
+            .ok()
+            .map(|(_, m)| Version::of(&m))
+            .filter(|v| *v != on_disk),
+        _ => None,
+    };
+    if let Outcome::Shrank = outcome {
+        return match layout::open_beneath(&job.target) {
+            Ok((_, m)) => Outcome::Changed {
+                version: Version::of(&m),
+                sent: Some(Sent::Transport("the file shrank while it was sent".into())),
+            },
+            Err(e) => open_outcome(e),
+        };
     }
-    outcome
+    match (changed, outcome) {
+        (Some(version), Outcome::Answered(r)) => Outcome::Changed {
+            version,
+            sent: Some(Sent::Answered(r)),
+        },
+        (Some(version), Outcome::Transport(e)) => Outcome::Changed {
+            version,
+            sent: Some(Sent::Transport(e)),
+        },
+        (_, outcome) => outcome,
+    }
+}
+
+/// What a failed open means for the attempt.
+fn open_outcome(e: OpenError) -> Outcome {
+    match e {
+        OpenError::Vanished => Outcome::Vanished,
+        OpenError::Unavailable(why) => Outcome::Unavailable(why),
+        OpenError::NotBeneath(why) => Outcome::NotBeneath(why),
+        OpenError::NotRegular(t) => Outcome::NotRegular(t.to_string()),
+        OpenError::Unreadable(e) => Outcome::Unreadable(crate::error::describe_io(&e)),
+    }
 }
 
 /// Builds and sends the request for one file (also used by `upload-test`).
@@ -568,31 +621,34 @@ pub fn send(
     let body = prepared.body();
     if let Some(problem) = &body.file_problem {
         return match problem {
-            FileProblem::Shrank => match std::fs::symlink_metadata(&f.path) {
-                Ok(m) => Outcome::Changed(Version::of(&m)),
-                Err(_) => Outcome::Vanished,
-            },
+            FileProblem::Shrank => Outcome::Shrank,
             FileProblem::Read(e) => {
                 Outcome::Unreadable(format!("reading: {}", crate::error::describe_io(e)))
             }
         };
     }
     match result {
-        Ok(resp) => Outcome::Answered(read_response(resp)),
+        Ok(resp) => read_response(resp),
         Err(e) => Outcome::Transport(describe_http_error(&e)),
     }
 }
 
-fn read_response(resp: attohttpc::Response) -> Response {
+/// The answer to a request. An interim 1xx is read past to the final answer (attohttpc
+/// takes the first status line for the answer); a stream that holds none is a transport
+/// problem, never an answer.
+fn read_response(resp: attohttpc::Response) -> Outcome {
     let (status, headers, reader) = resp.split();
-    let retry_after = headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
-    let location = headers
-        .get(LOCATION)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let header_list = headers
+    let status = status.as_u16();
+    if (100..200).contains(&status) {
+        return match crate::interim::final_answer(reader) {
+            Ok(f) => Outcome::Answered(answer(f.status, f.headers, f.body)),
+            Err(e) => Outcome::Transport(format!(
+                "interim answer HTTP {status}, then {}",
+                crate::error::describe_io(&e)
+            )),
+        };
+    }
+    let headers = headers
         .iter()
         .map(|(k, v)| {
             (
@@ -601,27 +657,52 @@ fn read_response(resp: attohttpc::Response) -> Response {
             )
         })
         .collect();
+    Outcome::Answered(answer(status, headers, reader))
+}
+
+fn answer(status: u16, headers: Vec<(String, String)>, body: impl Read) -> Response {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let retry_after = header(RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v));
+    let location = header(LOCATION.as_str());
     let mut raw = Vec::new();
     // Only the first 64 KiB are kept; the rest is never read (dropping the reader closes
     // the connection), so a 5 MB answer costs no memory.
-    let body_error = reader
+    let body_error = body
         .take(RESPONSE_CAP as u64)
         .read_to_end(&mut raw)
         .err()
         .map(|e| e.to_string());
-    let body = String::from_utf8_lossy(&raw).into_owned();
-    let json = serde_json::from_slice::<serde_json::Value>(&raw)
-        .ok()
-        .map(|_| body.clone());
+    let json = serde_json::from_slice::<serde_json::Value>(&raw).is_ok();
+    let body = capped_text(&raw);
     Response {
-        status: status.as_u16(),
-        headers: header_list,
+        status,
+        json: json.then(|| body.clone()),
+        headers,
         body,
-        json,
         retry_after,
         location,
         body_error,
     }
+}
+
+/// The answer's bytes as stored text: invalid UTF-8 becomes U+FFFD, which takes 3 bytes
+/// for each bad byte, so the cap applies again to the text (at a character boundary):
+/// a binary answer is stored as at most `RESPONSE_CAP` bytes, like any other.
+fn capped_text(raw: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(raw).into_owned();
+    if text.len() > RESPONSE_CAP {
+        let mut end = RESPONSE_CAP;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// `Retry-After`: delay-seconds or an HTTP-date.
@@ -863,6 +944,15 @@ mod tests {
         assert!(body.write(&mut Vec::new()).is_err());
         assert!(matches!(body.file_problem, Some(FileProblem::Shrank)));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_binary_answer_is_stored_within_the_cap() {
+        let raw = vec![0xffu8; RESPONSE_CAP];
+        let text = capped_text(&raw);
+        assert!(text.len() <= RESPONSE_CAP, "{}", text.len());
+        assert!(text.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+        assert_eq!(capped_text(b"{\"ok\":true}"), "{\"ok\":true}");
     }
 
     #[test]

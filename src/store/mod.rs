@@ -107,6 +107,28 @@ pub struct Claimed {
     pub incomplete_since: Option<String>,
 }
 
+/// What an attempt came to, as `upload_results.outcome` stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempted {
+    Success,
+    Retry,
+    Failed,
+    /// A request went out, but the file changed while it was sent: what arrived was not
+    /// the version claimed, and the new version follows.
+    Changed,
+}
+
+impl Attempted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attempted::Success => "success",
+            Attempted::Retry => "retry",
+            Attempted::Failed => "failed",
+            Attempted::Changed => "changed",
+        }
+    }
+}
+
 /// The end of one claim, as decided by the DB owner from the worker's report.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -120,6 +142,10 @@ pub struct Completion {
     pub response_body: Option<String>,
     pub response_json: Option<String>,
     pub error: Option<String>,
+    /// The attempt's result row, when there was an attempt (a request, or the file tried
+    /// and unreadable); None when nothing was tried (skipped, not ready, changed before
+    /// the send, refused by the rules).
+    pub result: Option<Attempted>,
     pub disposition: Disposition,
 }
 
@@ -131,9 +157,10 @@ pub enum Disposition {
     Retry { at: String, counted: bool },
     /// Permanent failure (4xx, 3xx, attempts exhausted).
     Failed,
-    /// Never to be uploaded (not an image, vanished, not a regular file). No result row:
-    /// nothing was sent.
-    Skipped,
+    /// Not to be uploaded (not an image, vanished, not a regular file, no longer within
+    /// the config). `absent`: the file was not there as a candidate (vanished, a
+    /// symlink, out of the config's scope): seen again as one, the row is sent after all.
+    Skipped { absent: bool },
     /// Not ready (still being written): look again at `at`. No result row, no attempt.
     NotReady {
         at: String,
@@ -141,18 +168,6 @@ pub enum Disposition {
     },
     /// The file changed under the worker: record the new version, due at `at`.
     Changed { version: Version, at: String },
-}
-
-impl Disposition {
-    /// The `upload_results.outcome` for this disposition, or None when no attempt was made.
-    pub fn outcome(&self) -> Option<&'static str> {
-        match self {
-            Disposition::Uploaded => Some("success"),
-            Disposition::Retry { .. } => Some("retry"),
-            Disposition::Failed => Some("failed"),
-            _ => None,
-        }
-    }
 }
 
 /// One row of `files`, for the operator commands.
@@ -257,20 +272,37 @@ pub trait Ledger: Send {
     /// A permission change on a pending file that failed: due now rather than at its backoff.
     fn recheck(&mut self, path: &Path, now: &str) -> Result<bool>;
 
-    /// Atomically claims up to `limit` due rows, oldest (or newest) file first.
-    fn claim_due(&mut self, now: &str, limit: usize, newest_first: bool) -> Result<Vec<Claimed>>;
+    /// Atomically claims up to `limit` due rows, oldest (or newest) file first. Due: a
+    /// `next_attempt_at` at or before `now`, or after `far` (set before the wall clock was
+    /// stepped back: no wait the daemon sets is that long).
+    fn claim_due(
+        &mut self,
+        now: &str,
+        far: &str,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<Claimed>>;
 
     /// Claims these rows if they are still pending (the one-shot scan).
     fn claim_ids(&mut self, ids: &[i64], now: &str) -> Result<Vec<Claimed>>;
 
-    /// Ids of pending rows due by `now` (optionally only of these dates), in upload order.
-    fn due_ids(&mut self, now: &str, dates: &[String], newest_first: bool) -> Result<Vec<i64>>;
+    /// Ids of pending rows due by `now` (or after `far`, as for `claim_due`), optionally
+    /// only of these dates, in upload order.
+    fn due_ids(
+        &mut self,
+        now: &str,
+        far: &str,
+        dates: &[String],
+        newest_first: bool,
+    ) -> Result<Vec<i64>>;
 
     /// When the next pending row becomes due, if any.
     fn next_due(&mut self) -> Result<Option<String>>;
 
-    /// Applies a batch of completions in one transaction (see `Completion`).
-    fn complete(&mut self, batch: &[Completion], now: &str) -> Result<()>;
+    /// Applies a batch of completions in one transaction (see `Completion`). A completion
+    /// whose row is gone (pruned, or removed by hand) is dropped, never the batch: its id
+    /// is returned.
+    fn complete(&mut self, batch: &[Completion], now: &str) -> Result<Vec<i64>>;
 
     /// Gives claimed rows that no worker started back to `pending`, as if never claimed.
     fn unclaim(&mut self, ids: &[i64], now: &str) -> Result<()>;
@@ -299,8 +331,13 @@ pub trait Ledger: Send {
     /// it had, or None when the path is not recorded.
     fn retry_path(&mut self, path: &Path, force: bool, now: &str) -> Result<Option<String>>;
 
-    /// Deletes rows (and their results) whose date folder is before `before_date`.
+    /// Deletes finished rows (`uploaded`, `failed`, `skipped`) and their results whose date
+    /// folder is before `before_date`. A pending or claimed row is never pruned.
     fn prune(&mut self, before_date: &str) -> Result<usize>;
+
+    /// The newest date folder with a row: prune never reaches past it, whatever the wall
+    /// clock says.
+    fn newest_date(&mut self) -> Result<Option<String>>;
 
     /// Writes this daemon's state rows (heartbeat, endpoint, pid…).
     fn set_state(&mut self, pairs: &[(&str, String)], now: &str) -> Result<()>;
@@ -335,11 +372,32 @@ pub trait Ledger: Send {
     fn import(&mut self, rows: &[Exported]) -> Result<usize>;
 }
 
+/// The log line of a new version of a recorded file, or of a file back where it had been
+/// missing from (both backends' `record`).
+fn log_new_version(path: &Path, old: Version, old_status: &str, absent: bool, now: Version) {
+    use crate::layout::Show;
+    if absent && old == now {
+        log::info!(
+            "{} is there again (it was {old_status}, missing when last tried): it will be uploaded",
+            path.shown()
+        );
+    } else {
+        log::info!(
+            "new version of {} (was {} bytes, {old_status}; now {} bytes): it will be uploaded again",
+            path.shown(),
+            old.size,
+            now.size
+        );
+    }
+}
+
 /// One file row and its results, as `migrate-db` carries them from one ledger to another.
 #[derive(Debug, Clone)]
 pub struct Exported {
     pub file: FileRow,
     pub incomplete_since: Option<String>,
+    /// See `Disposition::Skipped`.
+    pub absent: bool,
     pub results: Vec<ResultRow>,
 }
 

@@ -32,16 +32,15 @@ use diesel::sql_types::{Array, BigInt, Bool, Bytea, Double, Integer, Nullable, T
 use sha2::{Digest, Sha256};
 
 use super::{
-    identity_of, local_path, Claimed, Completion, Disposition, ErrorCause, Exported, FileRow,
-    HostState, Identity, Ledger, ListFilter, Observation, PathAt, RecordStats, ResultRow, Status,
-    Summary, RESULTS_KEPT_PER_FILE,
+    identity_of, local_path, log_new_version, Claimed, Completion, Disposition, ErrorCause,
+    Exported, FileRow, HostState, Identity, Ledger, ListFilter, Observation, PathAt, RecordStats,
+    ResultRow, Status, Summary, RESULTS_KEPT_PER_FILE,
 };
 use crate::error::{Error, Result};
-use crate::layout::Show;
 use crate::layout::Version;
 
 /// The schema version this build writes (`schema_version.version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `pg_advisory_xact_lock` key that serialises migrations: two hosts starting together
 /// against a fresh database must not both create the tables.
@@ -119,6 +118,15 @@ const MIGRATIONS: &[&str] = &[
         RETURN NULL;
     END
     $$;
+    "#,
+    // 2: `absent`: a skipped row whose file was not there as a candidate (vanished, a
+    // symlink, out of the config) is sent after all when it is seen again. (Ids come from a
+    // sequence, which never hands one out twice.)
+    r#"
+    ALTER TABLE files ADD COLUMN absent boolean NOT NULL DEFAULT false;
+    UPDATE files SET absent = true
+     WHERE status = 'skipped'
+       AND (last_error LIKE 'vanished%' OR last_error LIKE 'not a regular file%');
     "#,
 ];
 
@@ -440,6 +448,24 @@ impl Link {
                     self.backoff = RECONNECT_FIRST;
                     self.last_error = message(&e);
                 }
+                // A constraint this statement broke is about the rows it carried, not the
+                // session or the server: the caller may retry the others without it.
+                let refused = matches!(
+                    e,
+                    DieselError::DatabaseError(
+                        DatabaseErrorKind::UniqueViolation
+                            | DatabaseErrorKind::ForeignKeyViolation
+                            | DatabaseErrorKind::NotNullViolation
+                            | DatabaseErrorKind::CheckViolation,
+                        _
+                    )
+                );
+                if refused {
+                    return Err(Error::PgRefused {
+                        what: what.to_owned(),
+                        msg: message(&e),
+                    });
+                }
                 Err(Error::Pg {
                     what: what.to_owned(),
                     msg: message(&e),
@@ -649,13 +675,16 @@ struct FileRec {
     host: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     incomplete_since: Option<String>,
+    #[diesel(sql_type = Bool)]
+    absent: bool,
 }
 
 fn file_columns() -> String {
     format!(
         "id, path, folder, date, filename, size, mtime_ns, status, attempts::bigint AS attempts, \
          {} AS next_attempt_at, last_error, {} AS detected_at, {} AS uploaded_at, \
-         {} AS updated_at, coalesce(claimed_host, recorded_by) AS host, {} AS incomplete_since",
+         {} AS updated_at, coalesce(claimed_host, recorded_by) AS host, {} AS incomplete_since, \
+         absent",
         ts("next_attempt_at"),
         ts("detected_at"),
         ts("uploaded_at"),
@@ -665,7 +694,8 @@ fn file_columns() -> String {
 }
 
 impl FileRec {
-    fn into_row(self, ctx: &Ctx) -> (FileRow, Option<String>) {
+    /// The row, its `incomplete_since` and its `absent`.
+    fn into_row(self, ctx: &Ctx) -> (FileRow, Option<String>, bool) {
         let path = ctx.path(&self.folder, &self.date, &self.filename, &self.path);
         (
             FileRow {
@@ -686,6 +716,7 @@ impl FileRec {
                 host: self.host,
             },
             self.incomplete_since,
+            self.absent,
         )
     }
 }
@@ -728,6 +759,8 @@ struct Existing {
     mtime_ns: i64,
     #[diesel(sql_type = Text)]
     status: String,
+    #[diesel(sql_type = Bool)]
+    absent: bool,
     #[diesel(sql_type = Integer)]
     attempts: i32,
     #[diesel(sql_type = Nullable<Text>)]
@@ -1120,7 +1153,7 @@ impl Ledger for PgStore {
                 // UPDATE locks every conflicting row, even when its WHERE is false).
                 let existing: Vec<Existing> = sql_query(
                     "SELECT f.id, f.folder, f.date, f.filename, f.size, f.mtime_ns, f.status,
-                         f.attempts, to_char(f.next_attempt_at AT TIME ZONE 'UTC',
+                         f.absent, f.attempts, to_char(f.next_attempt_at AT TIME ZONE 'UTC',
                              'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS next_attempt_at
                      FROM files f
                      JOIN unnest($2::text[], $3::text[], $4::bytea[]) AS u(folder, date, filename)
@@ -1177,7 +1210,7 @@ impl Ledger for PgStore {
                     let Some(e) = known.get(&(folders[i], dates[i], names[i])) else {
                         continue;
                     };
-                    if (e.size, e.mtime_ns) != (sizes[i], mtimes[i]) {
+                    if (e.size, e.mtime_ns) != (sizes[i], mtimes[i]) || e.absent {
                         versions.push((e.id, i));
                     } else if *via_event
                         && e.status == "pending"
@@ -1200,13 +1233,14 @@ impl Ledger for PgStore {
                          UPDATE files f SET path = u.path, size = u.size, mtime_ns = u.mtime_ns,
                              status = 'pending', attempts = 0,
                              next_attempt_at = u.ready_at::timestamptz, last_error = NULL,
-                             uploaded_at = NULL, incomplete_since = NULL,
+                             uploaded_at = NULL, incomplete_since = NULL, absent = false,
                              updated_at = $6::timestamptz, recorded_by = $7,
                              claimed_host = NULL, claimed_pid = NULL, claimed_at = NULL
                          FROM unnest($1::bigint[], $2::bytea[], $3::bigint[], $4::bigint[],
                                  $5::text[]) AS u(id, path, size, mtime_ns, ready_at)
                          WHERE f.id = u.id AND f.id IN (SELECT id FROM locked)
-                           AND (f.size, f.mtime_ns) IS DISTINCT FROM (u.size, u.mtime_ns)
+                           AND ((f.size, f.mtime_ns) IS DISTINCT FROM (u.size, u.mtime_ns)
+                                OR f.absent)
                          RETURNING f.id",
                     )
                     .bind::<Array<BigInt>, _>(&ids)
@@ -1223,7 +1257,7 @@ impl Ledger for PgStore {
                             updated.contains(id),
                             known.get(&(folders[*i], dates[*i], names[*i])),
                         ) {
-                            changed.push((*i, e.size, e.status.clone()));
+                            changed.push((*i, e.size, e.mtime_ns, e.status.clone(), e.absent));
                         }
                     }
                 }
@@ -1247,13 +1281,13 @@ impl Ledger for PgStore {
             })
         })?;
         stats.new = inserted;
-        for (i, old_size, old_status) in &changed {
+        for (i, size, mtime_ns, old_status, absent) in &changed {
             let o = dedup[*i].0;
-            log::info!(
-                "new version of {} (was {old_size} bytes, {old_status}; now {} bytes): it will be uploaded again",
-                o.path.shown(),
-                o.version.size
-            );
+            let old = Version {
+                size: *size as u64,
+                mtime_ns: *mtime_ns,
+            };
+            log_new_version(&o.path, old, old_status, *absent, o.version);
         }
         stats.new_versions = changed.len();
         stats.made_due = made_due;
@@ -1288,7 +1322,7 @@ impl Ledger for PgStore {
                          AS u(filename, size, mtime_ns, i)
                      JOIN files f ON f.scope = $1 AND f.folder = $2 AND f.date = $3
                          AND f.filename = u.filename
-                     WHERE f.size = u.size AND f.mtime_ns = u.mtime_ns",
+                     WHERE f.size = u.size AND f.mtime_ns = u.mtime_ns AND NOT f.absent",
                 )
                 .bind::<Text, _>(&ctx.scope)
                 .bind::<Text, _>(folder)
@@ -1334,14 +1368,21 @@ impl Ledger for PgStore {
     /// Claims up to `limit` due rows of this host's folders. `FOR UPDATE SKIP LOCKED`: two
     /// hosts claiming at once each get rows the other did not, without waiting on each
     /// other; `ARRAY(…)` evaluates the pick once.
-    fn claim_due(&mut self, now: &str, limit: usize, newest_first: bool) -> Result<Vec<Claimed>> {
+    fn claim_due(
+        &mut self,
+        now: &str,
+        far: &str,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<Claimed>> {
         let order = if newest_first { "DESC" } else { "ASC" };
         let sql = format!(
             "UPDATE files SET status = 'uploading', attempts = attempts + 1, claimed_host = $4,
                  claimed_pid = $5, claimed_at = now(), updated_at = $2::timestamptz
              WHERE id = ANY(ARRAY(
                  SELECT id FROM files
-                 WHERE scope = $1 AND status = 'pending' AND next_attempt_at <= $2::timestamptz
+                 WHERE scope = $1 AND status = 'pending'
+                   AND (next_attempt_at <= $2::timestamptz OR next_attempt_at > $7::timestamptz)
                    AND folder = ANY($3)
                  ORDER BY mtime_ns {order}, id {order} LIMIT $6
                  FOR UPDATE SKIP LOCKED))
@@ -1357,6 +1398,7 @@ impl Ledger for PgStore {
                 .bind::<Text, _>(&ctx.host)
                 .bind::<Integer, _>(ctx.pid)
                 .bind::<BigInt, _>(limit as i64)
+                .bind::<Text, _>(far)
                 .load(c)?)
         })?;
         let mut claimed = self.claimed(rows);
@@ -1397,11 +1439,18 @@ impl Ledger for PgStore {
         Ok(claimed)
     }
 
-    fn due_ids(&mut self, now: &str, dates: &[String], newest_first: bool) -> Result<Vec<i64>> {
+    fn due_ids(
+        &mut self,
+        now: &str,
+        far: &str,
+        dates: &[String],
+        newest_first: bool,
+    ) -> Result<Vec<i64>> {
         let order = if newest_first { "DESC" } else { "ASC" };
         let sql = format!(
             "SELECT id FROM files
-             WHERE scope = $1 AND status = 'pending' AND next_attempt_at <= $2::timestamptz
+             WHERE scope = $1 AND status = 'pending'
+               AND (next_attempt_at <= $2::timestamptz OR next_attempt_at > $5::timestamptz)
                AND folder = ANY($3) AND (cardinality($4::text[]) = 0 OR date = ANY($4))
              ORDER BY mtime_ns {order}, id {order}"
         );
@@ -1412,6 +1461,7 @@ impl Ledger for PgStore {
                 .bind::<Text, _>(now)
                 .bind::<Array<Text>, _>(&ctx.labels)
                 .bind::<Array<Text>, _>(dates)
+                .bind::<Text, _>(far)
                 .load(c)?)
         })?;
         Ok(rows.into_iter().map(|r| r.id).collect())
@@ -1437,7 +1487,7 @@ impl Ledger for PgStore {
     /// Applies a batch of completions in one transaction, as SQLite does, and only where
     /// this process still holds the claim: a host whose claims were taken over (its lease
     /// ran out) must not overwrite the new owner's state. The attempt is recorded either way.
-    fn complete(&mut self, batch: &[Completion], now: &str) -> Result<()> {
+    fn complete(&mut self, batch: &[Completion], now: &str) -> Result<Vec<i64>> {
         let ctx = &self.ctx;
         self.link.with("saving upload results", |c| {
             c.transaction::<_, Fail, _>(|c| {
@@ -1447,7 +1497,7 @@ impl Ledger for PgStore {
                 let mut ordered: Vec<&Completion> = batch.iter().collect();
                 ordered.sort_by_key(|done| done.file_id);
                 for done in ordered {
-                    if let Some(outcome) = done.disposition.outcome() {
+                    if let Some(outcome) = done.result.map(|r| r.as_str()) {
                         // A row pruned by another host since the claim has nowhere to go.
                         let n = sql_query(
                             "INSERT INTO upload_results(file_id, host, attempt, started_at,
@@ -1476,7 +1526,17 @@ impl Ledger for PgStore {
                 trimmed.sort_unstable();
                 trimmed.dedup();
                 trim_results(c, &trimmed)?;
-                Ok(())
+                // Rows pruned (by any host) since their claim: nothing above touched them.
+                let ids: Vec<i64> = batch.iter().map(|d| d.file_id).collect();
+                let present: HashSet<i64> =
+                    sql_query("SELECT id FROM files WHERE id = ANY($1) AND scope = $2")
+                        .bind::<Array<BigInt>, _>(&ids)
+                        .bind::<Text, _>(&ctx.scope)
+                        .load::<Id>(c)?
+                        .into_iter()
+                        .map(|r| r.id)
+                        .collect();
+                Ok(ids.into_iter().filter(|id| !present.contains(id)).collect())
             })
         })
     }
@@ -1616,7 +1676,7 @@ impl Ledger for PgStore {
         self.link.with("re-queueing failed files", |c| {
             Ok(sql_query(
                 "UPDATE files SET status = 'pending', attempts = 0, next_attempt_at = $2::timestamptz,
-                     last_error = NULL, updated_at = $2::timestamptz
+                     last_error = NULL, absent = false, updated_at = $2::timestamptz
                  WHERE scope = $1 AND status = 'failed'",
             )
             .bind::<Text, _>(scope)
@@ -1655,7 +1715,7 @@ impl Ledger for PgStore {
                     sql_query(
                         "UPDATE files SET status = 'pending', attempts = 0,
                              next_attempt_at = $5::timestamptz, last_error = NULL, uploaded_at = NULL,
-                             incomplete_since = NULL, updated_at = $5::timestamptz
+                             incomplete_since = NULL, absent = false, updated_at = $5::timestamptz
                          WHERE scope = $1 AND folder = $2 AND date = $3 AND filename = $4",
                     )
                     .bind::<Text, _>(scope)
@@ -1670,18 +1730,32 @@ impl Ledger for PgStore {
         })
     }
 
-    /// Deletes this scope's rows whose date folder is before `before_date`; their results go
-    /// with them (ON DELETE CASCADE).
+    /// Deletes this scope's finished rows whose date folder is before `before_date`; their
+    /// results go with them (ON DELETE CASCADE). A pending or claimed row stays.
     fn prune(&mut self, before_date: &str) -> Result<usize> {
         let scope = &self.ctx.scope;
         self.link.with("pruning old rows", |c| {
-            Ok(
-                sql_query("DELETE FROM files WHERE scope = $1 AND date < $2")
-                    .bind::<Text, _>(scope)
-                    .bind::<Text, _>(before_date)
-                    .execute(c)?,
+            Ok(sql_query(
+                "DELETE FROM files WHERE scope = $1 AND date < $2
+                   AND status IN ('uploaded', 'failed', 'skipped')",
             )
+            .bind::<Text, _>(scope)
+            .bind::<Text, _>(before_date)
+            .execute(c)?)
         })
+    }
+
+    /// The scope's greatest `date`, from the `files_date_folder` index.
+    fn newest_date(&mut self) -> Result<Option<String>> {
+        let scope = &self.ctx.scope;
+        let r: OptText = self.link.with("finding the newest date folder", |c| {
+            Ok(
+                sql_query("SELECT max(date) AS v FROM files WHERE scope = $1")
+                    .bind::<Text, _>(scope)
+                    .get_result(c)?,
+            )
+        })?;
+        Ok(r.v)
     }
 
     /// Writes this host's state rows. `updated_at` is the server's clock, whatever `now`
@@ -1888,10 +1962,11 @@ impl Ledger for PgStore {
                         }
                         for f in page {
                             let results = by_file.remove(&f.id).unwrap_or_default();
-                            let (file, incomplete_since) = f.into_row(ctx);
+                            let (file, incomplete_since, absent) = f.into_row(ctx);
                             each(Exported {
                                 file,
                                 incomplete_since,
+                                absent,
                                 results,
                             })
                             .map_err(Fail::Other)?;
@@ -1938,23 +2013,25 @@ impl Ledger for PgStore {
         let updated: Vec<&str> = rows.iter().map(|e| e.file.updated_at.as_str()).collect();
         let incomplete: Vec<Option<&str>> =
             rows.iter().map(|e| e.incomplete_since.as_deref()).collect();
+        let absent: Vec<bool> = rows.iter().map(|e| e.absent).collect();
         let ctx = &self.ctx;
         self.link.with("importing rows", |c| {
             c.transaction::<_, Fail, _>(|c| {
                 let added: Vec<ImportedRec> = sql_query(
                     "INSERT INTO files(scope, folder, date, filename, path, size, mtime_ns, status,
                          attempts, next_attempt_at, last_error, detected_at, uploaded_at, updated_at,
-                         incomplete_since, recorded_by)
+                         incomplete_since, absent, recorded_by)
                      SELECT $1, folder, date, filename, path, size, mtime_ns, status, attempts::int,
                          next_at::timestamptz, last_error, detected_at::timestamptz,
                          uploaded_at::timestamptz, updated_at::timestamptz,
-                         incomplete_since::timestamptz, $2
+                         incomplete_since::timestamptz, absent, $2
                      FROM unnest($3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::bigint[],
                          $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::text[],
-                         $13::text[], $14::text[], $15::text[], $16::text[]) WITH ORDINALITY
+                         $13::text[], $14::text[], $15::text[], $16::text[], $17::bool[])
+                         WITH ORDINALITY
                          AS u(folder, date, filename, path, size, mtime_ns, status, attempts,
                               next_at, last_error, detected_at, uploaded_at, updated_at,
-                              incomplete_since, i)
+                              incomplete_since, absent, i)
                      ORDER BY i
                      ON CONFLICT (scope, folder, date, filename) DO NOTHING
                      RETURNING id, folder, date, filename",
@@ -1975,6 +2052,7 @@ impl Ledger for PgStore {
                 .bind::<Array<Nullable<Text>>, _>(&uploaded)
                 .bind::<Array<Text>, _>(&updated)
                 .bind::<Array<Nullable<Text>>, _>(&incomplete)
+                .bind::<Array<Bool>, _>(&absent)
                 .load(c)?;
                 // Results of the rows that were added, matched back by identity.
                 let index: HashMap<(&str, &str, &[u8]), usize> = rows
@@ -2096,7 +2174,9 @@ fn update_for<'a>(
              attempts = attempts - $10"
         }
         Disposition::Failed => "status = 'failed', next_attempt_at = NULL, last_error = $8",
-        Disposition::Skipped => "status = 'skipped', next_attempt_at = NULL, last_error = $8",
+        Disposition::Skipped { .. } => {
+            "status = 'skipped', next_attempt_at = NULL, last_error = $8, absent = $9"
+        }
         Disposition::NotReady { .. } => {
             "status = 'pending', next_attempt_at = $8::timestamptz, attempts = attempts - 1,
              incomplete_since = $9::timestamptz, last_error = $10"
@@ -2124,9 +2204,10 @@ fn update_for<'a>(
             .bind::<Text, _>(at.as_str())
             .bind::<Nullable<Text>, _>(pg_opt(&done.error))
             .bind::<Integer, _>(if *counted { 0 } else { 1 }),
-        Disposition::Failed | Disposition::Skipped => {
-            q.bind::<Nullable<Text>, _>(pg_opt(&done.error))
-        }
+        Disposition::Failed => q.bind::<Nullable<Text>, _>(pg_opt(&done.error)),
+        Disposition::Skipped { absent } => q
+            .bind::<Nullable<Text>, _>(pg_opt(&done.error))
+            .bind::<Bool, _>(*absent),
         Disposition::NotReady {
             at,
             incomplete_since,
@@ -2312,8 +2393,8 @@ fn summary(
 mod tests {
     use super::*;
     use crate::store::tests::{
-        all_results, completion, exported, obs, pg_open, pg_try_open, roots, sqlite, LATER, T0, T1,
-        T2,
+        all_results, completion, exported, obs, pg_open, pg_try_open, roots, sqlite, FAR, LATER,
+        T0, T1, T2,
     };
     use std::sync::Arc;
 
@@ -2370,7 +2451,7 @@ mod tests {
                     barrier.wait();
                     let mut mine = Vec::new();
                     loop {
-                        let got = s.claim_due(T1, 16, false).unwrap();
+                        let got = s.claim_due(T1, FAR, 16, false).unwrap();
                         if got.is_empty() {
                             return mine;
                         }
@@ -2441,7 +2522,7 @@ mod tests {
                                 .map_err(|e| format!("{host} record: {e}"))?;
                         }
                         let got = s
-                            .claim_due(T1, 32, k == 1)
+                            .claim_due(T1, FAR, 32, k == 1)
                             .map_err(|e| format!("{host} claim: {e}"))?;
                         if got.is_empty() {
                             return Ok(uploaded);
@@ -2482,8 +2563,8 @@ mod tests {
         a.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
         a.set_state(&[("heartbeat", T0.into())], T0).unwrap();
         let p = Path::new("/data/Sega_1/2026-11-26/a.jpg");
-        assert!(b.claim_due(T1, 10, false).unwrap().is_empty());
-        assert!(b.due_ids(T1, &[], false).unwrap().is_empty());
+        assert!(b.claim_due(T1, FAR, 10, false).unwrap().is_empty());
+        assert!(b.due_ids(T1, FAR, &[], false).unwrap().is_empty());
         assert!(b.counts().unwrap().is_empty());
         assert!(b.list(&ListFilter::default()).unwrap().is_empty());
         assert!(b.file_by_path(p).unwrap().is_none());
@@ -2492,10 +2573,16 @@ mod tests {
         assert_eq!(b.retry_path(p, true, T1).unwrap(), None);
         assert_eq!(exported(&mut b).len(), 0);
         assert_eq!(b.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap().new, 1);
+        // Prune takes finished rows only: both scopes' rows uploaded, b's prune takes b's.
+        for s in [&mut a, &mut b] {
+            let c = s.claim_due(T1, FAR, 10, false).unwrap().remove(0);
+            s.complete(&[completion(&c, Disposition::Uploaded)], T1)
+                .unwrap();
+        }
         assert_eq!(b.prune("2099-01-01").unwrap(), 1);
         assert_eq!(
             a.counts().unwrap(),
-            [("Sega_1".into(), "pending".into(), 1)]
+            [("Sega_1".into(), "uploaded".into(), 1)]
         );
     }
 
@@ -2506,13 +2593,13 @@ mod tests {
         a.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
         let elsewhere = HashMap::from([("Other".to_owned(), PathBuf::from("/data/Other"))]);
         let mut blind = pg_open(&url, "site-a", "cam-3", elsewhere);
-        assert!(blind.claim_due(T1, 10, false).unwrap().is_empty());
+        assert!(blind.claim_due(T1, FAR, 10, false).unwrap().is_empty());
         assert!(blind.next_due().unwrap().is_none());
-        let ids = a.due_ids(T1, &[], false).unwrap();
+        let ids = a.due_ids(T1, FAR, &[], false).unwrap();
         assert!(blind.claim_ids(&ids, T1).unwrap().is_empty());
         let mounted = HashMap::from([("Sega_1".to_owned(), PathBuf::from("/mnt/nas/Sega_1"))]);
         let mut b = pg_open(&url, "site-a", "cam-2", mounted);
-        let c = b.claim_due(T1, 10, false).unwrap();
+        let c = b.claim_due(T1, FAR, 10, false).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].path, Path::new("/mnt/nas/Sega_1/2026-11-26/a.jpg"));
         // Looked up by this host's path, shown with it, and with the claiming host.
@@ -2550,7 +2637,7 @@ mod tests {
             T0,
         )
         .unwrap();
-        let c = s.claim_due(T0, 10, false).unwrap();
+        let c = s.claim_due(T0, FAR, 10, false).unwrap();
         let mut nul = completion(
             &c[0],
             Disposition::Retry {
@@ -2601,8 +2688,8 @@ mod tests {
             T0,
         )
         .unwrap();
-        let held = a.claim_due(T0, 2, false).unwrap();
-        let silent = c.claim_due(T0, 1, false).unwrap();
+        let held = a.claim_due(T0, FAR, 2, false).unwrap();
+        let silent = c.claim_due(T0, FAR, 1, false).unwrap();
         a.set_state(&[("heartbeat", T0.into())], T0).unwrap();
         assert_eq!(b.take_over_stale(T1).unwrap(), 0, "cam-1 is alive");
         // cam-1's heartbeat stops (by the server's clock); cam-3 never wrote one and
@@ -2632,7 +2719,7 @@ mod tests {
         // cam-1 comes back with its old claims: its completions are recorded, not applied.
         a.complete(&[completion(&held[0], Disposition::Uploaded)], T2)
             .unwrap();
-        let again = b.claim_due(T2, 10, false).unwrap();
+        let again = b.claim_due(T2, FAR, 10, false).unwrap();
         assert_eq!(again.len(), 3);
         assert!(again.iter().all(|c| c.attempt == 2));
         assert_eq!(all_results(&mut b).len(), 4);
@@ -2646,8 +2733,8 @@ mod tests {
         let mut b = pg_open(&url, "site-a", "cam-2", roots());
         a.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
             .unwrap();
-        let ca = a.claim_due(T0, 1, false).unwrap();
-        let cb = b.claim_due(T0, 1, false).unwrap();
+        let ca = a.claim_due(T0, FAR, 1, false).unwrap();
+        let cb = b.claim_due(T0, FAR, 1, false).unwrap();
         assert_ne!(ca[0].id, cb[0].id);
         assert_eq!(b.reset_uploading(Some(&[ca[0].id]), T1, "x").unwrap(), 0);
         assert_eq!(b.reset_uploading(None, T1, "interrupted").unwrap(), 1);
@@ -2758,7 +2845,7 @@ mod tests {
         };
         let pid = a.backend_pid_for_test().unwrap();
         terminate(&mut admin, pid);
-        let e = a.claim_due(T1, 10, false).unwrap_err().to_string();
+        let e = a.claim_due(T1, FAR, 10, false).unwrap_err().to_string();
         assert!(e.starts_with("claiming files: "), "{e}");
         // The next call reconnects, takes the lock again, and works.
         assert_eq!(a.next_due().unwrap().as_deref(), Some(T0));
@@ -2804,7 +2891,7 @@ mod tests {
             T0,
         )
         .unwrap();
-        let c = lite.claim_due(T0, 2, false).unwrap();
+        let c = lite.claim_due(T0, FAR, 2, false).unwrap();
         let mut done = completion(&c[0], Disposition::Uploaded);
         done.response_json = Some(r#"{"id":7}"#.into());
         lite.complete(&[done], T1).unwrap();
@@ -2837,7 +2924,7 @@ mod tests {
         let a = home.iter().find(|e| e.file.filename == "a.jpg").unwrap();
         assert_eq!(a.file.path, Path::new("/data/Sega_1/2026-11-26/a.jpg"));
         assert_eq!(a.results.len(), 1);
-        assert_eq!(back.claim_due(LATER, 10, false).unwrap().len(), 2);
+        assert_eq!(back.claim_due(LATER, FAR, 10, false).unwrap().len(), 2);
     }
 
     #[test]

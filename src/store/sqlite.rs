@@ -19,15 +19,16 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
 use super::{
-    Claimed, Completion, Disposition, ErrorCause, Exported, FileRow, Ledger, ListFilter,
-    Observation, PathAt, RecordStats, ResultRow, Status, Summary, RESULTS_KEPT_PER_FILE,
+    log_new_version, Claimed, Completion, Disposition, ErrorCause, Exported, FileRow, Ledger,
+    ListFilter, Observation, PathAt, RecordStats, ResultRow, Status, Summary,
+    RESULTS_KEPT_PER_FILE,
 };
 use crate::error::{Error, Result};
 use crate::layout::Show;
 use crate::layout::Version;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Listings up to this long are compared with the database path by path (about 2 µs each);
 /// longer ones by streaming the date folder's rows past them (about 0.2 µs a row).
@@ -74,6 +75,44 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX upload_results_file ON upload_results(file_id, id);
     CREATE INDEX upload_results_started ON upload_results(started_at);
     CREATE TABLE state(key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);",
+    // 2: ids are never reused (AUTOINCREMENT: a pruned row's id must never come back and
+    // attach a late result to another file), and `absent`: a skipped row whose file was not
+    // there as a candidate (vanished, a symlink, out of the config) is sent after all when
+    // it is seen again. SQLite's way to change a primary key: a new table, copied; run with
+    // foreign keys off (see `migrate`), so dropping the old table deletes no results.
+    "CREATE TABLE files_v2(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        path TEXT UNIQUE NOT NULL,
+        folder TEXT NOT NULL,
+        date TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        detected_at TEXT NOT NULL,
+        uploaded_at TEXT,
+        updated_at TEXT NOT NULL,
+        incomplete_since TEXT,
+        absent INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO files_v2(id, path, folder, date, filename, size, mtime_ns, status, attempts,
+        next_attempt_at, last_error, detected_at, uploaded_at, updated_at, incomplete_since)
+    SELECT id, path, folder, date, filename, size, mtime_ns, status, attempts,
+        next_attempt_at, last_error, detected_at, uploaded_at, updated_at, incomplete_since
+    FROM files;
+    DROP TABLE files;
+    ALTER TABLE files_v2 RENAME TO files;
+    CREATE INDEX files_date_folder ON files(date, folder);
+    CREATE INDEX files_pending_age ON files(mtime_ns, id) WHERE status = 'pending';
+    CREATE INDEX files_pending_due ON files(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX files_status ON files(status);
+    CREATE INDEX files_uploaded ON files(uploaded_at) WHERE status = 'uploaded';
+    UPDATE files SET absent = 1
+     WHERE status = 'skipped'
+       AND (last_error LIKE 'vanished%' OR last_error LIKE 'not a regular file%');",
 ];
 
 pub struct Store {
@@ -253,6 +292,39 @@ impl Store {
 
     fn migrate(&mut self) -> Result<()> {
         let path = self.path.clone();
+        // Step 2 rebuilds `files`: with foreign keys on, dropping the old table would delete
+        // every result through the cascade. The pragma is a no-op inside a transaction, so
+        // it goes before; the check after proves the copy kept every reference.
+        self.conn
+            .execute_batch("PRAGMA foreign_keys=OFF")
+            .map_err(|e| open_error(&path, e))?;
+        let from = self.migrate_steps()?;
+        if (1..2).contains(&from) {
+            let dangling: i64 = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_foreign_key_check('upload_results')",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| open_error(&path, e))?;
+            if dangling > 0 {
+                return Err(Error::DbState {
+                    path,
+                    msg: format!(
+                        "has {dangling} upload result(s) of missing files after migrating"
+                    ),
+                });
+            }
+        }
+        self.conn
+            .execute_batch("PRAGMA foreign_keys=ON")
+            .map_err(|e| open_error(&path, e))
+    }
+
+    /// Applies the missing steps in one transaction; the version it found.
+    fn migrate_steps(&mut self) -> Result<i64> {
+        let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| open_error(&path, e))?;
         let version: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -287,7 +359,8 @@ impl Store {
                 .map_err(|e| Error::db("setting user_version", e))?;
         }
         tx.commit()
-            .map_err(|e| Error::db(format!("migrating {}", path.shown()), e))
+            .map_err(|e| Error::db(format!("migrating {}", path.shown()), e))?;
+        Ok(version)
     }
 
     fn tx(&mut self, what: &str) -> Result<Transaction<'_>> {
@@ -307,7 +380,7 @@ impl Ledger for Store {
         let tx = self.conn.transaction().map_err(q)?;
         let mut files = tx
             .prepare(&format!(
-                "SELECT {FILE_COLUMNS}, incomplete_since FROM files ORDER BY id"
+                "SELECT {FILE_COLUMNS}, incomplete_since, absent FROM files ORDER BY id"
             ))
             .map_err(q)?;
         let mut results = tx
@@ -321,6 +394,7 @@ impl Ledger for Store {
         while let Some(r) = rows.next().map_err(q)? {
             let file = file_row(r).map_err(q)?;
             let incomplete_since = r.get(14).map_err(q)?;
+            let absent = r.get(15).map_err(q)?;
             let results = results
                 .query_map([file.id], |r| {
                     Ok(ResultRow {
@@ -340,6 +414,7 @@ impl Ledger for Store {
             each(Exported {
                 file,
                 incomplete_since,
+                absent,
                 results,
             })?;
             n += 1;
@@ -356,8 +431,8 @@ impl Ledger for Store {
                 .prepare_cached(
                     "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
                         next_attempt_at, last_error, detected_at, uploaded_at, updated_at,
-                        incomplete_since)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                        incomplete_since, absent)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                      ON CONFLICT(path) DO NOTHING",
                 )
                 .map_err(q)?;
@@ -391,7 +466,8 @@ impl Ledger for Store {
                         f.detected_at,
                         f.uploaded_at,
                         f.updated_at,
-                        e.incomplete_since
+                        e.incomplete_since,
+                        e.absent
                     ])
                     .map_err(q)?;
                 if n == 0 {
@@ -430,7 +506,7 @@ impl Ledger for Store {
         {
             let mut find = tx
                 .prepare_cached(
-                    "SELECT id, size, mtime_ns, status, next_attempt_at FROM files WHERE path = ?1",
+                    "SELECT id, size, mtime_ns, status, absent FROM files WHERE path = ?1",
                 )
                 .map_err(|e| Error::db("recording files", e))?;
             let mut insert = tx
@@ -444,7 +520,7 @@ impl Ledger for Store {
                 .prepare_cached(
                     "UPDATE files SET size = ?2, mtime_ns = ?3, status = 'pending', attempts = 0,
                         next_attempt_at = ?4, last_error = NULL, uploaded_at = NULL,
-                        incomplete_since = NULL, updated_at = ?5
+                        incomplete_since = NULL, absent = 0, updated_at = ?5
                      WHERE id = ?1",
                 )
                 .map_err(|e| Error::db("recording files", e))?;
@@ -462,6 +538,7 @@ impl Ledger for Store {
                             r.get::<_, i64>(0)?,
                             version_of(r, 1, 2)?,
                             r.get::<_, String>(3)?,
+                            r.get::<_, bool>(4)?,
                         ))
                     })
                     .optional()
@@ -482,7 +559,7 @@ impl Ledger for Store {
                             .map_err(|e| Error::db("recording a new file", e))?;
                         stats.new += 1;
                     }
-                    Some((id, version, status)) if version != obs.version => {
+                    Some((id, version, status, absent)) if version != obs.version || absent => {
                         new_version
                             .execute(params![
                                 id,
@@ -492,15 +569,10 @@ impl Ledger for Store {
                                 now
                             ])
                             .map_err(|e| Error::db("recording a new version", e))?;
-                        log::info!(
-                            "new version of {} (was {} bytes, {status}; now {} bytes): it will be uploaded again",
-                            obs.path.shown(),
-                            version.size,
-                            obs.version.size
-                        );
+                        log_new_version(&obs.path, version, &status, absent, obs.version);
                         stats.new_versions += 1;
                     }
-                    Some((id, _, _)) => {
+                    Some((id, ..)) => {
                         if obs.via_event
                             && make_due
                                 .execute(params![id, now])
@@ -537,7 +609,7 @@ impl Ledger for Store {
         if listed.len() <= LOOKUP_MAX {
             let mut stmt = self
                 .conn
-                .prepare_cached("SELECT size, mtime_ns FROM files WHERE path = ?1")
+                .prepare_cached("SELECT size, mtime_ns FROM files WHERE path = ?1 AND absent = 0")
                 .map_err(err)?;
             for (k, (path, version)) in known.iter_mut().zip(listed) {
                 let row = stmt
@@ -556,7 +628,7 @@ impl Ledger for Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT path, size, mtime_ns FROM files WHERE date = ?1 AND folder = ?2",
+                "SELECT path, size, mtime_ns FROM files WHERE date = ?1 AND folder = ?2 AND absent = 0",
             )
             .map_err(err)?;
         let mut rows = stmt.query([date, folder]).map_err(err)?;
@@ -589,12 +661,18 @@ impl Ledger for Store {
     /// left to itself SQLite picks `files_status`, reads every pending row and sorts them,
     /// 157 ms a claim with a million pending rows; the partial index in upload order makes
     /// a claim cost the rows it returns.
-    fn claim_due(&mut self, now: &str, limit: usize, newest_first: bool) -> Result<Vec<Claimed>> {
+    fn claim_due(
+        &mut self,
+        now: &str,
+        far: &str,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<Claimed>> {
         let order = if newest_first { "DESC" } else { "ASC" };
         let sql = format!(
             "UPDATE files SET status = 'uploading', attempts = attempts + 1, updated_at = ?1
              WHERE id IN (SELECT id FROM files INDEXED BY files_pending_age
-                          WHERE status = 'pending' AND next_attempt_at <= ?1
+                          WHERE status = 'pending' AND (next_attempt_at <= ?1 OR next_attempt_at > ?3)
                           ORDER BY mtime_ns {order}, id {order} LIMIT ?2)
              {CLAIM_RETURNING}"
         );
@@ -604,7 +682,7 @@ impl Ledger for Store {
                 .prepare_cached(&sql)
                 .map_err(|e| Error::db("claiming files", e))?;
             let rows = stmt
-                .query_map(params![now, limit as i64], claimed_row)
+                .query_map(params![now, limit as i64, far], claimed_row)
                 .map_err(|e| Error::db("claiming files", e))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(|e| Error::db("claiming files", e))?
@@ -645,10 +723,17 @@ impl Ledger for Store {
     }
 
     /// Ids of pending rows due by `now` (optionally only of these dates), in upload order.
-    fn due_ids(&mut self, now: &str, dates: &[String], newest_first: bool) -> Result<Vec<i64>> {
+    fn due_ids(
+        &mut self,
+        now: &str,
+        far: &str,
+        dates: &[String],
+        newest_first: bool,
+    ) -> Result<Vec<i64>> {
         let order = if newest_first { "DESC" } else { "ASC" };
         let sql = format!(
-            "SELECT id, date FROM files WHERE status = 'pending' AND next_attempt_at <= ?1
+            "SELECT id, date FROM files
+             WHERE status = 'pending' AND (next_attempt_at <= ?1 OR next_attempt_at > ?2)
              ORDER BY mtime_ns {order}, id {order}"
         );
         let mut stmt = self
@@ -656,7 +741,9 @@ impl Ledger for Store {
             .prepare(&sql)
             .map_err(|e| Error::db("listing due files", e))?;
         let rows = stmt
-            .query_map([now], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .query_map([now, far], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(|e| Error::db("listing due files", e))?;
         let mut ids = Vec::new();
         for row in rows {
@@ -683,10 +770,15 @@ impl Ledger for Store {
 
     /// Applies a batch of completions in one transaction. A completion only changes the row
     /// if it still holds the claimed version in `uploading`; a result row is written for
-    /// every real attempt either way, and each file keeps only its latest results.
-    fn complete(&mut self, batch: &[Completion], now: &str) -> Result<()> {
+    /// every attempt either way, and each file keeps only its latest results. A completion
+    /// whose row is gone (pruned meanwhile, deleted by hand) changes nothing and is returned.
+    fn complete(&mut self, batch: &[Completion], now: &str) -> Result<Vec<i64>> {
         let tx = self.tx("saving upload results")?;
+        let mut gone = Vec::new();
         {
+            let mut exists = tx
+                .prepare_cached("SELECT 1 FROM files WHERE id = ?1")
+                .map_err(|e| Error::db("saving upload results", e))?;
             let mut result = tx
                 .prepare_cached(
                     "INSERT INTO upload_results(file_id, attempt, started_at, duration_ms, http_status,
@@ -701,7 +793,14 @@ impl Ledger for Store {
                 )
                 .map_err(|e| Error::db("saving upload results", e))?;
             for c in batch {
-                if let Some(outcome) = c.disposition.outcome() {
+                if !exists
+                    .exists([c.file_id])
+                    .map_err(|e| Error::db("saving upload results", e))?
+                {
+                    gone.push(c.file_id);
+                    continue;
+                }
+                if let Some(outcome) = c.result {
                     result
                         .execute(params![
                             c.file_id,
@@ -712,7 +811,7 @@ impl Ledger for Store {
                             c.response_body,
                             c.response_json,
                             c.error,
-                            outcome
+                            outcome.as_str()
                         ])
                         .map_err(|e| Error::db("saving an upload result", e))?;
                     trim.execute(params![c.file_id, RESULTS_KEPT_PER_FILE])
@@ -747,12 +846,16 @@ impl Ledger for Store {
                         ),
                         vec![Value::Text(now.into()), opt_text(&c.error)],
                     ),
-                    Disposition::Skipped => (
+                    Disposition::Skipped { absent } => (
                         format!(
                             "UPDATE files SET status = 'skipped', next_attempt_at = NULL, last_error = ?5,
-                                updated_at = ?4 {guard}"
+                                absent = ?6, updated_at = ?4 {guard}"
                         ),
-                        vec![Value::Text(now.into()), opt_text(&c.error)],
+                        vec![
+                            Value::Text(now.into()),
+                            opt_text(&c.error),
+                            Value::Integer(i64::from(*absent)),
+                        ],
                     ),
                     Disposition::NotReady { at, incomplete_since } => (
                         format!(
@@ -792,7 +895,8 @@ impl Ledger for Store {
             }
         }
         tx.commit()
-            .map_err(|e| Error::db("committing upload results", e))
+            .map_err(|e| Error::db("committing upload results", e))?;
+        Ok(gone)
     }
 
     /// Gives claimed rows that no worker started back to `pending`, as if never claimed.
@@ -873,7 +977,7 @@ impl Ledger for Store {
         self.conn
             .execute(
                 "UPDATE files SET status = 'pending', attempts = 0, next_attempt_at = ?1,
-                    last_error = NULL, updated_at = ?1
+                    last_error = NULL, absent = 0, updated_at = ?1
                  WHERE status = 'failed'",
                 [now],
             )
@@ -903,7 +1007,8 @@ impl Ledger for Store {
             self.conn
                 .execute(
                     "UPDATE files SET status = 'pending', attempts = 0, next_attempt_at = ?2,
-                        last_error = NULL, uploaded_at = NULL, incomplete_since = NULL, updated_at = ?2
+                        last_error = NULL, uploaded_at = NULL, incomplete_since = NULL, absent = 0,
+                        updated_at = ?2
                      WHERE path = ?1",
                     params![key, now],
                 )
@@ -912,19 +1017,30 @@ impl Ledger for Store {
         Ok(Some(status))
     }
 
-    /// Deletes rows (and their results) whose date folder is before `before_date`.
+    /// Deletes finished rows (and their results) whose date folder is before `before_date`.
     fn prune(&mut self, before_date: &str) -> Result<usize> {
         let tx = self.tx("pruning old rows")?;
         tx.execute(
-            "DELETE FROM upload_results WHERE file_id IN (SELECT id FROM files WHERE date < ?1)",
+            "DELETE FROM upload_results WHERE file_id IN
+                (SELECT id FROM files WHERE date < ?1 AND status IN ('uploaded', 'failed', 'skipped'))",
             [before_date],
         )
         .map_err(|e| Error::db("pruning old results", e))?;
         let n = tx
-            .execute("DELETE FROM files WHERE date < ?1", [before_date])
+            .execute(
+                "DELETE FROM files WHERE date < ?1 AND status IN ('uploaded', 'failed', 'skipped')",
+                [before_date],
+            )
             .map_err(|e| Error::db("pruning old rows", e))?;
         tx.commit().map_err(|e| Error::db("pruning old rows", e))?;
         Ok(n)
+    }
+
+    /// The greatest `date`, from the `files_date_folder` index.
+    fn newest_date(&mut self) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT max(date) FROM files", [], |r| r.get(0))
+            .map_err(|e| Error::db("finding the newest date folder", e))
     }
 
     fn set_state(&mut self, pairs: &[(&str, String)], now: &str) -> Result<()> {

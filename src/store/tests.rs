@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{
-    Claimed, Completion, Disposition, Exported, Ledger, ListFilter, Observation, ResultRow, Status,
-    Store, RESULTS_KEPT_PER_FILE,
+    Attempted, Claimed, Completion, Disposition, Exported, Ledger, ListFilter, Observation,
+    ResultRow, Status, Store, RESULTS_KEPT_PER_FILE,
 };
 use crate::layout::Version;
 
@@ -21,6 +21,9 @@ pub(super) const T0: &str = "2026-11-26T10:00:00.000Z";
 pub(super) const T1: &str = "2026-11-26T10:00:01.000Z";
 pub(super) const T2: &str = "2026-11-26T10:00:02.000Z";
 pub(super) const LATER: &str = "2027-01-01T00:00:00.000Z";
+/// A `far` for `claim_due` beyond every due time of these tests (none counts as set before
+/// a clock step).
+pub(super) const FAR: &str = "9999-12-31T23:59:59.999Z";
 
 pub(super) fn temp_db() -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -133,6 +136,12 @@ pub(super) fn obs(name: &[u8], size: u64, mtime_ns: i64) -> Observation {
 }
 
 pub(super) fn completion(c: &Claimed, d: Disposition) -> Completion {
+    let result = match d {
+        Disposition::Uploaded => Some(Attempted::Success),
+        Disposition::Retry { .. } => Some(Attempted::Retry),
+        Disposition::Failed => Some(Attempted::Failed),
+        _ => None,
+    };
     Completion {
         file_id: c.id,
         attempt: c.attempt,
@@ -143,6 +152,7 @@ pub(super) fn completion(c: &Claimed, d: Disposition) -> Completion {
         response_body: Some("{\"ok\":true}".into()),
         response_json: Some("{\"ok\":true}".into()),
         error: None,
+        result,
         disposition: d,
     }
 }
@@ -177,7 +187,7 @@ fn record_distinguishes_new_known_and_new_versions(mut s: Box<dyn Ledger>) {
     assert_eq!((st.new, st.new_versions, st.unchanged), (0, 0, 1));
 
     // Upload a.jpg, then it is rewritten: a new version, attempts from 0.
-    let c = s.claim_due(T0, 10, false).unwrap();
+    let c = s.claim_due(T0, FAR, 10, false).unwrap();
     assert_eq!(c.len(), 2);
     let a = c.iter().find(|c| c.filename == "a.jpg").unwrap().clone();
     s.complete(&[completion(&a, Disposition::Uploaded)], T1)
@@ -202,7 +212,7 @@ fn non_utf8_names_round_trip_losslessly(mut s: Box<dyn Ledger>) {
     let name = b"\xbb\xe7\xc1\xf8.jpg";
     s.record(&[obs(name, 1, 1), obs("사진.jpg".as_bytes(), 1, 1)], T0)
         .unwrap();
-    let c = s.claim_due(T0, 10, false).unwrap();
+    let c = s.claim_due(T0, FAR, 10, false).unwrap();
     let got: Vec<&[u8]> = c.iter().map(|c| c.filename.as_bytes()).collect();
     assert!(got.contains(&&name[..]));
     assert!(got.contains(&"사진.jpg".as_bytes()));
@@ -224,24 +234,24 @@ fn claims_are_atomic_ordered_and_respect_due_times(mut s: Box<dyn Ledger>) {
         T0,
     )
     .unwrap();
-    let c = s.claim_due(T1, 10, false).unwrap();
+    let c = s.claim_due(T1, FAR, 10, false).unwrap();
     let names: Vec<_> = c.iter().map(|c| c.filename.clone()).collect();
     assert_eq!(names, ["old.jpg", "new.jpg"]);
     assert!(c.iter().all(|c| c.attempt == 1));
     assert_eq!(c[0].path, Path::new("/data/Sega_1/2026-11-26/old.jpg"));
     assert!(
-        s.claim_due(T1, 10, false).unwrap().is_empty(),
+        s.claim_due(T1, FAR, 10, false).unwrap().is_empty(),
         "claimed rows are not claimed twice"
     );
     assert_eq!(s.next_due().unwrap().as_deref(), Some(T2));
-    assert_eq!(s.claim_due(T2, 10, true).unwrap().len(), 1);
+    assert_eq!(s.claim_due(T2, FAR, 10, true).unwrap().len(), 1);
     assert_eq!(s.next_due().unwrap(), None);
 }
 
 fn completions_update_rows_and_keep_twenty_results(mut s: Box<dyn Ledger>) {
     s.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
     for i in 0..25 {
-        let c = s.claim_due(LATER, 1, false).unwrap().remove(0);
+        let c = s.claim_due(LATER, FAR, 1, false).unwrap().remove(0);
         assert_eq!(c.attempt, i + 1);
         let mut done = completion(
             &c,
@@ -272,7 +282,7 @@ fn completions_update_rows_and_keep_twenty_results(mut s: Box<dyn Ledger>) {
 
 fn a_completion_never_touches_a_newer_version(mut s: Box<dyn Ledger>) {
     s.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
-    let c = s.claim_due(T0, 1, false).unwrap().remove(0);
+    let c = s.claim_due(T0, FAR, 1, false).unwrap().remove(0);
     s.record(&[obs(b"a.jpg", 2, 2)], T1).unwrap();
     s.complete(&[completion(&c, Disposition::Uploaded)], T2)
         .unwrap();
@@ -288,7 +298,7 @@ fn a_completion_never_touches_a_newer_version(mut s: Box<dyn Ledger>) {
 fn interrupted_uploads_are_reset_with_a_result_row(mut s: Box<dyn Ledger>) {
     s.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
         .unwrap();
-    let c = s.claim_due(T0, 2, false).unwrap();
+    let c = s.claim_due(T0, FAR, 2, false).unwrap();
     assert_eq!(
         s.reset_uploading(Some(&[c[0].id]), T1, "interrupted")
             .unwrap(),
@@ -301,7 +311,7 @@ fn interrupted_uploads_are_reset_with_a_result_row(mut s: Box<dyn Ledger>) {
         .iter()
         .all(|r| r.outcome == "retry" && r.error.as_deref() == Some("interrupted")));
     assert!(results.iter().all(|r| r.attempt == 1));
-    let again = s.claim_due(T1, 10, false).unwrap();
+    let again = s.claim_due(T1, FAR, 10, false).unwrap();
     assert_eq!(again.len(), 2);
     assert!(
         again.iter().all(|c| c.attempt == 2),
@@ -311,9 +321,9 @@ fn interrupted_uploads_are_reset_with_a_result_row(mut s: Box<dyn Ledger>) {
 
 fn unclaim_gives_the_attempt_back(mut s: Box<dyn Ledger>) {
     s.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
-    let c = s.claim_due(T0, 1, false).unwrap().remove(0);
+    let c = s.claim_due(T0, FAR, 1, false).unwrap().remove(0);
     s.unclaim(&[c.id], T1).unwrap();
-    let c = s.claim_due(T1, 1, false).unwrap().remove(0);
+    let c = s.claim_due(T1, FAR, 1, false).unwrap().remove(0);
     assert_eq!(c.attempt, 1);
     assert!(all_results(&mut *s).is_empty());
 }
@@ -323,12 +333,12 @@ fn retry_and_prune(mut s: Box<dyn Ledger>) {
     old.date = "2026-01-01".into();
     old.path = PathBuf::from("/data/Sega_1/2026-01-01/old.jpg");
     s.record(&[obs(b"a.jpg", 1, 1), old], T0).unwrap();
-    for c in s.claim_due(T0, 10, false).unwrap() {
+    for c in s.claim_due(T0, FAR, 10, false).unwrap() {
         s.complete(&[completion(&c, Disposition::Failed)], T1)
             .unwrap();
     }
     assert_eq!(s.retry_failed(T2).unwrap(), 2);
-    let c = s.claim_due(T2, 10, false).unwrap();
+    let c = s.claim_due(T2, FAR, 10, false).unwrap();
     assert_eq!(c.len(), 2);
     for c in &c {
         s.complete(&[completion(c, Disposition::Uploaded)], T2)
@@ -339,11 +349,11 @@ fn retry_and_prune(mut s: Box<dyn Ledger>) {
         Some("uploaded")
     );
     assert!(
-        s.claim_due(T2, 10, false).unwrap().is_empty(),
+        s.claim_due(T2, FAR, 10, false).unwrap().is_empty(),
         "uploaded needs --force"
     );
     s.retry_path(a_path(), true, T2).unwrap();
-    assert_eq!(s.claim_due(T2, 10, false).unwrap().len(), 1);
+    assert_eq!(s.claim_due(T2, FAR, 10, false).unwrap().len(), 1);
     assert_eq!(
         s.retry_path(a_path(), true, T2).unwrap().as_deref(),
         Some("uploading"),
@@ -370,7 +380,7 @@ fn events_make_settling_rows_due(mut s: Box<dyn Ledger>) {
     scanned.ready_at = LATER.into();
     scanned.via_event = false;
     s.record(&[scanned.clone()], T0).unwrap();
-    assert!(s.claim_due(T1, 10, false).unwrap().is_empty());
+    assert!(s.claim_due(T1, FAR, 10, false).unwrap().is_empty());
     // Seen again by a scan: still settling.
     let st = s.record(&[scanned.clone()], T1).unwrap();
     assert_eq!((st.unchanged, st.made_due), (1, 0));
@@ -381,7 +391,7 @@ fn events_make_settling_rows_due(mut s: Box<dyn Ledger>) {
     assert_eq!((st.unchanged, st.made_due), (0, 1));
     assert_eq!(s.next_due().unwrap().as_deref(), Some(T1));
     // Once tried and backing off, an event does not cut the backoff short…
-    let c = s.claim_due(T1, 1, false).unwrap().remove(0);
+    let c = s.claim_due(T1, FAR, 1, false).unwrap().remove(0);
     let mut done = completion(
         &c,
         Disposition::Retry {
@@ -399,7 +409,7 @@ fn events_make_settling_rows_due(mut s: Box<dyn Ledger>) {
     assert!(!s
         .recheck(Path::new("/data/Sega_1/2026-11-26/x.jpg"), T2)
         .unwrap());
-    let c = s.claim_due(T2, 1, false).unwrap().remove(0);
+    let c = s.claim_due(T2, FAR, 1, false).unwrap().remove(0);
     let done = completion(
         &c,
         Disposition::Retry {
@@ -455,9 +465,9 @@ fn dispositions_set_the_row_as_sqlite_does(mut s: Box<dyn Ledger>) {
         .map(|i| obs(format!("{i}.jpg").as_bytes(), 10, i))
         .collect();
     s.record(&batch, T0).unwrap();
-    let c = s.claim_due(T0, 10, false).unwrap();
+    let c = s.claim_due(T0, FAR, 10, false).unwrap();
     assert_eq!(c.len(), 5);
-    let mut skipped = completion(&c[1], Disposition::Skipped);
+    let mut skipped = completion(&c[1], Disposition::Skipped { absent: false });
     skipped.error = Some("not an image".into());
     let mut failed = completion(&c[2], Disposition::Failed);
     failed.http_status = Some(400);
@@ -548,7 +558,7 @@ fn dispositions_set_the_row_as_sqlite_does(mut s: Box<dyn Ledger>) {
         ("pending", 0, 99, 77, Some(LATER))
     );
     // A retry that does not count gives the attempt back.
-    let c = s.claim_due(T2, 10, false).unwrap();
+    let c = s.claim_due(T2, FAR, 10, false).unwrap();
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].incomplete_since.as_deref(), Some(T1));
     let probe = completion(
@@ -559,7 +569,7 @@ fn dispositions_set_the_row_as_sqlite_does(mut s: Box<dyn Ledger>) {
         },
     );
     s.complete(&[probe], T2).unwrap();
-    assert_eq!(s.claim_due(T2, 10, false).unwrap()[0].attempt, 1);
+    assert_eq!(s.claim_due(T2, FAR, 10, false).unwrap()[0].attempt, 1);
 }
 
 fn claim_ids_and_due_ids_follow_upload_order(mut s: Box<dyn Ledger>) {
@@ -578,11 +588,13 @@ fn claim_ids_and_due_ids_follow_upload_order(mut s: Box<dyn Ledger>) {
         T0,
     )
     .unwrap();
-    let all = s.due_ids(T1, &[], false).unwrap();
+    let all = s.due_ids(T1, FAR, &[], false).unwrap();
     assert_eq!(all.len(), 3);
-    let today = s.due_ids(T1, &["2026-11-26".to_owned()], false).unwrap();
+    let today = s
+        .due_ids(T1, FAR, &["2026-11-26".to_owned()], false)
+        .unwrap();
     assert_eq!(today.len(), 2);
-    let newest = s.due_ids(T1, &[], true).unwrap();
+    let newest = s.due_ids(T1, FAR, &[], true).unwrap();
     assert_eq!(newest, all.iter().rev().copied().collect::<Vec<_>>());
     let c = s.claim_ids(&today, T1).unwrap();
     let names: Vec<_> = c.iter().map(|c| c.filename.clone()).collect();
@@ -625,7 +637,7 @@ fn state_counts_and_summary(mut s: Box<dyn Ledger>) {
         T0,
     )
     .unwrap();
-    let c = s.claim_due(T0, 2, false).unwrap();
+    let c = s.claim_due(T0, FAR, 2, false).unwrap();
     s.complete(&[completion(&c[0], Disposition::Uploaded)], T1)
         .unwrap();
     let mut failed = completion(&c[1], Disposition::Failed);
@@ -701,7 +713,7 @@ fn export_then_import_round_trips(mut s: Box<dyn Ledger>) {
         T0,
     )
     .unwrap();
-    let c = s.claim_due(T0, 2, false).unwrap();
+    let c = s.claim_due(T0, FAR, 2, false).unwrap();
     let mut retry = completion(
         &c[0],
         Disposition::Retry {
@@ -742,7 +754,7 @@ fn export_then_import_round_trips(mut s: Box<dyn Ledger>) {
         "a claim does not travel"
     );
     assert_eq!(b.file.path, Path::new("/data/Sega_1/2026-11-26/b.jpg"));
-    assert_eq!(t.claim_due(T2, 10, false).unwrap().len(), 3);
+    assert_eq!(t.claim_due(T2, FAR, 10, false).unwrap().len(), 3);
 }
 
 /// An empty ledger of the same backend as `s`.

@@ -173,6 +173,17 @@ fn serve_one(sh: &Shared, conn: &mut Conn<TcpStream>) -> bool {
         }
     }
 
+    if let Mode::Interim(codes) = &mode {
+        for c in codes {
+            let head = match c {
+                103 => {
+                    format!("HTTP/1.1 {c} Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+                }
+                _ => format!("HTTP/1.1 {c} Interim\r\n\r\n"),
+            };
+            let _ = conn.stream.write_all(head.as_bytes());
+        }
+    }
     let mut reply = match (req.method.as_str(), req.path.as_str()) {
         _ if is_upload => decide(&req, &mode, k, &read),
         ("GET", "/health") if req.error.is_none() => text(200, "ok".into()),
@@ -323,6 +334,18 @@ fn decide(req: &Request, mode: &Mode, k: u64, read: &BodyRead) -> Reply {
         return text(400, format!("bad request: {e}\n"));
     }
     let ok = ok_json(req, read);
+    if let Mode::Poison { needle, code } = mode {
+        let name = req
+            .file
+            .as_ref()
+            .map(|f| String::from_utf8_lossy(&f.filename));
+        if name.is_some_and(|n| n.contains(needle.as_str())) {
+            return json_reply(
+                *code,
+                json!({"ok": false, "error": "cannot process this image"}),
+            );
+        }
+    }
     match mode {
         Mode::NonJson => fixed(200, "text/html", "<html>ok</html>"),
         Mode::HugeBody { bytes } => Reply::Huge(*bytes),

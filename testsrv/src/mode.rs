@@ -64,6 +64,17 @@ pub enum Mode {
         /// The `Location` header.
         location: String,
     },
+    /// `code` for uploads whose file name contains `needle` (an image the endpoint cannot
+    /// process), 200 for every other.
+    Poison {
+        /// Matched against the decoded file name.
+        needle: String,
+        /// The answer for those files.
+        code: u16,
+    },
+    /// Interim 1xx answers (`100 Continue`, `102 Processing`, `103 Early Hints`), in this
+    /// order, before the final 200: RFC 9110 lets a server send them unasked.
+    Interim(Vec<u16>),
 }
 
 /// Whether request `k` (0-based since the mode was set) gets the injected status. The
@@ -74,7 +85,7 @@ pub(crate) fn status_fails(fraction: f64, k: u64) -> bool {
 
 const SYNTAX: &str = "ok, status:CODE[:FRACTION], retry-after:CODE:SECS, delay:Nms|Ns, hang, \
                       reset:BYTES, refuse, nonjson, huge:BYTES, slowread:BPS, trickle:BPS, \
-                      redirect:CODE:LOCATION";
+                      redirect:CODE:LOCATION, poison:NEEDLE:CODE, interim:CODE[,CODE…]";
 
 impl FromStr for Mode {
     type Err = String;
@@ -132,6 +143,21 @@ impl FromStr for Mode {
                     location: location.to_string(),
                 }
             }
+            ("poison", Some(a)) => {
+                let (needle, code) = a.rsplit_once(':').ok_or_else(|| bad(spec, a))?;
+                if needle.is_empty() {
+                    return Err(bad(spec, a));
+                }
+                Mode::Poison {
+                    needle: needle.to_string(),
+                    code: code_in(spec, code, 100..=599)?,
+                }
+            }
+            ("interim", Some(a)) => Mode::Interim(
+                a.split(',')
+                    .map(|c| code_in(spec, c, 100..=199))
+                    .collect::<Result<_, _>>()?,
+            ),
             _ => return Err(format!("unknown mode {spec:?}; expected one of: {SYNTAX}")),
         };
         Ok(mode)
@@ -187,6 +213,11 @@ impl fmt::Display for Mode {
             Mode::SlowRead { bytes_per_sec } => write!(f, "slowread:{bytes_per_sec}"),
             Mode::TrickleResponse { bytes_per_sec } => write!(f, "trickle:{bytes_per_sec}"),
             Mode::Redirect { code, location } => write!(f, "redirect:{code}:{location}"),
+            Mode::Poison { needle, code } => write!(f, "poison:{needle}:{code}"),
+            Mode::Interim(codes) => {
+                let codes: Vec<String> = codes.iter().map(u16::to_string).collect();
+                write!(f, "interim:{}", codes.join(","))
+            }
         }
     }
 }
@@ -212,6 +243,8 @@ mod tests {
             "slowread:10240",
             "trickle:100",
             "redirect:302:http://127.0.0.1:9/elsewhere",
+            "poison:bad_image:500",
+            "interim:100,102,103",
         ] {
             let mode: Mode = spec.parse().unwrap_or_else(|e| panic!("{spec}: {e}"));
             assert_eq!(mode.to_string(), spec);
