@@ -10,6 +10,7 @@ use sega_testsrv::pg;
 mod cli;
 mod daemon;
 mod faults;
+mod model;
 mod scan;
 mod secrets;
 mod service;

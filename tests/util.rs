@@ -17,10 +17,12 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::pg::{self, Pg};
 pub use sega_testsrv::images;
+/// The one seeded RNG (seed from `SEGA_TEST_SEED` or the clock, always logged).
+pub use sega_testsrv::rng::Rng;
 pub use sega_testsrv::{Mode, Request, Server};
 use serde_json::{json, Value};
 
@@ -917,34 +919,6 @@ pub fn host_name() -> String {
         .unwrap()
         .trim()
         .to_string()
-}
-
-/// A small PRNG for random moments, seeded from `SEGA_TEST_SEED` or the clock, and the seed
-/// logged so that a failure can be replayed.
-pub struct Rng(u64);
-impl Rng {
-    pub fn seeded(name: &str) -> Rng {
-        let seed = std::env::var("SEGA_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        eprintln!("{name}: seed {seed} (rerun with SEGA_TEST_SEED={seed})");
-        Rng(seed | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// name → sha256 of every file written.

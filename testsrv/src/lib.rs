@@ -11,7 +11,9 @@
 //! `control` the binary's control endpoint ([`serve_control`]). This file: the request
 //! record and the loopback bind.
 //!
-//! Also here for the same users: [`pg`], throwaway PostgreSQL clusters (unix socket only).
+//! Also here for the same users: [`pg`], throwaway PostgreSQL clusters (unix socket only);
+//! [`rng`], the one seeded random generator of the tests, the soak and the benchmarks; and
+//! [`soak`], the randomized model test that `tests/model.rs` and `sega-soak` both drive.
 
 #![deny(missing_docs)]
 
@@ -22,7 +24,9 @@ pub mod images;
 mod mode;
 mod multipart;
 pub mod pg;
+pub mod rng;
 mod server;
+pub mod soak;
 
 pub use control::serve_control;
 pub use mode::Mode;

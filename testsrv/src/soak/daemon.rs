@@ -1,13 +1,13 @@
-//! sega-uploader under the soak: its config, starting it (and waiting for "ready:"),
-//! signals, reaping it, a sampler thread that reads VmHWM and VmRSS from /proc every second
-//! (and once more before every signal and reaping), and `status --json` for the pending
-//! count.
+//! sega-uploader under the engine: its config (with seeded secrets, and narrowed on demand),
+//! starting it (and waiting for "ready:"), signals, reaping it, a sampler thread that reads
+//! VmHWM and VmRSS from /proc every second, and its commands (`status --json`, `show`),
+//! whose output is kept for the secrets check.
 //!
 //! The daemon is our child: it is only ever signalled by its pid, and `Drop` kills and reaps
-//! it (continuing it first, in case it is stopped). If the soak itself is killed, the kernel
-//! kills the daemon (PR_SET_PDEATHSIG): an orphan would run on, stopped or not. That signal
-//! follows the *thread* that forked, so every daemon is spawned by one `launcher` thread
-//! that lives as long as the `Daemon`, not by whichever injector thread restarts it.
+//! it (continuing it first, in case it is stopped). If the engine's process is killed, the
+//! kernel kills the daemon (PR_SET_PDEATHSIG): an orphan would run on, stopped or not. That
+//! signal follows the *thread* that forked, so every daemon is spawned by one `launcher`
+//! thread that lives as long as the `Daemon`, not by whichever injector restarts it.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -16,60 +16,112 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// The config keys the soak sets: short settle, scans and retries, so faults play out in
-/// seconds; everything else is the daemon's default.
-pub fn write_config(
-    path: &Path,
-    root: &Path,
-    db: &Path,
-    url: &str,
-    workers: usize,
-    log: &Path,
-) -> io::Result<()> {
-    let cfg = json!({
-        "watch": {
-            "root": root,
-            "folders": crate::tree::FOLDERS,
-            "settle_secs": 1,
-            "scan_interval_secs": 10,
-        },
-        "upload": {
-            "url": url,
-            "workers": workers,
-            "timeout_secs": 5,
-            "retry": { "initial_secs": 1, "max_secs": 10 },
-        },
-        "database": { "path": db, "scope": "sega-soak" },
-        "log": { "level": "info", "file": log },
-        "shutdown_grace_secs": 5,
-    });
-    fs::write(path, format!("{cfg:#}\n"))
+use super::clock::ModelClock;
+use super::tree::FOLDERS;
+
+/// Secrets every config carries (DESIGN §6): the upload URL's password, a header value, the
+/// webhook URL's token and, on PostgreSQL, the database password. None may appear in any
+/// log line or command output.
+pub const SECRETS: [&str; 4] = [
+    "soak-url-pw-4f1c2a",
+    "soak-hdr-val-8d03be",
+    "soak-hook-tok-62a9d7",
+    "soak-db-pw-1e77c5",
+];
+
+pub const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+/// The daemon's settle time and lookback, as configured.
+pub const SETTLE_SECS: f64 = 1.0;
+pub const LOOKBACK_DAYS: i64 = 1;
+pub const SCAN_SECS: f64 = 10.0;
+/// `upload.timeout_secs`.
+pub const TIMEOUT_SECS: u64 = 5;
+
+/// What a config names: everything but what a narrowing removes.
+pub struct ConfigSpec {
+    pub root: PathBuf,
+    pub db: PathBuf,
+    /// A PostgreSQL conninfo (without the password), when the ledger is PostgreSQL.
+    pub pg: Option<String>,
+    pub url: String,
+    pub workers: usize,
+    pub log: PathBuf,
+    pub scope: String,
+}
+
+impl ConfigSpec {
+    /// Writes the config, without folder or extension `removed` if given (written aside and
+    /// renamed: the daemon never reads half a file). Short settle, scans and retries, so
+    /// faults play out in seconds; an alert webhook on a port where nothing listens.
+    pub fn write(&self, path: &Path, removed: Option<&str>) -> io::Result<()> {
+        let keep = |x: &&str| Some(*x) != removed;
+        let folders: Vec<&str> = FOLDERS.into_iter().filter(keep).collect();
+        let extensions: Vec<&str> = EXTENSIONS.into_iter().filter(keep).collect();
+        let url = self
+            .url
+            .replacen("http://", &format!("http://soak:{}@", SECRETS[0]), 1);
+        let mut cfg = json!({
+            "watch": {
+                "root": self.root,
+                "folders": folders,
+                "extensions": extensions,
+                "settle_secs": SETTLE_SECS as u64,
+                "scan_interval_secs": SCAN_SECS as u64,
+                "lookback_days": LOOKBACK_DAYS,
+            },
+            "upload": {
+                "url": url,
+                "headers": { "X-Api-Key": SECRETS[1] },
+                "workers": self.workers,
+                "connect_timeout_secs": 2,
+                "timeout_secs": TIMEOUT_SECS,
+                "retry": { "initial_secs": 1, "max_secs": 10 },
+            },
+            "database": { "path": self.db, "scope": self.scope },
+            "log": { "level": "info", "file": self.log },
+            "alerts": {
+                "webhook_url": format!("http://127.0.0.1:9/hook/{}", SECRETS[2]),
+                "after_secs": 20,
+            },
+            "shutdown_grace_secs": 5,
+        });
+        if let Some(pg) = &self.pg {
+            // The cluster trusts local users: the password is never checked, only never shown.
+            cfg["database"]["url"] = json!(format!("{pg} password={}", SECRETS[3]));
+        }
+        let tmp = path.with_extension("new");
+        fs::write(&tmp, format!("{cfg:#}\n"))?;
+        fs::rename(&tmp, path)
+    }
 }
 
 /// The running daemon's pid, for the panic hook.
 static RUNNING: AtomicI32 = AtomicI32::new(0);
 
-/// Makes a panic anywhere in the soak kill the daemon too: the `Daemon` that would do it on
-/// drop may be held by a thread that never unwinds, and an orphaned daemon would run on.
+/// Makes a panic anywhere in the engine kill the daemon too: the `Daemon` that would do it
+/// on drop may be held by a thread that never unwinds, and an orphaned daemon would run on.
 pub fn kill_on_panic() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        previous(info);
-        let pid = RUNNING.load(Ordering::Relaxed);
-        if pid > 0 {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our child.
-            unsafe {
-                libc::kill(pid, libc::SIGCONT);
-                libc::kill(pid, libc::SIGKILL);
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let pid = RUNNING.load(Ordering::Relaxed);
+            if pid > 0 {
+                // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+                unsafe {
+                    libc::kill(pid, libc::SIGCONT);
+                    libc::kill(pid, libc::SIGKILL);
+                }
             }
-        }
-    }));
+        }));
+    });
 }
 
 /// Memory figures shared with the sampler thread.
@@ -86,9 +138,8 @@ pub struct Mem {
 }
 
 impl Mem {
-    /// Reads the running daemon's VmHWM and VmRSS. Only /proc counts: wait4's ru_maxrss
-    /// is no measure of the daemon, as it includes the RSS of the forked copy of the soak
-    /// before exec (hundreds of MiB late in a long run, from the ledger).
+    /// Reads the running daemon's VmHWM and VmRSS from /proc (wait4's ru_maxrss would count
+    /// the forked copy of the engine before exec).
     fn sample(&self) {
         let pid = self.pid.load(Ordering::Relaxed);
         if pid <= 0 {
@@ -157,7 +208,7 @@ fn launcher() -> Sender<Spawn> {
 #[derive(Clone)]
 pub struct Life {
     pub pid: i32,
-    /// Started and ended, seconds into the run.
+    /// Started and ended, seconds into the episode.
     pub from: f64,
     pub to: f64,
     /// "exit 0", "signal 9".
@@ -168,34 +219,44 @@ pub struct Life {
 
 pub struct Daemon {
     launcher: Sender<Spawn>,
-    /// The run's start, for `Life` times.
-    run_started: Instant,
+    started: Instant,
     /// When the running process was started.
     since: Instant,
     /// Every reaped process.
     pub lives: Vec<Life>,
     bin: PathBuf,
     config: PathBuf,
-    stderr: PathBuf,
+    pub stderr: PathBuf,
+    clock: Arc<ModelClock>,
     pid: i32,
     pub mem: Arc<Mem>,
     /// Processes started.
     pub starts: u32,
+    /// What the daemon's commands printed, for the secrets check.
+    pub captured: Arc<Mutex<Vec<String>>>,
 }
 
 impl Daemon {
-    pub fn new(bin: &Path, config: &Path, stderr: &Path, run_started: Instant) -> Daemon {
+    pub fn new(
+        bin: &Path,
+        config: &Path,
+        stderr: &Path,
+        clock: Arc<ModelClock>,
+        started: Instant,
+    ) -> Daemon {
         Daemon {
             launcher: launcher(),
-            run_started,
-            since: run_started,
+            started,
+            since: started,
             lives: Vec::new(),
             bin: bin.to_path_buf(),
             config: config.to_path_buf(),
             stderr: stderr.to_path_buf(),
+            clock,
             pid: 0,
             mem: Arc::new(Mem::default()),
             starts: 0,
+            captured: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -212,32 +273,40 @@ impl Daemon {
                 l.from,
                 l.to,
                 l.end,
-                crate::mib(l.peak_kib)
+                super::report::mib(l.peak_kib)
             )
         })
     }
 
-    /// Starts `run` and waits (60 s at most) for its "ready:" line.
-    pub fn start(&mut self) -> io::Result<()> {
-        assert_eq!(self.pid, 0, "one daemon at a time");
-        let offset = fs::metadata(&self.stderr).map_or(0, |m| m.len());
-        let err = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stderr)?;
+    fn base_command(&self) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("-c")
             .arg(&self.config)
-            .arg("run")
             .env("TZ", "UTC")
+            .env("SEGA_TEST_CLOCK_STEP", self.clock.step_file().as_os_str())
             .env_remove("SEGA_LOG")
             .env_remove("SEGA_CONFIG")
             .env_remove("SEGA_TEST_NOW")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err);
+            .stdin(Stdio::null());
+        // Commands see the daemon's clock too: their "today" is the daemon's.
+        if let Some(now) = self.clock.test_now() {
+            cmd.env("SEGA_TEST_NOW", now);
+        }
+        cmd
+    }
+
+    /// Starts `run` and waits (60 s at most) for its "ready:" line.
+    pub fn start(&mut self) -> io::Result<()> {
+        assert_eq!(self.pid, 0, "one daemon at a time");
+        let offset = log_len(&self.stderr);
+        let err = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr)?;
+        let mut cmd = self.base_command();
+        cmd.arg("run").stdout(Stdio::null()).stderr(err);
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated.
         unsafe {
@@ -245,7 +314,7 @@ impl Daemon {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(io::Error::last_os_error());
                 }
-                // The soak died between fork and prctl: no signal will come, so go now.
+                // The engine died between fork and prctl: no signal will come, so go now.
                 if libc::getppid() != parent {
                     libc::_exit(1);
                 }
@@ -267,12 +336,8 @@ impl Daemon {
         self.mem.pid.store(self.pid, Ordering::Relaxed);
         RUNNING.store(self.pid, Ordering::Relaxed);
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut log = fs::File::open(&self.stderr)?;
-        log.seek(SeekFrom::Start(offset))?;
-        let mut seen = Vec::new();
         loop {
-            log.read_to_end(&mut seen)?;
-            if String::from_utf8_lossy(&seen).contains("ready:") {
+            if log_since(&self.stderr, offset).contains("ready:") {
                 return Ok(());
             }
             if let Some(how) = self.exited() {
@@ -312,7 +377,7 @@ impl Daemon {
             // SAFETY: waitpid has no memory-safety preconditions; the pid is our child.
             let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
             if r == self.pid {
-                let at = |t: Instant| t.duration_since(self.run_started).as_secs_f64();
+                let at = |t: Instant| t.duration_since(self.started).as_secs_f64();
                 self.lives.push(Life {
                     pid: self.pid,
                     from: at(self.since),
@@ -355,18 +420,22 @@ impl Daemon {
         }
     }
 
+    /// Runs a command of the daemon's (`status --json`…) with the daemon's config and clock;
+    /// its stdout. What it printed is kept for the secrets check.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        let mut cmd = self.base_command();
+        let out = cmd.args(args).output().ok()?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        c.push(stdout.clone());
+        c.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        Some(stdout)
+    }
+
     /// `status --json`: (pending, uploading) rows, if it answered.
     pub fn pending(&self) -> Option<(u64, u64)> {
-        let out = Command::new(&self.bin)
-            .arg("-c")
-            .arg(&self.config)
-            .args(["status", "--json"])
-            .env("TZ", "UTC")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let out = self.command(&["status", "--json"])?;
+        let v: Value = serde_json::from_str(&out).ok()?;
         let n = |k: &str| v["totals"][k].as_u64();
         Some((n("pending")?, n("uploading")?))
     }
@@ -378,4 +447,44 @@ impl Drop for Daemon {
             self.kill();
         }
     }
+}
+
+/// The size of a log file (0 if missing): an offset to read new lines from.
+pub fn log_len(path: &Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// What a log file gained after `offset`.
+pub fn log_since(path: &Path, offset: u64) -> String {
+    let mut seen = Vec::new();
+    if let Ok(mut f) = fs::File::open(path) {
+        if f.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = f.read_to_end(&mut seen);
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// Waits until a log gains, after `offset`, a line holding one of `needles`; false after
+/// `timeout`.
+pub fn wait_log(path: &Path, offset: u64, needles: &[&str], timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        let text = log_since(path, offset);
+        if needles.iter().any(|n| text.contains(n)) {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The last `n` lines of a file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
