@@ -4,10 +4,11 @@
 //! whose output is kept for the secrets check.
 //!
 //! The daemon is our child: it is only ever signalled by its pid, and `Drop` kills and reaps
-//! it (continuing it first, in case it is stopped). If the engine's process is killed, the
-//! kernel kills the daemon (PR_SET_PDEATHSIG): an orphan would run on, stopped or not. That
-//! signal follows the *thread* that forked, so every daemon is spawned by one `launcher`
-//! thread that lives as long as the `Daemon`, not by whichever injector restarts it.
+//! it (continuing it first, in case it is stopped). If the engine's process ends (killed, or
+//! a panic), the kernel kills the daemon (PR_SET_PDEATHSIG): an orphan would run on, stopped
+//! or not. That signal follows the *thread* that forked, so every daemon is spawned by one
+//! `launcher` thread that lives as long as the `Daemon`, not by whichever injector restarts
+//! it.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -99,29 +100,6 @@ impl ConfigSpec {
         fs::write(&tmp, format!("{cfg:#}\n"))?;
         fs::rename(&tmp, path)
     }
-}
-
-/// The running daemon's pid, for the panic hook.
-static RUNNING: AtomicI32 = AtomicI32::new(0);
-
-/// Makes a panic anywhere in the engine kill the daemon too: the `Daemon` that would do it
-/// on drop may be held by a thread that never unwinds, and an orphaned daemon would run on.
-pub fn kill_on_panic() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            previous(info);
-            let pid = RUNNING.load(Ordering::Relaxed);
-            if pid > 0 {
-                // SAFETY: kill has no memory-safety preconditions; the pid is our child.
-                unsafe {
-                    libc::kill(pid, libc::SIGCONT);
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        }));
-    });
 }
 
 /// Memory figures shared with the sampler thread.
@@ -334,7 +312,6 @@ impl Daemon {
         self.since = Instant::now();
         self.mem.hwm_kib.store(0, Ordering::Relaxed);
         self.mem.pid.store(self.pid, Ordering::Relaxed);
-        RUNNING.store(self.pid, Ordering::Relaxed);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if log_since(&self.stderr, offset).contains("ready:") {
@@ -386,7 +363,6 @@ impl Daemon {
                     peak_kib: self.mem.hwm_kib.load(Ordering::Relaxed),
                 });
                 self.mem.pid.store(0, Ordering::Relaxed);
-                RUNNING.store(0, Ordering::Relaxed);
                 self.pid = 0;
                 return Some(describe(status));
             }

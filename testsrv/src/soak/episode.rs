@@ -108,6 +108,21 @@ fn make_db(backend: Backend, state: &std::path::Path) -> Result<(Db, Option<Stri
     }
 }
 
+/// Stops the injectors and the writer when the episode ends, however it ends: a panic in
+/// the engine (a test's failed assertion) must not leave them hitting a daemon. Once they
+/// are gone, the last handle on the `Daemon` kills it.
+struct Halt {
+    ctx: Arc<Ctx>,
+    writer: Arc<AtomicBool>,
+}
+
+impl Drop for Halt {
+    fn drop(&mut self) {
+        self.ctx.stop.store(true, Ordering::Relaxed);
+        self.writer.store(true, Ordering::Relaxed);
+    }
+}
+
 struct Threads {
     writer: JoinHandle<std::io::Result<()>>,
     injectors: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
@@ -216,6 +231,10 @@ pub fn run(
     });
     let stream = |k: u64| Rng::stream(opts.seed, plan.n as u64 * 16 + k);
     let stop_writer = Arc::new(AtomicBool::new(false));
+    let halt = Halt {
+        ctx: ctx.clone(),
+        writer: stop_writer.clone(),
+    };
     let threads = Threads {
         writer: tree::spawn_writer(tree.clone(), opts.pace.rate, stream(1), stop_writer.clone()),
         injectors: vec![
@@ -352,6 +371,7 @@ pub fn run(
         Db::Postgres { pg, db } => Some((pg.clone(), db.clone())),
         Db::Sqlite(_) => None,
     };
+    drop(halt);
     drop(ctx);
     // Our last handle on the endpoint: dropping it stops the server, which ends the
     // collector's channel once every settled request is in the ledger.

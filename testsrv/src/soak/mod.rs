@@ -262,7 +262,6 @@ fn plans(opts: &Options, rng: &mut Rng) -> Vec<Plan> {
 /// line. An error is a run that could not go on (a daemon that would not start); failed
 /// checks are in the `Outcome`.
 pub fn run(opts: &Options) -> Result<Outcome, String> {
-    daemon::kill_on_panic();
     let started = Instant::now();
     let work = make_work(opts.work.as_deref(), opts.label)?;
     if opts.postgres && crate::pg::server_bin().is_none() {

@@ -42,8 +42,9 @@ use super::span::Spans;
 /// A calm stretch begins this long after the last disruptive fault ended: past the largest
 /// backoff (`max_secs` 10, lengthened by jitter) and a rescan (10 s).
 const CALM_LEAD: f64 = 30.0;
-/// And lasts at least `settle_secs` + this for a short-lived version to be owed.
-const CALM_MIN: f64 = 15.0;
+/// And lasts at least `settle_secs` + this for a short-lived version to be owed: two
+/// rescans (10 s each; a hard-linked file may wait for one) and the upload.
+const CALM_MIN: f64 = 25.0;
 /// A later version's arrival must precede the stretch's end by this much.
 const PROGRESS_MARGIN: f64 = 5.0;
 /// After a reload is confirmed, the daemon's threads pick it up within this much time in

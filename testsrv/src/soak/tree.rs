@@ -90,6 +90,10 @@ fn set_atime(path: &Path, secs: i64) -> io::Result<()> {
     Ok(())
 }
 
+/// A date folder swapped for a symlink: (folder, date, a file rewritten in the moved real
+/// folder).
+pub type Swapped = (&'static str, String, Option<String>);
+
 /// Where things are out of the tree, and what is being written.
 #[derive(Default)]
 struct State {
@@ -305,27 +309,69 @@ impl Tree {
             return Ok(false);
         }
         if rewrite {
-            let size = pick_size(rng, self.big_files);
-            let bytes = image(rng, name.ends_with(".png"), size);
-            self.ledger.register(
-                name,
-                folder,
-                &date,
-                path.clone(),
-                sha256(&bytes),
-                bytes.len() as u64,
-                How::RewriteAway,
-            );
-            let mut f = File::create(&away)?;
-            f.write_all(&bytes)?;
-            let m = f.metadata()?;
-            drop(f);
-            self.ledger.complete(name, mtime_ns(&m));
+            self.rewrite_aside(name, folder, &date, &path, &away, rng)?;
         }
         fs::rename(&away, &path)?;
         self.ledger.away(name, false);
         st.vanished.remove(name);
         Ok(true)
+    }
+
+    /// A new version of `name` (whose place in the tree is `path`) written where the file
+    /// is now, out of the tree (`actual`): it becomes current when it is back.
+    fn rewrite_aside(
+        &self,
+        name: &str,
+        folder: &'static str,
+        date: &str,
+        path: &Path,
+        actual: &Path,
+        rng: &mut Rng,
+    ) -> io::Result<()> {
+        let size = pick_size(rng, self.big_files);
+        let bytes = image(rng, name.ends_with(".png"), size);
+        self.ledger.register(
+            name,
+            folder,
+            date,
+            path.to_path_buf(),
+            sha256(&bytes),
+            bytes.len() as u64,
+            How::RewriteAway,
+        );
+        let mut f = File::create(actual)?;
+        f.write_all(&bytes)?;
+        let m = f.metadata()?;
+        drop(f);
+        self.ledger.complete(name, mtime_ns(&m));
+        Ok(())
+    }
+
+    /// A file of the moved-away directory `away` (the real `folder/date`), complete and
+    /// neither being written nor vanished, rewritten there: a camera still writing to the
+    /// share, whose events the daemon's watch (which follows the moved directory) reports
+    /// under the old path. Its name.
+    fn rewrite_moved(
+        &self,
+        st: &State,
+        folder: &'static str,
+        date: &str,
+        away: &Path,
+        names: &[String],
+        rng: &mut Rng,
+    ) -> io::Result<Option<String>> {
+        let usable: Vec<&String> = names
+            .iter()
+            .filter(|n| !st.slow.contains(*n) && !st.vanished.contains_key(*n))
+            .filter(|n| away.join(n).is_file())
+            .collect();
+        if usable.is_empty() {
+            return Ok(None);
+        }
+        let name = (*rng.pick(&usable)).clone();
+        let path = self.root.join(folder).join(date).join(&name);
+        self.rewrite_aside(&name, folder, date, &path, &away.join(&name), rng)?;
+        Ok(Some(name))
     }
 
     pub fn vanished(&self) -> Vec<String> {
@@ -433,19 +479,28 @@ impl Tree {
     }
 
     /// "Unmounts" a folder: its directory goes to holding, an empty one takes its place.
-    pub fn unmount(&self, folder: &'static str) -> io::Result<()> {
+    /// A file of today's date folder is rewritten in the moved directory meanwhile (see
+    /// `rewrite_moved`); its name.
+    pub fn unmount(&self, folder: &'static str, rng: &mut Rng) -> io::Result<Option<String>> {
         let mut st = self.state();
         if st.unmounted.contains_key(folder) {
-            return Ok(());
+            return Ok(None);
         }
         let dir = self.root.join(folder);
         let away = self.holding.join(format!("mnt-{folder}"));
         fs::rename(&dir, &away)?;
         fs::create_dir(&dir)?;
-        st.unmounted.insert(folder, away);
+        st.unmounted.insert(folder, away.clone());
         self.ledger
             .world(|w, t| w.unmounted.entry(folder).or_default().begin(t));
-        Ok(())
+        let date = date_name(self.clock.day(0));
+        let names: Vec<String> = st
+            .recent
+            .iter()
+            .filter(|r| r.1 == folder && r.2 == date)
+            .map(|r| r.0.clone())
+            .collect();
+        self.rewrite_moved(&st, folder, &date, &away.join(&date), &names, rng)
     }
 
     /// Puts an unmounted folder back (the empty stand-in removed first).
@@ -467,8 +522,10 @@ impl Tree {
     /// tree holding sentinels: files named like some that were in the real folder, and two
     /// of new names, each with content of its own and an atime older than its mtime. One
     /// more sentinel is written there once the link is in place (an event a watch that
-    /// followed the link would see). The (folder, date) swapped, if any.
-    pub fn swap(&self, n: u64, rng: &mut Rng) -> io::Result<Option<(&'static str, String)>> {
+    /// followed the link would see), and one of the real files that has a sentinel twin is
+    /// rewritten in the moved real folder (an event reported under the linked path). The
+    /// (folder, date) swapped and the file rewritten, if any.
+    pub fn swap(&self, n: u64, rng: &mut Rng) -> io::Result<Option<Swapped>> {
         let mut st = self.state();
         let date = date_name(self.clock.day(0));
         let candidates: Vec<&'static str> = FOLDERS
@@ -498,7 +555,7 @@ impl Tree {
         let away = self.holding.join(format!("swap-{n}"));
         fs::rename(&real, &away)?;
         std::os::unix::fs::symlink(&dir, &real)?;
-        st.swapped.insert((folder, date.clone()), away);
+        st.swapped.insert((folder, date.clone()), away.clone());
         self.ledger.world(|w, t| {
             w.swapped
                 .entry((folder, date.clone()))
@@ -506,7 +563,9 @@ impl Tree {
                 .begin(t)
         });
         self.plant(&dir, &format!("sentinel-{n}-late.jpg"), rng)?;
-        Ok(Some((folder, date)))
+        let real_names = &names[..names.len() - 2];
+        let moved = self.rewrite_moved(&st, folder, &date, &away, real_names, rng)?;
+        Ok(Some((folder, date, moved)))
     }
 
     fn plant(&self, dir: &Path, name: &str, rng: &mut Rng) -> io::Result<()> {

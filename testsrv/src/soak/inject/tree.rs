@@ -151,12 +151,15 @@ impl TreeFaults {
         let (lo, hi) = self.ctx.pace.unmount_len;
         let len = self.rng.secs(lo, hi);
         self.ctx.ledger.disruption(true);
-        self.ctx.tree.unmount(folder)?;
+        let moved = self.ctx.tree.unmount(folder, &mut self.rng)?;
         self.ctx.tally.fault(
             "unmount",
             &format!(
-                "{folder} renamed away, an empty directory in its place for {:.1}s",
-                len.as_secs_f64()
+                "{folder} renamed away, an empty directory in its place for {:.1}s{}",
+                len.as_secs_f64(),
+                moved.map_or(String::new(), |m| format!(
+                    "; {m} rewritten in the moved folder"
+                ))
             ),
         );
         self.ctx.nap(len);
@@ -172,16 +175,19 @@ impl TreeFaults {
         let len = self.rng.secs(lo, hi);
         self.ctx.ledger.disruption(true);
         let r = self.ctx.tree.swap(self.swaps, &mut self.rng);
-        let Some((folder, date)) = r? else {
+        let Some((folder, date, moved)) = r? else {
             self.ctx.ledger.disruption(false);
             return Ok(());
         };
         self.ctx.tally.fault(
             "symlink swap",
             &format!(
-                "{folder}/{date} is a symlink to outside/sentinels-{} for {:.1}s",
+                "{folder}/{date} is a symlink to outside/sentinels-{} for {:.1}s{}",
                 self.swaps,
-                len.as_secs_f64()
+                len.as_secs_f64(),
+                moved.map_or(String::new(), |m| format!(
+                    "; {m} (a sentinel's twin) rewritten in the moved real folder"
+                ))
             ),
         );
         self.ctx.nap(len);
