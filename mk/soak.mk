@@ -1,6 +1,6 @@
 # make soak: the model engine (sega_testsrv::soak, the same one tests/model.rs runs for a
 # minute in `make test`) for a long time: sega-uploader against every fault kind mixed at
-# random while files keep arriving, in episodes of 10 minutes (every other one on a
+# random while files keep arriving, in episodes of up to 10 minutes (every other one on a
 # throwaway PostgreSQL cluster when its server binaries are installed); each episode ends
 # with the oracle's checks (lost, wrong or several Idempotency-Keys, files opened outside
 # the tree, secrets printed, uploads of a removed folder, prunes by a stepped clock) and the

@@ -14,10 +14,11 @@ use sega_testsrv::rng;
 use sega_testsrv::soak::{self, Faults, Options, Pace, FAULTS_SYNTAX};
 
 const USAGE: &str = "\
-usage: sega-soak --daemon PATH [--minutes 60 | --seconds N] [--episode-minutes 10]
+usage: sega-soak --daemon PATH [--minutes 60 | --seconds N] [--episode-minutes N]
                  [--seed N] [--faults LIST] [--postgres] [--rate FILES_PER_SEC (20)]
                  [--workers N (4)] [--pace soak|test] [--work DIR] [--keep]
 
+  --episode-minutes N  the longest episode [half the run, from 1 to 10 minutes]
   --faults LIST   default | all | none | KIND,... | +KIND,-KIND,...   [default: all but wal]
   --postgres      every other episode on a throwaway PostgreSQL cluster
   --pace test     the model test's pace (few small files, faults close together)
@@ -33,7 +34,7 @@ fn parse_args() -> Result<Option<Options>, lexopt::Error> {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(rng::clock_seed),
         duration: Duration::from_secs(3600),
-        episode: Duration::from_secs(600),
+        episode: Duration::ZERO,
         pace: Pace::soak(),
         workers: 4,
         faults: Faults::default_set(),
@@ -89,6 +90,10 @@ fn parse_args() -> Result<Option<Options>, lexopt::Error> {
     }
     if o.daemon.as_os_str().is_empty() {
         return Err("--daemon PATH is required".into());
+    }
+    if o.episode.is_zero() {
+        // Two episodes at least (the second on PostgreSQL with --postgres), 10 min at most.
+        o.episode = (o.duration / 2).clamp(Duration::from_secs(60), Duration::from_secs(600));
     }
     Ok(Some(o))
 }

@@ -24,7 +24,8 @@ use super::ledger::{self, Ledger};
 use super::oracle::{self, Verdict};
 use super::report::{self, mib};
 use super::tally::{Counts, Tally};
-use super::tree::{self, Tree};
+use super::tree::Tree;
+use super::writer;
 use super::Options;
 use crate::pg;
 use crate::rng::Rng;
@@ -236,7 +237,7 @@ pub fn run(
         writer: stop_writer.clone(),
     };
     let threads = Threads {
-        writer: tree::spawn_writer(tree.clone(), opts.pace.rate, stream(1), stop_writer.clone()),
+        writer: writer::spawn(tree.clone(), opts.pace.rate, stream(1), stop_writer.clone()),
         injectors: vec![
             ("endpoint", inject::spawn_endpoint(ctx.clone(), stream(2))),
             ("process", inject::spawn_process(ctx.clone(), stream(3))),

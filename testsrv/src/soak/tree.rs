@@ -1,17 +1,15 @@
-//! The image tree the daemon watches, everything that changes it, and the `writer` thread.
+//! The image tree the daemon watches, and everything that changes it.
 //!
-//! The writer writes files at a steady rate in every way a camera or a copy tool does (one
-//! write, several slow writes, written aside and renamed in) to `<root>/Sega_N/<date>/`, the
-//! date by the model clock (5 % to tomorrow's folder). The fault injectors change the tree
-//! through the same `Tree`: a burst while the daemon is stopped, a file moved away and back,
+//! The `writer` (writer.rs) adds files to `<root>/Sega_N/<date>/`, the date by the model
+//! clock (5 % to tomorrow's folder). The fault injectors change the tree through the same
+//! `Tree`: a burst while the daemon is stopped, a file moved away and back,
 //! rewritten, hard-linked in, a folder "unmounted", a date folder swapped for a symlink to
 //! sentinel files outside the tree. One mutex (`State`) orders them, so the writer never
 //! writes into an unmounted folder or through a symlink, and every change is in the ledger
 //! before the daemon can see it.
 //!
 //! Work files live beside the root, on the same filesystem: `incoming/` (written aside, then
-//! renamed or linked in), `holding/` (what is out of the tree), `outside/` (sentinels). A
-//! space-keeper deletes files whose last version arrived 10 minutes ago.
+//! renamed or linked in), `holding/` (what is out of the tree), `outside/` (sentinels).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
@@ -20,10 +18,8 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
 
 use super::clock::{date_name, ModelClock};
 use super::ledger::{sha256, How, Ledger};
@@ -31,22 +27,18 @@ use crate::images;
 use crate::rng::Rng;
 
 pub const FOLDERS: [&str; 3] = ["Sega_1", "Sega_2", "Sega_3"];
-/// Slow writers run on their own threads; beyond this many at once a file is written directly.
-const MAX_SLOW: usize = 8;
-/// A file whose last version arrived this long ago is deleted (disk space on long runs).
-const PRUNE_AFTER_SECS: f64 = 600.0;
 /// The atime sentinels are given: older than their mtime, so any read moves it (relatime).
 pub const SENTINEL_ATIME: i64 = 1;
 /// How many recent names the injectors choose from.
 const RECENT: usize = 4000;
 
-fn mtime_ns(m: &fs::Metadata) -> i128 {
+pub(super) fn mtime_ns(m: &fs::Metadata) -> i128 {
     i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
 }
 
 /// Mostly small images, some large: 70 % 1–16 KiB, 25 % to 128 KiB, 4.5 % to 1 MiB,
 /// 0.5 % to 4 MiB. Without `big`, 1–32 KiB (the model test on a shared machine).
-fn pick_size(rng: &mut Rng, big: bool) -> usize {
+pub(super) fn pick_size(rng: &mut Rng, big: bool) -> usize {
     const K: u64 = 1024;
     if !big {
         return rng.range(K, 32 * K) as usize;
@@ -60,7 +52,7 @@ fn pick_size(rng: &mut Rng, big: bool) -> usize {
     rng.range(lo, hi) as usize
 }
 
-fn image(rng: &mut Rng, png: bool, size: usize) -> Vec<u8> {
+pub(super) fn image(rng: &mut Rng, png: bool, size: usize) -> Vec<u8> {
     let seed = rng.next_u64();
     if png {
         images::png_of_size(size, seed)
@@ -96,7 +88,7 @@ pub type Swapped = (&'static str, String, Option<String>);
 
 /// Where things are out of the tree, and what is being written.
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     made: HashSet<PathBuf>,
     /// Folder → where its real directory waits.
     unmounted: HashMap<&'static str, PathBuf>,
@@ -105,12 +97,17 @@ struct State {
     /// Name → (where it waits, its path in the tree).
     vanished: HashMap<String, (PathBuf, PathBuf)>,
     /// Names being written slowly: not to be moved or rewritten yet.
-    slow: HashSet<String>,
+    pub(super) slow: HashSet<String>,
     /// Recently written names, with folder, date and path, for the injectors to pick from.
     recent: VecDeque<(String, &'static str, String, PathBuf)>,
 }
 
 impl State {
+    /// Whether the whole tree is in place (no folder unmounted, no date folder swapped).
+    pub(super) fn whole(&self) -> bool {
+        self.unmounted.is_empty() && self.swapped.is_empty()
+    }
+
     /// Whether a path of this folder and date is in the tree and writable now.
     fn reachable(&self, folder: &'static str, date: &str) -> bool {
         !self.unmounted.contains_key(folder) && !self.swapped.contains_key(&(folder, date.into()))
@@ -119,12 +116,12 @@ impl State {
 
 pub struct Tree {
     pub root: PathBuf,
-    incoming: PathBuf,
+    pub(super) incoming: PathBuf,
     holding: PathBuf,
     outside: PathBuf,
     pub ledger: Arc<Ledger>,
     pub clock: Arc<ModelClock>,
-    big_files: bool,
+    pub(super) big_files: bool,
     seq: AtomicU64,
     state: Mutex<State>,
     /// Every sentinel file planted, for the atime check.
@@ -164,12 +161,12 @@ impl Tree {
         Ok(tree)
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The date folder, made if needed (a new folder is an event too).
-    fn date_dir(&self, st: &mut State, folder: &str, date: &str) -> io::Result<PathBuf> {
+    pub(super) fn date_dir(&self, st: &mut State, folder: &str, date: &str) -> io::Result<PathBuf> {
         let dir = self.root.join(folder).join(date);
         if !st.made.contains(&dir) {
             fs::create_dir_all(&dir)?;
@@ -180,7 +177,7 @@ impl Tree {
 
     /// A new unique name: mostly `s0000042.jpg`, some with a space or Korean letters (sent
     /// percent-encoded), upper-case or `.jpeg` extensions.
-    fn name(&self, rng: &mut Rng, png: bool) -> String {
+    pub(super) fn name(&self, rng: &mut Rng, png: bool) -> String {
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let prefix = ["s", "cam 2_", "카메라-"][rng.weighted(&[95, 3, 2])];
         let ext = if png {
@@ -193,14 +190,21 @@ impl Tree {
 
     /// A folder and date the writer may use now: today's (5 % tomorrow's) in a folder that is
     /// mounted, whose date folder is not swapped.
-    fn place(&self, st: &State, rng: &mut Rng) -> Option<(&'static str, String)> {
+    pub(super) fn place(&self, st: &State, rng: &mut Rng) -> Option<(&'static str, String)> {
         let days = if rng.chance(0.05) { 1 } else { 0 };
         let date = date_name(self.clock.day(days));
         let folder = FOLDERS[rng.range(0, 2) as usize];
         st.reachable(folder, &date).then_some((folder, date))
     }
 
-    fn remember(&self, st: &mut State, name: &str, folder: &'static str, date: &str, path: &Path) {
+    pub(super) fn remember(
+        &self,
+        st: &mut State,
+        name: &str,
+        folder: &'static str,
+        date: &str,
+        path: &Path,
+    ) {
         if st.recent.len() >= RECENT {
             st.recent.pop_front();
         }
@@ -210,7 +214,7 @@ impl Tree {
 
     /// Writes `bytes` at `path` in one go, registered first and completed after.
     #[allow(clippy::too_many_arguments)]
-    fn put(
+    pub(super) fn put(
         &self,
         st: &mut State,
         name: &str,
@@ -645,169 +649,4 @@ impl Tree {
         }
         Ok(done)
     }
-}
-
-struct Writer {
-    tree: Arc<Tree>,
-    rng: Rng,
-    slow: Vec<JoinHandle<io::Result<()>>>,
-    slow_active: Arc<AtomicUsize>,
-}
-
-/// Writes `rate` files a second until `stop`; then finishes its slow writes and returns.
-pub fn spawn_writer(
-    tree: Arc<Tree>,
-    rate: f64,
-    rng: Rng,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<io::Result<()>> {
-    thread::Builder::new()
-        .name("writer".into())
-        .spawn(move || {
-            let mut w = Writer {
-                tree,
-                rng,
-                slow: Vec::new(),
-                slow_active: Arc::new(AtomicUsize::new(0)),
-            };
-            let result = w.run(rate, &stop);
-            for h in w.slow.drain(..) {
-                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-            }
-            result
-        })
-        .expect("spawning the writer thread")
-}
-
-impl Writer {
-    fn run(&mut self, rate: f64, stop: &AtomicBool) -> io::Result<()> {
-        let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
-        let mut next = Instant::now();
-        let mut last_prune = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            if now >= next {
-                self.write_one()?;
-                next += period;
-                // Behind by more than a second (a slow disk, a big file): no rush to catch up.
-                if next + Duration::from_secs(1) < now {
-                    next = now;
-                }
-            }
-            if last_prune.elapsed() >= Duration::from_secs(30) {
-                last_prune = Instant::now();
-                self.keep_space();
-            }
-            self.reap_slow()?;
-            let until = next.min(now + Duration::from_millis(50));
-            thread::sleep(until.saturating_duration_since(Instant::now()));
-        }
-        Ok(())
-    }
-
-    /// Deletes files whose last version arrived long ago (only where the tree is whole).
-    fn keep_space(&self) {
-        let st = self.tree.state();
-        if !st.unmounted.is_empty() || !st.swapped.is_empty() {
-            return;
-        }
-        for p in self.tree.ledger.take_prunable(PRUNE_AFTER_SECS) {
-            let _ = fs::remove_file(p);
-        }
-    }
-
-    fn reap_slow(&mut self) -> io::Result<()> {
-        let mut i = 0;
-        while i < self.slow.len() {
-            if self.slow[i].is_finished() {
-                let h = self.slow.swap_remove(i);
-                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-            } else {
-                i += 1;
-            }
-        }
-        Ok(())
-    }
-
-    fn write_one(&mut self) -> io::Result<()> {
-        let tree = self.tree.clone();
-        let mut st = tree.state();
-        let rng = &mut self.rng;
-        let Some((folder, date)) = tree.place(&st, rng) else {
-            return Ok(());
-        };
-        let dir = tree.date_dir(&mut st, folder, &date)?;
-        let png = rng.chance(0.15);
-        let name = tree.name(rng, png);
-        let size = pick_size(rng, tree.big_files);
-        let bytes = image(rng, png, size);
-        let path = dir.join(&name);
-        let sha = sha256(&bytes);
-        let len = bytes.len() as u64;
-        let ledger = &tree.ledger;
-        match rng.weighted(&[80, 8, 12]) {
-            1 if self.slow_active.load(Ordering::Relaxed) < MAX_SLOW => {
-                // 3–6 writes with pauses under settle_secs (1 s): the daemon must wait for the
-                // close (or the end-of-image marker), never send a half-written file.
-                let pieces = rng.range(3, 6) as usize;
-                let mut cuts: Vec<usize> = (1..pieces)
-                    .map(|_| rng.range(1, len - 1) as usize)
-                    .collect();
-                cuts.sort_unstable();
-                let pauses: Vec<Duration> = (1..pieces).map(|_| rng.secs(0.1, 0.7)).collect();
-                ledger.register(&name, folder, &date, path.clone(), sha, len, How::Slow);
-                // Created under the lock: the file then moves with its folder if that is
-                // unmounted or swapped while the writes go on.
-                let f = File::create(&path)?;
-                st.slow.insert(name.clone());
-                tree.remember(&mut st, &name, folder, &date, &path);
-                drop(st);
-                let active = self.slow_active.clone();
-                active.fetch_add(1, Ordering::Relaxed);
-                let t = tree.clone();
-                let h = thread::Builder::new()
-                    .name("slow-write".into())
-                    .spawn(move || {
-                        let r = slow_write(f, &bytes, &cuts, &pauses);
-                        if let Ok(m) = &r {
-                            t.ledger.complete(&name, mtime_ns(m));
-                        }
-                        t.state().slow.remove(&name);
-                        active.fetch_sub(1, Ordering::Relaxed);
-                        r.map(drop)
-                    })?;
-                self.slow.push(h);
-            }
-            2 => {
-                let tmp = tree.incoming.join(&name);
-                let mut f = File::create(&tmp)?;
-                f.write_all(&bytes)?;
-                let m = f.metadata()?;
-                drop(f);
-                ledger.register(&name, folder, &date, path.clone(), sha, len, How::Renamed);
-                fs::rename(&tmp, &path)?;
-                ledger.complete(&name, mtime_ns(&m));
-                tree.remember(&mut st, &name, folder, &date, &path);
-            }
-            _ => tree.put(&mut st, &name, folder, &date, &path, &bytes, How::Direct)?,
-        }
-        Ok(())
-    }
-}
-
-/// Writes in pieces with pauses; the file's metadata after the last write.
-fn slow_write(
-    mut f: File,
-    bytes: &[u8],
-    cuts: &[usize],
-    pauses: &[Duration],
-) -> io::Result<fs::Metadata> {
-    let mut from = 0;
-    for (cut, pause) in cuts.iter().zip(pauses) {
-        f.write_all(&bytes[from..*cut])?;
-        from = *cut;
-        thread::sleep(*pause);
-    }
-    f.write_all(&bytes[from..])?;
-    f.metadata()
 }

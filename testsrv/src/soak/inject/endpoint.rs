@@ -5,33 +5,42 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::Ctx;
+use super::{Ctx, Deck};
 use crate::rng::Rng;
 use crate::soak::daemon::TIMEOUT_SECS;
 use crate::soak::kinds::Kind;
 use crate::Mode;
 
-/// One endpoint fault of the kinds turned on: its label, the mode, how long it lasts.
-fn pick(ctx: &Ctx, rng: &mut Rng) -> Option<(&'static str, Mode, Duration)> {
-    let (lo, hi) = ctx.pace.endpoint_len;
+/// The deck: the eight endpoint modes (503 for a fraction twice), poison, interim.
+fn deck(ctx: &Ctx) -> Deck {
     let on = |k| u64::from(ctx.faults.has(k));
-    let kinds = [
-        on(Kind::Endpoint) * 12,
-        on(Kind::Poison) * 2,
-        on(Kind::Interim) * 2,
-    ];
-    if kinds.iter().sum::<u64>() == 0 {
-        return None;
-    }
+    let e = on(Kind::Endpoint);
+    Deck::new(&[
+        e * 2,
+        e,
+        e,
+        e,
+        e,
+        e,
+        e,
+        e,
+        on(Kind::Poison),
+        on(Kind::Interim),
+    ])
+}
+
+/// Endpoint fault `card`: its label, the mode, how long it lasts.
+fn pick(ctx: &Ctx, card: usize, rng: &mut Rng) -> (&'static str, Mode, Duration) {
+    let (lo, hi) = ctx.pace.endpoint_len;
     let len = rng.secs(lo, hi);
-    Some(match rng.weighted(&kinds) {
-        1 => {
+    match card {
+        8 => {
             // A digit before the dot: a tenth of the names (s0000047.jpg for "7.").
             let needle = format!("{}.", rng.range(0, 9));
             let code = *rng.pick(&[500, 502, 503]);
             ("endpoint poison", Mode::Poison { needle, code }, len)
         }
-        2 => {
+        9 => {
             let codes = match rng.below(3) {
                 0 => vec![100],
                 1 => vec![100, 103],
@@ -39,7 +48,7 @@ fn pick(ctx: &Ctx, rng: &mut Rng) -> Option<(&'static str, Mode, Duration)> {
             };
             ("endpoint interim 1xx", Mode::Interim(codes), len)
         }
-        _ => match rng.weighted(&[3, 2, 2, 2, 2, 2, 1, 1]) {
+        _ => match card {
             0 => {
                 let fraction = rng.range(20, 80) as f64 / 100.0;
                 let mode = Mode::Status {
@@ -86,7 +95,7 @@ fn pick(ctx: &Ctx, rng: &mut Rng) -> Option<(&'static str, Mode, Duration)> {
                 ("endpoint huge answer", mode, len)
             }
         },
-    })
+    }
 }
 
 pub fn spawn(ctx: Arc<Ctx>, mut rng: Rng) -> JoinHandle<Result<(), String>> {
@@ -94,13 +103,15 @@ pub fn spawn(ctx: Arc<Ctx>, mut rng: Rng) -> JoinHandle<Result<(), String>> {
         .name("endpoint-faults".into())
         .spawn(move || {
             let (glo, ghi) = ctx.pace.endpoint_gap;
+            let mut deck = deck(&ctx);
             let mut gap = rng.secs(glo / 2.0, ghi / 2.0);
             while ctx.nap(gap) {
-                let Some((kind, mode, dur)) = pick(&ctx, &mut rng) else {
+                let Some(card) = deck.draw(&mut rng) else {
                     // Nothing of ours is on: wait for the end like the others.
                     gap = Duration::from_secs(1);
                     continue;
                 };
+                let (kind, mode, dur) = pick(&ctx, card, &mut rng);
                 ctx.tally
                     .fault(kind, &format!("{mode} for {:.1}s", dur.as_secs_f64()));
                 ctx.ledger.disruption(true);

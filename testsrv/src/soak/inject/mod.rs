@@ -36,6 +36,7 @@ use super::tally::Tally;
 use super::tree::Tree;
 use super::Pace;
 use crate::pg::Pg;
+use crate::rng::Rng;
 use crate::Server;
 
 /// The episode's ledger database.
@@ -85,6 +86,43 @@ impl Ctx {
             );
         }
         !self.stopping()
+    }
+}
+
+/// Picks what comes next so that every kind turned on comes round: each round deals every
+/// card once (a kind with count 3 has three cards), shuffled. Random draws by weight could
+/// leave a rare kind out of a short run.
+pub struct Deck {
+    counts: Vec<u64>,
+    cards: Vec<usize>,
+}
+
+impl Deck {
+    /// `counts[i]`: how many times kind `i` comes up per round (0: never).
+    pub fn new(counts: &[u64]) -> Deck {
+        Deck {
+            counts: counts.to_vec(),
+            cards: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.iter().all(|c| *c == 0)
+    }
+
+    /// The next kind's index; `None` if no kind is on.
+    pub fn draw(&mut self, rng: &mut Rng) -> Option<usize> {
+        if self.cards.is_empty() {
+            for (i, c) in self.counts.iter().enumerate() {
+                self.cards.extend(std::iter::repeat_n(i, *c as usize));
+            }
+            // Fisher–Yates.
+            for i in (1..self.cards.len()).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                self.cards.swap(i, j);
+            }
+        }
+        self.cards.pop()
     }
 }
 
@@ -161,4 +199,19 @@ pub fn start_again(ctx: &Ctx, why: &'static str) -> Result<(), String> {
     Err(format!(
         "the daemon could not be started again after {why} (5 attempts): see daemon.stderr"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_comes_round() {
+        let mut d = Deck::new(&[2, 0, 1]);
+        let mut rng = Rng::stream(5, 0);
+        let mut round: Vec<usize> = (0..3).map(|_| d.draw(&mut rng).unwrap()).collect();
+        round.sort_unstable();
+        assert_eq!(round, [0, 0, 2]);
+        assert!(Deck::new(&[0, 0]).draw(&mut rng).is_none());
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::{start_again, Ctx, Db};
+use super::{start_again, Ctx, Db, Deck};
 use crate::rng::Rng;
 use crate::soak::kinds::Kind;
 
@@ -27,14 +27,14 @@ impl Process {
     fn run(mut self) -> Result<(), String> {
         let sqlite = matches!(self.ctx.db, Db::Sqlite(_));
         let on = |k| u64::from(self.ctx.faults.has(k));
-        let weights = [
-            on(Kind::Kill) * 3,
-            on(Kind::Stop) * 3,
-            on(Kind::Term) * 2,
-            on(Kind::DbLock) * 2,
+        let mut deck = Deck::new(&[
+            on(Kind::Kill) * 2,
+            on(Kind::Stop) * 2,
+            on(Kind::Term),
+            on(Kind::DbLock),
             on(Kind::Wal) * u64::from(sqlite),
-        ];
-        if weights.iter().sum::<u64>() == 0 {
+        ]);
+        if deck.is_empty() {
             // Nothing of ours is on: wait for the end like the others.
             while self.ctx.nap(Duration::from_secs(1)) {}
             return Ok(());
@@ -43,7 +43,7 @@ impl Process {
         let mut gap = self.rng.secs(lo / 2.0, hi / 2.0);
         while self.ctx.nap(gap) {
             self.ctx.ledger.disruption(true);
-            let r = match self.rng.weighted(&weights) {
+            let r = match deck.draw(&mut self.rng).unwrap_or(0) {
                 0 => self.kill(),
                 1 => self.pause(),
                 2 => self.terminate(),

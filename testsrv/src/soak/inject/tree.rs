@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::Ctx;
+use super::{Ctx, Deck};
 use crate::rng::Rng;
 use crate::soak::kinds::Kind;
 
@@ -46,14 +46,14 @@ struct TreeFaults {
 impl TreeFaults {
     fn run(&mut self) -> Result<(), String> {
         let on = |k| u64::from(self.ctx.faults.has(k));
-        let weights = [
+        let mut deck = Deck::new(&[
             on(Kind::Vanish) * 3,
             on(Kind::Rewrite) * 3,
             on(Kind::Link) * 2,
             on(Kind::Unmount),
             on(Kind::Symlink),
-        ];
-        if weights.iter().sum::<u64>() == 0 {
+        ]);
+        if deck.is_empty() {
             // Nothing of ours is on: wait for the end like the others.
             while self.ctx.nap(Duration::from_secs(1)) {}
             return Ok(());
@@ -65,7 +65,7 @@ impl TreeFaults {
             if Instant::now() < next {
                 continue;
             }
-            let r = match self.rng.weighted(&weights) {
+            let r = match deck.draw(&mut self.rng).unwrap_or(0) {
                 0 => self.vanish(),
                 1 => self.rewrite(),
                 2 => self.link(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::Ctx;
+use super::{Ctx, Deck};
 use crate::rng::Rng;
 use crate::soak::daemon::{log_len, wait_log, EXTENSIONS};
 use crate::soak::kinds::Kind;
@@ -81,8 +81,9 @@ impl World {
             self.ctx.ledger.disruption(false);
         }
         let on = |k| u64::from(self.ctx.faults.has(k));
-        let weights = [on(Kind::Clock), on(Kind::Reload)];
-        if weights.iter().sum::<u64>() == 0 {
+        // Clock forward, clock back, reload.
+        let mut deck = Deck::new(&[on(Kind::Clock), on(Kind::Clock), on(Kind::Reload)]);
+        if deck.is_empty() {
             // Nothing of ours is on: wait for the end like the others.
             while self.ctx.nap(Duration::from_secs(1)) {}
             return Ok(());
@@ -91,9 +92,9 @@ impl World {
         let mut gap = self.rng.secs(lo / 2.0, hi / 2.0);
         while self.ctx.nap(gap) {
             self.ctx.ledger.disruption(true);
-            let r = match self.rng.weighted(&weights) {
-                0 => {
-                    self.clock();
+            let r = match deck.draw(&mut self.rng).unwrap_or(0) {
+                card @ (0 | 1) => {
+                    self.clock(card == 0);
                     Ok(())
                 }
                 _ => self.reload(),
@@ -119,11 +120,11 @@ impl World {
     }
 
     /// A step forward (a day or 200 days) or back (1–3 hours), held, then set right.
-    fn clock(&mut self) {
-        let secs: i64 = match self.rng.below(3) {
-            0 => 200 * 86_400,
-            1 => 86_400 + self.rng.range(0, 3600) as i64,
-            _ => -(self.rng.range(3600, 3 * 3600) as i64),
+    fn clock(&mut self, forward: bool) {
+        let secs: i64 = match (forward, self.rng.chance(0.5)) {
+            (true, true) => 200 * 86_400,
+            (true, false) => 86_400 + self.rng.range(0, 3600) as i64,
+            (false, _) => -(self.rng.range(3600, 3 * 3600) as i64),
         };
         let (lo, hi) = self.ctx.pace.world_len;
         let len = self.rng.secs(lo, hi);
