@@ -14,3 +14,4 @@ mod scan;
 mod secrets;
 mod service;
 mod shared;
+mod trust;
