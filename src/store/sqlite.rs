@@ -118,9 +118,12 @@ const MIGRATIONS: &[&str] = &[
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    /// The database file and its `-wal` as first seen (device, inode), for `watch_files`.
-    files: Option<((u64, u64), Option<(u64, u64)>)>,
+    /// The database file and its `-wal` as first seen, for `watch_files`.
+    files: Option<(FileId, Option<FileId>)>,
 }
+
+/// A file's (device, inode).
+type FileId = (u64, u64);
 
 /// `<database>-wal`.
 fn wal_path(db: &Path) -> PathBuf {
@@ -129,7 +132,7 @@ fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn file_id(p: &Path) -> Option<(u64, u64)> {
+fn file_id(p: &Path) -> Option<FileId> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
