@@ -602,9 +602,8 @@ fn a_file_changed_while_it_is_sent_leaves_its_result(backend: Backend) {
     let mut outcomes: Vec<String> = env.results().iter().map(|r| r.outcome.clone()).collect();
     outcomes.sort();
     assert_eq!(outcomes, ["changed", "success"]);
-    assert_eq!(
+    assert!(
         uploaded(&env, "moving.jpg"),
-        true,
         "the torn attempt undoes nothing"
     );
     d.signal(libc::SIGTERM);
