@@ -776,3 +776,32 @@ fn an_overflow_places_the_watches_again() {
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
+
+/// Review item 4: with `max_kib_s` below `workers × min_rate_kib_s` the limiter made
+/// requests wait inside the body while the deadline assumed `min_rate_kib_s`: a healthy
+/// endpoint got "broken pipe" and was declared down.
+#[test]
+fn a_shared_rate_limit_never_declares_a_false_outage() {
+    let env = Env::new("rate-limit");
+    env.set("/upload/workers", json!(4));
+    env.set("/upload/max_kib_s", json!(8));
+    env.set("/upload/min_rate_kib_s", json!(8));
+    env.set("/upload/timeout_secs", json!(2));
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    let mut written = Written::new();
+    for i in 0..4 {
+        let b = images::jpeg_of_size(48 * 1024, 40 + i);
+        env.put(&format!("Sega_{}", i % 3 + 1), format!("r{i}.jpg"), &b);
+        written.insert(format!("r{i}.jpg"), sha256_hex(&b));
+    }
+    wait_until("the four files, at 8 KiB/s in all", DEADLINE, || {
+        env.count_status("uploaded") == 4
+    });
+    assert_eq!(check_all_arrived(&env, &written), 0);
+    assert_eq!(env.server.request_count(), 4, "no attempt was cut off");
+    let log = d.log_text();
+    assert!(!log.contains("is down"), "{log}");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
