@@ -805,3 +805,34 @@ fn a_shared_rate_limit_never_declares_a_false_outage() {
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
+
+/// DESIGN §10: nothing below `watch.root` is reached through a link, the folder level
+/// included: a camera folder replaced by a symlink to a tree elsewhere is neither watched
+/// nor listed, and nothing in it is read.
+#[test]
+fn a_folder_under_the_root_that_is_a_symlink_is_not_followed() {
+    let env = Env::new("folder-link");
+    env.set("/watch/scan_interval_secs", json!(2));
+    let elsewhere = env.dir.join("elsewhere");
+    let dated = elsewhere.join(&env.today);
+    std::fs::create_dir_all(&dated).unwrap();
+    let decoy = Sentinel::new(dated.join("there.jpg"), jpeg(77));
+    std::fs::remove_dir_all(env.root.join("Sega_3")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, env.root.join("Sega_3")).unwrap();
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    env.put("Sega_1", "here.jpg", &jpeg(1));
+    wait_until("here.jpg", DEADLINE, || uploaded(&env, "here.jpg"));
+    // Two rescans pass over the linked folder.
+    let scans = |d: &Daemon| d.log_text().matches("periodic scan").count();
+    wait_until("two rescans", DEADLINE, || scans(&d) >= 2);
+    assert!(decoy.untouched(&env), "the linked folder was followed");
+    assert!(env.rows().iter().all(|r| r.name() != "there.jpg"));
+    assert!(
+        d.log_text().contains("is a symbolic link"),
+        "{}",
+        d.log_text()
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
