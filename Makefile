@@ -21,8 +21,12 @@ FEATURES ?= --features sega-uploader/postgres
 
 ## Unit and integration tests (the real binary, real inotify, a real HTTP server on 127.0.0.1,
 ## real PostgreSQL servers in temp dirs).
+# Most tests spend their time waiting on the daemon (its timers, the endpoint's delays),
+# not on the CPU: four at a time keep two cores busy and the suite near half its serial time.
+TEST_THREADS ?= 4
+
 test: test-deps
-	$(CARGO) test --workspace $(FEATURES)
+	$(CARGO) test --workspace $(FEATURES) -- --test-threads=$(TEST_THREADS)
 
 # What the PostgreSQL half needs that cargo cannot fetch (libpq-dev, postgresql): installed
 # with apt-get when run as root, else the command to run is printed.

@@ -532,8 +532,17 @@ fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
         .upload
         .max_kib_s
         .map(|k| Arc::new(upload::RateLimiter::new(k * 1024)));
-    let handles = upload::spawn_workers(workers, jobs_rx, reports_tx, limiter, gate, clock.clone())
-        .map_err(|e| Error::Other(format!("starting upload workers: {e}")))?;
+    let pool = Arc::new(crate::health::Workers::new(workers));
+    let handles = upload::spawn_workers(
+        workers,
+        jobs_rx,
+        reports_tx,
+        limiter,
+        gate,
+        clock.clone(),
+        pool,
+    )
+    .map_err(|e| Error::Other(format!("starting upload workers: {e}")))?;
     let stats = owner.run_oneshot(ids, &reports_rx)?;
     for h in handles {
         let _ = h.join();
@@ -741,6 +750,15 @@ pub fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
             "cause": e.cause, "count": e.count, "example": display_name(e.example.as_os_str()),
         })).collect::<Vec<_>>(),
         "last_scan_at": state("last_scan_at"),
+        "watch": {
+            // Directories only the rescan covers: the inotify watch limit refused them (the
+            // daemon tries again at every scan interval). Known while a daemon runs.
+            "unwatched_dirs": if alive {
+                state("unwatched_dirs").and_then(|n| n.parse::<u64>().ok())
+            } else {
+                None
+            },
+        },
     }))
 }
 
@@ -809,6 +827,11 @@ fn status(path: &Path, as_json: bool) -> Result<i32> {
         ),
         Some(st) => println!("endpoint:  {st} {}", s(&e["url"])),
         None => {}
+    }
+    if let Some(n) = v["watch"]["unwatched_dirs"].as_u64().filter(|n| *n > 0) {
+        println!(
+            "watches:   {n} director(ies) scan-only: the inotify watch limit (fs.inotify.max_user_watches) refused them; tried again every scan interval"
+        );
     }
     println!();
     println!(

@@ -142,6 +142,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
         .max_kib_s
         .map(|k| Arc::new(upload::RateLimiter::new(k * 1024)));
     let gate = Arc::new(upload::Gate::default());
+    let pool = Arc::new(crate::health::Workers::new(workers));
     let worker_handles = upload::spawn_workers(
         workers,
         jobs_rx.clone(),
@@ -149,6 +150,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
         limiter,
         gate.clone(),
         clock.clone(),
+        pool.clone(),
     )
     .map_err(|e| Error::Other(format!("starting upload workers: {e}")))?;
     // Workers are not joined: at shutdown one may sit in a request past the grace.
@@ -224,18 +226,29 @@ pub fn run(config_path: &Path) -> Result<i32> {
     notify::ready(&status);
     log::info!("ready: {status}");
 
-    // The supervisor: signals, the watchdog (only while every loop makes progress), and
-    // STATUS whenever it changes.
+    // The supervisor: signals, the watchdog (only while every loop makes progress and some
+    // upload worker is not stuck), and STATUS whenever it changes.
     let watchdog = notify::watchdog_interval();
     let ping_every = watchdog.map(|w| w / 2);
     let mut next_ping = Instant::now();
     let mut last_status = status;
     let mut config = config;
     loop {
+        for o in pool.newly_overdue() {
+            log::warn!(
+                "upload-{} has been on {} for {}, past its deadline (a read blocked on a hung mount?); if every worker sticks like this, the watchdog stops and systemd restarts the daemon",
+                o.worker,
+                o.path.shown(),
+                crate::clock::human_duration(o.running)
+            );
+        }
         if let (Some(w), Some(every)) = (watchdog, ping_every) {
             if Instant::now() >= next_ping {
                 next_ping = Instant::now() + every;
-                let stale = monitor.stale(w);
+                let mut stale = monitor.stale(w);
+                if pool.all_stuck() {
+                    stale.push("the upload workers (every one is stuck)");
+                }
                 if stale.is_empty() {
                     notify::watchdog();
                 } else {

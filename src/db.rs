@@ -34,7 +34,7 @@ use crate::judge::{self, settle_time, Facts, Health, Tally, Verdict};
 use crate::layout::{self, display_name, EntryType, Refusal, Seen, Show, Target, Version};
 use crate::live::Live;
 use crate::metrics;
-use crate::store::{Claimed, Completion, Disposition, Ledger, Observation};
+use crate::store::{ClaimOrder, Claimed, Completion, Disposition, Ledger, Observation};
 use crate::upload::{Gate, Job, Outcome, Report, RequestSettings};
 /// What the watcher and the scanner tell the owner.
 #[derive(Debug)]
@@ -244,6 +244,8 @@ pub struct Owner {
     /// Asks the ticker for a full rescan (what could not be recorded during database
     /// trouble is found again at once when it ends, not at the next minute tick).
     rescan: Option<Sender<&'static str>>,
+    /// Directories the watch limit keeps unwatched, as last written to the state rows.
+    unwatched_written: Option<usize>,
 }
 
 /// Counters for the one-shot summary and the daemon's status line.
@@ -310,6 +312,7 @@ impl Owner {
             last_scan: None,
             fatal: None,
             rescan: None,
+            unwatched_written: None,
         }
     }
 
@@ -379,7 +382,10 @@ impl Owner {
         let mut inputs = ch.inputs.clone();
         loop {
             if let Some(e) = self.fatal.take() {
-                log::error!("the database file is damaged: stopping (restore a backup, or move it aside: the next scan re-finds every image on disk)");
+                match e {
+                    crate::error::Error::LedgerFilesLost { .. } => log::error!("{e}"),
+                    _ => log::error!("the database file is damaged: stopping (restore a backup, or move it aside: the next scan re-finds every image on disk)"),
+                }
                 return Err(e);
             }
             self.beat.beat();
@@ -692,12 +698,26 @@ impl Owner {
         let now = format_ts(now_t);
         let far = self.far(now_t);
         let claimed = match &mut self.mode {
-            Mode::Daemon => self
-                .store
-                .claim_due(&now, &far, free, self.policy.newest_first),
+            Mode::Daemon => {
+                let order = if probe {
+                    ClaimOrder::LongestWaiting
+                } else if self.policy.newest_first {
+                    ClaimOrder::NewestFile
+                } else {
+                    ClaimOrder::OldestFile
+                };
+                self.store.claim_due(&now, &far, free, order)
+            }
             Mode::Oneshot { queue } => {
                 let ids: Vec<i64> = (0..free).map_while(|_| queue.pop_front()).collect();
-                self.store.claim_ids(&ids, &now)
+                let claimed = self.store.claim_ids(&ids, &now);
+                if claimed.is_err() {
+                    // Not claimed: they stay this scan's to try.
+                    for id in ids.into_iter().rev() {
+                        queue.push_front(id);
+                    }
+                }
+                claimed
             }
         };
         let claimed = match claimed {
@@ -757,7 +777,8 @@ impl Owner {
         }
         if !refused.is_empty() {
             if probe && self.in_flight.is_empty() {
-                self.endpoint.probe_ended(now_i);
+                // Refused rows never reached the endpoint: the probe goes with another.
+                self.endpoint.probe_abandoned();
             }
             let done = refused
                 .into_iter()
@@ -1068,6 +1089,10 @@ impl Owner {
             return;
         }
         self.last_heartbeat = Some(Instant::now());
+        if let Err(e) = self.store.watch_files() {
+            self.fatal = Some(e);
+            return;
+        }
         // Rows re-queued by another process (`retry`) become due without telling us.
         self.maybe_due = true;
         let now = self.now();
@@ -1131,6 +1156,18 @@ impl Owner {
 
     /// Refreshes what the supervisor shows in STATUS, and the backlog alert.
     fn publish(&mut self) {
+        // What `status` says about directories only the rescan covers (the watch limit).
+        let unwatched = self.live.watch().unwatched;
+        if self.unwatched_written != Some(unwatched) {
+            let now = self.now();
+            match self
+                .store
+                .set_state(&[("unwatched_dirs", unwatched.to_string())], &now)
+            {
+                Ok(()) => self.unwatched_written = Some(unwatched),
+                Err(e) => return self.trouble(&e),
+            }
+        }
         let local = self.clock.now_local();
         if self.uploaded_today.0 != Some(local.date()) {
             let midnight = format_ts(local.replace_time(time::Time::MIDNIGHT));

@@ -43,6 +43,8 @@ pub enum Error {
     PgRefused { what: String, msg: String },
     /// The database belongs to a newer version, is corrupt, or is not ours.
     DbState { path: PathBuf, msg: String },
+    /// The database's files were deleted or replaced under the running daemon.
+    LedgerFilesLost { path: PathBuf, msg: String },
     /// Another process holds `<database>.lock`.
     Locked { lock: PathBuf, holder: String },
     /// Something else that stops the command, already worded for the operator.
@@ -80,6 +82,7 @@ impl Error {
                 )
             }
             Error::DbState { msg, .. } => msg.contains("corrupt"),
+            Error::LedgerFilesLost { .. } => true,
             _ => false,
         }
     }
@@ -119,7 +122,9 @@ impl fmt::Display for Error {
             Error::Pg { what, msg } | Error::PgRefused { what, msg } => {
                 write!(f, "{what}: {msg}")
             }
-            Error::DbState { path, msg } => write!(f, "database {}: {msg}", path.shown()),
+            Error::DbState { path, msg } | Error::LedgerFilesLost { path, msg } => {
+                write!(f, "database {}: {msg}", path.shown())
+            }
             Error::Locked { lock, holder } => write!(
                 f,
                 "another sega-uploader ({holder}) holds {}: only one daemon may use a database",

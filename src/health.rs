@@ -20,6 +20,7 @@ pub fn set_watchdog(interval: Duration) {
 pub fn max_sleep() -> Duration {
     Duration::from_millis(MAX_SLEEP_MS.load(Ordering::Relaxed))
 }
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,100 @@ impl Default for Monitor {
     }
 }
 
+/// The upload workers, watched by the supervisor: each says when it took a job and by when
+/// that job must be over. A worker stuck past its deadline (a read blocked on a hung network
+/// mount, beyond any socket timeout) is logged with its file; when every worker is stuck,
+/// nothing can upload and the watchdog pings stop, so systemd restarts the daemon (DESIGN
+/// §8, §10: every thread that can stall is covered by the watchdog).
+#[derive(Debug)]
+pub struct Workers {
+    start: Instant,
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// Milliseconds since `start` by which the job must end; 0 while idle.
+    deadline_ms: AtomicU64,
+    /// The job's file and when it started; `warned` once it has been reported.
+    job: Mutex<Option<(PathBuf, Instant, bool)>>,
+}
+
+/// A job past its deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    pub worker: usize,
+    pub path: PathBuf,
+    pub running: Duration,
+}
+
+impl Workers {
+    pub fn new(n: usize) -> Workers {
+        Workers {
+            start: Instant::now(),
+            slots: (0..n).map(|_| Slot::default()).collect(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Worker `i` (0-based) starts on `path`, to be done within `limit`.
+    pub fn busy(&self, i: usize, path: &Path, limit: Duration) {
+        if let Some(s) = self.slots.get(i) {
+            *s.job.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((path.to_path_buf(), Instant::now(), false));
+            let deadline = self
+                .now_ms()
+                .saturating_add(limit.as_millis() as u64)
+                .max(1);
+            s.deadline_ms.store(deadline, Ordering::Relaxed);
+        }
+    }
+
+    pub fn idle(&self, i: usize) {
+        if let Some(s) = self.slots.get(i) {
+            s.deadline_ms.store(0, Ordering::Relaxed);
+            *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// Jobs past their deadline not reported yet (each is returned once).
+    pub fn newly_overdue(&self) -> Vec<Overdue> {
+        let now = self.now_ms();
+        let mut out = Vec::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            let d = s.deadline_ms.load(Ordering::Relaxed);
+            if d == 0 || now <= d {
+                continue;
+            }
+            let mut job = s.job.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((path, started, warned)) = job.as_mut() {
+                if !*warned {
+                    *warned = true;
+                    out.push(Overdue {
+                        worker: i + 1,
+                        path: path.clone(),
+                        running: started.elapsed(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Every worker is past its deadline: nothing can upload.
+    pub fn all_stuck(&self) -> bool {
+        let now = self.now_ms();
+        !self.slots.is_empty()
+            && self.slots.iter().all(|s| {
+                let d = s.deadline_ms.load(Ordering::Relaxed);
+                d != 0 && now > d
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +201,27 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         a.beat();
         assert_eq!(m.stale(Duration::from_millis(1)), vec!["b"]);
+    }
+
+    #[test]
+    fn a_worker_past_its_deadline_is_reported_once_and_all_stuck_is_seen() {
+        let w = Workers::new(2);
+        assert!(!w.all_stuck());
+        w.busy(0, Path::new("/data/a.jpg"), Duration::ZERO);
+        w.busy(1, Path::new("/data/b.jpg"), Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(5));
+        let o = w.newly_overdue();
+        assert_eq!(o.len(), 1);
+        assert_eq!(
+            (o[0].worker, o[0].path.as_path()),
+            (1, Path::new("/data/a.jpg"))
+        );
+        assert!(w.newly_overdue().is_empty(), "reported once");
+        assert!(!w.all_stuck(), "one is still within its deadline");
+        w.busy(1, Path::new("/data/c.jpg"), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(w.all_stuck());
+        w.idle(0);
+        assert!(!w.all_stuck());
     }
 }

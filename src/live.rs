@@ -15,6 +15,8 @@ pub struct WatchState {
     pub watched_dirs: usize,
     pub missing: Vec<std::path::PathBuf>,
     pub scan_only: Vec<String>,
+    /// Directories left unwatched by the inotify watch limit (the rescan covers them).
+    pub unwatched: usize,
     pub overflows: u64,
 }
 
@@ -66,6 +68,12 @@ impl Live {
         }
         if !w.scan_only.is_empty() {
             s += &format!("; scan-only: {}", w.scan_only.join(","));
+        }
+        if w.unwatched > 0 {
+            s += &format!(
+                "; {} director(ies) scan-only: inotify watch limit",
+                w.unwatched
+            );
         }
         if !w.missing.is_empty() {
             s += &format!("; {} folder(s) missing", w.missing.len());

@@ -2,6 +2,10 @@
 //! `run` (and of a uploading `scan`). The holder writes its PID into the file so a second
 //! process can say who has it. The kernel drops the lock when the process dies, however it
 //! dies, so a crash never leaves a stale lock behind.
+//!
+//! The file's second line remembers that the ledger beside it was initialised, and when
+//! (`ledger <timestamp>`): a database that later turns up without its schema (its `-wal`
+//! deleted before a checkpoint) is then refused instead of silently started afresh.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -11,7 +15,29 @@ use crate::error::{Error, Result};
 
 #[derive(Debug)]
 pub struct DbLock {
-    _file: File,
+    file: File,
+    /// When the ledger beside it was first initialised, as an earlier holder recorded it.
+    initialised: Option<String>,
+}
+
+const LEDGER_MARK: &str = "ledger ";
+
+impl DbLock {
+    /// When an earlier holder recorded the ledger as initialised, if one did.
+    pub fn initialised(&self) -> Option<&str> {
+        self.initialised.as_deref()
+    }
+
+    /// Records that the ledger is initialised (kept from the first time).
+    pub fn mark_initialised(&mut self, now: &str) {
+        let since = self
+            .initialised
+            .get_or_insert_with(|| now.to_owned())
+            .clone();
+        let _ = self.file.set_len(0);
+        let _ = self.file.seek(SeekFrom::Start(0));
+        let _ = write!(self.file, "{}\n{LEDGER_MARK}{since}\n", std::process::id());
+    }
 }
 
 pub fn lock_path(db: &Path) -> PathBuf {
@@ -37,16 +63,25 @@ pub fn try_lock(db: &Path) -> Result<Attempt> {
         .map_err(|e| Error::io("opening lock file", &path, e))?;
     match file.try_lock() {
         Ok(()) => {
+            let mut before = String::new();
+            let _ = file.read_to_string(&mut before);
+            let initialised = before
+                .lines()
+                .find_map(|l| l.strip_prefix(LEDGER_MARK))
+                .map(|s| s.trim().to_owned());
             // Best effort: the PID is for the operator's message, not for correctness.
             let _ = file.set_len(0);
             let _ = file.seek(SeekFrom::Start(0));
             let _ = writeln!(file, "{}", std::process::id());
-            Ok(Attempt::Acquired(DbLock { _file: file }))
+            if let Some(since) = &initialised {
+                let _ = writeln!(file, "{LEDGER_MARK}{since}");
+            }
+            Ok(Attempt::Acquired(DbLock { file, initialised }))
         }
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
+            let mut content = String::new();
+            let _ = file.read_to_string(&mut content);
+            let pid = content.lines().next().unwrap_or("").trim();
             Ok(Attempt::Held(if pid.is_empty() {
                 "unknown pid".into()
             } else {
@@ -76,9 +111,9 @@ pub fn holder(db: &Path) -> Option<String> {
     match file.try_lock_shared() {
         Ok(()) => None,
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            Some(pid.trim().to_owned())
+            let mut content = String::new();
+            let _ = file.read_to_string(&mut content);
+            Some(content.lines().next().unwrap_or("").trim().to_owned())
         }
         Err(std::fs::TryLockError::Error(_)) => None,
     }

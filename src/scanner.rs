@@ -25,13 +25,28 @@ pub struct Summary {
     pub took: Duration,
 }
 
+/// A folder named under the root must be a directory there, not a symbolic link to one:
+/// nothing below the configured directories is followed through a link (DESIGN §10).
+fn not_a_link(folder: &Folder) -> std::io::Result<()> {
+    if folder.below.is_some()
+        && std::fs::symlink_metadata(&folder.path).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return Err(std::io::Error::other(
+            "it is a symbolic link, which is not followed (name its target as an absolute folder entry)",
+        ));
+    }
+    Ok(())
+}
+
 /// Lists one date folder; problems are logged, not fatal (the next pass tries again).
 pub fn list_one(folder: &Folder, date_dir: &OsStr, extensions: &[String]) -> Option<Vec<Seen>> {
     let fref = FolderRef {
         label: &folder.label,
         dir: &folder.path,
     };
-    match layout::list_date_dir(&fref, date_dir, extensions) {
+    let listed =
+        not_a_link(folder).and_then(|()| layout::list_date_dir(&fref, date_dir, extensions));
+    match listed {
         Ok(v) => Some(v),
         Err(e) => {
             log::warn!(
@@ -55,7 +70,9 @@ pub fn scan_window(
     let t0 = Instant::now();
     let mut summary = Summary::default();
     for folder in folders {
-        let dirs = match layout::date_dirs_in_window(&folder.path, window) {
+        let dirs =
+            not_a_link(folder).and_then(|()| layout::date_dirs_in_window(&folder.path, window));
+        let dirs = match dirs {
             Ok(d) => d,
             Err(e) => {
                 log::warn!("cannot list {}: {}", folder.path.shown(), describe_io(&e));

@@ -41,7 +41,11 @@ pub struct RequestSettings {
     pub headers: Vec<(String, Secret<String>)>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// The slowest rate a request may go at before it counts as stalled: `min_rate_kib_s`,
+    /// or less when `max_kib_s` shared by every worker leaves each less than that.
     pub min_rate_bytes_s: u64,
+    /// `max_kib_s` is set: the limiter may hold a request back by up to one copy chunk.
+    pub limited: bool,
     pub scope: String,
     pub incomplete_max_wait: Duration,
 }
@@ -57,17 +61,38 @@ impl RequestSettings {
             headers: u.headers.clone(),
             connect_timeout: u.connect_timeout,
             timeout: u.timeout,
-            min_rate_bytes_s: u.min_rate_kib_s.max(1) * 1024,
+            min_rate_bytes_s: min_rate(u.min_rate_kib_s, u.max_kib_s, u.workers),
+            limited: u.max_kib_s.is_some(),
             scope,
             incomplete_max_wait: config.watch.incomplete_max_wait,
         }
     }
 
-    /// The overall limit: `timeout_secs` + size / `min_rate_kib_s`, so a large file on a
-    /// slow link is not cut off while a stalled one is.
+    /// The overall limit: `timeout_secs` + size / the minimum rate, so a large file on a
+    /// slow link is not cut off while a stalled one is. With a shared `max_kib_s`, the
+    /// limiter hands out at most one copy chunk at a time, so a chunk's worth is added.
     pub fn overall_timeout(&self, size: u64) -> Duration {
-        self.timeout + Duration::from_secs(size / self.min_rate_bytes_s)
+        let slack = if self.limited { COPY_CHUNK as u64 } else { 0 };
+        self.timeout + Duration::from_secs((size + slack) / self.min_rate_bytes_s)
     }
+
+    /// How long a whole job may take before the supervisor calls its worker stuck: opening
+    /// and checking the file, connecting, the request, reading the answer, and a margin.
+    pub fn job_limit(&self, size: u64) -> Duration {
+        self.connect_timeout + self.overall_timeout(size) + self.timeout + JOB_MARGIN
+    }
+}
+
+/// Slack in `job_limit` for opening and checking the file and for a busy machine.
+const JOB_MARGIN: Duration = Duration::from_secs(30);
+
+/// The rate below which a request counts as stalled: `min_rate_kib_s`, unless `max_kib_s`,
+/// shared by `workers` uploading at once, leaves each worker less than that (then every
+/// request would be cut off by its deadline while the limiter made it wait, and a healthy
+/// endpoint would look down).
+fn min_rate(min_rate_kib_s: u64, max_kib_s: Option<u64>, workers: usize) -> u64 {
+    let per_worker = max_kib_s.map_or(u64::MAX, |m| m / (workers.max(1) as u64));
+    min_rate_kib_s.min(per_worker).max(1) * 1024
 }
 
 /// The idempotency scope: `database.scope`, else this host's /etc/machine-id (stable across
@@ -740,7 +765,8 @@ fn describe_http_error(e: &attohttpc::Error) -> String {
     }
 }
 
-/// Starts `n` named workers (`upload-1`…) that run jobs until the job channel closes.
+/// Starts `n` named workers (`upload-1`…) that run jobs until the job channel closes; each
+/// tells `watch` when it takes a job and by when it must be over.
 pub fn spawn_workers(
     n: usize,
     jobs: Receiver<Job>,
@@ -748,8 +774,9 @@ pub fn spawn_workers(
     limiter: Option<Arc<RateLimiter>>,
     gate: Arc<Gate>,
     clock: Clock,
+    watch: Arc<crate::health::Workers>,
 ) -> io::Result<Vec<thread::JoinHandle<()>>> {
-    (1..=n)
+    (0..n)
         .map(|i| {
             let (jobs, reports, limiter, clock) = (
                 jobs.clone(),
@@ -757,9 +784,9 @@ pub fn spawn_workers(
                 limiter.clone(),
                 clock.clone(),
             );
-            let gate = gate.clone();
+            let (gate, watch) = (gate.clone(), watch.clone());
             thread::Builder::new()
-                .name(format!("upload-{i}"))
+                .name(format!("upload-{}", i + 1))
                 .spawn(move || {
                     for job in jobs {
                         let report = if !job.solo && gate.failing() {
@@ -771,7 +798,10 @@ pub fn spawn_workers(
                                 job,
                             }
                         } else {
+                            let limit = job.settings.job_limit(job.file.version.size);
+                            watch.busy(i, &job.target.path, limit);
                             let r = run_job(job, limiter.as_ref(), &clock);
+                            watch.idle(i);
                             gate.record(&r.outcome);
                             r
                         };
@@ -993,10 +1023,31 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(60),
             min_rate_bytes_s: 64 * 1024,
+            limited: false,
             scope: "s".into(),
             incomplete_max_wait: Duration::from_secs(600),
         };
         assert_eq!(s.overall_timeout(0), Duration::from_secs(60));
         assert_eq!(s.overall_timeout(1 << 30), Duration::from_secs(60 + 16384));
+    }
+
+    /// Review item 4: 4 workers sharing `max_kib_s` 8 each get 2 KiB/s; a 48 KiB file must
+    /// not be cut off after `timeout_secs` + 48 / 8 (the limiter makes it wait longer).
+    #[test]
+    fn a_shared_rate_limit_lengthens_the_deadline() {
+        let c = crate::config::parse(
+            r#"{"upload": {"url": "http://h/u", "workers": 4, "max_kib_s": 8,
+                           "min_rate_kib_s": 8, "timeout_secs": 2}}"#,
+        )
+        .unwrap();
+        let s = RequestSettings::new(&c, "scope".into());
+        assert_eq!(s.min_rate_bytes_s, 2 * 1024);
+        assert!(s.overall_timeout(48 * 1024) >= Duration::from_secs(2 + 24 + 32));
+        assert!(s.job_limit(48 * 1024) > s.overall_timeout(48 * 1024));
+        let free =
+            crate::config::parse(r#"{"upload": {"url": "http://h/u", "min_rate_kib_s": 8}}"#)
+                .unwrap();
+        let s = RequestSettings::new(&free, "scope".into());
+        assert_eq!(s.min_rate_bytes_s, 8 * 1024);
     }
 }

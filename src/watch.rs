@@ -5,8 +5,15 @@
 //! each date folder inside the window (for files). A new date folder is watched first and
 //! listed second, so a file written between the mkdir and the watch is not missed. Missing
 //! directories (a root mounted later) are re-tried every second; the window moves at local
-//! midnight. IN_Q_OVERFLOW asks the ticker for a full rescan; a watch-limit error (ENOSPC) is
-//! reported once with the sysctl to raise, and the rescan covers what it cannot watch.
+//! midnight. IN_Q_OVERFLOW asks the ticker for a full rescan and places the watches again
+//! (a date folder created while events were lost has none yet); a watch-limit error (ENOSPC)
+//! is reported once with the sysctl to raise, the rescan covers what it cannot watch, and
+//! the failed watches are tried again at every scan interval.
+//!
+//! Files: IN_CLOSE_WRITE and IN_MOVED_TO mean complete now. IN_CREATE of a regular file that
+//! already has content is how a file arrives by `link()` (hard-link ingest, `O_TMPFILE` +
+//! `linkat`), which raises nothing else: it is recorded like a scan-found file, due once its
+//! mtime has settled (a file being written raises IN_CLOSE_WRITE later, which makes it due).
 //!
 //! The loop polls the descriptor with a timeout of at most a second, so it notices control
 //! messages and shutdown (its control channel closing) without any other wake-up.
@@ -17,7 +24,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -95,6 +102,9 @@ pub struct Watcher {
     live: Arc<Live>,
     warned: HashSet<PathBuf>,
     warned_limit: bool,
+    /// Directories the watch limit kept unwatched at the last sync, tried again at `retry`.
+    limited: usize,
+    retry_limited: Instant,
     window: Window,
     needs_sync: bool,
 }
@@ -104,12 +114,16 @@ const ROOT_MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::DELETE_SELF)
     .union(WatchMask::MOVE_SELF)
     .union(WatchMask::ONLYDIR);
+/// A folder named under the root, and date folders, are never watched through a link.
+const FOLDER_MASK: WatchMask = ROOT_MASK.union(WatchMask::DONT_FOLLOW);
 const DATE_MASK: WatchMask = WatchMask::CLOSE_WRITE
     .union(WatchMask::MOVED_TO)
+    .union(WatchMask::CREATE)
     .union(WatchMask::ATTRIB)
     .union(WatchMask::DELETE_SELF)
     .union(WatchMask::MOVE_SELF)
-    .union(WatchMask::ONLYDIR);
+    .union(WatchMask::ONLYDIR)
+    .union(WatchMask::DONT_FOLLOW);
 
 impl Watcher {
     /// Opens the inotify descriptor. `run` places the watches and loops.
@@ -138,6 +152,8 @@ impl Watcher {
             live,
             warned: HashSet::new(),
             warned_limit: false,
+            limited: 0,
+            retry_limited: Instant::now(),
             window,
             needs_sync: true,
         })
@@ -186,7 +202,10 @@ impl Watcher {
                 self.needs_sync = true;
             }
             let has_missing = !self.live.watch().missing.is_empty();
-            if self.needs_sync || has_missing {
+            // Watches the limit refused are tried again at every scan interval: the limit may
+            // have been raised, or other watches freed.
+            let retry = self.limited > 0 && Instant::now() >= self.retry_limited;
+            if self.needs_sync || has_missing || retry {
                 self.sync();
             }
             // Wake at least every `max_sleep` (control, missing directories, the watchdog
@@ -275,6 +294,8 @@ impl Watcher {
             };
             log::warn!("inotify queue overflowed (events were dropped; overflow #{n}): rescanning everything now");
             let _ = self.rescan.try_send("overflow");
+            // A date folder created while events were lost has no watch yet.
+            self.needs_sync = true;
             return;
         }
         let Some((_, role, dir)) = self.by_wd.get(&wd).cloned() else {
@@ -316,7 +337,8 @@ impl Watcher {
                     let _ = self.inputs.send(Input::Attrib(path));
                     return;
                 }
-                if !mask.intersects(EventMask::CLOSE_WRITE | EventMask::MOVED_TO) {
+                let created = mask.contains(EventMask::CREATE);
+                if !created && !mask.intersects(EventMask::CLOSE_WRITE | EventMask::MOVED_TO) {
                     return;
                 }
                 let meta = match std::fs::symlink_metadata(&path) {
@@ -340,15 +362,25 @@ impl Watcher {
                 let version = Version::of(&meta);
                 let now = self.clock.now_utc();
                 // IN_CLOSE_WRITE / IN_MOVED_TO mean the writer is done: due now (the JPEG/PNG
-                // end check still applies when it is sent).
+                // end check still applies when it is sent). IN_CREATE of an empty file is a
+                // writer just starting (IN_CLOSE_WRITE follows); with content, a link() or a
+                // write already under way: due once settled, as a scan would find it.
+                if created && version.size == 0 {
+                    return;
+                }
+                let ready_at = if created {
+                    crate::judge::settle_time(now, version.mtime_ns, self.config.watch.settle)
+                } else {
+                    now
+                };
                 batch.push(Observation {
                     path,
                     folder: folder.label.clone(),
                     date: date_name.to_string_lossy().into_owned(),
                     filename: name,
                     version,
-                    ready_at: format_ts(now),
-                    via_event: true,
+                    ready_at: format_ts(ready_at),
+                    via_event: !created,
                 });
             }
         }
@@ -373,13 +405,20 @@ impl Watcher {
                 let missing = matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR));
                 if missing {
                     self.live.watch().missing.push(path.to_path_buf());
-                    if self.warned.insert(path.to_path_buf()) {
+                    let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink());
+                    if link && self.warned.insert(path.to_path_buf()) {
+                        log::warn!(
+                            "{} is a symbolic link, which is not followed below the configured directories: name its target as an absolute folder entry",
+                            path.shown()
+                        );
+                    } else if self.warned.insert(path.to_path_buf()) {
                         log::warn!(
                             "{} does not exist (yet): watching for it to appear",
                             path.shown()
                         );
                     }
                 } else if e.raw_os_error() == Some(libc::ENOSPC) {
+                    self.limited += 1;
                     if !self.warned_limit {
                         self.warned_limit = true;
                         log::error!(
@@ -406,6 +445,8 @@ impl Watcher {
     fn sync(&mut self) {
         self.needs_sync = false;
         self.live.watch().missing.clear();
+        let was_limited = self.limited;
+        self.limited = 0;
         let config = self.config.clone();
         let mut wanted: HashSet<Role> = HashSet::new();
         wanted.insert(Role::Root);
@@ -414,7 +455,12 @@ impl Watcher {
         let mut fresh: Vec<(usize, OsString)> = Vec::new();
         for (fi, folder) in config.watch.folders.iter().enumerate() {
             wanted.insert(Role::Folder(fi));
-            let new_folder = self.add(Role::Folder(fi), &folder.path, ROOT_MASK);
+            let mask = if folder.below.is_some() {
+                FOLDER_MASK
+            } else {
+                ROOT_MASK
+            };
+            let new_folder = self.add(Role::Folder(fi), &folder.path, mask);
             if new_folder {
                 if let Some(k) = fs_kind(&folder.path).filter(|k| !k.gives_events) {
                     log::warn!(
@@ -458,10 +504,17 @@ impl Watcher {
                 let _ = self.inotify.watches().remove(wd);
             }
         }
+        if self.limited > 0 {
+            self.retry_limited = Instant::now() + config.watch.scan_interval;
+        } else if was_limited > 0 {
+            log::info!("every directory is watched again (the inotify watch limit no longer stands in the way)");
+            self.warned_limit = false;
+        }
         {
             let mut st = self.live.watch();
             st.watched_dirs = self.by_wd.len();
             st.scan_only = scan_only;
+            st.unwatched = self.limited;
         }
         // Watch first, list second: files written before the watch existed are found here.
         let mut summary = scanner::Summary::default();

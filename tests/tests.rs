@@ -15,3 +15,4 @@ mod scan;
 mod secrets;
 mod service;
 mod shared;
+mod trust;

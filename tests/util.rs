@@ -369,6 +369,28 @@ impl Env {
         self.cmd_with_config(&self.config_path, args)
     }
 
+    /// The file `SEGA_TEST_CLOCK_STEP` names for this env's daemons and commands: the step
+    /// in seconds added to their wall clock (see src/clock.rs).
+    pub fn clock_step_file(&self) -> PathBuf {
+        self.dir.join("clock-step")
+    }
+
+    /// Steps the wall clock of this env's processes by `secs` from the true time (replaced
+    /// atomically; they read it again within ~20 ms).
+    pub fn step_clock(&self, secs: i64) {
+        let tmp = self.dir.join("clock-step.tmp");
+        fs::write(&tmp, secs.to_string()).unwrap();
+        fs::rename(&tmp, self.clock_step_file()).unwrap();
+    }
+
+    /// A writable connection to the SQLite ledger (for a test that plays another process:
+    /// a lock held, a row deleted by hand).
+    pub fn sqlite_writer(&self) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(&self.db).unwrap();
+        c.busy_timeout(Duration::from_secs(30)).unwrap();
+        c
+    }
+
     pub fn cmd_with_config(&self, config: &Path, args: &[&str]) -> Command {
         self.cmd_of(Path::new(BIN), config, args)
     }
@@ -381,6 +403,7 @@ impl Env {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM");
         c.env_remove("SEGA_TEST_NOW").env_remove("SEGA_CONFIG");
+        c.env("SEGA_TEST_CLOCK_STEP", self.clock_step_file());
         c
     }
 
@@ -523,37 +546,45 @@ impl Env {
         if let Some(l) = &self.pg {
             return l.rows_of(&l.scope);
         }
+        self.try_sqlite_rows()
+            .unwrap_or_else(|e| panic!("reading {}: {e}", self.db.display()))
+    }
+
+    /// Never panics (the drop-time dump runs while a test panics).
+    fn try_sqlite_rows(&self) -> rusqlite::Result<Vec<Row>> {
         if !self.db.exists() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        let c = self.conn();
-        let mut stmt = c
-            .prepare(
-                "SELECT id, path, folder, date, filename, size, status, attempts, last_error, uploaded_at FROM files ORDER BY id",
-            )
-            .unwrap();
+        let c = rusqlite::Connection::open_with_flags(
+            &self.db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        c.busy_timeout(Duration::from_secs(10))?;
+        let mut stmt = c.prepare(
+            "SELECT id, path, folder, date, filename, size, status, attempts, last_error, uploaded_at FROM files ORDER BY id",
+        )?;
         let bytes = |v: rusqlite::types::ValueRef<'_>| match v {
             rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => b.to_vec(),
             _ => Vec::new(),
         };
-        stmt.query_map([], |r| {
-            Ok(Row {
-                id: r.get(0)?,
-                path: bytes(r.get_ref(1)?),
-                folder: r.get(2)?,
-                date: r.get(3)?,
-                filename: bytes(r.get_ref(4)?),
-                size: r.get(5)?,
-                status: r.get(6)?,
-                attempts: r.get(7)?,
-                last_error: r.get(8)?,
-                uploaded_at: r.get(9)?,
-                claimed_host: None,
-            })
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Row {
+                    id: r.get(0)?,
+                    path: bytes(r.get_ref(1)?),
+                    folder: r.get(2)?,
+                    date: r.get(3)?,
+                    filename: bytes(r.get_ref(4)?),
+                    size: r.get(5)?,
+                    status: r.get(6)?,
+                    attempts: r.get(7)?,
+                    last_error: r.get(8)?,
+                    uploaded_at: r.get(9)?,
+                    claimed_host: None,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<Row>>>();
+        rows
     }
 
     pub fn row(&self, name: &str) -> Row {
@@ -705,7 +736,10 @@ impl Drop for Env {
                         eprintln!("(cannot read the rows: {e})");
                         Vec::new()
                     }),
-                    None => self.rows(),
+                    None => self.try_sqlite_rows().unwrap_or_else(|e| {
+                        eprintln!("(cannot read the rows: {e})");
+                        Vec::new()
+                    }),
                 };
                 for r in rows.iter().take(60) {
                     eprintln!(
@@ -902,6 +936,70 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The `Idempotency-Key` the daemon sends for a file version (src/upload.rs).
+pub fn idempotency_key(
+    scope: &str,
+    folder: &str,
+    date: &str,
+    name: &[u8],
+    size: u64,
+    mtime_ns: i64,
+) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [scope.as_bytes(), folder.as_bytes(), date.as_bytes(), name] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.update(size.to_be_bytes());
+    h.update(mtime_ns.to_be_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A file outside the tree that must never be read: its atime is set back to 1970 (older
+/// than its mtime, so a read moves it even under relatime). `untouched` says whether it was
+/// left alone.
+pub struct Sentinel {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+impl Sentinel {
+    pub fn new(path: PathBuf, bytes: Vec<u8>) -> Sentinel {
+        fs::write(&path, &bytes).unwrap();
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let times = [
+            libc::timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            },
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+        ];
+        // SAFETY: a NUL-terminated path and two timespecs, as utimensat wants.
+        assert_eq!(
+            unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) },
+            0
+        );
+        Sentinel { path, bytes }
+    }
+
+    /// Never read (atime still 1970) and its content never reached the endpoint.
+    pub fn untouched(&self, env: &Env) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let atime = fs::metadata(&self.path).unwrap().atime();
+        let sha = sha256_hex(&self.bytes);
+        let sent = env
+            .server
+            .requests()
+            .iter()
+            .any(|r| r.file.as_ref().is_some_and(|f| f.sha256 == sha));
+        atime == 1 && !sent
+    }
 }
 
 pub fn name_bytes(p: &Path) -> Vec<u8> {

@@ -35,6 +35,18 @@ pub const RESULTS_KEPT_PER_FILE: i64 = 20;
 /// `response_body` is capped at this many bytes (DESIGN §4).
 pub const RESPONSE_CAP: usize = 64 * 1024;
 
+/// Which due rows a claim takes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOrder {
+    /// `upload.order` oldest_first: by mtime, oldest file first.
+    OldestFile,
+    /// `upload.order` newest_first.
+    NewestFile,
+    /// The row due longest ago first (by `next_attempt_at`): the outage's probes, so that
+    /// each tries another file and one the endpoint cannot take is not tried over and over.
+    LongestWaiting,
+}
+
 /// What a row's `status` column may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -272,15 +284,15 @@ pub trait Ledger: Send {
     /// A permission change on a pending file that failed: due now rather than at its backoff.
     fn recheck(&mut self, path: &Path, now: &str) -> Result<bool>;
 
-    /// Atomically claims up to `limit` due rows, oldest (or newest) file first. Due: a
-    /// `next_attempt_at` at or before `now`, or after `far` (set before the wall clock was
-    /// stepped back: no wait the daemon sets is that long).
+    /// Atomically claims up to `limit` due rows in `order`. Due: a `next_attempt_at` at or
+    /// before `now`, or after `far` (set before the wall clock was stepped back: no wait the
+    /// daemon sets is that long).
     fn claim_due(
         &mut self,
         now: &str,
         far: &str,
         limit: usize,
-        newest_first: bool,
+        order: ClaimOrder,
     ) -> Result<Vec<Claimed>>;
 
     /// Claims these rows if they are still pending (the one-shot scan).
@@ -320,6 +332,13 @@ pub trait Ledger: Send {
     /// The folders this daemon watches changed (a reload): a shared ledger claims only files
     /// of folders it can see, found at these roots (label → folder path).
     fn set_folders(&mut self, _roots: HashMap<String, PathBuf>) {}
+
+    /// The daemon's periodic look at the ledger's own files (SQLite: the database and its
+    /// write-ahead log are still the ones it opened). An error is fatal: it says what was
+    /// lost and what was saved.
+    fn watch_files(&mut self) -> Result<()> {
+        Ok(())
+    }
 
     /// After an endpoint outage: rows that failed during it are due now.
     fn release_backoff(&mut self, now: &str) -> Result<usize>;
@@ -468,7 +487,7 @@ pub fn open(config: &Config, role: Role) -> Result<Opened> {
         return open_postgres(config, url.expose(), role);
     }
     let db = &config.database.path;
-    let (lock, held_by) = match role {
+    let (mut lock, held_by) = match role {
         Role::Daemon => (Some(lock::acquire(db)?), None),
         Role::Scan => match lock::try_lock(db)? {
             lock::Attempt::Acquired(l) => (Some(l), None),
@@ -476,8 +495,13 @@ pub fn open(config: &Config, role: Role) -> Result<Opened> {
         },
         Role::Write | Role::Read => (None, None),
     };
-    let ledger: Box<dyn Ledger> = match role {
-        Role::Read => Box::new(Store::open_read_only(db)?),
+    let ledger: Box<dyn Ledger> = match (role, &mut lock) {
+        (Role::Read, _) => Box::new(Store::open_read_only(db)?),
+        (_, Some(l)) => {
+            let store = Store::open_as_holder(db, l.initialised())?;
+            l.mark_initialised(&crate::clock::format_ts(time::OffsetDateTime::now_utc()));
+            Box::new(store)
+        }
         _ => Box::new(Store::open(db)?),
     };
     Ok(Opened {

@@ -32,9 +32,9 @@ use diesel::sql_types::{Array, BigInt, Bool, Bytea, Double, Integer, Nullable, T
 use sha2::{Digest, Sha256};
 
 use super::{
-    identity_of, local_path, log_new_version, Claimed, Completion, Disposition, ErrorCause,
-    Exported, FileRow, HostState, Identity, Ledger, ListFilter, Observation, PathAt, RecordStats,
-    ResultRow, Status, Summary, RESULTS_KEPT_PER_FILE,
+    identity_of, local_path, log_new_version, ClaimOrder, Claimed, Completion, Disposition,
+    ErrorCause, Exported, FileRow, HostState, Identity, Ledger, ListFilter, Observation, PathAt,
+    RecordStats, ResultRow, Status, Summary, RESULTS_KEPT_PER_FILE,
 };
 use crate::error::{Error, Result};
 use crate::layout::Version;
@@ -1373,9 +1373,13 @@ impl Ledger for PgStore {
         now: &str,
         far: &str,
         limit: usize,
-        newest_first: bool,
+        order: ClaimOrder,
     ) -> Result<Vec<Claimed>> {
-        let order = if newest_first { "DESC" } else { "ASC" };
+        let by = match order {
+            ClaimOrder::OldestFile => "mtime_ns ASC, id ASC",
+            ClaimOrder::NewestFile => "mtime_ns DESC, id DESC",
+            ClaimOrder::LongestWaiting => "next_attempt_at ASC, id ASC",
+        };
         let sql = format!(
             "UPDATE files SET status = 'uploading', attempts = attempts + 1, claimed_host = $4,
                  claimed_pid = $5, claimed_at = now(), updated_at = $2::timestamptz
@@ -1384,7 +1388,7 @@ impl Ledger for PgStore {
                  WHERE scope = $1 AND status = 'pending'
                    AND (next_attempt_at <= $2::timestamptz OR next_attempt_at > $7::timestamptz)
                    AND folder = ANY($3)
-                 ORDER BY mtime_ns {order}, id {order} LIMIT $6
+                 ORDER BY {by} LIMIT $6
                  FOR UPDATE SKIP LOCKED))
              {}",
             claim_returning()
@@ -1404,7 +1408,7 @@ impl Ledger for PgStore {
         let mut claimed = self.claimed(rows);
         // RETURNING gives no order guarantee.
         claimed.sort_by_key(|c| (c.version.mtime_ns, c.id));
-        if newest_first {
+        if order == ClaimOrder::NewestFile {
             claimed.reverse();
         }
         Ok(claimed)
@@ -2451,7 +2455,7 @@ mod tests {
                     barrier.wait();
                     let mut mine = Vec::new();
                     loop {
-                        let got = s.claim_due(T1, FAR, 16, false).unwrap();
+                        let got = s.claim_due(T1, FAR, 16, ClaimOrder::OldestFile).unwrap();
                         if got.is_empty() {
                             return mine;
                         }
@@ -2522,7 +2526,16 @@ mod tests {
                                 .map_err(|e| format!("{host} record: {e}"))?;
                         }
                         let got = s
-                            .claim_due(T1, FAR, 32, k == 1)
+                            .claim_due(
+                                T1,
+                                FAR,
+                                32,
+                                if k == 1 {
+                                    ClaimOrder::NewestFile
+                                } else {
+                                    ClaimOrder::OldestFile
+                                },
+                            )
                             .map_err(|e| format!("{host} claim: {e}"))?;
                         if got.is_empty() {
                             return Ok(uploaded);
@@ -2563,7 +2576,10 @@ mod tests {
         a.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
         a.set_state(&[("heartbeat", T0.into())], T0).unwrap();
         let p = Path::new("/data/Sega_1/2026-11-26/a.jpg");
-        assert!(b.claim_due(T1, FAR, 10, false).unwrap().is_empty());
+        assert!(b
+            .claim_due(T1, FAR, 10, ClaimOrder::OldestFile)
+            .unwrap()
+            .is_empty());
         assert!(b.due_ids(T1, FAR, &[], false).unwrap().is_empty());
         assert!(b.counts().unwrap().is_empty());
         assert!(b.list(&ListFilter::default()).unwrap().is_empty());
@@ -2575,7 +2591,10 @@ mod tests {
         assert_eq!(b.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap().new, 1);
         // Prune takes finished rows only: both scopes' rows uploaded, b's prune takes b's.
         for s in [&mut a, &mut b] {
-            let c = s.claim_due(T1, FAR, 10, false).unwrap().remove(0);
+            let c = s
+                .claim_due(T1, FAR, 10, ClaimOrder::OldestFile)
+                .unwrap()
+                .remove(0);
             s.complete(&[completion(&c, Disposition::Uploaded)], T1)
                 .unwrap();
         }
@@ -2593,13 +2612,16 @@ mod tests {
         a.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
         let elsewhere = HashMap::from([("Other".to_owned(), PathBuf::from("/data/Other"))]);
         let mut blind = pg_open(&url, "site-a", "cam-3", elsewhere);
-        assert!(blind.claim_due(T1, FAR, 10, false).unwrap().is_empty());
+        assert!(blind
+            .claim_due(T1, FAR, 10, ClaimOrder::OldestFile)
+            .unwrap()
+            .is_empty());
         assert!(blind.next_due().unwrap().is_none());
         let ids = a.due_ids(T1, FAR, &[], false).unwrap();
         assert!(blind.claim_ids(&ids, T1).unwrap().is_empty());
         let mounted = HashMap::from([("Sega_1".to_owned(), PathBuf::from("/mnt/nas/Sega_1"))]);
         let mut b = pg_open(&url, "site-a", "cam-2", mounted);
-        let c = b.claim_due(T1, FAR, 10, false).unwrap();
+        let c = b.claim_due(T1, FAR, 10, ClaimOrder::OldestFile).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].path, Path::new("/mnt/nas/Sega_1/2026-11-26/a.jpg"));
         // Looked up by this host's path, shown with it, and with the claiming host.
@@ -2637,7 +2659,7 @@ mod tests {
             T0,
         )
         .unwrap();
-        let c = s.claim_due(T0, FAR, 10, false).unwrap();
+        let c = s.claim_due(T0, FAR, 10, ClaimOrder::OldestFile).unwrap();
         let mut nul = completion(
             &c[0],
             Disposition::Retry {
@@ -2688,8 +2710,8 @@ mod tests {
             T0,
         )
         .unwrap();
-        let held = a.claim_due(T0, FAR, 2, false).unwrap();
-        let silent = c.claim_due(T0, FAR, 1, false).unwrap();
+        let held = a.claim_due(T0, FAR, 2, ClaimOrder::OldestFile).unwrap();
+        let silent = c.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap();
         a.set_state(&[("heartbeat", T0.into())], T0).unwrap();
         assert_eq!(b.take_over_stale(T1).unwrap(), 0, "cam-1 is alive");
         // cam-1's heartbeat stops (by the server's clock); cam-3 never wrote one and
@@ -2719,7 +2741,7 @@ mod tests {
         // cam-1 comes back with its old claims: its completions are recorded, not applied.
         a.complete(&[completion(&held[0], Disposition::Uploaded)], T2)
             .unwrap();
-        let again = b.claim_due(T2, FAR, 10, false).unwrap();
+        let again = b.claim_due(T2, FAR, 10, ClaimOrder::OldestFile).unwrap();
         assert_eq!(again.len(), 3);
         assert!(again.iter().all(|c| c.attempt == 2));
         assert_eq!(all_results(&mut b).len(), 4);
@@ -2733,8 +2755,8 @@ mod tests {
         let mut b = pg_open(&url, "site-a", "cam-2", roots());
         a.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
             .unwrap();
-        let ca = a.claim_due(T0, FAR, 1, false).unwrap();
-        let cb = b.claim_due(T0, FAR, 1, false).unwrap();
+        let ca = a.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap();
+        let cb = b.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap();
         assert_ne!(ca[0].id, cb[0].id);
         assert_eq!(b.reset_uploading(Some(&[ca[0].id]), T1, "x").unwrap(), 0);
         assert_eq!(b.reset_uploading(None, T1, "interrupted").unwrap(), 1);
@@ -2845,7 +2867,10 @@ mod tests {
         };
         let pid = a.backend_pid_for_test().unwrap();
         terminate(&mut admin, pid);
-        let e = a.claim_due(T1, FAR, 10, false).unwrap_err().to_string();
+        let e = a
+            .claim_due(T1, FAR, 10, ClaimOrder::OldestFile)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("claiming files: "), "{e}");
         // The next call reconnects, takes the lock again, and works.
         assert_eq!(a.next_due().unwrap().as_deref(), Some(T0));
@@ -2891,7 +2916,7 @@ mod tests {
             T0,
         )
         .unwrap();
-        let c = lite.claim_due(T0, FAR, 2, false).unwrap();
+        let c = lite.claim_due(T0, FAR, 2, ClaimOrder::OldestFile).unwrap();
         let mut done = completion(&c[0], Disposition::Uploaded);
         done.response_json = Some(r#"{"id":7}"#.into());
         lite.complete(&[done], T1).unwrap();
@@ -2924,7 +2949,12 @@ mod tests {
         let a = home.iter().find(|e| e.file.filename == "a.jpg").unwrap();
         assert_eq!(a.file.path, Path::new("/data/Sega_1/2026-11-26/a.jpg"));
         assert_eq!(a.results.len(), 1);
-        assert_eq!(back.claim_due(LATER, FAR, 10, false).unwrap().len(), 2);
+        assert_eq!(
+            back.claim_due(LATER, FAR, 10, ClaimOrder::OldestFile)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -19,8 +19,8 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
 use super::{
-    log_new_version, Claimed, Completion, Disposition, ErrorCause, Exported, FileRow, Ledger,
-    ListFilter, Observation, PathAt, RecordStats, ResultRow, Status, Summary,
+    log_new_version, ClaimOrder, Claimed, Completion, Disposition, ErrorCause, Exported, FileRow,
+    Ledger, ListFilter, Observation, PathAt, RecordStats, ResultRow, Status, Summary,
     RESULTS_KEPT_PER_FILE,
 };
 use crate::error::{Error, Result};
@@ -118,6 +118,23 @@ const MIGRATIONS: &[&str] = &[
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The database file and its `-wal` as first seen, for `watch_files`.
+    files: Option<(FileId, Option<FileId>)>,
+}
+
+/// A file's (device, inode).
+type FileId = (u64, u64);
+
+/// `<database>-wal`.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push("-wal");
+    PathBuf::from(s)
+}
+
+fn file_id(p: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// A path's or name's bytes as the SQL value that stores them losslessly.
@@ -196,6 +213,11 @@ impl Store {
     /// Opens (creating if needed) the database for writing: WAL, synchronous=NORMAL, a 5 s
     /// busy timeout, migrations applied.
     pub fn open(path: &Path) -> Result<Store> {
+        Store::open_checked(path, |_| Ok(()))
+    }
+
+    /// `open`, with `check` run on the connection before any migration.
+    fn open_checked(path: &Path, check: impl FnOnce(&Connection) -> Result<()>) -> Result<Store> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -217,9 +239,57 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            files: None,
         };
         store.configure(false)?;
+        check(&store.conn)?;
         store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens the database as the holder of its lock (`run`, `scan`). `initialised`: when the
+    /// lock file says a ledger was first set up here. A database file that exists without
+    /// a schema then lost its content (a `-wal` deleted before a checkpoint, a truncated
+    /// copy): it is refused, never silently started afresh (DESIGN §4). A database file
+    /// that is gone altogether is started afresh, said loudly.
+    pub fn open_as_holder(path: &Path, initialised: Option<&str>) -> Result<Store> {
+        let existed = path.exists();
+        let lock = crate::lock::lock_path(path);
+        if let (Some(since), false) = (initialised, existed) {
+            log::warn!(
+                "database {} is gone, though {} shows a ledger was set up here on {since}: starting a new one; every image in the window is uploaded again (with the same Idempotency-Key)",
+                path.shown(),
+                lock.shown()
+            );
+        }
+        let lost = |conn: &Connection| -> Result<()> {
+            let Some(since) = initialised.filter(|_| existed) else {
+                return Ok(());
+            };
+            let tables: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| open_error(path, e))?;
+            if tables == 0 {
+                return Err(Error::DbState {
+                    path: path.to_path_buf(),
+                    msg: format!(
+                        "has no tables, but {} shows a ledger was set up here on {since}: its \
+                         content is lost (a deleted -wal file?). Not starting afresh: restore a \
+                         backup, or remove {} to start a new ledger (every image in the window \
+                         is then uploaded again, with the same Idempotency-Key)",
+                        lock.shown(),
+                        lock.shown()
+                    ),
+                });
+            }
+            Ok(())
+        };
+        let mut store = Store::open_checked(path, lost)?;
+        store.files = file_id(path).map(|db| (db, file_id(&wal_path(path))));
         Ok(store)
     }
 
@@ -237,6 +307,7 @@ impl Store {
         let store = Store {
             conn,
             path: path.to_path_buf(),
+            files: None,
         };
         store.configure(true)?;
         let version = store.user_version()?;
@@ -373,6 +444,52 @@ impl Store {
 impl Ledger for Store {
     fn describe(&self) -> String {
         format!("database {}", self.path.shown())
+    }
+
+    /// The database file and its `-wal` must still be the ones this connection writes: a
+    /// `-wal` deleted (a clean-up script) leaves the connection writing into an unlinked
+    /// file whose content no later process would see. Then what it holds is checkpointed
+    /// into the database, and the error stops the daemon, so that the next start opens the
+    /// database afresh with a new `-wal`.
+    fn watch_files(&mut self) -> Result<()> {
+        let Some((db, wal)) = self.files else {
+            return Ok(());
+        };
+        let wal_now = file_id(&wal_path(&self.path));
+        let problem = if file_id(&self.path) != Some(db) {
+            Some(format!("{} was deleted or replaced", self.path.shown()))
+        } else {
+            match (wal, wal_now) {
+                (Some(a), Some(b)) if a != b => Some(format!(
+                    "{} was deleted and made anew by someone else",
+                    wal_path(&self.path).shown()
+                )),
+                (Some(_), None) => Some(format!("{} was deleted", wal_path(&self.path).shown())),
+                (None, now) => {
+                    self.files = Some((db, now));
+                    None
+                }
+                _ => None,
+            }
+        };
+        let Some(problem) = problem else {
+            return Ok(());
+        };
+        let saved = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|busy| busy == 0)
+            .unwrap_or(false);
+        Err(Error::LedgerFilesLost {
+            path: self.path.clone(),
+            msg: if saved {
+                format!("{problem} while the daemon ran: what it held was saved into the database (checkpoint); stopping, so that the next start opens a new write-ahead log")
+            } else {
+                format!("{problem} while the daemon ran, and what it held could not be saved into the database: stopping; the next start refuses a database that lost its schema rather than start afresh")
+            },
+        })
     }
 
     fn export(&mut self, each: &mut dyn FnMut(Exported) -> Result<()>) -> Result<usize> {
@@ -657,23 +774,27 @@ impl Ledger for Store {
         Ok(n > 0)
     }
 
-    /// Atomically claims up to `limit` due rows, oldest (or newest) file first. `INDEXED BY`:
-    /// left to itself SQLite picks `files_status`, reads every pending row and sorts them,
-    /// 157 ms a claim with a million pending rows; the partial index in upload order makes
-    /// a claim cost the rows it returns.
+    /// Atomically claims up to `limit` due rows in `order`. `INDEXED BY`: left to itself
+    /// SQLite picks `files_status`, reads every pending row and sorts them, 157 ms a claim
+    /// with a million pending rows; a partial index in the claim's order makes a claim cost
+    /// the rows it returns.
     fn claim_due(
         &mut self,
         now: &str,
         far: &str,
         limit: usize,
-        newest_first: bool,
+        order: ClaimOrder,
     ) -> Result<Vec<Claimed>> {
-        let order = if newest_first { "DESC" } else { "ASC" };
+        let (index, by) = match order {
+            ClaimOrder::OldestFile => ("files_pending_age", "mtime_ns ASC, id ASC"),
+            ClaimOrder::NewestFile => ("files_pending_age", "mtime_ns DESC, id DESC"),
+            ClaimOrder::LongestWaiting => ("files_pending_due", "next_attempt_at ASC, id ASC"),
+        };
         let sql = format!(
             "UPDATE files SET status = 'uploading', attempts = attempts + 1, updated_at = ?1
-             WHERE id IN (SELECT id FROM files INDEXED BY files_pending_age
+             WHERE id IN (SELECT id FROM files INDEXED BY {index}
                           WHERE status = 'pending' AND (next_attempt_at <= ?1 OR next_attempt_at > ?3)
-                          ORDER BY mtime_ns {order}, id {order} LIMIT ?2)
+                          ORDER BY {by} LIMIT ?2)
              {CLAIM_RETURNING}"
         );
         let mut claimed = {
@@ -689,7 +810,7 @@ impl Ledger for Store {
         };
         // RETURNING gives no order guarantee.
         claimed.sort_by_key(|c| (c.version.mtime_ns, c.id));
-        if newest_first {
+        if order == ClaimOrder::NewestFile {
             claimed.reverse();
         }
         Ok(claimed)

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{
-    Attempted, Claimed, Completion, Disposition, Exported, Ledger, ListFilter, Observation,
-    ResultRow, Status, Store, RESULTS_KEPT_PER_FILE,
+    Attempted, ClaimOrder, Claimed, Completion, Disposition, Exported, Ledger, ListFilter,
+    Observation, ResultRow, Status, Store, RESULTS_KEPT_PER_FILE,
 };
 use crate::layout::Version;
 
@@ -187,7 +187,7 @@ fn record_distinguishes_new_known_and_new_versions(mut s: Box<dyn Ledger>) {
     assert_eq!((st.new, st.new_versions, st.unchanged), (0, 0, 1));
 
     // Upload a.jpg, then it is rewritten: a new version, attempts from 0.
-    let c = s.claim_due(T0, FAR, 10, false).unwrap();
+    let c = s.claim_due(T0, FAR, 10, ClaimOrder::OldestFile).unwrap();
     assert_eq!(c.len(), 2);
     let a = c.iter().find(|c| c.filename == "a.jpg").unwrap().clone();
     s.complete(&[completion(&a, Disposition::Uploaded)], T1)
@@ -212,7 +212,7 @@ fn non_utf8_names_round_trip_losslessly(mut s: Box<dyn Ledger>) {
     let name = b"\xbb\xe7\xc1\xf8.jpg";
     s.record(&[obs(name, 1, 1), obs("사진.jpg".as_bytes(), 1, 1)], T0)
         .unwrap();
-    let c = s.claim_due(T0, FAR, 10, false).unwrap();
+    let c = s.claim_due(T0, FAR, 10, ClaimOrder::OldestFile).unwrap();
     let got: Vec<&[u8]> = c.iter().map(|c| c.filename.as_bytes()).collect();
     assert!(got.contains(&&name[..]));
     assert!(got.contains(&"사진.jpg".as_bytes()));
@@ -234,24 +234,34 @@ fn claims_are_atomic_ordered_and_respect_due_times(mut s: Box<dyn Ledger>) {
         T0,
     )
     .unwrap();
-    let c = s.claim_due(T1, FAR, 10, false).unwrap();
+    let c = s.claim_due(T1, FAR, 10, ClaimOrder::OldestFile).unwrap();
     let names: Vec<_> = c.iter().map(|c| c.filename.clone()).collect();
     assert_eq!(names, ["old.jpg", "new.jpg"]);
     assert!(c.iter().all(|c| c.attempt == 1));
     assert_eq!(c[0].path, Path::new("/data/Sega_1/2026-11-26/old.jpg"));
     assert!(
-        s.claim_due(T1, FAR, 10, false).unwrap().is_empty(),
+        s.claim_due(T1, FAR, 10, ClaimOrder::OldestFile)
+            .unwrap()
+            .is_empty(),
         "claimed rows are not claimed twice"
     );
     assert_eq!(s.next_due().unwrap().as_deref(), Some(T2));
-    assert_eq!(s.claim_due(T2, FAR, 10, true).unwrap().len(), 1);
+    assert_eq!(
+        s.claim_due(T2, FAR, 10, ClaimOrder::NewestFile)
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(s.next_due().unwrap(), None);
 }
 
 fn completions_update_rows_and_keep_twenty_results(mut s: Box<dyn Ledger>) {
     s.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
     for i in 0..25 {
-        let c = s.claim_due(LATER, FAR, 1, false).unwrap().remove(0);
+        let c = s
+            .claim_due(LATER, FAR, 1, ClaimOrder::OldestFile)
+            .unwrap()
+            .remove(0);
         assert_eq!(c.attempt, i + 1);
         let mut done = completion(
             &c,
@@ -282,7 +292,10 @@ fn completions_update_rows_and_keep_twenty_results(mut s: Box<dyn Ledger>) {
 
 fn a_completion_never_touches_a_newer_version(mut s: Box<dyn Ledger>) {
     s.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
-    let c = s.claim_due(T0, FAR, 1, false).unwrap().remove(0);
+    let c = s
+        .claim_due(T0, FAR, 1, ClaimOrder::OldestFile)
+        .unwrap()
+        .remove(0);
     s.record(&[obs(b"a.jpg", 2, 2)], T1).unwrap();
     s.complete(&[completion(&c, Disposition::Uploaded)], T2)
         .unwrap();
@@ -298,7 +311,7 @@ fn a_completion_never_touches_a_newer_version(mut s: Box<dyn Ledger>) {
 fn interrupted_uploads_are_reset_with_a_result_row(mut s: Box<dyn Ledger>) {
     s.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
         .unwrap();
-    let c = s.claim_due(T0, FAR, 2, false).unwrap();
+    let c = s.claim_due(T0, FAR, 2, ClaimOrder::OldestFile).unwrap();
     assert_eq!(
         s.reset_uploading(Some(&[c[0].id]), T1, "interrupted")
             .unwrap(),
@@ -311,7 +324,7 @@ fn interrupted_uploads_are_reset_with_a_result_row(mut s: Box<dyn Ledger>) {
         .iter()
         .all(|r| r.outcome == "retry" && r.error.as_deref() == Some("interrupted")));
     assert!(results.iter().all(|r| r.attempt == 1));
-    let again = s.claim_due(T1, FAR, 10, false).unwrap();
+    let again = s.claim_due(T1, FAR, 10, ClaimOrder::OldestFile).unwrap();
     assert_eq!(again.len(), 2);
     assert!(
         again.iter().all(|c| c.attempt == 2),
@@ -321,9 +334,15 @@ fn interrupted_uploads_are_reset_with_a_result_row(mut s: Box<dyn Ledger>) {
 
 fn unclaim_gives_the_attempt_back(mut s: Box<dyn Ledger>) {
     s.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
-    let c = s.claim_due(T0, FAR, 1, false).unwrap().remove(0);
+    let c = s
+        .claim_due(T0, FAR, 1, ClaimOrder::OldestFile)
+        .unwrap()
+        .remove(0);
     s.unclaim(&[c.id], T1).unwrap();
-    let c = s.claim_due(T1, FAR, 1, false).unwrap().remove(0);
+    let c = s
+        .claim_due(T1, FAR, 1, ClaimOrder::OldestFile)
+        .unwrap()
+        .remove(0);
     assert_eq!(c.attempt, 1);
     assert!(all_results(&mut *s).is_empty());
 }
@@ -333,12 +352,12 @@ fn retry_and_prune(mut s: Box<dyn Ledger>) {
     old.date = "2026-01-01".into();
     old.path = PathBuf::from("/data/Sega_1/2026-01-01/old.jpg");
     s.record(&[obs(b"a.jpg", 1, 1), old], T0).unwrap();
-    for c in s.claim_due(T0, FAR, 10, false).unwrap() {
+    for c in s.claim_due(T0, FAR, 10, ClaimOrder::OldestFile).unwrap() {
         s.complete(&[completion(&c, Disposition::Failed)], T1)
             .unwrap();
     }
     assert_eq!(s.retry_failed(T2).unwrap(), 2);
-    let c = s.claim_due(T2, FAR, 10, false).unwrap();
+    let c = s.claim_due(T2, FAR, 10, ClaimOrder::OldestFile).unwrap();
     assert_eq!(c.len(), 2);
     for c in &c {
         s.complete(&[completion(c, Disposition::Uploaded)], T2)
@@ -349,11 +368,18 @@ fn retry_and_prune(mut s: Box<dyn Ledger>) {
         Some("uploaded")
     );
     assert!(
-        s.claim_due(T2, FAR, 10, false).unwrap().is_empty(),
+        s.claim_due(T2, FAR, 10, ClaimOrder::OldestFile)
+            .unwrap()
+            .is_empty(),
         "uploaded needs --force"
     );
     s.retry_path(a_path(), true, T2).unwrap();
-    assert_eq!(s.claim_due(T2, FAR, 10, false).unwrap().len(), 1);
+    assert_eq!(
+        s.claim_due(T2, FAR, 10, ClaimOrder::OldestFile)
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(
         s.retry_path(a_path(), true, T2).unwrap().as_deref(),
         Some("uploading"),
@@ -380,7 +406,10 @@ fn events_make_settling_rows_due(mut s: Box<dyn Ledger>) {
     scanned.ready_at = LATER.into();
     scanned.via_event = false;
     s.record(&[scanned.clone()], T0).unwrap();
-    assert!(s.claim_due(T1, FAR, 10, false).unwrap().is_empty());
+    assert!(s
+        .claim_due(T1, FAR, 10, ClaimOrder::OldestFile)
+        .unwrap()
+        .is_empty());
     // Seen again by a scan: still settling.
     let st = s.record(&[scanned.clone()], T1).unwrap();
     assert_eq!((st.unchanged, st.made_due), (1, 0));
@@ -391,7 +420,10 @@ fn events_make_settling_rows_due(mut s: Box<dyn Ledger>) {
     assert_eq!((st.unchanged, st.made_due), (0, 1));
     assert_eq!(s.next_due().unwrap().as_deref(), Some(T1));
     // Once tried and backing off, an event does not cut the backoff short…
-    let c = s.claim_due(T1, FAR, 1, false).unwrap().remove(0);
+    let c = s
+        .claim_due(T1, FAR, 1, ClaimOrder::OldestFile)
+        .unwrap()
+        .remove(0);
     let mut done = completion(
         &c,
         Disposition::Retry {
@@ -409,7 +441,10 @@ fn events_make_settling_rows_due(mut s: Box<dyn Ledger>) {
     assert!(!s
         .recheck(Path::new("/data/Sega_1/2026-11-26/x.jpg"), T2)
         .unwrap());
-    let c = s.claim_due(T2, FAR, 1, false).unwrap().remove(0);
+    let c = s
+        .claim_due(T2, FAR, 1, ClaimOrder::OldestFile)
+        .unwrap()
+        .remove(0);
     let done = completion(
         &c,
         Disposition::Retry {
@@ -465,7 +500,7 @@ fn dispositions_set_the_row_as_sqlite_does(mut s: Box<dyn Ledger>) {
         .map(|i| obs(format!("{i}.jpg").as_bytes(), 10, i))
         .collect();
     s.record(&batch, T0).unwrap();
-    let c = s.claim_due(T0, FAR, 10, false).unwrap();
+    let c = s.claim_due(T0, FAR, 10, ClaimOrder::OldestFile).unwrap();
     assert_eq!(c.len(), 5);
     let mut skipped = completion(&c[1], Disposition::Skipped { absent: false });
     skipped.error = Some("not an image".into());
@@ -558,7 +593,7 @@ fn dispositions_set_the_row_as_sqlite_does(mut s: Box<dyn Ledger>) {
         ("pending", 0, 99, 77, Some(LATER))
     );
     // A retry that does not count gives the attempt back.
-    let c = s.claim_due(T2, FAR, 10, false).unwrap();
+    let c = s.claim_due(T2, FAR, 10, ClaimOrder::OldestFile).unwrap();
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].incomplete_since.as_deref(), Some(T1));
     let probe = completion(
@@ -569,7 +604,10 @@ fn dispositions_set_the_row_as_sqlite_does(mut s: Box<dyn Ledger>) {
         },
     );
     s.complete(&[probe], T2).unwrap();
-    assert_eq!(s.claim_due(T2, FAR, 10, false).unwrap()[0].attempt, 1);
+    assert_eq!(
+        s.claim_due(T2, FAR, 10, ClaimOrder::OldestFile).unwrap()[0].attempt,
+        1
+    );
 }
 
 fn claim_ids_and_due_ids_follow_upload_order(mut s: Box<dyn Ledger>) {
@@ -637,7 +675,7 @@ fn state_counts_and_summary(mut s: Box<dyn Ledger>) {
         T0,
     )
     .unwrap();
-    let c = s.claim_due(T0, FAR, 2, false).unwrap();
+    let c = s.claim_due(T0, FAR, 2, ClaimOrder::OldestFile).unwrap();
     s.complete(&[completion(&c[0], Disposition::Uploaded)], T1)
         .unwrap();
     let mut failed = completion(&c[1], Disposition::Failed);
@@ -713,7 +751,7 @@ fn export_then_import_round_trips(mut s: Box<dyn Ledger>) {
         T0,
     )
     .unwrap();
-    let c = s.claim_due(T0, FAR, 2, false).unwrap();
+    let c = s.claim_due(T0, FAR, 2, ClaimOrder::OldestFile).unwrap();
     let mut retry = completion(
         &c[0],
         Disposition::Retry {
@@ -754,7 +792,12 @@ fn export_then_import_round_trips(mut s: Box<dyn Ledger>) {
         "a claim does not travel"
     );
     assert_eq!(b.file.path, Path::new("/data/Sega_1/2026-11-26/b.jpg"));
-    assert_eq!(t.claim_due(T2, FAR, 10, false).unwrap().len(), 3);
+    assert_eq!(
+        t.claim_due(T2, FAR, 10, ClaimOrder::OldestFile)
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 /// An empty ledger of the same backend as `s`.
