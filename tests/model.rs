@@ -6,9 +6,9 @@
 //! (see the engine's `oracle` for the rules). One SQLite episode and, where PostgreSQL can
 //! run, a short PostgreSQL one.
 //!
-//! `SEGA_TEST_SEED=N` replays a run; `SEGA_MODEL_FAULTS` changes the kinds (`+wal` adds the
-//! deleted-WAL fault, off by default until the daemon notices a lost WAL; `kill,stop` runs
-//! only those).
+//! Every fault kind is on, the deleted WAL included (the daemon notices it and stops, and
+//! refuses a database that lost its schema). `SEGA_TEST_SEED=N` replays a run;
+//! `SEGA_MODEL_FAULTS` changes the kinds (`-wal`, or `kill,stop` for only those).
 
 use std::time::Duration;
 
@@ -21,8 +21,10 @@ use crate::util::BIN;
 fn random_faults_at_the_boundary() {
     let seed = rng::seed_from_env("model");
     let faults = match std::env::var("SEGA_MODEL_FAULTS") {
-        Ok(spec) => Faults::parse(&spec).unwrap_or_else(|e| panic!("SEGA_MODEL_FAULTS: {e}")),
-        Err(_) => Faults::default_set(),
+        Ok(spec) => {
+            Faults::parse(&spec, Faults::all()).unwrap_or_else(|e| panic!("SEGA_MODEL_FAULTS: {e}"))
+        }
+        Err(_) => Faults::all(),
     };
     let postgres = crate::pg::available();
     let work = std::env::temp_dir().join(format!("sega-it-model-{}", std::process::id()));

@@ -55,7 +55,7 @@ fn parse_args() -> Result<Option<Options>, lexopt::Error> {
             Long("seed") => o.seed = p.value()?.parse()?,
             Long("faults") => {
                 let spec: String = p.value()?.parse()?;
-                o.faults = Faults::parse(&spec).map_err(|e| e.to_string())?;
+                o.faults = Faults::parse(&spec, Faults::default_set())?;
             }
             Long("postgres") => o.postgres = true,
             Long("rate") => {

@@ -212,6 +212,8 @@ pub struct Daemon {
     pub starts: u32,
     /// What the daemon's commands printed, for the secrets check.
     pub captured: Arc<Mutex<Vec<String>>>,
+    /// Where the running process's lines begin in `stderr`.
+    pub log_offset: u64,
 }
 
 impl Daemon {
@@ -235,6 +237,7 @@ impl Daemon {
             mem: Arc::new(Mem::default()),
             starts: 0,
             captured: Arc::new(Mutex::new(Vec::new())),
+            log_offset: 0,
         }
     }
 
@@ -279,6 +282,7 @@ impl Daemon {
     pub fn start(&mut self) -> io::Result<()> {
         assert_eq!(self.pid, 0, "one daemon at a time");
         let offset = log_len(&self.stderr);
+        self.log_offset = offset;
         let err = OpenOptions::new()
             .create(true)
             .append(true)

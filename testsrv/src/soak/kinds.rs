@@ -1,6 +1,7 @@
 //! The fault and event kinds the engine can inject, and the set a run turns on
 //! (`--faults`, `SEGA_MODEL_FAULTS`): `default` is every kind but `wal`, `all` is every kind;
-//! a list names kinds, and `+kind` / `-kind` add to or take from the default.
+//! a list names kinds, and `+kind` / `-kind` add to or take from the run's own default
+//! (the soak's is `default`, the model test's `all`).
 
 use std::fmt;
 
@@ -131,11 +132,12 @@ impl Faults {
         Faults(self.0 & !k.bit())
     }
 
-    /// Parses `default`, `all`, `none`, `kill,stop`, `+wal`, `-clock,-reload`.
-    pub fn parse(spec: &str) -> Result<Faults, String> {
+    /// Parses `default`, `all`, `none`, `kill,stop`, `+wal`, `-clock,-reload`; `+`/`-`
+    /// start from `base` (and an empty spec is `base`).
+    pub fn parse(spec: &str, base: Faults) -> Result<Faults, String> {
         let mut set: Option<Faults> = None;
         for tok in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let base = |s: Option<Faults>| s.unwrap_or_else(Faults::default_set);
+            let base = |s: Option<Faults>| s.unwrap_or(base);
             match tok {
                 "default" => set = Some(Faults::default_set()),
                 "all" => set = Some(Faults::all()),
@@ -157,7 +159,7 @@ impl Faults {
                 }
             }
         }
-        Ok(set.unwrap_or_else(Faults::default_set))
+        Ok(set.unwrap_or(base))
     }
 }
 
@@ -182,18 +184,21 @@ mod tests {
 
     #[test]
     fn specs() {
-        assert_eq!(Faults::parse("").unwrap(), Faults::default_set());
-        assert!(!Faults::default_set().has(Kind::Wal));
-        assert!(Faults::parse("+wal").unwrap().has(Kind::Wal));
-        assert!(Faults::parse("all").unwrap().has(Kind::Wal));
-        let f = Faults::parse("kill,stop").unwrap();
+        let d = Faults::default_set();
+        assert_eq!(Faults::parse("", d).unwrap(), d);
+        assert!(!d.has(Kind::Wal));
+        assert!(Faults::parse("+wal", d).unwrap().has(Kind::Wal));
+        assert!(Faults::parse("all", d).unwrap().has(Kind::Wal));
+        let f = Faults::parse("kill,stop", Faults::all()).unwrap();
         assert!(f.has(Kind::Kill) && f.has(Kind::Stop) && !f.has(Kind::Clock));
-        let f = Faults::parse("-clock").unwrap();
-        assert!(!f.has(Kind::Clock) && f.has(Kind::Kill));
-        assert_eq!(Faults::parse("none").unwrap().to_string(), "none");
-        assert!(Faults::parse("kil").is_err());
+        let f = Faults::parse("-clock", d).unwrap();
+        assert!(!f.has(Kind::Clock) && f.has(Kind::Kill) && !f.has(Kind::Wal));
+        let f = Faults::parse("-clock", Faults::all()).unwrap();
+        assert!(!f.has(Kind::Clock) && f.has(Kind::Wal));
+        assert_eq!(Faults::parse("none", d).unwrap().to_string(), "none");
+        assert!(Faults::parse("kil", d).is_err());
         assert_eq!(
-            Faults::parse(&Faults::all().to_string()).unwrap(),
+            Faults::parse(&Faults::all().to_string(), d).unwrap(),
             Faults::all()
         );
     }

@@ -83,8 +83,9 @@ pub fn episode(e: &Episode) {
         );
     }
     println!(
-        "daemon log:         {} inotify overflow(s), {} unclean-start notice(s), {} database-trouble episode(s), {} endpoint-down episode(s), {} clock-jump warning(s), {} reload(s), {} ERROR line(s)",
+        "daemon log:         {} inotify overflow(s), {} deleted-WAL notice(s), {} unclean-start notice(s), {} database-trouble episode(s), {} endpoint-down episode(s), {} clock-jump warning(s), {} reload(s), {} ERROR line(s)",
         count("inotify queue overflowed"),
+        count("-wal was deleted"),
         count("did not stop cleanly"),
         count("database trouble:"),
         count(" is down ("),

@@ -29,7 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::clock::ModelClock;
-use super::daemon::{tail, ConfigSpec, Daemon};
+use super::daemon::{log_since, tail, ConfigSpec, Daemon};
 use super::kinds::Faults;
 use super::ledger::Ledger;
 use super::tally::Tally;
@@ -135,11 +135,22 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// thread holds the daemon (a start, a stop, a pause in progress).
 pub fn revive(ctx: &Ctx) -> Result<(), String> {
     let exited = match ctx.daemon.try_lock() {
-        Ok(mut d) => d.exited().map(|how| (how, d.last_life())),
+        Ok(mut d) => d
+            .exited()
+            .map(|how| (how, d.last_life(), log_since(&ctx.stderr, d.log_offset))),
         Err(_) => None,
     };
-    if let Some((how, life)) = exited {
+    if let Some((how, life, said)) = exited {
         ctx.tally.log(&life);
+        // A deleted WAL: the daemon saves what it held and stops, so that its next start
+        // opens a new one. That is its job, not a crash.
+        if said.contains("-wal was deleted") || said.contains("was deleted or replaced") {
+            ctx.tally.log(&format!(
+                "the daemon stopped ({how}) after noticing its WAL was deleted, as it should"
+            ));
+            thread::sleep(Duration::from_secs(1));
+            return start_again(ctx, "the WAL deleted");
+        }
         let tail = tail(&ctx.stderr, 8);
         ctx.tally
             .log(&format!("UNEXPECTED daemon exit ({how}):\n{tail}"));
@@ -179,7 +190,19 @@ fn move_db_aside_after_wal_loss(ctx: &Ctx) {
 /// Starts the daemon (5 attempts, 2 s apart), counting the restart under `why`.
 pub fn start_again(ctx: &Ctx, why: &'static str) -> Result<(), String> {
     for attempt in 1..=5 {
-        let r = ctx.daemon().start();
+        let r = {
+            let mut d = ctx.daemon();
+            // Another thread started it meanwhile (a restart after an exit of its own and
+            // one after a fault can cross): one daemon is enough.
+            if d.pid() != 0 {
+                ctx.tally.log(&format!(
+                    "restart after {why}: already running, pid {}",
+                    d.pid()
+                ));
+                return Ok(());
+            }
+            d.start()
+        };
         match r {
             Ok(()) => {
                 *ctx.tally.counts().restarts.entry(why).or_default() += 1;
