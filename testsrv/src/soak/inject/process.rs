@@ -28,8 +28,8 @@ impl Process {
         let sqlite = matches!(self.ctx.db, Db::Sqlite(_));
         let on = |k| u64::from(self.ctx.faults.has(k));
         let mut deck = Deck::new(&[
-            on(Kind::Kill) * 2,
-            on(Kind::Stop) * 2,
+            on(Kind::Kill),
+            on(Kind::Stop),
             on(Kind::Term),
             on(Kind::DbLock),
             on(Kind::Wal) * u64::from(sqlite),
