@@ -11,12 +11,14 @@
 //! `control` the binary's control endpoint ([`serve_control`]). This file: the request
 //! record and the loopback bind.
 //!
-//! Also here for the same users: [`pg`], throwaway PostgreSQL clusters (unix socket only).
+//! Also here for the same users: [`pg`], throwaway PostgreSQL clusters (unix socket only);
+//! [`fuse`], a FUSE filesystem whose reads of chosen files hang (a hung network mount).
 
 #![deny(missing_docs)]
 
 mod conn;
 mod control;
+pub mod fuse;
 mod http;
 pub mod images;
 mod mode;
