@@ -873,6 +873,10 @@ fn a_worker_stuck_on_a_hung_mount_stops_the_watchdog() {
     let warned = h.wait_overdue(stuck);
     // Within its deadline, a job that takes long stops nothing.
     let fed = h.n.pings_between(stuck, warned).len();
+    eprintln!(
+        "hang.jpg's job reported past its deadline {:?} after its READ hung; {fed} pings until then",
+        warned - stuck
+    );
     assert!(
         fed >= 3,
         "only {fed} pings while the job was within its deadline"
