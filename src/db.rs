@@ -777,7 +777,8 @@ impl Owner {
         }
         if !refused.is_empty() {
             if probe && self.in_flight.is_empty() {
-                self.endpoint.probe_ended(now_i);
+                // Refused rows never reached the endpoint: the probe goes with another.
+                self.endpoint.probe_abandoned();
             }
             let done = refused
                 .into_iter()

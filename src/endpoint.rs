@@ -126,6 +126,12 @@ impl Endpoint {
         self.next_probe = now + self.probe_wait;
     }
 
+    /// The probe that was started never went out (its row was refused by the rules): the
+    /// next may go at once.
+    pub fn probe_abandoned(&mut self) {
+        self.probe_in_flight = false;
+    }
+
     /// How long a failed probe's file waits at least: past the next probe, so that one
     /// tries another file.
     pub fn probe_gap(&self) -> Duration {

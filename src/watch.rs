@@ -405,7 +405,13 @@ impl Watcher {
                 let missing = matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR));
                 if missing {
                     self.live.watch().missing.push(path.to_path_buf());
-                    if self.warned.insert(path.to_path_buf()) {
+                    let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink());
+                    if link && self.warned.insert(path.to_path_buf()) {
+                        log::warn!(
+                            "{} is a symbolic link, which is not followed below the configured directories: name its target as an absolute folder entry",
+                            path.shown()
+                        );
+                    } else if self.warned.insert(path.to_path_buf()) {
                         log::warn!(
                             "{} does not exist (yet): watching for it to appear",
                             path.shown()

@@ -545,37 +545,45 @@ impl Env {
         if let Some(l) = &self.pg {
             return l.rows_of(&l.scope);
         }
+        self.try_sqlite_rows()
+            .unwrap_or_else(|e| panic!("reading {}: {e}", self.db.display()))
+    }
+
+    /// Never panics (the drop-time dump runs while a test panics).
+    fn try_sqlite_rows(&self) -> rusqlite::Result<Vec<Row>> {
         if !self.db.exists() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        let c = self.conn();
-        let mut stmt = c
-            .prepare(
-                "SELECT id, path, folder, date, filename, size, status, attempts, last_error, uploaded_at FROM files ORDER BY id",
-            )
-            .unwrap();
+        let c = rusqlite::Connection::open_with_flags(
+            &self.db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        c.busy_timeout(Duration::from_secs(10))?;
+        let mut stmt = c.prepare(
+            "SELECT id, path, folder, date, filename, size, status, attempts, last_error, uploaded_at FROM files ORDER BY id",
+        )?;
         let bytes = |v: rusqlite::types::ValueRef<'_>| match v {
             rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => b.to_vec(),
             _ => Vec::new(),
         };
-        stmt.query_map([], |r| {
-            Ok(Row {
-                id: r.get(0)?,
-                path: bytes(r.get_ref(1)?),
-                folder: r.get(2)?,
-                date: r.get(3)?,
-                filename: bytes(r.get_ref(4)?),
-                size: r.get(5)?,
-                status: r.get(6)?,
-                attempts: r.get(7)?,
-                last_error: r.get(8)?,
-                uploaded_at: r.get(9)?,
-                claimed_host: None,
-            })
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Row {
+                    id: r.get(0)?,
+                    path: bytes(r.get_ref(1)?),
+                    folder: r.get(2)?,
+                    date: r.get(3)?,
+                    filename: bytes(r.get_ref(4)?),
+                    size: r.get(5)?,
+                    status: r.get(6)?,
+                    attempts: r.get(7)?,
+                    last_error: r.get(8)?,
+                    uploaded_at: r.get(9)?,
+                    claimed_host: None,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<Row>>>();
+        rows
     }
 
     pub fn row(&self, name: &str) -> Row {
@@ -727,7 +735,10 @@ impl Drop for Env {
                         eprintln!("(cannot read the rows: {e})");
                         Vec::new()
                     }),
-                    None => self.rows(),
+                    None => self.try_sqlite_rows().unwrap_or_else(|e| {
+                        eprintln!("(cannot read the rows: {e})");
+                        Vec::new()
+                    }),
                 };
                 for r in rows.iter().take(60) {
                     eprintln!(

@@ -43,6 +43,10 @@ pub struct Params {
     /// row is about the ledger's per-file cost, claims and completions, not bytes).
     pub shared_files: usize,
     pub shared_image_size: usize,
+    /// Files pending in the bigger outage-idle row, and how long the outage runs before the
+    /// windows (the probes' backoff grows past them).
+    pub outage_pending: usize,
+    pub outage_settle: Duration,
 }
 
 impl Params {
@@ -62,6 +66,8 @@ impl Params {
             pending_window: Duration::from_secs(20),
             shared_files: 20_000,
             shared_image_size: 20 * KIB,
+            outage_pending: 10_000,
+            outage_settle: Duration::from_secs(30),
         }
     }
 
@@ -82,6 +88,8 @@ impl Params {
             pending_window: Duration::from_secs(2),
             shared_files: 200,
             shared_image_size: 20 * KIB,
+            outage_pending: 50,
+            outage_settle: Duration::from_secs(2),
         }
     }
 }

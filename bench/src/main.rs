@@ -15,6 +15,7 @@ mod dbrows;
 mod idle;
 mod latency;
 mod load;
+mod outage;
 mod report;
 mod shared;
 mod stats;
@@ -43,15 +44,15 @@ usage: sega-bench [--smoke] [--runs N] [--workers N] [--daemon BIN] [--work DIR]
   --work DIR     scratch directory (scenario trees, databases) [target/bench]
   --out FILE     results as JSON                               [DIR/results.json]
   --table FILE   the Markdown table                            [DIR/table.md]
-  --only IDS     some of: ceiling latency present arriving big idle rescan startup pending
+  --only IDS     some of: ceiling latency present arriving big idle outage rescan startup pending
                  shared
   --daemon-env K=V  set in the daemon's environment (repeatable), for experiments
   --keep         keep each scenario's tree and database (deleted after a scenario that
                  ran, except the 1 GiB image, which later runs reuse)";
 
-const ALL: [&str; 10] = [
-    "ceiling", "latency", "present", "arriving", "big", "idle", "rescan", "startup", "pending",
-    "shared",
+const ALL: [&str; 11] = [
+    "ceiling", "latency", "present", "arriving", "big", "idle", "outage", "rescan", "startup",
+    "pending", "shared",
 ];
 
 struct Args {
@@ -243,6 +244,7 @@ fn run(a: Args) -> std::io::Result<bool> {
     });
     step("big", &mut rows, &mut || bigfile::run(&ctx));
     step("idle", &mut rows, &mut || idle::run(&ctx));
+    step("outage", &mut rows, &mut || outage::run(&ctx));
     step("rescan", &mut rows, &mut || Ok(vec![dbrows::rescan(&ctx)?]));
     step("startup", &mut rows, &mut || {
         Ok(vec![dbrows::startup(&ctx)?])
