@@ -12,13 +12,23 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A fresh empty directory to mount on; None (the reason printed) when FUSE cannot be
-/// mounted here.
-fn mountpoint(name: &str) -> Option<PathBuf> {
+/// A fresh empty directory to mount on, removed when dropped (out here it stays an empty
+/// directory: the mounts are in the readers' namespaces).
+struct Mountpoint(PathBuf);
+
+impl Drop for Mountpoint {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A mount point; None (the reason printed) when FUSE cannot be mounted here.
+fn mountpoint(name: &str) -> Option<Mountpoint> {
     let dir = std::env::temp_dir().join(format!("sega-fuse-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    match fuse::check(&dir) {
+    let dir = Mountpoint(dir);
+    match fuse::check(&dir.0) {
         Ok(()) => Some(dir),
         Err(why) if sega_testsrv::pg::ci() => panic!("CI=true but {why}"),
         Err(why) => {
@@ -51,12 +61,12 @@ fn tree() -> HangingFs {
     .unwrap()
 }
 
-/// `sh -c script` with the filesystem mounted on `mnt`, in `mnt`.
-fn sh(fs: &HangingFs, mnt: &PathBuf, script: &str) -> Command {
+/// `sh -c script` in a namespace where the filesystem is mounted on `$MNT`.
+fn sh(fs: &HangingFs, mnt: &Mountpoint, script: &str) -> Command {
     let mut c = Command::new("sh");
     c.args(["-c", script]).current_dir("/");
-    c.env("MNT", mnt);
-    fs.mount_for(&mut c, mnt);
+    c.env("MNT", &mnt.0);
+    fs.mount_for(&mut c, &mnt.0);
     c
 }
 
@@ -87,7 +97,7 @@ fn the_tree_reads_as_written_and_only_inside_its_namespace() {
         "the listing, ok.jpg's bytes, FUSE's statfs magic, hang.jpg's lstat"
     );
     // Out here the mount point is the empty directory it was.
-    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&mnt.0).unwrap().count(), 0);
     assert_eq!(fs.held(), 0, "lstat and listing never read");
 }
 
