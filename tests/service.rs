@@ -2,7 +2,6 @@
 //! NOTIFY_SOCKET, the watchdog, reload, journald prefixes, status/list/retry/check,
 //! upload-test, metrics, alerts, check-config diagnosis.
 
-use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -17,66 +16,6 @@ both_backends!(
 
 fn jpeg(seed: u64) -> Vec<u8> {
     images::jpeg(32, 24, seed)
-}
-
-/// A NOTIFY_SOCKET to hand to the daemon, with what it received and when.
-struct Notify {
-    sock: UnixDatagram,
-    path: std::path::PathBuf,
-    got: Vec<(Instant, String)>,
-}
-
-impl Notify {
-    fn new(env: &Env) -> Notify {
-        let path = env.dir.join("notify.sock");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        Notify {
-            sock,
-            path,
-            got: Vec::new(),
-        }
-    }
-
-    fn pump(&mut self) {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = self.sock.recv(&mut buf) {
-            self.got.push((
-                Instant::now(),
-                String::from_utf8_lossy(&buf[..n]).into_owned(),
-            ));
-        }
-    }
-
-    /// Waits for a message containing `needle` that arrived after index `from`; its index.
-    fn wait_for(&mut self, needle: &str, from: usize) -> usize {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            self.pump();
-            if let Some(i) = self
-                .got
-                .iter()
-                .skip(from)
-                .position(|(_, m)| m.contains(needle))
-            {
-                return from + i;
-            }
-            assert!(
-                Instant::now() < end,
-                "timeout waiting for {needle:?} on NOTIFY_SOCKET; got {:?}",
-                self.got
-            );
-        }
-    }
-
-    fn pings_between(&self, a: Instant, b: Instant) -> Vec<Instant> {
-        self.got
-            .iter()
-            .filter(|(t, m)| *t >= a && *t <= b && m.contains("WATCHDOG=1"))
-            .map(|(t, _)| *t)
-            .collect()
-    }
 }
 
 fn sd_notify_ready_status_stopping_and_reload(backend: Backend) {

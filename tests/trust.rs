@@ -2,8 +2,8 @@
 //! files that vanish for a moment, folders unmounted under the daemon, prune and clocks,
 //! hostile ledger rows and symlinks, a poison file, a narrowed config, interim answers, a
 //! locked database under a one-shot scan, an owner that must sleep through an outage, a
-//! file changed while it is sent, files that arrive by link(), and a watch limit.
-//! (Secrets and log forging: tests/secrets.rs.)
+//! file changed while it is sent, files that arrive by link(), a watch limit, and upload
+//! workers stuck on a hung mount. (Secrets and log forging: tests/secrets.rs.)
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -840,4 +840,181 @@ fn a_folder_under_the_root_that_is_a_symlink_is_not_followed() {
     );
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+/// The deadline of a small file's job with `connect_timeout_secs` and `timeout_secs` 1
+/// (src/upload.rs `job_limit`: connect + timeout + size ÷ min rate + timeout + a 30 s margin).
+const HUNG_JOB_LIMIT: Duration = Duration::from_secs(33);
+
+/// A daemon whose `watch.root` is a FUSE filesystem (tests' `sega_testsrv::fuse`) holding
+/// `Sega_1/<today>/ok.jpg` and `hang.jpg`, where no READ of hang.jpg is ever answered: a
+/// network mount whose server hung, as the daemon's worker meets it, while listing and lstat
+/// (the scanner) still answer. Mounted in a private mount namespace of the daemon's own, so
+/// the machine never sees it and it goes with the daemon. A real NOTIFY_SOCKET and a 2 s
+/// watchdog (a ping a second while healthy).
+///
+/// FUSE gives no inotify events: the scans find the files. Fields drop in order: the daemon
+/// first (SIGKILL, which a held READ gives way to), the filesystem (answers whatever is
+/// still held), the tree last.
+struct HungMount {
+    d: Daemon,
+    n: Notify,
+    fs: sega_testsrv::fuse::HangingFs,
+    written: Written,
+    env: Env,
+}
+
+impl HungMount {
+    /// None when FUSE cannot be mounted here (not root, no /dev/fuse): "skipped: …" on
+    /// stderr. Under CI=true that is a failure: CI runs as root on a machine with FUSE, and
+    /// the suite must not pass by skipping this.
+    fn start(name: &str, workers: usize) -> Option<HungMount> {
+        let env = Env::new(name);
+        let mnt = env.dir.join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        if let Err(why) = sega_testsrv::fuse::check(&mnt) {
+            if crate::pg::ci() {
+                panic!("CI=true but {why} (the hung-mount tests need root and /dev/fuse)");
+            }
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let dir = format!("Sega_1/{}", env.today);
+        let (ok, hang) = (format!("{dir}/ok.jpg"), format!("{dir}/hang.jpg"));
+        let (ok_bytes, hang_bytes) = (jpeg(1), jpeg(2));
+        let fs = sega_testsrv::fuse::HangingFs::new(
+            &[(ok.as_str(), ok_bytes.as_slice()), (&hang, &hang_bytes)],
+            &[&hang],
+        )
+        .unwrap();
+        env.set("/watch/root", json!(mnt));
+        env.set("/watch/folders", json!(["Sega_1"]));
+        env.set("/watch/scan_interval_secs", json!(2));
+        env.set("/upload/workers", json!(workers));
+        env.set("/upload/connect_timeout_secs", json!(1));
+        env.set("/upload/timeout_secs", json!(1));
+        let mut n = Notify::new(&env);
+        let sock = n.path.clone();
+        let d = env.start_daemon_with(|c| {
+            c.env("NOTIFY_SOCKET", &sock)
+                .env("WATCHDOG_USEC", "2000000");
+            fs.mount_for(c, &mnt);
+        });
+        n.wait_for("READY=1", 0);
+        let written = [("ok.jpg", &ok_bytes), ("hang.jpg", &hang_bytes)]
+            .into_iter()
+            .map(|(name, b)| (name.to_string(), sha256_hex(b)))
+            .collect();
+        Some(HungMount {
+            d,
+            n,
+            fs,
+            written,
+            env,
+        })
+    }
+
+    /// Waits until a worker is blocked in hang.jpg's READ; when that was.
+    fn wait_stuck(&self) -> Instant {
+        wait_until("a worker blocked reading hang.jpg", DEADLINE, || {
+            self.fs.held() == 1
+        });
+        Instant::now()
+    }
+
+    /// Waits for the WARN that names hang.jpg's job as past its deadline (its job began
+    /// before `stuck`), reading the pings meanwhile; when it came.
+    fn wait_overdue(&mut self, stuck: Instant) -> Instant {
+        let end = stuck + HUNG_JOB_LIMIT + Duration::from_secs(20);
+        loop {
+            self.n.pump();
+            let warned = self
+                .d
+                .log_text()
+                .lines()
+                .any(|l| l.contains("past its deadline") && l.contains("hang.jpg"));
+            if warned {
+                return Instant::now();
+            }
+            let now = Instant::now();
+            if now > end {
+                let recent = self.n.pings_between(now - Duration::from_secs(5), now);
+                panic!(
+                    "{:?} after a worker blocked reading hang.jpg (its job's limit: {HUNG_JOB_LIMIT:?}) \
+                     no WARN names it, and the watchdog is still fed: {} WATCHDOG=1 in the last 5 s",
+                    now - stuck,
+                    recent.len()
+                );
+            }
+        }
+    }
+
+    /// The mount answers again: the held READ fails (EIO), the retry sends hang.jpg, and
+    /// every file arrives; then a clean stop.
+    fn recover_and_stop(mut self) {
+        self.fs.release();
+        wait_until("both files uploaded", DEADLINE, || {
+            self.env.count_status("uploaded") == 2
+        });
+        check_all_arrived(&self.env, &self.written);
+        self.d.signal(libc::SIGTERM);
+        assert_eq!(self.d.wait_exit(DEADLINE), 0);
+    }
+}
+
+/// Trust, the workers under the watchdog: a worker blocked reading a file on a hung
+/// NFS/CIFS/FUSE mount stayed in flight forever while the watchdog kept being fed, so
+/// systemd never restarted the daemon. Now the job past its deadline is logged with its file,
+/// and with every worker stuck the pings stop.
+#[test]
+fn a_worker_stuck_on_a_hung_mount_stops_the_watchdog() {
+    let Some(mut h) = HungMount::start("hung-mount", 1) else {
+        return;
+    };
+    let stuck = h.wait_stuck();
+    let warned = h.wait_overdue(stuck);
+    // Within its deadline, a job that takes long stops nothing.
+    let fed = h.n.pings_between(stuck, warned).len();
+    eprintln!(
+        "hang.jpg's job reported past its deadline {:?} after its READ hung; {fed} pings until then",
+        warned - stuck
+    );
+    assert!(
+        fed >= 3,
+        "only {fed} pings while the job was within its deadline"
+    );
+    h.d.wait_log("the upload workers (every one is stuck)");
+    // From then on, not one ping: systemd would restart the daemon.
+    let pings = h.n.pings_in_next(Duration::from_secs(5));
+    assert_eq!(pings, 0, "pings went on with the only worker stuck");
+    assert_eq!(h.fs.held(), 1, "still stuck");
+    let from = h.n.got.len();
+    h.fs.release();
+    h.n.wait_for("WATCHDOG=1", from);
+    h.recover_and_stop();
+}
+
+/// The same hung mount with two workers: one stuck past its deadline is logged, but the
+/// other still uploads, so the daemon is not restarted for it: the pings go on.
+#[test]
+fn one_worker_stuck_on_a_hung_mount_of_two_keeps_the_watchdog_fed() {
+    let Some(mut h) = HungMount::start("hung-mount-two", 2) else {
+        return;
+    };
+    let stuck = h.wait_stuck();
+    wait_until("ok.jpg uploaded by the other worker", DEADLINE, || {
+        uploaded(&h.env, "ok.jpg")
+    });
+    let warned = h.wait_overdue(stuck);
+    eprintln!(
+        "hang.jpg's job reported past its deadline {:?} after its READ hung",
+        warned - stuck
+    );
+    // A ping a second: at least two in 6 s whatever the load.
+    let pings = h.n.pings_in_next(Duration::from_secs(6));
+    assert!(pings >= 2, "{pings} pings in 6 s with a worker free");
+    assert_eq!(h.fs.held(), 1, "still stuck");
+    let log = h.d.log_text();
+    assert!(!log.contains("every one is stuck"), "{log}");
+    h.recover_and_stop();
 }

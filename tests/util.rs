@@ -13,6 +13,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -845,6 +846,81 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A NOTIFY_SOCKET to hand to the daemon, with what it received and when.
+pub struct Notify {
+    sock: UnixDatagram,
+    pub path: PathBuf,
+    /// Every message, stamped when the test read it (it reads often: `pump`, `wait_for`).
+    pub got: Vec<(Instant, String)>,
+}
+
+impl Notify {
+    pub fn new(env: &Env) -> Notify {
+        let path = env.dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Notify {
+            sock,
+            path,
+            got: Vec::new(),
+        }
+    }
+
+    pub fn pump(&mut self) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            self.got.push((
+                Instant::now(),
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+            ));
+        }
+    }
+
+    /// Waits for a message containing `needle` that arrived after index `from`; its index.
+    pub fn wait_for(&mut self, needle: &str, from: usize) -> usize {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            self.pump();
+            if let Some(i) = self
+                .got
+                .iter()
+                .skip(from)
+                .position(|(_, m)| m.contains(needle))
+            {
+                return from + i;
+            }
+            assert!(
+                Instant::now() < end,
+                "timeout waiting for {needle:?} on NOTIFY_SOCKET; got {:?}",
+                self.got
+            );
+        }
+    }
+
+    /// Reads what was sent so far, then listens for `window`: how many WATCHDOG=1 came in it.
+    pub fn pings_in_next(&mut self, window: Duration) -> usize {
+        self.pump();
+        let from = self.got.len();
+        let end = Instant::now() + window;
+        while Instant::now() < end {
+            self.pump();
+        }
+        self.got[from..]
+            .iter()
+            .filter(|(_, m)| m.contains("WATCHDOG=1"))
+            .count()
+    }
+
+    pub fn pings_between(&self, a: Instant, b: Instant) -> Vec<Instant> {
+        self.got
+            .iter()
+            .filter(|(t, m)| *t >= a && *t <= b && m.contains("WATCHDOG=1"))
+            .map(|(t, _)| *t)
+            .collect()
     }
 }
 

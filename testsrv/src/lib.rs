@@ -12,13 +12,15 @@
 //! record and the loopback bind.
 //!
 //! Also here for the same users: [`pg`], throwaway PostgreSQL clusters (unix socket only);
-//! [`rng`], the one seeded random generator of the tests, the soak and the benchmarks; and
-//! [`soak`], the randomized model test that `tests/model.rs` and `sega-soak` both drive.
+//! [`fuse`], a FUSE filesystem whose reads of chosen files hang (a hung network mount);
+//! [`rng`], the one seeded random generator of the tests and the soak; and [`soak`], the
+//! randomized model test that `tests/model.rs` and `sega-soak` both drive.
 
 #![deny(missing_docs)]
 
 mod conn;
 mod control;
+pub mod fuse;
 mod http;
 pub mod images;
 mod mode;
