@@ -102,7 +102,7 @@ fn main() -> ExitCode {
     let mut opts = match parse_args() {
         Ok(Some(o)) => o,
         Ok(None) => {
-            println!("{USAGE}\n\nKIND: {FAULTS_SYNTAX}");
+            println!("{USAGE}\n\nLIST: {FAULTS_SYNTAX}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
