@@ -1168,6 +1168,9 @@ fn join(parent: &str, key: &str) -> String {
 fn check_db_url(s: &str) -> Result<(), String> {
     let url = s.starts_with("postgres://") || s.starts_with("postgresql://");
     let conninfo = !url && s.contains('=') && !s.contains("://");
+    if url {
+        crate::dburl::check(s)?;
+    }
     if !url && !conninfo {
         return Err(
             "expected a postgres://user@host/dbname URL or a libpq conninfo such as \
@@ -1193,65 +1196,9 @@ fn check_db_url(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A database URL or conninfo with its password replaced, for printing and logs.
+/// A database URL or conninfo with its passwords replaced, for printing and logs.
 pub fn redact_db_url(s: &str) -> String {
-    if let Some(rest) = s
-        .strip_prefix("postgres://")
-        .map(|r| ("postgres://", r))
-        .or_else(|| {
-            s.strip_prefix("postgresql://")
-                .map(|r| ("postgresql://", r))
-        })
-    {
-        let (scheme, rest) = rest;
-        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-        let authority = match authority.rsplit_once('@') {
-            Some((userinfo, hostport)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:{REDACTED}@{hostport}"),
-                None => authority.to_owned(),
-            },
-            None => authority.to_owned(),
-        };
-        // A password may also come as a query parameter.
-        let tail = redact_params(tail, '&');
-        return format!("{scheme}{authority}{tail}");
-    }
-    redact_params(s, ' ')
-}
-
-/// Replaces the value of every `password=` among `sep`-separated parameters.
-fn redact_params(s: &str, sep: char) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("password") {
-        let before_ok = i == 0 || rest[..i].ends_with([sep, '?']);
-        let after = rest[i + "password".len()..].trim_start();
-        if before_ok && after.starts_with('=') {
-            out.push_str(&rest[..i]);
-            out.push_str("password=");
-            out.push_str(REDACTED);
-            let value = after[1..].trim_start();
-            // A conninfo value may be quoted ('…' with \' escapes); skip to its end.
-            let end = if let Some(q) = value.strip_prefix('\'') {
-                let mut esc = false;
-                q.char_indices()
-                    .find(|&(_, c)| {
-                        let end = c == '\'' && !esc;
-                        esc = c == '\\' && !esc;
-                        end
-                    })
-                    .map_or(value.len(), |(j, _)| j + 2)
-            } else {
-                value.find(sep).unwrap_or(value.len())
-            };
-            rest = &value[end..];
-        } else {
-            out.push_str(&rest[..i + 1]);
-            rest = &rest[i + 1..];
-        }
-    }
-    out.push_str(rest);
-    out
+    crate::dburl::redacted(s)
 }
 
 fn days(n: u64) -> u32 {

@@ -104,7 +104,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
     }
     let config = Arc::new(config);
     let opened = store::open(&config, store::Role::Daemon)?;
-    let _lock = opened.lock;
+    let lock = opened.lock;
     let store = opened.ledger;
     let scope = upload::resolve_scope(config.database.scope.as_deref());
     let settings = Arc::new(RequestSettings::new(&config, scope));
@@ -233,7 +233,18 @@ pub fn run(config_path: &Path) -> Result<i32> {
     let mut next_ping = Instant::now();
     let mut last_status = status;
     let mut config = config;
+    let mut lost_lock = false;
     loop {
+        // The lock file removed (a clean-up script): another daemon could start on the same
+        // database and send again what this one is sending. Stop, loudly.
+        if lock.as_ref().is_some_and(|l| !l.still_in_place()) {
+            log::error!(
+                "{} was removed while the daemon held it: another sega-uploader could now start on the same database; stopping (systemd starts it again with a new lock)",
+                crate::lock::lock_path(&config.database.path).shown()
+            );
+            lost_lock = true;
+            break;
+        }
         for o in pool.newly_overdue() {
             log::warn!(
                 "upload-{} has been on {} for {}, past its deadline (a read blocked on a hung mount?); if every worker sticks like this, the watchdog stops and systemd restarts the daemon",
@@ -320,7 +331,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
         }
     };
     log::info!("stopped");
-    Ok(code)
+    Ok(if lost_lock { EXIT_FAILURE } else { code })
 }
 
 fn thread_died(exit: Option<Exit>) -> i32 {

@@ -217,6 +217,10 @@ pub struct Owner {
     capacity: usize,
     gate: Arc<Gate>,
     in_flight: HashMap<i64, Claimed>,
+    /// The one job sent alone while the endpoint is failing (a probe, or a solo attempt
+    /// after an endpoint error). Only it holds the next one back: a worker stuck on a hung
+    /// mount must not stop the others.
+    solo_in_flight: Option<i64>,
     endpoint: Endpoint,
     rng: Rng,
     mode: Mode,
@@ -246,6 +250,9 @@ pub struct Owner {
     rescan: Option<Sender<&'static str>>,
     /// Directories the watch limit keeps unwatched, as last written to the state rows.
     unwatched_written: Option<usize>,
+    /// The last rescan asked for after database trouble: at most one each 10 s, so a read
+    /// that fails on the same rows again cannot turn trouble and recovery into a loop.
+    recovery_rescan: Option<Instant>,
 }
 
 /// Counters for the one-shot summary and the daemon's status line.
@@ -291,6 +298,7 @@ impl Owner {
             capacity,
             gate,
             in_flight: HashMap::new(),
+            solo_in_flight: None,
             endpoint: Endpoint::new(Instant::now()),
             rng: Rng::seeded(),
             mode: Mode::Daemon,
@@ -313,6 +321,7 @@ impl Owner {
             fatal: None,
             rescan: None,
             unwatched_written: None,
+            recovery_rescan: None,
         }
     }
 
@@ -497,7 +506,9 @@ impl Owner {
     fn sleep_for(&self) -> Duration {
         let mut wait = crate::health::max_sleep();
         let now = Instant::now();
-        if let Some(at) = self.endpoint.next_wake() {
+        // A probe waits for the job already sent alone (its report wakes the loop).
+        let waiting_for_solo = self.endpoint.is_down() && self.solo_in_flight.is_some();
+        if let Some(at) = self.endpoint.next_wake().filter(|_| !waiting_for_solo) {
             // A probe needs a due row: with none known, the later of the probe's time and
             // the next row's due time (new files wake the loop by themselves).
             let at = if self.endpoint.is_down() && !self.maybe_due {
@@ -650,7 +661,7 @@ impl Owner {
             return false;
         }
         if self.gate.failing() {
-            return self.in_flight.is_empty();
+            return self.solo_in_flight.is_none();
         }
         self.capacity > tx.len()
     }
@@ -670,14 +681,15 @@ impl Owner {
         let probe = self.endpoint.is_down();
         let solo = probe || self.gate.failing();
         let free = if probe {
-            if !self.endpoint.may_probe(now_i) || !self.in_flight.is_empty() {
+            if !self.endpoint.may_probe(now_i) || self.solo_in_flight.is_some() {
                 return;
             }
             1
         } else if solo {
             // The last request failed for endpoint reasons: one at a time until one gets
-            // an answer (or an outage is declared).
-            if !self.in_flight.is_empty() {
+            // an answer (or an outage is declared). Other jobs still out do not hold it back:
+            // one may be stuck for good.
+            if self.solo_in_flight.is_some() {
                 return;
             }
             1
@@ -761,6 +773,9 @@ impl Owner {
                 log::debug!("probing the endpoint with {}", c.path.shown());
             }
             self.in_flight.insert(c.id, c.clone());
+            if solo {
+                self.solo_in_flight = Some(c.id);
+            }
             let job = Job {
                 file: c,
                 target,
@@ -776,7 +791,7 @@ impl Owner {
             }
         }
         if !refused.is_empty() {
-            if probe && self.in_flight.is_empty() {
+            if probe && self.solo_in_flight.is_none() {
                 // Refused rows never reached the endpoint: the probe goes with another.
                 self.endpoint.probe_abandoned();
             }
@@ -793,6 +808,9 @@ impl Owner {
         let mut handed_back = Vec::new();
         for r in batch {
             self.in_flight.remove(&r.job.file.id);
+            if self.solo_in_flight == Some(r.job.file.id) {
+                self.solo_in_flight = None;
+            }
             if matches!(r.outcome, Outcome::NotStarted) {
                 handed_back.push(r.job.file.id);
                 continue;
@@ -1052,6 +1070,9 @@ impl Owner {
     fn give_back(&mut self, ids: &[i64]) {
         for id in ids {
             self.in_flight.remove(id);
+            if self.solo_in_flight == Some(*id) {
+                self.solo_in_flight = None;
+            }
         }
         if let Mode::Oneshot { queue } = &mut self.mode {
             for id in ids.iter().rev() {
@@ -1257,7 +1278,11 @@ impl Owner {
 
     fn recovered(&mut self) {
         if let Some(since) = self.db_trouble.take() {
-            if let Some(tx) = &self.rescan {
+            let due = self
+                .recovery_rescan
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+            if let (Some(tx), true) = (&self.rescan, due) {
+                self.recovery_rescan = Some(Instant::now());
                 let _ = tx.try_send("database recovered");
             }
             self.live.queue().db_trouble = None;

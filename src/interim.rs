@@ -89,6 +89,11 @@ fn line(r: &mut impl BufRead) -> io::Result<String> {
     while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         buf.pop();
     }
+    // As attohttpc's own parser: no control bytes but tab in a status or header line (they
+    // would reach logs and `list` through a Location).
+    if buf.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(bad("a control character in a line"));
+    }
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
@@ -205,6 +210,7 @@ mod tests {
             "HTTP/1.1 100 Continue\r\n\r\n",
             "garbage\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 302 Found\r\nLocation: http://x/\x1b[31mRED\rFORGED\r\n\r\n",
         ] {
             assert!(
                 final_answer(io::Cursor::new(stream.as_bytes().to_vec())).is_err(),

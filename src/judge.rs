@@ -163,7 +163,12 @@ pub fn judge(f: &Facts, outcome: &Outcome) -> Verdict {
                         format!(
                             "HTTP {}: redirect to {} not followed",
                             resp.status,
-                            resp.location.as_deref().unwrap_or("(no Location)")
+                            // The endpoint's text: shown escaped, as names are.
+                            resp.location
+                                .as_deref()
+                                .map_or("(no Location)".into(), |l| std::ffi::OsStr::new(l)
+                                    .shown()
+                                    .to_string())
                         )
                     } else {
                         format!("HTTP {}", resp.status)

@@ -768,7 +768,7 @@ impl fmt::Display for Shown<'_> {
             let valid = chunk.valid();
             let mut plain = 0;
             for (i, c) in valid.char_indices() {
-                if c != '\\' && !c.is_control() {
+                if c != '\\' && !c.is_control() && !moves_text(c) {
                     continue;
                 }
                 f.write_str(&valid[plain..i])?;
@@ -786,6 +786,18 @@ impl fmt::Display for Shown<'_> {
         }
         Ok(())
     }
+}
+
+/// Characters that are not control characters but move text around on a terminal or in a
+/// log viewer: line and paragraph separators (a line break in some viewers) and the
+/// bidirectional controls (a name that reads backwards). Written as `\u{NNNN}` too.
+fn moves_text(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// `.shown()` on paths and names: see [`Shown`].
@@ -1404,6 +1416,11 @@ mod tests {
         );
         // A UTF-8 name spelled like an escape reads apart from the bytes it spells.
         assert_eq!(display_name(os(r"\xbb.jpg")), r"\\xbb.jpg");
+        // Separators and bidirectional controls would break or reverse the line in a viewer.
+        assert_eq!(
+            display_name(os("a\u{2028}b\u{202e}gpj.exe")),
+            r"a\u{2028}b\u{202e}gpj.exe"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct DbLock {
     file: File,
+    path: PathBuf,
     /// When the ledger beside it was first initialised, as an earlier holder recorded it.
     initialised: Option<String>,
 }
@@ -26,6 +27,16 @@ impl DbLock {
     /// When an earlier holder recorded the ledger as initialised, if one did.
     pub fn initialised(&self) -> Option<&str> {
         self.initialised.as_deref()
+    }
+
+    /// Whether the lock file at its path is still the one this lock holds (not deleted or
+    /// replaced: then another process could take a lock of its own).
+    pub fn still_in_place(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
     }
 
     /// Records that the ledger is initialised (kept from the first time).
@@ -76,7 +87,11 @@ pub fn try_lock(db: &Path) -> Result<Attempt> {
             if let Some(since) = &initialised {
                 let _ = writeln!(file, "{LEDGER_MARK}{since}");
             }
-            Ok(Attempt::Acquired(DbLock { file, initialised }))
+            Ok(Attempt::Acquired(DbLock {
+                file,
+                path,
+                initialised,
+            }))
         }
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut content = String::new();

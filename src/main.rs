@@ -10,6 +10,7 @@ mod clock;
 mod config;
 mod daemon;
 mod db;
+mod dburl;
 mod endpoint;
 mod error;
 mod health;

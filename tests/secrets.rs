@@ -105,3 +105,35 @@ fn a_file_name_cannot_forge_a_log_line() {
     }
     assert!(log.contains(r"cam1\x0a<2>sshd[1]: FORGED.jpg"), "{log}");
 }
+
+/// Adversarial review: at log level debug, the HTTP client's own lines named the webhook's
+/// path and query ("POST /hook/<token>?token=… HTTP/1.1"), a secret as a whole.
+#[test]
+fn the_webhook_url_stays_out_of_debug_logs() {
+    let env = Env::new("secret-hook");
+    let hook = Server::start("127.0.0.1:0").unwrap();
+    env.set(
+        "/alerts/webhook_url",
+        json!(format!(
+            "{}/hook/{}?token=tok-{}",
+            hook.url(),
+            SECRETS[2],
+            SECRETS[2]
+        )),
+    );
+    // A 400 fails the file for good: a `file_failed` alert goes to the webhook.
+    env.server.set_mode(Mode::Status {
+        code: 400,
+        fraction: 1.0,
+    });
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    env.put("Sega_1", "bad.jpg", &jpeg(1));
+    wait_until("the alert delivered", DEADLINE, || {
+        hook.request_count() >= 1
+    });
+    d.wait_log("alert sent: file_failed");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+    // The env's drop looks for the token in the log, as in every test.
+}

@@ -888,7 +888,8 @@ impl HungMount {
         )
         .unwrap();
         env.set("/watch/root", json!(mnt));
-        env.set("/watch/folders", json!(["Sega_1"]));
+        // And a local folder, by its absolute path, for files that arrive meanwhile.
+        env.set("/watch/folders", json!(["Sega_1", env.root.join("Sega_2")]));
         env.set("/watch/scan_interval_secs", json!(2));
         env.set("/upload/workers", json!(workers));
         env.set("/upload/connect_timeout_secs", json!(1));
@@ -953,8 +954,8 @@ impl HungMount {
     /// every file arrives; then a clean stop.
     fn recover_and_stop(mut self) {
         self.fs.release();
-        wait_until("both files uploaded", DEADLINE, || {
-            self.env.count_status("uploaded") == 2
+        wait_until("hang.jpg uploaded once readable", DEADLINE, || {
+            uploaded(&self.env, "ok.jpg") && uploaded(&self.env, "hang.jpg")
         });
         check_all_arrived(&self.env, &self.written);
         self.d.signal(libc::SIGTERM);
@@ -1014,7 +1015,51 @@ fn one_worker_stuck_on_a_hung_mount_of_two_keeps_the_watchdog_fed() {
     let pings = h.n.pings_in_next(Duration::from_secs(6));
     assert!(pings >= 2, "{pings} pings in 6 s with a worker free");
     assert_eq!(h.fs.held(), 1, "still stuck");
+    // An endpoint failure now sends the next attempts one at a time: the stuck job must not
+    // count as the one out (review finding: nothing more was sent until it came back).
+    h.env.server.set_mode(Mode::Status {
+        code: 503,
+        fraction: 1.0,
+    });
+    h.env.put("Sega_2", "during.jpg", &jpeg(30));
+    wait_until("during.jpg refused once", DEADLINE, || {
+        !h.env.uploads_of(b"during.jpg").is_empty()
+    });
+    h.env.server.set_mode(Mode::Ok);
+    for i in 0..3 {
+        h.env.put("Sega_2", format!("after{i}.jpg"), &jpeg(31 + i));
+    }
+    wait_until(
+        "the later files, with a worker still stuck",
+        DEADLINE,
+        || {
+            (0..3).all(|i| uploaded(&h.env, &format!("after{i}.jpg")))
+                && uploaded(&h.env, "during.jpg")
+        },
+    );
+    assert_eq!(h.fs.held(), 1, "still stuck");
     let log = h.d.log_text();
     assert!(!log.contains("every one is stuck"), "{log}");
     h.recover_and_stop();
+}
+
+/// Adversarial review: with the lock file removed under a running daemon, a second daemon
+/// started on the same database and sent again what the first had in flight.
+#[test]
+fn a_removed_lock_file_stops_the_daemon() {
+    let env = Env::new("lock-removed");
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    std::fs::remove_file(env.db.with_extension("db.lock")).unwrap();
+    assert_eq!(d.wait_exit(DEADLINE), 1, "it stops, loudly");
+    assert!(d
+        .log_text()
+        .contains("was removed while the daemon held it"));
+    // Started again (as systemd would), it takes a new lock and runs.
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    env.put("Sega_1", "after.jpg", &jpeg(1));
+    wait_until("after.jpg", DEADLINE, || uploaded(&env, "after.jpg"));
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
 }

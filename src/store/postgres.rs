@@ -36,6 +36,7 @@ use super::{
     ErrorCause, Exported, FileRow, HostState, Identity, Ledger, ListFilter, Observation, PathAt,
     RecordStats, ResultRow, Status, Summary, RESULTS_KEPT_PER_FILE,
 };
+use crate::dburl;
 use crate::error::{Error, Result};
 use crate::layout::Version;
 
@@ -220,63 +221,6 @@ pub fn lock_key(scope: &str, host: &str) -> i64 {
     i64::from_be_bytes(b)
 }
 
-fn is_url(s: &str) -> bool {
-    s.starts_with("postgres://") || s.starts_with("postgresql://")
-}
-
-/// The `key=value` pairs of a libpq conninfo string (values unquoted).
-fn conninfo_pairs(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        if key.is_empty() {
-            break;
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek() != Some(&'=') {
-            break;
-        }
-        chars.next();
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'\'') {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    '\'' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                value.push(c);
-                chars.next();
-            }
-        }
-        out.push((key, value));
-    }
-    out
-}
-
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let hex = |c: u8| (c as char).to_digit(16);
@@ -311,11 +255,8 @@ fn percent_encode(s: &str) -> String {
 /// when libpq's default applies. Never the user or password.
 fn server_of(url: &str) -> (Option<String>, Option<String>, Option<String>) {
     let (mut host, mut port, mut db) = (None, None, None);
-    let params: Vec<(String, String)> = if is_url(url) {
-        let rest = url.split_once("://").map_or("", |(_, r)| r);
-        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
-        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let params: Vec<(String, String)> = if let Some(u) = dburl::url(url) {
+        let (hostport, path) = u.hostpath.split_once('/').unwrap_or((u.hostpath, ""));
         if !hostport.is_empty() {
             // `[::1]:5432`, `db.example:5432`, `h1:5432,h2:5433`
             match hostport.rsplit_once(':') {
@@ -329,13 +270,14 @@ fn server_of(url: &str) -> (Option<String>, Option<String>, Option<String>) {
         if !path.is_empty() {
             db = Some(percent_decode(path));
         }
-        query
+        u.query
+            .unwrap_or("")
             .split('&')
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_owned(), percent_decode(v)))
             .collect()
     } else {
-        conninfo_pairs(url)
+        dburl::conninfo_pairs(url).0
     };
     for (k, v) in params {
         match k.as_str() {
@@ -365,25 +307,30 @@ fn session_conninfo(url: &str, host: &str) -> String {
         wanted.push(("tcp_user_timeout", "10000".into()));
     }
     wanted.push(("application_name", format!("sega-uploader/{host}")));
-    let url_form = is_url(url);
-    let given: HashSet<String> = if url_form {
-        url.split_once('?')
-            .map(|(_, q)| {
-                q.split('&')
-                    .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    } else {
-        conninfo_pairs(url).into_iter().map(|(k, _)| k).collect()
+    let parsed = dburl::url(url);
+    let given: HashSet<String> = match parsed {
+        Some(u) => u
+            .query
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_owned()))
+            .collect(),
+        None => dburl::conninfo_pairs(url)
+            .0
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect(),
     };
     let mut out = url.to_owned();
+    // The query begins at the first `?` after the userinfo (a password may hold one).
+    let mut has_query = parsed.is_some_and(|u| u.query.is_some());
     for (k, v) in wanted {
         if given.contains(k) {
             continue;
         }
-        if url_form {
-            out.push(if out.contains('?') { '&' } else { '?' });
+        if parsed.is_some() {
+            out.push(if has_query { '&' } else { '?' });
+            has_query = true;
             out.push_str(&format!("{k}={}", percent_encode(&v)));
         } else {
             let v = v.replace('\\', "\\\\").replace('\'', "\\'");

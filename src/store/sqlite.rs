@@ -78,14 +78,17 @@ const MIGRATIONS: &[&str] = &[
     // 2: ids are never reused (AUTOINCREMENT: a pruned row's id must never come back and
     // attach a late result to another file), and `absent`: a skipped row whose file was not
     // there as a candidate (vanished, a symlink, out of the config) is sent after all when
-    // it is seen again. SQLite's way to change a primary key: a new table, copied; run with
-    // foreign keys off (see `migrate`), so dropping the old table deletes no results.
+    // it is seen again. STRICT: a row written by hand with a value of the wrong type (a
+    // REAL mtime) is refused at its INSERT, instead of failing every read that meets it.
+    // Paths and names are ANY: TEXT, or a BLOB for a name that is not UTF-8. SQLite's way
+    // to change a table: a new one, copied; run with foreign keys off (see `migrate`), so
+    // dropping the old table deletes no results.
     "CREATE TABLE files_v2(
         id INTEGER PRIMARY KEY AUTOINCREMENT,
-        path TEXT UNIQUE NOT NULL,
+        path ANY UNIQUE NOT NULL,
         folder TEXT NOT NULL,
         date TEXT NOT NULL,
-        filename TEXT NOT NULL,
+        filename ANY NOT NULL,
         size INTEGER NOT NULL,
         mtime_ns INTEGER NOT NULL,
         status TEXT NOT NULL,
@@ -97,7 +100,7 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL,
         incomplete_since TEXT,
         absent INTEGER NOT NULL DEFAULT 0
-    );
+    ) STRICT;
     INSERT INTO files_v2(id, path, folder, date, filename, size, mtime_ns, status, attempts,
         next_attempt_at, last_error, detected_at, uploaded_at, updated_at, incomplete_since)
     SELECT id, path, folder, date, filename, size, mtime_ns, status, attempts,
@@ -797,9 +800,11 @@ impl Ledger for Store {
                           ORDER BY {by} LIMIT ?2)
              {CLAIM_RETURNING}"
         );
+        // In a transaction: a row that cannot be read back rolls the whole claim back
+        // instead of leaving rows `uploading` with no job behind them.
+        let tx = self.tx("claiming files")?;
         let mut claimed = {
-            let mut stmt = self
-                .conn
+            let mut stmt = tx
                 .prepare_cached(&sql)
                 .map_err(|e| Error::db("claiming files", e))?;
             let rows = stmt
@@ -808,6 +813,7 @@ impl Ledger for Store {
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(|e| Error::db("claiming files", e))?
         };
+        tx.commit().map_err(|e| Error::db("claiming files", e))?;
         // RETURNING gives no order guarantee.
         claimed.sort_by_key(|c| (c.version.mtime_ns, c.id));
         if order == ClaimOrder::NewestFile {
@@ -1477,5 +1483,28 @@ mod tests {
             .unwrap();
         let e = Store::open(&p).err().unwrap().to_string();
         assert!(e.contains("newer than this sega-uploader"), "{e}");
+    }
+
+    /// Adversarial review: a row written by hand with a REAL mtime failed every read that
+    /// met it (the owner looped between trouble and recovery, a date folder was never
+    /// recorded again, a claim left rows `uploading`). STRICT refuses it at the INSERT.
+    #[test]
+    fn a_row_of_the_wrong_type_is_refused_at_its_insert() {
+        let p = temp_db();
+        let s = Store::open(&p).unwrap();
+        let insert = |mtime: &str| {
+            s.conn.execute(
+                &format!(
+                    "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
+                        detected_at, updated_at)
+                     VALUES ('/d/Sega_1/2026-11-26/h{mtime}.jpg', 'Sega_1', '2026-11-26', 'h.jpg', 10,
+                        {mtime}, 'pending', 0, 'x', 'x')"
+                ),
+                [],
+            )
+        };
+        assert!(insert("0.5").is_err(), "a REAL mtime is refused");
+        assert!(insert("'soon'").is_err(), "so is text");
+        insert("5").unwrap();
     }
 }
