@@ -144,10 +144,14 @@ fn overflow_tens_of_thousands_of_files_while_stopped(backend: Backend) {
     d.signal(libc::SIGCONT);
     d.wait_log("inotify queue overflowed");
     let t0 = Instant::now();
-    wait_until(
+    // A deadline on the whole drain would be a throughput assertion, which a loaded machine
+    // breaks (under two CPU hogs and parallel builds PostgreSQL managed ~47 files/s): what
+    // must hold is that the daemon keeps making progress until every file is sent.
+    wait_progressing(
         &format!("all {n} files uploaded"),
-        Duration::from_secs(400),
-        || env.count_status("uploaded") == n,
+        Duration::from_secs(60),
+        n,
+        || env.count_status("uploaded"),
     );
     eprintln!(
         "overflow: {n} files (queue limit {max_queued}) all uploaded {:?} after SIGCONT",
@@ -156,6 +160,28 @@ fn overflow_tens_of_thousands_of_files_while_stopped(backend: Backend) {
     assert_eq!(env.successful_uploads().len(), n, "each exactly once");
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+/// Waits until `count()` reaches `target`, failing when it has not moved for `stall` (or
+/// after 20 minutes in all, so that a daemon that crawls cannot hang the suite).
+fn wait_progressing(what: &str, stall: Duration, target: usize, mut count: impl FnMut() -> usize) {
+    let start = Instant::now();
+    let (mut last, mut moved) = (count(), Instant::now());
+    while last != target {
+        assert!(
+            moved.elapsed() < stall,
+            "waiting for {what}: no progress for {stall:?} at {last} of {target}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(1200),
+            "waiting for {what}: {last} of {target} after 20 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let now = count();
+        if now != last {
+            (last, moved) = (now, Instant::now());
+        }
+    }
 }
 
 #[test]
