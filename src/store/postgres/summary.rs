@@ -1,0 +1,428 @@
+//! The daemon's state rows and what the operator commands read: counts, `list`, one file's
+//! row, and the summary `status` and `check` show, with every host of the scope as the
+//! server sees it (heartbeat age, daemon lock, claims).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel::sql_types::{Array, BigInt, Bytea, Double, Nullable, Text};
+
+use super::conn::{lock_key, Fail, Q};
+use super::{file_columns, pg_text, ts, Count, Ctx, FileRec, PgStore};
+use crate::error::Result;
+use crate::store::{
+    identity_of, ErrorCause, FileRow, HostState, ListFilter, PathAt, Status, Summary,
+};
+
+#[derive(QueryableByName)]
+struct PathAtRec {
+    #[diesel(sql_type = Text)]
+    folder: String,
+    #[diesel(sql_type = Text)]
+    date: String,
+    #[diesel(sql_type = Bytea)]
+    filename: Vec<u8>,
+    #[diesel(sql_type = Bytea)]
+    path: Vec<u8>,
+    #[diesel(sql_type = Text)]
+    at: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    detail: Option<String>,
+}
+
+impl PathAtRec {
+    fn into_path_at(self, ctx: &Ctx) -> PathAt {
+        PathAt {
+            path: ctx.path(&self.folder, &self.date, &self.filename, &self.path),
+            at: self.at,
+            detail: self.detail,
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct CountRec {
+    #[diesel(sql_type = Text)]
+    folder: String,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct CauseRec {
+    #[diesel(sql_type = Text)]
+    cause: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = Bytea)]
+    example: Vec<u8>,
+}
+
+#[derive(QueryableByName)]
+struct StateRec {
+    #[diesel(sql_type = Text)]
+    host: String,
+    #[diesel(sql_type = Text)]
+    key: String,
+    #[diesel(sql_type = Text)]
+    value: String,
+    #[diesel(sql_type = Text)]
+    updated_at: String,
+    #[diesel(sql_type = Double)]
+    age: f64,
+}
+
+#[derive(QueryableByName)]
+struct HostCount {
+    #[diesel(sql_type = Text)]
+    host: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct LockRec {
+    #[diesel(sql_type = BigInt)]
+    hi: i64,
+    #[diesel(sql_type = BigInt)]
+    lo: i64,
+}
+
+impl PgStore {
+    /// Writes this host's state rows. `updated_at` is the server's clock, whatever `now`
+    /// says: heartbeat ages are compared with the server's `now()`, never across hosts.
+    pub(super) fn set_state(&mut self, pairs: &[(&str, String)], _now: &str) -> Result<()> {
+        let mut keys: Vec<&str> = Vec::new();
+        let mut values: Vec<String> = Vec::new();
+        for (k, v) in pairs {
+            let v = pg_text(v).into_owned();
+            match keys.iter().position(|x| x == k) {
+                Some(i) => values[i] = v,
+                None => {
+                    keys.push(k);
+                    values.push(v);
+                }
+            }
+        }
+        let ctx = &self.ctx;
+        self.link.with("writing daemon state", |c| {
+            sql_query(
+                "INSERT INTO state(scope, host, key, value, updated_at)
+                 SELECT $1, $2, k, v, now() FROM unnest($3::text[], $4::text[]) AS u(k, v)
+                 ON CONFLICT (scope, host, key) DO UPDATE
+                     SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind::<Text, _>(&ctx.scope)
+            .bind::<Text, _>(&ctx.host)
+            .bind::<Array<Text>, _>(&keys)
+            .bind::<Array<Text>, _>(&values)
+            .execute(c)?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn state(&mut self) -> Result<HashMap<String, (String, String)>> {
+        let ctx = &self.ctx;
+        let rows = self.link.with("reading daemon state", |c| {
+            Ok(state_rows(c, &ctx.scope, Some(&ctx.host))?)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.key, (r.value, r.updated_at)))
+            .collect())
+    }
+
+    pub(super) fn queue_overview(&mut self) -> Result<(i64, Option<String>)> {
+        let scope = &self.ctx.scope;
+        #[derive(QueryableByName)]
+        struct Overview {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+            #[diesel(sql_type = Nullable<Text>)]
+            v: Option<String>,
+        }
+        let sql = format!(
+            "SELECT count(*) AS n, {} AS v FROM files
+             WHERE scope = $1 AND status IN ('pending', 'uploading')",
+            ts("min(detected_at)")
+        );
+        let r: Overview = self.link.with("counting pending files", |c| {
+            Ok(sql_query(&sql).bind::<Text, _>(scope).get_result(c)?)
+        })?;
+        Ok((r.n, r.v))
+    }
+
+    pub(super) fn uploaded_since(&mut self, since: &str) -> Result<i64> {
+        let scope = &self.ctx.scope;
+        self.link.with("counting uploaded files", |c| {
+            Ok(sql_query(
+                "SELECT count(*) AS n FROM files
+                 WHERE scope = $1 AND status = 'uploaded' AND uploaded_at >= $2::timestamptz",
+            )
+            .bind::<Text, _>(scope)
+            .bind::<Text, _>(since)
+            .get_result::<Count>(c)?
+            .n)
+        })
+    }
+
+    pub(super) fn counts(&mut self) -> Result<Vec<(String, String, i64)>> {
+        let scope = &self.ctx.scope;
+        self.link.with("counting files", |c| Ok(counts(c, scope)?))
+    }
+
+    pub(super) fn count_status_in_dates(
+        &mut self,
+        statuses: &[Status],
+        dates: &[String],
+    ) -> Result<i64> {
+        let scope = &self.ctx.scope;
+        let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        self.link.with("counting files", |c| {
+            Ok(sql_query(
+                "SELECT count(*) AS n FROM files
+                 WHERE scope = $1 AND date = ANY($2) AND status = ANY($3)",
+            )
+            .bind::<Text, _>(scope)
+            .bind::<Array<Text>, _>(dates)
+            .bind::<Array<Text>, _>(&statuses)
+            .get_result::<Count>(c)?
+            .n)
+        })
+    }
+
+    pub(super) fn list(&mut self, filter: &ListFilter) -> Result<Vec<FileRow>> {
+        let sql = format!(
+            "SELECT {} FROM files
+             WHERE scope = $1 AND ($2::text IS NULL OR status = $2)
+               AND ($3::text IS NULL OR folder = $3) AND ($4::text IS NULL OR date = $4)
+             ORDER BY date DESC, folder, mtime_ns DESC, id DESC
+             LIMIT $5",
+            file_columns()
+        );
+        let ctx = &self.ctx;
+        let rows: Vec<FileRec> = self.link.with("listing files", |c| {
+            Ok(sql_query(&sql)
+                .bind::<Text, _>(&ctx.scope)
+                .bind::<Nullable<Text>, _>(filter.status.map(|s| s.as_str()))
+                .bind::<Nullable<Text>, _>(filter.folder.as_deref())
+                .bind::<Nullable<Text>, _>(filter.date.as_deref())
+                .bind::<Nullable<BigInt>, _>(filter.limit)
+                .load(c)?)
+        })?;
+        Ok(rows.into_iter().map(|r| r.into_row(ctx).0).collect())
+    }
+
+    pub(super) fn file_by_path(&mut self, path: &Path) -> Result<Option<FileRow>> {
+        let Some((folder, date, name)) = identity_of(path) else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT {} FROM files WHERE scope = $1 AND folder = $2 AND date = $3 AND filename = $4",
+            file_columns()
+        );
+        let ctx = &self.ctx;
+        let row: Option<FileRec> = self.link.with("reading a file row", |c| {
+            Ok(sql_query(&sql)
+                .bind::<Text, _>(&ctx.scope)
+                .bind::<Text, _>(&folder)
+                .bind::<Text, _>(&date)
+                .bind::<Bytea, _>(name.as_bytes())
+                .get_result(c)
+                .optional()?)
+        })?;
+        Ok(row.map(|r| r.into_row(ctx).0))
+    }
+
+    /// Everything `status` and `check` show, in one repeatable-read transaction so the
+    /// numbers agree; plus, as the server sees them, every host of the scope that has
+    /// state rows or holds claims (one that claims without a heartbeat is worth seeing).
+    pub(super) fn summary(
+        &mut self,
+        today_start: &str,
+        day_ago: &str,
+        hour_ago: &str,
+    ) -> Result<Summary> {
+        let ctx = &self.ctx;
+        self.link.with("reading status", |c| {
+            c.build_transaction()
+                .repeatable_read()
+                .read_only()
+                .run::<_, Fail, _>(|c| summary(c, ctx, today_start, day_ago, hour_ago))
+        })
+    }
+}
+
+fn counts(c: &mut PgConnection, scope: &str) -> QueryResult<Vec<(String, String, i64)>> {
+    let rows: Vec<CountRec> = sql_query(
+        "SELECT folder, status, count(*) AS n FROM files WHERE scope = $1
+         GROUP BY folder, status ORDER BY folder, status",
+    )
+    .bind::<Text, _>(scope)
+    .load(c)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.folder, r.status, r.n))
+        .collect())
+}
+
+/// State rows of the scope (or of one host), with their age by the server's clock.
+fn state_rows(c: &mut PgConnection, scope: &str, host: Option<&str>) -> QueryResult<Vec<StateRec>> {
+    sql_query(format!(
+        "SELECT host, key, value, {} AS updated_at,
+             extract(epoch FROM now() - updated_at)::float8 AS age
+         FROM state WHERE scope = $1 AND ($2::text IS NULL OR host = $2) ORDER BY host, key",
+        ts("updated_at")
+    ))
+    .bind::<Text, _>(scope)
+    .bind::<Nullable<Text>, _>(host)
+    .load(c)
+}
+
+fn summary(
+    c: &mut PgConnection,
+    ctx: &Ctx,
+    today_start: &str,
+    day_ago: &str,
+    hour_ago: &str,
+) -> Q<Summary> {
+    let scope = ctx.scope.as_str();
+    let counts = counts(c, scope)?;
+    let uploaded_today = sql_query(
+        "SELECT count(*) AS n FROM files
+         WHERE scope = $1 AND status = 'uploaded' AND uploaded_at >= $2::timestamptz",
+    )
+    .bind::<Text, _>(scope)
+    .bind::<Text, _>(today_start)
+    .get_result::<Count>(c)?
+    .n;
+    let oldest_pending = sql_query(format!(
+        "SELECT folder, date, filename, path, {} AS at, last_error AS detail FROM files
+         WHERE scope = $1 AND status IN ('pending', 'uploading') ORDER BY detected_at, id LIMIT 1",
+        ts("detected_at")
+    ))
+    .bind::<Text, _>(scope)
+    .get_result::<PathAtRec>(c)
+    .optional()?
+    .map(|r| r.into_path_at(ctx));
+    let last_success = sql_query(format!(
+        "SELECT folder, date, filename, path, {} AS at, NULL::text AS detail FROM files
+         WHERE scope = $1 AND status = 'uploaded' ORDER BY uploaded_at DESC LIMIT 1",
+        ts("uploaded_at")
+    ))
+    .bind::<Text, _>(scope)
+    .get_result::<PathAtRec>(c)
+    .optional()?
+    .map(|r| r.into_path_at(ctx));
+    let last_error = sql_query(format!(
+        "SELECT f.folder, f.date, f.filename, f.path, {} AS at,
+             coalesce(r.error, 'HTTP ' || r.http_status) AS detail
+         FROM upload_results r JOIN files f ON f.id = r.file_id
+         WHERE f.scope = $1 AND r.outcome <> 'success' ORDER BY r.id DESC LIMIT 1",
+        ts("r.started_at")
+    ))
+    .bind::<Text, _>(scope)
+    .get_result::<PathAtRec>(c)
+    .optional()?
+    .map(|r| r.into_path_at(ctx));
+    let errors_24h = sql_query(
+        "SELECT coalesce(r.error, 'HTTP ' || r.http_status) AS cause, count(*) AS n,
+             (array_agg(f.path ORDER BY f.path DESC))[1] AS example
+         FROM upload_results r JOIN files f ON f.id = r.file_id
+         WHERE f.scope = $1 AND r.started_at >= $2::timestamptz AND r.outcome <> 'success'
+         GROUP BY cause ORDER BY count(*) DESC, cause LIMIT 10",
+    )
+    .bind::<Text, _>(scope)
+    .bind::<Text, _>(day_ago)
+    .load::<CauseRec>(c)?
+    .into_iter()
+    .map(|r| ErrorCause {
+        cause: r.cause,
+        count: r.n,
+        example: PathBuf::from(OsString::from_vec(r.example)),
+    })
+    .collect();
+    let failed_last_hour = sql_query(
+        "SELECT count(*) AS n FROM upload_results r JOIN files f ON f.id = r.file_id
+         WHERE f.scope = $1 AND r.started_at >= $2::timestamptz AND r.outcome = 'failed'",
+    )
+    .bind::<Text, _>(scope)
+    .bind::<Text, _>(hour_ago)
+    .get_result::<Count>(c)?
+    .n;
+
+    // Every host of the scope: its state rows, its heartbeat's age by the server's clock,
+    // whether its daemon's advisory lock is held (a live session), its claims. pg_locks
+    // lists the whole server's locks: an advisory lock belongs to one database, and another
+    // ledger on the same server may have a host of the same scope and name.
+    let all_state = state_rows(c, scope, None)?;
+    let claimed: Vec<HostCount> = sql_query(
+        "SELECT claimed_host AS host, count(*) AS n FROM files
+         WHERE scope = $1 AND status = 'uploading' AND claimed_host IS NOT NULL
+         GROUP BY claimed_host",
+    )
+    .bind::<Text, _>(scope)
+    .load(c)?;
+    let locks: HashSet<i64> = sql_query(
+        "SELECT classid::bigint AS hi, objid::bigint AS lo FROM pg_locks
+         WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .load::<LockRec>(c)?
+    .into_iter()
+    .map(|l| (((l.hi as u64) << 32) | (l.lo as u64 & 0xffff_ffff)) as i64)
+    .collect();
+    let mut state = HashMap::new();
+    let mut hosts: Vec<HostState> = Vec::new();
+    fn host_entry<'h>(hosts: &'h mut Vec<HostState>, name: &str) -> &'h mut HostState {
+        let i = match hosts.iter().position(|h| h.host == name) {
+            Some(i) => i,
+            None => {
+                hosts.push(HostState {
+                    host: name.to_owned(),
+                    state: HashMap::new(),
+                    heartbeat_age_secs: None,
+                    locked: false,
+                    claimed: 0,
+                });
+                hosts.len() - 1
+            }
+        };
+        &mut hosts[i]
+    }
+    for r in all_state {
+        let h = host_entry(&mut hosts, &r.host);
+        if r.key == "heartbeat" {
+            h.heartbeat_age_secs = Some(r.age.max(0.0) as u64);
+        }
+        h.state.insert(r.key.clone(), r.value.clone());
+        if r.host == ctx.host {
+            state.insert(r.key, (r.value, r.updated_at));
+        }
+    }
+    for cl in claimed {
+        host_entry(&mut hosts, &cl.host).claimed = cl.n;
+    }
+    for h in &mut hosts {
+        h.locked = locks.contains(&lock_key(scope, &h.host));
+    }
+    hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    Ok(Summary {
+        counts,
+        uploaded_today,
+        oldest_pending,
+        last_success,
+        last_error,
+        errors_24h,
+        failed_last_hour,
+        state,
+        hosts,
+    })
+}

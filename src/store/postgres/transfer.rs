@@ -1,0 +1,346 @@
+//! `migrate-db`'s two ends: `export` pages through this scope's rows and their results in
+//! one consistent picture; `import` adds exported rows under this scope, recorded by this
+//! host, in two statements per call.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text};
+
+use super::complete::trim_results;
+use super::conn::Fail;
+use super::{file_columns, jsonb_text, pg_opt, ts, FileRec, PgStore};
+use crate::error::Result;
+use crate::store::{Exported, ResultRow};
+
+#[derive(QueryableByName)]
+struct ResultRec {
+    #[diesel(sql_type = BigInt)]
+    file_id: i64,
+    #[diesel(sql_type = BigInt)]
+    attempt: i64,
+    #[diesel(sql_type = Text)]
+    started_at: String,
+    #[diesel(sql_type = BigInt)]
+    duration_ms: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    http_status: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    response_body: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    response_json: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    error: Option<String>,
+    #[diesel(sql_type = Text)]
+    outcome: String,
+}
+
+impl PgStore {
+    /// Every row of this scope with its results, in pages of 1000 rows read in one
+    /// repeatable-read transaction (one consistent picture, bounded memory).
+    pub(super) fn export(&mut self, each: &mut dyn FnMut(Exported) -> Result<()>) -> Result<usize> {
+        let ctx = &self.ctx;
+        let files_sql = format!(
+            "SELECT {} FROM files WHERE scope = $1 AND id > $2 ORDER BY id LIMIT 1000",
+            file_columns()
+        );
+        let results_sql = format!(
+            "SELECT file_id, attempt::bigint AS attempt, {} AS started_at, duration_ms,
+                 http_status::bigint AS http_status, response_body,
+                 response_json::text AS response_json, error, outcome
+             FROM upload_results WHERE file_id = ANY($1) ORDER BY file_id, id",
+            ts("started_at")
+        );
+        self.link.with("exporting rows", |c| {
+            c.build_transaction()
+                .repeatable_read()
+                .read_only()
+                .run::<_, Fail, _>(|c| {
+                    let mut last = 0i64;
+                    let mut n = 0;
+                    loop {
+                        let page: Vec<FileRec> = sql_query(&files_sql)
+                            .bind::<Text, _>(&ctx.scope)
+                            .bind::<BigInt, _>(last)
+                            .load(c)?;
+                        let Some(tail) = page.last() else {
+                            return Ok(n);
+                        };
+                        last = tail.id;
+                        let ids: Vec<i64> = page.iter().map(|f| f.id).collect();
+                        let results: Vec<ResultRec> = sql_query(&results_sql)
+                            .bind::<Array<BigInt>, _>(&ids)
+                            .load(c)?;
+                        let mut by_file: HashMap<i64, Vec<ResultRow>> = HashMap::new();
+                        for r in results {
+                            by_file.entry(r.file_id).or_default().push(ResultRow {
+                                attempt: r.attempt,
+                                started_at: r.started_at,
+                                duration_ms: r.duration_ms,
+                                http_status: r.http_status,
+                                response_body: r.response_body,
+                                response_json: r.response_json,
+                                error: r.error,
+                                outcome: r.outcome,
+                            });
+                        }
+                        for f in page {
+                            let results = by_file.remove(&f.id).unwrap_or_default();
+                            let (file, incomplete_since, absent) = f.into_row(ctx);
+                            each(Exported {
+                                file,
+                                incomplete_since,
+                                absent,
+                                results,
+                            })
+                            .map_err(Fail::Other)?;
+                            n += 1;
+                        }
+                    }
+                })
+        })
+    }
+
+    /// Adds exported rows under this scope, recorded by this host, in two statements per
+    /// call (the rows, then their results); a file already recorded is left alone. As in
+    /// SQLite, a claim does not travel: an `uploading` row arrives `pending`.
+    pub(super) fn import(&mut self, rows: &[Exported]) -> Result<usize> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let folders: Vec<&str> = rows.iter().map(|e| e.file.folder.as_str()).collect();
+        let dates: Vec<&str> = rows.iter().map(|e| e.file.date.as_str()).collect();
+        let names: Vec<&[u8]> = rows.iter().map(|e| e.file.filename.as_bytes()).collect();
+        let paths: Vec<&[u8]> = rows
+            .iter()
+            .map(|e| e.file.path.as_os_str().as_bytes())
+            .collect();
+        let sizes: Vec<i64> = rows.iter().map(|e| e.file.size).collect();
+        let mtimes: Vec<i64> = rows.iter().map(|e| e.file.mtime_ns).collect();
+        let mut statuses = Vec::with_capacity(rows.len());
+        let mut nexts = Vec::with_capacity(rows.len());
+        for e in rows {
+            let f = &e.file;
+            if f.status == "uploading" {
+                statuses.push("pending");
+                nexts.push(Some(f.updated_at.clone()));
+            } else {
+                statuses.push(f.status.as_str());
+                nexts.push(f.next_attempt_at.clone());
+            }
+        }
+        let attempts: Vec<i64> = rows.iter().map(|e| e.file.attempts).collect();
+        let errors: Vec<Option<String>> = rows.iter().map(|e| pg_opt(&e.file.last_error)).collect();
+        let detected: Vec<&str> = rows.iter().map(|e| e.file.detected_at.as_str()).collect();
+        let uploaded: Vec<Option<&str>> =
+            rows.iter().map(|e| e.file.uploaded_at.as_deref()).collect();
+        let updated: Vec<&str> = rows.iter().map(|e| e.file.updated_at.as_str()).collect();
+        let incomplete: Vec<Option<&str>> =
+            rows.iter().map(|e| e.incomplete_since.as_deref()).collect();
+        let absent: Vec<bool> = rows.iter().map(|e| e.absent).collect();
+        let ctx = &self.ctx;
+        self.link.with("importing rows", |c| {
+            c.transaction::<_, Fail, _>(|c| {
+                let added: Vec<ImportedRec> = sql_query(
+                    "INSERT INTO files(scope, folder, date, filename, path, size, mtime_ns, status,
+                         attempts, next_attempt_at, last_error, detected_at, uploaded_at, updated_at,
+                         incomplete_since, absent, recorded_by)
+                     SELECT $1, folder, date, filename, path, size, mtime_ns, status, attempts::int,
+                         next_at::timestamptz, last_error, detected_at::timestamptz,
+                         uploaded_at::timestamptz, updated_at::timestamptz,
+                         incomplete_since::timestamptz, absent, $2
+                     FROM unnest($3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::bigint[],
+                         $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::text[],
+                         $13::text[], $14::text[], $15::text[], $16::text[], $17::bool[])
+                         WITH ORDINALITY
+                         AS u(folder, date, filename, path, size, mtime_ns, status, attempts,
+                              next_at, last_error, detected_at, uploaded_at, updated_at,
+                              incomplete_since, absent, i)
+                     ORDER BY i
+                     ON CONFLICT (scope, folder, date, filename) DO NOTHING
+                     RETURNING id, folder, date, filename",
+                )
+                .bind::<Text, _>(&ctx.scope)
+                .bind::<Text, _>(&ctx.host)
+                .bind::<Array<Text>, _>(&folders)
+                .bind::<Array<Text>, _>(&dates)
+                .bind::<Array<Bytea>, _>(&names)
+                .bind::<Array<Bytea>, _>(&paths)
+                .bind::<Array<BigInt>, _>(&sizes)
+                .bind::<Array<BigInt>, _>(&mtimes)
+                .bind::<Array<Text>, _>(&statuses)
+                .bind::<Array<BigInt>, _>(&attempts)
+                .bind::<Array<Nullable<Text>>, _>(&nexts)
+                .bind::<Array<Nullable<Text>>, _>(&errors)
+                .bind::<Array<Text>, _>(&detected)
+                .bind::<Array<Nullable<Text>>, _>(&uploaded)
+                .bind::<Array<Text>, _>(&updated)
+                .bind::<Array<Nullable<Text>>, _>(&incomplete)
+                .bind::<Array<Bool>, _>(&absent)
+                .load(c)?;
+                // Results of the rows that were added, matched back by identity.
+                let index: HashMap<(&str, &str, &[u8]), usize> = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        (
+                            (
+                                e.file.folder.as_str(),
+                                e.file.date.as_str(),
+                                e.file.filename.as_bytes(),
+                            ),
+                            i,
+                        )
+                    })
+                    .collect();
+                let mut r = ResultColumns::default();
+                for a in &added {
+                    let Some(&i) =
+                        index.get(&(a.folder.as_str(), a.date.as_str(), a.filename.as_slice()))
+                    else {
+                        continue;
+                    };
+                    for res in &rows[i].results {
+                        r.push(a.id, res);
+                    }
+                }
+                if !r.file_id.is_empty() {
+                    sql_query(
+                        "INSERT INTO upload_results(file_id, host, attempt, started_at, duration_ms,
+                             http_status, response_body, response_json, error, outcome)
+                         SELECT file_id, $1, attempt::int, started_at::timestamptz, duration_ms,
+                             http_status::int, response_body, sega_try_jsonb(response_json), error,
+                             outcome
+                         FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[],
+                             $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[])
+                             WITH ORDINALITY
+                             AS u(file_id, attempt, started_at, duration_ms, http_status,
+                                  response_body, response_json, error, outcome, i)
+                         ORDER BY i",
+                    )
+                    .bind::<Text, _>(&ctx.host)
+                    .bind::<Array<BigInt>, _>(&r.file_id)
+                    .bind::<Array<BigInt>, _>(&r.attempt)
+                    .bind::<Array<Text>, _>(&r.started_at)
+                    .bind::<Array<BigInt>, _>(&r.duration_ms)
+                    .bind::<Array<Nullable<BigInt>>, _>(&r.http_status)
+                    .bind::<Array<Nullable<Text>>, _>(&r.response_body)
+                    .bind::<Array<Nullable<Text>>, _>(&r.response_json)
+                    .bind::<Array<Nullable<Text>>, _>(&r.error)
+                    .bind::<Array<Text>, _>(&r.outcome)
+                    .execute(c)?;
+                    let mut ids = r.file_id.clone();
+                    ids.dedup();
+                    trim_results(c, &ids)?;
+                }
+                Ok(added.len())
+            })
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct ImportedRec {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    folder: String,
+    #[diesel(sql_type = Text)]
+    date: String,
+    #[diesel(sql_type = Bytea)]
+    filename: Vec<u8>,
+}
+
+/// `upload_results` rows as columns, to bind as arrays.
+#[derive(Default)]
+struct ResultColumns {
+    file_id: Vec<i64>,
+    attempt: Vec<i64>,
+    started_at: Vec<String>,
+    duration_ms: Vec<i64>,
+    http_status: Vec<Option<i64>>,
+    response_body: Vec<Option<String>>,
+    response_json: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+    outcome: Vec<String>,
+}
+
+impl ResultColumns {
+    fn push(&mut self, file_id: i64, r: &ResultRow) {
+        self.file_id.push(file_id);
+        self.attempt.push(r.attempt);
+        self.started_at.push(r.started_at.clone());
+        self.duration_ms.push(r.duration_ms);
+        self.http_status.push(r.http_status);
+        self.response_body.push(pg_opt(&r.response_body));
+        self.response_json.push(jsonb_text(&r.response_json));
+        self.error.push(pg_opt(&r.error));
+        self.outcome.push(r.outcome.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::postgres::tests::t;
+    use crate::store::tests::{
+        completion, exported, obs, pg_open, roots, sqlite, FAR, LATER, T0, T1,
+    };
+    use crate::store::{ClaimOrder, Disposition};
+    use std::path::Path;
+
+    #[test]
+    fn migrate_db_carries_rows_between_sqlite_and_postgres() {
+        let Some(url) = t() else { return };
+        let mut lite = sqlite();
+        lite.record(
+            &[
+                obs(b"a.jpg", 1, 1),
+                obs(b"b.jpg", 2, 2),
+                obs(b"c.jpg", 3, 3),
+            ],
+            T0,
+        )
+        .unwrap();
+        let c = lite.claim_due(T0, FAR, 2, ClaimOrder::OldestFile).unwrap();
+        let mut done = completion(&c[0], Disposition::Uploaded);
+        done.response_json = Some(r#"{"id":7}"#.into());
+        lite.complete(&[done], T1).unwrap();
+        let rows = exported(&mut *lite);
+
+        let mut pg = pg_open(&url, "site-a", "cam-1", roots());
+        for chunk in rows.chunks(2) {
+            pg.import(chunk).unwrap();
+        }
+        assert_eq!(pg.import(&rows).unwrap(), 0);
+        let there = exported(&mut pg);
+        assert_eq!(there.len(), 3);
+        let a = there.iter().find(|e| e.file.filename == "a.jpg").unwrap();
+        assert_eq!(
+            (
+                a.file.status.as_str(),
+                a.file.uploaded_at.as_deref(),
+                a.file.host.as_deref()
+            ),
+            ("uploaded", Some(T1), Some("cam-1"))
+        );
+        assert_eq!(a.results[0].response_json.as_deref(), Some(r#"{"id": 7}"#));
+        assert_eq!(a.results[0].started_at, T1);
+        let b = there.iter().find(|e| e.file.filename == "b.jpg").unwrap();
+        assert_eq!(b.file.status, "pending", "a claim does not travel");
+
+        let mut back = sqlite();
+        assert_eq!(back.import(&there).unwrap(), 3);
+        let home = exported(&mut *back);
+        let a = home.iter().find(|e| e.file.filename == "a.jpg").unwrap();
+        assert_eq!(a.file.path, Path::new("/data/Sega_1/2026-11-26/a.jpg"));
+        assert_eq!(a.results.len(), 1);
+        assert_eq!(
+            back.claim_due(LATER, FAR, 10, ClaimOrder::OldestFile)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! The SQLite ledger, the embedded default: its schema and migrations, and the named
+//! operations of [`Ledger`] in SQLite's dialect.
+//!
+//! One `Store` is one connection. The daemon's DB-owner thread holds the only writing
+//! connection; operator commands open their own (read-only where they only read) and rely
+//! on WAL to read while the daemon writes.
+//!
+//! Paths and file names are bytes on Linux. A name that is valid UTF-8 is stored as TEXT;
+//! one that is not (CP949 from an old Samba share) is stored as a BLOB of its raw bytes, so
+//! it round-trips losslessly and still has exactly one representation for the UNIQUE index.
+//!
+//! Files: `open.rs` opening the database (writable, read-only, as the lock holder) and the
+//! watch over its files; `schema.rs` the tables and their migrations; `record.rs`,
+//! `claim.rs`, `requeue.rs` and `complete.rs` the statements that move a row through its
+//! life; `summary.rs` the state rows and what the operator commands read; `transfer.rs`
+//! `migrate-db`'s export and import. This file holds what they share and routes [`Ledger`]
+//! to them.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, Transaction};
+
+use super::{
+    ClaimOrder, Claimed, Completion, Exported, FileRow, Ledger, ListFilter, Observation,
+    RecordStats, Status, Summary,
+};
+use crate::error::{Error, Result};
+use crate::layout::Show;
+use crate::layout::Version;
+
+mod claim;
+mod complete;
+mod open;
+mod record;
+mod requeue;
+mod schema;
+mod summary;
+mod transfer;
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    /// The database file and its `-wal` as first seen, for `watch_files`.
+    files: Option<(FileId, Option<FileId>)>,
+}
+
+/// A file's (device, inode).
+type FileId = (u64, u64);
+
+/// A path's or name's bytes as the SQL value that stores them losslessly.
+fn bytes_value(b: &[u8]) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::Text(s.to_owned()),
+        Err(_) => Value::Blob(b.to_vec()),
+    }
+}
+
+fn os_value(s: &OsStr) -> Value {
+    bytes_value(s.as_bytes())
+}
+
+fn value_bytes(v: ValueRef<'_>) -> Vec<u8> {
+    match v {
+        ValueRef::Text(b) | ValueRef::Blob(b) => b.to_vec(),
+        ValueRef::Integer(i) => i.to_string().into_bytes(),
+        ValueRef::Real(f) => f.to_string().into_bytes(),
+        ValueRef::Null => Vec::new(),
+    }
+}
+
+fn row_os(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<OsString> {
+    Ok(OsString::from_vec(value_bytes(row.get_ref(idx)?)))
+}
+
+fn version_of(row: &rusqlite::Row<'_>, size: usize, mtime: usize) -> rusqlite::Result<Version> {
+    let size: i64 = row.get(size)?;
+    Ok(Version {
+        size: size.max(0) as u64,
+        mtime_ns: row.get(mtime)?,
+    })
+}
+
+const FILE_COLUMNS: &str = "id, path, folder, date, filename, size, mtime_ns, status, attempts, \
+     next_attempt_at, last_error, detected_at, uploaded_at, updated_at";
+
+fn file_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    Ok(FileRow {
+        id: row.get(0)?,
+        path: PathBuf::from(row_os(row, 1)?),
+        folder: row.get(2)?,
+        date: row.get(3)?,
+        filename: row_os(row, 4)?,
+        size: row.get(5)?,
+        mtime_ns: row.get(6)?,
+        status: row.get(7)?,
+        attempts: row.get(8)?,
+        next_attempt_at: row.get(9)?,
+        last_error: row.get(10)?,
+        detected_at: row.get(11)?,
+        uploaded_at: row.get(12)?,
+        updated_at: row.get(13)?,
+        host: None,
+    })
+}
+
+impl Store {
+    fn tx(&mut self, what: &str) -> Result<Transaction<'_>> {
+        self.conn
+            .transaction()
+            .map_err(|e| Error::db(what.to_owned(), e))
+    }
+}
+
+/// The trait's operations. Each is an inherent method of the same name in the file that
+/// owns its job (`record.rs`, `claim.rs`, …): an inherent method is found before the
+/// trait's, so these calls route, they do not recurse.
+impl Ledger for Store {
+    fn describe(&self) -> String {
+        format!("database {}", self.path.shown())
+    }
+
+    fn watch_files(&mut self) -> Result<()> {
+        Store::watch_files(self)
+    }
+
+    fn export(&mut self, each: &mut dyn FnMut(Exported) -> Result<()>) -> Result<usize> {
+        Store::export(self, each)
+    }
+
+    fn import(&mut self, rows: &[Exported]) -> Result<usize> {
+        Store::import(self, rows)
+    }
+
+    fn record(&mut self, batch: &[Observation], now: &str) -> Result<RecordStats> {
+        Store::record(self, batch, now)
+    }
+
+    fn known_among(
+        &mut self,
+        folder: &str,
+        date: &str,
+        listed: &[(&[u8], Version)],
+    ) -> Result<Vec<bool>> {
+        Store::known_among(self, folder, date, listed)
+    }
+
+    fn recheck(&mut self, path: &Path, now: &str) -> Result<bool> {
+        Store::recheck(self, path, now)
+    }
+
+    fn claim_due(
+        &mut self,
+        now: &str,
+        far: &str,
+        limit: usize,
+        order: ClaimOrder,
+    ) -> Result<Vec<Claimed>> {
+        Store::claim_due(self, now, far, limit, order)
+    }
+
+    fn claim_ids(&mut self, ids: &[i64], now: &str) -> Result<Vec<Claimed>> {
+        Store::claim_ids(self, ids, now)
+    }
+
+    fn due_ids(
+        &mut self,
+        now: &str,
+        far: &str,
+        dates: &[String],
+        newest_first: bool,
+    ) -> Result<Vec<i64>> {
+        Store::due_ids(self, now, far, dates, newest_first)
+    }
+
+    fn next_due(&mut self) -> Result<Option<String>> {
+        Store::next_due(self)
+    }
+
+    fn complete(&mut self, batch: &[Completion], now: &str) -> Result<Vec<i64>> {
+        Store::complete(self, batch, now)
+    }
+
+    fn unclaim(&mut self, ids: &[i64], now: &str) -> Result<()> {
+        Store::unclaim(self, ids, now)
+    }
+
+    fn reset_uploading(&mut self, ids: Option<&[i64]>, now: &str, error: &str) -> Result<usize> {
+        Store::reset_uploading(self, ids, now, error)
+    }
+
+    fn release_backoff(&mut self, now: &str) -> Result<usize> {
+        Store::release_backoff(self, now)
+    }
+
+    fn retry_failed(&mut self, now: &str) -> Result<usize> {
+        Store::retry_failed(self, now)
+    }
+
+    fn retry_path(&mut self, path: &Path, force: bool, now: &str) -> Result<Option<String>> {
+        Store::retry_path(self, path, force, now)
+    }
+
+    fn prune(&mut self, before_date: &str) -> Result<usize> {
+        Store::prune(self, before_date)
+    }
+
+    fn newest_date(&mut self) -> Result<Option<String>> {
+        Store::newest_date(self)
+    }
+
+    fn set_state(&mut self, pairs: &[(&str, String)], now: &str) -> Result<()> {
+        Store::set_state(self, pairs, now)
+    }
+
+    fn state(&mut self) -> Result<HashMap<String, (String, String)>> {
+        Store::state(self)
+    }
+
+    fn queue_overview(&mut self) -> Result<(i64, Option<String>)> {
+        Store::queue_overview(self)
+    }
+
+    fn uploaded_since(&mut self, since: &str) -> Result<i64> {
+        Store::uploaded_since(self, since)
+    }
+
+    fn counts(&mut self) -> Result<Vec<(String, String, i64)>> {
+        Store::counts(self)
+    }
+
+    fn count_status_in_dates(&mut self, statuses: &[Status], dates: &[String]) -> Result<i64> {
+        Store::count_status_in_dates(self, statuses, dates)
+    }
+
+    fn list(&mut self, filter: &ListFilter) -> Result<Vec<FileRow>> {
+        Store::list(self, filter)
+    }
+
+    fn file_by_path(&mut self, path: &Path) -> Result<Option<FileRow>> {
+        Store::file_by_path(self, path)
+    }
+
+    fn summary(&mut self, today_start: &str, day_ago: &str, hour_ago: &str) -> Result<Summary> {
+        Store::summary(self, today_start, day_ago, hour_ago)
+    }
+}

@@ -1,0 +1,210 @@
+//! The tables and their migrations (`PRAGMA user_version`), applied in one transaction at
+//! open; a file with another program's tables, or a newer schema, is refused.
+
+use std::path::Path;
+
+use super::open::open_error;
+use super::Store;
+use crate::error::{Error, Result};
+use crate::layout::Show;
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 2;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the tables fixed by DESIGN §4, plus `incomplete_since` (when a JPEG/PNG without its
+    // end marker was first seen unchanged) and the small key/value `state` table the daemon
+    // writes its heartbeat and endpoint state to.
+    "CREATE TABLE files(
+        id INTEGER PRIMARY KEY,
+        path TEXT UNIQUE NOT NULL,
+        folder TEXT NOT NULL,
+        date TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        detected_at TEXT NOT NULL,
+        uploaded_at TEXT,
+        updated_at TEXT NOT NULL,
+        incomplete_since TEXT
+    );
+    CREATE INDEX files_date_folder ON files(date, folder);
+    CREATE INDEX files_pending_age ON files(mtime_ns, id) WHERE status = 'pending';
+    CREATE INDEX files_pending_due ON files(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX files_status ON files(status);
+    CREATE INDEX files_uploaded ON files(uploaded_at) WHERE status = 'uploaded';
+    CREATE TABLE upload_results(
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        attempt INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        http_status INTEGER,
+        response_body TEXT,
+        response_json TEXT,
+        error TEXT,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX upload_results_file ON upload_results(file_id, id);
+    CREATE INDEX upload_results_started ON upload_results(started_at);
+    CREATE TABLE state(key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);",
+    // 2: ids are never reused (AUTOINCREMENT: a pruned row's id must never come back and
+    // attach a late result to another file), and `absent`: a skipped row whose file was not
+    // there as a candidate (vanished, a symlink, out of the config) is sent after all when
+    // it is seen again. STRICT: a row written by hand with a value of the wrong type (a
+    // REAL mtime) is refused at its INSERT, instead of failing every read that meets it.
+    // Paths and names are ANY: TEXT, or a BLOB for a name that is not UTF-8. SQLite's way
+    // to change a table: a new one, copied; run with foreign keys off (see `migrate`), so
+    // dropping the old table deletes no results.
+    "CREATE TABLE files_v2(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        path ANY UNIQUE NOT NULL,
+        folder TEXT NOT NULL,
+        date TEXT NOT NULL,
+        filename ANY NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        detected_at TEXT NOT NULL,
+        uploaded_at TEXT,
+        updated_at TEXT NOT NULL,
+        incomplete_since TEXT,
+        absent INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    INSERT INTO files_v2(id, path, folder, date, filename, size, mtime_ns, status, attempts,
+        next_attempt_at, last_error, detected_at, uploaded_at, updated_at, incomplete_since)
+    SELECT id, path, folder, date, filename, size, mtime_ns, status, attempts,
+        next_attempt_at, last_error, detected_at, uploaded_at, updated_at, incomplete_since
+    FROM files;
+    DROP TABLE files;
+    ALTER TABLE files_v2 RENAME TO files;
+    CREATE INDEX files_date_folder ON files(date, folder);
+    CREATE INDEX files_pending_age ON files(mtime_ns, id) WHERE status = 'pending';
+    CREATE INDEX files_pending_due ON files(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX files_status ON files(status);
+    CREATE INDEX files_uploaded ON files(uploaded_at) WHERE status = 'uploaded';
+    UPDATE files SET absent = 1
+     WHERE status = 'skipped'
+       AND (last_error LIKE 'vanished%' OR last_error LIKE 'not a regular file%');",
+];
+
+impl Store {
+    pub(super) fn migrate(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        // Step 2 rebuilds `files`: with foreign keys on, dropping the old table would delete
+        // every result through the cascade. The pragma is a no-op inside a transaction, so
+        // it goes before; the check after proves the copy kept every reference.
+        self.conn
+            .execute_batch("PRAGMA foreign_keys=OFF")
+            .map_err(|e| open_error(&path, e))?;
+        let from = self.migrate_steps()?;
+        if (1..2).contains(&from) {
+            let dangling: i64 = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_foreign_key_check('upload_results')",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| open_error(&path, e))?;
+            if dangling > 0 {
+                return Err(Error::DbState {
+                    path,
+                    msg: format!(
+                        "has {dangling} upload result(s) of missing files after migrating"
+                    ),
+                });
+            }
+        }
+        self.conn
+            .execute_batch("PRAGMA foreign_keys=ON")
+            .map_err(|e| open_error(&path, e))
+    }
+
+    /// Applies the missing steps in one transaction; the version it found.
+    fn migrate_steps(&mut self) -> Result<i64> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| open_error(&path, e))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| open_error(&path, e))?;
+        if version > SCHEMA_VERSION {
+            return Err(newer_schema(&path, version));
+        }
+        if version == 0 {
+            // An empty file is ours to initialise; a file with someone else's tables is not:
+            // refusing beats silently mixing two programs' data.
+            let tables: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type='table'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| open_error(&path, e))?;
+            if tables > 0 {
+                return Err(Error::DbState {
+                    path,
+                    msg: "has tables but no sega-uploader schema version: not our database".into(),
+                });
+            }
+        }
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(step).map_err(|e| {
+                Error::db(format!("migrating {} to schema {}", path.shown(), i + 1), e)
+            })?;
+        }
+        if version != SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(|e| Error::db("setting user_version", e))?;
+        }
+        tx.commit()
+            .map_err(|e| Error::db(format!("migrating {}", path.shown()), e))?;
+        Ok(version)
+    }
+}
+
+pub(super) fn newer_schema(path: &Path, version: i64) -> Error {
+    Error::DbState {
+        path: path.to_path_buf(),
+        msg: format!(
+            "has schema version {version}, newer than this sega-uploader understands ({SCHEMA_VERSION}): \
+             upgrade sega-uploader instead of downgrading the database"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::temp_db;
+
+    /// Adversarial review: a row written by hand with a REAL mtime failed every read that
+    /// met it (the owner looped between trouble and recovery, a date folder was never
+    /// recorded again, a claim left rows `uploading`). STRICT refuses it at the INSERT.
+    #[test]
+    fn a_row_of_the_wrong_type_is_refused_at_its_insert() {
+        let p = temp_db();
+        let s = Store::open(&p).unwrap();
+        let insert = |mtime: &str| {
+            s.conn.execute(
+                &format!(
+                    "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
+                        detected_at, updated_at)
+                     VALUES ('/d/Sega_1/2026-11-26/h{mtime}.jpg', 'Sega_1', '2026-11-26', 'h.jpg', 10,
+                        {mtime}, 'pending', 0, 'x', 'x')"
+                ),
+                [],
+            )
+        };
+        assert!(insert("0.5").is_err(), "a REAL mtime is refused");
+        assert!(insert("'soon'").is_err(), "so is text");
+        insert("5").unwrap();
+    }
+}

@@ -1,0 +1,235 @@
+//! The daemon's state rows and what the operator commands read: counts, `list`, one file's
+//! row, and the summary `status` and `check` show.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{file_row, os_value, row_os, Store, FILE_COLUMNS};
+use crate::error::{Error, Result};
+use crate::store::{ErrorCause, FileRow, ListFilter, PathAt, Status, Summary};
+
+impl Store {
+    pub(super) fn set_state(&mut self, pairs: &[(&str, String)], now: &str) -> Result<()> {
+        let tx = self.tx("writing daemon state")?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO state(key, value, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .map_err(|e| Error::db("writing daemon state", e))?;
+            for (k, v) in pairs {
+                stmt.execute(params![k, v, now])
+                    .map_err(|e| Error::db("writing daemon state", e))?;
+            }
+        }
+        tx.commit()
+            .map_err(|e| Error::db("writing daemon state", e))
+    }
+
+    /// The daemon's `state` rows: key → (value, updated_at).
+    pub(super) fn state(&mut self) -> Result<HashMap<String, (String, String)>> {
+        state_rows(&self.conn).map_err(|e| Error::db("reading daemon state", e))
+    }
+
+    /// How many rows wait (pending or uploading), and when the oldest was detected.
+    pub(super) fn queue_overview(&mut self) -> Result<(i64, Option<String>)> {
+        self.conn
+            .query_row(
+                "SELECT count(*), min(detected_at) FROM files WHERE status IN ('pending', 'uploading')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| Error::db("counting pending files", e))
+    }
+
+    /// Rows uploaded at or after `since`.
+    pub(super) fn uploaded_since(&mut self, since: &str) -> Result<i64> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM files WHERE status = 'uploaded' AND uploaded_at >= ?1",
+                [since],
+                |r| r.get(0),
+            )
+            .map_err(|e| Error::db("counting uploaded files", e))
+    }
+
+    /// Row counts per (folder, status).
+    pub(super) fn counts(&mut self) -> Result<Vec<(String, String, i64)>> {
+        folder_counts(&self.conn).map_err(|e| Error::db("counting files", e))
+    }
+
+    /// Counts of rows in `status` among the given dates (the one-shot scan's exit code).
+    pub(super) fn count_status_in_dates(
+        &mut self,
+        statuses: &[Status],
+        dates: &[String],
+    ) -> Result<i64> {
+        let mut total = 0;
+        for date in dates {
+            for st in statuses {
+                let n: i64 = self
+                    .conn
+                    .query_row(
+                        "SELECT count(*) FROM files WHERE date = ?1 AND status = ?2",
+                        params![date, st.as_str()],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| Error::db("counting files", e))?;
+                total += n;
+            }
+        }
+        Ok(total)
+    }
+
+    pub(super) fn list(&mut self, filter: &ListFilter) -> Result<Vec<FileRow>> {
+        let mut sql = format!("SELECT {FILE_COLUMNS} FROM files WHERE 1 = 1");
+        let mut values: Vec<Value> = Vec::new();
+        if let Some(st) = filter.status {
+            values.push(Value::Text(st.as_str().into()));
+            sql += &format!(" AND status = ?{}", values.len());
+        }
+        if let Some(f) = &filter.folder {
+            values.push(Value::Text(f.clone()));
+            sql += &format!(" AND folder = ?{}", values.len());
+        }
+        if let Some(d) = &filter.date {
+            values.push(Value::Text(d.clone()));
+            sql += &format!(" AND date = ?{}", values.len());
+        }
+        sql += " ORDER BY date DESC, folder, mtime_ns DESC, id DESC";
+        if let Some(limit) = filter.limit {
+            values.push(Value::Integer(limit));
+            sql += &format!(" LIMIT ?{}", values.len());
+        }
+        let mut stmt = self
+            .conn
+            .prepare(&sql)
+            .map_err(|e| Error::db("listing files", e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values), file_row)
+            .map_err(|e| Error::db("listing files", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| Error::db("listing files", e))
+    }
+
+    pub(super) fn file_by_path(&mut self, path: &Path) -> Result<Option<FileRow>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {FILE_COLUMNS} FROM files WHERE path = ?1"),
+                [os_value(path.as_os_str())],
+                file_row,
+            )
+            .optional()
+            .map_err(|e| Error::db("reading a file row", e))
+    }
+
+    /// Everything `status` and `check` show, in one read transaction so the numbers agree.
+    pub(super) fn summary(
+        &mut self,
+        today_start: &str,
+        day_ago: &str,
+        hour_ago: &str,
+    ) -> Result<Summary> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| Error::db("reading status", e))?;
+        let q = |e| Error::db("reading status", e);
+        let counts = folder_counts(&tx).map_err(q)?;
+        let uploaded_today: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM files WHERE status = 'uploaded' AND uploaded_at >= ?1",
+                [today_start],
+                |r| r.get(0),
+            )
+            .map_err(q)?;
+        let oldest_pending = tx
+            .query_row(
+                "SELECT path, detected_at, last_error FROM files WHERE status IN ('pending', 'uploading')
+                 ORDER BY detected_at, id LIMIT 1",
+                [],
+                |r| Ok(PathAt { path: PathBuf::from(row_os(r, 0)?), at: r.get(1)?, detail: r.get(2)? }),
+            )
+            .optional()
+            .map_err(q)?;
+        let last_success = tx
+            .query_row(
+                "SELECT path, uploaded_at, NULL FROM files WHERE status = 'uploaded' ORDER BY uploaded_at DESC LIMIT 1",
+                [],
+                |r| Ok(PathAt { path: PathBuf::from(row_os(r, 0)?), at: r.get(1)?, detail: r.get(2)? }),
+            )
+            .optional()
+            .map_err(q)?;
+        let last_error = tx
+            .query_row(
+                "SELECT f.path, r.started_at, coalesce(r.error, 'HTTP ' || r.http_status) FROM upload_results r
+                 JOIN files f ON f.id = r.file_id WHERE r.outcome != 'success' ORDER BY r.id DESC LIMIT 1",
+                [],
+                |r| Ok(PathAt { path: PathBuf::from(row_os(r, 0)?), at: r.get(1)?, detail: r.get(2)? }),
+            )
+            .optional()
+            .map_err(q)?;
+        let mut errors_24h = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT coalesce(r.error, 'HTTP ' || r.http_status) AS cause, count(*), max(f.path)
+                     FROM upload_results r JOIN files f ON f.id = r.file_id
+                     WHERE r.started_at >= ?1 AND r.outcome != 'success'
+                     GROUP BY cause ORDER BY count(*) DESC, cause LIMIT 10",
+                )
+                .map_err(q)?;
+            let rows = stmt
+                .query_map([day_ago], |r| {
+                    Ok(ErrorCause {
+                        cause: r.get(0)?,
+                        count: r.get(1)?,
+                        example: PathBuf::from(row_os(r, 2)?),
+                    })
+                })
+                .map_err(q)?;
+            for row in rows {
+                errors_24h.push(row.map_err(q)?);
+            }
+        }
+        let failed_last_hour: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM upload_results WHERE started_at >= ?1 AND outcome = 'failed'",
+                [hour_ago],
+                |r| r.get(0),
+            )
+            .map_err(q)?;
+        let state = state_rows(&tx).map_err(q)?;
+        Ok(Summary {
+            counts,
+            uploaded_today,
+            oldest_pending,
+            last_success,
+            last_error,
+            errors_24h,
+            failed_last_hour,
+            state,
+            hosts: Vec::new(),
+        })
+    }
+}
+
+/// Row counts per (folder, status): `counts`, and `summary` inside its read transaction.
+fn folder_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, String, i64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT folder, status, count(*) FROM files GROUP BY folder, status ORDER BY folder, status",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
+/// The `state` rows: key → (value, updated_at).
+fn state_rows(conn: &Connection) -> rusqlite::Result<HashMap<String, (String, String)>> {
+    let mut stmt = conn.prepare("SELECT key, value, updated_at FROM state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+    rows.collect()
+}

@@ -1,0 +1,131 @@
+//! `migrate-db`'s two ends: `export` reads every row and its results in one read
+//! transaction; `import` adds exported rows, a claim arriving as `pending`.
+
+use rusqlite::params;
+
+use super::{file_row, os_value, Store, FILE_COLUMNS};
+use crate::error::{Error, Result};
+use crate::store::{Exported, ResultRow};
+
+impl Store {
+    pub(super) fn export(&mut self, each: &mut dyn FnMut(Exported) -> Result<()>) -> Result<usize> {
+        let q = |e| Error::db("exporting rows", e);
+        let tx = self.conn.transaction().map_err(q)?;
+        let mut files = tx
+            .prepare(&format!(
+                "SELECT {FILE_COLUMNS}, incomplete_since, absent FROM files ORDER BY id"
+            ))
+            .map_err(q)?;
+        let mut results = tx
+            .prepare(
+                "SELECT attempt, started_at, duration_ms, http_status, response_body, response_json,
+                    error, outcome FROM upload_results WHERE file_id = ?1 ORDER BY id",
+            )
+            .map_err(q)?;
+        let mut rows = files.query([]).map_err(q)?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(q)? {
+            let file = file_row(r).map_err(q)?;
+            let incomplete_since = r.get(14).map_err(q)?;
+            let absent = r.get(15).map_err(q)?;
+            let results = results
+                .query_map([file.id], |r| {
+                    Ok(ResultRow {
+                        attempt: r.get(0)?,
+                        started_at: r.get(1)?,
+                        duration_ms: r.get(2)?,
+                        http_status: r.get(3)?,
+                        response_body: r.get(4)?,
+                        response_json: r.get(5)?,
+                        error: r.get(6)?,
+                        outcome: r.get(7)?,
+                    })
+                })
+                .map_err(q)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(q)?;
+            each(Exported {
+                file,
+                incomplete_since,
+                absent,
+                results,
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub(super) fn import(&mut self, rows: &[Exported]) -> Result<usize> {
+        let q = |e| Error::db("importing rows", e);
+        let tx = self.tx("importing rows")?;
+        let mut added = 0;
+        {
+            let mut file = tx
+                .prepare_cached(
+                    "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
+                        next_attempt_at, last_error, detected_at, uploaded_at, updated_at,
+                        incomplete_since, absent)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                     ON CONFLICT(path) DO NOTHING",
+                )
+                .map_err(q)?;
+            let mut result = tx
+                .prepare_cached(
+                    "INSERT INTO upload_results(file_id, attempt, started_at, duration_ms,
+                        http_status, response_body, response_json, error, outcome)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(q)?;
+            for e in rows {
+                let f = &e.file;
+                // A claim belongs to the ledger it was made in: imported, it is pending.
+                let (status, next) = if f.status == "uploading" {
+                    ("pending", Some(f.updated_at.clone()))
+                } else {
+                    (f.status.as_str(), f.next_attempt_at.clone())
+                };
+                let n = file
+                    .execute(params![
+                        os_value(f.path.as_os_str()),
+                        f.folder,
+                        f.date,
+                        os_value(&f.filename),
+                        f.size,
+                        f.mtime_ns,
+                        status,
+                        f.attempts,
+                        next,
+                        f.last_error,
+                        f.detected_at,
+                        f.uploaded_at,
+                        f.updated_at,
+                        e.incomplete_since,
+                        e.absent
+                    ])
+                    .map_err(q)?;
+                if n == 0 {
+                    continue;
+                }
+                added += 1;
+                let id = tx.last_insert_rowid();
+                for r in &e.results {
+                    result
+                        .execute(params![
+                            id,
+                            r.attempt,
+                            r.started_at,
+                            r.duration_ms,
+                            r.http_status,
+                            r.response_body,
+                            r.response_json,
+                            r.error,
+                            r.outcome
+                        ])
+                        .map_err(q)?;
+                }
+            }
+        }
+        tx.commit().map_err(q)?;
+        Ok(added)
+    }
+}
