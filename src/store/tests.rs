@@ -1,6 +1,6 @@
 //! The ledger's behaviour, written once against `dyn Ledger` and run on every backend:
 //! `both!(name)` makes `name::sqlite` and (with the `postgres` feature) `name::postgres`.
-//! Backend-specific tests live with their backend (`sqlite.rs`, `postgres.rs`).
+//! Backend-specific tests live with their backend (`sqlite/`, `postgres/`).
 //!
 //! The PostgreSQL instances run on a throwaway cluster (`sega_testsrv::pg`), a fresh database
 //! each; without PostgreSQL installed they pass vacuously with a note (never in CI).
