@@ -12,10 +12,10 @@ use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::db::Input;
 use crate::error::Result;
 use crate::health::Beat;
 use crate::layout::Window;
+use crate::owner::Input;
 use crate::scanner;
 
 pub enum TickerControl {

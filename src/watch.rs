@@ -31,14 +31,14 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 use crate::clock::{format_ts, Clock};
 use crate::config::{Config, Folder};
-use crate::db::Input;
 use crate::error::{describe_io, Error, Result};
 use crate::health::Beat;
 use crate::layout::Show;
 use crate::layout::{self, display_name, EntryType, Version, Window};
 use crate::live::Live;
+use crate::owner::Input;
 use crate::scanner;
-use crate::store::Observation;
+use crate::work::Observation;
 
 /// A filesystem type, as far as inotify is concerned.
 #[derive(Debug, Clone, Copy)]
@@ -369,7 +369,11 @@ impl Watcher {
                     return;
                 }
                 let ready_at = if created {
-                    crate::judge::settle_time(now, version.mtime_ns, self.config.watch.settle)
+                    crate::owner::judge::settle_time(
+                        now,
+                        version.mtime_ns,
+                        self.config.watch.settle,
+                    )
                 } else {
                     now
                 };
