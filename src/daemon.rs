@@ -112,7 +112,7 @@ pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
     let scope = Identity::from_config(&config).scope;
     let settings = Arc::new(RequestSettings::new(&config, scope.clone()));
     log::info!(
-        "sega-uploader {} starting: folders {} under {}, endpoint {}, {} worker(s), database {}",
+        "sega-uploader {} starting: folders {} under {}, endpoint {}, {} worker(s), {}",
         env!("CARGO_PKG_VERSION"),
         watch::describe_folders(&config.watch.folders),
         config.watch.root.shown(),
