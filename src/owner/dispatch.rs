@@ -142,9 +142,11 @@ impl Owner {
             if solo {
                 self.solo_in_flight = Some(c.id);
             }
-            // The worker gets what it needs to send; the row stays here, under its id.
+            // The worker gets what it needs to send; the report brings back the row's id
+            // and attempt.
             let job = Job {
                 id: c.id,
+                attempt: c.attempt,
                 file: Item {
                     path: c.path.clone(),
                     folder: c.folder.clone(),

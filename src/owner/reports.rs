@@ -10,7 +10,7 @@ use super::{AlertEvent, Owner};
 use crate::clock::human_duration;
 use crate::layout::Show;
 use crate::store::{Claimed, Completion, Disposition};
-use crate::upload::Report;
+use crate::upload::{Job, Report};
 use crate::work::Outcome;
 
 /// A file whose attempts fail this many times in a row while the endpoint is not down is
@@ -22,8 +22,7 @@ impl Owner {
         let mut completions = Vec::with_capacity(batch.len());
         let mut handed_back = Vec::new();
         for r in batch {
-            // The row the job was made from: what the report is judged against.
-            let file = self.in_flight.remove(&r.job.id);
+            self.in_flight.remove(&r.job.id);
             if self.solo_in_flight == Some(r.job.id) {
                 self.solo_in_flight = None;
             }
@@ -31,14 +30,10 @@ impl Owner {
                 handed_back.push(r.job.id);
                 continue;
             }
-            let Some(file) = file else {
-                // Every job sent stays in flight until its report comes back.
-                log::warn!("dropped a report for file id {}: not in flight", r.job.id);
-                continue;
-            };
             if let Some(note) = &r.note {
                 log::warn!("{note}");
             }
+            let file = claimed(&r.job);
             let verdict = self.decide(&file, &r);
             completions.push(self.carry_out(verdict, &file.path));
         }
@@ -276,5 +271,20 @@ impl Owner {
             &now,
         );
         self.maybe_due = true;
+    }
+}
+
+/// The claimed row a job was made from (`dispatch`), as the judge sees it: taken from the
+/// job, not from `in_flight`, which holds only the latest claim of a row.
+fn claimed(job: &Job) -> Claimed {
+    Claimed {
+        id: job.id,
+        path: job.file.path.clone(),
+        folder: job.file.folder.clone(),
+        date: job.file.date.clone(),
+        filename: job.file.filename.clone(),
+        version: job.file.version,
+        attempt: job.attempt,
+        incomplete_since: job.incomplete_since.clone(),
     }
 }

@@ -99,12 +99,15 @@ fn min_rate(min_rate_kib_s: u64, max_kib_s: Option<u64>, workers: usize) -> u64 
     min_rate_kib_s.min(per_worker).max(1) * 1024
 }
 
-/// A job as the DB owner hands it out: one file to open, check and send. The owner keeps
-/// the ledger's row under `id` and maps the report back to it.
+/// A job as the DB owner hands it out: one file to open, check and send, with what the
+/// owner needs to map the report back to the ledger's row (`id`, `attempt`).
 #[derive(Debug, Clone)]
 pub struct Job {
     /// The row's id in the ledger, for the owner.
     pub id: i64,
+    /// This attempt's number, for the owner's judgement of the report (a row may be claimed
+    /// again, as a new version, while a worker still sends the old one).
+    pub attempt: i64,
     /// What the request carries.
     pub file: Item,
     /// When the file was first found still being written (no end-of-image marker), if it was.
