@@ -38,6 +38,12 @@ lint: test-deps
 	@# would let a newline in a file name write a log line of its own.
 	@if grep -rn --include='*.rs' '\.display()' src/; then \
 	    echo "lint: use .shown() (layout::Show) for paths in messages, not .display()"; exit 1; fi
+	@# The upload workers and the watcher never touch the ledger: what they share with it
+	@# lives in work.rs and identity.rs, and the owner maps between them.
+	@if grep -rn --include='*.rs' 'crate::store' src/upload* src/watch*; then \
+	    echo "lint: upload and watch import nothing from store (the ledger); see src/work.rs"; exit 1; fi
+	@# No import cycles between the modules of src/ (STYLE.md, "No cycles").
+	@scripts/modgraph.sh >/dev/null
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets $(FEATURES) -- -D warnings
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -6,10 +6,11 @@
 //!     signals ──► this thread (supervisor): shutdown, reload, watchdog, STATUS
 //!
 //! Channel capacities (backpressure):
-//! - jobs: 2 × workers (at least 8). Enough that a worker finishing a request finds its next
-//!   job without waiting for a database round trip; small enough that on an outage or a
-//!   shutdown only a handful of claimed rows go back to `pending`. The owner never claims
-//!   more than the free slots, so its sends never block.
+//! - jobs: 2 × workers (at least 8), built by `pipeline`, which the one-shot `scan` uses too.
+//!   Enough that a worker finishing a request finds its next job without waiting for a
+//!   database round trip; small enough that on an outage or a shutdown only a handful of
+//!   claimed rows go back to `pending`. The owner never claims more than the free slots, so
+//!   its sends never block.
 //! - inputs: 1024 messages (each a batch of up to ~1000 files). When the owner cannot keep
 //!   up, the watcher blocks, the kernel's inotify queue fills and overflows, and the
 //!   overflow triggers a full rescan: slower, never lossy.
@@ -31,17 +32,19 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::alerts::Alerts;
+use crate::clock::Clock;
 use crate::config::{self, Config};
-use crate::db::{Channels, Control, Owner};
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::health::Monitor;
+use crate::identity::Identity;
 use crate::layout::Show;
 use crate::live::Live;
 use crate::logging;
 use crate::notify;
-use crate::store;
+use crate::owner::{Channels, Control, Outlets, Owner};
+use crate::store::{self, Ledger};
 use crate::ticker::{self, TickerControl};
-use crate::upload::{self, RequestSettings};
+use crate::upload::{self, Report, RequestSettings};
 use crate::watch::{self, WatchControl};
 
 /// A thread's end, reported to the supervisor.
@@ -90,7 +93,7 @@ where
         .map_err(|e| Error::Other(format!("starting thread {name}: {e}")))
 }
 
-pub fn run(config_path: &Path) -> Result<i32> {
+pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
     // glibc gives each thread that allocates its own malloc arena, and an arena keeps what it
     // once held: after a burst of uploads the daemon idled at 11 MiB RSS instead of 9.5.
     // Two arenas are plenty for one busy thread (the DB owner) and workers that mostly wait.
@@ -98,7 +101,6 @@ pub fn run(config_path: &Path) -> Result<i32> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    let (config, clock) = crate::cli::setup(config_path, false)?;
     if let Some(f) = &config.log.file {
         logging::set_file(Some(f)).map_err(|e| Error::io("opening log file", f, e))?;
     }
@@ -106,10 +108,11 @@ pub fn run(config_path: &Path) -> Result<i32> {
     let opened = store::open(&config, store::Role::Daemon)?;
     let lock = opened.lock;
     let store = opened.ledger;
-    let scope = upload::resolve_scope(config.database.scope.as_deref());
-    let settings = Arc::new(RequestSettings::new(&config, scope));
+    // The scope is resolved once: a reload keeps it (`database.scope` needs a restart).
+    let scope = Identity::from_config(&config).scope;
+    let settings = Arc::new(RequestSettings::new(&config, scope.clone()));
     log::info!(
-        "sega-uploader {} starting: folders {} under {}, endpoint {}, {} worker(s), database {}",
+        "sega-uploader {} starting: folders {} under {}, endpoint {}, {} worker(s), {}",
         env!("CARGO_PKG_VERSION"),
         watch::describe_folders(&config.watch.folders),
         config.watch.root.shown(),
@@ -132,44 +135,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
     let (exit_tx, exit_rx) = unbounded::<Exit>();
     let signals = spawn_signals()?;
 
-    // Upload workers.
-    let workers = config.upload.workers;
-    let capacity = (2 * workers).max(8);
-    let (jobs_tx, jobs_rx) = bounded(capacity);
-    let (reports_tx, reports_rx) = unbounded();
-    let limiter = config
-        .upload
-        .max_kib_s
-        .map(|k| Arc::new(upload::RateLimiter::new(k * 1024)));
-    let gate = Arc::new(upload::Gate::default());
-    let pool = Arc::new(crate::health::Workers::new(workers));
-    let worker_handles = upload::spawn_workers(
-        workers,
-        jobs_rx.clone(),
-        reports_tx,
-        limiter,
-        gate.clone(),
-        clock.clone(),
-        pool.clone(),
-    )
-    .map_err(|e| Error::Other(format!("starting upload workers: {e}")))?;
-    // Workers are not joined: at shutdown one may sit in a request past the grace.
-    drop(worker_handles);
-
-    // The DB owner.
-    let (inputs_tx, inputs_rx) = bounded(1024);
-    let (owner_tx, owner_rx) = unbounded::<Control>();
-    let mut owner = Owner::new(
-        store,
-        clock.clone(),
-        &config,
-        settings,
-        jobs_tx,
-        jobs_rx,
-        capacity,
-        gate,
-        monitor.register("db"),
-    );
+    // The DB owner and the upload workers.
     let alerts = match &config.alerts.webhook_url {
         Some(url) => Alerts::spawn(url.clone(), config.alerts.after, clock.clone())
             .map(|(a, _)| a)
@@ -179,12 +145,23 @@ pub fn run(config_path: &Path) -> Result<i32> {
     // Rescan requests (inotify overflow, database recovered) go to the ticker; a few can
     // wait, more would mean the same scan again.
     let (rescan_tx, rescan_rx) = bounded::<&'static str>(4);
-    owner.attach(
-        live.clone(),
+    let outlets = Outlets {
+        beat: monitor.register("db"),
+        live: live.clone(),
         alerts,
-        config.metrics.textfile.clone(),
-        rescan_tx.clone(),
-    );
+        metrics_path: config.metrics.textfile.clone(),
+        rescan: Some(rescan_tx.clone()),
+    };
+    let Pipeline {
+        owner,
+        reports: reports_rx,
+        pool,
+        workers,
+    } = pipeline(&config, &clock, store, settings, outlets)?;
+    // Workers are not joined: at shutdown one may sit in a request past the grace.
+    drop(workers);
+    let (inputs_tx, inputs_rx) = bounded(1024);
+    let (owner_tx, owner_rx) = unbounded::<Control>();
     let owner_handle = watched("db", &exit_tx, move || {
         owner.run(Channels {
             inputs: inputs_rx,
@@ -284,7 +261,7 @@ pub fn run(config_path: &Path) -> Result<i32> {
             recv(signals) -> sig => match sig {
                 Ok(SIGHUP) => {
                     notify::reloading();
-                    config = reload(config_path, config, &watch_ctl_tx, &ticker_ctl_tx, &owner_tx);
+                    config = reload(config_path, config, &scope, &watch_ctl_tx, &ticker_ctl_tx, &owner_tx);
                     notify::ready(&live.status_line(config.watch.folders.len()));
                 }
                 Ok(_) | Err(_) => break,
@@ -334,6 +311,70 @@ pub fn run(config_path: &Path) -> Result<i32> {
     Ok(if lost_lock { EXIT_FAILURE } else { code })
 }
 
+/// The owner and the upload workers, wired to each other: what `run` and `scan` share.
+pub struct Pipeline {
+    pub owner: Owner,
+    /// The workers' reports, for the owner's loop.
+    pub reports: Receiver<Report>,
+    /// What each worker is on and since when (the supervisor's stuck-worker check).
+    pub pool: Arc<crate::health::Workers>,
+    pub workers: Vec<thread::JoinHandle<()>>,
+}
+
+/// Builds the upload pipeline in one step: the job channel, the gate and the rate limiter
+/// the workers share, `upload.workers` named workers, and the owner that feeds them.
+///
+/// The job channel holds 2 × workers, at least 8: the daemon's capacity, which the module
+/// doc explains and every benchmark and soak has run with. `scan` used to build its own
+/// with 2 × workers;
+/// the two differ only below 4 workers, where a scan now claims up to 8 rows ahead instead
+/// of 2 or 6, and gives back to `pending` what it did not start, as the daemon does.
+pub fn pipeline(
+    config: &Config,
+    clock: &Clock,
+    store: Box<dyn Ledger>,
+    settings: Arc<RequestSettings>,
+    outlets: Outlets,
+) -> Result<Pipeline> {
+    let workers = config.upload.workers;
+    let capacity = (2 * workers).max(8);
+    let (jobs_tx, jobs_rx) = bounded(capacity);
+    let (reports_tx, reports_rx) = unbounded();
+    let limiter = config
+        .upload
+        .max_kib_s
+        .map(|k| Arc::new(upload::RateLimiter::new(k * 1024)));
+    let gate = Arc::new(upload::Gate::default());
+    let pool = Arc::new(crate::health::Workers::new(workers));
+    let handles = upload::spawn_workers(
+        workers,
+        jobs_rx.clone(),
+        reports_tx,
+        limiter,
+        gate.clone(),
+        clock.clone(),
+        pool.clone(),
+    )
+    .map_err(|e| Error::Other(format!("starting upload workers: {e}")))?;
+    let owner = Owner::new(
+        store,
+        clock.clone(),
+        config,
+        settings,
+        jobs_tx,
+        jobs_rx,
+        capacity,
+        gate,
+        outlets,
+    );
+    Ok(Pipeline {
+        owner,
+        reports: reports_rx,
+        pool,
+        workers: handles,
+    })
+}
+
 fn thread_died(exit: Option<Exit>) -> i32 {
     match exit {
         Some(Exit {
@@ -375,6 +416,7 @@ fn spawn_signals() -> Result<Receiver<i32>> {
 fn reload(
     path: &Path,
     old: Arc<Config>,
+    scope: &str,
     watch: &Sender<WatchControl>,
     ticker: &Sender<TickerControl>,
     owner: &Sender<Control>,
@@ -393,8 +435,7 @@ fn reload(
     if let Err(e) = logging::set_file(new.log.file.as_deref()) {
         log::error!("reopening log file: {e}");
     }
-    let scope = upload::resolve_scope(old.database.scope.as_deref());
-    let settings = Arc::new(RequestSettings::new(&new, scope));
+    let settings = Arc::new(RequestSettings::new(&new, scope.to_owned()));
     let new = Arc::new(new);
     let _ = watch.send(WatchControl::Reload(new.clone()));
     let _ = ticker.send(TickerControl::Reload(new.clone()));

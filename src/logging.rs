@@ -2,9 +2,9 @@
 //!
 //! Under journald (`JOURNAL_STREAM` set) each stderr line starts with a `<N>` syslog
 //! priority and carries no timestamp (journald adds its own); elsewhere a local timestamp and
-//! the level. The file, when configured, always gets timestamps. `reopen` is called on SIGHUP
-//! so logrotate can move the file away. Each line is written with a single `write_all` so
-//! lines from different threads never interleave.
+//! the level. The file, when configured, always gets timestamps. `set_file` opens it again on
+//! SIGHUP (the reload), so logrotate can move the file away. Each line is written with a
+//! single `write_all` so lines from different threads never interleave.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -12,10 +12,10 @@ use crossbeam_channel::Sender;
 use time::Date;
 
 use crate::config::Folder;
-use crate::db::Input;
 use crate::error::describe_io;
 use crate::layout::Show;
 use crate::layout::{self, FolderRef, Seen, Window};
+use crate::owner::Input;
 
 /// What one pass found.
 #[derive(Debug, Default, Clone, Copy)]

@@ -2,8 +2,9 @@
 //! once on request: start-up catch-up, inotify queue overflow, a reload) it lists every date
 //! folder in the window and sends the listings to the DB owner, which records what is new.
 //!
-//! It wakes at least every 2 seconds so the watchdog sees it alive, and stops when its
-//! control channel closes.
+//! It wakes at least every `health::max_sleep()` (2 s, or a quarter of the systemd watchdog
+//! interval, at most 7.5 s) so the watchdog sees it alive, and stops when its control
+//! channel closes.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,10 +13,10 @@ use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::db::Input;
 use crate::error::Result;
 use crate::health::Beat;
 use crate::layout::Window;
+use crate::owner::Input;
 use crate::scanner;
 
 pub enum TickerControl {

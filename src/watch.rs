@@ -4,8 +4,8 @@
 //! Watches: the root (to see folders appear), each folder (to see date folders appear) and
 //! each date folder inside the window (for files). A new date folder is watched first and
 //! listed second, so a file written between the mkdir and the watch is not missed. Missing
-//! directories (a root mounted later) are re-tried every second; the window moves at local
-//! midnight. IN_Q_OVERFLOW asks the ticker for a full rescan and places the watches again
+//! directories (a root mounted later) are re-tried at each turn of the loop (below); the
+//! window moves at local midnight. IN_Q_OVERFLOW asks the ticker for a full rescan and places the watches again
 //! (a date folder created while events were lost has none yet); a watch-limit error (ENOSPC)
 //! is reported once with the sysctl to raise, the rescan covers what it cannot watch, and
 //! the failed watches are tried again at every scan interval.
@@ -15,8 +15,9 @@
 //! `linkat`), which raises nothing else: it is recorded like a scan-found file, due once its
 //! mtime has settled (a file being written raises IN_CLOSE_WRITE later, which makes it due).
 //!
-//! The loop polls the descriptor with a timeout of at most a second, so it notices control
-//! messages and shutdown (its control channel closing) without any other wake-up.
+//! The loop polls the descriptor with a timeout of at most `health::max_sleep()` (2 s, or a
+//! quarter of the systemd watchdog interval), so it notices control messages and shutdown
+//! (its control channel closing) without any other wake-up.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -31,14 +32,14 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 use crate::clock::{format_ts, Clock};
 use crate::config::{Config, Folder};
-use crate::db::Input;
 use crate::error::{describe_io, Error, Result};
 use crate::health::Beat;
 use crate::layout::Show;
 use crate::layout::{self, display_name, EntryType, Version, Window};
 use crate::live::Live;
+use crate::owner::Input;
 use crate::scanner;
-use crate::store::Observation;
+use crate::work::Observation;
 
 /// A filesystem type, as far as inotify is concerned.
 #[derive(Debug, Clone, Copy)]
@@ -369,7 +370,11 @@ impl Watcher {
                     return;
                 }
                 let ready_at = if created {
-                    crate::judge::settle_time(now, version.mtime_ns, self.config.watch.settle)
+                    crate::owner::judge::settle_time(
+                        now,
+                        version.mtime_ns,
+                        self.config.watch.settle,
+                    )
                 } else {
                     now
                 };

@@ -26,14 +26,16 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+// Types the backends and their tests name through `super::`, defined where the rest of the
+// daemon shares them.
+#[cfg(feature = "postgres")]
+pub use crate::identity::Identity;
+pub use crate::work::Observation;
 pub use sqlite::Store;
 
 /// Results kept per file: enough to see a pattern, bounded so a file failing for a week
 /// cannot bloat the database.
 pub const RESULTS_KEPT_PER_FILE: i64 = 20;
-
-/// `response_body` is capped at this many bytes (DESIGN §4).
-pub const RESPONSE_CAP: usize = 64 * 1024;
 
 /// Which due rows a claim takes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,21 +81,6 @@ impl Status {
     pub fn parse(s: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|st| st.as_str() == s)
     }
-}
-
-/// A file seen on disk (by inotify or a scan) that passed the shape, name and type rules.
-#[derive(Debug, Clone)]
-pub struct Observation {
-    pub path: PathBuf,
-    pub folder: String,
-    pub date: String,
-    pub filename: OsString,
-    pub version: Version,
-    /// When the row should first be tried: now for a file reported complete by
-    /// IN_CLOSE_WRITE / IN_MOVED_TO, the settle time for one found by a scan.
-    pub ready_at: String,
-    /// Found through an inotify completion event (makes a settling row due now).
-    pub via_event: bool,
 }
 
 /// What `record` did with a batch.
@@ -454,31 +441,6 @@ pub struct Opened {
     /// The SQLite lock file, held as long as this lives (PostgreSQL's advisory lock lives in
     /// the ledger's own session).
     pub lock: Option<lock::DbLock>,
-}
-
-/// The identity a daemon claims rows under in a shared ledger.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub scope: String,
-    pub host: String,
-}
-
-impl Identity {
-    pub fn from_config(config: &Config) -> Identity {
-        Identity {
-            scope: crate::upload::resolve_scope(config.database.scope.as_deref()),
-            host: config.database.host.clone().unwrap_or_else(host_name),
-        }
-    }
-}
-
-/// The kernel's host name (what `hostname` prints).
-pub fn host_name() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    match name.trim() {
-        "" => "localhost".to_owned(),
-        n => n.to_owned(),
-    }
 }
 
 /// Opens the ledger the config names, for `role`.

@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use crate::clock::format_ts;
 use crate::layout::{Refusal, Show};
 use crate::store::{Attempted, Claimed, Completion, Disposition};
-use crate::upload::{classify_status, is_endpoint_failure, Class, Outcome, Response, Sent};
+use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Response, Sent};
 
 /// What a report says about the endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,296 @@
+//! The command line: parsing it, the usage text, and the dispatch to the subcommands, one
+//! file each (`run` is the daemon, in `daemon`). Each command is a short function over the
+//! shared parts (config, layout, store, upload, the owner); `setup` loads the config and
+//! starts logging the same way for all of them.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use time::Date;
+
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::logging;
+use crate::store::{ListFilter, Status};
+
+mod check_config;
+mod list;
+mod migrate_db;
+mod retry;
+mod scan;
+mod status;
+mod upload_test;
+
+const USAGE: &str = "\
+Usage: sega-uploader [-c FILE] <COMMAND> [OPTIONS]
+
+Watches <root>/<folder>/<YYYY-MM-DD>/ for new images and uploads each one once.
+
+Commands:
+  run            the daemon, in the foreground (systemd Type=notify)
+  check-config   validate the config, print it (secrets redacted), check the environment
+  scan           one pass: record, one attempt per due file, exit (cron, backfill)
+  status         counts per folder and status, endpoint state, daemon alive
+  list           list recorded files
+  retry          re-queue failed files or given paths
+  upload-test    upload one file now and print the full response
+  check          Nagios/Icinga plugin: OK/WARNING/CRITICAL from the database and heartbeat
+  migrate-db     copy an SQLite ledger into the PostgreSQL one at database.url
+
+Options:
+  -c, --config FILE   config file (default: $SEGA_CONFIG, else /etc/sega/config.json)
+  -h, --help          this help; `sega-uploader COMMAND --help` for a command's options
+  -V, --version       print the version
+
+Exit codes: 0 success, 1 runtime failure, 64 usage error, 78 configuration error.";
+
+pub enum Parsed {
+    Help(String),
+    Version,
+    Run(Cli),
+}
+
+pub struct Cli {
+    config: Option<PathBuf>,
+    cmd: Cmd,
+}
+
+enum Cmd {
+    Run,
+    CheckConfig {
+        offline: bool,
+    },
+    Scan {
+        dates: Vec<Date>,
+        dry_run: bool,
+    },
+    Status {
+        json: bool,
+    },
+    List {
+        filter: ListFilter,
+        json: bool,
+    },
+    Retry {
+        failed: bool,
+        paths: Vec<PathBuf>,
+        force: bool,
+    },
+    UploadTest {
+        file: PathBuf,
+    },
+    Check {
+        thresholds: crate::check::Thresholds,
+    },
+    MigrateDb {
+        from: Option<PathBuf>,
+    },
+}
+
+const COMMON: &str = "  -c, --config FILE   config file (default: $SEGA_CONFIG, else /etc/sega/config.json)\n  -h, --help          this help";
+
+fn help(cmd: &str) -> String {
+    let (usage, about, opts) = match cmd {
+        "run" => ("run", "Runs the daemon in the foreground (systemd Type=notify). SIGTERM/SIGINT stop it\ngracefully; SIGHUP reloads the config.", ""),
+        "check-config" => (
+            "check-config [--offline]",
+            "Validates the config and prints it with secrets redacted, then checks the environment:\nfolders readable, database directory writable, inotify limits, endpoint reachable.\nExit 78 if the config is invalid, 1 if a check fails, else 0.",
+            "      --offline       contact neither the endpoint nor a PostgreSQL ledger\n",
+        ),
+        "scan" => (
+            "scan [--date YYYY-MM-DD]... [--dry-run]",
+            "One pass: records every image of the date folders in the window (or the given dates),\nmakes one upload attempt per due file, and exits. If the daemon is running, only records.\nExit 1 if any file of the scanned dates is left pending or failed.",
+            "      --date D        scan this date folder (repeatable; default: the date window)\n      --dry-run       print what it would do, change nothing\n",
+        ),
+        "status" => ("status [--json]", "Counts per folder and status, uploaded today, oldest pending, last success and error,\nerrors of the last 24 h by cause, endpoint state, and whether the daemon is alive.", "      --json          a stable JSON document instead of the table\n"),
+        "list" => (
+            "list [--status S] [--folder F] [--date D] [--limit N] [--json]",
+            "Lists recorded files, newest date first.",
+            "      --status S      pending, uploading, uploaded, failed or skipped\n      --folder F      a folder label (Sega_1)\n      --date D        a date folder (YYYY-MM-DD)\n      --limit N       at most N rows (default 100; 0 for all)\n      --json          JSON lines instead of the table\n",
+        ),
+        "retry" => (
+            "retry (--failed | PATH...) [--force]",
+            "Re-queues files; a running daemon picks them up within seconds.",
+            "      --failed        every file marked failed\n      --force         also files already uploaded (or skipped)\n",
+        ),
+        "upload-test" => (
+            "upload-test FILE",
+            "Uploads one file now with the configured request and prints the status, headers and body.\nThe database is not touched. Exit 0 on a 2xx answer, else 1.",
+            "",
+        ),
+        "migrate-db" => (
+            "migrate-db [--from SQLITE_FILE]",
+            "Copies an SQLite ledger (default: database.path) into the PostgreSQL ledger at\n\
+             database.url, under this host's scope: every file row with its status and its latest\n\
+             results, so nothing already uploaded is sent again. Rows already in PostgreSQL are\n\
+             left alone, so it may be run again. Stop the daemon first; the SQLite file is only read.",
+            "      --from FILE     the SQLite database to copy (default: database.path)\n",
+        ),
+        "check" => (
+            "check [--warn-…/--crit-… thresholds]",
+            "A Nagios/Icinga plugin: one line, perfdata after '|'. Exit 0 OK, 1 WARNING, 2 CRITICAL,\n3 UNKNOWN (also for usage and configuration errors).",
+            crate::check::FLAGS,
+        ),
+        _ => return USAGE.to_string(),
+    };
+    format!("Usage: sega-uploader {usage} [-c FILE]\n\n{about}\n\nOptions:\n{opts}{COMMON}")
+}
+
+fn usage_err(msg: impl Into<String>) -> Error {
+    Error::Usage(msg.into())
+}
+
+fn parse_date_arg(s: &str) -> Result<Date> {
+    layout::parse_date_dir(std::ffi::OsStr::new(s))
+        .ok_or_else(|| usage_err(format!("--date {s}: expected a date as YYYY-MM-DD")))
+}
+
+impl Cli {
+    /// Parses the command line. For `check`, a usage error is the plugin's UNKNOWN (3).
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
+        let args: Vec<OsString> = args.into_iter().collect();
+        let is_check = args.iter().any(|a| a == "check");
+        Cli::parse_args(args).map_err(|e| match e {
+            Error::Usage(m) if is_check => Error::Plugin(format!("SEGA UNKNOWN - {m}")),
+            e => e,
+        })
+    }
+
+    fn parse_args(args: Vec<OsString>) -> Result<Parsed> {
+        use lexopt::prelude::*;
+        let mut p = lexopt::Parser::from_args(args);
+        let mut config = None;
+        let mut command: Option<String> = None;
+        let (mut offline, mut dry_run, mut json, mut failed, mut force) =
+            (false, false, false, false, false);
+        let mut dates = Vec::new();
+        let mut filter = ListFilter {
+            limit: Some(100),
+            ..ListFilter::default()
+        };
+        let mut positional: Vec<PathBuf> = Vec::new();
+        let mut thresholds = crate::check::Thresholds::default();
+        let mut from = None;
+        let bad = |e: lexopt::Error| usage_err(e.to_string());
+        while let Some(arg) = p.next().map_err(bad)? {
+            let cmd = command.as_deref().unwrap_or("");
+            match arg {
+                Short('c') | Long("config") => {
+                    config = Some(PathBuf::from(p.value().map_err(bad)?))
+                }
+                Short('h') | Long("help") => return Ok(Parsed::Help(help(cmd))),
+                Short('V') | Long("version") => return Ok(Parsed::Version),
+                Long("offline") if cmd == "check-config" => offline = true,
+                Long("dry-run") if cmd == "scan" => dry_run = true,
+                Long("date") if cmd == "scan" => dates.push(parse_date_arg(
+                    &p.value().map_err(bad)?.string().map_err(bad)?,
+                )?),
+                Long("json") if cmd == "status" || cmd == "list" => json = true,
+                Long("status") if cmd == "list" => {
+                    let v = p.value().map_err(bad)?.string().map_err(bad)?;
+                    filter.status = Some(Status::parse(&v).ok_or_else(|| {
+                        usage_err(format!("--status {v}: expected pending, uploading, uploaded, failed or skipped"))
+                    })?);
+                }
+                Long("folder") if cmd == "list" => {
+                    filter.folder = Some(p.value().map_err(bad)?.string().map_err(bad)?)
+                }
+                Long("date") if cmd == "list" => {
+                    let v = p.value().map_err(bad)?.string().map_err(bad)?;
+                    parse_date_arg(&v)?;
+                    filter.date = Some(v);
+                }
+                Long("limit") if cmd == "list" => {
+                    let n: i64 = p.value().map_err(bad)?.parse().map_err(bad)?;
+                    filter.limit = if n <= 0 { None } else { Some(n) };
+                }
+                Long("failed") if cmd == "retry" => failed = true,
+                Long("force") if cmd == "retry" => force = true,
+                Long("from") if cmd == "migrate-db" => {
+                    from = Some(PathBuf::from(p.value().map_err(bad)?))
+                }
+                Long(flag)
+                    if cmd == "check"
+                        && (flag.starts_with("warn-") || flag.starts_with("crit-")) =>
+                {
+                    let flag = flag.to_owned();
+                    let v = p.value().map_err(bad)?.string().map_err(bad)?;
+                    thresholds.set(&flag, &v).map_err(usage_err)?;
+                }
+                Value(v) if command.is_none() => command = Some(v.string().map_err(bad)?),
+                Value(v) if cmd == "retry" || cmd == "upload-test" => {
+                    positional.push(PathBuf::from(v))
+                }
+                other => return Err(usage_err(other.unexpected().to_string())),
+            }
+        }
+        let Some(name) = command else {
+            return Ok(Parsed::Help(USAGE.to_string()));
+        };
+        let cmd = match name.as_str() {
+            "run" => Cmd::Run,
+            "check-config" => Cmd::CheckConfig { offline },
+            "scan" => Cmd::Scan { dates, dry_run },
+            "status" => Cmd::Status { json },
+            "list" => Cmd::List { filter, json },
+            "retry" => {
+                if failed != positional.is_empty() {
+                    return Err(usage_err(
+                        "retry: give either --failed or one or more paths",
+                    ));
+                }
+                Cmd::Retry {
+                    failed,
+                    paths: positional,
+                    force,
+                }
+            }
+            "upload-test" => match <[PathBuf; 1]>::try_from(positional) {
+                Ok([file]) => Cmd::UploadTest { file },
+                Err(_) => return Err(usage_err("upload-test: give exactly one FILE")),
+            },
+            "check" => Cmd::Check { thresholds },
+            "migrate-db" => Cmd::MigrateDb { from },
+            other => return Err(usage_err(format!("unknown command '{other}'"))),
+        };
+        Ok(Parsed::Run(Cli { config, cmd }))
+    }
+
+    pub fn execute(self) -> Result<i32> {
+        let path = config::resolve_path(self.config.as_deref());
+        match self.cmd {
+            Cmd::Run => {
+                let (config, clock) = setup(&path, false)?;
+                crate::daemon::run(&path, config, clock)
+            }
+            Cmd::CheckConfig { offline } => check_config::check_config(&path, offline),
+            Cmd::Scan { dates, dry_run } => scan::scan(&path, &dates, dry_run),
+            Cmd::Status { json } => status::status(&path, json),
+            Cmd::List { filter, json } => list::list(&path, &filter, json),
+            Cmd::Retry {
+                failed,
+                paths,
+                force,
+            } => retry::retry(&path, failed, &paths, force),
+            Cmd::UploadTest { file } => upload_test::upload_test(&path, &file),
+            Cmd::Check { thresholds } => status::check(&path, &thresholds),
+            Cmd::MigrateDb { from } => migrate_db::migrate_db(&path, from),
+        }
+    }
+}
+
+/// Loads the config and starts logging at its level (or `SEGA_LOG`'s).
+pub fn setup(path: &Path, quiet: bool) -> Result<(Config, Clock)> {
+    let config = config::load(path)?;
+    let clock = Clock::from_env().map_err(Error::Other)?;
+    let level = logging::env_level().unwrap_or(config.log.level);
+    let level = if quiet {
+        level.min(log::LevelFilter::Warn)
+    } else {
+        level
+    };
+    logging::init(level, clock.clone());
+    Ok((config, clock))
+}

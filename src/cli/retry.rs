@@ -1,0 +1,55 @@
+//! `sega-uploader retry`: re-queues failed files, or the given paths, in the ledger; a
+//! running daemon picks them up at its next heartbeat.
+
+use std::path::{Path, PathBuf};
+
+use super::setup;
+use crate::clock::format_ts;
+use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
+use crate::layout::display_name;
+use crate::store::{self, Role};
+
+pub(super) fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -> Result<i32> {
+    let (config, clock) = setup(path, true)?;
+    let mut store = store::open(&config, Role::Write)?.ledger;
+    let now = format_ts(clock.now_utc());
+    if failed {
+        let n = store.retry_failed(&now)?;
+        println!("re-queued {n} failed file(s)");
+        return Ok(EXIT_OK);
+    }
+    let mut code = EXIT_OK;
+    for p in paths {
+        let abs = if p.is_absolute() {
+            p.clone()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::io("reading", Path::new("."), e))?
+                .join(p)
+        };
+        match store.retry_path(&abs, force, &now)? {
+            None => {
+                println!(
+                    "not recorded: {} (a scan records it)",
+                    display_name(abs.as_os_str())
+                );
+                code = EXIT_FAILURE;
+            }
+            Some(st) if (st == "uploaded" || st == "skipped") && !force => {
+                println!(
+                    "{st}, not re-queued (use --force to send it again): {}",
+                    display_name(abs.as_os_str())
+                );
+                code = EXIT_FAILURE;
+            }
+            Some(st) if st == "uploading" => {
+                println!(
+                    "being uploaded right now, not re-queued: {}",
+                    display_name(abs.as_os_str())
+                );
+            }
+            Some(st) => println!("re-queued (was {st}): {}", display_name(abs.as_os_str())),
+        }
+    }
+    Ok(code)
+}

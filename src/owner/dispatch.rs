@@ -1,0 +1,212 @@
+//! The hand-out: due rows claimed into the free slots of the job channel (or one probe, or
+//! one attempt alone, while the endpoint is failing), each checked against the rules before
+//! it becomes a `Job`; and claimed rows given back when they cannot be sent.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use super::endpoint::Pause;
+use super::judge;
+use super::{Mode, Owner};
+use crate::clock::format_ts;
+use crate::layout::Show;
+use crate::store::ClaimOrder;
+use crate::upload::{Item, Job};
+
+impl Owner {
+    /// Whether `dispatch` could hand out ordinary jobs now (not a probe): the next due row
+    /// only matters then. While it cannot, reports wake the loop.
+    pub(super) fn can_claim(&self) -> bool {
+        let Some(tx) = &self.jobs_tx else {
+            return false;
+        };
+        if (self.db_trouble.is_some() && !self.unsaved.is_empty())
+            || self.endpoint.is_down()
+            || self.endpoint.next_wake().is_some()
+        {
+            return false;
+        }
+        if self.gate.failing() {
+            return self.solo_in_flight.is_none();
+        }
+        self.capacity > tx.len()
+    }
+
+    /// Claims due rows into free job slots (or one probe while the endpoint is down), checks
+    /// each against the rules before a worker may open it, and hands them out.
+    pub(super) fn dispatch(&mut self) {
+        if self.jobs_tx.is_none() || (self.db_trouble.is_some() && !self.unsaved.is_empty()) {
+            return;
+        }
+        let now_i = Instant::now();
+        match self.endpoint.paused(now_i) {
+            Pause::Paused => return,
+            Pause::JustEnded => self.maybe_due = true,
+            Pause::No => {}
+        }
+        let probe = self.endpoint.is_down();
+        let solo = probe || self.gate.failing();
+        let free = if probe {
+            if !self.endpoint.may_probe(now_i) || self.solo_in_flight.is_some() {
+                return;
+            }
+            1
+        } else if solo {
+            // The last request failed for endpoint reasons: one at a time until one gets
+            // an answer (or an outage is declared). Other jobs still out do not hold it back:
+            // one may be stuck for good.
+            if self.solo_in_flight.is_some() {
+                return;
+            }
+            1
+        } else {
+            let queued = self.jobs_tx.as_ref().map_or(0, Sender::len);
+            self.capacity.saturating_sub(queued)
+        };
+        if free == 0 {
+            return;
+        }
+        let now_t = self.clock.now_utc();
+        if !self.maybe_due {
+            match self.next_due {
+                Some(t) if t <= now_t => {}
+                _ => return,
+            }
+        }
+        let now = format_ts(now_t);
+        let far = self.far(now_t);
+        let claimed = match &mut self.mode {
+            Mode::Daemon => {
+                let order = if probe {
+                    ClaimOrder::LongestWaiting
+                } else if self.policy.newest_first {
+                    ClaimOrder::NewestFile
+                } else {
+                    ClaimOrder::OldestFile
+                };
+                self.store.claim_due(&now, &far, free, order)
+            }
+            Mode::Oneshot { queue } => {
+                let ids: Vec<i64> = (0..free).map_while(|_| queue.pop_front()).collect();
+                let claimed = self.store.claim_ids(&ids, &now);
+                if claimed.is_err() {
+                    // Not claimed: they stay this scan's to try.
+                    for id in ids.into_iter().rev() {
+                        queue.push_front(id);
+                    }
+                }
+                claimed
+            }
+        };
+        let claimed = match claimed {
+            Ok(c) => c,
+            Err(e) => return self.trouble(&e),
+        };
+        if claimed.len() < free && matches!(self.mode, Mode::Daemon) {
+            self.maybe_due = false;
+            self.next_due = match self.store.next_due() {
+                // Due rows the claim did not take (another host's meanwhile, say) are
+                // looked at again in a second, not in a loop; one due beyond the horizon
+                // was set before the clock was stepped back, and the claim takes it.
+                Ok(t) => t.as_deref().and_then(crate::clock::parse_ts).map(|t| {
+                    let soon = now_t + Duration::from_secs(1);
+                    if t <= now_t || t > now_t + self.policy.horizon() {
+                        soon
+                    } else {
+                        t
+                    }
+                }),
+                Err(e) => return self.trouble(&e),
+            };
+        }
+        if probe {
+            if claimed.is_empty() {
+                // Nothing due to probe with: the probe goes when a row is due (`sleep_for`).
+                return;
+            }
+            self.endpoint.probe_started();
+        }
+        let mut refused = Vec::new();
+        for c in claimed {
+            let target = match self.policy.target(&c) {
+                Ok(t) => t,
+                Err(r) => {
+                    refused.push((judge::refuse(&c, &r, now_t), c.path));
+                    continue;
+                }
+            };
+            if probe {
+                log::debug!("probing the endpoint with {}", c.path.shown());
+            }
+            if solo {
+                self.solo_in_flight = Some(c.id);
+            }
+            // The worker gets what it needs to send; the report brings back the row's id
+            // and attempt.
+            let job = Job {
+                id: c.id,
+                attempt: c.attempt,
+                file: Item {
+                    path: c.path.clone(),
+                    folder: c.folder.clone(),
+                    date: c.date.clone(),
+                    filename: c.filename.clone(),
+                    version: c.version,
+                },
+                incomplete_since: c.incomplete_since.clone(),
+                target,
+                probe,
+                solo,
+                settings: self.settings.clone(),
+            };
+            self.in_flight.insert(c.id, c);
+            // Never blocks: only this thread sends, and it sent no more than the free slots.
+            let Some(tx) = &self.jobs_tx else { return };
+            if tx.send(job).is_err() {
+                // Every worker is gone: that is a dead thread, which the supervisor sees.
+                return;
+            }
+        }
+        if !refused.is_empty() {
+            if probe && self.solo_in_flight.is_none() {
+                // Refused rows never reached the endpoint: the probe goes with another.
+                self.endpoint.probe_abandoned();
+            }
+            let done = refused
+                .into_iter()
+                .map(|(v, path)| self.carry_out(v, &path))
+                .collect();
+            self.save(done);
+        }
+    }
+
+    /// Jobs claimed but not yet picked up by a worker go back to `pending` (an outage or a
+    /// pause began: sending them would only make failed requests).
+    pub(super) fn take_back_queued(&mut self) {
+        let ids: Vec<i64> = self.jobs_rx.try_iter().map(|j| j.id).collect();
+        if !ids.is_empty() {
+            self.give_back(&ids);
+        }
+    }
+
+    /// Claimed rows that were never sent go back to `pending`, as if never claimed.
+    pub(super) fn give_back(&mut self, ids: &[i64]) {
+        for id in ids {
+            self.in_flight.remove(id);
+            if self.solo_in_flight == Some(*id) {
+                self.solo_in_flight = None;
+            }
+        }
+        if let Mode::Oneshot { queue } = &mut self.mode {
+            for id in ids.iter().rev() {
+                queue.push_front(*id);
+            }
+        }
+        let now = self.now();
+        match self.store.unclaim(ids, &now) {
+            Ok(()) => self.maybe_due = true,
+            Err(e) => self.trouble(&e),
+        }
+    }
+}

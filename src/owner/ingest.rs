@@ -1,0 +1,123 @@
+//! What the watcher and the scanner tell the owner (`Input`): new files recorded in the
+//! ledger, a date folder's listing compared with it, a permission change, a rescan's end.
+
+use std::os::unix::ffi::OsStrExt;
+
+use super::judge::settle_time;
+use super::{Input, Owner};
+use crate::clock::{format_ts, human_duration};
+use crate::layout::{display_name, EntryType, Seen, Version};
+use crate::work::Observation;
+
+impl Owner {
+    /// Takes one message from the watcher or the scanner (also used by the one-shot scan).
+    pub fn ingest(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Observed(batch) => self.record(&batch, &now),
+            Input::Listing {
+                folder,
+                date,
+                entries,
+            } => {
+                // Borrowed from `entries`, in their order: `known` lines up with them.
+                let listed: Vec<(&[u8], Version)> = entries
+                    .iter()
+                    .filter(|s| s.entry == EntryType::Regular)
+                    .filter_map(|s| Some((s.path.as_os_str().as_bytes(), s.version?)))
+                    .collect();
+                let known = match self.store.known_among(&folder, &date, &listed) {
+                    Ok(k) => k,
+                    Err(e) => return self.trouble(&e),
+                };
+                let mut known = known.into_iter();
+                let now_t = self.clock.now_utc();
+                let mut batch = Vec::new();
+                for s in entries {
+                    if s.entry != EntryType::Regular {
+                        self.warn_hostile(&s);
+                        continue;
+                    }
+                    let Some(version) = s.version else { continue };
+                    if known.next() == Some(true) {
+                        continue;
+                    }
+                    batch.push(Observation {
+                        ready_at: format_ts(settle_time(
+                            now_t,
+                            version.mtime_ns,
+                            self.policy.settle,
+                        )),
+                        path: s.path,
+                        folder: folder.clone(),
+                        date: date.clone(),
+                        filename: s.location.name,
+                        version,
+                        via_event: false,
+                    });
+                }
+                if !batch.is_empty() {
+                    self.record(&batch, &now);
+                }
+                // Files already recorded may be due: in a shared ledger another host may have
+                // recorded them a moment ago (a claim that finds nothing costs microseconds).
+                self.maybe_due = true;
+            }
+            Input::Attrib(path) => match self.store.recheck(&path, &now) {
+                Ok(true) => {
+                    log::info!(
+                        "{}: permissions changed, checking it again now",
+                        display_name(path.as_os_str())
+                    );
+                    self.maybe_due = true;
+                }
+                Ok(false) => {}
+                Err(e) => self.trouble(&e),
+            },
+            Input::ScanFinished { files, took } => {
+                log::debug!("rescan: {files} candidate(s) in {}", human_duration(took));
+                self.last_scan = Some((self.clock.now_utc(), took));
+                self.live.rescan_done();
+                let _ = self.store.set_state(
+                    &[
+                        ("last_scan_at", now.clone()),
+                        ("last_scan_ms", took.as_millis().to_string()),
+                    ],
+                    &now,
+                );
+            }
+        }
+    }
+
+    fn record(&mut self, batch: &[Observation], now: &str) {
+        match self.store.record(batch, now) {
+            Ok(st) => {
+                self.recovered();
+                // Unchanged rows count too: in a shared ledger they may have just been
+                // recorded by another host, and be due without this host knowing.
+                if st.new + st.new_versions + st.made_due + st.unchanged > 0 {
+                    self.maybe_due = true;
+                }
+                self.stats.recorded += st.new + st.new_versions;
+                if st.new > 0 {
+                    log::debug!("recorded {} new file(s)", st.new);
+                }
+            }
+            // Not lost: the next rescan finds these files again and records them.
+            Err(e) => self.trouble(&e),
+        }
+    }
+
+    fn warn_hostile(&mut self, s: &Seen) {
+        if self.warned_hostile.len() > 10_000 {
+            self.warned_hostile.clear();
+        }
+        if self.warned_hostile.insert(s.path.clone()) {
+            log::warn!(
+                "{}: not a regular file ({:?}): ignored, never opened",
+                display_name(s.path.as_os_str()),
+                s.entry
+            );
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! The DB owner: the one thread that writes the database, and the scheduler of all uploads.
+//!
+//! Everything that changes state sends it a message: the watcher and the scanner send what
+//! they saw (`Input`), the upload workers send `Report`s, the supervisor sends `Control`.
+//! The database is the queue: pending work lives in rows, and the owner claims only as many
+//! as fit in the job channel, so a backlog of a million files costs disk, not memory.
+//!
+//! Each claimed row is checked against the file rules and the config in force before a
+//! worker may open it (`layout::target`); what a worker reports is turned into the row's
+//! next state by `judge`, and into the endpoint's health by `endpoint` (outage, probes,
+//! Retry-After pauses). The owner sleeps until the next real event: a report, an input, a
+//! due row, the next probe or the end of a pause, the heartbeat.
+//!
+//! It stops on `Control::Shutdown`: no new claims, unstarted jobs go back to `pending`, the
+//! job channel closes (workers finish their request and end), results are saved as they
+//! come until the grace runs out, then whatever is still in flight is marked `pending`.
+//!
+//! This file holds the owner's state, its loops and its shutdown; the rest is one file per
+//! kind of work: `ingest` (what the watcher and the scanner send), `dispatch` (claims into
+//! jobs), `reports` (what the workers send back), `housekeeping` (heartbeat, metrics,
+//! prune), `policy` (the knobs from the config), and the pure decisions `judge` and
+//! `endpoint`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use time::OffsetDateTime;
+
+use crate::alerts::{Alerts, Event as AlertEvent};
+use crate::clock::{format_ts, human_duration, Clock};
+use crate::config::Config;
+use crate::error::Result;
+use crate::health::Beat;
+use crate::layout::Seen;
+use crate::live::Live;
+use crate::metrics;
+use crate::store::{Claimed, Completion, Ledger};
+use crate::upload::{Gate, Job, Report, RequestSettings};
+use crate::work::Observation;
+
+mod dispatch;
+mod endpoint;
+mod housekeeping;
+mod ingest;
+pub mod judge;
+mod policy;
+mod reports;
+
+use endpoint::Endpoint;
+use housekeeping::WallClock;
+pub use policy::Policy;
+use policy::Rng;
+
+/// What the watcher and the scanner tell the owner.
+#[derive(Debug)]
+pub enum Input {
+    /// Files reported by inotify (complete now) or otherwise already judged new.
+    Observed(Vec<Observation>),
+    /// One date folder's listing from a scan: the owner compares it with the database.
+    Listing {
+        folder: String,
+        date: String,
+        entries: Vec<Seen>,
+    },
+    /// A permission change on a file: re-check a pending one now.
+    Attrib(std::path::PathBuf),
+    /// A full rescan finished (for status and metrics).
+    ScanFinished { files: usize, took: Duration },
+}
+
+/// What the supervisor tells the owner.
+#[derive(Debug)]
+pub enum Control {
+    Shutdown { grace: Duration },
+    Reload(Box<Config>, Arc<RequestSettings>),
+}
+
+/// How long a one-shot `scan` keeps trying to save its results while the database is
+/// locked or failing, before it gives up (exit 1; those files are sent again next time).
+const ONESHOT_SAVE_FOR: Duration = Duration::from_secs(60);
+
+/// One-shot (scan) or daemon.
+#[derive(Debug)]
+enum Mode {
+    Daemon,
+    /// Work through these row ids once each; stop when done (or the endpoint is down).
+    Oneshot {
+        queue: std::collections::VecDeque<i64>,
+    },
+}
+
+pub struct Owner {
+    store: Box<dyn Ledger>,
+    clock: Clock,
+    policy: Policy,
+    settings: Arc<RequestSettings>,
+    jobs_tx: Option<Sender<Job>>,
+    /// A clone of the workers' receiver, to take back unstarted jobs (outage, shutdown).
+    jobs_rx: Receiver<Job>,
+    capacity: usize,
+    gate: Arc<Gate>,
+    in_flight: HashMap<i64, Claimed>,
+    /// The one job sent alone while the endpoint is failing (a probe, or a solo attempt
+    /// after an endpoint error). Only it holds the next one back: a worker stuck on a hung
+    /// mount must not stop the others.
+    solo_in_flight: Option<i64>,
+    endpoint: Endpoint,
+    rng: Rng,
+    mode: Mode,
+    /// Set when something may have become due; cleared when a claim comes back short.
+    maybe_due: bool,
+    next_due: Option<OffsetDateTime>,
+    /// Completions that could not be committed (database trouble), retried.
+    unsaved: Vec<Completion>,
+    db_trouble: Option<Instant>,
+    warned_hostile: HashSet<std::path::PathBuf>,
+    last_heartbeat: Option<Instant>,
+    last_prune_day: Option<time::Date>,
+    wall: WallClock,
+    beat: Beat,
+    pub stats: Stats,
+    live: Arc<Live>,
+    alerts: Alerts,
+    metrics_path: Option<PathBuf>,
+    counters: metrics::Counters,
+    /// Uploads since local midnight of this date (seeded from the database at start).
+    uploaded_today: (Option<time::Date>, i64),
+    last_scan: Option<(OffsetDateTime, Duration)>,
+    /// A damaged database file: the daemon stops (exit 1) rather than loop on it.
+    fatal: Option<crate::error::Error>,
+    /// Asks the ticker for a full rescan (what could not be recorded during database
+    /// trouble is found again at once when it ends, not at the next minute tick).
+    rescan: Option<Sender<&'static str>>,
+    /// Directories the watch limit keeps unwatched, as last written to the state rows.
+    unwatched_written: Option<usize>,
+    /// The last rescan asked for after database trouble: at most one each 10 s, so a read
+    /// that fails on the same rows again cannot turn trouble and recovery into a loop.
+    recovery_rescan: Option<Instant>,
+}
+
+/// Counters for the one-shot summary and the daemon's status line.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub uploaded: usize,
+    pub retry: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub not_ready: usize,
+    pub recorded: usize,
+    /// Results the one-shot scan could not save (the database stayed locked or failing).
+    pub unsaved: usize,
+}
+
+pub struct Channels {
+    pub inputs: Receiver<Input>,
+    pub reports: Receiver<Report>,
+    pub control: Receiver<Control>,
+}
+
+/// The daemon's extras: its watchdog beat, what it publishes (STATUS), whom it alerts, where
+/// metrics go, and whom it asks for a rescan. A one-shot scan has none (`Outlets::none`).
+pub struct Outlets {
+    pub beat: Beat,
+    pub live: Arc<Live>,
+    pub alerts: Alerts,
+    pub metrics_path: Option<PathBuf>,
+    pub rescan: Option<Sender<&'static str>>,
+}
+
+impl Outlets {
+    pub fn none() -> Outlets {
+        Outlets {
+            beat: Beat::detached(),
+            live: Arc::new(Live::default()),
+            alerts: Alerts::disabled(),
+            metrics_path: None,
+            rescan: None,
+        }
+    }
+}
+
+impl Owner {
+    #[allow(clippy::too_many_arguments)] // the owner's whole wiring, named at its one call site
+    pub fn new(
+        store: Box<dyn Ledger>,
+        clock: Clock,
+        config: &Config,
+        settings: Arc<RequestSettings>,
+        jobs_tx: Sender<Job>,
+        jobs_rx: Receiver<Job>,
+        capacity: usize,
+        gate: Arc<Gate>,
+        outlets: Outlets,
+    ) -> Owner {
+        let wall = WallClock::new(clock.now_utc(), Instant::now());
+        Owner {
+            store,
+            clock,
+            policy: Policy::new(config),
+            settings,
+            jobs_tx: Some(jobs_tx),
+            jobs_rx,
+            capacity,
+            gate,
+            in_flight: HashMap::new(),
+            solo_in_flight: None,
+            endpoint: Endpoint::new(Instant::now()),
+            rng: Rng::seeded(),
+            mode: Mode::Daemon,
+            maybe_due: true,
+            next_due: None,
+            unsaved: Vec::new(),
+            db_trouble: None,
+            warned_hostile: HashSet::new(),
+            last_heartbeat: None,
+            last_prune_day: None,
+            wall,
+            beat: outlets.beat,
+            stats: Stats::default(),
+            live: outlets.live,
+            alerts: outlets.alerts,
+            metrics_path: outlets.metrics_path,
+            counters: metrics::Counters::default(),
+            uploaded_today: (None, 0),
+            last_scan: None,
+            fatal: None,
+            rescan: outlets.rescan,
+            unwatched_written: None,
+            recovery_rescan: None,
+        }
+    }
+
+    fn now(&self) -> String {
+        format_ts(self.clock.now_utc())
+    }
+
+    /// `now + horizon`: a row due after this is due now (see `Policy::horizon`).
+    fn far(&self, now: OffsetDateTime) -> String {
+        format_ts(now + self.policy.horizon())
+    }
+
+    pub fn store(&mut self) -> &mut dyn Ledger {
+        self.store.as_mut()
+    }
+
+    /// The daemon's loop. Returns when shut down.
+    pub fn run(mut self, ch: Channels) -> Result<()> {
+        let now = self.now();
+        // A previous run that left a heartbeat but no stop time did not stop cleanly.
+        let before = self.store.state()?;
+        let value = |k: &str| {
+            before
+                .get(k)
+                .map(|(v, _)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let unclean = value("heartbeat").is_some() && value("stopped_at").is_none();
+        let reset = self.store.reset_uploading(None, &now, "interrupted")?;
+        if unclean || reset > 0 {
+            log::warn!(
+                "the previous run did not stop cleanly (last heartbeat {}); {reset} interrupted upload(s) will be sent again",
+                value("heartbeat").unwrap_or_else(|| "unknown".into())
+            );
+            self.alerts.send(AlertEvent::UncleanStop {
+                last_heartbeat: value("heartbeat"),
+                interrupted: reset,
+            });
+        }
+        self.store.set_state(
+            &[
+                ("pid", std::process::id().to_string()),
+                ("started_at", now.clone()),
+                ("heartbeat", now.clone()),
+                ("stopped_at", String::new()),
+                ("endpoint", "up".into()),
+                ("endpoint_down_since", String::new()),
+            ],
+            &now,
+        )?;
+        // Once the producers are gone (shutdown under way) their channel would be ready
+        // forever; `never()` takes it out of the select.
+        let mut inputs = ch.inputs.clone();
+        loop {
+            if let Some(e) = self.fatal.take() {
+                match e {
+                    crate::error::Error::LedgerFilesLost { .. } => log::error!("{e}"),
+                    _ => log::error!("the database file is damaged: stopping (restore a backup, or move it aside: the next scan re-finds every image on disk)"),
+                }
+                return Err(e);
+            }
+            self.beat.beat();
+            // Results first: an upload is not done until its commit, and a result waiting
+            // behind a large listing would be sent again after a crash.
+            let done: Vec<Report> = ch.reports.try_iter().take(1024).collect();
+            if !done.is_empty() {
+                self.on_reports(done);
+            }
+            self.housekeeping();
+            self.dispatch();
+            let wait = self.sleep_for();
+            select! {
+                recv(inputs) -> msg => if let Ok(input) = msg {
+                    self.ingest(input);
+                    // Drain what else is queued into the same round: fewer transactions
+                    // during a burst.
+                    for i in inputs.try_iter().take(256) {
+                        self.ingest(i);
+                    }
+                } else {
+                    inputs = crossbeam_channel::never();
+                },
+                recv(ch.reports) -> msg => if let Ok(r) = msg {
+                    let mut batch = vec![r];
+                    batch.extend(ch.reports.try_iter().take(1024));
+                    self.on_reports(batch);
+                },
+                recv(ch.control) -> msg => match msg {
+                    Ok(Control::Reload(config, settings)) => {
+                        self.policy = Policy::new(&config);
+                        self.store.set_folders(crate::store::roots(&config));
+                        self.settings = settings;
+                        self.maybe_due = true;
+                    }
+                    Ok(Control::Shutdown { grace }) => return self.shutdown(grace, &ch.reports),
+                    Err(_) => return self.shutdown(Duration::ZERO, &ch.reports),
+                },
+                default(wait) => {}
+            }
+        }
+    }
+
+    /// The one-shot scan's loop: one attempt for each of `ids`, then return. Results that
+    /// cannot be saved (a locked or failing database) are retried for `ONESHOT_SAVE_FOR`,
+    /// then counted in `Stats::unsaved`: the scan always ends.
+    pub fn run_oneshot(mut self, ids: Vec<i64>, reports: &Receiver<Report>) -> Result<Stats> {
+        self.mode = Mode::Oneshot { queue: ids.into() };
+        let mut giving_up_at: Option<Instant> = None;
+        loop {
+            if self.db_trouble.is_some() {
+                self.flush_unsaved();
+                if self.db_trouble.is_some() {
+                    let at = *giving_up_at.get_or_insert(Instant::now() + ONESHOT_SAVE_FOR);
+                    if Instant::now() >= at {
+                        // Nothing more is claimed; what is in flight still gets its answer.
+                        if let Mode::Oneshot { queue } = &mut self.mode {
+                            queue.clear();
+                        }
+                    }
+                } else {
+                    giving_up_at = None;
+                }
+            }
+            self.dispatch();
+            let queue_empty = matches!(&self.mode, Mode::Oneshot { queue } if queue.is_empty());
+            if self.in_flight.is_empty() && (queue_empty || self.endpoint.is_down()) {
+                if self.unsaved.is_empty() || giving_up_at.is_some_and(|t| Instant::now() >= t) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+                continue;
+            }
+            if self.in_flight.is_empty() {
+                // Paused by a Retry-After, or holding results for a locked database: wait,
+                // it is part of the one attempt.
+                std::thread::sleep(self.sleep_for());
+                continue;
+            }
+            match reports.recv_timeout(Duration::from_secs(1)) {
+                Ok(r) => self.on_reports(std::iter::once(r).chain(reports.try_iter()).collect()),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.flush_unsaved();
+        self.stats.unsaved = self.unsaved.len();
+        if self.stats.unsaved > 0 {
+            log::error!(
+                "{} result(s) could not be saved (the database stayed locked or failing): those files are sent again next time, with the same Idempotency-Key",
+                self.stats.unsaved
+            );
+        }
+        if let Mode::Oneshot { queue } = &self.mode {
+            if !queue.is_empty() {
+                log::warn!(
+                    "endpoint down: {} file(s) left pending for the next run",
+                    queue.len()
+                );
+            }
+        }
+        self.jobs_tx = None;
+        Ok(self.stats.clone())
+    }
+
+    /// Until the next real event: a pause's end or the next probe (endpoint), the next
+    /// row due (only while rows can be claimed), a database retry; at most `max_sleep` (the
+    /// watchdog's beat, the heartbeat). Reports and inputs wake the loop by themselves.
+    fn sleep_for(&self) -> Duration {
+        let mut wait = crate::health::max_sleep();
+        let now = Instant::now();
+        // A probe waits for the job already sent alone (its report wakes the loop).
+        let waiting_for_solo = self.endpoint.is_down() && self.solo_in_flight.is_some();
+        if let Some(at) = self.endpoint.next_wake().filter(|_| !waiting_for_solo) {
+            // A probe needs a due row: with none known, the later of the probe's time and
+            // the next row's due time (new files wake the loop by themselves).
+            let at = if self.endpoint.is_down() && !self.maybe_due {
+                self.next_due.map(|due| {
+                    let d: Duration = (due - self.clock.now_utc())
+                        .try_into()
+                        .unwrap_or(Duration::ZERO);
+                    at.max(now + d)
+                })
+            } else {
+                Some(at)
+            };
+            if let Some(at) = at {
+                wait = wait.min(at.saturating_duration_since(now));
+            }
+        }
+        if let (true, Some(due)) = (self.can_claim(), self.next_due) {
+            let d: Duration = (due - self.clock.now_utc())
+                .try_into()
+                .unwrap_or(Duration::ZERO);
+            wait = wait.min(d);
+        }
+        if self.db_trouble.is_some() {
+            wait = wait.min(Duration::from_secs(1));
+        }
+        wait.max(Duration::from_millis(1))
+    }
+
+    fn trouble(&mut self, e: &crate::error::Error) {
+        if e.is_corrupt() && self.fatal.is_none() {
+            self.fatal = Some(crate::error::Error::Other(e.to_string()));
+        }
+        if self.db_trouble.is_none() {
+            log::warn!(
+                "database trouble: {e}; holding results in memory and retrying (files not yet recorded are found again by the next rescan)"
+            );
+            self.db_trouble = Some(Instant::now());
+            self.live.queue().db_trouble = Some(e.to_string());
+        } else {
+            log::debug!("database still in trouble: {e}");
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.db_trouble.take() {
+            let due = self
+                .recovery_rescan
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+            if let (Some(tx), true) = (&self.rescan, due) {
+                self.recovery_rescan = Some(Instant::now());
+                let _ = tx.try_send("database recovered");
+            }
+            self.live.queue().db_trouble = None;
+            log::info!(
+                "database is writable again after {}",
+                human_duration(since.elapsed())
+            );
+        }
+    }
+
+    fn shutdown(mut self, grace: Duration, reports: &Receiver<Report>) -> Result<()> {
+        let deadline = Instant::now() + grace;
+        // Unstarted jobs go back as if never claimed; closing the channel lets each worker
+        // end after its current request.
+        self.take_back_queued();
+        self.jobs_tx = None;
+        while !self.in_flight.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match reports.recv_timeout(left) {
+                Ok(r) => self.on_reports(std::iter::once(r).chain(reports.try_iter()).collect()),
+                Err(_) => break,
+            }
+        }
+        self.flush_unsaved();
+        let now = self.now();
+        if !self.in_flight.is_empty() {
+            let ids: Vec<i64> = self.in_flight.keys().copied().collect();
+            log::warn!(
+                "{} upload(s) still running after the grace period: marked pending",
+                ids.len()
+            );
+            self.store
+                .reset_uploading(Some(&ids), &now, "interrupted by shutdown")?;
+        }
+        self.write_metrics();
+        self.store.set_state(
+            &[
+                ("stopped_at", now.clone()),
+                ("heartbeat", now.clone()),
+                ("pid", String::new()),
+            ],
+            &now,
+        )?;
+        Ok(())
+    }
+}

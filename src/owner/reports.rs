@@ -1,0 +1,290 @@
+//! What the workers report: each `Report` judged (the endpoint's health first, then the
+//! row's next state), logged, counted and alerted on, and its completion saved, or held
+//! while the database is in trouble.
+
+use std::time::{Duration, Instant};
+
+use super::endpoint::Change;
+use super::judge::{self, Facts, Health, Tally, Verdict};
+use super::{AlertEvent, Owner};
+use crate::clock::human_duration;
+use crate::layout::Show;
+use crate::store::{Claimed, Completion, Disposition};
+use crate::upload::{Job, Report};
+use crate::work::Outcome;
+
+/// A file whose attempts fail this many times in a row while the endpoint is not down is
+/// reported (one WARN, an alert): the endpoint cannot take it, the others go on.
+const REPORT_RETRYING_AT: i64 = 5;
+
+impl Owner {
+    pub(super) fn on_reports(&mut self, batch: Vec<Report>) {
+        let mut completions = Vec::with_capacity(batch.len());
+        let mut handed_back = Vec::new();
+        for r in batch {
+            self.in_flight.remove(&r.job.id);
+            if self.solo_in_flight == Some(r.job.id) {
+                self.solo_in_flight = None;
+            }
+            if matches!(r.outcome, Outcome::NotStarted) {
+                handed_back.push(r.job.id);
+                continue;
+            }
+            if let Some(note) = &r.note {
+                log::warn!("{note}");
+            }
+            let file = claimed(&r.job);
+            let verdict = self.decide(&file, &r);
+            completions.push(self.carry_out(verdict, &file.path));
+        }
+        self.save(completions);
+        if !handed_back.is_empty() {
+            self.give_back(&handed_back);
+        }
+    }
+
+    /// The endpoint's side of a report first (its state and the probe gap), then the row's.
+    fn decide(&mut self, file: &Claimed, r: &Report) -> Verdict {
+        let now_i = Instant::now();
+        let now = self.clock.now_utc();
+        let probe = r.job.probe;
+        match judge::health(&r.outcome) {
+            Health::Answered => {
+                if let Some(Change::Up { down_for }) = self.endpoint.answered(now_i) {
+                    self.endpoint_up(down_for);
+                }
+            }
+            Health::Failing(error) => {
+                let change = self.endpoint.failed(
+                    file.id,
+                    &error,
+                    probe,
+                    now_i,
+                    now,
+                    self.policy.initial,
+                    self.policy.max,
+                );
+                if let Some(Change::Down {
+                    failures,
+                    probe_wait,
+                }) = change
+                {
+                    self.endpoint_down(&error, failures, probe_wait);
+                }
+            }
+            Health::Silent => {}
+        }
+        if probe {
+            // Every probe paces the next, whatever it found.
+            self.endpoint.probe_ended(now_i);
+        }
+        let facts = Facts {
+            file,
+            started_at: r.started_at,
+            duration: r.duration,
+            probe,
+            max_attempts: self.policy.max_attempts,
+            backoff: self.policy.backoff(file.attempt, &mut self.rng),
+            retry_max: self.policy.max,
+            probe_gap: self.endpoint.probe_gap(),
+            settle: self.policy.settle,
+            now,
+        };
+        let verdict = judge::judge(&facts, &r.outcome);
+        if let Some(pause) = verdict.pause {
+            log::warn!(
+                "endpoint answered {} with Retry-After {}: pausing all uploads",
+                verdict.completion.http_status.unwrap_or(0),
+                human_duration(pause)
+            );
+            self.endpoint.pause(now_i + pause);
+            self.take_back_queued();
+        }
+        verdict
+    }
+
+    /// Logs, counts and alerts what a verdict about `path` says; its completion is what
+    /// gets saved.
+    pub(super) fn carry_out(&mut self, v: Verdict, path: &std::path::Path) -> Completion {
+        let c = v.completion;
+        if let Some((level, line)) = v.log {
+            // During an outage the probes' retries would be a line each: the WARN that it is
+            // down and the INFO that it is back say it all.
+            let level = if v.tally == Tally::Retry && self.endpoint.is_down() {
+                log::Level::Debug
+            } else {
+                level
+            };
+            log::log!(level, "{line}");
+        }
+        self.alert_file(&c, path);
+        match v.tally {
+            Tally::Uploaded => {
+                self.stats.uploaded += 1;
+                self.counters.success += 1;
+                self.uploaded_today.1 += 1;
+            }
+            Tally::Retry => {
+                self.stats.retry += 1;
+                self.counters.retry += 1;
+            }
+            Tally::Failed => {
+                self.stats.failed += 1;
+                self.counters.failed += 1;
+            }
+            Tally::Skipped => self.stats.skipped += 1,
+            Tally::NotReady => self.stats.not_ready += 1,
+        }
+        if c.result.is_some() {
+            self.counters
+                .observe(Duration::from_millis(c.duration_ms.max(0) as u64));
+        }
+        c
+    }
+
+    /// Alerts about one file's completion: failed for good, or failing again and again
+    /// while the endpoint is not down (a file the endpoint cannot take).
+    fn alert_file(&mut self, c: &Completion, path: &std::path::Path) {
+        match &c.disposition {
+            Disposition::Failed => self.alerts.send(AlertEvent::FileFailed {
+                path: path.shown().to_string(),
+                error: c.error.clone().unwrap_or_default(),
+            }),
+            Disposition::Retry { counted: true, .. }
+                if c.attempt == REPORT_RETRYING_AT && !self.endpoint.is_down() =>
+            {
+                let error = c.error.clone().unwrap_or_default();
+                log::warn!(
+                    "{}: {} attempts failed in a row ({error}) while the endpoint takes other files: still retrying it with backoff, the others are not held back",
+                    path.shown(),
+                    c.attempt
+                );
+                self.alerts.send(AlertEvent::FileRetrying {
+                    path: path.shown().to_string(),
+                    attempts: c.attempt,
+                    error,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Saves completions now, or holds them while the database is in trouble.
+    pub(super) fn save(&mut self, completions: Vec<Completion>) {
+        self.unsaved.extend(completions);
+        self.flush_unsaved();
+    }
+
+    pub(super) fn flush_unsaved(&mut self) {
+        if self.unsaved.is_empty() {
+            return;
+        }
+        let now = self.now();
+        match self.store.complete(&self.unsaved, &now) {
+            Ok(gone) => {
+                if !gone.is_empty() {
+                    log::warn!(
+                        "{} result(s) dropped: their rows were removed meanwhile (pruned or deleted by hand); ids {:?}",
+                        gone.len(),
+                        &gone[..gone.len().min(10)]
+                    );
+                }
+                self.unsaved.clear();
+                self.maybe_due = true;
+                self.recovered();
+            }
+            // One completion the database refuses (a constraint it breaks) must not hold the
+            // others, nor every later result, in memory: save them one by one and drop it.
+            Err(e) if e.is_item_problem() && self.unsaved.len() > 1 => {
+                let batch = std::mem::take(&mut self.unsaved);
+                for c in batch {
+                    match self.store.complete(std::slice::from_ref(&c), &now) {
+                        Ok(_) => {}
+                        Err(e) if e.is_item_problem() => log::warn!(
+                            "the result of file id {} was dropped: the database refuses it: {e}",
+                            c.file_id
+                        ),
+                        Err(e) => {
+                            self.unsaved.push(c);
+                            self.trouble(&e);
+                        }
+                    }
+                }
+                if self.unsaved.is_empty() {
+                    self.maybe_due = true;
+                    self.recovered();
+                }
+            }
+            Err(e) if e.is_item_problem() => {
+                log::warn!(
+                    "the result of file id {} was dropped: the database refuses it: {e}",
+                    self.unsaved[0].file_id
+                );
+                self.unsaved.clear();
+            }
+            Err(e) => self.trouble(&e),
+        }
+    }
+
+    fn endpoint_down(&mut self, error: &str, failures: u32, probe_wait: Duration) {
+        self.alerts.send(AlertEvent::EndpointDown {
+            error: error.to_owned(),
+        });
+        self.live.queue().endpoint_down = Some((Duration::ZERO, error.to_owned()));
+        log::warn!(
+            "endpoint {} is down ({failures} consecutive failures from more than one file, last: {error}): pausing uploads, one probe every {} or longer",
+            self.settings.shown_url,
+            human_duration(probe_wait)
+        );
+        self.take_back_queued();
+        let now = self.now();
+        let _ = self.store.set_state(
+            &[
+                ("endpoint", "down".into()),
+                ("endpoint_down_since", now.clone()),
+                ("endpoint_error", error.to_owned()),
+            ],
+            &now,
+        );
+    }
+
+    fn endpoint_up(&mut self, down_for: Duration) {
+        self.alerts.send(AlertEvent::EndpointUp { down_for });
+        self.live.queue().endpoint_down = None;
+        log::info!(
+            "endpoint is back after {}: resuming uploads",
+            human_duration(down_for)
+        );
+        let now = self.now();
+        match self.store.release_backoff(&now) {
+            Ok(n) if n > 0 => {
+                log::info!("{n} file(s) that failed during the outage are due now")
+            }
+            Ok(_) => {}
+            Err(e) => self.trouble(&e),
+        }
+        let _ = self.store.set_state(
+            &[
+                ("endpoint", "up".into()),
+                ("endpoint_down_since", String::new()),
+            ],
+            &now,
+        );
+        self.maybe_due = true;
+    }
+}
+
+/// The claimed row a job was made from (`dispatch`), as the judge sees it: taken from the
+/// job, not from `in_flight`, which holds only the latest claim of a row.
+fn claimed(job: &Job) -> Claimed {
+    Claimed {
+        id: job.id,
+        path: job.file.path.clone(),
+        folder: job.file.folder.clone(),
+        date: job.file.date.clone(),
+        filename: job.file.filename.clone(),
+        version: job.file.version,
+        attempt: job.attempt,
+        incomplete_since: job.incomplete_since.clone(),
+    }
+}

@@ -1,0 +1,383 @@
+//! One upload and the worker pool that runs them. A worker takes a `Job` from the owner,
+//! does the file checks that need the file open (type, version, magic bytes, completeness),
+//! sends the request and reports a `Report` back; the request itself is built in
+//! `multipart` and sent, under its deadlines and the shared rate limit, in `send`.
+//!
+//! Workers never touch the database: they receive `Job`s from the DB owner over a bounded
+//! channel, and what they know of a file is what the job carries. The pool ends when the
+//! job channel is closed: each worker finishes the request it is in and returns.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use time::OffsetDateTime;
+
+use crate::clock::Clock;
+use crate::config::{Config, Template};
+use crate::layout::{self, Content, OpenError, Show, Target, Version};
+use crate::secret::Secret;
+use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Sent};
+
+mod multipart;
+mod send;
+
+pub use multipart::idempotency_key;
+use multipart::COPY_CHUNK;
+pub use send::{send, RateLimiter};
+
+pub const USER_AGENT: &str = concat!("sega-uploader/", env!("CARGO_PKG_VERSION"));
+
+/// Everything a worker needs to build the request, fixed for one configuration. Jobs carry
+/// an `Arc` of it, so a reload takes effect from the next job on.
+#[derive(Debug)]
+pub struct RequestSettings {
+    pub url: Secret<String>,
+    /// The URL for messages: credentials redacted.
+    pub shown_url: String,
+    pub file_field: String,
+    pub fields: Vec<(String, Template)>,
+    pub headers: Vec<(String, Secret<String>)>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    /// The slowest rate a request may go at before it counts as stalled: `min_rate_kib_s`,
+    /// or less when `max_kib_s` shared by every worker leaves each less than that.
+    pub min_rate_bytes_s: u64,
+    /// `max_kib_s` is set: the limiter may hold a request back by up to one copy chunk.
+    pub limited: bool,
+    pub scope: String,
+    pub incomplete_max_wait: Duration,
+}
+
+impl RequestSettings {
+    pub fn new(config: &Config, scope: String) -> RequestSettings {
+        let u = &config.upload;
+        RequestSettings {
+            url: u.url.url.clone(),
+            shown_url: u.url.redacted().to_owned(),
+            file_field: u.file_field.clone(),
+            fields: u.fields.clone(),
+            headers: u.headers.clone(),
+            connect_timeout: u.connect_timeout,
+            timeout: u.timeout,
+            min_rate_bytes_s: min_rate(u.min_rate_kib_s, u.max_kib_s, u.workers),
+            limited: u.max_kib_s.is_some(),
+            scope,
+            incomplete_max_wait: config.watch.incomplete_max_wait,
+        }
+    }
+
+    /// The overall limit: `timeout_secs` + size / the minimum rate, so a large file on a
+    /// slow link is not cut off while a stalled one is. With a shared `max_kib_s`, the
+    /// limiter hands out at most one copy chunk at a time, so a chunk's worth is added.
+    pub fn overall_timeout(&self, size: u64) -> Duration {
+        let slack = if self.limited { COPY_CHUNK as u64 } else { 0 };
+        self.timeout + Duration::from_secs((size + slack) / self.min_rate_bytes_s)
+    }
+
+    /// How long a whole job may take before the supervisor calls its worker stuck: opening
+    /// and checking the file, connecting, the request, reading the answer, and a margin.
+    pub fn job_limit(&self, size: u64) -> Duration {
+        self.connect_timeout + self.overall_timeout(size) + self.timeout + JOB_MARGIN
+    }
+}
+
+/// Slack in `job_limit` for opening and checking the file and for a busy machine.
+const JOB_MARGIN: Duration = Duration::from_secs(30);
+
+/// The rate below which a request counts as stalled: `min_rate_kib_s`, unless `max_kib_s`,
+/// shared by `workers` uploading at once, leaves each worker less than that (then every
+/// request would be cut off by its deadline while the limiter made it wait, and a healthy
+/// endpoint would look down).
+fn min_rate(min_rate_kib_s: u64, max_kib_s: Option<u64>, workers: usize) -> u64 {
+    let per_worker = max_kib_s.map_or(u64::MAX, |m| m / (workers.max(1) as u64));
+    min_rate_kib_s.min(per_worker).max(1) * 1024
+}
+
+/// A job as the DB owner hands it out: one file to open, check and send, with what the
+/// owner needs to map the report back to the ledger's row (`id`, `attempt`).
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The row's id in the ledger, for the owner.
+    pub id: i64,
+    /// This attempt's number, for the owner's judgement of the report (a row may be claimed
+    /// again, as a new version, while a worker still sends the old one).
+    pub attempt: i64,
+    /// What the request carries.
+    pub file: Item,
+    /// When the file was first found still being written (no end-of-image marker), if it was.
+    pub incomplete_since: Option<String>,
+    /// Where the file is, checked by the owner against the rules and the config in force.
+    pub target: Target,
+    /// A probe during an endpoint outage: its failure does not count toward max_attempts.
+    pub probe: bool,
+    /// Sent even while the gate says the endpoint is failing (probes, and the one-at-a-time
+    /// attempts that decide whether an outage has begun).
+    pub solo: bool,
+    pub settings: Arc<RequestSettings>,
+}
+
+/// A file as a request carries it: what its form fields, its file name and its
+/// Idempotency-Key say, and the version that was claimed.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub path: PathBuf,
+    pub folder: String,
+    pub date: String,
+    pub filename: OsString,
+    pub version: Version,
+}
+
+/// What the workers know about the endpoint between two decisions of the DB owner: how
+/// many requests in a row have just failed for endpoint reasons (transport error, 5xx,
+/// 408, 429). While that is not zero, a worker hands back an ordinary job unstarted
+/// instead of sending it, so the jobs already queued when an outage begins do not all turn
+/// into failed requests before the owner has even heard of the first one.
+#[derive(Debug, Default)]
+pub struct Gate {
+    failures: AtomicU32,
+}
+
+impl Gate {
+    pub fn failing(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) > 0
+    }
+
+    fn record(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Transport(_) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Answered(r) if is_endpoint_failure(r.status) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Answered(_) => self.failures.store(0, Ordering::Relaxed),
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub job: Job,
+    pub started_at: OffsetDateTime,
+    pub duration: Duration,
+    pub outcome: Outcome,
+    /// WARN-worthy facts for the log (an incomplete file sent after the wait).
+    pub note: Option<String>,
+}
+
+/// Runs one job: file checks, then the request.
+pub fn run_job(job: Job, limiter: Option<&Arc<RateLimiter>>, clock: &Clock) -> Report {
+    let started_at = clock.now_utc();
+    let t0 = Instant::now();
+    let mut note = None;
+    let outcome = attempt(&job, limiter, clock, &mut note);
+    Report {
+        job,
+        started_at,
+        duration: t0.elapsed(),
+        outcome,
+        note,
+    }
+}
+
+fn attempt(
+    job: &Job,
+    limiter: Option<&Arc<RateLimiter>>,
+    clock: &Clock,
+    note: &mut Option<String>,
+) -> Outcome {
+    let f = &job.file;
+    let (file, meta) = match layout::open_beneath(&job.target) {
+        Ok(x) => x,
+        Err(e) => return open_outcome(e),
+    };
+    let on_disk = Version::of(&meta);
+    if on_disk != f.version {
+        return Outcome::Changed {
+            version: on_disk,
+            sent: None,
+        };
+    }
+    let kind = layout::kind_of(&f.filename);
+    match layout::check_content(&file, on_disk.size, kind) {
+        Ok(Content::Image) => {}
+        Ok(Content::NotAnImage) => return Outcome::NotAnImage,
+        Ok(Content::Incomplete) => {
+            let now = clock.now_utc();
+            let since = job
+                .incomplete_since
+                .as_deref()
+                .and_then(crate::clock::parse_ts)
+                .unwrap_or(now);
+            if now - since < job.settings.incomplete_max_wait {
+                return Outcome::Incomplete { since };
+            }
+            *note = Some(format!(
+                "{} has no end-of-image marker but has not changed for {}: uploading it anyway",
+                job.target.path.shown(),
+                crate::clock::human_duration(job.settings.incomplete_max_wait)
+            ));
+        }
+        Err(e) => return Outcome::Unreadable(crate::error::describe_io(&e)),
+    }
+    let outcome = send(&job.settings, f, kind, file, on_disk.size, limiter);
+    // The file may have been rewritten while it was sent: then what arrived was a mix and a
+    // new version must follow. (An answer that is not a success is judged as it is; the
+    // next claim finds the new version.)
+    let changed = match &outcome {
+        Outcome::Answered(r) if classify_status(r.status) != Class::Success => None,
+        Outcome::Answered(_) | Outcome::Transport(_) => layout::open_beneath(&job.target)
+            .ok()
+            .map(|(_, m)| Version::of(&m))
+            .filter(|v| *v != on_disk),
+        _ => None,
+    };
+    if let Outcome::Shrank = outcome {
+        return match layout::open_beneath(&job.target) {
+            Ok((_, m)) => Outcome::Changed {
+                version: Version::of(&m),
+                sent: Some(Sent::Transport("the file shrank while it was sent".into())),
+            },
+            Err(e) => open_outcome(e),
+        };
+    }
+    match (changed, outcome) {
+        (Some(version), Outcome::Answered(r)) => Outcome::Changed {
+            version,
+            sent: Some(Sent::Answered(r)),
+        },
+        (Some(version), Outcome::Transport(e)) => Outcome::Changed {
+            version,
+            sent: Some(Sent::Transport(e)),
+        },
+        (_, outcome) => outcome,
+    }
+}
+
+/// What a failed open means for the attempt.
+fn open_outcome(e: OpenError) -> Outcome {
+    match e {
+        OpenError::Vanished => Outcome::Vanished,
+        OpenError::Unavailable(why) => Outcome::Unavailable(why),
+        OpenError::NotBeneath(why) => Outcome::NotBeneath(why),
+        OpenError::NotRegular(t) => Outcome::NotRegular(t.to_string()),
+        OpenError::Unreadable(e) => Outcome::Unreadable(crate::error::describe_io(&e)),
+    }
+}
+
+/// Starts `n` named workers (`upload-1`…) that run jobs until the job channel closes; each
+/// tells `watch` when it takes a job and by when it must be over.
+pub fn spawn_workers(
+    n: usize,
+    jobs: Receiver<Job>,
+    reports: Sender<Report>,
+    limiter: Option<Arc<RateLimiter>>,
+    gate: Arc<Gate>,
+    clock: Clock,
+    watch: Arc<crate::health::Workers>,
+) -> io::Result<Vec<thread::JoinHandle<()>>> {
+    (0..n)
+        .map(|i| {
+            let (jobs, reports, limiter, clock) = (
+                jobs.clone(),
+                reports.clone(),
+                limiter.clone(),
+                clock.clone(),
+            );
+            let (gate, watch) = (gate.clone(), watch.clone());
+            thread::Builder::new()
+                .name(format!("upload-{}", i + 1))
+                .spawn(move || {
+                    for job in jobs {
+                        let report = if !job.solo && gate.failing() {
+                            Report {
+                                started_at: clock.now_utc(),
+                                duration: Duration::ZERO,
+                                outcome: Outcome::NotStarted,
+                                note: None,
+                                job,
+                            }
+                        } else {
+                            let limit = job.settings.job_limit(job.file.version.size);
+                            watch.busy(i, &job.target.path, limit);
+                            let r = run_job(job, limiter.as_ref(), &clock);
+                            watch.idle(i);
+                            gate.record(&r.outcome);
+                            r
+                        };
+                        if reports.send(report).is_err() {
+                            // The DB owner is gone (shutdown past the grace): nobody to tell.
+                            return;
+                        }
+                    }
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_settings_never_print_their_secrets() {
+        let c = crate::config::parse(
+            r#"{"upload": {"url": "http://bob:hunter2@up.example/u",
+                           "headers": {"Authorization": "Bearer s3cret"}}}"#,
+        )
+        .unwrap();
+        let s = RequestSettings::new(&c, "scope".into());
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert_eq!(s.shown_url, "http://<redacted>@up.example/u");
+    }
+
+    #[test]
+    fn overall_timeout_grows_with_size() {
+        let s = RequestSettings {
+            url: Secret::new(String::new()),
+            shown_url: String::new(),
+            file_field: "file".into(),
+            fields: vec![],
+            headers: vec![],
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
+            min_rate_bytes_s: 64 * 1024,
+            limited: false,
+            scope: "s".into(),
+            incomplete_max_wait: Duration::from_secs(600),
+        };
+        assert_eq!(s.overall_timeout(0), Duration::from_secs(60));
+        assert_eq!(s.overall_timeout(1 << 30), Duration::from_secs(60 + 16384));
+    }
+
+    /// Review item 4: 4 workers sharing `max_kib_s` 8 each get 2 KiB/s; a 48 KiB file must
+    /// not be cut off after `timeout_secs` + 48 / 8 (the limiter makes it wait longer).
+    #[test]
+    fn a_shared_rate_limit_lengthens_the_deadline() {
+        let c = crate::config::parse(
+            r#"{"upload": {"url": "http://h/u", "workers": 4, "max_kib_s": 8,
+                           "min_rate_kib_s": 8, "timeout_secs": 2}}"#,
+        )
+        .unwrap();
+        let s = RequestSettings::new(&c, "scope".into());
+        assert_eq!(s.min_rate_bytes_s, 2 * 1024);
+        assert!(s.overall_timeout(48 * 1024) >= Duration::from_secs(2 + 24 + 32));
+        assert!(s.job_limit(48 * 1024) > s.overall_timeout(48 * 1024));
+        let free =
+            crate::config::parse(r#"{"upload": {"url": "http://h/u", "min_rate_kib_s": 8}}"#)
+                .unwrap();
+        let s = RequestSettings::new(&free, "scope".into());
+        assert_eq!(s.min_rate_bytes_s, 8 * 1024);
+    }
+}

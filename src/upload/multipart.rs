@@ -1,0 +1,354 @@
+//! The request's body and names: the multipart form (text fields, then the file streamed
+//! from disk with an exact length), the file name as it goes into `filename="…"`, the
+//! boundary, and the `Idempotency-Key` that names one version of one file.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use attohttpc::body::{Body, BodyKind};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::send::RateLimiter;
+use crate::layout::Version;
+
+/// `Idempotency-Key`: hex SHA-256 over (scope, folder label, date, file name bytes, size,
+/// mtime_ns). Each text field is prefixed by its length as 8 big-endian bytes so no two
+/// different tuples hash the same input; size and mtime_ns are 8 big-endian bytes each.
+pub fn idempotency_key(
+    scope: &str,
+    folder: &str,
+    date: &str,
+    filename: &[u8],
+    v: Version,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        scope.as_bytes(),
+        folder.as_bytes(),
+        date.as_bytes(),
+        filename,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.update(v.size.to_be_bytes());
+    h.update(v.mtime_ns.to_be_bytes());
+    hex(&h.finalize())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A file name as it goes into `filename="…"` (RFC 7578 §4.2): `"`, `\`, `%`, CR, LF,
+/// other control bytes and bytes that are not valid UTF-8 are percent-encoded; valid
+/// non-ASCII UTF-8 (Korean names) is sent as is. `%` is encoded too, so the encoding is
+/// lossless; `\` is, because a quoted-string parser reads `\x` as `x`.
+pub fn encode_filename(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '"' || c == '%' || c == '\\' || c.is_control() {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The request body: text parts, the file part's header, the file streamed from disk in
+/// 64 KiB pieces, the closing boundary. Its length is known up front, so attohttpc sends a
+/// `Content-Length` and no chunked encoding.
+pub struct MultipartBody {
+    boundary: String,
+    head: Vec<u8>,
+    file: File,
+    file_len: u64,
+    tail: Vec<u8>,
+    limiter: Option<Arc<RateLimiter>>,
+    /// Set when the file could not be sent as advertised (shrank, or a read failed): the
+    /// attempt is then about the file, not the network.
+    pub file_problem: Option<FileProblem>,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug)]
+pub enum FileProblem {
+    Shrank,
+    Read(io::Error),
+}
+
+pub struct Part<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+impl MultipartBody {
+    #[allow(clippy::too_many_arguments)] // one argument per piece of the body
+    pub fn new(
+        boundary: String,
+        fields: &[Part<'_>],
+        file_field: &str,
+        filename: &[u8],
+        content_type: &str,
+        file: File,
+        file_len: u64,
+        limiter: Option<Arc<RateLimiter>>,
+    ) -> MultipartBody {
+        let mut head = Vec::new();
+        for p in fields {
+            head.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n",
+                    p.name
+                )
+                .as_bytes(),
+            );
+            head.extend_from_slice(p.value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"{}\"\r\n\
+                 Content-Type: {content_type}\r\n\r\n",
+                encode_filename(filename)
+            )
+            .as_bytes(),
+        );
+        let tail = format!("\r\n--{boundary}--\r\n").into_bytes();
+        MultipartBody {
+            boundary,
+            head,
+            file,
+            file_len,
+            tail,
+            limiter,
+            file_problem: None,
+            bytes_written: 0,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.head.len() as u64 + self.file_len + self.tail.len() as u64
+    }
+}
+
+pub(super) const COPY_CHUNK: usize = 64 * 1024;
+
+impl Body for MultipartBody {
+    fn kind(&mut self) -> io::Result<BodyKind> {
+        Ok(BodyKind::KnownLength(self.len()))
+    }
+
+    fn content_type(&mut self) -> io::Result<Option<String>> {
+        Ok(Some(format!(
+            "multipart/form-data; boundary={}",
+            self.boundary
+        )))
+    }
+
+    fn write<W: Write>(&mut self, mut w: W) -> io::Result<()> {
+        // write() runs again if attohttpc retries after a redirect: start from the top.
+        self.bytes_written = 0;
+        self.file.seek(SeekFrom::Start(0)).inspect_err(|_| {})?;
+        w.write_all(&self.head)?;
+        self.bytes_written += self.head.len() as u64;
+        let mut buf = vec![0u8; COPY_CHUNK];
+        let mut left = self.file_len;
+        while left > 0 {
+            let want = (left as usize).min(COPY_CHUNK);
+            let n = match self.file.read(&mut buf[..want]) {
+                Ok(0) => {
+                    self.file_problem = Some(FileProblem::Shrank);
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while uploading",
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.file_problem = Some(FileProblem::Read(e));
+                    return Err(io::Error::other(msg));
+                }
+            };
+            if let Some(l) = &self.limiter {
+                l.take(n);
+            }
+            w.write_all(&buf[..n])?;
+            self.bytes_written += n as u64;
+            left -= n as u64;
+        }
+        w.write_all(&self.tail)?;
+        self.bytes_written += self.tail.len() as u64;
+        Ok(())
+    }
+}
+
+/// A fresh multipart boundary: 128 bits from the clock, the process and a counter, hashed.
+/// It cannot collide with file content by accident.
+pub(super) fn boundary() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = Sha256::new();
+    h.update(std::process::id().to_be_bytes());
+    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    h.update(format!("{:?}", Instant::now()).as_bytes());
+    h.update(
+        OffsetDateTime::now_utc()
+            .unix_timestamp_nanos()
+            .to_be_bytes(),
+    );
+    format!("sega-{}", &hex(&h.finalize())[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_are_percent_encoded_only_where_needed() {
+        assert_eq!(encode_filename(b"IMG_0001.jpg"), "IMG_0001.jpg");
+        assert_eq!(encode_filename("사진 1.jpg".as_bytes()), "사진 1.jpg");
+        assert_eq!(encode_filename(b"a\"b.jpg"), "a%22b.jpg");
+        assert_eq!(encode_filename(b"a\r\nb.jpg"), "a%0D%0Ab.jpg");
+        assert_eq!(encode_filename(b"100%.jpg"), "100%25.jpg");
+        assert_eq!(encode_filename(b"a\\.jpg"), "a%5C.jpg");
+        assert_eq!(encode_filename(b"\xbb\xe7\xc1\xf8.jpg"), "%BB%E7%C1%F8.jpg");
+    }
+
+    #[test]
+    fn idempotency_key_depends_on_every_field() {
+        let v = Version {
+            size: 10,
+            mtime_ns: 5,
+        };
+        let base = idempotency_key("s", "Sega_1", "2026-11-26", b"a.jpg", v);
+        assert_eq!(base.len(), 64);
+        assert_eq!(
+            base,
+            idempotency_key("s", "Sega_1", "2026-11-26", b"a.jpg", v)
+        );
+        assert_ne!(
+            base,
+            idempotency_key("t", "Sega_1", "2026-11-26", b"a.jpg", v)
+        );
+        assert_ne!(
+            base,
+            idempotency_key("s", "Sega_2", "2026-11-26", b"a.jpg", v)
+        );
+        assert_ne!(
+            base,
+            idempotency_key("s", "Sega_1", "2026-11-27", b"a.jpg", v)
+        );
+        assert_ne!(
+            base,
+            idempotency_key("s", "Sega_1", "2026-11-26", b"b.jpg", v)
+        );
+        assert_ne!(
+            base,
+            idempotency_key(
+                "s",
+                "Sega_1",
+                "2026-11-26",
+                b"a.jpg",
+                Version {
+                    size: 11,
+                    mtime_ns: 5
+                }
+            )
+        );
+        assert_ne!(
+            base,
+            idempotency_key(
+                "s",
+                "Sega_1",
+                "2026-11-26",
+                b"a.jpg",
+                Version {
+                    size: 10,
+                    mtime_ns: 6
+                }
+            )
+        );
+        // Length prefixes: moving a byte between fields changes the key.
+        assert_ne!(
+            idempotency_key("ab", "c", "d", b"e", v),
+            idempotency_key("a", "bc", "d", b"e", v)
+        );
+    }
+
+    #[test]
+    fn the_body_has_fields_in_order_then_the_streamed_file_and_an_exact_length() {
+        let dir = std::env::temp_dir().join(format!("sega-body-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        std::fs::write(&path, b"\xff\xd8\xffDATA\r\n--not-a-boundary\xff\xd9").unwrap();
+        let file = File::open(&path).unwrap();
+        let fields = [
+            Part {
+                name: "folder",
+                value: "Sega_1",
+            },
+            Part {
+                name: "date",
+                value: "2026-11-26",
+            },
+        ];
+        let mut body = MultipartBody::new(
+            "BOUND".into(),
+            &fields,
+            "file",
+            b"a\"b\n\xbb.jpg",
+            "image/jpeg",
+            file,
+            27,
+            None,
+        );
+        let mut out = Vec::new();
+        body.write(&mut out).unwrap();
+        assert!(matches!(body.kind().unwrap(), BodyKind::KnownLength(n) if n == out.len() as u64));
+        assert_eq!(
+            body.content_type().unwrap().unwrap(),
+            "multipart/form-data; boundary=BOUND"
+        );
+        let text = String::from_utf8_lossy(&out);
+        let expected_head = "--BOUND\r\nContent-Disposition: form-data; name=\"folder\"\r\n\r\nSega_1\r\n\
+                             --BOUND\r\nContent-Disposition: form-data; name=\"date\"\r\n\r\n2026-11-26\r\n\
+                             --BOUND\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a%22b%0A%BB.jpg\"\r\n\
+                             Content-Type: image/jpeg\r\n\r\n";
+        assert!(text.starts_with(expected_head), "{text}");
+        assert!(out.ends_with(b"\xff\xd9\r\n--BOUND--\r\n"));
+        // Written twice (a redirect would do that): the same bytes again.
+        let mut again = Vec::new();
+        body.write(&mut again).unwrap();
+        assert_eq!(again, out);
+        // The file shrinking under the upload is noticed, not sent short.
+        std::fs::write(&path, b"short").unwrap();
+        let mut body = MultipartBody::new(
+            "B".into(),
+            &[],
+            "file",
+            b"x.jpg",
+            "image/jpeg",
+            File::open(&path).unwrap(),
+            31,
+            None,
+        );
+        assert!(body.write(&mut Vec::new()).is_err());
+        assert!(matches!(body.file_problem, Some(FileProblem::Shrank)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,266 @@
+//! The send: the request with its headers and three timeouts (connect, read, and an overall
+//! one that grows with the file), the shared rate limit its body is streamed under, and the
+//! answer read back into a `Response`, at most `RESPONSE_CAP` of it.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use attohttpc::header::{HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use time::OffsetDateTime;
+
+use super::multipart::{
+    boundary, encode_filename, idempotency_key, FileProblem, MultipartBody, Part,
+};
+use super::{Item, RequestSettings, USER_AGENT};
+use crate::config::TemplateVars;
+use crate::layout::{self, Kind};
+use crate::work::{Outcome, Response, RESPONSE_CAP};
+
+/// Shared cap on the total upload rate (`upload.max_kib_s`) across workers: a token bucket
+/// holding at most one second of budget.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    pub fn new(bytes_per_sec: u64) -> RateLimiter {
+        RateLimiter {
+            rate: bytes_per_sec as f64,
+            state: Mutex::new((0.0, Instant::now())),
+        }
+    }
+
+    /// Blocks until `n` bytes may be sent.
+    pub(super) fn take(&self, n: usize) {
+        let wait = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let refill = now.duration_since(st.1).as_secs_f64() * self.rate;
+            st.0 = (st.0 + refill).min(self.rate) - n as f64;
+            st.1 = now;
+            if st.0 < 0.0 {
+                Duration::from_secs_f64(-st.0 / self.rate)
+            } else {
+                Duration::ZERO
+            }
+        };
+        if !wait.is_zero() {
+            thread::sleep(wait);
+        }
+    }
+}
+
+/// Builds and sends the request for one file (also used by `upload-test`).
+pub fn send(
+    settings: &RequestSettings,
+    f: &Item,
+    kind: Kind,
+    file: File,
+    size: u64,
+    limiter: Option<&Arc<RateLimiter>>,
+) -> Outcome {
+    let name_bytes = f.filename.as_bytes();
+    let filename_text = encode_filename(name_bytes);
+    let path_text = encode_filename(f.path.as_os_str().as_bytes());
+    let vars = TemplateVars {
+        folder: &f.folder,
+        date: &f.date,
+        filename: &filename_text,
+        path: &path_text,
+        size,
+    };
+    let rendered: Vec<(String, String)> = settings
+        .fields
+        .iter()
+        .map(|(k, t)| (k.clone(), t.render(&vars)))
+        .collect();
+    let parts: Vec<Part<'_>> = rendered
+        .iter()
+        .map(|(k, v)| Part { name: k, value: v })
+        .collect();
+    let body = MultipartBody::new(
+        boundary(),
+        &parts,
+        &settings.file_field,
+        name_bytes,
+        layout::content_type(kind),
+        file,
+        size,
+        limiter.cloned(),
+    );
+    let key = idempotency_key(&settings.scope, &f.folder, &f.date, name_bytes, f.version);
+    let mut builder = attohttpc::post(settings.url.expose())
+        .follow_redirects(false)
+        .proxy_settings(attohttpc::ProxySettings::builder().build())
+        .connect_timeout(settings.connect_timeout)
+        .read_timeout(settings.timeout)
+        .timeout(settings.overall_timeout(size))
+        .header(attohttpc::header::USER_AGENT, USER_AGENT);
+    for (k, v) in &settings.headers {
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v.expose()),
+        ) {
+            (Ok(k), Ok(v)) => builder = builder.header_append(k, v),
+            // config validation rejects these; never send a half-configured request.
+            _ => return Outcome::Transport(format!("header {k} is not valid HTTP")),
+        }
+    }
+    builder = builder.header("Idempotency-Key", key.as_str());
+    let mut prepared = match builder.body(body).try_prepare() {
+        Ok(p) => p,
+        Err(e) => return Outcome::Transport(format!("preparing request: {e}")),
+    };
+    let result = prepared.send();
+    let body = prepared.body();
+    if let Some(problem) = &body.file_problem {
+        return match problem {
+            FileProblem::Shrank => Outcome::Shrank,
+            FileProblem::Read(e) => {
+                Outcome::Unreadable(format!("reading: {}", crate::error::describe_io(e)))
+            }
+        };
+    }
+    match result {
+        Ok(resp) => read_response(resp),
+        Err(e) => Outcome::Transport(describe_http_error(&e)),
+    }
+}
+
+/// The answer to a request. An interim 1xx is read past to the final answer (attohttpc
+/// takes the first status line for the answer); a stream that holds none is a transport
+/// problem, never an answer.
+fn read_response(resp: attohttpc::Response) -> Outcome {
+    let (status, headers, reader) = resp.split();
+    let status = status.as_u16();
+    if (100..200).contains(&status) {
+        return match crate::interim::final_answer(reader) {
+            Ok(f) => Outcome::Answered(answer(f.status, f.headers, f.body)),
+            Err(e) => Outcome::Transport(format!(
+                "interim answer HTTP {status}, then {}",
+                crate::error::describe_io(&e)
+            )),
+        };
+    }
+    let headers = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    Outcome::Answered(answer(status, headers, reader))
+}
+
+fn answer(status: u16, headers: Vec<(String, String)>, body: impl Read) -> Response {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let retry_after = header(RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v));
+    let location = header(LOCATION.as_str());
+    let mut raw = Vec::new();
+    // Only the first 64 KiB are kept; the rest is never read (dropping the reader closes
+    // the connection), so a 5 MB answer costs no memory.
+    let body_error = body
+        .take(RESPONSE_CAP as u64)
+        .read_to_end(&mut raw)
+        .err()
+        .map(|e| e.to_string());
+    let json = serde_json::from_slice::<serde_json::Value>(&raw).is_ok();
+    let body = capped_text(&raw);
+    Response {
+        status,
+        json: json.then(|| body.clone()),
+        headers,
+        body,
+        retry_after,
+        location,
+        body_error,
+    }
+}
+
+/// The answer's bytes as stored text: invalid UTF-8 becomes U+FFFD, which takes 3 bytes
+/// for each bad byte, so the cap applies again to the text (at a character boundary):
+/// a binary answer is stored as at most `RESPONSE_CAP` bytes, like any other.
+fn capped_text(raw: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(raw).into_owned();
+    if text.len() > RESPONSE_CAP {
+        let mut end = RESPONSE_CAP;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(v, fmt).ok()?.assume_utc();
+    let d = at - OffsetDateTime::now_utc();
+    Some(d.try_into().unwrap_or(Duration::ZERO))
+}
+
+/// attohttpc's errors, said plainly ("connection refused", "timed out").
+fn describe_http_error(e: &attohttpc::Error) -> String {
+    match e.kind() {
+        attohttpc::ErrorKind::Io(io) => match io.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".into(),
+            // The packaged unit allows only the loopback and the default endpoint.
+            _ if io.raw_os_error() == Some(libc::EPERM) => format!(
+                "{} (blocked by the service's sandbox? another endpoint needs an IPAddressAllow= drop-in, see sega-uploader(8))",
+                crate::error::describe_io(io)
+            ),
+            _ => crate::error::describe_io(io),
+        },
+        _ => e
+            .to_string()
+            .chars()
+            .take(300)
+            .collect::<String>()
+            .replace('\n', " "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_answer_is_stored_within_the_cap() {
+        let raw = vec![0xffu8; RESPONSE_CAP];
+        let text = capped_text(&raw);
+        assert!(text.len() <= RESPONSE_CAP, "{}", text.len());
+        assert!(text.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+        assert_eq!(capped_text(b"{\"ok\":true}"), "{\"ok\":true}");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}
