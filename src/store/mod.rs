@@ -2,8 +2,8 @@
 //! operations (record, claim, complete, requeue, prune, and the queries behind the operator
 //! commands). Nothing outside this module writes SQL.
 //!
-//! Two implementations of [`Ledger`]: SQLite (`sqlite.rs`, the embedded default, one host)
-//! and PostgreSQL (`postgres.rs`, behind the `postgres` cargo feature: one ledger shared by
+//! Two implementations of [`Ledger`]: SQLite (`sqlite/`, the embedded default, one host)
+//! and PostgreSQL (`postgres/`, behind the `postgres` cargo feature: one ledger shared by
 //! many hosts). [`open`] picks one from the config and takes the daemon's lock the way that
 //! backend does it: a lock file next to the SQLite database, an advisory lock per
 //! (scope, host) in PostgreSQL.

@@ -120,7 +120,7 @@ impl Store {
 /// trait's, so these calls route, they do not recurse.
 impl Ledger for Store {
     fn describe(&self) -> String {
-        format!("database {}", self.path.shown())
+        format!("SQLite database {}", self.path.shown())
     }
 
     fn watch_files(&mut self) -> Result<()> {
