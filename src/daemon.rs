@@ -90,7 +90,7 @@ where
                 result: Ok(result),
             });
         })
-        .map_err(|e| Error::Other(format!("starting thread {name}: {e}")))
+        .map_err(|e| Error::system(format!("starting thread {name}"), e))
 }
 
 pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
@@ -139,7 +139,7 @@ pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
     let alerts = match &config.alerts.webhook_url {
         Some(url) => Alerts::spawn(url.clone(), config.alerts.after, clock.clone())
             .map(|(a, _)| a)
-            .map_err(|e| Error::Other(format!("starting thread alerts: {e}")))?,
+            .map_err(|e| Error::system("starting thread alerts", e))?,
         None => Alerts::disabled(),
     };
     // Rescan requests (inotify overflow, database recovered) go to the ticker; a few can
@@ -355,7 +355,7 @@ pub fn pipeline(
         clock.clone(),
         pool.clone(),
     )
-    .map_err(|e| Error::Other(format!("starting upload workers: {e}")))?;
+    .map_err(|e| Error::system("starting upload workers", e))?;
     let owner = Owner::new(
         store,
         clock.clone(),
@@ -397,7 +397,7 @@ fn thread_died(exit: Option<Exit>) -> i32 {
 /// SIGTERM, SIGINT and SIGHUP, forwarded into a channel by a thread of their own.
 fn spawn_signals() -> Result<Receiver<i32>> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| Error::Other(format!("installing signal handlers: {e}")))?;
+        .map_err(|e| Error::system("installing signal handlers", e))?;
     let (tx, rx) = unbounded();
     thread::Builder::new()
         .name("signals".into())
@@ -408,7 +408,7 @@ fn spawn_signals() -> Result<Receiver<i32>> {
                 }
             }
         })
-        .map_err(|e| Error::Other(format!("starting thread signals: {e}")))?;
+        .map_err(|e| Error::system("starting thread signals", e))?;
     Ok(rx)
 }
 

@@ -29,6 +29,9 @@ pub enum Error {
         what: &'static str,
         source: io::Error,
     },
+    /// The system refused something the process needs to run at all: a thread, the signal
+    /// handlers, an inotify instance.
+    System { what: String, source: io::Error },
     /// A database operation failed.
     Db {
         what: String,
@@ -41,16 +44,37 @@ pub enum Error {
     /// connection or the server.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     PgRefused { what: String, msg: String },
-    /// The database belongs to a newer version, is corrupt, or is not ours.
-    DbState { path: PathBuf, msg: String },
-    /// The database's files were deleted or replaced under the running daemon.
-    LedgerFilesLost { path: PathBuf, msg: String },
+    /// The ledger as a whole cannot be used as it is (`ledger` names it: "database PATH",
+    /// "PostgreSQL database NAME on HOST"); `state` says why, for the callers that decide
+    /// on it, `msg` says it to the operator.
+    Ledger {
+        ledger: String,
+        state: LedgerState,
+        msg: String,
+    },
     /// Another process holds `<database>.lock`.
     Locked { lock: PathBuf, holder: String },
-    /// Something else that stops the command, already worded for the operator.
+    /// Something else that stops the command, already worded for the operator; no caller
+    /// decides anything on it.
     Other(String),
     /// A usage error of the Nagios plugin (`check`): UNKNOWN, exit 3.
     Plugin(String),
+}
+
+/// Why a ledger cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerState {
+    /// The file is damaged or not a database at all: waiting does not fix it.
+    Corrupt,
+    /// Its content or its files (a `-wal`) were lost, before a start or under the running
+    /// daemon: never a silent fresh start.
+    Lost,
+    /// Another program's tables, or no schema version: not ours to touch.
+    Foreign,
+    /// A schema newer than this build understands.
+    Newer,
+    /// Missing, empty, or not writable by this user: the operator's to fix.
+    Unusable,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -62,6 +86,27 @@ impl Error {
             what,
             source,
         }
+    }
+
+    pub fn system(what: impl Into<String>, source: io::Error) -> Error {
+        Error::System {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// A ledger that cannot be used: see [`LedgerState`].
+    pub fn ledger(ledger: impl Into<String>, state: LedgerState, msg: impl Into<String>) -> Error {
+        Error::Ledger {
+            ledger: ledger.into(),
+            state,
+            msg: msg.into(),
+        }
+    }
+
+    /// The SQLite ledger at `path` cannot be used.
+    pub fn sqlite_state(path: &Path, state: LedgerState, msg: impl Into<String>) -> Error {
+        Error::ledger(format!("database {}", path.shown()), state, msg)
     }
 
     pub fn db(what: impl Into<String>, source: rusqlite::Error) -> Error {
@@ -81,8 +126,9 @@ impl Error {
                     Some(DatabaseCorrupt) | Some(NotADatabase)
                 )
             }
-            Error::DbState { msg, .. } => msg.contains("corrupt"),
-            Error::LedgerFilesLost { .. } => true,
+            Error::Ledger { state, .. } => {
+                matches!(state, LedgerState::Corrupt | LedgerState::Lost)
+            }
             _ => false,
         }
     }
@@ -122,9 +168,8 @@ impl fmt::Display for Error {
             Error::Pg { what, msg } | Error::PgRefused { what, msg } => {
                 write!(f, "{what}: {msg}")
             }
-            Error::DbState { path, msg } | Error::LedgerFilesLost { path, msg } => {
-                write!(f, "database {}: {msg}", path.shown())
-            }
+            Error::System { what, source } => write!(f, "{what}: {}", describe_io(source)),
+            Error::Ledger { ledger, msg, .. } => write!(f, "{ledger}: {msg}"),
             Error::Locked { lock, holder } => write!(
                 f,
                 "another sega-uploader ({holder}) holds {}: only one daemon may use a database",
@@ -135,7 +180,20 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+/// `Display` is the whole sentence an operator reads, the cause included and worded for them
+/// ("permission denied", not "Permission denied (os error 13)"); `source()` hands the typed
+/// cause to code that decides on it. So a printer shows `Display` alone and does not walk the
+/// chain, or the cause would be said twice.
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(e) => Some(e),
+            Error::Io { source, .. } | Error::System { source, .. } => Some(source),
+            Error::Db { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Error {
@@ -176,5 +234,36 @@ mod tests {
             "opening database /var/lib/sega/x.db: permission denied"
         );
         assert_eq!(e.exit_code(), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn callers_decide_on_the_ledgers_state_not_on_its_words() {
+        let path = Path::new("/var/lib/sega/x.db");
+        let corrupt = Error::sqlite_state(path, LedgerState::Corrupt, "is damaged");
+        assert!(corrupt.is_corrupt());
+        assert_eq!(
+            corrupt.to_string(),
+            "database /var/lib/sega/x.db: is damaged"
+        );
+        assert!(Error::sqlite_state(path, LedgerState::Lost, "lost its -wal").is_corrupt());
+        // The words alone decide nothing.
+        let foreign = Error::sqlite_state(path, LedgerState::Foreign, "corrupt-looking words");
+        assert!(!foreign.is_corrupt());
+        assert!(!Error::Other("database is corrupt".into()).is_corrupt());
+    }
+
+    #[test]
+    fn the_cause_is_there_for_code_and_said_once_to_people() {
+        use std::error::Error as _;
+        let e = Error::system(
+            "starting thread db",
+            io::Error::from_raw_os_error(libc::EAGAIN),
+        );
+        assert_eq!(
+            e.to_string(),
+            "starting thread db: resource temporarily unavailable"
+        );
+        let cause = e.source().and_then(|c| c.downcast_ref::<io::Error>());
+        assert_eq!(cause.and_then(io::Error::raw_os_error), Some(libc::EAGAIN));
     }
 }

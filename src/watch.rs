@@ -136,10 +136,10 @@ impl Watcher {
         live: Arc<Live>,
     ) -> Result<Watcher> {
         let inotify = Inotify::init().map_err(|e| {
-            Error::Other(format!(
-                "cannot start inotify: {} (too many inotify instances? raise fs.inotify.max_user_instances)",
-                describe_io(&e)
-            ))
+            Error::system(
+                "cannot start inotify (too many inotify instances? raise fs.inotify.max_user_instances)",
+                e,
+            )
         })?;
         let window = Window::new(clock.today_local(), config.watch.lookback_days);
         Ok(Watcher {
@@ -246,12 +246,7 @@ impl Watcher {
                 Ok(ev) => ev,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::Other(format!(
-                        "reading inotify events: {}",
-                        describe_io(&e)
-                    )))
-                }
+                Err(e) => return Err(Error::system("reading inotify events", e)),
             };
             let mut got = false;
             let owned: Vec<(i32, EventMask, Option<OsString>)> = events

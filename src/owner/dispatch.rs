@@ -101,7 +101,7 @@ impl Owner {
         };
         let claimed = match claimed {
             Ok(c) => c,
-            Err(e) => return self.trouble(&e),
+            Err(e) => return self.trouble(e),
         };
         if claimed.len() < free && matches!(self.mode, Mode::Daemon) {
             self.maybe_due = false;
@@ -117,7 +117,7 @@ impl Owner {
                         t
                     }
                 }),
-                Err(e) => return self.trouble(&e),
+                Err(e) => return self.trouble(e),
             };
         }
         if probe {
@@ -206,7 +206,7 @@ impl Owner {
         let now = self.now();
         match self.store.unclaim(ids, &now) {
             Ok(()) => self.maybe_due = true,
-            Err(e) => self.trouble(&e),
+            Err(e) => self.trouble(e),
         }
     }
 }

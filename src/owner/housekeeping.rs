@@ -65,7 +65,7 @@ impl Owner {
                 let now = self.now();
                 match self.store.set_state(&[("heartbeat", now.clone())], &now) {
                     Ok(()) => self.recovered(),
-                    Err(e) => self.trouble(&e),
+                    Err(e) => self.trouble(e),
                 }
             }
         }
@@ -92,13 +92,13 @@ impl Owner {
             &[("heartbeat", now.clone()), ("endpoint", endpoint.into())],
             &now,
         ) {
-            return self.trouble(&e);
+            return self.trouble(e);
         }
         // A host of a shared ledger that died holding claims: its rows become ours to send.
         match self.store.take_over_stale(&now) {
             Ok(0) => {}
             Ok(_) => self.maybe_due = true,
-            Err(e) => return self.trouble(&e),
+            Err(e) => return self.trouble(e),
         }
         self.publish();
         self.write_metrics();
@@ -126,7 +126,7 @@ impl Owner {
             Ok(d) => d
                 .as_deref()
                 .and_then(|d| layout::parse_date_dir(d.as_ref())),
-            Err(e) => return self.trouble(&e),
+            Err(e) => return self.trouble(e),
         };
         let reference = newest.map_or(today, |n| n.min(today));
         let cutoff = reference - time::Duration::days(i64::from(self.policy.keep_days));
@@ -136,7 +136,7 @@ impl Owner {
                 "pruned {n} row(s) of date folders before {} (finished ones only)",
                 layout::format_date(cutoff)
             ),
-            Err(e) => return self.trouble(&e),
+            Err(e) => return self.trouble(e),
         }
         self.last_prune_day = Some(today);
     }
@@ -152,7 +152,7 @@ impl Owner {
                 .set_state(&[("unwatched_dirs", unwatched.to_string())], &now)
             {
                 Ok(()) => self.unwatched_written = Some(unwatched),
-                Err(e) => return self.trouble(&e),
+                Err(e) => return self.trouble(e),
             }
         }
         let local = self.clock.now_local();
@@ -160,12 +160,12 @@ impl Owner {
             let midnight = format_ts(local.replace_time(time::Time::MIDNIGHT));
             match self.store.uploaded_since(&midnight) {
                 Ok(n) => self.uploaded_today = (Some(local.date()), n),
-                Err(e) => return self.trouble(&e),
+                Err(e) => return self.trouble(e),
             }
         }
         let (pending, oldest) = match self.store.queue_overview() {
             Ok(x) => x,
-            Err(e) => return self.trouble(&e),
+            Err(e) => return self.trouble(e),
         };
         let oldest_age = oldest
             .as_deref()
@@ -196,7 +196,7 @@ impl Owner {
         };
         let files = match self.store.counts() {
             Ok(f) => f,
-            Err(e) => return self.trouble(&e),
+            Err(e) => return self.trouble(e),
         };
         let oldest_pending_age = self
             .store

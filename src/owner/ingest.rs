@@ -28,7 +28,7 @@ impl Owner {
                     .collect();
                 let known = match self.store.known_among(&folder, &date, &listed) {
                     Ok(k) => k,
-                    Err(e) => return self.trouble(&e),
+                    Err(e) => return self.trouble(e),
                 };
                 let mut known = known.into_iter();
                 let now_t = self.clock.now_utc();
@@ -72,7 +72,7 @@ impl Owner {
                     self.maybe_due = true;
                 }
                 Ok(false) => {}
-                Err(e) => self.trouble(&e),
+                Err(e) => self.trouble(e),
             },
             Input::ScanFinished { files, took } => {
                 log::debug!("rescan: {files} candidate(s) in {}", human_duration(took));
@@ -104,7 +104,7 @@ impl Owner {
                 }
             }
             // Not lost: the next rescan finds these files again and records them.
-            Err(e) => self.trouble(&e),
+            Err(e) => self.trouble(e),
         }
     }
 

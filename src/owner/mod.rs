@@ -286,7 +286,10 @@ impl Owner {
         loop {
             if let Some(e) = self.fatal.take() {
                 match e {
-                    crate::error::Error::LedgerFilesLost { .. } => log::error!("{e}"),
+                    crate::error::Error::Ledger {
+                        state: crate::error::LedgerState::Lost,
+                        ..
+                    } => log::error!("{e}"),
                     _ => log::error!("the database file is damaged: stopping (restore a backup, or move it aside: the next scan re-finds every image on disk)"),
                 }
                 return Err(e);
@@ -431,10 +434,9 @@ impl Owner {
         wait.max(Duration::from_millis(1))
     }
 
-    fn trouble(&mut self, e: &crate::error::Error) {
-        if e.is_corrupt() && self.fatal.is_none() {
-            self.fatal = Some(crate::error::Error::Other(e.to_string()));
-        }
+    /// A database operation failed: hold on and retry, unless the database itself is
+    /// damaged, which stops the owner (with this very error, kept for the caller).
+    fn trouble(&mut self, e: crate::error::Error) {
         if self.db_trouble.is_none() {
             log::warn!(
                 "database trouble: {e}; holding results in memory and retrying (files not yet recorded are found again by the next rescan)"
@@ -443,6 +445,9 @@ impl Owner {
             self.live.queue().db_trouble = Some(e.to_string());
         } else {
             log::debug!("database still in trouble: {e}");
+        }
+        if e.is_corrupt() && self.fatal.is_none() {
+            self.fatal = Some(e);
         }
     }
 

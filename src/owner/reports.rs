@@ -206,7 +206,7 @@ impl Owner {
                         ),
                         Err(e) => {
                             self.unsaved.push(c);
-                            self.trouble(&e);
+                            self.trouble(e);
                         }
                     }
                 }
@@ -222,7 +222,7 @@ impl Owner {
                 );
                 self.unsaved.clear();
             }
-            Err(e) => self.trouble(&e),
+            Err(e) => self.trouble(e),
         }
     }
 
@@ -261,7 +261,7 @@ impl Owner {
                 log::info!("{n} file(s) that failed during the outage are due now")
             }
             Ok(_) => {}
-            Err(e) => self.trouble(&e),
+            Err(e) => self.trouble(e),
         }
         let _ = self.store.set_state(
             &[

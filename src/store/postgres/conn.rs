@@ -304,6 +304,14 @@ impl PgStore {
                     msg: message(&e),
                 })
             }
+            // Migrations say what is wrong with the database; the name is known here.
+            Err(Fail::Other(Error::Ledger { state, msg, .. })) => {
+                return Err(Error::ledger(
+                    format!("PostgreSQL database {db} on {place}"),
+                    state,
+                    msg,
+                ))
+            }
             Err(Fail::Other(e)) => {
                 return Err(Error::Pg {
                     what: format!("PostgreSQL database {db} on {place}"),

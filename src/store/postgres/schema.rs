@@ -9,7 +9,7 @@ use diesel::sql_types::{BigInt, Integer};
 
 use super::conn::{Fail, Q};
 use super::{Count, Flag};
-use crate::error::Error;
+use crate::error::{Error, LedgerState};
 
 /// The schema version this build writes (`schema_version.version`).
 pub const SCHEMA_VERSION: i64 = 2;
@@ -114,19 +114,24 @@ pub(super) fn migrate(c: &mut PgConnection) -> Q<()> {
                 .get_result::<Flag>(c)?
                 .b;
             if foreign {
-                return Err(Fail::Other(Error::Other(
-                    "has a `files` table but no sega-uploader schema version: not our database"
-                        .into(),
+                return Err(Fail::Other(Error::ledger(
+                    "",
+                    LedgerState::Foreign,
+                    "has a `files` table but no sega-uploader schema version: not our database",
                 )));
             }
             0
         };
         if version > SCHEMA_VERSION {
-            return Err(Fail::Other(Error::Other(format!(
-                "has schema version {version}, newer than this sega-uploader understands \
+            return Err(Fail::Other(Error::ledger(
+                "",
+                LedgerState::Newer,
+                format!(
+                    "has schema version {version}, newer than this sega-uploader understands \
                  ({SCHEMA_VERSION}): upgrade sega-uploader on this host instead of downgrading \
                  the database"
-            ))));
+                ),
+            )));
         }
         for step in MIGRATIONS.iter().skip(version as usize) {
             c.batch_execute(step)?;

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::schema::{newer_schema, SCHEMA_VERSION};
 use super::{FileId, Store};
-use crate::error::{Error, Result};
+use crate::error::{Error, LedgerState, Result};
 use crate::layout::Show;
 
 /// `<database>-wal`.
@@ -42,11 +42,11 @@ impl Store {
         // SQLite quietly opens a write-protected file read-only; the daemon would then fail
         // at its first write. Say so now, naming the file.
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
-            return Err(Error::DbState {
-                path: path.to_path_buf(),
-                msg: "is not writable by this user (check its owner and mode, and its directory's)"
-                    .into(),
-            });
+            return Err(Error::sqlite_state(
+                path,
+                LedgerState::Unusable,
+                "is not writable by this user (check its owner and mode, and its directory's)",
+            ));
         }
         // Every write transaction takes the write lock at BEGIN: a deferred one that reads
         // first and upgrades later gets SQLITE_BUSY at once (no busy wait) when another
@@ -90,9 +90,10 @@ impl Store {
                 )
                 .map_err(|e| open_error(path, e))?;
             if tables == 0 {
-                return Err(Error::DbState {
-                    path: path.to_path_buf(),
-                    msg: format!(
+                return Err(Error::sqlite_state(
+                    path,
+                    LedgerState::Lost,
+                    format!(
                         "has no tables, but {} shows a ledger was set up here on {since}: its \
                          content is lost (a deleted -wal file?). Not starting afresh: restore a \
                          backup, or remove {} to start a new ledger (every image in the window \
@@ -100,7 +101,7 @@ impl Store {
                         lock.shown(),
                         lock.shown()
                     ),
-                });
+                ));
             }
             Ok(())
         };
@@ -113,10 +114,11 @@ impl Store {
     /// daemon runs; says clearly when there is no database yet.
     pub fn open_read_only(path: &Path) -> Result<Store> {
         if !path.exists() {
-            return Err(Error::DbState {
-                path: path.to_path_buf(),
-                msg: "does not exist yet (has the daemon or a scan run with this config?)".into(),
-            });
+            return Err(Error::sqlite_state(
+                path,
+                LedgerState::Unusable,
+                "does not exist yet (has the daemon or a scan run with this config?)",
+            ));
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
@@ -128,10 +130,11 @@ impl Store {
         store.configure(true)?;
         let version = store.user_version()?;
         if version == 0 {
-            return Err(Error::DbState {
-                path: path.to_path_buf(),
-                msg: "is empty: not yet initialised by sega-uploader".into(),
-            });
+            return Err(Error::sqlite_state(
+                path,
+                LedgerState::Unusable,
+                "is empty: not yet initialised by sega-uploader",
+            ));
         }
         if version > SCHEMA_VERSION {
             return Err(newer_schema(path, version));
@@ -213,14 +216,15 @@ impl Store {
             })
             .map(|busy| busy == 0)
             .unwrap_or(false);
-        Err(Error::LedgerFilesLost {
-            path: self.path.clone(),
-            msg: if saved {
+        Err(Error::sqlite_state(
+            &self.path,
+            LedgerState::Lost,
+            if saved {
                 format!("{problem} while the daemon ran: what it held was saved into the database (checkpoint); stopping, so that the next start opens a new write-ahead log")
             } else {
                 format!("{problem} while the daemon ran, and what it held could not be saved into the database: stopping; the next start refuses a database that lost its schema rather than start afresh")
             },
-        })
+        ))
     }
 }
 
@@ -228,24 +232,26 @@ impl Store {
 /// treat a corrupt file as a fresh start.
 pub(super) fn open_error(path: &Path, e: rusqlite::Error) -> Error {
     use rusqlite::ErrorCode;
-    let msg = match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+    let (state, msg) = match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => (
+            LedgerState::Corrupt,
             "is corrupt or not an SQLite database; it was left untouched. Move it aside (the next \
              scan re-finds every image on disk) or restore a backup"
-                .to_string()
-        }
-        Some(ErrorCode::CannotOpen) => format!(
-            "cannot be opened (does its directory exist and is it writable by this user?): {e}"
+                .to_string(),
         ),
-        Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => {
-            format!("is not writable by this user: {e}")
-        }
+        Some(ErrorCode::CannotOpen) => (
+            LedgerState::Unusable,
+            format!(
+                "cannot be opened (does its directory exist and is it writable by this user?): {e}"
+            ),
+        ),
+        Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => (
+            LedgerState::Unusable,
+            format!("is not writable by this user: {e}"),
+        ),
         _ => return Error::db(format!("opening database {}", path.shown()), e),
     };
-    Error::DbState {
-        path: path.to_path_buf(),
-        msg,
-    }
+    Error::sqlite_state(path, state, msg)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::open::open_error;
 use super::Store;
-use crate::error::{Error, Result};
+use crate::error::{Error, LedgerState, Result};
 use crate::layout::Show;
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -115,12 +115,11 @@ impl Store {
                 )
                 .map_err(|e| open_error(&path, e))?;
             if dangling > 0 {
-                return Err(Error::DbState {
-                    path,
-                    msg: format!(
-                        "has {dangling} upload result(s) of missing files after migrating"
-                    ),
-                });
+                return Err(Error::sqlite_state(
+                    &path,
+                    LedgerState::Corrupt,
+                    format!("has {dangling} upload result(s) of missing files after migrating"),
+                ));
             }
         }
         self.conn
@@ -149,10 +148,11 @@ impl Store {
                 )
                 .map_err(|e| open_error(&path, e))?;
             if tables > 0 {
-                return Err(Error::DbState {
-                    path,
-                    msg: "has tables but no sega-uploader schema version: not our database".into(),
-                });
+                return Err(Error::sqlite_state(
+                    &path,
+                    LedgerState::Foreign,
+                    "has tables but no sega-uploader schema version: not our database",
+                ));
             }
         }
         for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -171,13 +171,14 @@ impl Store {
 }
 
 pub(super) fn newer_schema(path: &Path, version: i64) -> Error {
-    Error::DbState {
-        path: path.to_path_buf(),
-        msg: format!(
+    Error::sqlite_state(
+        path,
+        LedgerState::Newer,
+        format!(
             "has schema version {version}, newer than this sega-uploader understands ({SCHEMA_VERSION}): \
              upgrade sega-uploader instead of downgrading the database"
         ),
-    }
+    )
 }
 
 #[cfg(test)]
