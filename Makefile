@@ -42,6 +42,9 @@ lint: test-deps
 	@# lives in work.rs and identity.rs, and the owner maps between them.
 	@if grep -rn --include='*.rs' 'crate::store' src/upload* src/watch*; then \
 	    echo "lint: upload and watch import nothing from store (the ledger); see src/work.rs"; exit 1; fi
+	@# The watcher talks to the owner only, never to the upload workers (docs/ARCHITECTURE.md).
+	@if grep -rn --include='*.rs' 'crate::upload' src/watch*; then \
+	    echo "lint: watch imports nothing from upload: it tells the owner, the owner hands out jobs"; exit 1; fi
 	@# No import cycles between the modules of src/ (STYLE.md, "No cycles").
 	@scripts/modgraph.sh >/dev/null
 	$(CARGO) fmt --all -- --check
