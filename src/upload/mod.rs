@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Template};
 use crate::layout::{self, Content, OpenError, Show, Target, Version};
 use crate::secret::Secret;
+use crate::timestamp::Timestamp;
 use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Sent};
 
 mod multipart;
@@ -111,7 +112,7 @@ pub struct Job {
     /// What the request carries.
     pub file: Item,
     /// When the file was first found still being written (no end-of-image marker), if it was.
-    pub incomplete_since: Option<String>,
+    pub incomplete_since: Option<Timestamp>,
     /// Where the file is, checked by the owner against the rules and the config in force.
     pub target: Target,
     /// A probe during an endpoint outage: its failure does not count toward max_attempts.
@@ -211,11 +212,7 @@ fn attempt(
         Ok(Content::NotAnImage) => return Outcome::NotAnImage,
         Ok(Content::Incomplete) => {
             let now = clock.now_utc();
-            let since = job
-                .incomplete_since
-                .as_deref()
-                .and_then(crate::clock::parse_ts)
-                .unwrap_or(now);
+            let since = job.incomplete_since.map_or(now, Timestamp::utc);
             if now - since < job.settings.incomplete_max_wait {
                 return Outcome::Incomplete { since };
             }
