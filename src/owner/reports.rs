@@ -233,7 +233,7 @@ impl Owner {
         self.live.queue().endpoint_down = Some((Duration::ZERO, error.to_owned()));
         log::warn!(
             "endpoint {} is down ({failures} consecutive failures from more than one file, last: {error}): pausing uploads, one probe every {} or longer",
-            self.settings.shown_url,
+            self.settings.endpoint.redacted(),
             human_duration(probe_wait)
         );
         self.take_back_queued();
