@@ -382,7 +382,8 @@ pub trait Ledger: Send {
     /// Rows uploaded at or after `since`.
     fn uploaded_since(&mut self, since: Timestamp) -> Result<i64>;
 
-    /// Row counts per (folder, status).
+    /// Row counts per (folder, status); a status this build does not know (a row written by
+    /// hand) is left out, so the daemon's metrics never fail on it.
     fn counts(&mut self) -> Result<Vec<(String, Status, i64)>>;
 
     /// Rows in any of `statuses` among the given dates (the one-shot scan's exit code).
