@@ -7,6 +7,8 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::store::Status;
+
 /// Upper bounds of the upload-duration histogram, in seconds.
 const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
@@ -39,7 +41,7 @@ impl Counters {
 #[derive(Debug, Default)]
 pub struct Snapshot<'a> {
     /// (folder, status, count)
-    pub files: &'a [(String, String, i64)],
+    pub files: &'a [(String, Status, i64)],
     pub counters: Counters,
     pub oldest_pending_age: Option<Duration>,
     pub endpoint_up: bool,
@@ -72,7 +74,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
             o,
             "sega_files{{folder=\"{}\",status=\"{}\"}} {n}",
             escape(folder),
-            escape(status)
+            escape(status.as_str())
         );
     }
     head(
@@ -208,8 +210,8 @@ mod tests {
     #[test]
     fn renders_valid_exposition_text() {
         let files = vec![
-            ("Sega_1".to_string(), "uploaded".to_string(), 3),
-            ("Se\"ga".to_string(), "pending".to_string(), 1),
+            ("Sega_1".to_string(), Status::Uploaded, 3),
+            ("Se\"ga".to_string(), Status::Pending, 1),
         ];
         let mut counters = Counters {
             success: 3,

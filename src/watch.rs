@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
-use crate::clock::{format_ts, Clock};
+use crate::clock::Clock;
 use crate::config::{Config, Folder};
 use crate::error::{describe_io, Error, Result};
 use crate::health::Beat;
@@ -39,6 +39,7 @@ use crate::layout::{self, display_name, EntryType, Version, Window};
 use crate::live::Live;
 use crate::owner::Input;
 use crate::scanner;
+use crate::timestamp::Timestamp;
 use crate::work::Observation;
 
 /// A filesystem type, as far as inotify is concerned.
@@ -379,7 +380,7 @@ impl Watcher {
                     date: date_name.to_string_lossy().into_owned(),
                     filename: name,
                     version,
-                    ready_at: format_ts(ready_at),
+                    ready_at: Timestamp::new(ready_at),
                     via_event: !created,
                 });
             }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::layout::Version;
+use crate::timestamp::Timestamp;
 
 /// A file seen on disk (by inotify or a scan) that passed the shape, name and type rules.
 #[derive(Debug, Clone)]
@@ -22,7 +23,7 @@ pub struct Observation {
     pub version: Version,
     /// When the row should first be tried: now for a file reported complete by
     /// IN_CLOSE_WRITE / IN_MOVED_TO, the settle time for one found by a scan.
-    pub ready_at: String,
+    pub ready_at: Timestamp,
     /// Found through an inotify completion event (makes a settling row due now).
     pub via_event: bool,
 }

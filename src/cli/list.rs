@@ -22,13 +22,13 @@ fn row_json(r: &FileRow) -> Value {
         "filename": display_name(&r.filename),
         "size": r.size,
         "mtime_ns": r.mtime_ns,
-        "status": r.status,
+        "status": r.status.as_str(),
         "attempts": r.attempts,
-        "next_attempt_at": r.next_attempt_at,
+        "next_attempt_at": r.next_attempt_at.map(|t| t.to_string()),
         "last_error": r.last_error,
-        "detected_at": r.detected_at,
-        "uploaded_at": r.uploaded_at,
-        "updated_at": r.updated_at,
+        "detected_at": r.detected_at.to_string(),
+        "uploaded_at": r.uploaded_at.map(|t| t.to_string()),
+        "updated_at": r.updated_at.to_string(),
         "host": r.host,
     })
 }

@@ -4,17 +4,17 @@
 use std::path::{Path, PathBuf};
 
 use super::setup;
-use crate::clock::format_ts;
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::layout::display_name;
-use crate::store::{self, Role};
+use crate::store::{self, Role, Status};
+use crate::timestamp::Timestamp;
 
 pub(super) fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -> Result<i32> {
     let (config, clock) = setup(path, true)?;
     let mut store = store::open(&config, Role::Write)?.ledger;
-    let now = format_ts(clock.now_utc());
+    let now = Timestamp::new(clock.now_utc());
     if failed {
-        let n = store.retry_failed(&now)?;
+        let n = store.retry_failed(now)?;
         println!("re-queued {n} failed file(s)");
         return Ok(EXIT_OK);
     }
@@ -27,7 +27,7 @@ pub(super) fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -
                 .map_err(|e| Error::io("reading", Path::new("."), e))?
                 .join(p)
         };
-        match store.retry_path(&abs, force, &now)? {
+        match store.retry_path(&abs, force, now)? {
             None => {
                 println!(
                     "not recorded: {} (a scan records it)",
@@ -35,14 +35,14 @@ pub(super) fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -
                 );
                 code = EXIT_FAILURE;
             }
-            Some(st) if (st == "uploaded" || st == "skipped") && !force => {
+            Some(st @ (Status::Uploaded | Status::Skipped)) if !force => {
                 println!(
                     "{st}, not re-queued (use --force to send it again): {}",
                     display_name(abs.as_os_str())
                 );
                 code = EXIT_FAILURE;
             }
-            Some(st) if st == "uploading" => {
+            Some(Status::Uploading) => {
                 println!(
                     "being uploaded right now, not re-queued: {}",
                     display_name(abs.as_os_str())

@@ -10,7 +10,6 @@ use crossbeam_channel::unbounded;
 use time::Date;
 
 use super::setup;
-use crate::clock::format_ts;
 use crate::config::{self, Config};
 use crate::daemon::{self, Pipeline};
 use crate::error::{Result, EXIT_FAILURE, EXIT_OK};
@@ -19,6 +18,7 @@ use crate::layout::{self, display_name, Window};
 use crate::owner::{Input, Outlets, Policy};
 use crate::scanner;
 use crate::store::{self, Role, Status};
+use crate::timestamp::Timestamp;
 use crate::upload::RequestSettings;
 
 pub(super) fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
@@ -64,16 +64,14 @@ pub(super) fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
     }
 
     let now_t = clock.now_utc();
-    let now = format_ts(now_t);
-    let far = format_ts(now_t + Policy::new(&config).horizon());
+    let now = Timestamp::new(now_t);
+    let far = Timestamp::new(now_t + Policy::new(&config).horizon());
     let newest_first = config.upload.order == config::Order::NewestFirst;
-    let reset = owner.store().reset_uploading(None, &now, "interrupted")?;
+    let reset = owner.store().reset_uploading(None, now, "interrupted")?;
     if reset > 0 {
         log::warn!("{reset} upload(s) were interrupted by an earlier crash; sending them again");
     }
-    let ids = owner
-        .store()
-        .due_ids(&now, &far, &date_names, newest_first)?;
+    let ids = owner.store().due_ids(now, far, &date_names, newest_first)?;
     let stats = owner.run_oneshot(ids, &reports)?;
     for h in workers {
         let _ = h.join();
@@ -122,7 +120,9 @@ fn scan_dry_run(config: &Config, dates: &[Date]) -> Result<i32> {
                         Some(row) if row.size as u64 != v.size || row.mtime_ns != v.mtime_ns => {
                             format!("upload (new version; was {})", row.status)
                         }
-                        Some(row) if row.status == "pending" => "upload (pending)".to_string(),
+                        Some(row) if row.status == Status::Pending => {
+                            "upload (pending)".to_string()
+                        }
                         Some(row) => format!("nothing ({})", row.status),
                     },
                 };

@@ -8,31 +8,36 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::setup;
-use crate::clock::{format_ts, human_duration, parse_ts, Clock};
+use crate::clock::{human_duration, Clock};
 use crate::config::Config;
 use crate::error::{Result, EXIT_OK};
 use crate::identity::Identity;
 use crate::layout::display_name;
 use crate::lock;
 use crate::store::{self, Role, Status};
+use crate::timestamp::Timestamp;
 
 /// The daemon's heartbeat is written every 10 s; three missed ones mean it is not alive.
 const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
 
-fn age(clock: &Clock, ts: &str) -> Option<Duration> {
-    let t = parse_ts(ts)?;
-    (clock.now_utc() - t).try_into().ok()
+fn age(clock: &Clock, t: Timestamp) -> Option<Duration> {
+    (clock.now_utc() - t.utc()).try_into().ok()
+}
+
+/// The age of a time kept as a state row's value (`heartbeat`, `endpoint_down_since`).
+fn value_age(clock: &Clock, v: &str) -> Option<Duration> {
+    age(clock, Timestamp::parse(v)?)
 }
 
 fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
     let mut store = store::open(config, Role::Read)?.ledger;
-    let now = clock.now_utc();
+    let now = Timestamp::new(clock.now_utc());
     let local = clock.now_local();
-    let today_start = format_ts(local.replace_time(time::Time::MIDNIGHT));
+    let today_start = Timestamp::new(local.replace_time(time::Time::MIDNIGHT));
     let s = store.summary(
-        &today_start,
-        &format_ts(now - Duration::from_secs(86400)),
-        &format_ts(now - Duration::from_secs(3600)),
+        today_start,
+        now - Duration::from_secs(86400),
+        now - Duration::from_secs(3600),
     )?;
     let state = |k: &str| {
         s.state
@@ -48,7 +53,7 @@ fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
     let heartbeat_age = match this_host {
         Some(h) => h.heartbeat_age_secs.map(Duration::from_secs),
         None if shared => None,
-        None => heartbeat.as_deref().and_then(|h| age(clock, h)),
+        None => heartbeat.as_deref().and_then(|h| value_age(clock, h)),
     };
     // Alive: the daemon's lock is held (the lock file's flock; the advisory lock's session)
     // and its heartbeat is fresh.
@@ -95,15 +100,15 @@ fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
     for (folder, st, n) in &s.counts {
         let entry = folders.entry(folder.clone()).or_insert_with(|| json!({}));
         entry[st.as_str()] = json!(n);
-        let t = totals.get(st).and_then(Value::as_i64).unwrap_or(0);
-        totals.insert(st.clone(), json!(t + n));
+        let t = totals.get(st.as_str()).and_then(Value::as_i64).unwrap_or(0);
+        totals.insert(st.as_str().into(), json!(t + n));
     }
     let path_at = |p: &Option<crate::store::PathAt>| -> Value {
         match p {
             Some(p) => json!({
                 "path": display_name(p.path.as_os_str()),
-                "at": p.at,
-                "age_secs": age(clock, &p.at).map(|d| d.as_secs()),
+                "at": p.at.to_string(),
+                "age_secs": age(clock, p.at).map(|d| d.as_secs()),
                 "detail": p.detail,
             }),
             None => Value::Null,
@@ -132,7 +137,7 @@ fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
             "state": endpoint_state,
             "down_since": if endpoint_state == "down" { state("endpoint_down_since") } else { None },
             "down_for_secs": if endpoint_state == "down" {
-                state("endpoint_down_since").as_deref().and_then(|t| age(clock, t)).map(|d| d.as_secs())
+                state("endpoint_down_since").as_deref().and_then(|t| value_age(clock, t)).map(|d| d.as_secs())
             } else {
                 None
             },

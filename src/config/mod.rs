@@ -40,9 +40,9 @@ mod url;
 mod walk;
 
 pub use template::{Template, TemplateVars};
+pub use url::Endpoint;
 
 use checker::{json_problem, kind, Checker};
-use url::Endpoint;
 use walk::{alerts, database, log, metrics, upload, watch};
 
 /// Where the config lives unless `$SEGA_CONFIG` or `-c` says otherwise.

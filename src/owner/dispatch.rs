@@ -9,9 +9,9 @@ use crossbeam_channel::Sender;
 use super::endpoint::Pause;
 use super::judge;
 use super::{Mode, Owner};
-use crate::clock::format_ts;
 use crate::layout::Show;
 use crate::store::ClaimOrder;
+use crate::timestamp::Timestamp;
 use crate::upload::{Item, Job};
 
 impl Owner {
@@ -74,7 +74,7 @@ impl Owner {
                 _ => return,
             }
         }
-        let now = format_ts(now_t);
+        let now = Timestamp::new(now_t);
         let far = self.far(now_t);
         let claimed = match &mut self.mode {
             Mode::Daemon => {
@@ -85,11 +85,11 @@ impl Owner {
                 } else {
                     ClaimOrder::OldestFile
                 };
-                self.store.claim_due(&now, &far, free, order)
+                self.store.claim_due(now, far, free, order)
             }
             Mode::Oneshot { queue } => {
                 let ids: Vec<i64> = (0..free).map_while(|_| queue.pop_front()).collect();
-                let claimed = self.store.claim_ids(&ids, &now);
+                let claimed = self.store.claim_ids(&ids, now);
                 if claimed.is_err() {
                     // Not claimed: they stay this scan's to try.
                     for id in ids.into_iter().rev() {
@@ -109,7 +109,7 @@ impl Owner {
                 // Due rows the claim did not take (another host's meanwhile, say) are
                 // looked at again in a second, not in a loop; one due beyond the horizon
                 // was set before the clock was stepped back, and the claim takes it.
-                Ok(t) => t.as_deref().and_then(crate::clock::parse_ts).map(|t| {
+                Ok(t) => t.map(Timestamp::utc).map(|t| {
                     let soon = now_t + Duration::from_secs(1);
                     if t <= now_t || t > now_t + self.policy.horizon() {
                         soon
@@ -154,7 +154,7 @@ impl Owner {
                     filename: c.filename.clone(),
                     version: c.version,
                 },
-                incomplete_since: c.incomplete_since.clone(),
+                incomplete_since: c.incomplete_since,
                 target,
                 probe,
                 solo,
@@ -204,7 +204,7 @@ impl Owner {
             }
         }
         let now = self.now();
-        match self.store.unclaim(ids, &now) {
+        match self.store.unclaim(ids, now) {
             Ok(()) => self.maybe_due = true,
             Err(e) => self.trouble(e),
         }

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use super::{AlertEvent, Mode, Owner};
-use crate::clock::{format_ts, human_duration};
+use crate::clock::human_duration;
 use crate::layout::{self, Show};
 use crate::metrics;
+use crate::timestamp::Timestamp;
 
 /// How far the wall clock may drift from the monotonic clock before it counts as a jump.
 const CLOCK_JUMP: Duration = Duration::from_secs(300);
@@ -63,7 +64,7 @@ impl Owner {
             self.flush_unsaved();
             if self.unsaved.is_empty() && self.db_trouble.is_some() {
                 let now = self.now();
-                match self.store.set_state(&[("heartbeat", now.clone())], &now) {
+                match self.store.set_state(&[("heartbeat", now.to_string())], now) {
                     Ok(()) => self.recovered(),
                     Err(e) => self.trouble(e),
                 }
@@ -89,13 +90,16 @@ impl Owner {
             "up"
         };
         if let Err(e) = self.store.set_state(
-            &[("heartbeat", now.clone()), ("endpoint", endpoint.into())],
-            &now,
+            &[
+                ("heartbeat", now.to_string()),
+                ("endpoint", endpoint.into()),
+            ],
+            now,
         ) {
             return self.trouble(e);
         }
         // A host of a shared ledger that died holding claims: its rows become ours to send.
-        match self.store.take_over_stale(&now) {
+        match self.store.take_over_stale(now) {
             Ok(0) => {}
             Ok(_) => self.maybe_due = true,
             Err(e) => return self.trouble(e),
@@ -149,7 +153,7 @@ impl Owner {
             let now = self.now();
             match self
                 .store
-                .set_state(&[("unwatched_dirs", unwatched.to_string())], &now)
+                .set_state(&[("unwatched_dirs", unwatched.to_string())], now)
             {
                 Ok(()) => self.unwatched_written = Some(unwatched),
                 Err(e) => return self.trouble(e),
@@ -157,8 +161,8 @@ impl Owner {
         }
         let local = self.clock.now_local();
         if self.uploaded_today.0 != Some(local.date()) {
-            let midnight = format_ts(local.replace_time(time::Time::MIDNIGHT));
-            match self.store.uploaded_since(&midnight) {
+            let midnight = Timestamp::new(local.replace_time(time::Time::MIDNIGHT));
+            match self.store.uploaded_since(midnight) {
                 Ok(n) => self.uploaded_today = (Some(local.date()), n),
                 Err(e) => return self.trouble(e),
             }
@@ -167,10 +171,8 @@ impl Owner {
             Ok(x) => x,
             Err(e) => return self.trouble(e),
         };
-        let oldest_age = oldest
-            .as_deref()
-            .and_then(crate::clock::parse_ts)
-            .and_then(|t| Duration::try_from(self.clock.now_utc() - t).ok());
+        let oldest_age =
+            oldest.and_then(|t| Duration::try_from(self.clock.now_utc() - t.utc()).ok());
         match oldest_age {
             Some(age) if age >= self.policy.backlog_alert => {
                 self.alerts.send(AlertEvent::Backlog {
@@ -203,9 +205,7 @@ impl Owner {
             .queue_overview()
             .ok()
             .and_then(|(_, oldest)| oldest)
-            .as_deref()
-            .and_then(crate::clock::parse_ts)
-            .and_then(|t| Duration::try_from(self.clock.now_utc() - t).ok());
+            .and_then(|t| Duration::try_from(self.clock.now_utc() - t.utc()).ok());
         let snapshot = metrics::Snapshot {
             files: &files,
             counters: self.counters.clone(),

@@ -5,8 +5,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use super::judge::settle_time;
 use super::{Input, Owner};
-use crate::clock::{format_ts, human_duration};
+use crate::clock::human_duration;
 use crate::layout::{display_name, EntryType, Seen, Version};
+use crate::timestamp::Timestamp;
 use crate::work::Observation;
 
 impl Owner {
@@ -14,7 +15,7 @@ impl Owner {
     pub fn ingest(&mut self, input: Input) {
         let now = self.now();
         match input {
-            Input::Observed(batch) => self.record(&batch, &now),
+            Input::Observed(batch) => self.record(&batch, now),
             Input::Listing {
                 folder,
                 date,
@@ -43,7 +44,7 @@ impl Owner {
                         continue;
                     }
                     batch.push(Observation {
-                        ready_at: format_ts(settle_time(
+                        ready_at: Timestamp::new(settle_time(
                             now_t,
                             version.mtime_ns,
                             self.policy.settle,
@@ -57,13 +58,13 @@ impl Owner {
                     });
                 }
                 if !batch.is_empty() {
-                    self.record(&batch, &now);
+                    self.record(&batch, now);
                 }
                 // Files already recorded may be due: in a shared ledger another host may have
                 // recorded them a moment ago (a claim that finds nothing costs microseconds).
                 self.maybe_due = true;
             }
-            Input::Attrib(path) => match self.store.recheck(&path, &now) {
+            Input::Attrib(path) => match self.store.recheck(&path, now) {
                 Ok(true) => {
                     log::info!(
                         "{}: permissions changed, checking it again now",
@@ -80,16 +81,16 @@ impl Owner {
                 self.live.rescan_done();
                 let _ = self.store.set_state(
                     &[
-                        ("last_scan_at", now.clone()),
+                        ("last_scan_at", now.to_string()),
                         ("last_scan_ms", took.as_millis().to_string()),
                     ],
-                    &now,
+                    now,
                 );
             }
         }
     }
 
-    fn record(&mut self, batch: &[Observation], now: &str) {
+    fn record(&mut self, batch: &[Observation], now: Timestamp) {
         match self.store.record(batch, now) {
             Ok(st) => {
                 self.recovered();

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::clock::format_ts;
 use crate::layout::{Refusal, Show};
 use crate::store::{Attempted, Claimed, Completion, Disposition};
+use crate::timestamp::Timestamp;
 use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Response, Sent};
 
 /// What a report says about the endpoint.
@@ -117,7 +117,7 @@ pub fn judge(f: &Facts, outcome: &Outcome) -> Verdict {
             file_id: file.id,
             attempt: file.attempt,
             version: file.version,
-            started_at: format_ts(f.started_at),
+            started_at: Timestamp::new(f.started_at),
             duration_ms: i64::try_from(f.duration.as_millis()).unwrap_or(i64::MAX),
             http_status: None,
             response_body: None,
@@ -237,8 +237,8 @@ pub fn judge(f: &Facts, outcome: &Outcome) -> Verdict {
             v.tally = Tally::NotReady;
             v.completion.error = Some("incomplete: no end-of-image marker yet".into());
             v.completion.disposition = Disposition::NotReady {
-                at: format_ts(f.now + f.settle.max(Duration::from_secs(1))),
-                incomplete_since: Some(format_ts(*since)),
+                at: Timestamp::new(f.now + f.settle.max(Duration::from_secs(1))),
+                incomplete_since: Some(Timestamp::new(*since)),
             };
             v.log = Some((
                 log::Level::Debug,
@@ -249,7 +249,7 @@ pub fn judge(f: &Facts, outcome: &Outcome) -> Verdict {
             v.tally = Tally::NotReady;
             v.completion.disposition = Disposition::Changed {
                 version: *version,
-                at: format_ts(settle_time(f.now, version.mtime_ns, f.settle)),
+                at: Timestamp::new(settle_time(f.now, version.mtime_ns, f.settle)),
             };
             let when = match sent {
                 None => "changed while queued",
@@ -283,7 +283,7 @@ pub fn judge(f: &Facts, outcome: &Outcome) -> Verdict {
         Outcome::NotStarted | Outcome::Shrank => {
             v.tally = Tally::NotReady;
             v.completion.disposition = Disposition::Retry {
-                at: format_ts(f.now),
+                at: Timestamp::new(f.now),
                 counted: false,
             };
         }
@@ -307,7 +307,7 @@ pub fn refuse(file: &Claimed, refusal: &Refusal, now: OffsetDateTime) -> Verdict
             file_id: file.id,
             attempt: file.attempt,
             version: file.version,
-            started_at: format_ts(now),
+            started_at: Timestamp::new(now),
             duration_ms: 0,
             http_status: None,
             response_body: None,
@@ -356,7 +356,7 @@ fn retry(
     let wait = if f.probe { wait.max(f.probe_gap) } else { wait };
     v.completion.result = Some(Attempted::Retry);
     v.completion.disposition = Disposition::Retry {
-        at: format_ts(f.now + wait),
+        at: Timestamp::new(f.now + wait),
         counted,
     };
     v.tally = Tally::Retry;
@@ -442,7 +442,7 @@ mod tests {
     }
 
     fn seen(v: &Verdict, h: Health) -> Seen {
-        let after = |at: &str| (crate::clock::parse_ts(at).unwrap() - NOW).whole_seconds();
+        let after = |at: &Timestamp| (at.utc() - NOW).whole_seconds();
         let (status, wait, counted, absent) = match &v.completion.disposition {
             Disposition::Uploaded => ("uploaded", None, None, None),
             Disposition::Failed => ("failed", None, None, None),

@@ -30,7 +30,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use time::OffsetDateTime;
 
 use crate::alerts::{Alerts, Event as AlertEvent};
-use crate::clock::{format_ts, human_duration, Clock};
+use crate::clock::{human_duration, Clock};
 use crate::config::Config;
 use crate::error::Result;
 use crate::health::Beat;
@@ -38,6 +38,7 @@ use crate::layout::Seen;
 use crate::live::Live;
 use crate::metrics;
 use crate::store::{Claimed, Completion, Ledger};
+use crate::timestamp::Timestamp;
 use crate::upload::{Gate, Job, Report, RequestSettings};
 use crate::work::Observation;
 
@@ -233,13 +234,13 @@ impl Owner {
         }
     }
 
-    fn now(&self) -> String {
-        format_ts(self.clock.now_utc())
+    fn now(&self) -> Timestamp {
+        Timestamp::new(self.clock.now_utc())
     }
 
     /// `now + horizon`: a row due after this is due now (see `Policy::horizon`).
-    fn far(&self, now: OffsetDateTime) -> String {
-        format_ts(now + self.policy.horizon())
+    fn far(&self, now: OffsetDateTime) -> Timestamp {
+        Timestamp::new(now + self.policy.horizon())
     }
 
     pub fn store(&mut self) -> &mut dyn Ledger {
@@ -258,7 +259,7 @@ impl Owner {
                 .filter(|v| !v.is_empty())
         };
         let unclean = value("heartbeat").is_some() && value("stopped_at").is_none();
-        let reset = self.store.reset_uploading(None, &now, "interrupted")?;
+        let reset = self.store.reset_uploading(None, now, "interrupted")?;
         if unclean || reset > 0 {
             log::warn!(
                 "the previous run did not stop cleanly (last heartbeat {}); {reset} interrupted upload(s) will be sent again",
@@ -272,13 +273,13 @@ impl Owner {
         self.store.set_state(
             &[
                 ("pid", std::process::id().to_string()),
-                ("started_at", now.clone()),
-                ("heartbeat", now.clone()),
+                ("started_at", now.to_string()),
+                ("heartbeat", now.to_string()),
                 ("stopped_at", String::new()),
                 ("endpoint", "up".into()),
                 ("endpoint_down_since", String::new()),
             ],
-            &now,
+            now,
         )?;
         // Once the producers are gone (shutdown under way) their channel would be ready
         // forever; `never()` takes it out of the select.
@@ -490,16 +491,16 @@ impl Owner {
                 ids.len()
             );
             self.store
-                .reset_uploading(Some(&ids), &now, "interrupted by shutdown")?;
+                .reset_uploading(Some(&ids), now, "interrupted by shutdown")?;
         }
         self.write_metrics();
         self.store.set_state(
             &[
-                ("stopped_at", now.clone()),
-                ("heartbeat", now.clone()),
+                ("stopped_at", now.to_string()),
+                ("heartbeat", now.to_string()),
                 ("pid", String::new()),
             ],
-            &now,
+            now,
         )?;
         Ok(())
     }

@@ -180,7 +180,7 @@ impl Owner {
             return;
         }
         let now = self.now();
-        match self.store.complete(&self.unsaved, &now) {
+        match self.store.complete(&self.unsaved, now) {
             Ok(gone) => {
                 if !gone.is_empty() {
                     log::warn!(
@@ -198,7 +198,7 @@ impl Owner {
             Err(e) if e.is_item_problem() && self.unsaved.len() > 1 => {
                 let batch = std::mem::take(&mut self.unsaved);
                 for c in batch {
-                    match self.store.complete(std::slice::from_ref(&c), &now) {
+                    match self.store.complete(std::slice::from_ref(&c), now) {
                         Ok(_) => {}
                         Err(e) if e.is_item_problem() => log::warn!(
                             "the result of file id {} was dropped: the database refuses it: {e}",
@@ -233,7 +233,7 @@ impl Owner {
         self.live.queue().endpoint_down = Some((Duration::ZERO, error.to_owned()));
         log::warn!(
             "endpoint {} is down ({failures} consecutive failures from more than one file, last: {error}): pausing uploads, one probe every {} or longer",
-            self.settings.shown_url,
+            self.settings.endpoint.redacted(),
             human_duration(probe_wait)
         );
         self.take_back_queued();
@@ -241,10 +241,10 @@ impl Owner {
         let _ = self.store.set_state(
             &[
                 ("endpoint", "down".into()),
-                ("endpoint_down_since", now.clone()),
+                ("endpoint_down_since", now.to_string()),
                 ("endpoint_error", error.to_owned()),
             ],
-            &now,
+            now,
         );
     }
 
@@ -256,7 +256,7 @@ impl Owner {
             human_duration(down_for)
         );
         let now = self.now();
-        match self.store.release_backoff(&now) {
+        match self.store.release_backoff(now) {
             Ok(n) if n > 0 => {
                 log::info!("{n} file(s) that failed during the outage are due now")
             }
@@ -268,7 +268,7 @@ impl Owner {
                 ("endpoint", "up".into()),
                 ("endpoint_down_since", String::new()),
             ],
-            &now,
+            now,
         );
         self.maybe_due = true;
     }
@@ -285,6 +285,6 @@ fn claimed(job: &Job) -> Claimed {
         filename: job.file.filename.clone(),
         version: job.file.version,
         attempt: job.attempt,
-        incomplete_since: job.incomplete_since.clone(),
+        incomplete_since: job.incomplete_since,
     }
 }

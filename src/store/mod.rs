@@ -8,17 +8,19 @@
 //! backend does it: a lock file next to the SQLite database, an advisory lock per
 //! (scope, host) in PostgreSQL.
 //!
-//! Times cross this interface as RFC 3339 UTC strings (`format_ts`); each backend stores
-//! them its own way (TEXT that sorts as time; `timestamptz`).
+//! Times cross this interface as [`Timestamp`]s and statuses as [`Status`]; each backend
+//! turns them into what it stores at its own edge (TEXT that sorts as time; `timestamptz`).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::Version;
 use crate::lock;
+use crate::timestamp::Timestamp;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -83,6 +85,13 @@ impl Status {
     }
 }
 
+/// The column's text, as `list` and `retry` print it.
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// What `record` did with a batch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RecordStats {
@@ -103,7 +112,7 @@ pub struct Claimed {
     pub version: Version,
     /// This attempt's number (attempts after the claim's increment).
     pub attempt: i64,
-    pub incomplete_since: Option<String>,
+    pub incomplete_since: Option<Timestamp>,
 }
 
 /// What an attempt came to, as `upload_results.outcome` stores it.
@@ -126,6 +135,17 @@ impl Attempted {
             Attempted::Changed => "changed",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Attempted> {
+        [
+            Attempted::Success,
+            Attempted::Retry,
+            Attempted::Failed,
+            Attempted::Changed,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
 }
 
 /// The end of one claim, as decided by the DB owner from the worker's report.
@@ -135,7 +155,7 @@ pub struct Completion {
     pub attempt: i64,
     /// The version that was claimed: a completion never touches a newer version.
     pub version: Version,
-    pub started_at: String,
+    pub started_at: Timestamp,
     pub duration_ms: i64,
     pub http_status: Option<u16>,
     pub response_body: Option<String>,
@@ -153,7 +173,7 @@ pub enum Disposition {
     /// 2xx: done.
     Uploaded,
     /// Try again at `at`. `counted` false gives the attempt back (a probe, a shutdown).
-    Retry { at: String, counted: bool },
+    Retry { at: Timestamp, counted: bool },
     /// Permanent failure (4xx, 3xx, attempts exhausted).
     Failed,
     /// Not to be uploaded (not an image, vanished, not a regular file, no longer within
@@ -162,11 +182,11 @@ pub enum Disposition {
     Skipped { absent: bool },
     /// Not ready (still being written): look again at `at`. No result row, no attempt.
     NotReady {
-        at: String,
-        incomplete_since: Option<String>,
+        at: Timestamp,
+        incomplete_since: Option<Timestamp>,
     },
     /// The file changed under the worker: record the new version, due at `at`.
-    Changed { version: Version, at: String },
+    Changed { version: Version, at: Timestamp },
 }
 
 /// One row of `files`, for the operator commands.
@@ -179,13 +199,13 @@ pub struct FileRow {
     pub filename: OsString,
     pub size: i64,
     pub mtime_ns: i64,
-    pub status: String,
+    pub status: Status,
     pub attempts: i64,
-    pub next_attempt_at: Option<String>,
+    pub next_attempt_at: Option<Timestamp>,
     pub last_error: Option<String>,
-    pub detected_at: String,
-    pub uploaded_at: Option<String>,
-    pub updated_at: String,
+    pub detected_at: Timestamp,
+    pub uploaded_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
     /// The host that holds, or last held, the row's claim (shared ledgers only).
     pub host: Option<String>,
 }
@@ -203,7 +223,7 @@ pub struct ListFilter {
 #[derive(Debug, Clone)]
 pub struct PathAt {
     pub path: PathBuf,
-    pub at: String,
+    pub at: Timestamp,
     pub detail: Option<String>,
 }
 
@@ -218,7 +238,7 @@ pub struct ErrorCause {
 #[derive(Debug, Clone)]
 pub struct Summary {
     /// (folder, status, count)
-    pub counts: Vec<(String, String, i64)>,
+    pub counts: Vec<(String, Status, i64)>,
     pub uploaded_today: i64,
     pub oldest_pending: Option<PathAt>,
     pub last_success: Option<PathAt>,
@@ -226,7 +246,7 @@ pub struct Summary {
     pub errors_24h: Vec<ErrorCause>,
     pub failed_last_hour: i64,
     /// The daemon's `state` rows: key → (value, updated_at).
-    pub state: HashMap<String, (String, String)>,
+    pub state: HashMap<String, (String, Timestamp)>,
     /// Every host of the scope (shared ledgers only; empty for SQLite).
     pub hosts: Vec<HostState>,
 }
@@ -257,7 +277,7 @@ pub trait Ledger: Send {
     /// a known file with another size or mtime is a new version (attempts restart from 0,
     /// whatever its status); a known, unchanged file reported complete by inotify while it
     /// waits to settle is made due now.
-    fn record(&mut self, batch: &[Observation], now: &str) -> Result<RecordStats>;
+    fn record(&mut self, batch: &[Observation], now: Timestamp) -> Result<RecordStats>;
 
     /// Which listed files (path bytes, version) of one date folder are recorded with the
     /// version they have on disk now. Memory follows the listing, never the ledger.
@@ -269,50 +289,55 @@ pub trait Ledger: Send {
     ) -> Result<Vec<bool>>;
 
     /// A permission change on a pending file that failed: due now rather than at its backoff.
-    fn recheck(&mut self, path: &Path, now: &str) -> Result<bool>;
+    fn recheck(&mut self, path: &Path, now: Timestamp) -> Result<bool>;
 
     /// Atomically claims up to `limit` due rows in `order`. Due: a `next_attempt_at` at or
     /// before `now`, or after `far` (set before the wall clock was stepped back: no wait the
     /// daemon sets is that long).
     fn claim_due(
         &mut self,
-        now: &str,
-        far: &str,
+        now: Timestamp,
+        far: Timestamp,
         limit: usize,
         order: ClaimOrder,
     ) -> Result<Vec<Claimed>>;
 
     /// Claims these rows if they are still pending (the one-shot scan).
-    fn claim_ids(&mut self, ids: &[i64], now: &str) -> Result<Vec<Claimed>>;
+    fn claim_ids(&mut self, ids: &[i64], now: Timestamp) -> Result<Vec<Claimed>>;
 
     /// Ids of pending rows due by `now` (or after `far`, as for `claim_due`), optionally
     /// only of these dates, in upload order.
     fn due_ids(
         &mut self,
-        now: &str,
-        far: &str,
+        now: Timestamp,
+        far: Timestamp,
         dates: &[String],
         newest_first: bool,
     ) -> Result<Vec<i64>>;
 
     /// When the next pending row becomes due, if any.
-    fn next_due(&mut self) -> Result<Option<String>>;
+    fn next_due(&mut self) -> Result<Option<Timestamp>>;
 
     /// Applies a batch of completions in one transaction (see `Completion`). A completion
     /// whose row is gone (pruned, or removed by hand) is dropped, never the batch: its id
     /// is returned.
-    fn complete(&mut self, batch: &[Completion], now: &str) -> Result<Vec<i64>>;
+    fn complete(&mut self, batch: &[Completion], now: Timestamp) -> Result<Vec<i64>>;
 
     /// Gives claimed rows that no worker started back to `pending`, as if never claimed.
-    fn unclaim(&mut self, ids: &[i64], now: &str) -> Result<()>;
+    fn unclaim(&mut self, ids: &[i64], now: Timestamp) -> Result<()>;
 
     /// This daemon's rows left `uploading` go back to `pending`, due now, each with an
     /// `interrupted` result row (start-up; shutdown past the grace). Only `ids` when given.
-    fn reset_uploading(&mut self, ids: Option<&[i64]>, now: &str, error: &str) -> Result<usize>;
+    fn reset_uploading(
+        &mut self,
+        ids: Option<&[i64]>,
+        now: Timestamp,
+        error: &str,
+    ) -> Result<usize>;
 
     /// Claims held by hosts of this scope whose heartbeat is older than the lease go back to
     /// `pending` (shared ledgers; nothing to do for SQLite, where one daemon owns the file).
-    fn take_over_stale(&mut self, _now: &str) -> Result<usize> {
+    fn take_over_stale(&mut self, _now: Timestamp) -> Result<usize> {
         Ok(0)
     }
 
@@ -328,14 +353,14 @@ pub trait Ledger: Send {
     }
 
     /// After an endpoint outage: rows that failed during it are due now.
-    fn release_backoff(&mut self, now: &str) -> Result<usize>;
+    fn release_backoff(&mut self, now: Timestamp) -> Result<usize>;
 
     /// Re-queues `failed` rows (`retry --failed`).
-    fn retry_failed(&mut self, now: &str) -> Result<usize>;
+    fn retry_failed(&mut self, now: Timestamp) -> Result<usize>;
 
     /// Re-queues one path; uploaded (or skipped) rows only with `force`. Returns the status
     /// it had, or None when the path is not recorded.
-    fn retry_path(&mut self, path: &Path, force: bool, now: &str) -> Result<Option<String>>;
+    fn retry_path(&mut self, path: &Path, force: bool, now: Timestamp) -> Result<Option<Status>>;
 
     /// Deletes finished rows (`uploaded`, `failed`, `skipped`) and their results whose date
     /// folder is before `before_date`. A pending or claimed row is never pruned.
@@ -346,19 +371,20 @@ pub trait Ledger: Send {
     fn newest_date(&mut self) -> Result<Option<String>>;
 
     /// Writes this daemon's state rows (heartbeat, endpoint, pid…).
-    fn set_state(&mut self, pairs: &[(&str, String)], now: &str) -> Result<()>;
+    fn set_state(&mut self, pairs: &[(&str, String)], now: Timestamp) -> Result<()>;
 
     /// This daemon's state rows: key → (value, updated_at).
-    fn state(&mut self) -> Result<HashMap<String, (String, String)>>;
+    fn state(&mut self) -> Result<HashMap<String, (String, Timestamp)>>;
 
     /// How many rows wait (pending or uploading), and when the oldest was detected.
-    fn queue_overview(&mut self) -> Result<(i64, Option<String>)>;
+    fn queue_overview(&mut self) -> Result<(i64, Option<Timestamp>)>;
 
     /// Rows uploaded at or after `since`.
-    fn uploaded_since(&mut self, since: &str) -> Result<i64>;
+    fn uploaded_since(&mut self, since: Timestamp) -> Result<i64>;
 
-    /// Row counts per (folder, status).
-    fn counts(&mut self) -> Result<Vec<(String, String, i64)>>;
+    /// Row counts per (folder, status); a status this build does not know (a row written by
+    /// hand) is left out, so the daemon's metrics never fail on it.
+    fn counts(&mut self) -> Result<Vec<(String, Status, i64)>>;
 
     /// Rows in any of `statuses` among the given dates (the one-shot scan's exit code).
     fn count_status_in_dates(&mut self, statuses: &[Status], dates: &[String]) -> Result<i64>;
@@ -368,7 +394,12 @@ pub trait Ledger: Send {
     fn file_by_path(&mut self, path: &Path) -> Result<Option<FileRow>>;
 
     /// Everything `status` and `check` show, read at one moment so the numbers agree.
-    fn summary(&mut self, today_start: &str, day_ago: &str, hour_ago: &str) -> Result<Summary>;
+    fn summary(
+        &mut self,
+        today_start: Timestamp,
+        day_ago: Timestamp,
+        hour_ago: Timestamp,
+    ) -> Result<Summary>;
 
     /// Every row of the ledger, for `migrate-db`: (row, its latest results oldest first).
     fn export(&mut self, each: &mut dyn FnMut(Exported) -> Result<()>) -> Result<usize>;
@@ -401,7 +432,7 @@ fn log_new_version(path: &Path, old: Version, old_status: &str, absent: bool, no
 #[derive(Debug, Clone)]
 pub struct Exported {
     pub file: FileRow,
-    pub incomplete_since: Option<String>,
+    pub incomplete_since: Option<Timestamp>,
     /// See `Disposition::Skipped`.
     pub absent: bool,
     pub results: Vec<ResultRow>,
@@ -411,13 +442,13 @@ pub struct Exported {
 #[derive(Debug, Clone)]
 pub struct ResultRow {
     pub attempt: i64,
-    pub started_at: String,
+    pub started_at: Timestamp,
     pub duration_ms: i64,
     pub http_status: Option<i64>,
     pub response_body: Option<String>,
     pub response_json: Option<String>,
     pub error: Option<String>,
-    pub outcome: String,
+    pub outcome: Attempted,
 }
 
 /// What the opener is for: it decides the lock taken and whether to write.

@@ -11,19 +11,22 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use time::macros::datetime;
+
 use super::{
     Attempted, ClaimOrder, Claimed, Completion, Disposition, Exported, Ledger, ListFilter,
     Observation, ResultRow, Status, Store, RESULTS_KEPT_PER_FILE,
 };
 use crate::layout::Version;
+use crate::timestamp::Timestamp;
 
-pub(super) const T0: &str = "2026-11-26T10:00:00.000Z";
-pub(super) const T1: &str = "2026-11-26T10:00:01.000Z";
-pub(super) const T2: &str = "2026-11-26T10:00:02.000Z";
-pub(super) const LATER: &str = "2027-01-01T00:00:00.000Z";
+pub(super) const T0: Timestamp = Timestamp::new(datetime!(2026-11-26 10:00:00.000 UTC));
+pub(super) const T1: Timestamp = Timestamp::new(datetime!(2026-11-26 10:00:01.000 UTC));
+pub(super) const T2: Timestamp = Timestamp::new(datetime!(2026-11-26 10:00:02.000 UTC));
+pub(super) const LATER: Timestamp = Timestamp::new(datetime!(2027-01-01 00:00:00.000 UTC));
 /// A `far` for `claim_due` beyond every due time of these tests (none counts as set before
 /// a clock step).
-pub(super) const FAR: &str = "9999-12-31T23:59:59.999Z";
+pub(super) const FAR: Timestamp = Timestamp::new(datetime!(9999-12-31 23:59:59.999 UTC));
 
 pub(super) fn temp_db() -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -130,7 +133,7 @@ pub(super) fn obs(name: &[u8], size: u64, mtime_ns: i64) -> Observation {
         date: "2026-11-26".into(),
         filename,
         version: Version { size, mtime_ns },
-        ready_at: T0.into(),
+        ready_at: T0,
         via_event: true,
     }
 }
@@ -146,7 +149,7 @@ pub(super) fn completion(c: &Claimed, d: Disposition) -> Completion {
         file_id: c.id,
         attempt: c.attempt,
         version: c.version,
-        started_at: T1.into(),
+        started_at: T1,
         duration_ms: 3,
         http_status: Some(200),
         response_body: Some("{\"ok\":true}".into()),
@@ -228,7 +231,7 @@ fn non_utf8_names_round_trip_losslessly(mut s: Box<dyn Ledger>) {
 
 fn claims_are_atomic_ordered_and_respect_due_times(mut s: Box<dyn Ledger>) {
     let mut late = obs(b"late.jpg", 1, 1);
-    late.ready_at = T2.into();
+    late.ready_at = T2;
     s.record(
         &[obs(b"new.jpg", 1, 300), obs(b"old.jpg", 1, 100), late],
         T0,
@@ -245,7 +248,7 @@ fn claims_are_atomic_ordered_and_respect_due_times(mut s: Box<dyn Ledger>) {
             .is_empty(),
         "claimed rows are not claimed twice"
     );
-    assert_eq!(s.next_due().unwrap().as_deref(), Some(T2));
+    assert_eq!(s.next_due().unwrap(), Some(T2));
     assert_eq!(
         s.claim_due(T2, FAR, 10, ClaimOrder::NewestFile)
             .unwrap()
@@ -266,7 +269,7 @@ fn completions_update_rows_and_keep_twenty_results(mut s: Box<dyn Ledger>) {
         let mut done = completion(
             &c,
             Disposition::Retry {
-                at: T1.into(),
+                at: T1,
                 counted: true,
             },
         );
@@ -285,7 +288,7 @@ fn completions_update_rows_and_keep_twenty_results(mut s: Box<dyn Ledger>) {
     assert_eq!(results.iter().map(|r| r.attempt).min(), Some(6));
     let r = &results[0];
     assert_eq!(
-        (r.started_at.as_str(), r.http_status, r.outcome.as_str()),
+        (r.started_at, r.http_status, r.outcome.as_str()),
         (T1, Some(503), "retry")
     );
 }
@@ -322,7 +325,7 @@ fn interrupted_uploads_are_reset_with_a_result_row(mut s: Box<dyn Ledger>) {
     assert_eq!(results.len(), 2);
     assert!(results
         .iter()
-        .all(|r| r.outcome == "retry" && r.error.as_deref() == Some("interrupted")));
+        .all(|r| r.outcome.as_str() == "retry" && r.error.as_deref() == Some("interrupted")));
     assert!(results.iter().all(|r| r.attempt == 1));
     let again = s.claim_due(T1, FAR, 10, ClaimOrder::OldestFile).unwrap();
     assert_eq!(again.len(), 2);
@@ -364,7 +367,9 @@ fn retry_and_prune(mut s: Box<dyn Ledger>) {
             .unwrap();
     }
     assert_eq!(
-        s.retry_path(a_path(), false, T2).unwrap().as_deref(),
+        s.retry_path(a_path(), false, T2)
+            .unwrap()
+            .map(Status::as_str),
         Some("uploaded")
     );
     assert!(
@@ -381,7 +386,9 @@ fn retry_and_prune(mut s: Box<dyn Ledger>) {
         1
     );
     assert_eq!(
-        s.retry_path(a_path(), true, T2).unwrap().as_deref(),
+        s.retry_path(a_path(), true, T2)
+            .unwrap()
+            .map(Status::as_str),
         Some("uploading"),
         "a row being uploaded is left alone"
     );
@@ -403,7 +410,7 @@ fn retry_and_prune(mut s: Box<dyn Ledger>) {
 fn events_make_settling_rows_due(mut s: Box<dyn Ledger>) {
     // Found by a scan: due when it has settled.
     let mut scanned = obs(b"a.jpg", 1, 1);
-    scanned.ready_at = LATER.into();
+    scanned.ready_at = LATER;
     scanned.via_event = false;
     s.record(&[scanned.clone()], T0).unwrap();
     assert!(s
@@ -418,7 +425,7 @@ fn events_make_settling_rows_due(mut s: Box<dyn Ledger>) {
     event.via_event = true;
     let st = s.record(&[event.clone()], T1).unwrap();
     assert_eq!((st.unchanged, st.made_due), (0, 1));
-    assert_eq!(s.next_due().unwrap().as_deref(), Some(T1));
+    assert_eq!(s.next_due().unwrap(), Some(T1));
     // Once tried and backing off, an event does not cut the backoff short…
     let c = s
         .claim_due(T1, FAR, 1, ClaimOrder::OldestFile)
@@ -427,7 +434,7 @@ fn events_make_settling_rows_due(mut s: Box<dyn Ledger>) {
     let mut done = completion(
         &c,
         Disposition::Retry {
-            at: LATER.into(),
+            at: LATER,
             counted: true,
         },
     );
@@ -448,13 +455,13 @@ fn events_make_settling_rows_due(mut s: Box<dyn Ledger>) {
     let done = completion(
         &c,
         Disposition::Retry {
-            at: LATER.into(),
+            at: LATER,
             counted: true,
         },
     );
     s.complete(&[done], T2).unwrap();
     assert_eq!(s.release_backoff(T2).unwrap(), 1);
-    assert_eq!(s.next_due().unwrap().as_deref(), Some(T2));
+    assert_eq!(s.next_due().unwrap(), Some(T2));
 }
 
 fn known_among_follows_the_version_on_disk(mut s: Box<dyn Ledger>) {
@@ -510,8 +517,8 @@ fn dispositions_set_the_row_as_sqlite_does(mut s: Box<dyn Ledger>) {
     let mut not_ready = completion(
         &c[3],
         Disposition::NotReady {
-            at: T2.into(),
-            incomplete_since: Some(T1.into()),
+            at: T2,
+            incomplete_since: Some(T1),
         },
     );
     not_ready.error = Some("no end marker yet".into());
@@ -522,7 +529,7 @@ fn dispositions_set_the_row_as_sqlite_does(mut s: Box<dyn Ledger>) {
                 size: 99,
                 mtime_ns: 77,
             },
-            at: LATER.into(),
+            at: LATER,
         },
     );
     s.complete(
@@ -544,8 +551,8 @@ fn dispositions_set_the_row_as_sqlite_does(mut s: Box<dyn Ledger>) {
     assert_eq!(
         (
             r.file.status.as_str(),
-            r.file.uploaded_at.as_deref(),
-            r.file.next_attempt_at.as_deref()
+            r.file.uploaded_at,
+            r.file.next_attempt_at
         ),
         ("uploaded", Some(T1), None)
     );
@@ -569,14 +576,14 @@ fn dispositions_set_the_row_as_sqlite_does(mut s: Box<dyn Ledger>) {
         ),
         ("failed", Some("HTTP 400"), 1)
     );
-    assert_eq!(r.results[0].outcome, "failed");
+    assert_eq!(r.results[0].outcome.as_str(), "failed");
     let r = &rows["4.jpg"];
     assert_eq!(
         (
             r.file.status.as_str(),
             r.file.attempts,
-            r.file.next_attempt_at.as_deref(),
-            r.incomplete_since.as_deref(),
+            r.file.next_attempt_at,
+            r.incomplete_since,
             r.results.len()
         ),
         ("pending", 0, Some(T2), Some(T1), 0)
@@ -588,18 +595,18 @@ fn dispositions_set_the_row_as_sqlite_does(mut s: Box<dyn Ledger>) {
             r.file.attempts,
             r.file.size,
             r.file.mtime_ns,
-            r.file.next_attempt_at.as_deref()
+            r.file.next_attempt_at
         ),
         ("pending", 0, 99, 77, Some(LATER))
     );
     // A retry that does not count gives the attempt back.
     let c = s.claim_due(T2, FAR, 10, ClaimOrder::OldestFile).unwrap();
     assert_eq!(c.len(), 1);
-    assert_eq!(c[0].incomplete_since.as_deref(), Some(T1));
+    assert_eq!(c[0].incomplete_since, Some(T1));
     let probe = completion(
         &c[0],
         Disposition::Retry {
-            at: T2.into(),
+            at: T2,
             counted: false,
         },
     );
@@ -615,7 +622,7 @@ fn claim_ids_and_due_ids_follow_upload_order(mut s: Box<dyn Ledger>) {
     other_day.date = "2026-11-25".into();
     other_day.path = PathBuf::from("/data/Sega_1/2026-11-25/z.jpg");
     let mut not_yet = obs(b"later.jpg", 1, 1);
-    not_yet.ready_at = LATER.into();
+    not_yet.ready_at = LATER;
     s.record(
         &[
             obs(b"b.jpg", 1, 20),
@@ -655,7 +662,7 @@ fn claim_ids_and_due_ids_follow_upload_order(mut s: Box<dyn Ledger>) {
 
 fn state_counts_and_summary(mut s: Box<dyn Ledger>) {
     s.set_state(
-        &[("heartbeat", T1.to_owned()), ("endpoint", "up".to_owned())],
+        &[("heartbeat", T1.to_string()), ("endpoint", "up".to_owned())],
         T1,
     )
     .unwrap();
@@ -663,8 +670,12 @@ fn state_counts_and_summary(mut s: Box<dyn Ledger>) {
     let st = s.state().unwrap();
     assert_eq!(st.len(), 2);
     assert_eq!(st["endpoint"].0, "down");
-    assert_eq!(st["heartbeat"].0, T1);
-    assert_eq!(st["heartbeat"].1.len(), T1.len(), "{st:?}");
+    assert_eq!(st["heartbeat"].0, T1.to_string());
+    assert_eq!(
+        st["heartbeat"].1.to_string().len(),
+        T1.to_string().len(),
+        "{st:?}"
+    );
 
     s.record(
         &[
@@ -690,9 +701,9 @@ fn state_counts_and_summary(mut s: Box<dyn Ledger>) {
     assert_eq!(
         counts,
         [
-            ("Sega_1".to_owned(), "failed".to_owned(), 1),
-            ("Sega_1".to_owned(), "pending".to_owned(), 1),
-            ("Sega_1".to_owned(), "uploaded".to_owned(), 1),
+            ("Sega_1".to_owned(), Status::Failed, 1),
+            ("Sega_1".to_owned(), Status::Pending, 1),
+            ("Sega_1".to_owned(), Status::Uploaded, 1),
         ]
     );
     let sum = s.summary(T0, T0, T0).unwrap();
@@ -703,7 +714,7 @@ fn state_counts_and_summary(mut s: Box<dyn Ledger>) {
     assert_eq!(oldest.path, Path::new("/data/Sega_1/2026-11-26/c.jpg"));
     assert_eq!(oldest.at, T0);
     let ok = sum.last_success.unwrap();
-    assert_eq!((ok.path, ok.at.as_str()), (c[0].path.clone(), T1));
+    assert_eq!((ok.path, ok.at), (c[0].path.clone(), T1));
     let err = sum.last_error.unwrap();
     assert_eq!(err.detail.as_deref(), Some("HTTP 413"));
     assert_eq!(err.path, c[1].path);
@@ -755,7 +766,7 @@ fn export_then_import_round_trips(mut s: Box<dyn Ledger>) {
     let mut retry = completion(
         &c[0],
         Disposition::Retry {
-            at: T2.into(),
+            at: T2,
             counted: true,
         },
     );
@@ -778,7 +789,7 @@ fn export_then_import_round_trips(mut s: Box<dyn Ledger>) {
         (
             a.file.status.as_str(),
             a.file.attempts,
-            a.file.next_attempt_at.as_deref()
+            a.file.next_attempt_at
         ),
         ("pending", 1, Some(T2))
     );
@@ -787,7 +798,7 @@ fn export_then_import_round_trips(mut s: Box<dyn Ledger>) {
     assert_eq!(a.results[0].http_status, Some(503));
     let b = by_name(&back, "b.jpg");
     assert_eq!(
-        (b.file.status.as_str(), b.file.next_attempt_at.as_deref()),
+        (b.file.status.as_str(), b.file.next_attempt_at),
         ("pending", Some(T0)),
         "a claim does not travel"
     );

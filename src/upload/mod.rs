@@ -19,9 +19,10 @@ use crossbeam_channel::{Receiver, Sender};
 use time::OffsetDateTime;
 
 use crate::clock::Clock;
-use crate::config::{Config, Template};
+use crate::config::{Config, Endpoint, Template};
 use crate::layout::{self, Content, OpenError, Show, Target, Version};
 use crate::secret::Secret;
+use crate::timestamp::Timestamp;
 use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Sent};
 
 mod multipart;
@@ -37,9 +38,8 @@ pub const USER_AGENT: &str = concat!("sega-uploader/", env!("CARGO_PKG_VERSION")
 /// an `Arc` of it, so a reload takes effect from the next job on.
 #[derive(Debug)]
 pub struct RequestSettings {
-    pub url: Secret<String>,
-    /// The URL for messages: credentials redacted.
-    pub shown_url: String,
+    /// Where requests go: `send` exposes the URL, messages show `redacted()`.
+    pub endpoint: Endpoint,
     pub file_field: String,
     pub fields: Vec<(String, Template)>,
     pub headers: Vec<(String, Secret<String>)>,
@@ -58,8 +58,7 @@ impl RequestSettings {
     pub fn new(config: &Config, scope: String) -> RequestSettings {
         let u = &config.upload;
         RequestSettings {
-            url: u.url.url.clone(),
-            shown_url: u.url.redacted().to_owned(),
+            endpoint: u.url.clone(),
             file_field: u.file_field.clone(),
             fields: u.fields.clone(),
             headers: u.headers.clone(),
@@ -111,7 +110,7 @@ pub struct Job {
     /// What the request carries.
     pub file: Item,
     /// When the file was first found still being written (no end-of-image marker), if it was.
-    pub incomplete_since: Option<String>,
+    pub incomplete_since: Option<Timestamp>,
     /// Where the file is, checked by the owner against the rules and the config in force.
     pub target: Target,
     /// A probe during an endpoint outage: its failure does not count toward max_attempts.
@@ -211,11 +210,7 @@ fn attempt(
         Ok(Content::NotAnImage) => return Outcome::NotAnImage,
         Ok(Content::Incomplete) => {
             let now = clock.now_utc();
-            let since = job
-                .incomplete_since
-                .as_deref()
-                .and_then(crate::clock::parse_ts)
-                .unwrap_or(now);
+            let since = job.incomplete_since.map_or(now, Timestamp::utc);
             if now - since < job.settings.incomplete_max_wait {
                 return Outcome::Incomplete { since };
             }
@@ -339,14 +334,13 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("s3cret"),
             "{shown}"
         );
-        assert_eq!(s.shown_url, "http://<redacted>@up.example/u");
+        assert_eq!(s.endpoint.redacted(), "http://<redacted>@up.example/u");
     }
 
     #[test]
     fn overall_timeout_grows_with_size() {
         let s = RequestSettings {
-            url: Secret::new(String::new()),
-            shown_url: String::new(),
+            endpoint: Endpoint::parse("http://h/u").unwrap(),
             file_field: "file".into(),
             fields: vec![],
             headers: vec![],

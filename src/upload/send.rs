@@ -95,7 +95,7 @@ pub fn send(
         limiter.cloned(),
     );
     let key = idempotency_key(&settings.scope, &f.folder, &f.date, name_bytes, f.version);
-    let mut builder = attohttpc::post(settings.url.expose())
+    let mut builder = attohttpc::post(settings.endpoint.url.expose())
         .follow_redirects(false)
         .proxy_settings(attohttpc::ProxySettings::builder().build())
         .connect_timeout(settings.connect_timeout)

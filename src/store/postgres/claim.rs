@@ -10,10 +10,11 @@ use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text};
 
-use super::{ts, Id, OptText, PgStore};
+use super::{ts, Id, PgStore};
 use crate::error::Result;
 use crate::layout::Version;
 use crate::store::{ClaimOrder, Claimed};
+use crate::timestamp::Timestamp;
 
 #[derive(QueryableByName)]
 struct ClaimRow {
@@ -34,7 +35,7 @@ struct ClaimRow {
     #[diesel(sql_type = BigInt)]
     attempts: i64,
     #[diesel(sql_type = Nullable<Text>)]
-    incomplete_since: Option<String>,
+    incomplete_since: Option<Timestamp>,
 }
 
 fn claim_returning() -> String {
@@ -70,8 +71,8 @@ impl PgStore {
     /// other; `ARRAY(…)` evaluates the pick once.
     pub(super) fn claim_due(
         &mut self,
-        now: &str,
-        far: &str,
+        now: Timestamp,
+        far: Timestamp,
         limit: usize,
         order: ClaimOrder,
     ) -> Result<Vec<Claimed>> {
@@ -114,7 +115,7 @@ impl PgStore {
         Ok(claimed)
     }
 
-    pub(super) fn claim_ids(&mut self, ids: &[i64], now: &str) -> Result<Vec<Claimed>> {
+    pub(super) fn claim_ids(&mut self, ids: &[i64], now: Timestamp) -> Result<Vec<Claimed>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -145,8 +146,8 @@ impl PgStore {
 
     pub(super) fn due_ids(
         &mut self,
-        now: &str,
-        far: &str,
+        now: Timestamp,
+        far: Timestamp,
         dates: &[String],
         newest_first: bool,
     ) -> Result<Vec<i64>> {
@@ -173,13 +174,18 @@ impl PgStore {
 
     /// When the next pending row of this host's folders becomes due (rows it cannot claim
     /// must not keep waking it).
-    pub(super) fn next_due(&mut self) -> Result<Option<String>> {
+    pub(super) fn next_due(&mut self) -> Result<Option<Timestamp>> {
+        #[derive(QueryableByName)]
+        struct NextDue {
+            #[diesel(sql_type = Nullable<Text>)]
+            v: Option<Timestamp>,
+        }
         let ctx = &self.ctx;
         let sql = format!(
             "SELECT {} AS v FROM files WHERE scope = $1 AND status = 'pending' AND folder = ANY($2)",
             ts("min(next_attempt_at)")
         );
-        let r: OptText = self.link.with("finding the next due file", |c| {
+        let r: NextDue = self.link.with("finding the next due file", |c| {
             Ok(sql_query(&sql)
                 .bind::<Text, _>(&ctx.scope)
                 .bind::<Array<Text>, _>(&ctx.labels)
@@ -249,7 +255,7 @@ mod tests {
         let listed = a.list(&ListFilter::default()).unwrap();
         assert!(listed
             .iter()
-            .all(|r| r.status == "uploading" && r.attempts == 1));
+            .all(|r| r.status.as_str() == "uploading" && r.attempts == 1));
         let sum = a.summary(T0, T0, T0).unwrap();
         let claimed: Vec<(&str, i64)> = sum
             .hosts
@@ -298,13 +304,13 @@ mod tests {
             .unwrap();
         a.unclaim(&[c[0].id], T2).unwrap();
         assert_eq!(
-            a.list(&ListFilter::default()).unwrap()[0].status,
+            a.list(&ListFilter::default()).unwrap()[0].status.as_str(),
             "uploading"
         );
         b.complete(&[completion(&c[0], Disposition::Uploaded)], T2)
             .unwrap();
         assert_eq!(
-            a.list(&ListFilter::default()).unwrap()[0].status,
+            a.list(&ListFilter::default()).unwrap()[0].status.as_str(),
             "uploaded"
         );
     }

@@ -13,6 +13,7 @@ use super::conn::Fail;
 use super::{jsonb_text, pg_opt, Ctx, Id, OptText, PgStore};
 use crate::error::Result;
 use crate::store::{Completion, Disposition, RESULTS_KEPT_PER_FILE};
+use crate::timestamp::Timestamp;
 
 /// Keeps each file's latest `RESULTS_KEPT_PER_FILE` results.
 pub(super) fn trim_results(c: &mut PgConnection, file_ids: &[i64]) -> QueryResult<usize> {
@@ -35,7 +36,7 @@ impl PgStore {
     /// Applies a batch of completions in one transaction, as SQLite does, and only where
     /// this process still holds the claim: a host whose claims were taken over (its lease
     /// ran out) must not overwrite the new owner's state. The attempt is recorded either way.
-    pub(super) fn complete(&mut self, batch: &[Completion], now: &str) -> Result<Vec<i64>> {
+    pub(super) fn complete(&mut self, batch: &[Completion], now: Timestamp) -> Result<Vec<i64>> {
         let ctx = &self.ctx;
         self.link.with("saving upload results", |c| {
             c.transaction::<_, Fail, _>(|c| {
@@ -56,7 +57,7 @@ impl PgStore {
                         .bind::<BigInt, _>(done.file_id)
                         .bind::<Text, _>(&ctx.host)
                         .bind::<Integer, _>(i32::try_from(done.attempt).unwrap_or(i32::MAX))
-                        .bind::<Text, _>(&done.started_at)
+                        .bind::<Text, _>(done.started_at)
                         .bind::<BigInt, _>(done.duration_ms)
                         .bind::<Nullable<Integer>, _>(done.http_status.map(i32::from))
                         .bind::<Nullable<Text>, _>(pg_opt(&done.response_body))
@@ -122,7 +123,7 @@ impl PgStore {
 /// process claimed and still holds.
 fn update_for<'a>(
     done: &'a Completion,
-    now: &'a str,
+    now: Timestamp,
     ctx: &'a Ctx,
 ) -> diesel::query_builder::BoxedSqlQuery<'a, Pg, diesel::query_builder::SqlQuery> {
     let guard = "WHERE id = $1 AND scope = $2 AND status = 'uploading' AND size = $3
@@ -164,7 +165,7 @@ fn update_for<'a>(
     match &done.disposition {
         Disposition::Uploaded => q,
         Disposition::Retry { at, counted } => q
-            .bind::<Text, _>(at.as_str())
+            .bind::<Text, _>(*at)
             .bind::<Nullable<Text>, _>(pg_opt(&done.error))
             .bind::<Integer, _>(if *counted { 0 } else { 1 }),
         Disposition::Failed => q.bind::<Nullable<Text>, _>(pg_opt(&done.error)),
@@ -175,13 +176,13 @@ fn update_for<'a>(
             at,
             incomplete_since,
         } => q
-            .bind::<Text, _>(at.as_str())
-            .bind::<Nullable<Text>, _>(incomplete_since.as_deref())
+            .bind::<Text, _>(*at)
+            .bind::<Nullable<Text>, _>(*incomplete_since)
             .bind::<Nullable<Text>, _>(pg_opt(&done.error)),
         Disposition::Changed { version, at } => q
             .bind::<BigInt, _>(version.size as i64)
             .bind::<BigInt, _>(version.mtime_ns)
-            .bind::<Text, _>(at.as_str()),
+            .bind::<Text, _>(*at),
     }
 }
 
@@ -207,7 +208,7 @@ mod tests {
         let mut nul = completion(
             &c[0],
             Disposition::Retry {
-                at: T1.into(),
+                at: T1,
                 counted: true,
             },
         );

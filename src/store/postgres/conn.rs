@@ -427,7 +427,7 @@ mod tests {
         let mut a = pg_open(&url, "site-a", "cam-1", roots());
         let mut b = pg_open(&url, "site-a", "cam-1", roots());
         let mut other = pg_open(&url, "site-a", "cam-2", roots());
-        a.set_state(&[("pid", "4242".into()), ("heartbeat", T0.into())], T0)
+        a.set_state(&[("pid", "4242".into()), ("heartbeat", T0.to_string())], T0)
             .unwrap();
         assert_eq!(a.lock_daemon().unwrap(), None);
         assert_eq!(a.lock_daemon().unwrap(), None, "taking it twice is fine");
@@ -458,7 +458,7 @@ mod tests {
         let mut a = pg_open(&url_a, "site-a", "cam-1", roots());
         let mut b = pg_open(&url_b, "site-a", "cam-1", roots());
         let mut b_other = pg_open(&url_b, "site-a", "cam-2", roots());
-        b.set_state(&[("pid", "4242".into()), ("heartbeat", T0.into())], T0)
+        b.set_state(&[("pid", "4242".into()), ("heartbeat", T0.to_string())], T0)
             .unwrap();
         assert_eq!(a.lock_daemon().unwrap(), None);
         let sum = b_other.summary(T0, T0, T0).unwrap();
@@ -510,7 +510,7 @@ mod tests {
             .to_string();
         assert!(e.starts_with("claiming files: "), "{e}");
         // The next call reconnects, takes the lock again, and works.
-        assert_eq!(a.next_due().unwrap().as_deref(), Some(T0));
+        assert_eq!(a.next_due().unwrap(), Some(T0));
         assert_ne!(a.backend_pid_for_test().unwrap(), pid);
         let mut twin = pg_open(&url, "site-a", "cam-1", roots());
         assert!(
@@ -536,7 +536,7 @@ mod tests {
         assert!(quick.elapsed() < Duration::from_millis(500));
         a.link.conninfo = real;
         a.link.retry_at = None;
-        assert_eq!(a.next_due().unwrap().as_deref(), Some(T0));
+        assert_eq!(a.next_due().unwrap(), Some(T0));
         assert!(twin.lock_daemon().unwrap().is_some());
     }
 

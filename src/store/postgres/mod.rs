@@ -7,8 +7,9 @@
 //! as the recording host saw it; a claim hands out *this* host's path for the file, built
 //! from its own folder roots, and a host only claims files of folders it watches.
 //!
-//! Time: the trait's times are bound as `$n::timestamptz` and read back in exactly the
-//! SQLite format, so the daemon's (injectable) clock decides due times. Liveness is judged
+//! Time: a [`Timestamp`] is bound as its text cast `$n::timestamptz` and read back in
+//! exactly the SQLite format (`ts`), so the daemon's (injectable) clock decides due times.
+//! A status or an outcome is bound and read as its word. Liveness is judged
 //! by the server's clock only (`state.updated_at`, `claimed_at`): hosts' clocks may disagree.
 //!
 //! Connection: one `PgStore` is one libpq session, used by one thread, no runtime. An
@@ -26,18 +27,23 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
+use diesel::deserialize::{self, FromSql};
+use diesel::pg::{Pg, PgValue};
 use diesel::prelude::*;
+use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types::{BigInt, Bool, Bytea, Nullable, Text};
 
 use super::{
-    local_path, ClaimOrder, Claimed, Completion, Exported, FileRow, Ledger, ListFilter,
+    local_path, Attempted, ClaimOrder, Claimed, Completion, Exported, FileRow, Ledger, ListFilter,
     Observation, RecordStats, Status, Summary,
 };
 use crate::error::Result;
 use crate::layout::Version;
+use crate::timestamp::Timestamp;
 
 mod claim;
 mod complete;
@@ -53,9 +59,54 @@ mod transfer;
 
 use conn::Link;
 
-/// A `timestamptz` column read back in the trait's format (`format_ts`).
+/// A `timestamptz` column read back in the trait's format (`format_ts`), as a [`Timestamp`]
+/// reads it.
 fn ts(col: &str) -> String {
     format!(r#"to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#)
+}
+
+/// Bound as `Text`, cast `::timestamptz` in the statement.
+impl ToSql<Text, Pg> for Timestamp {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        write!(out, "{self}")?;
+        Ok(IsNull::No)
+    }
+}
+
+/// Read as `Text` from a `ts(…)` column.
+impl FromSql<Text, Pg> for Timestamp {
+    fn from_sql(v: PgValue<'_>) -> deserialize::Result<Timestamp> {
+        let s = std::str::from_utf8(v.as_bytes())?;
+        Timestamp::parse(s).ok_or_else(|| format!("not a time: {s:?}").into())
+    }
+}
+
+impl ToSql<Text, Pg> for Status {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        out.write_all(self.as_str().as_bytes())?;
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<Text, Pg> for Status {
+    fn from_sql(v: PgValue<'_>) -> deserialize::Result<Status> {
+        let s = std::str::from_utf8(v.as_bytes())?;
+        Status::parse(s).ok_or_else(|| format!("not a status: {s:?}").into())
+    }
+}
+
+impl ToSql<Text, Pg> for Attempted {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        out.write_all(self.as_str().as_bytes())?;
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<Text, Pg> for Attempted {
+    fn from_sql(v: PgValue<'_>) -> deserialize::Result<Attempted> {
+        let s = std::str::from_utf8(v.as_bytes())?;
+        Attempted::parse(s).ok_or_else(|| format!("not an outcome: {s:?}").into())
+    }
 }
 
 /// Text for a PostgreSQL `text` column: NUL is the one character it cannot hold.
@@ -152,23 +203,23 @@ struct FileRec {
     #[diesel(sql_type = BigInt)]
     mtime_ns: i64,
     #[diesel(sql_type = Text)]
-    status: String,
+    status: Status,
     #[diesel(sql_type = BigInt)]
     attempts: i64,
     #[diesel(sql_type = Nullable<Text>)]
-    next_attempt_at: Option<String>,
+    next_attempt_at: Option<Timestamp>,
     #[diesel(sql_type = Nullable<Text>)]
     last_error: Option<String>,
     #[diesel(sql_type = Text)]
-    detected_at: String,
+    detected_at: Timestamp,
     #[diesel(sql_type = Nullable<Text>)]
-    uploaded_at: Option<String>,
+    uploaded_at: Option<Timestamp>,
     #[diesel(sql_type = Text)]
-    updated_at: String,
+    updated_at: Timestamp,
     #[diesel(sql_type = Nullable<Text>)]
     host: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
-    incomplete_since: Option<String>,
+    incomplete_since: Option<Timestamp>,
     #[diesel(sql_type = Bool)]
     absent: bool,
 }
@@ -189,7 +240,7 @@ fn file_columns() -> String {
 
 impl FileRec {
     /// The row, its `incomplete_since` and its `absent`.
-    fn into_row(self, ctx: &Ctx) -> (FileRow, Option<String>, bool) {
+    fn into_row(self, ctx: &Ctx) -> (FileRow, Option<Timestamp>, bool) {
         let path = ctx.path(&self.folder, &self.date, &self.filename, &self.path);
         (
             FileRow {
@@ -230,7 +281,7 @@ impl Ledger for PgStore {
         self.description.clone()
     }
 
-    fn record(&mut self, batch: &[Observation], now: &str) -> Result<RecordStats> {
+    fn record(&mut self, batch: &[Observation], now: Timestamp) -> Result<RecordStats> {
         PgStore::record(self, batch, now)
     }
 
@@ -243,63 +294,68 @@ impl Ledger for PgStore {
         PgStore::known_among(self, folder, date, listed)
     }
 
-    fn recheck(&mut self, path: &Path, now: &str) -> Result<bool> {
+    fn recheck(&mut self, path: &Path, now: Timestamp) -> Result<bool> {
         PgStore::recheck(self, path, now)
     }
 
     fn claim_due(
         &mut self,
-        now: &str,
-        far: &str,
+        now: Timestamp,
+        far: Timestamp,
         limit: usize,
         order: ClaimOrder,
     ) -> Result<Vec<Claimed>> {
         PgStore::claim_due(self, now, far, limit, order)
     }
 
-    fn claim_ids(&mut self, ids: &[i64], now: &str) -> Result<Vec<Claimed>> {
+    fn claim_ids(&mut self, ids: &[i64], now: Timestamp) -> Result<Vec<Claimed>> {
         PgStore::claim_ids(self, ids, now)
     }
 
     fn due_ids(
         &mut self,
-        now: &str,
-        far: &str,
+        now: Timestamp,
+        far: Timestamp,
         dates: &[String],
         newest_first: bool,
     ) -> Result<Vec<i64>> {
         PgStore::due_ids(self, now, far, dates, newest_first)
     }
 
-    fn next_due(&mut self) -> Result<Option<String>> {
+    fn next_due(&mut self) -> Result<Option<Timestamp>> {
         PgStore::next_due(self)
     }
 
-    fn complete(&mut self, batch: &[Completion], now: &str) -> Result<Vec<i64>> {
+    fn complete(&mut self, batch: &[Completion], now: Timestamp) -> Result<Vec<i64>> {
         PgStore::complete(self, batch, now)
     }
 
-    fn unclaim(&mut self, ids: &[i64], now: &str) -> Result<()> {
+    fn unclaim(&mut self, ids: &[i64], now: Timestamp) -> Result<()> {
         PgStore::unclaim(self, ids, now)
     }
 
-    fn reset_uploading(&mut self, ids: Option<&[i64]>, now: &str, error: &str) -> Result<usize> {
+    fn reset_uploading(
+        &mut self,
+        ids: Option<&[i64]>,
+        now: Timestamp,
+        error: &str,
+    ) -> Result<usize> {
         PgStore::reset_uploading(self, ids, now, error)
     }
 
-    fn take_over_stale(&mut self, now: &str) -> Result<usize> {
+    fn take_over_stale(&mut self, now: Timestamp) -> Result<usize> {
         PgStore::take_over_stale(self, now)
     }
 
-    fn release_backoff(&mut self, now: &str) -> Result<usize> {
+    fn release_backoff(&mut self, now: Timestamp) -> Result<usize> {
         PgStore::release_backoff(self, now)
     }
 
-    fn retry_failed(&mut self, now: &str) -> Result<usize> {
+    fn retry_failed(&mut self, now: Timestamp) -> Result<usize> {
         PgStore::retry_failed(self, now)
     }
 
-    fn retry_path(&mut self, path: &Path, force: bool, now: &str) -> Result<Option<String>> {
+    fn retry_path(&mut self, path: &Path, force: bool, now: Timestamp) -> Result<Option<Status>> {
         PgStore::retry_path(self, path, force, now)
     }
 
@@ -311,23 +367,23 @@ impl Ledger for PgStore {
         PgStore::newest_date(self)
     }
 
-    fn set_state(&mut self, pairs: &[(&str, String)], now: &str) -> Result<()> {
+    fn set_state(&mut self, pairs: &[(&str, String)], now: Timestamp) -> Result<()> {
         PgStore::set_state(self, pairs, now)
     }
 
-    fn state(&mut self) -> Result<HashMap<String, (String, String)>> {
+    fn state(&mut self) -> Result<HashMap<String, (String, Timestamp)>> {
         PgStore::state(self)
     }
 
-    fn queue_overview(&mut self) -> Result<(i64, Option<String>)> {
+    fn queue_overview(&mut self) -> Result<(i64, Option<Timestamp>)> {
         PgStore::queue_overview(self)
     }
 
-    fn uploaded_since(&mut self, since: &str) -> Result<i64> {
+    fn uploaded_since(&mut self, since: Timestamp) -> Result<i64> {
         PgStore::uploaded_since(self, since)
     }
 
-    fn counts(&mut self) -> Result<Vec<(String, String, i64)>> {
+    fn counts(&mut self) -> Result<Vec<(String, Status, i64)>> {
         PgStore::counts(self)
     }
 
@@ -343,7 +399,12 @@ impl Ledger for PgStore {
         PgStore::file_by_path(self, path)
     }
 
-    fn summary(&mut self, today_start: &str, day_ago: &str, hour_ago: &str) -> Result<Summary> {
+    fn summary(
+        &mut self,
+        today_start: Timestamp,
+        day_ago: Timestamp,
+        hour_ago: Timestamp,
+    ) -> Result<Summary> {
         PgStore::summary(self, today_start, day_ago, hour_ago)
     }
 

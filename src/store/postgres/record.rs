@@ -14,6 +14,7 @@ use super::{Id, PgStore};
 use crate::error::Result;
 use crate::layout::Version;
 use crate::store::{identity_of, log_new_version, Observation, RecordStats};
+use crate::timestamp::Timestamp;
 
 /// Listings are looked up this many names a statement (a bound array each).
 const KNOWN_CHUNK: usize = 10_000;
@@ -44,7 +45,7 @@ struct Existing {
     #[diesel(sql_type = Integer)]
     attempts: i32,
     #[diesel(sql_type = Nullable<Text>)]
-    next_attempt_at: Option<String>,
+    next_attempt_at: Option<Timestamp>,
 }
 
 #[derive(QueryableByName)]
@@ -57,7 +58,7 @@ struct Key {
 impl PgStore {
     /// Records a batch in one transaction: one upsert over the whole batch (new rows, new
     /// versions), then one update making unchanged settling rows due (inotify said done).
-    pub(super) fn record(&mut self, batch: &[Observation], now: &str) -> Result<RecordStats> {
+    pub(super) fn record(&mut self, batch: &[Observation], now: Timestamp) -> Result<RecordStats> {
         let mut stats = RecordStats::default();
         if batch.is_empty() {
             return Ok(stats);
@@ -92,7 +93,7 @@ impl PgStore {
             .collect();
         let sizes: Vec<i64> = dedup.iter().map(|(o, _)| o.version.size as i64).collect();
         let mtimes: Vec<i64> = dedup.iter().map(|(o, _)| o.version.mtime_ns).collect();
-        let ready: Vec<&str> = dedup.iter().map(|(o, _)| o.ready_at.as_str()).collect();
+        let ready: Vec<Timestamp> = dedup.iter().map(|(o, _)| o.ready_at).collect();
         let ctx = &self.ctx;
         let (inserted, changed, made_due) = self.link.with("recording files", |c| {
             c.transaction::<_, Fail, _>(|c| {
@@ -163,7 +164,7 @@ impl PgStore {
                     } else if *via_event
                         && e.status == "pending"
                         && e.attempts == 0
-                        && e.next_attempt_at.as_deref().is_some_and(|t| t > now)
+                        && e.next_attempt_at.is_some_and(|t| t > now)
                     {
                         due.push(e.id);
                     }
@@ -292,7 +293,7 @@ impl PgStore {
         Ok(known)
     }
 
-    pub(super) fn recheck(&mut self, path: &Path, now: &str) -> Result<bool> {
+    pub(super) fn recheck(&mut self, path: &Path, now: Timestamp) -> Result<bool> {
         let Some((folder, date, name)) = identity_of(path) else {
             return Ok(false);
         };
@@ -389,6 +390,6 @@ mod tests {
         let mut a = pg_open(&url, "site-a", "cam-1", roots());
         let listed = a.list(&ListFilter::default()).unwrap();
         assert_eq!(listed.len(), rows);
-        assert!(listed.iter().all(|r| r.status == "uploaded"));
+        assert!(listed.iter().all(|r| r.status.as_str() == "uploaded"));
     }
 }

@@ -12,9 +12,10 @@ use diesel::sql_types::{Array, BigInt, Bytea, Nullable, Text};
 
 use super::complete::trim_results;
 use super::conn::Fail;
-use super::{pg_text, Id, OptText, PgStore};
+use super::{pg_text, Id, PgStore};
 use crate::error::Result;
-use crate::store::identity_of;
+use crate::store::{identity_of, Status};
+use crate::timestamp::Timestamp;
 
 #[derive(QueryableByName)]
 struct TakenOver {
@@ -26,7 +27,7 @@ struct TakenOver {
 
 impl PgStore {
     /// Gives claimed rows that no worker started back to `pending`, as if never claimed.
-    pub(super) fn unclaim(&mut self, ids: &[i64], now: &str) -> Result<()> {
+    pub(super) fn unclaim(&mut self, ids: &[i64], now: Timestamp) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -53,7 +54,7 @@ impl PgStore {
     pub(super) fn reset_uploading(
         &mut self,
         ids: Option<&[i64]>,
-        now: &str,
+        now: Timestamp,
         error: &str,
     ) -> Result<usize> {
         let ctx = &self.ctx;
@@ -88,7 +89,7 @@ impl PgStore {
     /// Claims of other hosts of this scope whose heartbeat (by the server's clock) is older
     /// than the lease, or that never wrote one and claimed longer ago than the lease, go back
     /// to `pending`, due now, each with a `retry` result row saying so.
-    pub(super) fn take_over_stale(&mut self, now: &str) -> Result<usize> {
+    pub(super) fn take_over_stale(&mut self, now: Timestamp) -> Result<usize> {
         let ctx = &self.ctx;
         let taken: Vec<TakenOver> = self.link.with("taking over stale claims", |c| {
             c.transaction::<_, Fail, _>(|c| {
@@ -146,7 +147,7 @@ impl PgStore {
         Ok(taken.len())
     }
 
-    pub(super) fn release_backoff(&mut self, now: &str) -> Result<usize> {
+    pub(super) fn release_backoff(&mut self, now: Timestamp) -> Result<usize> {
         let scope = &self.ctx.scope;
         self.link.with("releasing backoff after an outage", |c| {
             Ok(sql_query(
@@ -160,7 +161,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn retry_failed(&mut self, now: &str) -> Result<usize> {
+    pub(super) fn retry_failed(&mut self, now: Timestamp) -> Result<usize> {
         let scope = &self.ctx.scope;
         self.link.with("re-queueing failed files", |c| {
             Ok(sql_query(
@@ -178,8 +179,13 @@ impl PgStore {
         &mut self,
         path: &Path,
         force: bool,
-        now: &str,
-    ) -> Result<Option<String>> {
+        now: Timestamp,
+    ) -> Result<Option<Status>> {
+        #[derive(QueryableByName)]
+        struct Was {
+            #[diesel(sql_type = Text)]
+            status: Status,
+        }
         let Some((folder, date, name)) = identity_of(path) else {
             return Ok(None);
         };
@@ -187,23 +193,23 @@ impl PgStore {
         self.link.with("re-queueing a file", |c| {
             c.transaction::<_, Fail, _>(|c| {
                 let status = sql_query(
-                    "SELECT status AS v FROM files
+                    "SELECT status FROM files
                      WHERE scope = $1 AND folder = $2 AND date = $3 AND filename = $4 FOR UPDATE",
                 )
                 .bind::<Text, _>(scope)
                 .bind::<Text, _>(&folder)
                 .bind::<Text, _>(&date)
                 .bind::<Bytea, _>(name.as_bytes())
-                .get_result::<OptText>(c)
+                .get_result::<Was>(c)
                 .optional()?
-                .and_then(|r| r.v);
+                .map(|r| r.status);
                 let Some(status) = status else {
                     return Ok(None);
                 };
-                let allowed = match status.as_str() {
-                    "failed" | "pending" => true,
-                    "uploaded" | "skipped" => force,
-                    _ => false,
+                let allowed = match status {
+                    Status::Failed | Status::Pending => true,
+                    Status::Uploaded | Status::Skipped => force,
+                    Status::Uploading => false,
                 };
                 if allowed {
                     sql_query(
@@ -252,7 +258,7 @@ mod tests {
         .unwrap();
         let held = a.claim_due(T0, FAR, 2, ClaimOrder::OldestFile).unwrap();
         let silent = c.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap();
-        a.set_state(&[("heartbeat", T0.into())], T0).unwrap();
+        a.set_state(&[("heartbeat", T0.to_string())], T0).unwrap();
         assert_eq!(b.take_over_stale(T1).unwrap(), 0, "cam-1 is alive");
         // cam-1's heartbeat stops (by the server's clock); cam-3 never wrote one and
         // claimed long ago.
@@ -269,15 +275,15 @@ mod tests {
         assert_eq!(b.take_over_stale(T1).unwrap(), 2);
         assert_eq!(b.take_over_stale(T1).unwrap(), 0);
         let rows = exported(&mut b);
-        assert!(rows.iter().all(|e| e.file.status == "pending"));
+        assert!(rows.iter().all(|e| e.file.status.as_str() == "pending"));
         let a_row = rows.iter().find(|e| e.file.id == held[0].id).unwrap();
         assert_eq!(
             a_row.file.last_error.as_deref(),
             Some("taken over from host cam-1: its heartbeat stopped")
         );
         assert_eq!(a_row.results.len(), 1);
-        assert_eq!(a_row.results[0].outcome, "retry");
-        assert_eq!(a_row.file.next_attempt_at.as_deref(), Some(T1));
+        assert_eq!(a_row.results[0].outcome.as_str(), "retry");
+        assert_eq!(a_row.file.next_attempt_at, Some(T1));
         // cam-1 comes back with its old claims: its completions are recorded, not applied.
         a.complete(&[completion(&held[0], Disposition::Uploaded)], T2)
             .unwrap();
@@ -301,7 +307,7 @@ mod tests {
         assert_eq!(b.reset_uploading(Some(&[ca[0].id]), T1, "x").unwrap(), 0);
         assert_eq!(b.reset_uploading(None, T1, "interrupted").unwrap(), 1);
         let row = a.file_by_path(&ca[0].path).unwrap().unwrap();
-        assert_eq!(row.status, "uploading");
+        assert_eq!(row.status.as_str(), "uploading");
         let sum = a.summary(T0, T0, T0).unwrap();
         assert_eq!(
             sum.hosts.len(),
@@ -309,7 +315,7 @@ mod tests {
             "a host without state rows but with claims"
         );
         assert_eq!(sum.hosts[0].heartbeat_age_secs, None);
-        a.set_state(&[("heartbeat", T1.into())], T1).unwrap();
+        a.set_state(&[("heartbeat", T1.to_string())], T1).unwrap();
         let sum = b.summary(T0, T0, T0).unwrap();
         assert_eq!(sum.hosts.len(), 1);
         assert_eq!(

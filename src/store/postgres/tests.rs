@@ -43,7 +43,7 @@ fn scopes_do_not_see_each_other() {
     let mut a = pg_open(&url, "site-a", "cam-1", roots());
     let mut b = pg_open(&url, "site-b", "cam-1", roots());
     a.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
-    a.set_state(&[("heartbeat", T0.into())], T0).unwrap();
+    a.set_state(&[("heartbeat", T0.to_string())], T0).unwrap();
     let p = Path::new("/data/Sega_1/2026-11-26/a.jpg");
     assert!(b
         .claim_due(T1, FAR, 10, ClaimOrder::OldestFile)
@@ -70,7 +70,7 @@ fn scopes_do_not_see_each_other() {
     assert_eq!(b.prune("2099-01-01").unwrap(), 1);
     assert_eq!(
         a.counts().unwrap(),
-        [("Sega_1".into(), "uploaded".into(), 1)]
+        [("Sega_1".into(), Status::Uploaded, 1)]
     );
 }
 

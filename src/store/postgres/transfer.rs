@@ -13,7 +13,8 @@ use super::complete::trim_results;
 use super::conn::Fail;
 use super::{file_columns, jsonb_text, pg_opt, ts, FileRec, PgStore};
 use crate::error::Result;
-use crate::store::{Exported, ResultRow};
+use crate::store::{Attempted, Exported, ResultRow, Status};
+use crate::timestamp::Timestamp;
 
 #[derive(QueryableByName)]
 struct ResultRec {
@@ -22,7 +23,7 @@ struct ResultRec {
     #[diesel(sql_type = BigInt)]
     attempt: i64,
     #[diesel(sql_type = Text)]
-    started_at: String,
+    started_at: Timestamp,
     #[diesel(sql_type = BigInt)]
     duration_ms: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -34,7 +35,7 @@ struct ResultRec {
     #[diesel(sql_type = Nullable<Text>)]
     error: Option<String>,
     #[diesel(sql_type = Text)]
-    outcome: String,
+    outcome: Attempted,
 }
 
 impl PgStore {
@@ -123,22 +124,20 @@ impl PgStore {
         let mut nexts = Vec::with_capacity(rows.len());
         for e in rows {
             let f = &e.file;
-            if f.status == "uploading" {
-                statuses.push("pending");
-                nexts.push(Some(f.updated_at.clone()));
+            if f.status == Status::Uploading {
+                statuses.push(Status::Pending);
+                nexts.push(Some(f.updated_at));
             } else {
-                statuses.push(f.status.as_str());
-                nexts.push(f.next_attempt_at.clone());
+                statuses.push(f.status);
+                nexts.push(f.next_attempt_at);
             }
         }
         let attempts: Vec<i64> = rows.iter().map(|e| e.file.attempts).collect();
         let errors: Vec<Option<String>> = rows.iter().map(|e| pg_opt(&e.file.last_error)).collect();
-        let detected: Vec<&str> = rows.iter().map(|e| e.file.detected_at.as_str()).collect();
-        let uploaded: Vec<Option<&str>> =
-            rows.iter().map(|e| e.file.uploaded_at.as_deref()).collect();
-        let updated: Vec<&str> = rows.iter().map(|e| e.file.updated_at.as_str()).collect();
-        let incomplete: Vec<Option<&str>> =
-            rows.iter().map(|e| e.incomplete_since.as_deref()).collect();
+        let detected: Vec<Timestamp> = rows.iter().map(|e| e.file.detected_at).collect();
+        let uploaded: Vec<Option<Timestamp>> = rows.iter().map(|e| e.file.uploaded_at).collect();
+        let updated: Vec<Timestamp> = rows.iter().map(|e| e.file.updated_at).collect();
+        let incomplete: Vec<Option<Timestamp>> = rows.iter().map(|e| e.incomplete_since).collect();
         let absent: Vec<bool> = rows.iter().map(|e| e.absent).collect();
         let ctx = &self.ctx;
         self.link.with("importing rows", |c| {
@@ -258,26 +257,26 @@ struct ImportedRec {
 struct ResultColumns {
     file_id: Vec<i64>,
     attempt: Vec<i64>,
-    started_at: Vec<String>,
+    started_at: Vec<Timestamp>,
     duration_ms: Vec<i64>,
     http_status: Vec<Option<i64>>,
     response_body: Vec<Option<String>>,
     response_json: Vec<Option<String>>,
     error: Vec<Option<String>>,
-    outcome: Vec<String>,
+    outcome: Vec<Attempted>,
 }
 
 impl ResultColumns {
     fn push(&mut self, file_id: i64, r: &ResultRow) {
         self.file_id.push(file_id);
         self.attempt.push(r.attempt);
-        self.started_at.push(r.started_at.clone());
+        self.started_at.push(r.started_at);
         self.duration_ms.push(r.duration_ms);
         self.http_status.push(r.http_status);
         self.response_body.push(pg_opt(&r.response_body));
         self.response_json.push(jsonb_text(&r.response_json));
         self.error.push(pg_opt(&r.error));
-        self.outcome.push(r.outcome.clone());
+        self.outcome.push(r.outcome);
     }
 }
 
@@ -320,7 +319,7 @@ mod tests {
         assert_eq!(
             (
                 a.file.status.as_str(),
-                a.file.uploaded_at.as_deref(),
+                a.file.uploaded_at,
                 a.file.host.as_deref()
             ),
             ("uploaded", Some(T1), Some("cam-1"))
@@ -328,7 +327,7 @@ mod tests {
         assert_eq!(a.results[0].response_json.as_deref(), Some(r#"{"id": 7}"#));
         assert_eq!(a.results[0].started_at, T1);
         let b = there.iter().find(|e| e.file.filename == "b.jpg").unwrap();
-        assert_eq!(b.file.status, "pending", "a claim does not travel");
+        assert_eq!(b.file.status.as_str(), "pending", "a claim does not travel");
 
         let mut back = sqlite();
         assert_eq!(back.import(&there).unwrap(), 3);

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{row_os, version_of, Store};
+use super::{lenient_ts, row_os, version_of, Store};
 use crate::error::{Error, Result};
 use crate::store::{ClaimOrder, Claimed};
+use crate::timestamp::Timestamp;
 
 const CLAIM_RETURNING: &str =
     "RETURNING id, path, folder, date, filename, size, mtime_ns, attempts, incomplete_since";
@@ -21,7 +22,7 @@ fn claimed_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
         filename: row_os(row, 4)?,
         version: version_of(row, 5, 6)?,
         attempt: row.get(7)?,
-        incomplete_since: row.get(8)?,
+        incomplete_since: lenient_ts(row, 8)?,
     })
 }
 
@@ -32,8 +33,8 @@ impl Store {
     /// the rows it returns.
     pub(super) fn claim_due(
         &mut self,
-        now: &str,
-        far: &str,
+        now: Timestamp,
+        far: Timestamp,
         limit: usize,
         order: ClaimOrder,
     ) -> Result<Vec<Claimed>> {
@@ -73,7 +74,7 @@ impl Store {
 
     /// Claims these rows if they are still pending (the one-shot scan works through the
     /// list of rows that were due when it started).
-    pub(super) fn claim_ids(&mut self, ids: &[i64], now: &str) -> Result<Vec<Claimed>> {
+    pub(super) fn claim_ids(&mut self, ids: &[i64], now: Timestamp) -> Result<Vec<Claimed>> {
         let tx = self.tx("claiming files")?;
         let mut out = Vec::with_capacity(ids.len());
         {
@@ -101,8 +102,8 @@ impl Store {
     /// Ids of pending rows due by `now` (optionally only of these dates), in upload order.
     pub(super) fn due_ids(
         &mut self,
-        now: &str,
-        far: &str,
+        now: Timestamp,
+        far: Timestamp,
         dates: &[String],
         newest_first: bool,
     ) -> Result<Vec<i64>> {
@@ -133,13 +134,13 @@ impl Store {
 
     /// When the next pending row becomes due, if any: the first entry of the partial index
     /// (not a walk over every pending row through `files_status`).
-    pub(super) fn next_due(&mut self) -> Result<Option<String>> {
+    pub(super) fn next_due(&mut self) -> Result<Option<Timestamp>> {
         self.conn
             .query_row(
                 "SELECT min(next_attempt_at) FROM files INDEXED BY files_pending_due
                  WHERE status = 'pending'",
                 [],
-                |r| r.get(0),
+                |r| lenient_ts(r, 0),
             )
             .map_err(|e| Error::db("finding the next due file", e))
     }

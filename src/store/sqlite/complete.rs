@@ -5,16 +5,17 @@
 use rusqlite::params;
 use rusqlite::types::Value;
 
-use super::Store;
+use super::{ts_value, Store};
 use crate::error::{Error, Result};
 use crate::store::{Completion, Disposition, RESULTS_KEPT_PER_FILE};
+use crate::timestamp::Timestamp;
 
 impl Store {
     /// Applies a batch of completions in one transaction. A completion only changes the row
     /// if it still holds the claimed version in `uploading`; a result row is written for
     /// every attempt either way, and each file keeps only its latest results. A completion
     /// whose row is gone (pruned meanwhile, deleted by hand) changes nothing and is returned.
-    pub(super) fn complete(&mut self, batch: &[Completion], now: &str) -> Result<Vec<i64>> {
+    pub(super) fn complete(&mut self, batch: &[Completion], now: Timestamp) -> Result<Vec<i64>> {
         let tx = self.tx("saving upload results")?;
         let mut gone = Vec::new();
         {
@@ -67,7 +68,7 @@ impl Store {
                             "UPDATE files SET status = 'uploaded', uploaded_at = ?4, next_attempt_at = NULL,
                                 last_error = NULL, incomplete_since = NULL, updated_at = ?4 {guard}"
                         ),
-                        vec![Value::Text(now.into())],
+                        vec![ts_value(now)],
                     ),
                     Disposition::Retry { at, counted } => (
                         format!(
@@ -75,8 +76,8 @@ impl Store {
                                 attempts = attempts - ?7, updated_at = ?4 {guard}"
                         ),
                         vec![
-                            Value::Text(now.into()),
-                            Value::Text(at.clone()),
+                            ts_value(now),
+                            ts_value(*at),
                             opt_text(&c.error),
                             Value::Integer(if *counted { 0 } else { 1 }),
                         ],
@@ -86,7 +87,7 @@ impl Store {
                             "UPDATE files SET status = 'failed', next_attempt_at = NULL, last_error = ?5,
                                 updated_at = ?4 {guard}"
                         ),
-                        vec![Value::Text(now.into()), opt_text(&c.error)],
+                        vec![ts_value(now), opt_text(&c.error)],
                     ),
                     Disposition::Skipped { absent } => (
                         format!(
@@ -94,7 +95,7 @@ impl Store {
                                 absent = ?6, updated_at = ?4 {guard}"
                         ),
                         vec![
-                            Value::Text(now.into()),
+                            ts_value(now),
                             opt_text(&c.error),
                             Value::Integer(i64::from(*absent)),
                         ],
@@ -105,9 +106,9 @@ impl Store {
                                 incomplete_since = ?6, last_error = ?7, updated_at = ?4 {guard}"
                         ),
                         vec![
-                            Value::Text(now.into()),
-                            Value::Text(at.clone()),
-                            opt_text(incomplete_since),
+                            ts_value(now),
+                            ts_value(*at),
+                            incomplete_since.map_or(Value::Null, ts_value),
                             opt_text(&c.error),
                         ],
                     ),
@@ -118,10 +119,10 @@ impl Store {
                                 incomplete_since = NULL, updated_at = ?4 {guard}"
                         ),
                         vec![
-                            Value::Text(now.into()),
+                            ts_value(now),
                             Value::Integer(version.size as i64),
                             Value::Integer(version.mtime_ns),
-                            Value::Text(at.clone()),
+                            ts_value(*at),
                         ],
                     ),
                 };

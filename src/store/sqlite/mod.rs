@@ -8,6 +8,8 @@
 //! Paths and file names are bytes on Linux. A name that is valid UTF-8 is stored as TEXT;
 //! one that is not (CP949 from an old Samba share) is stored as a BLOB of its raw bytes, so
 //! it round-trips losslessly and still has exactly one representation for the UNIQUE index.
+//! A [`Timestamp`] is stored as its `format_ts` TEXT, which sorts as time; a status or an
+//! outcome as its word.
 //!
 //! Files: `open.rs` opening the database (writable, read-only, as the lock holder) and the
 //! watch over its files; `schema.rs` the tables and their migrations; `record.rs`,
@@ -21,16 +23,17 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use rusqlite::types::{Value, ValueRef};
-use rusqlite::{Connection, Transaction};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, ToSql, Transaction};
 
 use super::{
-    ClaimOrder, Claimed, Completion, Exported, FileRow, Ledger, ListFilter, Observation,
+    Attempted, ClaimOrder, Claimed, Completion, Exported, FileRow, Ledger, ListFilter, Observation,
     RecordStats, Status, Summary,
 };
 use crate::error::{Error, Result};
 use crate::layout::Show;
 use crate::layout::Version;
+use crate::timestamp::Timestamp;
 
 mod claim;
 mod complete;
@@ -69,6 +72,66 @@ fn value_bytes(v: ValueRef<'_>) -> Vec<u8> {
         ValueRef::Integer(i) => i.to_string().into_bytes(),
         ValueRef::Real(f) => f.to_string().into_bytes(),
         ValueRef::Null => Vec::new(),
+    }
+}
+
+/// A time as the column stores it.
+fn ts_value(t: Timestamp) -> Value {
+    Value::Text(t.to_string())
+}
+
+impl ToSql for Timestamp {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Owned(ts_value(*self)))
+    }
+}
+
+/// A time column that does not hold a time (a row written by hand) fails the read.
+impl FromSql for Timestamp {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Timestamp> {
+        let s = v.as_str()?;
+        Timestamp::parse(s).ok_or_else(|| FromSqlError::Other(format!("not a time: {s:?}").into()))
+    }
+}
+
+/// A time the daemon reads in its loop (a claim's `incomplete_since`, the next due time,
+/// the oldest detection): text that is not a time (a row written by hand) reads as none
+/// rather than failing every claim.
+fn lenient_ts(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<Timestamp>> {
+    Ok(row
+        .get::<_, Option<String>>(idx)?
+        .as_deref()
+        .and_then(Timestamp::parse))
+}
+
+impl ToSql for Status {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(
+            self.as_str().as_bytes(),
+        )))
+    }
+}
+
+impl FromSql for Status {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Status> {
+        let s = v.as_str()?;
+        Status::parse(s).ok_or_else(|| FromSqlError::Other(format!("not a status: {s:?}").into()))
+    }
+}
+
+impl ToSql for Attempted {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(
+            self.as_str().as_bytes(),
+        )))
+    }
+}
+
+impl FromSql for Attempted {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Attempted> {
+        let s = v.as_str()?;
+        Attempted::parse(s)
+            .ok_or_else(|| FromSqlError::Other(format!("not an outcome: {s:?}").into()))
     }
 }
 
@@ -135,7 +198,7 @@ impl Ledger for Store {
         Store::import(self, rows)
     }
 
-    fn record(&mut self, batch: &[Observation], now: &str) -> Result<RecordStats> {
+    fn record(&mut self, batch: &[Observation], now: Timestamp) -> Result<RecordStats> {
         Store::record(self, batch, now)
     }
 
@@ -148,59 +211,64 @@ impl Ledger for Store {
         Store::known_among(self, folder, date, listed)
     }
 
-    fn recheck(&mut self, path: &Path, now: &str) -> Result<bool> {
+    fn recheck(&mut self, path: &Path, now: Timestamp) -> Result<bool> {
         Store::recheck(self, path, now)
     }
 
     fn claim_due(
         &mut self,
-        now: &str,
-        far: &str,
+        now: Timestamp,
+        far: Timestamp,
         limit: usize,
         order: ClaimOrder,
     ) -> Result<Vec<Claimed>> {
         Store::claim_due(self, now, far, limit, order)
     }
 
-    fn claim_ids(&mut self, ids: &[i64], now: &str) -> Result<Vec<Claimed>> {
+    fn claim_ids(&mut self, ids: &[i64], now: Timestamp) -> Result<Vec<Claimed>> {
         Store::claim_ids(self, ids, now)
     }
 
     fn due_ids(
         &mut self,
-        now: &str,
-        far: &str,
+        now: Timestamp,
+        far: Timestamp,
         dates: &[String],
         newest_first: bool,
     ) -> Result<Vec<i64>> {
         Store::due_ids(self, now, far, dates, newest_first)
     }
 
-    fn next_due(&mut self) -> Result<Option<String>> {
+    fn next_due(&mut self) -> Result<Option<Timestamp>> {
         Store::next_due(self)
     }
 
-    fn complete(&mut self, batch: &[Completion], now: &str) -> Result<Vec<i64>> {
+    fn complete(&mut self, batch: &[Completion], now: Timestamp) -> Result<Vec<i64>> {
         Store::complete(self, batch, now)
     }
 
-    fn unclaim(&mut self, ids: &[i64], now: &str) -> Result<()> {
+    fn unclaim(&mut self, ids: &[i64], now: Timestamp) -> Result<()> {
         Store::unclaim(self, ids, now)
     }
 
-    fn reset_uploading(&mut self, ids: Option<&[i64]>, now: &str, error: &str) -> Result<usize> {
+    fn reset_uploading(
+        &mut self,
+        ids: Option<&[i64]>,
+        now: Timestamp,
+        error: &str,
+    ) -> Result<usize> {
         Store::reset_uploading(self, ids, now, error)
     }
 
-    fn release_backoff(&mut self, now: &str) -> Result<usize> {
+    fn release_backoff(&mut self, now: Timestamp) -> Result<usize> {
         Store::release_backoff(self, now)
     }
 
-    fn retry_failed(&mut self, now: &str) -> Result<usize> {
+    fn retry_failed(&mut self, now: Timestamp) -> Result<usize> {
         Store::retry_failed(self, now)
     }
 
-    fn retry_path(&mut self, path: &Path, force: bool, now: &str) -> Result<Option<String>> {
+    fn retry_path(&mut self, path: &Path, force: bool, now: Timestamp) -> Result<Option<Status>> {
         Store::retry_path(self, path, force, now)
     }
 
@@ -212,23 +280,23 @@ impl Ledger for Store {
         Store::newest_date(self)
     }
 
-    fn set_state(&mut self, pairs: &[(&str, String)], now: &str) -> Result<()> {
+    fn set_state(&mut self, pairs: &[(&str, String)], now: Timestamp) -> Result<()> {
         Store::set_state(self, pairs, now)
     }
 
-    fn state(&mut self) -> Result<HashMap<String, (String, String)>> {
+    fn state(&mut self) -> Result<HashMap<String, (String, Timestamp)>> {
         Store::state(self)
     }
 
-    fn queue_overview(&mut self) -> Result<(i64, Option<String>)> {
+    fn queue_overview(&mut self) -> Result<(i64, Option<Timestamp>)> {
         Store::queue_overview(self)
     }
 
-    fn uploaded_since(&mut self, since: &str) -> Result<i64> {
+    fn uploaded_since(&mut self, since: Timestamp) -> Result<i64> {
         Store::uploaded_since(self, since)
     }
 
-    fn counts(&mut self) -> Result<Vec<(String, String, i64)>> {
+    fn counts(&mut self) -> Result<Vec<(String, Status, i64)>> {
         Store::counts(self)
     }
 
@@ -244,7 +312,12 @@ impl Ledger for Store {
         Store::file_by_path(self, path)
     }
 
-    fn summary(&mut self, today_start: &str, day_ago: &str, hour_ago: &str) -> Result<Summary> {
+    fn summary(
+        &mut self,
+        today_start: Timestamp,
+        day_ago: Timestamp,
+        hour_ago: Timestamp,
+    ) -> Result<Summary> {
         Store::summary(self, today_start, day_ago, hour_ago)
     }
 }

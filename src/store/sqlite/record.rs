@@ -11,6 +11,7 @@ use super::{bytes_value, os_value, version_of, Store};
 use crate::error::{Error, Result};
 use crate::layout::Version;
 use crate::store::{log_new_version, Observation, RecordStats};
+use crate::timestamp::Timestamp;
 
 /// Listings up to this long are compared with the database path by path (about 2 µs each);
 /// longer ones by streaming the date folder's rows past them (about 0.2 µs a row).
@@ -21,7 +22,7 @@ impl Store {
     /// a known path with another size or mtime is a new version (attempts restart from 0,
     /// whatever its status); a known, unchanged path reported complete by inotify while it
     /// waits to settle is made due now.
-    pub(super) fn record(&mut self, batch: &[Observation], now: &str) -> Result<RecordStats> {
+    pub(super) fn record(&mut self, batch: &[Observation], now: Timestamp) -> Result<RecordStats> {
         let mut stats = RecordStats::default();
         let tx = self.tx("recording files")?;
         {
@@ -166,7 +167,7 @@ impl Store {
 
     /// A permission change (IN_ATTRIB) on a pending file: look at it again now rather than
     /// at its next backoff.
-    pub(super) fn recheck(&mut self, path: &Path, now: &str) -> Result<bool> {
+    pub(super) fn recheck(&mut self, path: &Path, now: Timestamp) -> Result<bool> {
         let n = self
             .conn
             .execute(

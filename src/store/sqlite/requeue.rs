@@ -8,11 +8,12 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{os_value, Store};
 use crate::error::{Error, Result};
-use crate::store::RESULTS_KEPT_PER_FILE;
+use crate::store::{Status, RESULTS_KEPT_PER_FILE};
+use crate::timestamp::Timestamp;
 
 impl Store {
     /// Gives claimed rows that no worker started back to `pending`, as if never claimed.
-    pub(super) fn unclaim(&mut self, ids: &[i64], now: &str) -> Result<()> {
+    pub(super) fn unclaim(&mut self, ids: &[i64], now: Timestamp) -> Result<()> {
         let tx = self.tx("returning unstarted work")?;
         {
             let mut stmt = tx
@@ -35,7 +36,7 @@ impl Store {
     pub(super) fn reset_uploading(
         &mut self,
         ids: Option<&[i64]>,
-        now: &str,
+        now: Timestamp,
         error: &str,
     ) -> Result<usize> {
         let tx = self.tx("resetting interrupted uploads")?;
@@ -79,7 +80,7 @@ impl Store {
 
     /// After an endpoint outage: rows that failed during it are due now instead of waiting
     /// out a backoff that only reflected the outage.
-    pub(super) fn release_backoff(&mut self, now: &str) -> Result<usize> {
+    pub(super) fn release_backoff(&mut self, now: Timestamp) -> Result<usize> {
         self.conn
             .execute(
                 "UPDATE files SET next_attempt_at = ?1, updated_at = ?1
@@ -90,7 +91,7 @@ impl Store {
     }
 
     /// Re-queues `failed` rows (`retry --failed`).
-    pub(super) fn retry_failed(&mut self, now: &str) -> Result<usize> {
+    pub(super) fn retry_failed(&mut self, now: Timestamp) -> Result<usize> {
         self.conn
             .execute(
                 "UPDATE files SET status = 'pending', attempts = 0, next_attempt_at = ?1,
@@ -107,10 +108,10 @@ impl Store {
         &mut self,
         path: &Path,
         force: bool,
-        now: &str,
-    ) -> Result<Option<String>> {
+        now: Timestamp,
+    ) -> Result<Option<Status>> {
         let key = os_value(path.as_os_str());
-        let status: Option<String> = self
+        let status: Option<Status> = self
             .conn
             .query_row("SELECT status FROM files WHERE path = ?1", [&key], |r| {
                 r.get(0)
@@ -120,10 +121,10 @@ impl Store {
         let Some(status) = status else {
             return Ok(None);
         };
-        let allowed = match status.as_str() {
-            "failed" | "pending" => true,
-            "uploaded" | "skipped" => force,
-            _ => false,
+        let allowed = match status {
+            Status::Failed | Status::Pending => true,
+            Status::Uploaded | Status::Skipped => force,
+            Status::Uploading => false,
         };
         if allowed {
             self.conn

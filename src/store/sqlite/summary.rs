@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{file_row, os_value, row_os, Store, FILE_COLUMNS};
+use super::{file_row, lenient_ts, os_value, row_os, Store, FILE_COLUMNS};
 use crate::error::{Error, Result};
 use crate::store::{ErrorCause, FileRow, ListFilter, PathAt, Status, Summary};
+use crate::timestamp::Timestamp;
 
 impl Store {
-    pub(super) fn set_state(&mut self, pairs: &[(&str, String)], now: &str) -> Result<()> {
+    pub(super) fn set_state(&mut self, pairs: &[(&str, String)], now: Timestamp) -> Result<()> {
         let tx = self.tx("writing daemon state")?;
         {
             let mut stmt = tx
@@ -31,23 +32,23 @@ impl Store {
     }
 
     /// The daemon's `state` rows: key → (value, updated_at).
-    pub(super) fn state(&mut self) -> Result<HashMap<String, (String, String)>> {
+    pub(super) fn state(&mut self) -> Result<HashMap<String, (String, Timestamp)>> {
         state_rows(&self.conn).map_err(|e| Error::db("reading daemon state", e))
     }
 
     /// How many rows wait (pending or uploading), and when the oldest was detected.
-    pub(super) fn queue_overview(&mut self) -> Result<(i64, Option<String>)> {
+    pub(super) fn queue_overview(&mut self) -> Result<(i64, Option<Timestamp>)> {
         self.conn
             .query_row(
                 "SELECT count(*), min(detected_at) FROM files WHERE status IN ('pending', 'uploading')",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, lenient_ts(r, 1)?)),
             )
             .map_err(|e| Error::db("counting pending files", e))
     }
 
     /// Rows uploaded at or after `since`.
-    pub(super) fn uploaded_since(&mut self, since: &str) -> Result<i64> {
+    pub(super) fn uploaded_since(&mut self, since: Timestamp) -> Result<i64> {
         self.conn
             .query_row(
                 "SELECT count(*) FROM files WHERE status = 'uploaded' AND uploaded_at >= ?1",
@@ -58,7 +59,7 @@ impl Store {
     }
 
     /// Row counts per (folder, status).
-    pub(super) fn counts(&mut self) -> Result<Vec<(String, String, i64)>> {
+    pub(super) fn counts(&mut self) -> Result<Vec<(String, Status, i64)>> {
         folder_counts(&self.conn).map_err(|e| Error::db("counting files", e))
     }
 
@@ -130,9 +131,9 @@ impl Store {
     /// Everything `status` and `check` show, in one read transaction so the numbers agree.
     pub(super) fn summary(
         &mut self,
-        today_start: &str,
-        day_ago: &str,
-        hour_ago: &str,
+        today_start: Timestamp,
+        day_ago: Timestamp,
+        hour_ago: Timestamp,
     ) -> Result<Summary> {
         let tx = self
             .conn
@@ -219,16 +220,24 @@ impl Store {
 }
 
 /// Row counts per (folder, status): `counts`, and `summary` inside its read transaction.
-fn folder_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, String, i64)>> {
+/// The daemon writes its metrics from these: a status this build does not know (a row
+/// written by hand) is left out rather than failing every heartbeat.
+fn folder_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, Status, i64)>> {
     let mut stmt = conn.prepare(
         "SELECT folder, status, count(*) FROM files GROUP BY folder, status ORDER BY folder, status",
     )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    rows.collect()
+    let rows = stmt.query_map([], |r| {
+        let status: String = r.get(1)?;
+        Ok(match Status::parse(&status) {
+            Some(st) => Some((r.get(0)?, st, r.get(2)?)),
+            None => None,
+        })
+    })?;
+    rows.filter_map(Result::transpose).collect()
 }
 
 /// The `state` rows: key → (value, updated_at).
-fn state_rows(conn: &Connection) -> rusqlite::Result<HashMap<String, (String, String)>> {
+fn state_rows(conn: &Connection) -> rusqlite::Result<HashMap<String, (String, Timestamp)>> {
     let mut stmt = conn.prepare("SELECT key, value, updated_at FROM state")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
     rows.collect()

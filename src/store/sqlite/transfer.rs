@@ -5,7 +5,7 @@ use rusqlite::params;
 
 use super::{file_row, os_value, Store, FILE_COLUMNS};
 use crate::error::{Error, Result};
-use crate::store::{Exported, ResultRow};
+use crate::store::{Exported, ResultRow, Status};
 
 impl Store {
     pub(super) fn export(&mut self, each: &mut dyn FnMut(Exported) -> Result<()>) -> Result<usize> {
@@ -79,10 +79,10 @@ impl Store {
             for e in rows {
                 let f = &e.file;
                 // A claim belongs to the ledger it was made in: imported, it is pending.
-                let (status, next) = if f.status == "uploading" {
-                    ("pending", Some(f.updated_at.clone()))
+                let (status, next) = if f.status == Status::Uploading {
+                    (Status::Pending, Some(f.updated_at))
                 } else {
-                    (f.status.as_str(), f.next_attempt_at.clone())
+                    (f.status, f.next_attempt_at)
                 };
                 let n = file
                     .execute(params![
