@@ -5,22 +5,22 @@
 //! When a test fails, the `Env` prints the daemon logs and the database rows on drop, and
 //! keeps the temp directory for a look.
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
+use std::ops::{Deref, DerefMut};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::pg::{self, Pg};
+use sega_testsrv::daemon::{self as harness, Captured, Start};
+pub use sega_testsrv::daemon::{out, vm_hwm_kib, Out};
 pub use sega_testsrv::images;
 /// The one seeded RNG (seed from `SEGA_TEST_SEED` or the clock, always logged).
 pub use sega_testsrv::rng::Rng;
@@ -209,12 +209,6 @@ pub struct ResultRow {
     pub host: Option<String>,
 }
 
-pub struct Out {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
 pub struct Env {
     pub dir: PathBuf,
     pub root: PathBuf,
@@ -228,7 +222,7 @@ pub struct Env {
     config: std::sync::Mutex<Value>,
     logs: std::sync::Mutex<Vec<PathBuf>>,
     /// What commands printed (`run`, `run_as`), for the secrets check.
-    captured: std::sync::Mutex<Vec<String>>,
+    captured: Captured,
 }
 
 impl Env {
@@ -337,7 +331,7 @@ impl Env {
             pg,
             config: std::sync::Mutex::new(config),
             logs: std::sync::Mutex::new(Vec::new()),
-            captured: std::sync::Mutex::new(Vec::new()),
+            captured: Captured::default(),
         };
         env.write_config();
         env
@@ -397,13 +391,8 @@ impl Env {
     }
 
     fn cmd_of(&self, bin: &Path, config: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new(bin);
-        c.arg("-c").arg(config).args(args);
-        c.env("TZ", "UTC")
-            .env_remove("SEGA_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("JOURNAL_STREAM");
-        c.env_remove("SEGA_TEST_NOW").env_remove("SEGA_CONFIG");
+        let mut c = harness::command(bin, config);
+        c.args(args).env("TZ", "UTC");
         c.env("SEGA_TEST_CLOCK_STEP", self.clock_step_file());
         c
     }
@@ -414,10 +403,7 @@ impl Env {
 
     /// Keeps a command's output for the secrets check.
     pub fn capture(&self, o: Out) -> Out {
-        let mut c = self.captured.lock().unwrap();
-        c.push(o.stdout.clone());
-        c.push(o.stderr.clone());
-        o
+        self.captured.keep(o)
     }
 
     /// Every seeded secret that shows in a daemon log or a captured output, with where.
@@ -436,10 +422,9 @@ impl Env {
             .collect();
         texts.extend(
             self.captured
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|t| ("a command's output".to_string(), t.clone())),
+                .texts()
+                .into_iter()
+                .map(|t| ("a command's output".to_string(), t)),
         );
         let mut leaks = Vec::new();
         for (place, text) in &texts {
@@ -700,14 +685,9 @@ impl Env {
         let n = self.logs.lock().unwrap().len();
         let log = self.dir.join(format!("daemon-{n}.log"));
         tweak(&mut c);
-        c.stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap());
-        let child = c.spawn().unwrap();
-        self.logs.lock().unwrap().push(log.clone());
-        Daemon {
-            child: Some(child),
-            log,
-        }
+        let d = Start::new(c, &log).spawn().unwrap();
+        self.logs.lock().unwrap().push(log);
+        Daemon(d)
     }
 }
 
@@ -775,34 +755,21 @@ impl Drop for Env {
     }
 }
 
-pub fn out(o: std::process::Output) -> Out {
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-/// The running daemon. Killed on drop if still running.
-pub struct Daemon {
-    child: Option<Child>,
-    pub log: PathBuf,
-}
+/// The running daemon (the harness's). Killed on drop if still running; its waits fail the
+/// test after their timeout.
+pub struct Daemon(harness::Daemon);
 
 impl Daemon {
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+        self.0.pid()
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: sending a signal to our own child.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
+        self.0.signal(sig);
     }
 
     pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.log_text()
     }
 
     pub fn wait_log(&self, needle: &str) {
@@ -813,114 +780,49 @@ impl Daemon {
 
     /// Waits for the exit; the exit code (or 128 + signal).
     pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
-        let child = self.child.as_mut().expect("daemon already reaped");
-        let end = Instant::now() + timeout;
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                self.child = None;
-                use std::os::unix::process::ExitStatusExt;
-                return st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0));
-            }
-            if Instant::now() > end {
-                panic!("timeout waiting for the daemon to exit (after {timeout:?})");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.0
+            .wait_exit(timeout)
+            .unwrap_or_else(|| panic!("timeout waiting for the daemon to exit (after {timeout:?})"))
+            .code()
     }
 
     pub fn kill(&mut self) {
-        self.signal(libc::SIGKILL);
-        let _ = self.wait_exit(DEADLINE);
+        self.0.kill();
     }
 
     pub fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.0.alive()
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A NOTIFY_SOCKET to hand to the daemon, with what it received and when.
-pub struct Notify {
-    sock: UnixDatagram,
-    pub path: PathBuf,
-    /// Every message, stamped when the test read it (it reads often: `pump`, `wait_for`).
-    pub got: Vec<(Instant, String)>,
-}
+/// A NOTIFY_SOCKET to hand to the daemon (the harness's, in the env's directory), with what
+/// it received and when; `wait_for` fails the test after [`DEADLINE`].
+pub struct Notify(harness::Notify);
 
 impl Notify {
     pub fn new(env: &Env) -> Notify {
-        let path = env.dir.join("notify.sock");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        Notify {
-            sock,
-            path,
-            got: Vec::new(),
-        }
-    }
-
-    pub fn pump(&mut self) {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = self.sock.recv(&mut buf) {
-            self.got.push((
-                Instant::now(),
-                String::from_utf8_lossy(&buf[..n]).into_owned(),
-            ));
-        }
+        Notify(harness::Notify::bind(&env.dir.join("notify.sock")).unwrap())
     }
 
     /// Waits for a message containing `needle` that arrived after index `from`; its index.
     pub fn wait_for(&mut self, needle: &str, from: usize) -> usize {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            self.pump();
-            if let Some(i) = self
-                .got
-                .iter()
-                .skip(from)
-                .position(|(_, m)| m.contains(needle))
-            {
-                return from + i;
-            }
-            assert!(
-                Instant::now() < end,
-                "timeout waiting for {needle:?} on NOTIFY_SOCKET; got {:?}",
-                self.got
-            );
-        }
+        self.0
+            .wait_for(needle, from, DEADLINE)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
+}
 
-    /// Reads what was sent so far, then listens for `window`: how many WATCHDOG=1 came in it.
-    pub fn pings_in_next(&mut self, window: Duration) -> usize {
-        self.pump();
-        let from = self.got.len();
-        let end = Instant::now() + window;
-        while Instant::now() < end {
-            self.pump();
-        }
-        self.got[from..]
-            .iter()
-            .filter(|(_, m)| m.contains("WATCHDOG=1"))
-            .count()
+impl Deref for Notify {
+    type Target = harness::Notify;
+
+    fn deref(&self) -> &harness::Notify {
+        &self.0
     }
+}
 
-    pub fn pings_between(&self, a: Instant, b: Instant) -> Vec<Instant> {
-        self.got
-            .iter()
-            .filter(|(t, m)| *t >= a && *t <= b && m.contains("WATCHDOG=1"))
-            .map(|(t, _)| *t)
-            .collect()
+impl DerefMut for Notify {
+    fn deref_mut(&mut self) -> &mut harness::Notify {
+        &mut self.0
     }
 }
 
@@ -992,18 +894,6 @@ impl Env {
         let c = self.cmd_of(&self.nobody_bin(), &self.config_path, &["run"]);
         self.spawn(wrap(&c), |_| {})
     }
-}
-
-/// A process's peak RSS (VmHWM) in KiB, 0 once it is gone.
-pub fn vm_hwm_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

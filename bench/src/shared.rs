@@ -466,10 +466,10 @@ fn one_run(
         let exit = d
             .stop()
             .ok_or_else(|| io::Error::other(format!("{who}: a daemon did not exit")))?;
-        if exit.code != 0 {
+        if exit.code() != 0 {
             return Err(d.failure(&format!(
                 "{who}: the daemon exited {} on SIGTERM",
-                exit.code
+                exit.code()
             )));
         }
         cpu += exit.cpu();
