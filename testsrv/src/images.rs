@@ -241,9 +241,12 @@ mod tests {
         segs
     }
 
+    /// A PNG's (type, data) chunks in order.
+    type Chunks<'a> = Vec<([u8; 4], &'a [u8])>;
+
     /// Decodes a PNG (the decoder checks every CRC and skips unknown ancillary chunks): its
-    /// dimensions and RGB bytes, and its (type, data) chunks in order.
-    fn png_decoded(b: &[u8]) -> ((u32, u32), Vec<u8>, Vec<([u8; 4], &[u8])>) {
+    /// dimensions and RGB bytes, and its chunks.
+    fn png_decoded(b: &[u8]) -> ((u32, u32), Vec<u8>, Chunks<'_>) {
         let mut r = png::Decoder::new(std::io::Cursor::new(b))
             .read_info()
             .unwrap();

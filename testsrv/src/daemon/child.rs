@@ -159,18 +159,20 @@ mod tests {
     fn own_memory_and_a_child_exit() {
         let m = memory(std::process::id() as i32).unwrap();
         assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib);
-        let child = std::process::Command::new("sh")
+        let pid = std::process::Command::new("sh")
             .args(["-c", "exit 3"])
             .spawn()
-            .unwrap();
-        let exit = wait_child(child.id() as i32, Duration::from_secs(10)).unwrap();
+            .unwrap()
+            .id() as i32;
+        let exit = wait_child(pid, Duration::from_secs(10)).unwrap();
         assert_eq!((exit.code(), exit.describe().as_str()), (3, "exit 3"));
-        let child = std::process::Command::new("sleep")
+        let pid = std::process::Command::new("sleep")
             .arg("10")
             .spawn()
-            .unwrap();
-        signal(child.id() as i32, libc::SIGKILL);
-        let exit = wait_child(child.id() as i32, Duration::from_secs(10)).unwrap();
+            .unwrap()
+            .id() as i32;
+        signal(pid, libc::SIGKILL);
+        let exit = wait_child(pid, Duration::from_secs(10)).unwrap();
         assert_eq!((exit.code(), exit.describe().as_str()), (137, "signal 9"));
     }
 }
