@@ -13,9 +13,10 @@ use serde_json::json;
 use crate::ctx::{Ctx, Scene, FOLDERS};
 use crate::report::{Check, Row, Target};
 use crate::stats::Summary;
-use crate::sys::{self, local_date};
+use crate::sys::local_date;
 use crate::throughput::human_size;
 use crate::tree;
+use sega_testsrv::daemon as harness;
 
 const NAME: &str = "BIG_0000001.jpg";
 
@@ -86,7 +87,7 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
             .spawn()?
             .id() as i32;
         let waited = ctx.wait_uploads(1, timeout, "curl");
-        let exit = sys::wait_child(pid, Duration::from_secs(60));
+        let exit = harness::wait_child(pid, Duration::from_secs(60));
         waited?;
         let (mbps, sha) = measured(ctx, size, "curl")?;
         theirs.push(mbps);

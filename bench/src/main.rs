@@ -68,7 +68,9 @@ struct Args {
     keep: bool,
 }
 
-fn parse_args() -> Result<Option<Args>, String> {
+/// The options; `None` for `--help`.
+fn parse_args() -> Result<Option<Args>, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut a = Args {
         smoke: false,
         runs: None,
@@ -81,31 +83,31 @@ fn parse_args() -> Result<Option<Args>, String> {
         daemon_env: Vec::new(),
         keep: false,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--smoke" => a.smoke = true,
-            "--runs" => a.runs = Some(value()?.parse().map_err(|_| "--runs: a number")?),
-            "--workers" => a.workers = value()?.parse().map_err(|_| "--workers: a number")?,
-            "--daemon" => a.daemon = value()?.into(),
-            "--work" => a.work = value()?.into(),
-            "--out" => a.out = Some(value()?.into()),
-            "--table" => a.table = Some(value()?.into()),
-            "--only" => {
-                a.only = value()?.split(',').map(str::to_string).collect();
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("smoke") => a.smoke = true,
+            Long("runs") => a.runs = Some(p.value()?.parse()?),
+            Long("workers") => a.workers = p.value()?.parse()?,
+            Long("daemon") => a.daemon = p.value()?.into(),
+            Long("work") => a.work = p.value()?.into(),
+            Long("out") => a.out = Some(p.value()?.into()),
+            Long("table") => a.table = Some(p.value()?.into()),
+            Long("only") => {
+                let ids: String = p.value()?.parse()?;
+                a.only = ids.split(',').map(str::to_string).collect();
                 if let Some(bad) = a.only.iter().find(|id| !ALL.contains(&id.as_str())) {
-                    return Err(format!("--only: unknown scenario {bad:?}"));
+                    return Err(format!("--only: unknown scenario {bad:?}").into());
                 }
             }
-            "--daemon-env" => {
-                let kv = value()?;
+            Long("daemon-env") => {
+                let kv: String = p.value()?.parse()?;
                 let (k, v) = kv.split_once('=').ok_or("--daemon-env: K=V")?;
                 a.daemon_env.push((k.to_string(), v.to_string()));
             }
-            "--keep" => a.keep = true,
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument {other:?}")),
+            Long("keep") => a.keep = true,
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(arg.unexpected()),
         }
     }
     Ok(Some(a))

@@ -1,12 +1,12 @@
 //! What the bench asks the operating system: local dates, the daemon's memory and CPU time
-//! from /proc, child exit with its resource usage (wait4), signals to our own children, and
-//! a description of the machine for the report.
+//! from /proc, and a description of the machine for the report. (Children's exits and
+//! signals: the harness, [`sega_testsrv::daemon`].)
 
 use std::fs;
 use std::io;
 use std::path::Path;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Broken-down time from `localtime_r` (`local`) or `gmtime_r`.
 fn tm_of(secs: i64, local: bool) -> libc::tm {
@@ -72,15 +72,7 @@ pub struct ProcStats {
 }
 
 pub fn proc_stats(pid: i32) -> io::Result<ProcStats> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let mem = sega_testsrv::daemon::memory(pid).unwrap_or_default();
     let mut cpu_ns = 0;
     for task in fs::read_dir(format!("/proc/{pid}/task"))? {
         let Ok(task) = task else { continue };
@@ -94,8 +86,8 @@ pub fn proc_stats(pid: i32) -> io::Result<ProcStats> {
         }
     }
     Ok(ProcStats {
-        rss_kib: field("VmRSS:"),
-        hwm_kib: field("VmHWM:"),
+        rss_kib: mem.rss_kib,
+        hwm_kib: mem.hwm_kib,
         cpu_ns,
         cpu_ticks_ns: cpu_ticks_ns(pid).unwrap_or(0),
     })
@@ -111,67 +103,6 @@ fn cpu_ticks_ns(pid: i32) -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Some(ticks * 1_000_000_000 / hz)
-}
-
-/// How a child ended, and what it used (its own and its reaped descendants' resources).
-#[derive(Debug, Clone, Copy)]
-pub struct Exit {
-    /// The exit code, or 128 + signal.
-    pub code: i32,
-    pub user: Duration,
-    pub system: Duration,
-    /// ru_maxrss: the largest RSS of it or any reaped descendant, KiB.
-    pub maxrss_kib: u64,
-}
-
-impl Exit {
-    pub fn cpu(&self) -> Duration {
-        self.user + self.system
-    }
-}
-
-fn tv(t: libc::timeval) -> Duration {
-    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-}
-
-/// Waits up to `timeout` for our child `pid` to end; None if it is still running.
-pub fn wait_child(pid: i32, timeout: Duration) -> Option<Exit> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is valid; wait4 writes into both out-parameters.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
-        if r == pid {
-            let code = if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                128 + libc::WTERMSIG(status)
-            };
-            return Some(Exit {
-                code,
-                user: tv(ru.ru_utime),
-                system: tv(ru.ru_stime),
-                maxrss_kib: ru.ru_maxrss as u64,
-            });
-        }
-        if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return None;
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Sends `sig` to our own child `pid`, or with `group` to the process group it leads.
-pub fn signal(pid: i32, sig: i32, group: bool) {
-    let target = if group { -pid } else { pid };
-    // SAFETY: kill has no memory-safety preconditions; pid is a child we started.
-    unsafe {
-        libc::kill(target, sig);
-    }
 }
 
 /// `/proc/loadavg`'s first three fields.
@@ -241,6 +172,7 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn db_timestamp_format() {

@@ -20,9 +20,10 @@ use crate::ctx::{Ctx, Scene, FOLDERS};
 use crate::load;
 use crate::report::{n, Check, Row, Target};
 use crate::stats::Summary;
-use crate::sys::{self, local_date};
+use crate::sys::local_date;
 use crate::tree::{self, Contents};
 use crate::writer::{write_files, Tool, Watcher};
+use sega_testsrv::daemon as harness;
 
 /// The endpoint's ceiling in uploads/s (the best median over the concurrencies tried).
 pub struct Ceiling {
@@ -144,8 +145,8 @@ pub fn present(ctx: &Ctx, ceiling: f64) -> io::Result<Row> {
         let exit = d
             .stop()
             .ok_or_else(|| io::Error::other("daemon did not exit"))?;
-        if exit.code != 0 {
-            return Err(d.failure(&format!("the daemon exited {} on SIGTERM", exit.code)));
+        if exit.code() != 0 {
+            return Err(d.failure(&format!("the daemon exited {} on SIGTERM", exit.code())));
         }
         ours.push(Pass {
             rate: count as f64 / secs,
@@ -286,10 +287,10 @@ fn external(
     who: &str,
 ) -> io::Result<Pass> {
     let done = ctx.wait_uploads(count, Duration::from_secs(600), who);
-    let exit = sys::wait_child(pid, Duration::from_secs(60));
+    let exit = harness::wait_child(pid, Duration::from_secs(60));
     if exit.is_none() {
-        sys::signal(pid, libc::SIGKILL, false);
-        let _ = sys::wait_child(pid, Duration::from_secs(5));
+        harness::signal(pid, libc::SIGKILL);
+        let _ = harness::wait_child(pid, Duration::from_secs(5));
     }
     let done = done?;
     ctx.checked_uploads(count, size, who)?;

@@ -11,8 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::ctx::Ctx;
-use crate::sys::{self, Exit};
 use crate::tree::{self, Contents};
+use sega_testsrv::daemon::{self as harness, Exit};
 
 /// A written file: its name and the time just before its close() (so the latency measured
 /// from it includes the close itself).
@@ -156,15 +156,15 @@ impl Watcher {
         let last = *self.pids.last()?;
         match self.tool {
             Tool::Shell => {
-                sys::signal(self.pids[0], libc::SIGTERM, false);
-                let _ = sys::wait_child(self.pids[0], Duration::from_secs(10));
+                harness::signal(self.pids[0], libc::SIGTERM);
+                let _ = harness::wait_child(self.pids[0], Duration::from_secs(10));
             }
             Tool::Python => drop(self.stdin.take()),
         }
-        let exit = sys::wait_child(last, Duration::from_secs(30));
+        let exit = harness::wait_child(last, Duration::from_secs(30));
         if exit.is_none() {
-            sys::signal(last, libc::SIGKILL, false);
-            let _ = sys::wait_child(last, Duration::from_secs(5));
+            harness::signal(last, libc::SIGKILL);
+            let _ = harness::wait_child(last, Duration::from_secs(5));
         }
         exit
     }

@@ -11,7 +11,9 @@
 //! `control` the binary's control endpoint ([`serve_control`]). This file: the request
 //! record and the loopback bind.
 //!
-//! Also here for the same users: [`pg`], throwaway PostgreSQL clusters (unix socket only);
+//! Also here for the same users: [`daemon`], the one harness that starts sega-uploader
+//! (its notify socket, READY, signals, reaping, peak memory); [`pg`], throwaway PostgreSQL
+//! clusters (unix socket only);
 //! [`fuse`], a FUSE filesystem whose reads of chosen files hang (a hung network mount);
 //! [`rng`], the one seeded random generator of the tests and the soak; and [`soak`], the
 //! randomized model test that `tests/model.rs` and `sega-soak` both drive.
@@ -20,6 +22,7 @@
 
 mod conn;
 mod control;
+pub mod daemon;
 pub mod fuse;
 mod http;
 pub mod images;

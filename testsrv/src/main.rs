@@ -42,7 +42,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {
             println!("{USAGE}");
@@ -63,7 +63,8 @@ fn main() -> ExitCode {
 }
 
 /// `Ok(None)` for `--help`.
-fn parse_args(argv: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+fn parse_args() -> Result<Option<Args>, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut args = Args {
         listen: "127.0.0.1:0".into(),
         control: "127.0.0.1:0".into(),
@@ -73,32 +74,18 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Result<Option<Args>, String
         keep: 100_000,
         quiet: false,
     };
-    let mut argv = argv;
-    while let Some(arg) = argv.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg, None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| argv.next())
-                .ok_or(format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--listen" => args.listen = value()?,
-            "--control" => args.control = value()?,
-            "--addr-file" => args.addr_file = Some(value()?.into()),
-            "--log" => args.log = Some(value()?.into()),
-            "--mode" => args.mode = value()?.parse()?,
-            "--keep" => {
-                args.keep = value()?
-                    .parse()
-                    .map_err(|_| "--keep needs a number".to_string())?
-            }
-            "--quiet" => args.quiet = true,
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument {other:?}")),
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("listen") => args.listen = p.value()?.parse()?,
+            Long("control") => args.control = p.value()?.parse()?,
+            Long("addr-file") => args.addr_file = Some(p.value()?.into()),
+            Long("log") => args.log = Some(p.value()?.into()),
+            Long("mode") => args.mode = p.value()?.parse()?,
+            Long("keep") => args.keep = p.value()?.parse()?,
+            Long("quiet") => args.quiet = true,
+            Short('h') | Long("help") => return Ok(None),
+            _ => return Err(arg.unexpected()),
         }
     }
     Ok(Some(args))

@@ -3,48 +3,83 @@
 //!
 //! usage: sega-sample jpeg|png|truncated-jpeg FILE [--size BYTES] [--seed N]
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
 use sega_testsrv::images;
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: sega-sample jpeg|png|truncated-jpeg FILE [--size BYTES] [--seed N]";
-    let (Some(kind), Some(file)) = (args.first(), args.get(1)) else {
-        eprintln!("{usage}");
-        return ExitCode::from(64);
-    };
-    let mut size: Option<u64> = None;
-    let mut seed: u64 = 1;
-    let mut rest = args[2..].iter();
-    while let Some(flag) = rest.next() {
-        let value = rest.next().and_then(|v| v.parse::<u64>().ok());
-        match (flag.as_str(), value) {
-            ("--size", Some(v)) => size = Some(v),
-            ("--seed", Some(v)) => seed = v,
-            _ => {
-                eprintln!("{usage}");
-                return ExitCode::from(64);
+const USAGE: &str = "usage: sega-sample jpeg|png|truncated-jpeg FILE [--size BYTES] [--seed N]";
+
+struct Args {
+    kind: String,
+    file: OsString,
+    size: Option<u64>,
+    seed: u64,
+}
+
+/// The options; `None` for `--help`.
+fn parse_args() -> Result<Option<Args>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let (mut kind, mut file) = (None, None);
+    let (mut size, mut seed) = (None, 1);
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("size") => size = Some(p.value()?.parse()?),
+            Long("seed") => seed = p.value()?.parse()?,
+            Short('h') | Long("help") => return Ok(None),
+            Value(v) if kind.is_none() => {
+                let k: String = v.parse()?;
+                if !["jpeg", "png", "truncated-jpeg"].contains(&k.as_str()) {
+                    return Err(format!("unknown kind {k:?}").into());
+                }
+                kind = Some(k);
             }
+            Value(v) if file.is_none() => file = Some(v),
+            _ => return Err(arg.unexpected()),
         }
     }
-    let result = std::fs::File::create(file).and_then(|f| {
+    let (Some(kind), Some(file)) = (kind, file) else {
+        return Err("a kind and a FILE are needed".into());
+    };
+    Ok(Some(Args {
+        kind,
+        file,
+        size,
+        seed,
+    }))
+}
+
+fn main() -> ExitCode {
+    let a = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("sega-sample: {e}\n{USAGE}");
+            return ExitCode::from(64);
+        }
+    };
+    let seed = a.seed;
+    let result = std::fs::File::create(&a.file).and_then(|f| {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        match (kind.as_str(), size) {
+        match (a.kind.as_str(), a.size) {
             ("jpeg", Some(n)) => images::write_jpeg_of_size(&mut w, n, seed)?,
             ("jpeg", None) => w.write_all(&images::jpeg(320, 240, seed))?,
             ("png", Some(n)) => w.write_all(&images::png_of_size(n as usize, seed))?,
             ("png", None) => w.write_all(&images::png(160, 120, seed))?,
-            ("truncated-jpeg", _) => w.write_all(&images::truncated_jpeg(seed))?,
-            _ => return Err(std::io::Error::other(usage)),
+            // truncated-jpeg (the kind was checked)
+            _ => w.write_all(&images::truncated_jpeg(seed))?,
         }
         w.flush()
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sega-sample: {file}: {e}");
+            eprintln!("sega-sample: {}: {e}", a.file.to_string_lossy());
             ExitCode::from(1)
         }
     }

@@ -1,27 +1,25 @@
 //! sega-uploader under the engine: its config (with seeded secrets, and narrowed on demand),
-//! starting it (and waiting for "ready:"), signals, reaping it, a sampler thread that reads
-//! VmHWM and VmRSS from /proc every second, and its commands (`status --json`, `show`),
-//! whose output is kept for the secrets check.
+//! starting it through the harness ([`crate::daemon`], waiting for "ready:"), signals, its
+//! lives, a sampler thread that reads VmHWM and VmRSS from /proc every second, and its
+//! commands (`status --json`, `show`), whose output is kept for the secrets check.
 //!
 //! The daemon is our child: it is only ever signalled by its pid, and `Drop` kills and reaps
 //! it (continuing it first, in case it is stopped). If the engine's process ends (killed, or
-//! a panic), the kernel kills the daemon (PR_SET_PDEATHSIG): an orphan would run on, stopped
-//! or not. That signal follows the *thread* that forked, so every daemon is spawned by one
-//! `launcher` thread that lives as long as the `Daemon`, not by whichever injector restarts
-//! it.
+//! a panic), the kernel kills the daemon: every daemon is spawned by one [`Launcher`] that
+//! lives as long as the `Daemon`, not by whichever injector restarts it.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::process::CommandExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use crate::daemon::{self as harness, out, Captured, Launcher, Start};
 
 use super::clock::ModelClock;
 use super::tree::FOLDERS;
@@ -123,20 +121,12 @@ impl Mem {
         if pid <= 0 {
             return;
         }
-        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        let Some(m) = harness::memory(pid) else {
             return;
         };
-        let field = |name: &str| -> Option<u64> {
-            let line = text.lines().find_map(|l| l.strip_prefix(name))?;
-            line.trim().trim_end_matches("kB").trim().parse().ok()
-        };
-        if let Some(hwm) = field("VmHWM:") {
-            self.hwm_kib.fetch_max(hwm, Ordering::Relaxed);
-            self.max_hwm_kib.fetch_max(hwm, Ordering::Relaxed);
-        }
-        if let Some(rss) = field("VmRSS:") {
-            self.rss_kib.store(rss, Ordering::Relaxed);
-        }
+        self.hwm_kib.fetch_max(m.hwm_kib, Ordering::Relaxed);
+        self.max_hwm_kib.fetch_max(m.hwm_kib, Ordering::Relaxed);
+        self.rss_kib.store(m.rss_kib, Ordering::Relaxed);
     }
 }
 
@@ -153,35 +143,6 @@ pub fn spawn_sampler(mem: Arc<Mem>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
         .expect("spawning the sampler thread")
 }
 
-/// How a daemon process ended: "exit 0", "signal 9".
-fn describe(status: i32) -> String {
-    if libc::WIFEXITED(status) {
-        format!("exit {}", libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        format!("signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("status {status:#x}")
-    }
-}
-
-/// A command to spawn, and where to send the child's pid.
-type Spawn = (Command, Sender<io::Result<u32>>);
-
-/// The thread that spawns every daemon; it ends when the sender is dropped.
-fn launcher() -> Sender<Spawn> {
-    let (tx, rx) = mpsc::channel::<Spawn>();
-    thread::Builder::new()
-        .name("launcher".into())
-        .spawn(move || {
-            for (mut cmd, reply) in rx {
-                // The `Child` is dropped here: the daemon is reaped with waitpid, by pid.
-                let _ = reply.send(cmd.spawn().map(|c| c.id()));
-            }
-        })
-        .expect("spawning the launcher thread");
-    tx
-}
-
 /// One daemon process, once reaped: for the summary's "which one peaked".
 #[derive(Clone)]
 pub struct Life {
@@ -196,7 +157,7 @@ pub struct Life {
 }
 
 pub struct Daemon {
-    launcher: Sender<Spawn>,
+    launcher: Launcher,
     started: Instant,
     /// When the running process was started.
     since: Instant,
@@ -206,12 +167,13 @@ pub struct Daemon {
     config: PathBuf,
     pub stderr: PathBuf,
     clock: Arc<ModelClock>,
-    pid: i32,
+    /// The running process.
+    proc: Option<harness::Daemon>,
     pub mem: Arc<Mem>,
     /// Processes started.
     pub starts: u32,
     /// What the daemon's commands printed, for the secrets check.
-    pub captured: Arc<Mutex<Vec<String>>>,
+    pub captured: Captured,
     /// Where the running process's lines begin in `stderr`.
     pub log_offset: u64,
 }
@@ -223,9 +185,9 @@ impl Daemon {
         stderr: &Path,
         clock: Arc<ModelClock>,
         started: Instant,
-    ) -> Daemon {
-        Daemon {
-            launcher: launcher(),
+    ) -> io::Result<Daemon> {
+        Ok(Daemon {
+            launcher: Launcher::new()?,
             started,
             since: started,
             lives: Vec::new(),
@@ -233,16 +195,16 @@ impl Daemon {
             config: config.to_path_buf(),
             stderr: stderr.to_path_buf(),
             clock,
-            pid: 0,
+            proc: None,
             mem: Arc::new(Mem::default()),
             starts: 0,
-            captured: Arc::new(Mutex::new(Vec::new())),
+            captured: Captured::default(),
             log_offset: 0,
-        }
+        })
     }
 
     pub fn pid(&self) -> i32 {
-        self.pid
+        self.proc.as_ref().map_or(0, |p| p.pid())
     }
 
     /// "pid 123 (12.0–40.5 s, signal 9): peak RSS 20.1 MiB" for the last reaped process.
@@ -260,17 +222,9 @@ impl Daemon {
     }
 
     fn base_command(&self) -> Command {
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("-c")
-            .arg(&self.config)
-            .env("TZ", "UTC")
-            .env("SEGA_TEST_CLOCK_STEP", self.clock.step_file().as_os_str())
-            .env_remove("SEGA_LOG")
-            .env_remove("SEGA_CONFIG")
-            .env_remove("SEGA_TEST_NOW")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null());
+        let mut cmd = harness::command(&self.bin, &self.config);
+        cmd.env("TZ", "UTC")
+            .env("SEGA_TEST_CLOCK_STEP", self.clock.step_file().as_os_str());
         // Commands see the daemon's clock too: their "today" is the daemon's.
         if let Some(now) = self.clock.test_now() {
             cmd.env("SEGA_TEST_NOW", now);
@@ -280,64 +234,35 @@ impl Daemon {
 
     /// Starts `run` and waits (60 s at most) for its "ready:" line.
     pub fn start(&mut self) -> io::Result<()> {
-        assert_eq!(self.pid, 0, "one daemon at a time");
-        let offset = log_len(&self.stderr);
-        self.log_offset = offset;
-        let err = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stderr)?;
+        assert!(self.proc.is_none(), "one daemon at a time");
         let mut cmd = self.base_command();
-        cmd.arg("run").stdout(Stdio::null()).stderr(err);
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The engine died between fork and prctl: no signal will come, so go now.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-        let (tx, rx) = mpsc::channel();
-        self.launcher
-            .send((cmd, tx))
-            .map_err(|_| io::Error::other("the launcher thread is gone"))?;
-        let pid = rx
-            .recv()
-            .map_err(|_| io::Error::other("the launcher thread is gone"))??;
-        // Reaped with waitpid by `Daemon::reap`, not through `Child`.
-        self.pid = pid as i32;
+        cmd.arg("run");
+        let mut p = Start::new(cmd, &self.stderr)
+            .append()
+            .via(&self.launcher)
+            .spawn()?;
+        self.log_offset = p.log_offset();
         self.starts += 1;
         self.since = Instant::now();
         self.mem.hwm_kib.store(0, Ordering::Relaxed);
-        self.mem.pid.store(self.pid, Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if log_since(&self.stderr, offset).contains("ready:") {
-                return Ok(());
-            }
-            if let Some(how) = self.exited() {
-                return Err(io::Error::other(format!(
-                    "the daemon ended before it was ready ({how})"
-                )));
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                return Err(io::Error::other("no \"ready:\" line within 60 s: killed"));
-            }
-            thread::sleep(Duration::from_millis(20));
+        self.mem.pid.store(p.pid(), Ordering::Relaxed);
+        let ready = p.wait_log("ready:", Duration::from_secs(60));
+        self.proc = Some(p);
+        if ready.is_ok() {
+            return Ok(());
         }
+        if let Some(how) = self.exited() {
+            return Err(io::Error::other(format!(
+                "the daemon ended before it was ready ({how})"
+            )));
+        }
+        self.kill();
+        Err(io::Error::other("no \"ready:\" line within 60 s: killed"))
     }
 
     pub fn signal(&self, sig: i32) {
-        if self.pid > 0 {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
-            unsafe { libc::kill(self.pid, sig) };
+        if let Some(p) = &self.proc {
+            p.signal(sig);
         }
     }
 
@@ -347,42 +272,30 @@ impl Daemon {
     }
 
     fn reap(&mut self, timeout: Duration) -> Option<String> {
-        if self.pid <= 0 {
-            return None;
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            // The last look at its memory before it is gone (a zombie has no VmHWM).
-            self.mem.sample();
-            let mut status = 0;
-            // SAFETY: waitpid has no memory-safety preconditions; the pid is our child.
-            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-            if r == self.pid {
-                let at = |t: Instant| t.duration_since(self.started).as_secs_f64();
-                self.lives.push(Life {
-                    pid: self.pid,
-                    from: at(self.since),
-                    to: at(Instant::now()),
-                    end: describe(status),
-                    peak_kib: self.mem.hwm_kib.load(Ordering::Relaxed),
-                });
-                self.mem.pid.store(0, Ordering::Relaxed);
-                self.pid = 0;
-                return Some(describe(status));
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        let p = self.proc.as_mut()?;
+        // Every look at whether it ended reads its memory first (a zombie has no VmHWM).
+        let exit = p.wait_exit(timeout)?;
+        let peak = p.peak_kib().max(self.mem.hwm_kib.load(Ordering::Relaxed));
+        self.mem.max_hwm_kib.fetch_max(peak, Ordering::Relaxed);
+        let at = |t: Instant| t.duration_since(self.started).as_secs_f64();
+        self.lives.push(Life {
+            pid: p.pid(),
+            from: at(self.since),
+            to: at(Instant::now()),
+            end: exit.describe(),
+            peak_kib: peak,
+        });
+        self.mem.pid.store(0, Ordering::Relaxed);
+        self.proc = None;
+        Some(exit.describe())
     }
 
     /// SIGKILL, and the reaping.
     pub fn kill(&mut self) {
-        self.mem.sample();
-        self.signal(libc::SIGCONT);
-        self.signal(libc::SIGKILL);
-        let _ = self.reap(Duration::from_secs(30));
+        if let Some(p) = &mut self.proc {
+            p.kill();
+        }
+        let _ = self.reap(Duration::ZERO);
     }
 
     /// SIGTERM and the exit: how it ended and how long it took, or an error if it did not
@@ -404,12 +317,8 @@ impl Daemon {
     /// its stdout. What it printed is kept for the secrets check.
     pub fn command(&self, args: &[&str]) -> Option<String> {
         let mut cmd = self.base_command();
-        let out = cmd.args(args).output().ok()?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
-        c.push(stdout.clone());
-        c.push(String::from_utf8_lossy(&out.stderr).into_owned());
-        Some(stdout)
+        let o = out(cmd.args(args).output().ok()?);
+        Some(self.captured.keep(o).stdout)
     }
 
     /// `status --json`: (pending, uploading) rows, if it answered.
@@ -423,48 +332,6 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if self.pid > 0 {
-            self.kill();
-        }
+        self.kill();
     }
-}
-
-/// The size of a log file (0 if missing): an offset to read new lines from.
-pub fn log_len(path: &Path) -> u64 {
-    fs::metadata(path).map_or(0, |m| m.len())
-}
-
-/// What a log file gained after `offset`.
-pub fn log_since(path: &Path, offset: u64) -> String {
-    let mut seen = Vec::new();
-    if let Ok(mut f) = fs::File::open(path) {
-        if f.seek(SeekFrom::Start(offset)).is_ok() {
-            let _ = f.read_to_end(&mut seen);
-        }
-    }
-    String::from_utf8_lossy(&seen).into_owned()
-}
-
-/// Waits until a log gains, after `offset`, a line holding one of `needles`; false after
-/// `timeout`.
-pub fn wait_log(path: &Path, offset: u64, needles: &[&str], timeout: Duration) -> bool {
-    let end = Instant::now() + timeout;
-    loop {
-        let text = log_since(path, offset);
-        if needles.iter().any(|n| text.contains(n)) {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The last `n` lines of a file.
-pub fn tail(path: &Path, n: usize) -> String {
-    let text = fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -27,6 +27,7 @@ use super::tally::{Counts, Tally};
 use super::tree::Tree;
 use super::writer;
 use super::Options;
+use crate::daemon as harness;
 use crate::pg;
 use crate::rng::Rng;
 use crate::{Mode, Server};
@@ -197,12 +198,13 @@ pub fn run(
         );
     }
 
-    let mut d = Daemon::new(&opts.daemon, &config_path, &stderr, clock.clone(), started);
+    let mut d = Daemon::new(&opts.daemon, &config_path, &stderr, clock.clone(), started)
+        .map_err(io_err("the launcher thread"))?;
     d.start().map_err(|e| {
         format!(
             "episode {}: starting the daemon: {e}\n{}",
             plan.n,
-            daemon::tail(&stderr, 20)
+            harness::tail(&stderr, 20)
         )
     })?;
     let mem = d.mem.clone();
@@ -435,7 +437,7 @@ pub fn run(
         }
     }
     // The commands' output (status, show) too: no secret in any of it.
-    let captured = captured.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let captured = captured.texts();
     texts.truncate(0);
     texts.extend(
         captured

@@ -29,12 +29,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::clock::ModelClock;
-use super::daemon::{log_since, tail, ConfigSpec, Daemon};
+use super::daemon::{ConfigSpec, Daemon};
 use super::kinds::Faults;
 use super::ledger::Ledger;
 use super::tally::Tally;
 use super::tree::Tree;
 use super::Pace;
+use crate::daemon::{log_since, tail};
 use crate::pg::Pg;
 use crate::rng::Rng;
 use crate::Server;

@@ -8,8 +8,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::{Ctx, Deck};
+use crate::daemon::{log_len, log_since, wait_log};
 use crate::rng::Rng;
-use crate::soak::daemon::{log_len, wait_log, EXTENSIONS};
+use crate::soak::daemon::EXTENSIONS;
 use crate::soak::kinds::Kind;
 use crate::soak::tree::FOLDERS;
 
@@ -59,7 +60,7 @@ pub fn reload(ctx: &Ctx, removed: Option<&str>) -> Result<(f64, Option<f64>), St
         return Ok((written, None));
     }
     let confirmed = ctx.ledger.now();
-    let text = crate::soak::daemon::log_since(&ctx.stderr, offset);
+    let text = log_since(&ctx.stderr, offset);
     if text.contains("reload refused") {
         ctx.tally
             .note("the daemon refused a config the engine wrote".to_string());
