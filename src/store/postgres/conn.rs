@@ -19,7 +19,7 @@ use super::schema::migrate;
 #[cfg(test)]
 use super::Count;
 use super::{Ctx, Flag, OptText, PgStore};
-use crate::error::{Error, Result};
+use crate::error::{Error, LedgerState, Result};
 use crate::store::Identity;
 
 /// Reconnect attempts: the first at once, then after this, doubling up to `RECONNECT_MAX`.
@@ -30,6 +30,9 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// refusal, an `export` callback) that must not be mistaken for a lost connection.
 pub(super) enum Fail {
     Db(DieselError),
+    /// The database is not one this build may use (not ours, a newer schema): the caller
+    /// names it.
+    Refused(LedgerState, String),
     Other(Error),
 }
 
@@ -131,6 +134,7 @@ impl Link {
         match f(conn) {
             Ok(v) => Ok(v),
             Err(Fail::Other(e)) => Err(e),
+            Err(Fail::Refused(state, msg)) => Err(Error::ledger(what, state, msg)),
             Err(Fail::Db(e)) => {
                 // Server errors leave the session usable; libpq's own (a reset connection, a
                 // keepalive timeout) may come with any kind, so a failed ping decides.
@@ -304,8 +308,7 @@ impl PgStore {
                     msg: message(&e),
                 })
             }
-            // Migrations say what is wrong with the database; the name is known here.
-            Err(Fail::Other(Error::Ledger { state, msg, .. })) => {
+            Err(Fail::Refused(state, msg)) => {
                 return Err(Error::ledger(
                     format!("PostgreSQL database {db} on {place}"),
                     state,

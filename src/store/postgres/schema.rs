@@ -9,7 +9,7 @@ use diesel::sql_types::{BigInt, Integer};
 
 use super::conn::{Fail, Q};
 use super::{Count, Flag};
-use crate::error::{Error, LedgerState};
+use crate::error::LedgerState;
 
 /// The schema version this build writes (`schema_version.version`).
 pub const SCHEMA_VERSION: i64 = 2;
@@ -114,24 +114,23 @@ pub(super) fn migrate(c: &mut PgConnection) -> Q<()> {
                 .get_result::<Flag>(c)?
                 .b;
             if foreign {
-                return Err(Fail::Other(Error::ledger(
-                    "",
+                return Err(Fail::Refused(
                     LedgerState::Foreign,
-                    "has a `files` table but no sega-uploader schema version: not our database",
-                )));
+                    "has a `files` table but no sega-uploader schema version: not our database"
+                        .into(),
+                ));
             }
             0
         };
         if version > SCHEMA_VERSION {
-            return Err(Fail::Other(Error::ledger(
-                "",
+            return Err(Fail::Refused(
                 LedgerState::Newer,
                 format!(
                     "has schema version {version}, newer than this sega-uploader understands \
                  ({SCHEMA_VERSION}): upgrade sega-uploader on this host instead of downgrading \
                  the database"
                 ),
-            )));
+            ));
         }
         for step in MIGRATIONS.iter().skip(version as usize) {
             c.batch_execute(step)?;
