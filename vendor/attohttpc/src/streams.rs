@@ -259,4 +259,9 @@ fn apply_base_settings(handshaker: &mut TlsHandshaker, base_settings: &BaseSetti
     for cert in &base_settings.root_certificates.0 {
         handshaker.add_root_certificate(cert.clone());
     }
+    // sega-uploader patch: a complete configuration wins over everything above.
+    #[cfg(all(any(feature = "__rustls", feature = "__rustls-ring"), not(feature = "tls-native")))]
+    if let Some(config) = &base_settings.tls_config {
+        handshaker.set_client_config(config.clone());
+    }
 }

@@ -418,6 +418,15 @@ impl<B> RequestBuilder<B> {
         self.base_settings.add_root_certificate(cert);
         self
     }
+
+    /// sega-uploader patch: use this rustls configuration for `https` connections, as it is
+    /// (its root store, its client certificate, its verifier). The root certificates and the
+    /// `danger_*` settings of this builder are then not used.
+    #[cfg(all(any(feature = "__rustls", feature = "__rustls-ring"), not(feature = "tls-native")))]
+    pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.base_settings.set_tls_config(Some(config));
+        self
+    }
 }
 
 impl<B: Body> RequestBuilder<B> {

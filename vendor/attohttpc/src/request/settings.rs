@@ -26,6 +26,10 @@ pub struct BaseSettings {
     pub proxy_settings: ProxySettings,
     pub accept_invalid_certs: bool,
     pub accept_invalid_hostnames: bool,
+    /// sega-uploader patch: a complete rustls configuration (roots, client certificate),
+    /// used as is instead of the one built from the settings above.
+    #[cfg(all(any(feature = "__rustls", feature = "__rustls-ring"), not(feature = "tls-native")))]
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
     #[cfg(feature = "charsets")]
     pub default_charset: Option<Charset>,
     #[cfg(feature = "flate2")]
@@ -46,6 +50,8 @@ impl Default for BaseSettings {
             accept_invalid_certs: false,
             accept_invalid_hostnames: false,
             root_certificates: SkipDebug(Vec::new()),
+            #[cfg(all(any(feature = "__rustls", feature = "__rustls-ring"), not(feature = "tls-native")))]
+            tls_config: None,
 
             #[cfg(feature = "charsets")]
             default_charset: None,
@@ -104,6 +110,8 @@ impl BaseSettings {
     basic_setter!(set_proxy_settings, proxy_settings, ProxySettings);
     basic_setter!(set_accept_invalid_certs, accept_invalid_certs, bool);
     basic_setter!(set_accept_invalid_hostnames, accept_invalid_hostnames, bool);
+    #[cfg(all(any(feature = "__rustls", feature = "__rustls-ring"), not(feature = "tls-native")))]
+    basic_setter!(set_tls_config, tls_config, Option<Arc<rustls::ClientConfig>>);
     #[cfg(feature = "charsets")]
     basic_setter!(set_default_charset, default_charset, Option<Charset>);
     #[cfg(feature = "flate2")]

@@ -53,6 +53,11 @@ impl TlsHandshaker {
         self.inner = None;
     }
 
+    /// sega-uploader patch: use `config` as it is for the next handshakes.
+    pub fn set_client_config(&mut self, config: Arc<ClientConfig>) {
+        self.inner = Some(config);
+    }
+
     fn client_config(&mut self) -> Result<Arc<ClientConfig>> {
         match &self.inner {
             Some(inner) => Ok(Arc::clone(inner)),
