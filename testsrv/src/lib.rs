@@ -13,8 +13,9 @@
 //!
 //! Also here for the same users: [`pg`], throwaway PostgreSQL clusters (unix socket only);
 //! [`fuse`], a FUSE filesystem whose reads of chosen files hang (a hung network mount);
-//! [`rng`], the one seeded random generator of the tests and the soak; and [`soak`], the
-//! randomized model test that `tests/model.rs` and `sega-soak` both drive.
+//! [`rng`], the one seeded random generator of the tests and the soak; [`soak`], the
+//! randomized model test that `tests/model.rs` and `sega-soak` both drive; and [`tls`], a
+//! throwaway CA and a TLS front that puts the endpoint behind https.
 
 #![deny(missing_docs)]
 
@@ -29,6 +30,7 @@ pub mod pg;
 pub mod rng;
 mod server;
 pub mod soak;
+pub mod tls;
 
 pub use control::serve_control;
 pub use mode::Mode;
