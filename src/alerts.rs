@@ -9,6 +9,7 @@
 //! The webhook URL is a secret: it is never logged.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::clock::{format_ts, human_duration, Clock};
 use crate::secret::Secret;
+use crate::tls::ClientTls;
 
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -66,8 +68,10 @@ impl Alerts {
         Alerts { tx: None }
     }
 
+    /// `tls`: what an https webhook is verified with (the endpoint's `upload.tls`).
     pub fn spawn(
         url: Secret<String>,
+        tls: Option<Arc<ClientTls>>,
         after: Duration,
         clock: Clock,
     ) -> std::io::Result<(Alerts, thread::JoinHandle<()>)> {
@@ -78,7 +82,7 @@ impl Alerts {
             .to_owned();
         let handle = thread::Builder::new()
             .name("alerts".into())
-            .spawn(move || Dispatcher::new(url, after, host, clock).run(rx))?;
+            .spawn(move || Dispatcher::new(url, tls, after, host, clock).run(rx))?;
         Ok((Alerts { tx: Some(tx) }, handle))
     }
 
@@ -93,6 +97,7 @@ impl Alerts {
 
 struct Dispatcher {
     url: Secret<String>,
+    tls: Option<Arc<ClientTls>>,
     after: Duration,
     host: String,
     clock: Clock,
@@ -104,9 +109,16 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn new(url: Secret<String>, after: Duration, host: String, clock: Clock) -> Dispatcher {
+    fn new(
+        url: Secret<String>,
+        tls: Option<Arc<ClientTls>>,
+        after: Duration,
+        host: String,
+        clock: Clock,
+    ) -> Dispatcher {
         Dispatcher {
             url,
+            tls,
             after,
             host,
             clock,
@@ -221,16 +233,18 @@ impl Dispatcher {
         }
         let text = body.to_string();
         for attempt in 1..=TRIES {
-            let result = attohttpc::post(self.url.expose())
+            let mut request = attohttpc::post(self.url.expose())
                 .follow_redirects(false)
                 .proxy_settings(attohttpc::ProxySettings::builder().build())
                 .connect_timeout(Duration::from_secs(5))
                 .read_timeout(Duration::from_secs(10))
                 .timeout(Duration::from_secs(15))
                 .header(attohttpc::header::CONTENT_TYPE, "application/json")
-                .header(attohttpc::header::USER_AGENT, crate::upload::USER_AGENT)
-                .text(&text)
-                .send();
+                .header(attohttpc::header::USER_AGENT, crate::upload::USER_AGENT);
+            if let Some(tls) = &self.tls {
+                request = request.tls_config(tls.rustls());
+            }
+            let result = request.text(&text).send();
             match result {
                 Ok(r) if r.is_success() => {
                     log::info!("alert sent: {event}");
@@ -255,7 +269,10 @@ impl Dispatcher {
 /// attohttpc's error text without the URL (which may carry the webhook's token).
 fn short(e: &attohttpc::Error) -> String {
     match e.kind() {
-        attohttpc::ErrorKind::Io(io) => crate::error::describe_io(io),
+        attohttpc::ErrorKind::Tls(tls) => crate::tls::explain(tls),
+        attohttpc::ErrorKind::Io(io) => {
+            crate::tls::explain_io(io).unwrap_or_else(|| crate::error::describe_io(io))
+        }
         _ => "request failed".into(),
     }
 }

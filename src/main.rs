@@ -27,6 +27,7 @@ mod scanner;
 mod secret;
 mod store;
 mod ticker;
+mod tls;
 mod upload;
 mod watch;
 mod work;

@@ -15,4 +15,5 @@ mod scan;
 mod secrets;
 mod service;
 mod shared;
+mod tls;
 mod trust;

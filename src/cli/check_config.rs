@@ -1,6 +1,7 @@
 //! `sega-uploader check-config`: the config validated and printed with its secrets redacted,
 //! then the environment checked line by line (folders readable, the database writable,
-//! inotify limits, the endpoint reachable): the first thing to run after an install.
+//! inotify limits, the endpoint reachable, its TLS in `tls`): the first thing to run after
+//! an install.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -11,6 +12,8 @@ use crate::config;
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::layout::{self, Show};
 use crate::store::{self, Role};
+
+mod tls;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Verdict {
@@ -171,6 +174,7 @@ pub(super) fn check_config(path: &Path, offline: bool) -> Result<i32> {
             },
         );
     }
+    tls::check_tls(&config, offline, &mut note);
     Ok(if worst == Verdict::Fail {
         EXIT_FAILURE
     } else {

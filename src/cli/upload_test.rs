@@ -47,7 +47,8 @@ pub(super) fn upload_test(path: &Path, file: &Path) -> Result<i32> {
             println!("note: the daemon would not send this file as it is ({c:?})");
         }
     }
-    let settings = RequestSettings::new(&config, Identity::from_config(&config).scope);
+    let settings = RequestSettings::new(&config, Identity::from_config(&config).scope)
+        .map_err(|e| e.in_config(path))?;
     let item = Item {
         path: abs.clone(),
         folder,

@@ -15,7 +15,8 @@
 //! `preserve_order` keeps object order, which `upload.fields` and `upload.headers` rely on.
 //!
 //! Secrets (DESIGN §6) are every `upload.headers` value, credentials in any URL and the
-//! whole `alerts.webhook_url`. Neither `redacted_json` nor any error message echoes them.
+//! whole `alerts.webhook_url`. (`upload.tls.client_key` is a path, not a secret: the key
+//! stays in its file.) Neither `redacted_json` nor any error message echoes them.
 //! Not handled: a key given twice in one object (serde_json keeps the last one silently).
 //!
 //! This file holds the types, [`load`], [`parse`] and the rendering back; `walk` goes
@@ -102,6 +103,27 @@ pub struct Upload {
     /// `None`: unlimited.
     pub max_kib_s: Option<u64>,
     pub retry: Retry,
+    pub tls: Tls,
+}
+
+/// `upload.tls`: what https connections (the endpoint, the webhook) trust beside the system
+/// trust store, and the certificate they present. Only the paths: the files are read by
+/// `tls::ClientTls::load` when something is about to be sent, and again at each reload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tls {
+    /// A PEM bundle of CA certificates trusted beside the system store (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate and its key, presented when the server asks for one.
+    pub client: Option<ClientIdentity>,
+}
+
+/// `upload.tls.client_cert` and `upload.tls.client_key`: always both or neither.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientIdentity {
+    /// PEM: the certificate, then any intermediates.
+    pub cert: PathBuf,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1), unencrypted.
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,6 +366,11 @@ impl Config {
                 "retry": {
                     "initial_secs": u.retry.initial.as_secs(), "max_secs": u.retry.max.as_secs(),
                     "max_attempts": u.retry.max_attempts,
+                },
+                "tls": {
+                    "ca_file": u.tls.ca_file.as_deref().map(path),
+                    "client_cert": u.tls.client.as_ref().map(|c| path(&c.cert)),
+                    "client_key": u.tls.client.as_ref().map(|c| path(&c.key)),
                 },
             },
             "database": {

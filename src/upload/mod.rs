@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Template};
 use crate::layout::{self, Content, OpenError, Show, Target, Version};
 use crate::secret::Secret;
+use crate::tls::{self, ClientTls};
 use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Sent};
 
 mod multipart;
@@ -43,6 +44,12 @@ pub struct RequestSettings {
     pub file_field: String,
     pub fields: Vec<(String, Template)>,
     pub headers: Vec<(String, Secret<String>)>,
+    /// `Authorization: Basic …` from the URL's credentials, unless `headers` sets its own
+    /// `Authorization` (which wins).
+    pub auth: Option<Secret<String>>,
+    /// The trust store and client certificate of https requests (the endpoint's and the
+    /// webhook's); `None` when neither URL is https.
+    pub tls: Option<Arc<ClientTls>>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     /// The slowest rate a request may go at before it counts as stalled: `min_rate_kib_s`,
@@ -55,21 +62,38 @@ pub struct RequestSettings {
 }
 
 impl RequestSettings {
-    pub fn new(config: &Config, scope: String) -> RequestSettings {
+    /// Reads the TLS files when an https URL needs them: that is the one way this fails.
+    pub fn new(config: &Config, scope: String) -> Result<RequestSettings, tls::LoadError> {
         let u = &config.upload;
-        RequestSettings {
+        let own_authorization = u
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        let webhook_https = config.alerts.webhook_url.as_ref().is_some_and(|w| {
+            w.expose()
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        });
+        let tls = if u.url.is_https() || webhook_https {
+            Some(Arc::new(ClientTls::load(&u.tls)?))
+        } else {
+            None
+        };
+        Ok(RequestSettings {
             url: u.url.url.clone(),
             shown_url: u.url.redacted().to_owned(),
             file_field: u.file_field.clone(),
             fields: u.fields.clone(),
             headers: u.headers.clone(),
+            auth: u.url.basic_auth().filter(|_| !own_authorization),
+            tls,
             connect_timeout: u.connect_timeout,
             timeout: u.timeout,
             min_rate_bytes_s: min_rate(u.min_rate_kib_s, u.max_kib_s, u.workers),
             limited: u.max_kib_s.is_some(),
             scope,
             incomplete_max_wait: config.watch.incomplete_max_wait,
-        }
+        })
     }
 
     /// The overall limit: `timeout_secs` + size / the minimum rate, so a large file on a
@@ -333,13 +357,30 @@ mod tests {
                            "headers": {"Authorization": "Bearer s3cret"}}}"#,
         )
         .unwrap();
-        let s = RequestSettings::new(&c, "scope".into());
+        let s = RequestSettings::new(&c, "scope".into()).unwrap();
         let shown = format!("{s:?}");
         assert!(
             !shown.contains("hunter2") && !shown.contains("s3cret"),
             "{shown}"
         );
         assert_eq!(s.shown_url, "http://<redacted>@up.example/u");
+    }
+
+    #[test]
+    fn url_credentials_are_sent_unless_a_header_says_otherwise() {
+        let c = crate::config::parse(r#"{"upload": {"url": "http://bob:hunter2@up.example/u"}}"#)
+            .unwrap();
+        let s = RequestSettings::new(&c, "scope".into()).unwrap();
+        let auth = s.auth.as_ref().map(|a| a.expose().as_str());
+        assert_eq!(auth, Some("Basic Ym9iOmh1bnRlcjI="));
+        assert!(s.tls.is_none(), "plain http loads no TLS");
+        let c = crate::config::parse(
+            r#"{"upload": {"url": "http://bob:hunter2@up.example/u",
+                           "headers": {"authorization": "Bearer s3cret"}}}"#,
+        )
+        .unwrap();
+        let s = RequestSettings::new(&c, "scope".into()).unwrap();
+        assert!(s.auth.is_none());
     }
 
     #[test]
@@ -350,6 +391,8 @@ mod tests {
             file_field: "file".into(),
             fields: vec![],
             headers: vec![],
+            auth: None,
+            tls: None,
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(60),
             min_rate_bytes_s: 64 * 1024,
@@ -370,14 +413,14 @@ mod tests {
                            "min_rate_kib_s": 8, "timeout_secs": 2}}"#,
         )
         .unwrap();
-        let s = RequestSettings::new(&c, "scope".into());
+        let s = RequestSettings::new(&c, "scope".into()).unwrap();
         assert_eq!(s.min_rate_bytes_s, 2 * 1024);
         assert!(s.overall_timeout(48 * 1024) >= Duration::from_secs(2 + 24 + 32));
         assert!(s.job_limit(48 * 1024) > s.overall_timeout(48 * 1024));
         let free =
             crate::config::parse(r#"{"upload": {"url": "http://h/u", "min_rate_kib_s": 8}}"#)
                 .unwrap();
-        let s = RequestSettings::new(&free, "scope".into());
+        let s = RequestSettings::new(&free, "scope".into()).unwrap();
         assert_eq!(s.min_rate_bytes_s, 8 * 1024);
     }
 }

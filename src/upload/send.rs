@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use attohttpc::header::{HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use attohttpc::header::{HeaderName, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER};
 use time::OffsetDateTime;
 
 use super::multipart::{
@@ -111,6 +111,12 @@ pub fn send(
             // config validation rejects these; never send a half-configured request.
             _ => return Outcome::Transport(format!("header {k} is not valid HTTP")),
         }
+    }
+    if let Some(auth) = &settings.auth {
+        builder = builder.header(AUTHORIZATION, auth.expose().as_str());
+    }
+    if let Some(tls) = &settings.tls {
+        builder = builder.tls_config(tls.rustls());
     }
     builder = builder.header("Idempotency-Key", key.as_str());
     let mut prepared = match builder.body(body).try_prepare() {
@@ -219,9 +225,14 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(d.try_into().unwrap_or(Duration::ZERO))
 }
 
-/// attohttpc's errors, said plainly ("connection refused", "timed out").
+/// attohttpc's errors, said plainly ("connection refused", "timed out", "TLS: the server's
+/// certificate is not trusted …").
 fn describe_http_error(e: &attohttpc::Error) -> String {
     match e.kind() {
+        attohttpc::ErrorKind::Tls(tls) => crate::tls::explain(tls),
+        attohttpc::ErrorKind::Io(io) if crate::tls::explain_io(io).is_some() => {
+            crate::tls::explain_io(io).unwrap_or_default()
+        }
         attohttpc::ErrorKind::Io(io) => match io.kind() {
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".into(),
             // The packaged unit allows only the loopback and the default endpoint.
