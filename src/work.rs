@@ -57,6 +57,18 @@ pub struct Response {
     pub location: Option<String>,
     /// The body could not be read to the end (timeout, reset): what arrived is kept.
     pub body_error: Option<String>,
+    /// A 2xx answer that does not say what `upload.success` asks for.
+    pub mismatch: Option<Mismatch>,
+}
+
+/// Why a 2xx answer is not a success after all (`upload.success`, DESIGN §5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    /// For the stored result and the log: "answer /success is false".
+    pub why: String,
+    /// `on_mismatch` is `"fail"`: the file is failed, as on a 4xx; else it is retried with
+    /// backoff, as on a 5xx but without counting toward the outage.
+    pub fail: bool,
 }
 
 /// What one job came to, before the DB owner turns it into a status.

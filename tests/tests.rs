@@ -15,5 +15,6 @@ mod scan;
 mod secrets;
 mod service;
 mod shared;
+mod success;
 mod tls;
 mod trust;

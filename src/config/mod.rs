@@ -104,6 +104,27 @@ pub struct Upload {
     pub max_kib_s: Option<u64>,
     pub retry: Retry,
     pub tls: Tls,
+    /// `None`: any 2xx is a success.
+    pub success: Option<SuccessRule>,
+}
+
+/// `upload.success`: what a 2xx answer must say for the file to count as uploaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuccessRule {
+    /// An RFC 6901 pointer into the answer's JSON (`/success`, `/result/ok`; empty: all of it).
+    pub json_pointer: String,
+    /// The value it must have there, compared as JSON (`true`, `"ok"`, `0`).
+    pub equals: Value,
+    pub on_mismatch: OnMismatch,
+}
+
+/// What a 2xx answer that does not match `upload.success` does to the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMismatch {
+    /// Retried with backoff, like a 5xx, without counting toward the outage.
+    Retry,
+    /// Failed, like a 4xx.
+    Fail,
 }
 
 /// `upload.tls`: what https connections (the endpoint, the webhook) trust beside the system
@@ -372,6 +393,14 @@ impl Config {
                     "client_cert": u.tls.client.as_ref().map(|c| path(&c.cert)),
                     "client_key": u.tls.client.as_ref().map(|c| path(&c.key)),
                 },
+                "success": u.success.as_ref().map(|s| json!({
+                    "json_pointer": s.json_pointer,
+                    "equals": s.equals,
+                    "on_mismatch": match s.on_mismatch {
+                        OnMismatch::Retry => "retry",
+                        OnMismatch::Fail => "fail",
+                    },
+                })),
             },
             "database": {
                 "path": path(&d.path), "keep_days": d.keep_days, "scope": d.scope,

@@ -13,7 +13,8 @@ const FULL: &str = r#"{
               "workers": 4, "connect_timeout_secs": 5, "timeout_secs": 60,
               "min_rate_kib_s": 64, "order": "oldest_first", "max_kib_s": null,
               "retry": { "initial_secs": 5, "max_secs": 600, "max_attempts": 0 },
-              "tls": { "ca_file": null, "client_cert": null, "client_key": null } },
+              "tls": { "ca_file": null, "client_cert": null, "client_key": null },
+              "success": null },
   "database": { "path": "/var/lib/sega/sega-uploader.db", "keep_days": 90,
                 "scope": null, "url": null, "host": null, "lease_secs": 60 },
   "log": { "level": "info", "file": null },
@@ -372,6 +373,75 @@ fn https_and_its_tls_files_are_accepted() {
     let mut shown = c.redacted_json();
     shown["alerts"]["webhook_url"] = Value::Null;
     assert_eq!(parse(&shown.to_string()).unwrap().upload.tls, tls);
+}
+
+#[test]
+fn a_success_rule_parses_with_its_default() {
+    let c = parse(&with(
+        r#"{"upload": {"success": {"json_pointer": "/success", "equals": true}}}"#,
+    ))
+    .unwrap();
+    let rule = SuccessRule {
+        json_pointer: "/success".into(),
+        equals: json!(true),
+        on_mismatch: OnMismatch::Retry,
+    };
+    assert_eq!(c.upload.success.as_ref(), Some(&rule));
+    let shown = c.redacted_json();
+    assert_eq!(
+        shown["upload"]["success"],
+        json!({"json_pointer": "/success", "equals": true, "on_mismatch": "retry"})
+    );
+    assert_eq!(
+        parse(&shown.to_string()).unwrap().upload.success,
+        Some(rule)
+    );
+    let c = parse(&with(
+        r#"{"upload": {"success": {"json_pointer": "", "equals": {"status": "ok"},
+                                   "on_mismatch": "fail"}}}"#,
+    ))
+    .unwrap();
+    let rule = c.upload.success.unwrap();
+    assert_eq!(
+        (rule.json_pointer.as_str(), rule.on_mismatch),
+        ("", OnMismatch::Fail)
+    );
+    assert_eq!(rule.equals, json!({"status": "ok"}));
+    assert_eq!(
+        parse(&with(r#"{"upload": {"success": null}}"#))
+            .unwrap()
+            .upload
+            .success,
+        None
+    );
+}
+
+#[test]
+fn success_rule_problems_are_named_at_their_key() {
+    #[rustfmt::skip]
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        (r#"{"equals": true}"#, &[("upload.success.json_pointer", "required")]),
+        (r#"{"json_pointer": "/success"}"#, &[("upload.success.equals", "required")]),
+        (r#"{"json_pointer": "success", "equals": true}"#, &[("upload.success.json_pointer", "starting with `/` (\"/success\")")]),
+        (r#"{"json_pointer": "/a~2b", "equals": true}"#, &[("upload.success.json_pointer", "`~0`")]),
+        (r#"{"json_pointer": 5, "equals": true}"#, &[("upload.success.json_pointer", "expected a string")]),
+        (r#"{"json_pointer": "/ok", "equals": true, "on_mismatch": "ignore"}"#, &[("upload.success.on_mismatch", "expected \"retry\" or \"fail\"")]),
+        (r#"{"pointer": "/ok", "json_pointer": "/ok", "equals": 1}"#, &[("upload.success.pointer", "unknown key")]),
+        (r#""yes""#, &[("upload.success", "expected an object")]),
+    ];
+    for (rule, expected) in cases {
+        let text = with(&format!(r#"{{"upload": {{"success": {rule}}}}}"#));
+        let p = problems(&text);
+        let got: Vec<(&str, &str)> = p
+            .iter()
+            .map(|p| (p.location.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(got.len(), expected.len(), "{rule}: {got:?}");
+        for ((loc, msg), (want_loc, want_msg)) in got.iter().zip(expected.iter()) {
+            assert_eq!(loc, want_loc, "{rule}: {got:?}");
+            assert!(msg.contains(want_msg), "{rule}: {got:?}");
+        }
+    }
 }
 
 #[test]

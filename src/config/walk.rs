@@ -11,8 +11,8 @@ use super::checker::{absolute, join, kind, Checker};
 use super::template::{Piece, Template};
 use super::url::Endpoint;
 use super::{
-    parse_level, Alerts, ClientIdentity, Database, Folder, Log, Metrics, Order, Retry, Tls, Upload,
-    Watch,
+    parse_level, Alerts, ClientIdentity, Database, Folder, Log, Metrics, OnMismatch, Order, Retry,
+    SuccessRule, Tls, Upload, Watch,
 };
 use crate::secret::Secret;
 
@@ -154,7 +154,7 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
         "upload",
         v,
         "url file_field fields headers workers connect_timeout_secs timeout_secs min_rate_kib_s \
-         order max_kib_s retry tls",
+         order max_kib_s retry tls success",
     );
     let url = match o.get("url") {
         None => {
@@ -203,6 +203,7 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
     let max_kib_s = ck.opt_number(&o, "max_kib_s", 1, MAX_KIB_S);
     let retry = retry(ck, o.get("retry"));
     let tls = tls(ck, o.get("tls"));
+    let success = success(ck, o.get("success"));
     Some(Upload {
         url: url?,
         file_field: file_field.to_string(),
@@ -216,6 +217,7 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
         max_kib_s,
         retry,
         tls,
+        success,
     })
 }
 
@@ -326,6 +328,72 @@ fn tls(ck: &mut Checker, v: Option<&Value>) -> Tls {
         _ => None,
     };
     Tls { ca_file, client }
+}
+
+/// `upload.success`: null, or which value at which JSON pointer makes a 2xx a success.
+fn success(ck: &mut Checker, v: Option<&Value>) -> Option<SuccessRule> {
+    if matches!(v, None | Some(Value::Null)) {
+        return None;
+    }
+    let o = ck.object("upload.success", v, "json_pointer equals on_mismatch");
+    let before = ck.problems.len();
+    let json_pointer = match o.get("json_pointer") {
+        None => {
+            if ck.ok("upload.success") {
+                ck.report(
+                    "upload.success.json_pointer",
+                    "required (for example \"/success\")",
+                );
+            }
+            None
+        }
+        Some(v) => ck
+            .str_value("upload.success.json_pointer", v)
+            .and_then(|p| ck.check("upload.success.json_pointer", json_pointer(p))),
+    };
+    let equals = o.get("equals").cloned();
+    if equals.is_none() && ck.ok("upload.success") {
+        ck.report(
+            "upload.success.equals",
+            "required: the JSON value the answer must hold there (for example true)",
+        );
+    }
+    let on_mismatch = match ck.string(&o, "on_mismatch", "retry") {
+        Some("retry") | None => OnMismatch::Retry,
+        Some("fail") => OnMismatch::Fail,
+        Some(other) => {
+            ck.report(
+                "upload.success.on_mismatch",
+                format!("expected \"retry\" or \"fail\", got {other:?}"),
+            );
+            OnMismatch::Retry
+        }
+    };
+    if ck.problems.len() > before {
+        return None;
+    }
+    Some(SuccessRule {
+        json_pointer: json_pointer?.to_string(),
+        equals: equals?,
+        on_mismatch,
+    })
+}
+
+/// An RFC 6901 JSON pointer: empty (the whole document) or `/`-separated reference tokens
+/// in which `~` is only ever `~0` or `~1`.
+fn json_pointer(p: &str) -> Result<&str, String> {
+    if !p.is_empty() && !p.starts_with('/') {
+        return Err(format!(
+            "must be a JSON pointer starting with `/` (\"/{p}\"), or \"\" for the whole answer"
+        ));
+    }
+    let mut chars = p.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err("has a `~` that is not `~0` (for ~) or `~1` (for /)".into());
+        }
+    }
+    Ok(p)
 }
 
 pub(super) fn database(ck: &mut Checker, v: Option<&Value>) -> Database {

@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 use time::OffsetDateTime;
 
 use crate::clock::Clock;
-use crate::config::{Config, Template};
+use crate::config::{Config, SuccessRule, Template};
 use crate::layout::{self, Content, OpenError, Show, Target, Version};
 use crate::secret::Secret;
 use crate::tls::{self, ClientTls};
@@ -27,6 +27,7 @@ use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Sent};
 
 mod multipart;
 mod send;
+mod success;
 
 pub use multipart::idempotency_key;
 use multipart::COPY_CHUNK;
@@ -50,6 +51,8 @@ pub struct RequestSettings {
     /// The trust store and client certificate of https requests (the endpoint's and the
     /// webhook's); `None` when neither URL is https.
     pub tls: Option<Arc<ClientTls>>,
+    /// What a 2xx must say to be a success (`upload.success`).
+    pub success: Option<SuccessRule>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     /// The slowest rate a request may go at before it counts as stalled: `min_rate_kib_s`,
@@ -87,6 +90,7 @@ impl RequestSettings {
             headers: u.headers.clone(),
             auth: u.url.basic_auth().filter(|_| !own_authorization),
             tls,
+            success: u.success.clone(),
             connect_timeout: u.connect_timeout,
             timeout: u.timeout,
             min_rate_bytes_s: min_rate(u.min_rate_kib_s, u.max_kib_s, u.workers),
@@ -256,7 +260,11 @@ fn attempt(
     // new version must follow. (An answer that is not a success is judged as it is; the
     // next claim finds the new version.)
     let changed = match &outcome {
-        Outcome::Answered(r) if classify_status(r.status) != Class::Success => None,
+        Outcome::Answered(r)
+            if classify_status(r.status) != Class::Success || r.mismatch.is_some() =>
+        {
+            None
+        }
         Outcome::Answered(_) | Outcome::Transport(_) => layout::open_beneath(&job.target)
             .ok()
             .map(|(_, m)| Version::of(&m))
@@ -393,6 +401,7 @@ mod tests {
             headers: vec![],
             auth: None,
             tls: None,
+            success: None,
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(60),
             min_rate_bytes_s: 64 * 1024,

@@ -15,10 +15,10 @@ use time::OffsetDateTime;
 use super::multipart::{
     boundary, encode_filename, idempotency_key, FileProblem, MultipartBody, Part,
 };
-use super::{Item, RequestSettings, USER_AGENT};
-use crate::config::TemplateVars;
+use super::{success, Item, RequestSettings, USER_AGENT};
+use crate::config::{SuccessRule, TemplateVars};
 use crate::layout::{self, Kind};
-use crate::work::{Outcome, Response, RESPONSE_CAP};
+use crate::work::{classify_status, Class, Outcome, Response, RESPONSE_CAP};
 
 /// Shared cap on the total upload rate (`upload.max_kib_s`) across workers: a token bucket
 /// holding at most one second of budget.
@@ -134,7 +134,7 @@ pub fn send(
         };
     }
     match result {
-        Ok(resp) => read_response(resp),
+        Ok(resp) => read_response(resp, settings.success.as_ref()),
         Err(e) => Outcome::Transport(describe_http_error(&e)),
     }
 }
@@ -142,12 +142,12 @@ pub fn send(
 /// The answer to a request. An interim 1xx is read past to the final answer (attohttpc
 /// takes the first status line for the answer); a stream that holds none is a transport
 /// problem, never an answer.
-fn read_response(resp: attohttpc::Response) -> Outcome {
+fn read_response(resp: attohttpc::Response, rule: Option<&SuccessRule>) -> Outcome {
     let (status, headers, reader) = resp.split();
     let status = status.as_u16();
     if (100..200).contains(&status) {
         return match crate::interim::final_answer(reader) {
-            Ok(f) => Outcome::Answered(answer(f.status, f.headers, f.body)),
+            Ok(f) => Outcome::Answered(answer(f.status, f.headers, f.body, rule)),
             Err(e) => Outcome::Transport(format!(
                 "interim answer HTTP {status}, then {}",
                 crate::error::describe_io(&e)
@@ -163,10 +163,17 @@ fn read_response(resp: attohttpc::Response) -> Outcome {
             )
         })
         .collect();
-    Outcome::Answered(answer(status, headers, reader))
+    Outcome::Answered(answer(status, headers, reader, rule))
 }
 
-fn answer(status: u16, headers: Vec<(String, String)>, body: impl Read) -> Response {
+/// The answer as stored: at most `RESPONSE_CAP` of its body, and whether a 2xx is what
+/// `upload.success` calls a success.
+fn answer(
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: impl Read,
+    rule: Option<&SuccessRule>,
+) -> Response {
     let header = |name: &str| {
         headers
             .iter()
@@ -177,13 +184,23 @@ fn answer(status: u16, headers: Vec<(String, String)>, body: impl Read) -> Respo
     let location = header(LOCATION.as_str());
     let mut raw = Vec::new();
     // Only the first 64 KiB are kept; the rest is never read (dropping the reader closes
-    // the connection), so a 5 MB answer costs no memory.
+    // the connection), so a 5 MB answer costs no memory. One byte more says whether there
+    // was more.
     let body_error = body
-        .take(RESPONSE_CAP as u64)
+        .take(RESPONSE_CAP as u64 + 1)
         .read_to_end(&mut raw)
         .err()
         .map(|e| e.to_string());
-    let json = serde_json::from_slice::<serde_json::Value>(&raw).is_ok();
+    let over_cap = raw.len() > RESPONSE_CAP;
+    raw.truncate(RESPONSE_CAP);
+    let parsed = serde_json::from_slice::<serde_json::Value>(&raw).ok();
+    let json = parsed.is_some();
+    let mismatch = match rule {
+        Some(rule) if classify_status(status) == Class::Success => {
+            success::mismatch(rule, parsed.as_ref(), over_cap || body_error.is_some())
+        }
+        _ => None,
+    };
     let body = capped_text(&raw);
     Response {
         status,
@@ -193,6 +210,7 @@ fn answer(status: u16, headers: Vec<(String, String)>, body: impl Read) -> Respo
         retry_after,
         location,
         body_error,
+        mismatch,
     }
 }
 
