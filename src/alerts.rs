@@ -9,7 +9,6 @@
 //! The webhook URL is a secret: it is never logged.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::clock::{format_ts, human_duration, Clock};
 use crate::secret::Secret;
-use crate::tls::ClientTls;
+use crate::upload::Route;
 
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -68,10 +67,10 @@ impl Alerts {
         Alerts { tx: None }
     }
 
-    /// `tls`: what an https webhook is verified with (the endpoint's `upload.tls`).
+    /// `route`: the endpoint's TLS configuration and proxy, which the webhook uses too.
     pub fn spawn(
         url: Secret<String>,
-        tls: Option<Arc<ClientTls>>,
+        route: Route,
         after: Duration,
         clock: Clock,
     ) -> std::io::Result<(Alerts, thread::JoinHandle<()>)> {
@@ -82,7 +81,7 @@ impl Alerts {
             .to_owned();
         let handle = thread::Builder::new()
             .name("alerts".into())
-            .spawn(move || Dispatcher::new(url, tls, after, host, clock).run(rx))?;
+            .spawn(move || Dispatcher::new(url, route, after, host, clock).run(rx))?;
         Ok((Alerts { tx: Some(tx) }, handle))
     }
 
@@ -97,7 +96,7 @@ impl Alerts {
 
 struct Dispatcher {
     url: Secret<String>,
-    tls: Option<Arc<ClientTls>>,
+    route: Route,
     after: Duration,
     host: String,
     clock: Clock,
@@ -111,14 +110,14 @@ struct Dispatcher {
 impl Dispatcher {
     fn new(
         url: Secret<String>,
-        tls: Option<Arc<ClientTls>>,
+        route: Route,
         after: Duration,
         host: String,
         clock: Clock,
     ) -> Dispatcher {
         Dispatcher {
             url,
-            tls,
+            route,
             after,
             host,
             clock,
@@ -233,17 +232,16 @@ impl Dispatcher {
         }
         let text = body.to_string();
         for attempt in 1..=TRIES {
-            let mut request = attohttpc::post(self.url.expose())
-                .follow_redirects(false)
-                .proxy_settings(attohttpc::ProxySettings::builder().build())
+            let url = self.url.expose();
+            let request = attohttpc::post(url).follow_redirects(false);
+            let request = self
+                .route
+                .apply(request, Route::is_https(url))
                 .connect_timeout(Duration::from_secs(5))
                 .read_timeout(Duration::from_secs(10))
                 .timeout(Duration::from_secs(15))
                 .header(attohttpc::header::CONTENT_TYPE, "application/json")
                 .header(attohttpc::header::USER_AGENT, crate::upload::USER_AGENT);
-            if let Some(tls) = &self.tls {
-                request = request.tls_config(tls.rustls());
-            }
             let result = request.text(&text).send();
             match result {
                 Ok(r) if r.is_success() => {

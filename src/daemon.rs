@@ -122,8 +122,11 @@ pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
         config.upload.workers,
         store.describe()
     );
-    if let Some(tls) = &settings.tls {
+    if let Some(tls) = &settings.route.tls {
         log::info!("TLS: {}", tls.describe());
+    }
+    if let Some(p) = &config.upload.proxy {
+        log::info!("every request goes through the proxy {}", p.redacted());
     }
     if !config.watch.root.is_dir() {
         log::warn!(
@@ -144,7 +147,7 @@ pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
     let alerts = match &config.alerts.webhook_url {
         Some(url) => Alerts::spawn(
             url.clone(),
-            settings.tls.clone(),
+            settings.route.clone(),
             config.alerts.after,
             clock.clone(),
         )

@@ -41,7 +41,8 @@ pub enum Class {
 pub fn classify_status(status: u16) -> Class {
     match status {
         200..=299 => Class::Success,
-        408 | 425 | 429 | 500..=599 => Class::Retry,
+        // 407 comes from `upload.proxy`, never from the endpoint: not the file's fault.
+        407 | 408 | 425 | 429 | 500..=599 => Class::Retry,
         _ => Class::Failed,
     }
 }
@@ -113,9 +114,9 @@ pub enum Sent {
     Transport(String),
 }
 
-/// Answers that say the endpoint (not this file) is in trouble.
+/// Answers that say the endpoint (not this file) is in trouble (407: the way to it).
 pub fn is_endpoint_failure(status: u16) -> bool {
-    status >= 500 || status == 408 || status == 429
+    status >= 500 || status == 407 || status == 408 || status == 429
 }
 
 #[cfg(test)]
@@ -133,6 +134,7 @@ mod tests {
             (400, Class::Failed),
             (401, Class::Failed),
             (404, Class::Failed),
+            (407, Class::Retry),
             (408, Class::Retry),
             (413, Class::Failed),
             (425, Class::Retry),

@@ -324,7 +324,8 @@ fn tls_line(stdout: &str) -> String {
         .to_string()
 }
 
-fn base64(s: &str) -> String {
+/// Standard base64 (RFC 4648), for the Basic credentials the tests expect on the wire.
+pub(crate) fn base64(s: &str) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in s.as_bytes().chunks(3) {

@@ -162,6 +162,22 @@ pub(super) fn check_config(path: &Path, offline: bool) -> Result<i32> {
     let what = format!("endpoint {}:{}", ep.host, ep.port);
     if offline {
         line(Verdict::Ok, &what, "not checked (--offline)");
+    } else if let Some(p) = &config.upload.proxy {
+        // Through a proxy the endpoint's name may resolve only there: check the proxy.
+        let what = format!("proxy {}:{}", p.host, p.port);
+        note(
+            match connect(&p.host, p.port, config.upload.connect_timeout) {
+                Ok(addr) => line(
+                    Verdict::Ok,
+                    &what,
+                    &format!(
+                        "accepts TCP connections ({addr}); {} is reached through it",
+                        ep.host
+                    ),
+                ),
+                Err(e) => line(Verdict::Fail, &what, &e),
+            },
+        );
     } else {
         note(
             match connect(&ep.host, ep.port, config.upload.connect_timeout) {

@@ -14,7 +14,8 @@
 //! named by its dotted key (`watch.folders[1]`); bad JSON is named by line and column.
 //! `preserve_order` keeps object order, which `upload.fields` and `upload.headers` rely on.
 //!
-//! Secrets (DESIGN §6) are every `upload.headers` value, credentials in any URL and the
+//! Secrets (DESIGN §6) are every `upload.headers` value, credentials in any URL (the
+//! proxy's included) and the
 //! whole `alerts.webhook_url`. (`upload.tls.client_key` is a path, not a secret: the key
 //! stays in its file.) Neither `redacted_json` nor any error message echoes them.
 //! Not handled: a key given twice in one object (serde_json keeps the last one silently).
@@ -43,7 +44,7 @@ mod walk;
 pub use template::{Template, TemplateVars};
 
 use checker::{json_problem, kind, Checker};
-use url::Endpoint;
+pub use url::Endpoint;
 use walk::{alerts, database, log, metrics, upload, watch};
 
 /// Where the config lives unless `$SEGA_CONFIG` or `-c` says otherwise.
@@ -106,6 +107,10 @@ pub struct Upload {
     pub tls: Tls,
     /// `None`: any 2xx is a success.
     pub success: Option<SuccessRule>,
+    /// `upload.proxy`, an `http://[user:password@]host:port` forward proxy every request
+    /// goes through (its credentials are a secret); `None`: direct. Proxy environment
+    /// variables are never read.
+    pub proxy: Option<Endpoint>,
 }
 
 /// `upload.success`: what a 2xx answer must say for the file to count as uploaded.
@@ -393,6 +398,7 @@ impl Config {
                     "client_cert": u.tls.client.as_ref().map(|c| path(&c.cert)),
                     "client_key": u.tls.client.as_ref().map(|c| path(&c.key)),
                 },
+                "proxy": u.proxy.as_ref().map(Endpoint::redacted),
                 "success": u.success.as_ref().map(|s| json!({
                     "json_pointer": s.json_pointer,
                     "equals": s.equals,

@@ -14,7 +14,7 @@ const FULL: &str = r#"{
               "min_rate_kib_s": 64, "order": "oldest_first", "max_kib_s": null,
               "retry": { "initial_secs": 5, "max_secs": 600, "max_attempts": 0 },
               "tls": { "ca_file": null, "client_cert": null, "client_key": null },
-              "success": null },
+              "proxy": null, "success": null },
   "database": { "path": "/var/lib/sega/sega-uploader.db", "keep_days": 90,
                 "scope": null, "url": null, "host": null, "lease_secs": 60 },
   "log": { "level": "info", "file": null },
@@ -373,6 +373,37 @@ fn https_and_its_tls_files_are_accepted() {
     let mut shown = c.redacted_json();
     shown["alerts"]["webhook_url"] = Value::Null;
     assert_eq!(parse(&shown.to_string()).unwrap().upload.tls, tls);
+}
+
+#[test]
+fn a_proxy_is_an_http_url_whose_credentials_are_secret() {
+    let c = parse(&with(
+        r#"{"upload": {"proxy": "http://px:s3cret@proxy.example:3128"}}"#,
+    ))
+    .unwrap();
+    let p = c.upload.proxy.as_ref().unwrap();
+    assert_eq!((p.host.as_str(), p.port), ("proxy.example", 3128));
+    assert_eq!(
+        c.redacted_json()["upload"]["proxy"],
+        json!("http://<redacted>@proxy.example:3128")
+    );
+    assert!(!format!("{c:?}").contains("s3cret"));
+    assert!(parse(&with(r#"{"upload": {"proxy": "http://proxy:3128/"}}"#)).is_ok());
+    #[rustfmt::skip]
+    let errors = [
+        (r#""https://proxy:3128""#, "must be an http:// proxy"),
+        (r#""http://u:s3cret@proxy:3128/x""#, "no path or query"),
+        (r#""http://proxy:3128?a=1""#, "no path or query"),
+        (r#""socks5://u:s3cret@proxy:1080""#, "must start with http:// or https://"),
+        (r#"3128"#, "expected a string"),
+    ];
+    for (value, words) in errors {
+        let p = problems(&with(&format!(r#"{{"upload": {{"proxy": {value}}}}}"#)));
+        assert_eq!(p.len(), 1, "{value}: {p:?}");
+        assert_eq!(p[0].location, "upload.proxy");
+        assert!(p[0].message.contains(words), "{value}: {p:?}");
+        assert!(!p[0].message.contains("s3cret"), "{p:?}");
+    }
 }
 
 #[test]

@@ -102,6 +102,17 @@ impl Endpoint {
         &self.shown
     }
 
+    /// The URL without its `user:password@` (sent as Basic auth instead): what the request
+    /// is made to. Still a secret: a query may hold a token.
+    pub fn without_credentials(&self) -> Secret<String> {
+        let url = self.url.expose();
+        let start = url.find("://").map_or(0, |i| i + 3);
+        let rest = &url[start..];
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        let host = authority.rfind('@').map_or(0, |at| at + 1);
+        Secret::new(format!("{}{}", &url[..start], &rest[host..]))
+    }
+
     /// Whether connections to it are made with TLS.
     pub fn is_https(&self) -> bool {
         self.scheme == Scheme::Https
@@ -223,6 +234,18 @@ mod tests {
         for (url, fragment) in errors {
             let err = Endpoint::parse(url).expect_err(url);
             assert!(err.contains(fragment), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn credentials_can_be_left_out() {
+        for (url, bare) in [
+            ("http://u:p@h:1/x?q=1", "http://h:1/x?q=1"),
+            ("https://user:p@ss@[::1]/", "https://[::1]/"),
+            ("http://h/u?x=a@b", "http://h/u?x=a@b"),
+        ] {
+            let e = Endpoint::parse(url).unwrap();
+            assert_eq!(e.without_credentials().expose(), bare, "{url}");
         }
     }
 

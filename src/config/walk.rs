@@ -154,7 +154,7 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
         "upload",
         v,
         "url file_field fields headers workers connect_timeout_secs timeout_secs min_rate_kib_s \
-         order max_kib_s retry tls success",
+         order max_kib_s retry tls proxy success",
     );
     let url = match o.get("url") {
         None => {
@@ -203,6 +203,12 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
     let max_kib_s = ck.opt_number(&o, "max_kib_s", 1, MAX_KIB_S);
     let retry = retry(ck, o.get("retry"));
     let tls = tls(ck, o.get("tls"));
+    let proxy = match o.get("proxy") {
+        None | Some(Value::Null) => None,
+        Some(v) => ck
+            .str_value("upload.proxy", v)
+            .and_then(|s| ck.check("upload.proxy", Endpoint::parse(s).and_then(proxy))),
+    };
     let success = success(ck, o.get("success"));
     Some(Upload {
         url: url?,
@@ -218,7 +224,24 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
         retry,
         tls,
         success,
+        proxy,
     })
+}
+
+/// `upload.proxy`: an http forward proxy, `http://[user:password@]host:port`, nothing after
+/// the port. Messages never quote it: it may hold a password.
+fn proxy(e: Endpoint) -> Result<Endpoint, String> {
+    if e.is_https() {
+        return Err(
+            "must be an http:// proxy (https:// uploads go through it with CONNECT)".into(),
+        );
+    }
+    let url = e.url.expose();
+    let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
+    if rest.find(['/', '?']).is_some_and(|i| rest[i..] != *"/") {
+        return Err("must be http://[user:password@]host:port, with no path or query".into());
+    }
+    Ok(e)
 }
 
 fn fields(ck: &mut Checker, v: &Value, file_field: &str) -> Vec<(String, Template)> {

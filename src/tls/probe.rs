@@ -1,9 +1,10 @@
 //! `check-config`'s look at the endpoint's TLS: a connection and a handshake with the very
 //! configuration the uploads use, and the certificate the server presented (subject,
 //! issuer, expiry), shown also when it is refused, which is when an operator needs it.
-//! Nothing is sent after the handshake.
+//! Nothing is sent after the handshake. Through `upload.proxy`, the connection is a
+//! `CONNECT` tunnel, as the uploads' are.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConnection, DigitallySignedStruct, SignatureScheme};
 
 use super::{explain, explain_io, CertInfo, ClientTls};
+use crate::config::Endpoint;
 
 /// What the handshake came to.
 #[derive(Debug)]
@@ -25,20 +27,29 @@ pub struct Handshake {
     pub result: Result<String, String>,
 }
 
-/// Connects to `host:port` and shakes hands as an upload would. `Err` when no TCP
-/// connection could be made at all (cannot resolve, refused, timed out).
+/// Connects to `host:port` (through `proxy`, if given) and shakes hands as an upload
+/// would. `Err` when no connection could be made at all (cannot resolve, refused, timed
+/// out, the proxy refused the tunnel).
 pub fn handshake(
     tls: &ClientTls,
     host: &str,
     port: u16,
+    proxy: Option<&Endpoint>,
     timeout: Duration,
 ) -> Result<Handshake, String> {
     let name = ServerName::try_from(host)
         .map_err(|_| format!("{host} is not a valid TLS server name"))?
         .to_owned();
-    let mut sock = connect(host, port, timeout)?;
+    let mut sock = match proxy {
+        None => connect(host, port, timeout)?,
+        Some(p) => connect(&p.host, p.port, timeout)
+            .map_err(|e| format!("proxy {}:{}: {e}", p.host, p.port))?,
+    };
     let _ = sock.set_read_timeout(Some(timeout));
     let _ = sock.set_write_timeout(Some(timeout));
+    if let Some(p) = proxy {
+        tunnel(&mut sock, host, port, p)?;
+    }
 
     let recorder = Arc::new(Recorder {
         inner: WebPkiServerVerifier::builder_with_provider(
@@ -98,6 +109,46 @@ fn shake(
         .negotiated_cipher_suite()
         .map_or(String::new(), |s| format!(", {:?}", s.suite()));
     Ok(format!("{version}{suite}"))
+}
+
+/// `CONNECT host:port` through the proxy, as attohttpc does for an upload; the answer's
+/// head is read a byte at a time, so nothing of the TLS that follows is taken.
+fn tunnel(sock: &mut TcpStream, host: &str, port: u16, proxy: &Endpoint) -> Result<(), String> {
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    if let Some(auth) = proxy.basic_auth() {
+        head += &format!("Proxy-Authorization: {}\r\n", auth.expose());
+    }
+    head += "\r\n";
+    let failed = |e: io::Error| format!("proxy: {}", crate::error::describe_io(&e));
+    sock.write_all(head.as_bytes()).map_err(failed)?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        if answer.len() > 16 * 1024 || sock.read(&mut byte).map_err(failed)? == 0 {
+            return Err("proxy: no answer to CONNECT".into());
+        }
+        answer.push(byte[0]);
+    }
+    let status_line = String::from_utf8_lossy(&answer);
+    let status = status_line.split_whitespace().nth(1).unwrap_or("");
+    if status.starts_with('2') {
+        Ok(())
+    } else {
+        Err(format!(
+            "the proxy answered CONNECT with HTTP {}{}",
+            crate::layout::display_name(std::ffi::OsStr::new(status)),
+            if status == "407" {
+                " (proxy authentication: the user and password of upload.proxy)"
+            } else {
+                ""
+            }
+        ))
+    }
 }
 
 fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {

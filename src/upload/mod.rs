@@ -23,14 +23,17 @@ use crate::config::{Config, SuccessRule, Template};
 use crate::layout::{self, Content, OpenError, Show, Target, Version};
 use crate::secret::Secret;
 use crate::tls::{self, ClientTls};
+
 use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Sent};
 
 mod multipart;
+mod route;
 mod send;
 mod success;
 
 pub use multipart::idempotency_key;
 use multipart::COPY_CHUNK;
+pub use route::Route;
 pub use send::{send, RateLimiter};
 
 pub const USER_AGENT: &str = concat!("sega-uploader/", env!("CARGO_PKG_VERSION"));
@@ -48,9 +51,8 @@ pub struct RequestSettings {
     /// `Authorization: Basic …` from the URL's credentials, unless `headers` sets its own
     /// `Authorization` (which wins).
     pub auth: Option<Secret<String>>,
-    /// The trust store and client certificate of https requests (the endpoint's and the
-    /// webhook's); `None` when neither URL is https.
-    pub tls: Option<Arc<ClientTls>>,
+    /// How requests get there: TLS and the proxy (shared with the webhook).
+    pub route: Route,
     /// What a 2xx must say to be a success (`upload.success`).
     pub success: Option<SuccessRule>,
     pub connect_timeout: Duration,
@@ -72,24 +74,25 @@ impl RequestSettings {
             .headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
-        let webhook_https = config.alerts.webhook_url.as_ref().is_some_and(|w| {
-            w.expose()
-                .get(..8)
-                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-        });
+        let webhook_https = config
+            .alerts
+            .webhook_url
+            .as_ref()
+            .is_some_and(|w| Route::is_https(w.expose()));
         let tls = if u.url.is_https() || webhook_https {
             Some(Arc::new(ClientTls::load(&u.tls)?))
         } else {
             None
         };
         Ok(RequestSettings {
-            url: u.url.url.clone(),
+            // The credentials go as Basic auth: never in a request line (to a proxy).
+            url: u.url.without_credentials(),
             shown_url: u.url.redacted().to_owned(),
             file_field: u.file_field.clone(),
             fields: u.fields.clone(),
             headers: u.headers.clone(),
             auth: u.url.basic_auth().filter(|_| !own_authorization),
-            tls,
+            route: Route::new(tls, u.proxy.as_ref()),
             success: u.success.clone(),
             connect_timeout: u.connect_timeout,
             timeout: u.timeout,
@@ -381,7 +384,7 @@ mod tests {
         let s = RequestSettings::new(&c, "scope".into()).unwrap();
         let auth = s.auth.as_ref().map(|a| a.expose().as_str());
         assert_eq!(auth, Some("Basic Ym9iOmh1bnRlcjI="));
-        assert!(s.tls.is_none(), "plain http loads no TLS");
+        assert!(s.route.tls.is_none(), "plain http loads no TLS");
         let c = crate::config::parse(
             r#"{"upload": {"url": "http://bob:hunter2@up.example/u",
                            "headers": {"authorization": "Bearer s3cret"}}}"#,
@@ -400,7 +403,7 @@ mod tests {
             fields: vec![],
             headers: vec![],
             auth: None,
-            tls: None,
+            route: Route::default(),
             success: None,
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(60),

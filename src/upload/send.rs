@@ -95,9 +95,11 @@ pub fn send(
         limiter.cloned(),
     );
     let key = idempotency_key(&settings.scope, &f.folder, &f.date, name_bytes, f.version);
-    let mut builder = attohttpc::post(settings.url.expose())
-        .follow_redirects(false)
-        .proxy_settings(attohttpc::ProxySettings::builder().build())
+    let url = settings.url.expose();
+    let builder = attohttpc::post(url).follow_redirects(false);
+    let mut builder = settings
+        .route
+        .apply(builder, super::Route::is_https(url))
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.timeout)
         .timeout(settings.overall_timeout(size))
@@ -114,9 +116,6 @@ pub fn send(
     }
     if let Some(auth) = &settings.auth {
         builder = builder.header(AUTHORIZATION, auth.expose().as_str());
-    }
-    if let Some(tls) = &settings.tls {
-        builder = builder.tls_config(tls.rustls());
     }
     builder = builder.header("Idempotency-Key", key.as_str());
     let mut prepared = match builder.body(body).try_prepare() {

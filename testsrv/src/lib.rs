@@ -14,8 +14,9 @@
 //! Also here for the same users: [`pg`], throwaway PostgreSQL clusters (unix socket only);
 //! [`fuse`], a FUSE filesystem whose reads of chosen files hang (a hung network mount);
 //! [`rng`], the one seeded random generator of the tests and the soak; [`soak`], the
-//! randomized model test that `tests/model.rs` and `sega-soak` both drive; and [`tls`], a
-//! throwaway CA and a TLS front that puts the endpoint behind https.
+//! randomized model test that `tests/model.rs` and `sega-soak` both drive; [`tls`], a
+//! throwaway CA and a TLS front that puts the endpoint behind https; and [`proxy`], a
+//! forward proxy (CONNECT and absolute-form) whose host names resolve only there.
 
 #![deny(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod images;
 mod mode;
 mod multipart;
 pub mod pg;
+pub mod proxy;
 pub mod rng;
 mod server;
 pub mod soak;

@@ -64,9 +64,14 @@ pub(super) fn check_tls(config: &Config, offline: bool, note: &mut dyn FnMut(Ver
         line(Verdict::Ok, &what, "handshake not tried (--offline)");
         return;
     }
-    let hs = match tls::handshake(&tls, &u.url.host, u.url.port, u.connect_timeout) {
+    let proxy = u.proxy.as_ref();
+    let hs = match tls::handshake(&tls, &u.url.host, u.url.port, proxy, u.connect_timeout) {
         Ok(hs) => hs,
-        // No TCP connection: the endpoint line above has said so.
+        // Through a proxy, the tunnel may be what failed; else the TCP line said it all.
+        Err(e) if proxy.is_some() => {
+            note(line(Verdict::Fail, &what, &e));
+            return;
+        }
         Err(_) => {
             note(Verdict::Fail);
             return;

@@ -95,10 +95,14 @@ impl BaseStream {
         write!(stream, "CONNECT {remote_host}:{remote_port} HTTP/1.1\r\n")?;
         write!(stream, "Host: {proxy_host}:{proxy_port}\r\n")?;
         write!(stream, "Connection: close\r\n")?;
-        if proxy_url.has_authority() {
-            let username = proxy_url.username();
+        // sega-uploader patch: only with credentials (has_authority() is true for every
+        // http URL, so a proxy without credentials was sent `Basic Og==`).
+        if !proxy_url.username().is_empty() || proxy_url.password().is_some() {
+            // sega-uploader patch: the URL keeps them percent-encoded; the proxy wants them
+            // as they are (`p%40ss` is `p@ss`).
+            let username = percent_decoded(proxy_url.username());
             let auth = match proxy_url.password() {
-                Some(password) => format!("{username}:{password}"),
+                Some(password) => format!("{username}:{}", percent_decoded(password)),
                 None => format!("{username}:"),
             };
             let basic_auth = base64::engine::general_purpose::STANDARD.encode(auth);
@@ -251,6 +255,27 @@ fn read_timeout(stream: &mut impl Read, buf: &mut [u8], timeout: &Option<mpsc::S
             Err(err)
         }
     }
+}
+
+/// sega-uploader patch: `%XX` as the byte it stands for (lossy UTF-8 for the rest).
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16));
+        match (b[i], hex(b.get(i + 1)), hex(b.get(i + 2))) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn apply_base_settings(handshaker: &mut TlsHandshaker, base_settings: &BaseSettings) {
