@@ -23,7 +23,6 @@ use crate::config::{Config, SuccessRule, Template};
 use crate::layout::{self, Content, OpenError, Show, Target, Version};
 use crate::secret::Secret;
 use crate::tls::{self, ClientTls};
-
 use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Sent};
 
 mod multipart;
