@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::clock::{format_ts, human_duration, Clock};
 use crate::secret::Secret;
+use crate::upload::Route;
 
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -66,8 +67,10 @@ impl Alerts {
         Alerts { tx: None }
     }
 
+    /// `route`: the endpoint's TLS configuration and proxy, which the webhook uses too.
     pub fn spawn(
         url: Secret<String>,
+        route: Route,
         after: Duration,
         clock: Clock,
     ) -> std::io::Result<(Alerts, thread::JoinHandle<()>)> {
@@ -78,7 +81,7 @@ impl Alerts {
             .to_owned();
         let handle = thread::Builder::new()
             .name("alerts".into())
-            .spawn(move || Dispatcher::new(url, after, host, clock).run(rx))?;
+            .spawn(move || Dispatcher::new(url, route, after, host, clock).run(rx))?;
         Ok((Alerts { tx: Some(tx) }, handle))
     }
 
@@ -93,6 +96,7 @@ impl Alerts {
 
 struct Dispatcher {
     url: Secret<String>,
+    route: Route,
     after: Duration,
     host: String,
     clock: Clock,
@@ -104,9 +108,16 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn new(url: Secret<String>, after: Duration, host: String, clock: Clock) -> Dispatcher {
+    fn new(
+        url: Secret<String>,
+        route: Route,
+        after: Duration,
+        host: String,
+        clock: Clock,
+    ) -> Dispatcher {
         Dispatcher {
             url,
+            route,
             after,
             host,
             clock,
@@ -221,16 +232,17 @@ impl Dispatcher {
         }
         let text = body.to_string();
         for attempt in 1..=TRIES {
-            let result = attohttpc::post(self.url.expose())
-                .follow_redirects(false)
-                .proxy_settings(attohttpc::ProxySettings::builder().build())
+            let url = self.url.expose();
+            let request = attohttpc::post(url).follow_redirects(false);
+            let request = self
+                .route
+                .apply(request, Route::is_https(url))
                 .connect_timeout(Duration::from_secs(5))
                 .read_timeout(Duration::from_secs(10))
                 .timeout(Duration::from_secs(15))
                 .header(attohttpc::header::CONTENT_TYPE, "application/json")
-                .header(attohttpc::header::USER_AGENT, crate::upload::USER_AGENT)
-                .text(&text)
-                .send();
+                .header(attohttpc::header::USER_AGENT, crate::upload::USER_AGENT);
+            let result = request.text(&text).send();
             match result {
                 Ok(r) if r.is_success() => {
                     log::info!("alert sent: {event}");
@@ -255,7 +267,10 @@ impl Dispatcher {
 /// attohttpc's error text without the URL (which may carry the webhook's token).
 fn short(e: &attohttpc::Error) -> String {
     match e.kind() {
-        attohttpc::ErrorKind::Io(io) => crate::error::describe_io(io),
+        attohttpc::ErrorKind::Tls(tls) => crate::tls::explain(tls),
+        attohttpc::ErrorKind::Io(io) => {
+            crate::tls::explain_io(io).unwrap_or_else(|| crate::error::describe_io(io))
+        }
         _ => "request failed".into(),
     }
 }

@@ -110,7 +110,9 @@ pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
     let store = opened.ledger;
     // The scope is resolved once: a reload keeps it (`database.scope` needs a restart).
     let scope = Identity::from_config(&config).scope;
-    let settings = Arc::new(RequestSettings::new(&config, scope.clone()));
+    let settings = Arc::new(
+        RequestSettings::new(&config, scope.clone()).map_err(|e| e.in_config(config_path))?,
+    );
     log::info!(
         "sega-uploader {} starting: folders {} under {}, endpoint {}, {} worker(s), {}",
         env!("CARGO_PKG_VERSION"),
@@ -120,6 +122,12 @@ pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
         config.upload.workers,
         store.describe()
     );
+    if let Some(tls) = &settings.route.tls {
+        log::info!("TLS: {}", tls.describe());
+    }
+    if let Some(p) = &config.upload.proxy {
+        log::info!("every request goes through the proxy {}", p.redacted());
+    }
     if !config.watch.root.is_dir() {
         log::warn!(
             "{} does not exist yet: waiting for it to appear",
@@ -137,9 +145,14 @@ pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
 
     // The DB owner and the upload workers.
     let alerts = match &config.alerts.webhook_url {
-        Some(url) => Alerts::spawn(url.clone(), config.alerts.after, clock.clone())
-            .map(|(a, _)| a)
-            .map_err(|e| Error::system("starting thread alerts", e))?,
+        Some(url) => Alerts::spawn(
+            url.clone(),
+            settings.route.clone(),
+            config.alerts.after,
+            clock.clone(),
+        )
+        .map(|(a, _)| a)
+        .map_err(|e| Error::system("starting thread alerts", e))?,
         None => Alerts::disabled(),
     };
     // Rescan requests (inotify overflow, database recovered) go to the ticker; a few can
@@ -435,7 +448,16 @@ fn reload(
     if let Err(e) = logging::set_file(new.log.file.as_deref()) {
         log::error!("reopening log file: {e}");
     }
-    let settings = Arc::new(RequestSettings::new(&new, scope.to_owned()));
+    let settings = match RequestSettings::new(&new, scope.to_owned()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            log::error!(
+                "reload refused, keeping the running configuration:\n{}",
+                e.in_config(path)
+            );
+            return old;
+        }
+    };
     let new = Arc::new(new);
     let _ = watch.send(WatchControl::Reload(new.clone()));
     let _ = ticker.send(TickerControl::Reload(new.clone()));

@@ -28,6 +28,7 @@ mod secret;
 mod store;
 mod ticker;
 mod timestamp;
+mod tls;
 mod upload;
 mod watch;
 mod work;

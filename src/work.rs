@@ -42,7 +42,8 @@ pub enum Class {
 pub fn classify_status(status: u16) -> Class {
     match status {
         200..=299 => Class::Success,
-        408 | 425 | 429 | 500..=599 => Class::Retry,
+        // 407 comes from `upload.proxy`, never from the endpoint: not the file's fault.
+        407 | 408 | 425 | 429 | 500..=599 => Class::Retry,
         _ => Class::Failed,
     }
 }
@@ -58,6 +59,18 @@ pub struct Response {
     pub location: Option<String>,
     /// The body could not be read to the end (timeout, reset): what arrived is kept.
     pub body_error: Option<String>,
+    /// A 2xx answer that does not say what `upload.success` asks for.
+    pub mismatch: Option<Mismatch>,
+}
+
+/// Why a 2xx answer is not a success after all (`upload.success`, DESIGN §5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    /// For the stored result and the log: "answer /success is false".
+    pub why: String,
+    /// `on_mismatch` is `"fail"`: the file is failed, as on a 4xx; else it is retried with
+    /// backoff, as on a 5xx but without counting toward the outage.
+    pub fail: bool,
 }
 
 /// What one job came to, before the DB owner turns it into a status.
@@ -102,9 +115,9 @@ pub enum Sent {
     Transport(String),
 }
 
-/// Answers that say the endpoint (not this file) is in trouble.
+/// Answers that say the endpoint (not this file) is in trouble (407: the way to it).
 pub fn is_endpoint_failure(status: u16) -> bool {
-    status >= 500 || status == 408 || status == 429
+    status >= 500 || status == 407 || status == 408 || status == 429
 }
 
 #[cfg(test)]
@@ -122,6 +135,7 @@ mod tests {
             (400, Class::Failed),
             (401, Class::Failed),
             (404, Class::Failed),
+            (407, Class::Retry),
             (408, Class::Retry),
             (413, Class::Failed),
             (425, Class::Retry),

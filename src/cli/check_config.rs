@@ -1,6 +1,7 @@
 //! `sega-uploader check-config`: the config validated and printed with its secrets redacted,
 //! then the environment checked line by line (folders readable, the database writable,
-//! inotify limits, the endpoint reachable): the first thing to run after an install.
+//! inotify limits, the endpoint reachable, its TLS in `tls`): the first thing to run after
+//! an install.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -11,6 +12,8 @@ use crate::config;
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::layout::{self, Show};
 use crate::store::{self, Role};
+
+mod tls;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Verdict {
@@ -159,6 +162,22 @@ pub(super) fn check_config(path: &Path, offline: bool) -> Result<i32> {
     let what = format!("endpoint {}:{}", ep.host, ep.port);
     if offline {
         line(Verdict::Ok, &what, "not checked (--offline)");
+    } else if let Some(p) = &config.upload.proxy {
+        // Through a proxy the endpoint's name may resolve only there: check the proxy.
+        let what = format!("proxy {}:{}", p.host, p.port);
+        note(
+            match connect(&p.host, p.port, config.upload.connect_timeout) {
+                Ok(addr) => line(
+                    Verdict::Ok,
+                    &what,
+                    &format!(
+                        "accepts TCP connections ({addr}); {} is reached through it",
+                        ep.host
+                    ),
+                ),
+                Err(e) => line(Verdict::Fail, &what, &e),
+            },
+        );
     } else {
         note(
             match connect(&ep.host, ep.port, config.upload.connect_timeout) {
@@ -171,6 +190,7 @@ pub(super) fn check_config(path: &Path, offline: bool) -> Result<i32> {
             },
         );
     }
+    tls::check_tls(&config, offline, &mut note);
     Ok(if worst == Verdict::Fail {
         EXIT_FAILURE
     } else {

@@ -35,10 +35,10 @@ pub(super) fn scan(path: &Path, dates: &[Date], dry_run: bool) -> Result<i32> {
     }
     let opened = store::open(&config, Role::Scan)?;
     let (store, held_by, _lock) = (opened.ledger, opened.held_by, opened.lock);
-    let settings = Arc::new(RequestSettings::new(
-        &config,
-        Identity::from_config(&config).scope,
-    ));
+    let settings = Arc::new(
+        RequestSettings::new(&config, Identity::from_config(&config).scope)
+            .map_err(|e| e.in_config(path))?,
+    );
     let Pipeline {
         mut owner,
         reports,

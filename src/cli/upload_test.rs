@@ -47,7 +47,8 @@ pub(super) fn upload_test(path: &Path, file: &Path) -> Result<i32> {
             println!("note: the daemon would not send this file as it is ({c:?})");
         }
     }
-    let settings = RequestSettings::new(&config, Identity::from_config(&config).scope);
+    let settings = RequestSettings::new(&config, Identity::from_config(&config).scope)
+        .map_err(|e| e.in_config(path))?;
     let item = Item {
         path: abs.clone(),
         folder,
@@ -90,11 +91,20 @@ pub(super) fn upload_test(path: &Path, file: &Path) -> Result<i32> {
             if let Some(e) = r.body_error {
                 println!("(body cut short: {e})");
             }
-            Ok(if classify_status(r.status) == Class::Success {
-                EXIT_OK
-            } else {
-                EXIT_FAILURE
-            })
+            if let Some(m) = &r.mismatch {
+                let then = if m.fail { "failed" } else { "retried" };
+                println!(
+                    "not a success by upload.success: {} (the daemon: {then})",
+                    m.why
+                );
+            }
+            Ok(
+                if classify_status(r.status) == Class::Success && r.mismatch.is_none() {
+                    EXIT_OK
+                } else {
+                    EXIT_FAILURE
+                },
+            )
         }
         Outcome::Transport(e) => {
             println!("\nno answer after {} ms: {e}", took.as_millis());

@@ -14,8 +14,10 @@
 //! named by its dotted key (`watch.folders[1]`); bad JSON is named by line and column.
 //! `preserve_order` keeps object order, which `upload.fields` and `upload.headers` rely on.
 //!
-//! Secrets (DESIGN §6) are every `upload.headers` value, credentials in any URL and the
-//! whole `alerts.webhook_url`. Neither `redacted_json` nor any error message echoes them.
+//! Secrets (DESIGN §6) are every `upload.headers` value, credentials in any URL (the
+//! proxy's included) and the
+//! whole `alerts.webhook_url`. (`upload.tls.client_key` is a path, not a secret: the key
+//! stays in its file.) Neither `redacted_json` nor any error message echoes them.
 //! Not handled: a key given twice in one object (serde_json keeps the last one silently).
 //!
 //! This file holds the types, [`load`], [`parse`] and the rendering back; `walk` goes
@@ -102,6 +104,52 @@ pub struct Upload {
     /// `None`: unlimited.
     pub max_kib_s: Option<u64>,
     pub retry: Retry,
+    pub tls: Tls,
+    /// `None`: any 2xx is a success.
+    pub success: Option<SuccessRule>,
+    /// `upload.proxy`, an `http://[user:password@]host:port` forward proxy every request
+    /// goes through (its credentials are a secret); `None`: direct. Proxy environment
+    /// variables are never read.
+    pub proxy: Option<Endpoint>,
+}
+
+/// `upload.success`: what a 2xx answer must say for the file to count as uploaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuccessRule {
+    /// An RFC 6901 pointer into the answer's JSON (`/success`, `/result/ok`; empty: all of it).
+    pub json_pointer: String,
+    /// The value it must have there, compared as JSON (`true`, `"ok"`, `0`).
+    pub equals: Value,
+    pub on_mismatch: OnMismatch,
+}
+
+/// What a 2xx answer that does not match `upload.success` does to the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMismatch {
+    /// Retried with backoff, like a 5xx, without counting toward the outage.
+    Retry,
+    /// Failed, like a 4xx.
+    Fail,
+}
+
+/// `upload.tls`: what https connections (the endpoint, the webhook) trust beside the system
+/// trust store, and the certificate they present. Only the paths: the files are read by
+/// `tls::ClientTls::load` when something is about to be sent, and again at each reload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tls {
+    /// A PEM bundle of CA certificates trusted beside the system store (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate and its key, presented when the server asks for one.
+    pub client: Option<ClientIdentity>,
+}
+
+/// `upload.tls.client_cert` and `upload.tls.client_key`: always both or neither.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientIdentity {
+    /// PEM: the certificate, then any intermediates.
+    pub cert: PathBuf,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1), unencrypted.
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +393,20 @@ impl Config {
                     "initial_secs": u.retry.initial.as_secs(), "max_secs": u.retry.max.as_secs(),
                     "max_attempts": u.retry.max_attempts,
                 },
+                "tls": {
+                    "ca_file": u.tls.ca_file.as_deref().map(path),
+                    "client_cert": u.tls.client.as_ref().map(|c| path(&c.cert)),
+                    "client_key": u.tls.client.as_ref().map(|c| path(&c.key)),
+                },
+                "proxy": u.proxy.as_ref().map(Endpoint::redacted),
+                "success": u.success.as_ref().map(|s| json!({
+                    "json_pointer": s.json_pointer,
+                    "equals": s.equals,
+                    "on_mismatch": match s.on_mismatch {
+                        OnMismatch::Retry => "retry",
+                        OnMismatch::Fail => "fail",
+                    },
+                })),
             },
             "database": {
                 "path": path(&d.path), "keep_days": d.keep_days, "scope": d.scope,

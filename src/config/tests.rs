@@ -12,7 +12,9 @@ const FULL: &str = r#"{
               "fields": { "folder": "{folder}", "date": "{date}" }, "headers": {},
               "workers": 4, "connect_timeout_secs": 5, "timeout_secs": 60,
               "min_rate_kib_s": 64, "order": "oldest_first", "max_kib_s": null,
-              "retry": { "initial_secs": 5, "max_secs": 600, "max_attempts": 0 } },
+              "retry": { "initial_secs": 5, "max_secs": 600, "max_attempts": 0 },
+              "tls": { "ca_file": null, "client_cert": null, "client_key": null },
+              "proxy": null, "success": null },
   "database": { "path": "/var/lib/sega/sega-uploader.db", "keep_days": 90,
                 "scope": null, "url": null, "host": null, "lease_secs": 60 },
   "log": { "level": "info", "file": null },
@@ -343,13 +345,162 @@ fn fields_and_headers_keep_config_order() {
 }
 
 #[test]
-fn https_is_refused_without_tls() {
-    let p = problems(&with(
-        r#"{"upload": {"url": "https://up.example/u"}, "alerts": {"webhook_url": "https://h.example/x"}}"#,
-    ));
-    let locations: Vec<&str> = p.iter().map(|p| p.location.as_str()).collect();
-    assert_eq!(locations, ["upload.url", "alerts.webhook_url"], "{p:?}");
-    assert!(p[0].message.contains("no TLS"), "{p:?}");
+fn https_and_its_tls_files_are_accepted() {
+    let c = parse(&with(
+        r#"{"upload": {"url": "https://up.example/u",
+                       "tls": {"ca_file": "/etc/sega/ca.pem",
+                               "client_cert": "/etc/sega/client.pem",
+                               "client_key": "/etc/sega/client.key"}},
+            "alerts": {"webhook_url": "https://h.example/x"}}"#,
+    ))
+    .unwrap();
+    assert_eq!(c.upload.url.scheme, url::Scheme::Https);
+    assert_eq!(c.upload.url.port, 443);
+    let tls = Tls {
+        ca_file: Some("/etc/sega/ca.pem".into()),
+        client: Some(ClientIdentity {
+            cert: "/etc/sega/client.pem".into(),
+            key: "/etc/sega/client.key".into(),
+        }),
+    };
+    assert_eq!(c.upload.tls, tls);
+    assert_eq!(
+        c.redacted_json()["upload"]["tls"],
+        json!({"ca_file": "/etc/sega/ca.pem", "client_cert": "/etc/sega/client.pem",
+               "client_key": "/etc/sega/client.key"})
+    );
+    // Round trip: what check-config prints means the same (the webhook aside: a secret).
+    let mut shown = c.redacted_json();
+    shown["alerts"]["webhook_url"] = Value::Null;
+    assert_eq!(parse(&shown.to_string()).unwrap().upload.tls, tls);
+}
+
+#[test]
+fn a_proxy_is_an_http_url_whose_credentials_are_secret() {
+    let c = parse(&with(
+        r#"{"upload": {"proxy": "http://px:s3cret@proxy.example:3128"}}"#,
+    ))
+    .unwrap();
+    let p = c.upload.proxy.as_ref().unwrap();
+    assert_eq!((p.host.as_str(), p.port), ("proxy.example", 3128));
+    assert_eq!(
+        c.redacted_json()["upload"]["proxy"],
+        json!("http://<redacted>@proxy.example:3128")
+    );
+    assert!(!format!("{c:?}").contains("s3cret"));
+    assert!(parse(&with(r#"{"upload": {"proxy": "http://proxy:3128/"}}"#)).is_ok());
+    #[rustfmt::skip]
+    let errors = [
+        (r#""https://proxy:3128""#, "must be an http:// proxy"),
+        (r#""http://u:s3cret@proxy:3128/x""#, "no path or query"),
+        (r#""http://proxy:3128?a=1""#, "no path or query"),
+        (r#""socks5://u:s3cret@proxy:1080""#, "must start with http:// or https://"),
+        (r#"3128"#, "expected a string"),
+    ];
+    for (value, words) in errors {
+        let p = problems(&with(&format!(r#"{{"upload": {{"proxy": {value}}}}}"#)));
+        assert_eq!(p.len(), 1, "{value}: {p:?}");
+        assert_eq!(p[0].location, "upload.proxy");
+        assert!(p[0].message.contains(words), "{value}: {p:?}");
+        assert!(!p[0].message.contains("s3cret"), "{p:?}");
+    }
+}
+
+#[test]
+fn a_success_rule_parses_with_its_default() {
+    let c = parse(&with(
+        r#"{"upload": {"success": {"json_pointer": "/success", "equals": true}}}"#,
+    ))
+    .unwrap();
+    let rule = SuccessRule {
+        json_pointer: "/success".into(),
+        equals: json!(true),
+        on_mismatch: OnMismatch::Retry,
+    };
+    assert_eq!(c.upload.success.as_ref(), Some(&rule));
+    let shown = c.redacted_json();
+    assert_eq!(
+        shown["upload"]["success"],
+        json!({"json_pointer": "/success", "equals": true, "on_mismatch": "retry"})
+    );
+    assert_eq!(
+        parse(&shown.to_string()).unwrap().upload.success,
+        Some(rule)
+    );
+    let c = parse(&with(
+        r#"{"upload": {"success": {"json_pointer": "", "equals": {"status": "ok"},
+                                   "on_mismatch": "fail"}}}"#,
+    ))
+    .unwrap();
+    let rule = c.upload.success.unwrap();
+    assert_eq!(
+        (rule.json_pointer.as_str(), rule.on_mismatch),
+        ("", OnMismatch::Fail)
+    );
+    assert_eq!(rule.equals, json!({"status": "ok"}));
+    assert_eq!(
+        parse(&with(r#"{"upload": {"success": null}}"#))
+            .unwrap()
+            .upload
+            .success,
+        None
+    );
+}
+
+#[test]
+fn success_rule_problems_are_named_at_their_key() {
+    #[rustfmt::skip]
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        (r#"{"equals": true}"#, &[("upload.success.json_pointer", "required")]),
+        (r#"{"json_pointer": "/success"}"#, &[("upload.success.equals", "required")]),
+        (r#"{"json_pointer": "success", "equals": true}"#, &[("upload.success.json_pointer", "starting with `/` (\"/success\")")]),
+        (r#"{"json_pointer": "/a~2b", "equals": true}"#, &[("upload.success.json_pointer", "`~0`")]),
+        (r#"{"json_pointer": 5, "equals": true}"#, &[("upload.success.json_pointer", "expected a string")]),
+        (r#"{"json_pointer": "/ok", "equals": true, "on_mismatch": "ignore"}"#, &[("upload.success.on_mismatch", "expected \"retry\" or \"fail\"")]),
+        (r#"{"pointer": "/ok", "json_pointer": "/ok", "equals": 1}"#, &[("upload.success.pointer", "unknown key")]),
+        (r#""yes""#, &[("upload.success", "expected an object")]),
+    ];
+    for (rule, expected) in cases {
+        let text = with(&format!(r#"{{"upload": {{"success": {rule}}}}}"#));
+        let p = problems(&text);
+        let got: Vec<(&str, &str)> = p
+            .iter()
+            .map(|p| (p.location.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(got.len(), expected.len(), "{rule}: {got:?}");
+        for ((loc, msg), (want_loc, want_msg)) in got.iter().zip(expected.iter()) {
+            assert_eq!(loc, want_loc, "{rule}: {got:?}");
+            assert!(msg.contains(want_msg), "{rule}: {got:?}");
+        }
+    }
+}
+
+#[test]
+fn tls_keys_are_checked_at_their_key() {
+    #[rustfmt::skip]
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        (r#"{"tls": {"ca_file": "ca.pem"}}"#, &[("upload.tls.ca_file", "must be an absolute path")]),
+        (r#"{"tls": {"ca_file": 5}}"#, &[("upload.tls.ca_file", "expected a string or null, got 5")]),
+        (r#"{"tls": {"client_cert": "/c.pem"}}"#, &[("upload.tls.client_key", "required when upload.tls.client_cert is set")]),
+        (r#"{"tls": {"client_key": "/c.key", "client_cert": null}}"#, &[("upload.tls.client_cert", "required when upload.tls.client_key is set")]),
+        (r#"{"tls": {"client_cert": "c.pem", "client_key": "/c.key"}}"#, &[("upload.tls.client_cert", "must be an absolute path")]),
+        (r#"{"tls": {"verify": false}}"#, &[("upload.tls.verify", "unknown key (known: ca_file, client_cert, client_key)")]),
+        (r#"{"tls": {"insecure": true}}"#, &[("upload.tls.insecure", "unknown key")]),
+        (r#"{"tls": "/ca.pem"}"#, &[("upload.tls", "expected an object {…}, got a string")]),
+    ];
+    for (patch, expected) in cases {
+        let text = with(&format!(r#"{{"upload": {patch}}}"#));
+        let p = problems(&text);
+        let got: Vec<(&str, &str)> = p
+            .iter()
+            .map(|p| (p.location.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(got.len(), expected.len(), "{patch}: {got:?}");
+        for ((loc, msg), (want_loc, want_msg)) in got.iter().zip(expected.iter()) {
+            assert_eq!(loc, want_loc, "{patch}: {got:?}");
+            assert!(msg.contains(want_msg), "{patch}: {got:?}");
+        }
+    }
 }
 
 #[test]

@@ -1,6 +1,5 @@
 //! The http(s) URLs of the config, `upload.url` and `alerts.webhook_url`: parsed once into
-//! an [`Endpoint`] (scheme, host, port), with any credentials kept out of what is printed,
-//! and refused when this build could not send to them.
+//! an [`Endpoint`] (scheme, host, port), with any credentials kept out of what is printed.
 
 use std::net::Ipv6Addr;
 
@@ -102,6 +101,85 @@ impl Endpoint {
     pub fn redacted(&self) -> &str {
         &self.shown
     }
+
+    /// The URL without its `user:password@` (sent as Basic auth instead): what the request
+    /// is made to. Still a secret: a query may hold a token.
+    pub fn without_credentials(&self) -> Secret<String> {
+        let url = self.url.expose();
+        let start = url.find("://").map_or(0, |i| i + 3);
+        let rest = &url[start..];
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        let host = authority.rfind('@').map_or(0, |at| at + 1);
+        Secret::new(format!("{}{}", &url[..start], &rest[host..]))
+    }
+
+    /// Whether connections to it are made with TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::Https
+    }
+
+    /// The `Authorization` header that the URL's `user:password@` stands for: HTTP Basic
+    /// (RFC 7617), user and password percent-decoded, joined by `:` and base64-encoded, as
+    /// curl sends them. `None` when the URL has no credentials.
+    pub fn basic_auth(&self) -> Option<Secret<String>> {
+        if !self.has_credentials {
+            return None;
+        }
+        let url = self.url.expose();
+        let rest = &url[url.find("://")? + 3..];
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        let userinfo = &authority[..authority.rfind('@')?];
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let mut pair = percent_decode(user);
+        pair.push(b':');
+        pair.extend(percent_decode(password));
+        Some(Secret::new(format!("Basic {}", base64(&pair))))
+    }
+}
+
+/// `%XX` as the byte it stands for; anything else (a lone `%` included) as it is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding (RFC 4648 §4): the one place it is needed.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// `scheme://user:password@host…` with the userinfo replaced by `<redacted>`.
@@ -117,16 +195,6 @@ fn redact_userinfo(url: &str) -> String {
     }
 }
 
-/// This build sends plain http only (no TLS library: the package must run on old Ubuntu
-/// without libssl); an https URL would fail at every upload, so it is refused here.
-pub(super) fn plain_http(e: Endpoint) -> Result<Endpoint, String> {
-    match e.scheme {
-        Scheme::Http => Ok(e),
-        Scheme::Https => {
-            Err("https is not supported by this build (no TLS); use an http:// URL".into())
-        }
-    }
-}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +235,54 @@ mod tests {
             let err = Endpoint::parse(url).expect_err(url);
             assert!(err.contains(fragment), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn credentials_can_be_left_out() {
+        for (url, bare) in [
+            ("http://u:p@h:1/x?q=1", "http://h:1/x?q=1"),
+            ("https://user:p@ss@[::1]/", "https://[::1]/"),
+            ("http://h/u?x=a@b", "http://h/u?x=a@b"),
+        ] {
+            let e = Endpoint::parse(url).unwrap();
+            assert_eq!(e.without_credentials().expose(), bare, "{url}");
+        }
+    }
+
+    #[test]
+    fn url_credentials_become_basic_auth() {
+        #[rustfmt::skip]
+        let cases = [
+            // RFC 7617's example.
+            ("http://Aladdin:open%20sesame@h/u", Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")),
+            // The last `@` ends the userinfo; `%40` and `%3A` are decoded.
+            ("https://user:p@ss@h:8443/x", Some("Basic dXNlcjpwQHNz")),
+            ("http://us%3Aer:p%40ss@h/", Some("Basic dXM6ZXI6cEBzcw==")),
+            // A user without a password is sent with an empty one, as curl does.
+            ("http://token@[::1]/", Some("Basic dG9rZW46")),
+            ("http://a:@h/", Some("Basic YTo=")),
+            // A lone or broken `%` stays as it is.
+            ("http://a:100%@h/", Some("Basic YToxMDAl")),
+            ("http://h/u?x=a@b", None),
+            ("http://h/u", None),
+        ];
+        for (url, expected) in cases {
+            let e = Endpoint::parse(url).unwrap_or_else(|m| panic!("{url}: {m}"));
+            let auth = e.basic_auth();
+            assert_eq!(
+                auth.as_ref().map(|a| a.expose().as_str()),
+                expected,
+                "{url}"
+            );
+            if let Some(a) = auth {
+                assert_eq!(format!("{a:?} {a}"), "<redacted> <redacted>");
+            }
+        }
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foob"), "Zm9vYg==");
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
     }
 }

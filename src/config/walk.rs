@@ -9,8 +9,11 @@ use serde_json::Value;
 
 use super::checker::{absolute, join, kind, Checker};
 use super::template::{Piece, Template};
-use super::url::{plain_http, Endpoint};
-use super::{parse_level, Alerts, Database, Folder, Log, Metrics, Order, Retry, Upload, Watch};
+use super::url::Endpoint;
+use super::{
+    parse_level, Alerts, ClientIdentity, Database, Folder, Log, Metrics, OnMismatch, Order, Retry,
+    SuccessRule, Tls, Upload, Watch,
+};
 use crate::secret::Secret;
 
 /// Upper bound for day counts (a century), keeping date arithmetic far from its limits.
@@ -151,7 +154,7 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
         "upload",
         v,
         "url file_field fields headers workers connect_timeout_secs timeout_secs min_rate_kib_s \
-         order max_kib_s retry",
+         order max_kib_s retry tls proxy success",
     );
     let url = match o.get("url") {
         None => {
@@ -164,7 +167,7 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
         }
         Some(v) => ck
             .str_value("upload.url", v)
-            .and_then(|s| ck.check("upload.url", Endpoint::parse(s).and_then(plain_http))),
+            .and_then(|s| ck.check("upload.url", Endpoint::parse(s))),
     };
     let file_field = ck.string(&o, "file_field", "file").unwrap_or("file");
     ck.check("upload.file_field", part_name(file_field));
@@ -199,6 +202,14 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
     };
     let max_kib_s = ck.opt_number(&o, "max_kib_s", 1, MAX_KIB_S);
     let retry = retry(ck, o.get("retry"));
+    let tls = tls(ck, o.get("tls"));
+    let proxy = match o.get("proxy") {
+        None | Some(Value::Null) => None,
+        Some(v) => ck
+            .str_value("upload.proxy", v)
+            .and_then(|s| ck.check("upload.proxy", Endpoint::parse(s).and_then(proxy))),
+    };
+    let success = success(ck, o.get("success"));
     Some(Upload {
         url: url?,
         file_field: file_field.to_string(),
@@ -211,7 +222,26 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
         order,
         max_kib_s,
         retry,
+        tls,
+        success,
+        proxy,
     })
+}
+
+/// `upload.proxy`: an http forward proxy, `http://[user:password@]host:port`, nothing after
+/// the port. Messages never quote it: it may hold a password.
+fn proxy(e: Endpoint) -> Result<Endpoint, String> {
+    if e.is_https() {
+        return Err(
+            "must be an http:// proxy (https:// uploads go through it with CONNECT)".into(),
+        );
+    }
+    let url = e.url.expose();
+    let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
+    if rest.find(['/', '?']).is_some_and(|i| rest[i..] != *"/") {
+        return Err("must be http://[user:password@]host:port, with no path or query".into());
+    }
+    Ok(e)
 }
 
 fn fields(ck: &mut Checker, v: &Value, file_field: &str) -> Vec<(String, Template)> {
@@ -294,6 +324,101 @@ fn retry(ck: &mut Checker, v: Option<&Value>) -> Retry {
     }
 }
 
+/// `upload.tls`: absolute paths or null; a client certificate needs its key and the other
+/// way round. Whether the files can be read and belong together is checked when they are
+/// loaded (`tls::ClientTls::load`, `check-config`), not here: this walk does no I/O.
+fn tls(ck: &mut Checker, v: Option<&Value>) -> Tls {
+    let o = ck.object("upload.tls", v, "ca_file client_cert client_key");
+    let ca_file = ck.opt_path(&o, "ca_file");
+    let given = |key: &str| !matches!(o.get(key), None | Some(Value::Null));
+    let (cert_given, key_given) = (given("client_cert"), given("client_key"));
+    let cert = ck.opt_path(&o, "client_cert");
+    let key = ck.opt_path(&o, "client_key");
+    if cert_given && !key_given {
+        ck.report(
+            "upload.tls.client_key",
+            "required when upload.tls.client_cert is set (the certificate's private key, PEM)",
+        );
+    }
+    if key_given && !cert_given {
+        ck.report(
+            "upload.tls.client_cert",
+            "required when upload.tls.client_key is set (the certificate that goes with it, PEM)",
+        );
+    }
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some(ClientIdentity { cert, key }),
+        _ => None,
+    };
+    Tls { ca_file, client }
+}
+
+/// `upload.success`: null, or which value at which JSON pointer makes a 2xx a success.
+fn success(ck: &mut Checker, v: Option<&Value>) -> Option<SuccessRule> {
+    if matches!(v, None | Some(Value::Null)) {
+        return None;
+    }
+    let o = ck.object("upload.success", v, "json_pointer equals on_mismatch");
+    let before = ck.problems.len();
+    let json_pointer = match o.get("json_pointer") {
+        None => {
+            if ck.ok("upload.success") {
+                ck.report(
+                    "upload.success.json_pointer",
+                    "required (for example \"/success\")",
+                );
+            }
+            None
+        }
+        Some(v) => ck
+            .str_value("upload.success.json_pointer", v)
+            .and_then(|p| ck.check("upload.success.json_pointer", json_pointer(p))),
+    };
+    let equals = o.get("equals").cloned();
+    if equals.is_none() && ck.ok("upload.success") {
+        ck.report(
+            "upload.success.equals",
+            "required: the JSON value the answer must hold there (for example true)",
+        );
+    }
+    let on_mismatch = match ck.string(&o, "on_mismatch", "retry") {
+        Some("retry") | None => OnMismatch::Retry,
+        Some("fail") => OnMismatch::Fail,
+        Some(other) => {
+            ck.report(
+                "upload.success.on_mismatch",
+                format!("expected \"retry\" or \"fail\", got {other:?}"),
+            );
+            OnMismatch::Retry
+        }
+    };
+    if ck.problems.len() > before {
+        return None;
+    }
+    Some(SuccessRule {
+        json_pointer: json_pointer?.to_string(),
+        equals: equals?,
+        on_mismatch,
+    })
+}
+
+/// An RFC 6901 JSON pointer: empty (the whole document) or `/`-separated reference tokens
+/// in which `~` is only ever `~0` or `~1`.
+fn json_pointer(p: &str) -> Result<&str, String> {
+    if !p.is_empty() && !p.starts_with('/') {
+        return Err(format!(
+            "must be a JSON pointer starting with `/` (\"/{p}\"), or \"\" for the whole answer"
+        ));
+    }
+    let mut chars = p.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err("has a `~` that is not `~0` (for ~) or `~1` (for /)".into());
+        }
+    }
+    Ok(p)
+}
+
 pub(super) fn database(ck: &mut Checker, v: Option<&Value>) -> Database {
     let o = ck.object("database", v, "path keep_days scope url host lease_secs");
     let path = ck.path(&o, "path", "/var/lib/sega/sega-uploader.db");
@@ -363,9 +488,7 @@ pub(super) fn alerts(ck: &mut Checker, v: Option<&Value>) -> Alerts {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => ck.check(
             "alerts.webhook_url",
-            Endpoint::parse(s)
-                .and_then(plain_http)
-                .map(|_| Secret::new(s.clone())),
+            Endpoint::parse(s).map(|_| Secret::new(s.clone())),
         ),
         Some(other) => {
             ck.report(

@@ -141,6 +141,24 @@ pub fn judge(f: &Facts, outcome: &Outcome) -> Verdict {
                 v.pause = resp.retry_after.map(|ra| ra.min(f.retry_max));
             }
             match classify_status(resp.status) {
+                // A 2xx whose answer `upload.success` refuses (DESIGN §5): failed as a
+                // 4xx, or retried as a 5xx (its health stays "answered": no outage).
+                Class::Success if resp.mismatch.as_ref().is_some_and(|m| m.fail) => {
+                    let why = resp.mismatch.as_ref().map(|m| m.why.clone());
+                    fail(&mut v, why.unwrap_or_default(), &name);
+                }
+                Class::Success if resp.mismatch.is_some() => {
+                    let why = resp.mismatch.as_ref().map(|m| m.why.clone());
+                    let (counted, wait) = (!f.probe, f.backoff);
+                    retry(
+                        &mut v,
+                        f,
+                        wait,
+                        counted,
+                        exhausted(counted),
+                        why.unwrap_or_default(),
+                    );
+                }
                 Class::Success => {
                     v.completion.result = Some(Attempted::Success);
                     v.completion.disposition = Disposition::Uploaded;
@@ -426,6 +444,7 @@ mod tests {
             retry_after: None,
             location: None,
             body_error: None,
+            mismatch: None,
         }
     }
 
@@ -517,6 +536,13 @@ mod tests {
             location: Some("http://elsewhere/".into()),
             ..answer(302)
         };
+        let refused = |fail| Response {
+            mismatch: Some(crate::work::Mismatch {
+                why: "answer /success is false".into(),
+                fail,
+            }),
+            ..answer(200)
+        };
         let v1 = Version {
             size: 11,
             mtime_ns: 2,
@@ -531,6 +557,12 @@ mod tests {
                 row("uploaded", None, None, None, Some(A::Success), Health::Answered)),
             ("2xx whose body was cut short", Outcome::Answered(cut), false, 1, 0,
                 row("uploaded", None, None, None, Some(A::Success), Health::Answered)),
+            ("2xx that upload.success refuses, retried: backoff, counted, no outage", Outcome::Answered(refused(false)), false, 1, 0,
+                row("pending", Some(5), Some(true), None, Some(A::Retry), Health::Answered)),
+            ("2xx that upload.success refuses, attempts spent", Outcome::Answered(refused(false)), false, 3, 3,
+                row("failed", None, None, None, Some(A::Failed), Health::Answered)),
+            ("2xx that upload.success refuses, on_mismatch fail", Outcome::Answered(refused(true)), false, 1, 0,
+                row("failed", None, None, None, Some(A::Failed), Health::Answered)),
             ("5xx", Outcome::Answered(answer(500)), false, 1, 0,
                 row("pending", Some(5), Some(true), None, Some(A::Retry), fail("HTTP 500"))),
             ("5xx as a probe waits past the next probe, uncounted", Outcome::Answered(answer(500)), true, 1, 0,
@@ -624,6 +656,23 @@ mod tests {
         assert_eq!(
             v.completion.error.as_deref(),
             Some("response body cut short: timed out")
+        );
+        // upload.success: the stored result says why a 2xx is not a success.
+        let (v, _) = run(
+            Outcome::Answered(Response {
+                mismatch: Some(crate::work::Mismatch {
+                    why: "answer /success is false".into(),
+                    fail: false,
+                }),
+                ..answer(200)
+            }),
+            false,
+            1,
+            0,
+        );
+        assert_eq!(
+            (v.completion.error.as_deref(), v.completion.http_status),
+            (Some("answer /success is false"), Some(200))
         );
         let (v, _) = run(
             Outcome::Changed {

@@ -19,17 +19,21 @@ use crossbeam_channel::{Receiver, Sender};
 use time::OffsetDateTime;
 
 use crate::clock::Clock;
-use crate::config::{Config, Endpoint, Template};
+use crate::config::{Config, Endpoint, SuccessRule, Template};
 use crate::layout::{self, Content, OpenError, Show, Target, Version};
 use crate::secret::Secret;
 use crate::timestamp::Timestamp;
+use crate::tls::{self, ClientTls};
 use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Sent};
 
 mod multipart;
+mod route;
 mod send;
+mod success;
 
 pub use multipart::idempotency_key;
 use multipart::COPY_CHUNK;
+pub use route::Route;
 pub use send::{send, RateLimiter};
 
 pub const USER_AGENT: &str = concat!("sega-uploader/", env!("CARGO_PKG_VERSION"));
@@ -38,11 +42,21 @@ pub const USER_AGENT: &str = concat!("sega-uploader/", env!("CARGO_PKG_VERSION")
 /// an `Arc` of it, so a reload takes effect from the next job on.
 #[derive(Debug)]
 pub struct RequestSettings {
-    /// Where requests go: `send` exposes the URL, messages show `redacted()`.
+    /// Where requests go, as configured: messages show `redacted()`.
     pub endpoint: Endpoint,
+    /// What `send` puts on the wire: the URL without its credentials, which go as Basic
+    /// auth (`auth`), never in a request line a proxy could log.
+    pub wire_url: Secret<String>,
     pub file_field: String,
     pub fields: Vec<(String, Template)>,
     pub headers: Vec<(String, Secret<String>)>,
+    /// `Authorization: Basic …` from the URL's credentials, unless `headers` sets its own
+    /// `Authorization` (which wins).
+    pub auth: Option<Secret<String>>,
+    /// How requests get there: TLS and the proxy (shared with the webhook).
+    pub route: Route,
+    /// What a 2xx must say to be a success (`upload.success`).
+    pub success: Option<SuccessRule>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     /// The slowest rate a request may go at before it counts as stalled: `min_rate_kib_s`,
@@ -55,20 +69,39 @@ pub struct RequestSettings {
 }
 
 impl RequestSettings {
-    pub fn new(config: &Config, scope: String) -> RequestSettings {
+    /// Reads the TLS files when an https URL needs them: that is the one way this fails.
+    pub fn new(config: &Config, scope: String) -> Result<RequestSettings, tls::LoadError> {
         let u = &config.upload;
-        RequestSettings {
+        let own_authorization = u
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        let webhook_https = config
+            .alerts
+            .webhook_url
+            .as_ref()
+            .is_some_and(|w| Route::is_https(w.expose()));
+        let tls = if u.url.is_https() || webhook_https {
+            Some(Arc::new(ClientTls::load(&u.tls)?))
+        } else {
+            None
+        };
+        Ok(RequestSettings {
             endpoint: u.url.clone(),
+            wire_url: u.url.without_credentials(),
             file_field: u.file_field.clone(),
             fields: u.fields.clone(),
             headers: u.headers.clone(),
+            auth: u.url.basic_auth().filter(|_| !own_authorization),
+            route: Route::new(tls, u.proxy.as_ref()),
+            success: u.success.clone(),
             connect_timeout: u.connect_timeout,
             timeout: u.timeout,
             min_rate_bytes_s: min_rate(u.min_rate_kib_s, u.max_kib_s, u.workers),
             limited: u.max_kib_s.is_some(),
             scope,
             incomplete_max_wait: config.watch.incomplete_max_wait,
-        }
+        })
     }
 
     /// The overall limit: `timeout_secs` + size / the minimum rate, so a large file on a
@@ -227,7 +260,11 @@ fn attempt(
     // new version must follow. (An answer that is not a success is judged as it is; the
     // next claim finds the new version.)
     let changed = match &outcome {
-        Outcome::Answered(r) if classify_status(r.status) != Class::Success => None,
+        Outcome::Answered(r)
+            if classify_status(r.status) != Class::Success || r.mismatch.is_some() =>
+        {
+            None
+        }
         Outcome::Answered(_) | Outcome::Transport(_) => layout::open_beneath(&job.target)
             .ok()
             .map(|(_, m)| Version::of(&m))
@@ -328,7 +365,7 @@ mod tests {
                            "headers": {"Authorization": "Bearer s3cret"}}}"#,
         )
         .unwrap();
-        let s = RequestSettings::new(&c, "scope".into());
+        let s = RequestSettings::new(&c, "scope".into()).unwrap();
         let shown = format!("{s:?}");
         assert!(
             !shown.contains("hunter2") && !shown.contains("s3cret"),
@@ -338,12 +375,33 @@ mod tests {
     }
 
     #[test]
+    fn url_credentials_are_sent_unless_a_header_says_otherwise() {
+        let c = crate::config::parse(r#"{"upload": {"url": "http://bob:hunter2@up.example/u"}}"#)
+            .unwrap();
+        let s = RequestSettings::new(&c, "scope".into()).unwrap();
+        let auth = s.auth.as_ref().map(|a| a.expose().as_str());
+        assert_eq!(auth, Some("Basic Ym9iOmh1bnRlcjI="));
+        assert!(s.route.tls.is_none(), "plain http loads no TLS");
+        let c = crate::config::parse(
+            r#"{"upload": {"url": "http://bob:hunter2@up.example/u",
+                           "headers": {"authorization": "Bearer s3cret"}}}"#,
+        )
+        .unwrap();
+        let s = RequestSettings::new(&c, "scope".into()).unwrap();
+        assert!(s.auth.is_none());
+    }
+
+    #[test]
     fn overall_timeout_grows_with_size() {
         let s = RequestSettings {
             endpoint: Endpoint::parse("http://h/u").unwrap(),
+            wire_url: Secret::new("http://h/u".into()),
             file_field: "file".into(),
             fields: vec![],
             headers: vec![],
+            auth: None,
+            route: Route::default(),
+            success: None,
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(60),
             min_rate_bytes_s: 64 * 1024,
@@ -364,14 +422,14 @@ mod tests {
                            "min_rate_kib_s": 8, "timeout_secs": 2}}"#,
         )
         .unwrap();
-        let s = RequestSettings::new(&c, "scope".into());
+        let s = RequestSettings::new(&c, "scope".into()).unwrap();
         assert_eq!(s.min_rate_bytes_s, 2 * 1024);
         assert!(s.overall_timeout(48 * 1024) >= Duration::from_secs(2 + 24 + 32));
         assert!(s.job_limit(48 * 1024) > s.overall_timeout(48 * 1024));
         let free =
             crate::config::parse(r#"{"upload": {"url": "http://h/u", "min_rate_kib_s": 8}}"#)
                 .unwrap();
-        let s = RequestSettings::new(&free, "scope".into());
+        let s = RequestSettings::new(&free, "scope".into()).unwrap();
         assert_eq!(s.min_rate_bytes_s, 8 * 1024);
     }
 }

@@ -9,16 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use attohttpc::header::{HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use attohttpc::header::{HeaderName, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER};
 use time::OffsetDateTime;
 
 use super::multipart::{
     boundary, encode_filename, idempotency_key, FileProblem, MultipartBody, Part,
 };
-use super::{Item, RequestSettings, USER_AGENT};
-use crate::config::TemplateVars;
+use super::{success, Item, RequestSettings, USER_AGENT};
+use crate::config::{SuccessRule, TemplateVars};
 use crate::layout::{self, Kind};
-use crate::work::{Outcome, Response, RESPONSE_CAP};
+use crate::work::{classify_status, Class, Outcome, Response, RESPONSE_CAP};
 
 /// Shared cap on the total upload rate (`upload.max_kib_s`) across workers: a token bucket
 /// holding at most one second of budget.
@@ -95,9 +95,11 @@ pub fn send(
         limiter.cloned(),
     );
     let key = idempotency_key(&settings.scope, &f.folder, &f.date, name_bytes, f.version);
-    let mut builder = attohttpc::post(settings.endpoint.url.expose())
-        .follow_redirects(false)
-        .proxy_settings(attohttpc::ProxySettings::builder().build())
+    let url = settings.wire_url.expose();
+    let builder = attohttpc::post(url).follow_redirects(false);
+    let mut builder = settings
+        .route
+        .apply(builder, super::Route::is_https(url))
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.timeout)
         .timeout(settings.overall_timeout(size))
@@ -111,6 +113,9 @@ pub fn send(
             // config validation rejects these; never send a half-configured request.
             _ => return Outcome::Transport(format!("header {k} is not valid HTTP")),
         }
+    }
+    if let Some(auth) = &settings.auth {
+        builder = builder.header(AUTHORIZATION, auth.expose().as_str());
     }
     builder = builder.header("Idempotency-Key", key.as_str());
     let mut prepared = match builder.body(body).try_prepare() {
@@ -128,7 +133,7 @@ pub fn send(
         };
     }
     match result {
-        Ok(resp) => read_response(resp),
+        Ok(resp) => read_response(resp, settings.success.as_ref()),
         Err(e) => Outcome::Transport(describe_http_error(&e)),
     }
 }
@@ -136,12 +141,12 @@ pub fn send(
 /// The answer to a request. An interim 1xx is read past to the final answer (attohttpc
 /// takes the first status line for the answer); a stream that holds none is a transport
 /// problem, never an answer.
-fn read_response(resp: attohttpc::Response) -> Outcome {
+fn read_response(resp: attohttpc::Response, rule: Option<&SuccessRule>) -> Outcome {
     let (status, headers, reader) = resp.split();
     let status = status.as_u16();
     if (100..200).contains(&status) {
         return match crate::interim::final_answer(reader) {
-            Ok(f) => Outcome::Answered(answer(f.status, f.headers, f.body)),
+            Ok(f) => Outcome::Answered(answer(f.status, f.headers, f.body, rule)),
             Err(e) => Outcome::Transport(format!(
                 "interim answer HTTP {status}, then {}",
                 crate::error::describe_io(&e)
@@ -157,10 +162,17 @@ fn read_response(resp: attohttpc::Response) -> Outcome {
             )
         })
         .collect();
-    Outcome::Answered(answer(status, headers, reader))
+    Outcome::Answered(answer(status, headers, reader, rule))
 }
 
-fn answer(status: u16, headers: Vec<(String, String)>, body: impl Read) -> Response {
+/// The answer as stored: at most `RESPONSE_CAP` of its body, and whether a 2xx is what
+/// `upload.success` calls a success.
+fn answer(
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: impl Read,
+    rule: Option<&SuccessRule>,
+) -> Response {
     let header = |name: &str| {
         headers
             .iter()
@@ -171,13 +183,23 @@ fn answer(status: u16, headers: Vec<(String, String)>, body: impl Read) -> Respo
     let location = header(LOCATION.as_str());
     let mut raw = Vec::new();
     // Only the first 64 KiB are kept; the rest is never read (dropping the reader closes
-    // the connection), so a 5 MB answer costs no memory.
+    // the connection), so a 5 MB answer costs no memory. One byte more says whether there
+    // was more.
     let body_error = body
-        .take(RESPONSE_CAP as u64)
+        .take(RESPONSE_CAP as u64 + 1)
         .read_to_end(&mut raw)
         .err()
         .map(|e| e.to_string());
-    let json = serde_json::from_slice::<serde_json::Value>(&raw).is_ok();
+    let over_cap = raw.len() > RESPONSE_CAP;
+    raw.truncate(RESPONSE_CAP);
+    let parsed = serde_json::from_slice::<serde_json::Value>(&raw).ok();
+    let json = parsed.is_some();
+    let mismatch = match rule {
+        Some(rule) if classify_status(status) == Class::Success => {
+            success::mismatch(rule, parsed.as_ref(), over_cap || body_error.is_some())
+        }
+        _ => None,
+    };
     let body = capped_text(&raw);
     Response {
         status,
@@ -187,6 +209,7 @@ fn answer(status: u16, headers: Vec<(String, String)>, body: impl Read) -> Respo
         retry_after,
         location,
         body_error,
+        mismatch,
     }
 }
 
@@ -219,9 +242,14 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(d.try_into().unwrap_or(Duration::ZERO))
 }
 
-/// attohttpc's errors, said plainly ("connection refused", "timed out").
+/// attohttpc's errors, said plainly ("connection refused", "timed out", "TLS: the server's
+/// certificate is not trusted …").
 fn describe_http_error(e: &attohttpc::Error) -> String {
     match e.kind() {
+        attohttpc::ErrorKind::Tls(tls) => crate::tls::explain(tls),
+        attohttpc::ErrorKind::Io(io) if crate::tls::explain_io(io).is_some() => {
+            crate::tls::explain_io(io).unwrap_or_default()
+        }
         attohttpc::ErrorKind::Io(io) => match io.kind() {
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".into(),
             // The packaged unit allows only the loopback and the default endpoint.

@@ -15,8 +15,10 @@
 //! (its notify socket, READY, signals, reaping, peak memory); [`pg`], throwaway PostgreSQL
 //! clusters (unix socket only);
 //! [`fuse`], a FUSE filesystem whose reads of chosen files hang (a hung network mount);
-//! [`rng`], the one seeded random generator of the tests and the soak; and [`soak`], the
-//! randomized model test that `tests/model.rs` and `sega-soak` both drive.
+//! [`rng`], the one seeded random generator of the tests and the soak; [`soak`], the
+//! randomized model test that `tests/model.rs` and `sega-soak` both drive; [`tls`], a
+//! throwaway CA and a TLS front that puts the endpoint behind https; and [`proxy`], a
+//! forward proxy (CONNECT and absolute-form) whose host names resolve only there.
 
 #![deny(missing_docs)]
 
@@ -29,9 +31,11 @@ pub mod images;
 mod mode;
 mod multipart;
 pub mod pg;
+pub mod proxy;
 pub mod rng;
 mod server;
 pub mod soak;
+pub mod tls;
 
 pub use control::serve_control;
 pub use mode::Mode;
