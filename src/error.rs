@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::ConfigError;
-use crate::layout::Show;
+use crate::layout::{OpenError, Show};
 
 /// Exit codes fixed by DESIGN §7.
 pub const EXIT_OK: i32 = 0;
@@ -29,6 +29,9 @@ pub enum Error {
         what: &'static str,
         source: io::Error,
     },
+    /// A file to be read (`upload-test`'s) could not be opened as one: gone, not a regular
+    /// file, beneath a symbolic link, unreadable.
+    Open { path: PathBuf, source: OpenError },
     /// The system refused something the process needs to run at all: a thread, the signal
     /// handlers, an inotify instance.
     System { what: String, source: io::Error },
@@ -168,6 +171,7 @@ impl fmt::Display for Error {
             Error::Pg { what, msg } | Error::PgRefused { what, msg } => {
                 write!(f, "{what}: {msg}")
             }
+            Error::Open { path, source } => write!(f, "{}: {source}", path.shown()),
             Error::System { what, source } => write!(f, "{what}: {}", describe_io(source)),
             Error::Ledger { ledger, msg, .. } => write!(f, "{ledger}: {msg}"),
             Error::Locked { lock, holder } => write!(
@@ -189,6 +193,7 @@ impl std::error::Error for Error {
         match self {
             Error::Config(e) => Some(e),
             Error::Io { source, .. } | Error::System { source, .. } => Some(source),
+            Error::Open { source, .. } => Some(source),
             Error::Db { source, .. } => Some(source),
             _ => None,
         }
@@ -265,5 +270,24 @@ mod tests {
         );
         let cause = e.source().and_then(|c| c.downcast_ref::<io::Error>());
         assert_eq!(cause.and_then(io::Error::raw_os_error), Some(libc::EAGAIN));
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_keeps_its_cause() {
+        use std::error::Error as _;
+        let e = Error::Open {
+            path: PathBuf::from("/srv/img/x.jpg"),
+            source: OpenError::Unreadable(io::Error::from_raw_os_error(libc::EACCES)),
+        };
+        assert!(
+            e.to_string().starts_with("/srv/img/x.jpg: unreadable: "),
+            "{e}"
+        );
+        let open = e.source().and_then(|c| c.downcast_ref::<OpenError>());
+        assert!(matches!(open, Some(OpenError::Unreadable(_))), "{open:?}");
+        let io = open
+            .and_then(|o| o.source())
+            .and_then(|c| c.downcast_ref::<io::Error>());
+        assert_eq!(io.and_then(io::Error::raw_os_error), Some(libc::EACCES));
     }
 }

@@ -12,6 +12,7 @@ both_backends!(
     sighup_adds_a_folder_and_refuses_an_invalid_config,
     operator_commands_agree_with_the_database,
     rows_older_than_keep_days_are_pruned,
+    a_status_set_by_hand_is_shown_counted_and_never_sent,
 );
 
 fn jpeg(seed: u64) -> Vec<u8> {
@@ -305,6 +306,119 @@ fn operator_commands_agree_with_the_database(backend: Backend) {
     let c = env.run(&["check", "--warn-bogus", "1"]);
     assert_eq!(c.code, 3, "{}", c.stdout);
     assert!(c.stdout.starts_with("SEGA UNKNOWN"), "{}", c.stdout);
+}
+
+/// A status written by hand (`UPDATE files SET status = 'weird'`) is the operator's: `list`
+/// shows it, `status` (table and JSON) and the metrics count it under its own word, `retry`
+/// leaves it, and the daemon neither sends the file nor fails on the row, though the row is
+/// due and its file is on disk.
+fn a_status_set_by_hand_is_shown_counted_and_never_sent(backend: Backend) {
+    let env = Env::with_backend("by-hand", backend);
+    let metrics = env.dir.join("metrics.prom");
+    env.set("/metrics/textfile", json!(metrics));
+    env.set("/watch/scan_interval_secs", json!(2));
+    let sent = |name: &str| {
+        env.server
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.file
+                    .as_ref()
+                    .is_some_and(|f| f.filename == name.as_bytes())
+            })
+            .count()
+    };
+    // Recorded and tried once by a one-shot scan, which leaves it pending.
+    env.server.set_mode(Mode::Status {
+        code: 503,
+        fraction: 1.0,
+    });
+    let p = env.put("Sega_1", "hand.jpg", &jpeg(1));
+    let o = env.run(&["scan"]);
+    assert_eq!(o.code, 1, "left pending: {}{}", o.stdout, o.stderr);
+    assert_eq!(sent("hand.jpg"), 1);
+    let row = env.row("hand.jpg");
+    assert_eq!(row.status, "pending", "{row:?}");
+    // Due at once, were it pending.
+    let edit = format!(
+        "UPDATE files SET status = 'weird', next_attempt_at = detected_at WHERE id = {}",
+        row.id
+    );
+    match backend {
+        Backend::Sqlite => assert_eq!(env.sqlite_writer().execute(&edit, []).unwrap(), 1),
+        Backend::Postgres => {
+            let l = env.pg();
+            l.pg.psql(&l.db, &edit);
+        }
+    }
+    assert_eq!(env.row("hand.jpg").status, "weird");
+
+    let o = env.run(&["list"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout
+            .lines()
+            .any(|l| l.starts_with("weird ") && l.ends_with("hand.jpg")),
+        "{}",
+        o.stdout
+    );
+    let o = env.run(&["list", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let rows: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{}", o.stdout);
+    assert_eq!(rows[0]["status"], json!("weird"));
+    assert_eq!(rows[0]["filename"], json!("hand.jpg"));
+
+    let s = status_json(&env);
+    assert_eq!(s["totals"]["weird"], json!(1), "{s}");
+    assert_eq!(s["folders"]["Sega_1"]["weird"], json!(1), "{s}");
+    assert_eq!(s["totals"]["pending"], json!(0), "{s}");
+    let human = env.run(&["status"]);
+    assert_eq!(human.code, 0, "{}", human.stderr);
+    assert!(
+        human
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("other status:") && l.contains("1 row(s) with status \"weird\"")),
+        "{}",
+        human.stdout
+    );
+
+    let r = env.run(&["retry", "--force", p.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("not re-queued"), "{}", r.stdout);
+    assert_eq!(env.row("hand.jpg").status, "weird");
+
+    // The daemon: its catch-up scan and rescans see hand.jpg on disk, its claims run while
+    // the row is due, its heartbeats count it; it sends another file and not this one.
+    env.server.set_mode(Mode::Ok);
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    env.put("Sega_1", "next.jpg", &jpeg(2));
+    wait_until("next.jpg uploaded", DEADLINE, || {
+        env.count_status("uploaded") == 1
+    });
+    wait_until("the metrics to count the row set by hand", DEADLINE, || {
+        std::fs::read_to_string(&metrics).is_ok_and(|t| {
+            parse_prom(&t)
+                .iter()
+                .any(|(k, v)| k == "sega_files{folder=\"Sega_1\",status=\"weird\"}" && *v == 1.0)
+                && t.contains("status=\"uploaded\"} 1")
+        })
+    });
+    assert!(d.alive(), "the daemon runs on");
+    assert_eq!(sent("hand.jpg"), 1, "hand.jpg was never sent again");
+    assert_eq!(sent("next.jpg"), 1);
+    assert_eq!(env.row("hand.jpg").status, "weird");
+    let c = env.run(&["check"]);
+    assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+    assert_eq!(env.row("hand.jpg").status, "weird");
 }
 
 /// Parses Prometheus text format strictly enough: `# HELP`/`# TYPE` lines, and

@@ -48,6 +48,13 @@ pub(super) fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -
                     display_name(abs.as_os_str())
                 );
             }
+            Some(Status::Unknown(st)) => {
+                println!(
+                    "status {st:?} is not one this build knows (set by hand?), not re-queued: {}",
+                    display_name(abs.as_os_str())
+                );
+                code = EXIT_FAILURE;
+            }
             Some(st) => println!("re-queued (was {st}): {}", display_name(abs.as_os_str())),
         }
     }

@@ -97,11 +97,18 @@ fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
         }
         folders.insert(f.label.clone(), Value::Object(m));
     }
+    // A status this build does not know (a row written by hand) is counted under its own
+    // word, beside the five; added up, as two unknown words may read alike.
+    let add = |m: &mut serde_json::Map<String, Value>, st: &Status, n: i64| {
+        let t = m.get(st.as_str()).and_then(Value::as_i64).unwrap_or(0);
+        m.insert(st.as_str().into(), json!(t + n));
+    };
     for (folder, st, n) in &s.counts {
         let entry = folders.entry(folder.clone()).or_insert_with(|| json!({}));
-        entry[st.as_str()] = json!(n);
-        let t = totals.get(st.as_str()).and_then(Value::as_i64).unwrap_or(0);
-        totals.insert(st.as_str().into(), json!(t + n));
+        if let Value::Object(m) = entry {
+            add(m, st, *n);
+        }
+        add(&mut totals, st, *n);
     }
     let path_at = |p: &Option<crate::store::PathAt>| -> Value {
         match p {
@@ -260,6 +267,12 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
         }
     }
     row("total", &v["totals"]);
+    // Rows whose status was written by hand: not in the table's columns, never uploaded.
+    if let Some(totals) = v["totals"].as_object() {
+        for (st, n) in totals.iter().filter(|(st, _)| Status::parse(st).is_none()) {
+            println!("{:<16} {n} row(s) with status {st:?}: not one this build knows (set by hand?); never uploaded", "other status:");
+        }
+    }
     println!();
     println!("uploaded today:  {}", v["uploaded_today"]);
     let pa = |label: &str, p: &Value| {

@@ -16,8 +16,10 @@ pub(super) fn upload_test(path: &Path, file: &Path) -> Result<i32> {
     let abs = std::fs::canonicalize(file.parent().unwrap_or(Path::new(".")))
         .map(|d| d.join(file.file_name().unwrap_or_default()))
         .map_err(|e| Error::io("resolving", file, e))?;
-    let (f, meta) =
-        layout::open_regular(&abs).map_err(|e| Error::Other(format!("{}: {e}", abs.shown())))?;
+    let (f, meta) = layout::open_regular(&abs).map_err(|source| Error::Open {
+        path: abs.clone(),
+        source,
+    })?;
     let version = layout::Version::of(&meta);
     let refs: Vec<FolderRef> = config
         .watch

@@ -51,17 +51,26 @@ pub enum ClaimOrder {
     LongestWaiting,
 }
 
-/// What a row's `status` column may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a row's `status` column holds.
+///
+/// The daemon only ever writes the five words it knows. Anything else was written by hand
+/// (`UPDATE files SET status = …`) and reads as [`Status::Unknown`] with its text: shown
+/// and counted under its own word, never claimed (claims take `pending` rows only), never
+/// re-queued by `retry`, and carried as it is by `migrate-db`. A reader never fails on it.
+/// Like any row, it is made `pending` again when its file changes (a new version).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     Pending,
     Uploading,
     Uploaded,
     Failed,
     Skipped,
+    /// A word this build does not know, as the column holds it.
+    Unknown(String),
 }
 
 impl Status {
+    /// The statuses the daemon writes.
     pub const ALL: [Status; 5] = [
         Status::Pending,
         Status::Uploading,
@@ -70,18 +79,25 @@ impl Status {
         Status::Skipped,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Status::Pending => "pending",
             Status::Uploading => "uploading",
             Status::Uploaded => "uploaded",
             Status::Failed => "failed",
             Status::Skipped => "skipped",
+            Status::Unknown(text) => text,
         }
     }
 
+    /// One of the five words the daemon writes (`list --status`), or None.
     pub fn parse(s: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// What the column holds, whatever it is: a known word, or [`Status::Unknown`].
+    pub fn stored(s: &str) -> Status {
+        Status::parse(s).unwrap_or_else(|| Status::Unknown(s.to_owned()))
     }
 }
 
@@ -358,8 +374,9 @@ pub trait Ledger: Send {
     /// Re-queues `failed` rows (`retry --failed`).
     fn retry_failed(&mut self, now: Timestamp) -> Result<usize>;
 
-    /// Re-queues one path; uploaded (or skipped) rows only with `force`. Returns the status
-    /// it had, or None when the path is not recorded.
+    /// Re-queues one path; uploaded (or skipped) rows only with `force`, a row being
+    /// uploaded or with a status this build does not know never. Returns the status it had,
+    /// or None when the path is not recorded.
     fn retry_path(&mut self, path: &Path, force: bool, now: Timestamp) -> Result<Option<Status>>;
 
     /// Deletes finished rows (`uploaded`, `failed`, `skipped`) and their results whose date
@@ -382,8 +399,9 @@ pub trait Ledger: Send {
     /// Rows uploaded at or after `since`.
     fn uploaded_since(&mut self, since: Timestamp) -> Result<i64>;
 
-    /// Row counts per (folder, status); a status this build does not know (a row written by
-    /// hand) is left out, so the daemon's metrics never fail on it.
+    /// Row counts per (folder, status). A status this build does not know (a row written by
+    /// hand) is counted under its own word, as [`Status::Unknown`]: `status` and the metrics
+    /// show it, and never fail on it.
     fn counts(&mut self) -> Result<Vec<(String, Status, i64)>>;
 
     /// Rows in any of `statuses` among the given dates (the one-shot scan's exit code).

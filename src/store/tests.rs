@@ -367,10 +367,8 @@ fn retry_and_prune(mut s: Box<dyn Ledger>) {
             .unwrap();
     }
     assert_eq!(
-        s.retry_path(a_path(), false, T2)
-            .unwrap()
-            .map(Status::as_str),
-        Some("uploaded")
+        s.retry_path(a_path(), false, T2).unwrap(),
+        Some(Status::Uploaded)
     );
     assert!(
         s.claim_due(T2, FAR, 10, ClaimOrder::OldestFile)
@@ -386,10 +384,8 @@ fn retry_and_prune(mut s: Box<dyn Ledger>) {
         1
     );
     assert_eq!(
-        s.retry_path(a_path(), true, T2)
-            .unwrap()
-            .map(Status::as_str),
-        Some("uploading"),
+        s.retry_path(a_path(), true, T2).unwrap(),
+        Some(Status::Uploading),
         "a row being uploaded is left alone"
     );
     assert_eq!(

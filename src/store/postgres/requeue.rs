@@ -210,6 +210,8 @@ impl PgStore {
                     Status::Failed | Status::Pending => true,
                     Status::Uploaded | Status::Skipped => force,
                     Status::Uploading => false,
+                    // Written by hand: what it means is the operator's, not this build's.
+                    Status::Unknown(_) => false,
                 };
                 if allowed {
                     sql_query(

@@ -51,7 +51,7 @@ struct CountRec {
     #[diesel(sql_type = Text)]
     folder: String,
     #[diesel(sql_type = Text)]
-    status: String,
+    status: Status,
     #[diesel(sql_type = BigInt)]
     n: i64,
 }
@@ -212,7 +212,7 @@ impl PgStore {
         let rows: Vec<FileRec> = self.link.with("listing files", |c| {
             Ok(sql_query(&sql)
                 .bind::<Text, _>(&ctx.scope)
-                .bind::<Nullable<Text>, _>(filter.status.map(|s| s.as_str()))
+                .bind::<Nullable<Text>, _>(filter.status.as_ref().map(Status::as_str))
                 .bind::<Nullable<Text>, _>(filter.folder.as_deref())
                 .bind::<Nullable<Text>, _>(filter.date.as_deref())
                 .bind::<Nullable<BigInt>, _>(filter.limit)
@@ -261,8 +261,8 @@ impl PgStore {
     }
 }
 
-/// The daemon writes its metrics from these: a status this build does not know (a row
-/// written by hand) is left out rather than failing every heartbeat.
+/// Row counts per (folder, status). A status this build does not know (a row written by
+/// hand) is counted under its own word.
 fn counts(c: &mut PgConnection, scope: &str) -> QueryResult<Vec<(String, Status, i64)>> {
     let rows: Vec<CountRec> = sql_query(
         "SELECT folder, status, count(*) AS n FROM files WHERE scope = $1
@@ -272,7 +272,7 @@ fn counts(c: &mut PgConnection, scope: &str) -> QueryResult<Vec<(String, Status,
     .load(c)?;
     Ok(rows
         .into_iter()
-        .filter_map(|r| Some((r.folder, Status::parse(&r.status)?, r.n)))
+        .map(|r| (r.folder, r.status, r.n))
         .collect())
 }
 

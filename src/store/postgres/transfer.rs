@@ -128,7 +128,7 @@ impl PgStore {
                 statuses.push(Status::Pending);
                 nexts.push(Some(f.updated_at));
             } else {
-                statuses.push(f.status);
+                statuses.push(f.status.clone());
                 nexts.push(f.next_attempt_at);
             }
         }

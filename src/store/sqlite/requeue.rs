@@ -102,8 +102,9 @@ impl Store {
             .map_err(|e| Error::db("re-queueing failed files", e))
     }
 
-    /// Re-queues one path; uploaded (or skipped) rows only with `force`. Returns the status
-    /// it had, or None when the path is not recorded.
+    /// Re-queues one path; uploaded (or skipped) rows only with `force`, a row being
+    /// uploaded or with a status this build does not know never. Returns the status it had,
+    /// or None when the path is not recorded.
     pub(super) fn retry_path(
         &mut self,
         path: &Path,
@@ -125,6 +126,8 @@ impl Store {
             Status::Failed | Status::Pending => true,
             Status::Uploaded | Status::Skipped => force,
             Status::Uploading => false,
+            // Written by hand: what it means is the operator's, not this build's.
+            Status::Unknown(_) => false,
         };
         if allowed {
             self.conn

@@ -89,7 +89,7 @@ impl Store {
     pub(super) fn list(&mut self, filter: &ListFilter) -> Result<Vec<FileRow>> {
         let mut sql = format!("SELECT {FILE_COLUMNS} FROM files WHERE 1 = 1");
         let mut values: Vec<Value> = Vec::new();
-        if let Some(st) = filter.status {
+        if let Some(st) = &filter.status {
             values.push(Value::Text(st.as_str().into()));
             sql += &format!(" AND status = ?{}", values.len());
         }
@@ -220,20 +220,13 @@ impl Store {
 }
 
 /// Row counts per (folder, status): `counts`, and `summary` inside its read transaction.
-/// The daemon writes its metrics from these: a status this build does not know (a row
-/// written by hand) is left out rather than failing every heartbeat.
+/// A status this build does not know (a row written by hand) is counted under its own word.
 fn folder_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, Status, i64)>> {
     let mut stmt = conn.prepare(
         "SELECT folder, status, count(*) FROM files GROUP BY folder, status ORDER BY folder, status",
     )?;
-    let rows = stmt.query_map([], |r| {
-        let status: String = r.get(1)?;
-        Ok(match Status::parse(&status) {
-            Some(st) => Some((r.get(0)?, st, r.get(2)?)),
-            None => None,
-        })
-    })?;
-    rows.filter_map(Result::transpose).collect()
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
 }
 
 /// The `state` rows: key → (value, updated_at).

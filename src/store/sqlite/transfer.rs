@@ -82,7 +82,7 @@ impl Store {
                 let (status, next) = if f.status == Status::Uploading {
                     (Status::Pending, Some(f.updated_at))
                 } else {
-                    (f.status, f.next_attempt_at)
+                    (f.status.clone(), f.next_attempt_at)
                 };
                 let n = file
                     .execute(params![
