@@ -8,6 +8,7 @@
 //! `--runs` runs with min and max. The exit code is 0 when every scenario ran, whatever the
 //! numbers; 1 when one failed (an upload missing or wrong, the daemon not starting…).
 
+mod backlog;
 mod bigfile;
 mod ctx;
 mod daemon;
@@ -45,14 +46,25 @@ usage: sega-bench [--smoke] [--runs N] [--workers N] [--daemon BIN] [--work DIR]
   --out FILE     results as JSON                               [DIR/results.json]
   --table FILE   the Markdown table                            [DIR/table.md]
   --only IDS     some of: ceiling latency present arriving big idle outage rescan startup pending
-                 shared
+                 backlog backlog-pg shared
   --daemon-env K=V  set in the daemon's environment (repeatable), for experiments
   --keep         keep each scenario's tree and database (deleted after a scenario that
                  ran, except the 1 GiB image, which later runs reuse)";
 
-const ALL: [&str; 11] = [
-    "ceiling", "latency", "present", "arriving", "big", "idle", "outage", "rescan", "startup",
-    "pending", "shared",
+const ALL: [&str; 13] = [
+    "ceiling",
+    "latency",
+    "present",
+    "arriving",
+    "big",
+    "idle",
+    "outage",
+    "rescan",
+    "startup",
+    "pending",
+    "backlog",
+    "backlog-pg",
+    "shared",
 ];
 
 struct Args {
@@ -254,6 +266,8 @@ fn run(a: Args) -> std::io::Result<bool> {
     step("pending", &mut rows, &mut || {
         Ok(vec![dbrows::pending(&ctx)?])
     });
+    step("backlog", &mut rows, &mut || backlog::sqlite(&ctx));
+    step("backlog-pg", &mut rows, &mut || backlog::postgres(&ctx));
     step("shared", &mut rows, &mut || shared::run(&ctx));
 
     let load_after = sys::loadavg();

@@ -24,7 +24,7 @@
 //! ledger's check and split); `pg` the throwaway clusters and the queries on them.
 
 mod pass;
-mod pg;
+pub(crate) mod pg;
 
 use std::fmt;
 use std::io;
@@ -339,7 +339,7 @@ fn pass_json(p: &Pass) -> Value {
 }
 
 /// 20000 → "20,000".
-fn thousands(x: usize) -> String {
+pub(crate) fn thousands(x: usize) -> String {
     let s = x.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

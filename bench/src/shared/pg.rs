@@ -16,7 +16,7 @@ use crate::ctx::{Ctx, Scene, FOLDERS};
 
 /// The newest PostgreSQL's server binaries, root, the postgres user, runuser, and a daemon
 /// that can use `database.url`: or a [`Skip`] naming what is missing.
-pub(super) fn preflight(ctx: &Ctx, scene: &Scene) -> io::Result<()> {
+pub(crate) fn preflight(ctx: &Ctx, scene: &Scene) -> io::Result<()> {
     // The daemon first: a build without the feature refuses database.url in its config check.
     let probe = scene.dir.join("probe.json");
     let cfg = json!({
@@ -86,7 +86,7 @@ fn output_text(out: &Output) -> String {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-pub(super) enum ClusterKind {
+pub(crate) enum ClusterKind {
     /// fsync=off, synchronous_commit=off, full_page_writes=off.
     Fast,
     /// The server's defaults.
@@ -94,7 +94,7 @@ pub(super) enum ClusterKind {
 }
 
 /// One throwaway cluster of the harness, and the scenario's queries on it.
-pub(super) struct Cluster {
+pub(crate) struct Cluster {
     pub(super) kind: ClusterKind,
     /// Its socket directory (`dir`), with `data/` and `log` inside.
     pub(super) pg: harness::Cluster,
@@ -103,13 +103,13 @@ pub(super) struct Cluster {
 /// The throwaway clusters (short directories under /tmp: a unix socket path must stay under
 /// 108 bytes). Dropping it stops every cluster, copies the server logs to the scenario
 /// directory, and deletes the clusters.
-pub(super) struct Pg {
-    pub(super) clusters: Vec<Cluster>,
+pub(crate) struct Pg {
+    pub(crate) clusters: Vec<Cluster>,
     logs_to: PathBuf,
 }
 
 impl Pg {
-    pub(super) fn start(kinds: &[ClusterKind], logs_to: &Path) -> io::Result<Pg> {
+    pub(crate) fn start(kinds: &[ClusterKind], logs_to: &Path) -> io::Result<Pg> {
         let mut pg = Pg {
             clusters: Vec::new(),
             logs_to: logs_to.to_path_buf(),
@@ -140,12 +140,12 @@ impl Drop for Pg {
 }
 
 impl Cluster {
-    pub(super) fn conninfo(&self, db: &str) -> String {
+    pub(crate) fn conninfo(&self, db: &str) -> String {
         self.pg.conninfo(db)
     }
 
     /// `psql -At` as the postgres role over the socket: the output, trimmed.
-    pub(super) fn psql(&self, db: &str, sql: &str) -> io::Result<String> {
+    pub(crate) fn psql(&self, db: &str, sql: &str) -> io::Result<String> {
         self.pg
             .try_psql(db, sql)
             .map(|s| s.trim().to_string())
@@ -153,7 +153,7 @@ impl Cluster {
     }
 
     /// `SELECT text, count` rows.
-    pub(super) fn pairs(&self, db: &str, sql: &str) -> io::Result<Vec<(String, i64)>> {
+    pub(crate) fn pairs(&self, db: &str, sql: &str) -> io::Result<Vec<(String, i64)>> {
         let out = self.psql(db, sql)?;
         Ok(out
             .lines()
@@ -165,7 +165,7 @@ impl Cluster {
     }
 
     /// The schema holding `table` (the daemon may not use `public`), quoted.
-    pub(super) fn table_schema(&self, db: &str, table: &str) -> io::Result<Option<String>> {
+    pub(crate) fn table_schema(&self, db: &str, table: &str) -> io::Result<Option<String>> {
         let s = self.psql(
             db,
             &format!(
@@ -233,7 +233,7 @@ impl Cluster {
 
     /// CPU time of the whole cluster so far, ns: the postmaster, its live children, and
     /// the children it has reaped (backends that ended).
-    pub(super) fn cpu_ns(&self) -> u64 {
+    pub(crate) fn cpu_ns(&self) -> u64 {
         let pid_file =
             fs::read_to_string(self.pg.dir.join("data/postmaster.pid")).unwrap_or_default();
         let Some(pm) = pid_file
