@@ -393,15 +393,24 @@ pub trait Ledger: Send {
     /// This daemon's state rows: key → (value, updated_at).
     fn state(&mut self) -> Result<HashMap<String, (String, Timestamp)>>;
 
-    /// How many rows wait (pending or uploading), and when the oldest was detected.
+    /// How many rows wait (pending or uploading), and when the oldest was detected. From
+    /// counters and an index: its cost does not grow with the backlog.
     fn queue_overview(&mut self) -> Result<(i64, Option<Timestamp>)>;
+
+    /// Folds the count changes written since the last fold into the totals, so that reading
+    /// the counts stays cheap (shared ledgers, once a heartbeat; SQLite's triggers keep the
+    /// totals themselves).
+    fn fold_counts(&mut self) -> Result<()> {
+        Ok(())
+    }
 
     /// Rows uploaded at or after `since`.
     fn uploaded_since(&mut self, since: Timestamp) -> Result<i64>;
 
-    /// Row counts per (folder, status). A status this build does not know (a row written by
-    /// hand) is counted under its own word, as [`Status::Unknown`]: `status` and the metrics
-    /// show it, and never fail on it.
+    /// Row counts per (folder, status), from the counters the ledger keeps (not a scan of
+    /// the rows). A status this build does not know (a row written by hand) is counted under
+    /// its own word, as [`Status::Unknown`]: `status` and the metrics show it, and never fail
+    /// on it.
     fn counts(&mut self) -> Result<Vec<(String, Status, i64)>>;
 
     /// Rows in any of `statuses` among the given dates (the one-shot scan's exit code).

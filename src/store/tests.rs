@@ -123,6 +123,9 @@ both!(
     export_then_import_round_trips,
 );
 
+// The counters behind the counts, against the rows, through every change.
+pub(super) mod counts;
+
 pub(super) fn obs(name: &[u8], size: u64, mtime_ns: i64) -> Observation {
     let filename = OsString::from_vec(name.to_vec());
     let mut path = PathBuf::from("/data/Sega_1/2026-11-26");

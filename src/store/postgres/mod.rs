@@ -380,6 +380,10 @@ impl Ledger for PgStore {
         PgStore::queue_overview(self)
     }
 
+    fn fold_counts(&mut self) -> Result<()> {
+        PgStore::fold_counts(self)
+    }
+
     fn uploaded_since(&mut self, since: Timestamp) -> Result<i64> {
         PgStore::uploaded_since(self, since)
     }

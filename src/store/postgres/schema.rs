@@ -12,7 +12,7 @@ use super::{Count, Flag};
 use crate::error::LedgerState;
 
 /// The schema version this build writes (`schema_version.version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `pg_advisory_xact_lock` key that serialises migrations: two hosts starting together
 /// against a fresh database must not both create the tables.
@@ -93,7 +93,132 @@ const MIGRATIONS: &[&str] = &[
      WHERE status = 'skipped'
        AND (last_error LIKE 'vanished%' OR last_error LIKE 'not a regular file%');
     "#,
+    // 3: what the periodic work and `status` read costs what changed, not what waits (a
+    // backlog of a million rows was counted every 10 s). Rows per (scope, folder, status)
+    // are `file_counts` plus the `file_count_changes` not yet folded into it (see
+    // `summary.rs`). Triggers append change rows in the transaction of each change,
+    // whoever writes (a daemon, `retry`, `scan`, `migrate-db`, a hand edit): an append never
+    // waits on another host, where a shared total row would serialise every host's writes
+    // behind one row lock. The functions name their tables in the schema they are created
+    // in, whatever the writing session's search_path. The triggers and the first count
+    // follow this step (`COUNT_TRIGGERS`, `count_files`). `files_waiting`: the oldest
+    // waiting row without a walk over the backlog. `upload_results_trouble`: the last error
+    // and the day's errors among the failed attempts alone, however many succeeded.
+    r#"
+    CREATE TABLE file_counts(
+        scope text NOT NULL,
+        folder text NOT NULL,
+        status text NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (scope, folder, status)
+    );
+    CREATE TABLE file_count_changes(
+        scope text NOT NULL,
+        folder text NOT NULL,
+        status text NOT NULL,
+        n bigint NOT NULL
+    );
+    CREATE INDEX file_count_changes_scope ON file_count_changes(scope);
+    CREATE FUNCTION sega_count_files() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO file_count_changes(scope, folder, status, n)
+            SELECT scope, folder, status, count(*) FROM new_rows GROUP BY scope, folder, status;
+        ELSIF TG_OP = 'DELETE' THEN
+            INSERT INTO file_count_changes(scope, folder, status, n)
+            SELECT scope, folder, status, -count(*) FROM old_rows GROUP BY scope, folder, status;
+        ELSIF TG_OP = 'UPDATE' THEN
+            INSERT INTO file_count_changes(scope, folder, status, n)
+            SELECT scope, folder, status, sum(n) FROM (
+                SELECT scope, folder, status, 1 AS n FROM new_rows
+                UNION ALL
+                SELECT scope, folder, status, -1 AS n FROM old_rows
+            ) AS c
+            GROUP BY scope, folder, status HAVING sum(n) <> 0;
+        ELSE
+            -- TRUNCATE: every scope's rows are gone.
+            DELETE FROM file_counts;
+            DELETE FROM file_count_changes;
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    CREATE FUNCTION sega_count_file_row() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP <> 'INSERT' THEN
+            INSERT INTO file_count_changes(scope, folder, status, n)
+            VALUES (OLD.scope, OLD.folder, OLD.status, -1);
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            INSERT INTO file_count_changes(scope, folder, status, n)
+            VALUES (NEW.scope, NEW.folder, NEW.status, 1);
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    DO $$
+    BEGIN
+        EXECUTE format('ALTER FUNCTION sega_count_files() SET search_path = %I, pg_temp',
+                       current_schema());
+        EXECUTE format('ALTER FUNCTION sega_count_file_row() SET search_path = %I, pg_temp',
+                       current_schema());
+    END
+    $$;
+    CREATE INDEX files_waiting ON files(scope, detected_at, id)
+        WHERE status IN ('pending', 'uploading');
+    CREATE INDEX upload_results_trouble ON upload_results(started_at, id)
+        WHERE outcome <> 'success';
+    "#,
 ];
+
+/// Schema 3's triggers on a server with transition tables (PostgreSQL 10 and later): one
+/// change row per (scope, folder, status) that a statement touched, however many rows.
+const STATEMENT_TRIGGERS: &str = "
+    CREATE TRIGGER files_count_insert AFTER INSERT ON files
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE PROCEDURE sega_count_files();
+    CREATE TRIGGER files_count_update AFTER UPDATE ON files
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE PROCEDURE sega_count_files();
+    CREATE TRIGGER files_count_delete AFTER DELETE ON files
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE PROCEDURE sega_count_files();
+    CREATE TRIGGER files_count_truncate AFTER TRUNCATE ON files
+        FOR EACH STATEMENT EXECUTE PROCEDURE sega_count_files();";
+
+/// The same on 9.5 and 9.6: a change row per row changed (more rows to fold, same counts).
+const ROW_TRIGGERS: &str = "
+    CREATE TRIGGER files_count_row AFTER INSERT OR DELETE ON files
+        FOR EACH ROW EXECUTE PROCEDURE sega_count_file_row();
+    CREATE TRIGGER files_count_row_update AFTER UPDATE OF scope, folder, status ON files
+        FOR EACH ROW WHEN (OLD.scope IS DISTINCT FROM NEW.scope
+                           OR OLD.folder IS DISTINCT FROM NEW.folder
+                           OR OLD.status IS DISTINCT FROM NEW.status)
+        EXECUTE PROCEDURE sega_count_file_row();
+    CREATE TRIGGER files_count_truncate AFTER TRUNCATE ON files
+        FOR EACH STATEMENT EXECUTE PROCEDURE sega_count_files();";
+
+/// The step after which the counters' triggers are created and the rows counted.
+const COUNTED_FROM: usize = 3;
+
+/// Schema 3's triggers, for this server, then the first count. The triggers come first:
+/// creating one locks `files` against writers until the migration commits, so the count
+/// misses no change made meanwhile and counts none twice.
+fn count_files(c: &mut PgConnection) -> Q<()> {
+    let server = sql_query("SELECT current_setting('server_version_num')::bigint AS n")
+        .get_result::<Count>(c)?
+        .n;
+    c.batch_execute(if server >= 100_000 {
+        STATEMENT_TRIGGERS
+    } else {
+        ROW_TRIGGERS
+    })?;
+    c.batch_execute(
+        "INSERT INTO file_counts(scope, folder, status, n)
+         SELECT scope, folder, status, count(*) FROM files GROUP BY scope, folder, status",
+    )?;
+    Ok(())
+}
 
 pub(super) fn migrate(c: &mut PgConnection) -> Q<()> {
     c.transaction::<_, Fail, _>(|c| {
@@ -132,8 +257,18 @@ pub(super) fn migrate(c: &mut PgConnection) -> Q<()> {
                 ),
             ));
         }
-        for step in MIGRATIONS.iter().skip(version as usize) {
+        if version < SCHEMA_VERSION {
+            // A step reads or indexes every row once (schema 3 counts and indexes them):
+            // longer than the session's statement limit on a large ledger. For this
+            // transaction only; writers of other hosts wait for it (their lock limit fails
+            // their statement, which they retry).
+            c.batch_execute("SET LOCAL statement_timeout = 0")?;
+        }
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             c.batch_execute(step)?;
+            if i + 1 == COUNTED_FROM {
+                count_files(c)?;
+            }
         }
         if version != SCHEMA_VERSION {
             sql_query("DELETE FROM schema_version").execute(c)?;
@@ -147,8 +282,67 @@ pub(super) fn migrate(c: &mut PgConnection) -> Q<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::store::postgres::tests::{open_error, t, LEASE};
-    use crate::store::tests::{pg_open, pg_try_open, roots};
+    use crate::store::tests::counts::assert_exact;
+    use crate::store::tests::{pg_open, pg_try_open, roots, FAR, T0, T1};
+    use crate::store::ClaimOrder;
+
+    /// A 9.5 or 9.6 server gets a change row per row changed instead of per statement: the
+    /// same counts through every change (here on this server, the triggers swapped).
+    #[test]
+    fn row_triggers_as_on_older_servers_keep_the_counts_exact() {
+        let Some(url) = t() else { return };
+        let mut s = pg_open(&url, "site-a", "cam-1", roots());
+        s.exec_for_test(&format!(
+            "DROP TRIGGER files_count_insert ON files;
+             DROP TRIGGER files_count_update ON files;
+             DROP TRIGGER files_count_delete ON files;
+             DROP TRIGGER files_count_truncate ON files;
+             {ROW_TRIGGERS}"
+        ))
+        .unwrap();
+        crate::store::tests::counts::counts_stay_exact_through_every_change(Box::new(s));
+    }
+
+    /// Schema 3 counts what an existing ledger holds once, at its migration, for every
+    /// scope; the counts then follow every change.
+    #[test]
+    fn a_schema_2_ledger_is_counted_at_its_migration() {
+        let Some(url) = t() else { return };
+        let mut c = PgConnection::establish(&url).unwrap();
+        for step in &MIGRATIONS[..2] {
+            c.batch_execute(step).unwrap();
+        }
+        c.batch_execute(
+            "INSERT INTO schema_version(version) VALUES (2);
+             INSERT INTO files(scope, folder, date, filename, path, size, mtime_ns, status,
+                 next_attempt_at, detected_at, uploaded_at, updated_at, recorded_by)
+             SELECT CASE WHEN g % 5 = 0 THEN 'site-b' ELSE 'site-a' END,
+                    CASE WHEN g % 2 = 0 THEN 'Sega_1' ELSE 'Sega_2' END, '2026-11-26',
+                    convert_to(g || '.jpg', 'UTF8'),
+                    convert_to('/data/Sega_1/2026-11-26/' || g || '.jpg', 'UTF8'), 10, g,
+                    (ARRAY['pending', 'uploading', 'uploaded', 'failed', 'skipped', 'held'])
+                        [g % 6 + 1],
+                    '2026-11-26T10:00:00Z', '2026-11-26T10:00:00Z', '2026-11-26T10:00:00Z',
+                    '2026-11-26T10:00:00Z', 'h'
+             FROM generate_series(0, 59) AS g;",
+        )
+        .unwrap();
+        let mut a = pg_open(&url, "site-a", "cam-1", roots());
+        assert_exact(&mut a, "the migration");
+        let mut b = pg_open(&url, "site-b", "cam-1", roots());
+        assert_exact(&mut b, "the migration (another scope)");
+        assert_eq!(
+            a.counts().unwrap().iter().map(|(_, _, n)| n).sum::<i64>(),
+            48
+        );
+        a.record(&[crate::store::tests::obs(b"new.jpg", 1, 1)], T0)
+            .unwrap();
+        a.claim_due(T1, FAR, 10, ClaimOrder::OldestFile).unwrap();
+        assert_exact(&mut a, "a record and a claim after the migration");
+        assert_exact(&mut b, "another scope's changes");
+    }
 
     #[test]
     fn opening_migrates_once_and_refuses_foreign_or_newer_schemas() {

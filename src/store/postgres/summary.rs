@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
-use diesel::sql_types::{Array, BigInt, Bytea, Double, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bytea, Double, Integer, Nullable, Text};
 
 use super::conn::{lock_key, Fail, Q};
-use super::{file_columns, pg_text, ts, Count, Ctx, FileRec, PgStore};
+use super::{file_columns, pg_text, ts, Count, Ctx, FileRec, Flag, PgStore};
 use crate::error::Result;
 use crate::store::{
     identity_of, ErrorCause, FileRow, HostState, ListFilter, PathAt, Status, Summary,
@@ -140,6 +140,8 @@ impl PgStore {
             .collect())
     }
 
+    /// How many rows wait (pending or uploading), from the counts, and when the oldest was
+    /// detected: the first entry of `files_waiting`, whatever the backlog.
     pub(super) fn queue_overview(&mut self) -> Result<(i64, Option<Timestamp>)> {
         let scope = &self.ctx.scope;
         #[derive(QueryableByName)]
@@ -150,14 +152,56 @@ impl PgStore {
             v: Option<Timestamp>,
         }
         let sql = format!(
-            "SELECT count(*) AS n, {} AS v FROM files
-             WHERE scope = $1 AND status IN ('pending', 'uploading')",
-            ts("min(detected_at)")
+            "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM (
+                         SELECT n FROM file_counts
+                         WHERE scope = $1 AND status IN ('pending', 'uploading')
+                         UNION ALL
+                         SELECT n FROM file_count_changes
+                         WHERE scope = $1 AND status IN ('pending', 'uploading')
+                     ) AS c) AS n,
+                    (SELECT {} FROM files
+                     WHERE scope = $1 AND status IN ('pending', 'uploading')
+                     ORDER BY detected_at, id LIMIT 1) AS v",
+            ts("detected_at")
         );
         let r: Overview = self.link.with("counting pending files", |c| {
             Ok(sql_query(&sql).bind::<Text, _>(scope).get_result(c)?)
         })?;
         Ok((r.n, r.v))
+    }
+
+    /// Folds the scope's count changes into its totals, so that reading the counts costs
+    /// the changes since the last fold. One host of a scope at a time: another one folding
+    /// now holds the lock, and this one leaves it to them. A change row is folded by the
+    /// one transaction that deletes it, so none is counted twice or lost, whoever folds.
+    pub(super) fn fold_counts(&mut self) -> Result<()> {
+        let scope = &self.ctx.scope;
+        let key = fold_key(scope);
+        self.link.with("folding file counts", |c| {
+            c.transaction::<_, Fail, _>(|c| {
+                let ours = sql_query("SELECT pg_try_advisory_xact_lock($1, $2) AS b")
+                    .bind::<Integer, _>(FOLD_LOCK)
+                    .bind::<Integer, _>(key)
+                    .get_result::<Flag>(c)?
+                    .b;
+                if ours {
+                    sql_query(
+                        "WITH gone AS (
+                             DELETE FROM file_count_changes WHERE scope = $1
+                             RETURNING folder, status, n
+                         )
+                         INSERT INTO file_counts(scope, folder, status, n)
+                         SELECT $1, folder, status, sum(n) FROM gone
+                         GROUP BY folder, status ORDER BY folder, status
+                         ON CONFLICT (scope, folder, status)
+                             DO UPDATE SET n = file_counts.n + excluded.n",
+                    )
+                    .bind::<Text, _>(scope)
+                    .execute(c)?;
+                }
+                Ok(())
+            })
+        })
     }
 
     pub(super) fn uploaded_since(&mut self, since: Timestamp) -> Result<i64> {
@@ -261,12 +305,28 @@ impl PgStore {
     }
 }
 
-/// Row counts per (folder, status). A status this build does not know (a row written by
-/// hand) is counted under its own word.
+/// `pg_try_advisory_xact_lock(FOLD_LOCK, fold_key(scope))` lets one host of a scope fold at
+/// a time. The two-key form: never taken for a daemon's lock (one bigint key), which
+/// `summary` looks for.
+const FOLD_LOCK: i32 = 0x5365_6761; // "Sega"
+
+/// The scope's half of the fold lock: 32 bits of a hash of the scope (two scopes that share
+/// them only take turns).
+fn fold_key(scope: &str) -> i32 {
+    lock_key(scope, "file counts") as i32
+}
+
+/// Row counts per (folder, status): the folded totals plus the changes not yet folded, read
+/// in one snapshot. A status this build does not know (a row written by hand) is counted
+/// under its own word.
 fn counts(c: &mut PgConnection, scope: &str) -> QueryResult<Vec<(String, Status, i64)>> {
     let rows: Vec<CountRec> = sql_query(
-        "SELECT folder, status, count(*) AS n FROM files WHERE scope = $1
-         GROUP BY folder, status ORDER BY folder, status",
+        "SELECT folder, status, sum(n)::bigint AS n FROM (
+             SELECT folder, status, n FROM file_counts WHERE scope = $1
+             UNION ALL
+             SELECT folder, status, n FROM file_count_changes WHERE scope = $1
+         ) AS c
+         GROUP BY folder, status HAVING sum(n) <> 0 ORDER BY folder, status",
     )
     .bind::<Text, _>(scope)
     .load(c)?;
@@ -328,7 +388,8 @@ fn summary(
         "SELECT f.folder, f.date, f.filename, f.path, {} AS at,
              coalesce(r.error, 'HTTP ' || r.http_status) AS detail
          FROM upload_results r JOIN files f ON f.id = r.file_id
-         WHERE f.scope = $1 AND r.outcome <> 'success' ORDER BY r.id DESC LIMIT 1",
+         WHERE f.scope = $1 AND r.outcome <> 'success'
+         ORDER BY r.started_at DESC, r.id DESC LIMIT 1",
         ts("r.started_at")
     ))
     .bind::<Text, _>(scope)
@@ -354,7 +415,8 @@ fn summary(
     .collect();
     let failed_last_hour = sql_query(
         "SELECT count(*) AS n FROM upload_results r JOIN files f ON f.id = r.file_id
-         WHERE f.scope = $1 AND r.started_at >= $2::timestamptz AND r.outcome = 'failed'",
+         WHERE f.scope = $1 AND r.started_at >= $2::timestamptz
+           AND r.outcome <> 'success' AND r.outcome = 'failed'",
     )
     .bind::<Text, _>(scope)
     .bind::<Text, _>(hour_ago)
@@ -428,4 +490,126 @@ fn summary(
         state,
         hosts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+
+    use super::*;
+    use crate::store::postgres::tests::{t, wait_for};
+    use crate::store::tests::counts::assert_exact;
+    use crate::store::tests::{completion, obs, pg_open, roots, FAR, T0, T1};
+    use crate::store::{ClaimOrder, Disposition};
+
+    /// Hosts of one scope write and fold at the same time: each change is folded once, by
+    /// whoever folds it, and the counts never wait on another host.
+    #[test]
+    fn hosts_writing_and_folding_at_once_keep_the_counts_exact() {
+        let Some(url) = t() else { return };
+        let hosts: Vec<_> = (0..3)
+            .map(|h| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let mut s = pg_open(&url, "site-a", &format!("cam-{h}"), roots());
+                    for round in 0..20 {
+                        // The same names on every host: one row per file, whoever records it.
+                        let batch: Vec<_> = (0..10)
+                            .map(|i| obs(format!("{round}-{i}.jpg").as_bytes(), 1, i))
+                            .collect();
+                        s.record(&batch, T0).unwrap();
+                        let c = s.claim_due(T1, FAR, 4, ClaimOrder::OldestFile).unwrap();
+                        let done: Vec<_> = c
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| {
+                                let d = if i % 3 == 0 {
+                                    Disposition::Failed
+                                } else {
+                                    Disposition::Uploaded
+                                };
+                                completion(c, d)
+                            })
+                            .collect();
+                        s.complete(&done, T1).unwrap();
+                        s.fold_counts().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in hosts {
+            h.join().unwrap();
+        }
+        let mut s = pg_open(&url, "site-a", "reader", roots());
+        assert_exact(&mut s, "three hosts at once");
+        assert_eq!(
+            s.counts().unwrap().iter().map(|(_, _, n)| n).sum::<i64>(),
+            200
+        );
+    }
+
+    /// A transaction that dies before its commit (its backend killed: a host lost in the
+    /// middle) takes its count changes with it; hand edits count, from a session whose
+    /// search_path does not name the ledger's schema too; TRUNCATE empties the counts.
+    #[test]
+    fn counts_follow_hand_edits_lost_transactions_and_truncate() {
+        let Some(url) = t() else { return };
+        let mut s = pg_open(&url, "site-a", "cam-1", roots());
+        let batch: Vec<_> = (0..6)
+            .map(|i| obs(format!("{i}.jpg").as_bytes(), 10, i))
+            .collect();
+        s.record(&batch, T0).unwrap();
+        s.claim_due(T0, FAR, 2, ClaimOrder::OldestFile).unwrap();
+        assert_exact(&mut s, "recording and claiming");
+
+        let mut lost = PgConnection::establish(&url).unwrap();
+        let pid = sql_query("SELECT pg_backend_pid()::bigint AS n")
+            .get_result::<Count>(&mut lost)
+            .unwrap()
+            .n;
+        lost.batch_execute(
+            "BEGIN;
+             UPDATE files SET status = 'uploaded' WHERE status = 'pending';
+             DELETE FROM files WHERE status = 'uploading';",
+        )
+        .unwrap();
+        s.exec_for_test(&format!("SELECT pg_terminate_backend({pid})"))
+            .unwrap();
+        wait_for("the lost session's backend to exit", || {
+            s.exec_for_test(&format!(
+                "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {pid}) \
+                 THEN RAISE EXCEPTION 'still there'; END IF; END $$"
+            ))
+            .is_ok()
+        });
+        drop(lost);
+        assert_exact(&mut s, "a transaction lost before its commit");
+
+        let mut hand = PgConnection::establish(&url).unwrap();
+        let schema = sql_query("SELECT current_schema() AS v")
+            .get_result::<crate::store::postgres::OptText>(&mut hand)
+            .unwrap()
+            .v
+            .unwrap();
+        hand.batch_execute(&format!(
+            "SET search_path = pg_catalog;
+             UPDATE \"{schema}\".files SET status = 'held' WHERE filename = '5.jpg'::bytea;
+             UPDATE \"{schema}\".files SET folder = 'Sega_2' WHERE filename = '4.jpg'::bytea;
+             UPDATE \"{schema}\".files SET status = status WHERE filename = '3.jpg'::bytea;
+             DELETE FROM \"{schema}\".files WHERE filename = '0.jpg'::bytea;"
+        ))
+        .unwrap();
+        assert_exact(&mut s, "hand edits");
+        assert!(s
+            .counts()
+            .unwrap()
+            .iter()
+            .any(|(_, st, n)| st.as_str() == "held" && *n == 1));
+
+        s.exec_for_test("TRUNCATE files CASCADE").unwrap();
+        assert_exact(&mut s, "TRUNCATE");
+        assert!(s.counts().unwrap().is_empty());
+        s.record(&batch, T0).unwrap();
+        assert_exact(&mut s, "recording after TRUNCATE");
+    }
 }

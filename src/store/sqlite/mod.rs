@@ -49,6 +49,9 @@ pub struct Store {
     path: PathBuf,
     /// The database file and its `-wal` as first seen, for `watch_files`.
     files: Option<(FileId, Option<FileId>)>,
+    /// The schema has `file_counts` and the summary's indexes (3 and later): false only on a
+    /// read-only look at an older database not yet migrated, which counts rows instead.
+    counters: bool,
 }
 
 /// A file's (device, inode).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
-use super::schema::{newer_schema, SCHEMA_VERSION};
+use super::schema::{newer_schema, COUNTERS_SINCE, SCHEMA_VERSION};
 use super::{FileId, Store};
 use crate::error::{Error, LedgerState, Result};
 use crate::layout::Show;
@@ -56,6 +56,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             files: None,
+            counters: true,
         };
         store.configure(false)?;
         check(&store.conn)?;
@@ -122,13 +123,15 @@ impl Store {
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
-        let store = Store {
+        let mut store = Store {
             conn,
             path: path.to_path_buf(),
             files: None,
+            counters: false,
         };
         store.configure(true)?;
         let version = store.user_version()?;
+        store.counters = version >= COUNTERS_SINCE;
         if version == 0 {
             return Err(Error::sqlite_state(
                 path,

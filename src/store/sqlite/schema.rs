@@ -9,7 +9,10 @@ use crate::error::{Error, LedgerState, Result};
 use crate::layout::Show;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// The first schema with `file_counts` and the summary's indexes.
+pub const COUNTERS_SINCE: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // 1: the tables fixed by DESIGN §4, plus `incomplete_since` (when a JPEG/PNG without its
@@ -93,6 +96,36 @@ const MIGRATIONS: &[&str] = &[
     UPDATE files SET absent = 1
      WHERE status = 'skipped'
        AND (last_error LIKE 'vanished%' OR last_error LIKE 'not a regular file%');",
+    // 3: what the periodic work and `status` read costs what changed, not what waits (a
+    // backlog of a million rows was counted every 10 s). `file_counts` holds the rows per
+    // (folder, status), kept by triggers in the transaction of every change, whoever writes
+    // (the daemon, `retry`, `scan`, `migrate-db`, a hand edit), and filled once here; a row
+    // that reaches 0 stays (readers skip it). `files_waiting`: the oldest waiting row
+    // without a walk over the backlog. `upload_results_trouble`: the last error and the
+    // day's errors among the failed attempts alone, however many succeeded.
+    "CREATE TABLE file_counts(
+        folder TEXT NOT NULL,
+        status TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (folder, status)
+    ) WITHOUT ROWID, STRICT;
+    INSERT INTO file_counts(folder, status, n)
+    SELECT folder, status, count(*) FROM files GROUP BY folder, status;
+    CREATE TRIGGER files_count_insert AFTER INSERT ON files BEGIN
+        INSERT INTO file_counts(folder, status, n) VALUES (new.folder, new.status, 1)
+            ON CONFLICT (folder, status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER files_count_delete AFTER DELETE ON files BEGIN
+        UPDATE file_counts SET n = n - 1 WHERE folder = old.folder AND status = old.status;
+    END;
+    CREATE TRIGGER files_count_update AFTER UPDATE OF folder, status ON files
+        WHEN old.folder IS NOT new.folder OR old.status IS NOT new.status BEGIN
+        UPDATE file_counts SET n = n - 1 WHERE folder = old.folder AND status = old.status;
+        INSERT INTO file_counts(folder, status, n) VALUES (new.folder, new.status, 1)
+            ON CONFLICT (folder, status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE INDEX files_waiting ON files(detected_at, id) WHERE status IN ('pending', 'uploading');
+    CREATE INDEX upload_results_trouble ON upload_results(started_at) WHERE outcome <> 'success';",
 ];
 
 impl Store {
@@ -184,7 +217,142 @@ pub(super) fn newer_schema(path: &Path, version: i64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::temp_db;
+    use crate::store::tests::{obs, temp_db, FAR, T0, T1};
+    use crate::store::{ClaimOrder, Status};
+    use rusqlite::Connection;
+
+    /// Counts per (folder, status word), sorted.
+    fn words(v: Vec<(String, Status, i64)>) -> Vec<(String, String, i64)> {
+        let mut v: Vec<_> = v
+            .into_iter()
+            .map(|(f, s, n)| (f, s.as_str().to_owned(), n))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What the rows of the file say, read by a connection of its own.
+    fn rows_say(p: &Path) -> Vec<(String, String, i64)> {
+        let c = Connection::open(p).unwrap();
+        let mut stmt = c
+            .prepare("SELECT folder, status, count(*) FROM files GROUP BY 1, 2 ORDER BY 1, 2")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    /// A database as schema 2 left it, with rows of every status (one written by hand).
+    fn schema_2_with_rows(p: &Path) {
+        let c = Connection::open(p).unwrap();
+        for step in &MIGRATIONS[..2] {
+            c.execute_batch(step).unwrap();
+        }
+        c.pragma_update(None, "user_version", 2).unwrap();
+        for (i, (folder, status)) in [
+            ("Sega_1", "pending"),
+            ("Sega_1", "pending"),
+            ("Sega_1", "uploading"),
+            ("Sega_1", "uploaded"),
+            ("Sega_2", "failed"),
+            ("Sega_2", "skipped"),
+            ("Sega_2", "held"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            c.execute(
+                "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
+                    next_attempt_at, detected_at, uploaded_at, updated_at)
+                 VALUES (?1, ?2, '2026-11-26', ?3, 10, ?4, ?5, 0, ?6, ?6, ?6, ?6)",
+                rusqlite::params![
+                    format!("/data/{folder}/2026-11-26/{i}.jpg"),
+                    folder,
+                    format!("{i}.jpg"),
+                    i as i64,
+                    status,
+                    format!("2026-11-26T10:00:0{i}.000Z"),
+                ],
+            )
+            .unwrap();
+        }
+    }
+
+    /// Schema 3 counts what an existing database holds once, at its migration; a read-only
+    /// look before the migration counts the rows themselves.
+    #[test]
+    fn a_schema_2_database_is_counted_at_its_migration() {
+        let p = temp_db();
+        schema_2_with_rows(&p);
+        let want = rows_say(&p);
+        assert_eq!(want.len(), 6, "{want:?}");
+        let mut before = Store::open_read_only(&p).unwrap();
+        assert!(!before.counters);
+        assert_eq!(words(before.counts().unwrap()), want);
+        assert_eq!(before.queue_overview().unwrap().0, 3);
+        drop(before);
+
+        let mut s = Store::open(&p).unwrap();
+        assert_eq!(words(s.counts().unwrap()), want);
+        let (waiting, oldest) = s.queue_overview().unwrap();
+        assert_eq!(waiting, 3);
+        assert_eq!(
+            oldest.map(|t| t.to_string()).as_deref(),
+            Some("2026-11-26T10:00:00.000Z")
+        );
+        let sum = s.summary(T0, T0, T0).unwrap();
+        assert_eq!(words(sum.counts), want);
+        // And it keeps counting.
+        s.record(&[obs(b"new.jpg", 1, 1)], T0).unwrap();
+        s.claim_due(T1, FAR, 10, ClaimOrder::OldestFile).unwrap();
+        assert_eq!(words(s.counts().unwrap()), rows_say(&p));
+        let mut after = Store::open_read_only(&p).unwrap();
+        assert!(after.counters);
+        assert_eq!(words(after.counts().unwrap()), rows_say(&p));
+    }
+
+    /// Whoever writes the file, and however a transaction ends, the counts follow the rows:
+    /// a transaction that dies before its commit (a process killed in the middle) takes its
+    /// count changes with it, and hand edits are counted like the daemon's own.
+    #[test]
+    fn counts_follow_hand_edits_and_transactions_that_never_commit() {
+        let p = temp_db();
+        let mut s = Store::open(&p).unwrap();
+        let batch: Vec<_> = (0..6)
+            .map(|i| obs(format!("{i}.jpg").as_bytes(), 10, i))
+            .collect();
+        s.record(&batch, T0).unwrap();
+        s.claim_due(T0, FAR, 2, ClaimOrder::OldestFile).unwrap();
+        let want = rows_say(&p);
+
+        let mut other = Connection::open(&p).unwrap();
+        let tx = other.transaction().unwrap();
+        tx.execute_batch(
+            "UPDATE files SET status = 'uploaded' WHERE status = 'pending';
+             DELETE FROM files WHERE status = 'uploading';
+             INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
+                 detected_at, updated_at)
+             VALUES ('/data/Sega_1/2026-11-26/z.jpg', 'Sega_1', '2026-11-26', 'z.jpg', 1, 1,
+                 'pending', 0, 'x', 'x');",
+        )
+        .unwrap();
+        drop(tx);
+        assert_eq!(rows_say(&p), want, "rolled back");
+        assert_eq!(words(s.counts().unwrap()), want);
+
+        other
+            .execute_batch(
+                "UPDATE files SET status = 'held' WHERE filename = '5.jpg';
+                 UPDATE files SET folder = 'Sega_2' WHERE filename = '4.jpg';
+                 UPDATE files SET status = status WHERE filename = '3.jpg';
+                 DELETE FROM files WHERE filename = '0.jpg';",
+            )
+            .unwrap();
+        let want = rows_say(&p);
+        assert!(want.iter().any(|(_, st, _)| st == "held"), "{want:?}");
+        assert_eq!(words(s.counts().unwrap()), want);
+    }
 
     /// Adversarial review: a row written by hand with a REAL mtime failed every read that
     /// met it (the owner looped between trouble and recovery, a date folder was never

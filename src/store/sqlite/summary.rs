@@ -36,15 +36,21 @@ impl Store {
         state_rows(&self.conn).map_err(|e| Error::db("reading daemon state", e))
     }
 
-    /// How many rows wait (pending or uploading), and when the oldest was detected.
+    /// How many rows wait (pending or uploading), and when the oldest was detected: the
+    /// counters and the first entry of `files_waiting`, whatever the backlog.
     pub(super) fn queue_overview(&mut self) -> Result<(i64, Option<Timestamp>)> {
+        let q = |e| Error::db("counting pending files", e);
+        let sql = if self.counters {
+            "SELECT (SELECT coalesce(sum(n), 0) FROM file_counts
+                     WHERE status IN ('pending', 'uploading')),
+                    (SELECT detected_at FROM files INDEXED BY files_waiting
+                     WHERE status IN ('pending', 'uploading') ORDER BY detected_at, id LIMIT 1)"
+        } else {
+            "SELECT count(*), min(detected_at) FROM files WHERE status IN ('pending', 'uploading')"
+        };
         self.conn
-            .query_row(
-                "SELECT count(*), min(detected_at) FROM files WHERE status IN ('pending', 'uploading')",
-                [],
-                |r| Ok((r.get(0)?, lenient_ts(r, 1)?)),
-            )
-            .map_err(|e| Error::db("counting pending files", e))
+            .query_row(sql, [], |r| Ok((r.get(0)?, lenient_ts(r, 1)?)))
+            .map_err(q)
     }
 
     /// Rows uploaded at or after `since`.
@@ -60,7 +66,7 @@ impl Store {
 
     /// Row counts per (folder, status).
     pub(super) fn counts(&mut self) -> Result<Vec<(String, Status, i64)>> {
-        folder_counts(&self.conn).map_err(|e| Error::db("counting files", e))
+        folder_counts(&self.conn, self.counters).map_err(|e| Error::db("counting files", e))
     }
 
     /// Counts of rows in `status` among the given dates (the one-shot scan's exit code).
@@ -140,7 +146,8 @@ impl Store {
             .transaction()
             .map_err(|e| Error::db("reading status", e))?;
         let q = |e| Error::db("reading status", e);
-        let counts = folder_counts(&tx).map_err(q)?;
+        let counters = self.counters;
+        let counts = folder_counts(&tx, counters).map_err(q)?;
         let uploaded_today: i64 = tx
             .query_row(
                 "SELECT count(*) FROM files WHERE status = 'uploaded' AND uploaded_at >= ?1",
@@ -150,10 +157,21 @@ impl Store {
             .map_err(q)?;
         let oldest_pending = tx
             .query_row(
-                "SELECT path, detected_at, last_error FROM files WHERE status IN ('pending', 'uploading')
-                 ORDER BY detected_at, id LIMIT 1",
+                if counters {
+                    "SELECT path, detected_at, last_error FROM files INDEXED BY files_waiting
+                     WHERE status IN ('pending', 'uploading') ORDER BY detected_at, id LIMIT 1"
+                } else {
+                    "SELECT path, detected_at, last_error FROM files
+                     WHERE status IN ('pending', 'uploading') ORDER BY detected_at, id LIMIT 1"
+                },
                 [],
-                |r| Ok(PathAt { path: PathBuf::from(row_os(r, 0)?), at: r.get(1)?, detail: r.get(2)? }),
+                |r| {
+                    Ok(PathAt {
+                        path: PathBuf::from(row_os(r, 0)?),
+                        at: r.get(1)?,
+                        detail: r.get(2)?,
+                    })
+                },
             )
             .optional()
             .map_err(q)?;
@@ -165,24 +183,40 @@ impl Store {
             )
             .optional()
             .map_err(q)?;
+        // The failed attempts alone (`upload_results_trouble`), however many succeeded; the
+        // last error is the one that started last.
+        let trouble = if counters {
+            "upload_results r INDEXED BY upload_results_trouble"
+        } else {
+            "upload_results r"
+        };
         let last_error = tx
             .query_row(
-                "SELECT f.path, r.started_at, coalesce(r.error, 'HTTP ' || r.http_status) FROM upload_results r
-                 JOIN files f ON f.id = r.file_id WHERE r.outcome != 'success' ORDER BY r.id DESC LIMIT 1",
+                &format!(
+                    "SELECT f.path, r.started_at, coalesce(r.error, 'HTTP ' || r.http_status)
+                     FROM {trouble} JOIN files f ON f.id = r.file_id
+                     WHERE r.outcome <> 'success' ORDER BY r.started_at DESC, r.id DESC LIMIT 1"
+                ),
                 [],
-                |r| Ok(PathAt { path: PathBuf::from(row_os(r, 0)?), at: r.get(1)?, detail: r.get(2)? }),
+                |r| {
+                    Ok(PathAt {
+                        path: PathBuf::from(row_os(r, 0)?),
+                        at: r.get(1)?,
+                        detail: r.get(2)?,
+                    })
+                },
             )
             .optional()
             .map_err(q)?;
         let mut errors_24h = Vec::new();
         {
             let mut stmt = tx
-                .prepare(
+                .prepare(&format!(
                     "SELECT coalesce(r.error, 'HTTP ' || r.http_status) AS cause, count(*), max(f.path)
-                     FROM upload_results r JOIN files f ON f.id = r.file_id
-                     WHERE r.started_at >= ?1 AND r.outcome != 'success'
-                     GROUP BY cause ORDER BY count(*) DESC, cause LIMIT 10",
-                )
+                     FROM {trouble} JOIN files f ON f.id = r.file_id
+                     WHERE r.started_at >= ?1 AND r.outcome <> 'success'
+                     GROUP BY cause ORDER BY count(*) DESC, cause LIMIT 10"
+                ))
                 .map_err(q)?;
             let rows = stmt
                 .query_map([day_ago], |r| {
@@ -199,7 +233,10 @@ impl Store {
         }
         let failed_last_hour: i64 = tx
             .query_row(
-                "SELECT count(*) FROM upload_results WHERE started_at >= ?1 AND outcome = 'failed'",
+                &format!(
+                    "SELECT count(*) FROM {trouble}
+                     WHERE r.started_at >= ?1 AND r.outcome <> 'success' AND r.outcome = 'failed'"
+                ),
                 [hour_ago],
                 |r| r.get(0),
             )
@@ -221,10 +258,16 @@ impl Store {
 
 /// Row counts per (folder, status): `counts`, and `summary` inside its read transaction.
 /// A status this build does not know (a row written by hand) is counted under its own word.
-fn folder_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, Status, i64)>> {
-    let mut stmt = conn.prepare(
-        "SELECT folder, status, count(*) FROM files GROUP BY folder, status ORDER BY folder, status",
-    )?;
+/// From the counters the triggers keep (`counters`), else from the rows themselves.
+fn folder_counts(
+    conn: &Connection,
+    counters: bool,
+) -> rusqlite::Result<Vec<(String, Status, i64)>> {
+    let mut stmt = conn.prepare_cached(if counters {
+        "SELECT folder, status, n FROM file_counts WHERE n <> 0 ORDER BY folder, status"
+    } else {
+        "SELECT folder, status, count(*) FROM files GROUP BY folder, status ORDER BY folder, status"
+    })?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     rows.collect()
 }
