@@ -81,8 +81,12 @@ impl Owner {
             self.fatal = Some(e);
             return;
         }
-        // Rows re-queued by another process (`retry`) become due without telling us.
-        self.maybe_due = true;
+        // Rows re-queued by another process (`retry`), or recorded by another host, become
+        // due without telling us.
+        match self.store.next_due() {
+            Ok(due) => self.due_in_ledger(due),
+            Err(e) => return self.trouble(e),
+        }
         let now = self.now();
         let endpoint = if self.endpoint.is_down() {
             "down"
@@ -104,9 +108,28 @@ impl Owner {
             Ok(_) => self.maybe_due = true,
             Err(e) => return self.trouble(e),
         }
+        if let Err(e) = self.store.fold_counts() {
+            return self.trouble(e);
+        }
         self.publish();
         self.write_metrics();
         self.prune();
+    }
+
+    /// The ledger's next due time, as the heartbeat reads it from the index: a row due now
+    /// (or set due before the wall clock was stepped back) makes the next dispatch claim; a
+    /// later one wakes the owner then. Not a claim attempt on every heartbeat: with nothing
+    /// due, a claim in upload order walks every pending row of a backlog to find none.
+    fn due_in_ledger(&mut self, due: Option<Timestamp>) {
+        let Some(due) = due.map(Timestamp::utc) else {
+            return;
+        };
+        let now = self.clock.now_utc();
+        if due <= now || due > now + self.policy.horizon() {
+            self.maybe_due = true;
+        } else {
+            self.next_due = Some(self.next_due.map_or(due, |n| n.min(due)));
+        }
     }
 
     /// Once a day: finished rows of date folders older than `keep_days` go. Never by a wall
