@@ -17,6 +17,7 @@ both_backends!(
     overflow_tens_of_thousands_of_files_while_stopped,
     an_unreadable_image_waits_and_goes_once_readable,
     silent_trickling_and_huge_answers_free_the_worker,
+    status_counts_agree_with_the_rows_after_kills,
 );
 
 fn jpeg(seed: u64) -> Vec<u8> {
@@ -538,6 +539,62 @@ fn silent_trickling_and_huge_answers_free_the_worker(backend: Backend) {
         hwm > 0 && hwm < 32 * 1024,
         "memory stays flat: VmHWM {hwm} KiB"
     );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+/// `status --json`'s counts per folder and status, against the rows themselves.
+fn assert_status_counts_are_the_rows(env: &Env, when: &str) {
+    let o = env.run(&["status", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let s: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let mut want: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for r in env.rows() {
+        *want.entry((r.folder, r.status)).or_default() += 1;
+    }
+    for folder in ["Sega_1", "Sega_2"] {
+        for status in ["pending", "uploading", "uploaded", "failed", "skipped"] {
+            let rows = want
+                .get(&(folder.to_owned(), status.to_owned()))
+                .copied()
+                .unwrap_or(0);
+            assert_eq!(
+                s["folders"][folder][status],
+                json!(rows),
+                "{folder} {status} {when}: {s}"
+            );
+        }
+    }
+}
+
+/// The counts `status` shows come from counters the ledger keeps in the transaction of each
+/// change, not from a count of the rows: daemons killed (SIGKILL) in the middle of uploads
+/// leave them equal to the rows, and so does the start that resets their claims.
+fn status_counts_agree_with_the_rows_after_kills(backend: Backend) {
+    let env = Env::with_backend("countkills", backend);
+    env.set("/upload/workers", json!(4));
+    env.server.set_mode(Mode::Delay(Duration::from_millis(20)));
+    for i in 0..150 {
+        env.put("Sega_1", format!("k{i:03}.jpg"), &jpeg(i));
+    }
+    for i in 0..10 {
+        env.put("Sega_2", format!("t{i}.jpg"), b"not an image");
+    }
+    let mut rng = Rng::seeded("status counts after kills");
+    for round in 0..3 {
+        let mut d = env.start_daemon();
+        d.wait_log("ready:");
+        std::thread::sleep(Duration::from_millis(200 + rng.below(300)));
+        d.kill();
+        assert_status_counts_are_the_rows(&env, &format!("after kill {}", round + 1));
+    }
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    // Then nothing changes: `status` and the rows are read at different moments.
+    wait_until("every file uploaded or skipped", DEADLINE, || {
+        env.count_status("uploaded") == 150 && env.count_status("skipped") == 10
+    });
+    assert_status_counts_are_the_rows(&env, "at the end");
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
