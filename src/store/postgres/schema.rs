@@ -101,9 +101,12 @@ const MIGRATIONS: &[&str] = &[
     // waits on another host, where a shared total row would serialise every host's writes
     // behind one row lock. The functions name their tables in the schema they are created
     // in, whatever the writing session's search_path. The triggers and the first count
-    // follow this step (`COUNT_TRIGGERS`, `count_files`). `files_waiting`: the oldest
-    // waiting row without a walk over the backlog. `upload_results_trouble`: the last error
-    // and the day's errors among the failed attempts alone, however many succeeded.
+    // follow this step (`STATEMENT_TRIGGERS`, `count_files`). `files_waiting`: the oldest
+    // waiting row without a walk over the backlog. `files_pending_due` gains `id`, the
+    // claim's tie-break: a probe's claim (longest waiting first) sorted every pending row
+    // when many were due at the same time (a catch-up scan records them so), 1.4 s a probe
+    // with a million. `upload_results_trouble`: the last error and the day's errors among
+    // the failed attempts alone, however many succeeded.
     r#"
     CREATE TABLE file_counts(
         scope text NOT NULL,
@@ -166,6 +169,8 @@ const MIGRATIONS: &[&str] = &[
     $$;
     CREATE INDEX files_waiting ON files(scope, detected_at, id)
         WHERE status IN ('pending', 'uploading');
+    DROP INDEX files_pending_due;
+    CREATE INDEX files_pending_due ON files(scope, next_attempt_at, id) WHERE status = 'pending';
     CREATE INDEX upload_results_trouble ON upload_results(started_at, id)
         WHERE outcome <> 'success';
     "#,
