@@ -10,6 +10,7 @@
 //! ledger while the daemon runs. The metrics textfile is on, so the heartbeat's counts are
 //! all made (STATUS, the backlog alert, the metrics file).
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -21,7 +22,7 @@ use serde_json::{json, Value};
 use crate::ctx::{Ctx, Scene, FOLDERS};
 use crate::daemon::{self, Settings};
 use crate::report::{Row, Target};
-use crate::shared::pg::{preflight, ClusterKind, Pg};
+use crate::shared::pg::{preflight, Cluster, ClusterKind, Pg};
 use crate::stats::Summary;
 use crate::sys::{db_timestamp, local_date};
 use crate::tree::{self, Contents};
@@ -185,6 +186,9 @@ struct Measured {
     cpu: Vec<f64>,
     cpu_ticks: Vec<f64>,
     server_cpu: Vec<f64>,
+    /// The server's CPU over all the windows by process (title → ms per minute), largest
+    /// first.
+    server_by_process: Vec<(String, f64)>,
     status_ms: Vec<f64>,
     status_out: String,
     how: String,
@@ -192,7 +196,7 @@ struct Measured {
 
 /// Starts the daemon on the seeded ledger, waits for the outage and its probes to settle,
 /// measures the windows, then times `status`.
-fn measure(ctx: &Ctx, scene: &Scene, server_cpu_ns: &dyn Fn() -> u64) -> io::Result<Measured> {
+fn measure(ctx: &Ctx, scene: &Scene, server: Option<&Cluster>) -> io::Result<Measured> {
     let p = &ctx.p;
     let mut d = ctx.start(scene, false, &[])?;
     d.wait_ready(Duration::from_secs(120))?;
@@ -211,21 +215,36 @@ fn measure(ctx: &Ctx, scene: &Scene, server_cpu_ns: &dyn Fn() -> u64) -> io::Res
         cpu: Vec::new(),
         cpu_ticks: Vec::new(),
         server_cpu: Vec::new(),
+        server_by_process: Vec::new(),
         status_ms: Vec::new(),
         status_out: String::new(),
         how: String::new(),
     };
+    let procs = || server.map(Cluster::cpu_by_process).unwrap_or_default();
+    let mut by_title: BTreeMap<String, u64> = BTreeMap::new();
     for _ in 0..ctx.runs {
-        let (s0, v0) = (d.stats(), server_cpu_ns());
+        let (s0, v0) = (d.stats(), procs());
         std::thread::sleep(window);
-        let (s1, v1) = (d.stats(), server_cpu_ns());
+        let (s1, v1) = (d.stats(), procs());
         m.cpu
             .push(s1.cpu_ns.saturating_sub(s0.cpu_ns) as f64 / 1e6 * per_min);
         m.cpu_ticks
             .push(s1.cpu_ticks_ns.saturating_sub(s0.cpu_ticks_ns) as f64 / 1e6 * per_min);
-        m.server_cpu
-            .push(v1.saturating_sub(v0) as f64 / 1e6 * per_min);
+        let mut window_ns = 0;
+        for (pid, title, ns) in &v1 {
+            let before = v0.iter().find(|(p, _, _)| p == pid).map_or(0, |v| v.2);
+            let used = ns.saturating_sub(before);
+            window_ns += used;
+            *by_title.entry(process_kind(title)).or_default() += used;
+        }
+        m.server_cpu.push(window_ns as f64 / 1e6 * per_min);
     }
+    let minutes = ctx.runs as f64 * window.as_secs_f64() / 60.0;
+    m.server_by_process = by_title
+        .into_iter()
+        .map(|(t, ns)| (t, ns as f64 / 1e6 / minutes))
+        .collect();
+    m.server_by_process.sort_by(|a, b| b.1.total_cmp(&a.1));
     for _ in 0..STATUS_RUNS {
         let t = Instant::now();
         let out = sega_testsrv::daemon::command(&ctx.daemon, &scene.config)
@@ -262,6 +281,14 @@ fn measure(ctx: &Ctx, scene: &Scene, server_cpu_ns: &dyn Fn() -> u64) -> io::Res
         ctx.dead_url()
     );
     Ok(m)
+}
+
+/// A server process's title without what changes while it lives (a backend's state).
+fn process_kind(title: &str) -> String {
+    match title.find("[local]") {
+        Some(i) => title[..i + "[local]".len()].to_string(),
+        None => title.to_string(),
+    }
 }
 
 /// The rows still pending afterwards must be (nearly) all: the figures are about a backlog.
@@ -304,6 +331,9 @@ fn rows(id: &str, label: &str, b: &Backlog, m: &Measured, server: bool) -> Vec<R
         s.detail = json!({
             "how": "the postmaster, its background processes and backends (utime + stime from \
                     /proc, reaped children included) over the same windows",
+            "ms_per_min_by_process": m.server_by_process.iter()
+                .map(|(t, ms)| json!([t, crate::report::n(*ms)]))
+                .collect::<Vec<_>>(),
         });
         out.push(s);
     }
@@ -340,7 +370,7 @@ pub fn sqlite(ctx: &Ctx) -> io::Result<Vec<Row>> {
         b.count,
         t.elapsed().as_secs_f64()
     );
-    let m = measure(ctx, &scene, &|| 0)?;
+    let m = measure(ctx, &scene, None)?;
     let by_status = tree::count_by_status(&scene.db)
         .map_err(|e| io::Error::other(format!("reading the ledger: {e}")))?;
     check_pending("backlog", b.count, &by_status)?;
@@ -374,14 +404,19 @@ pub fn postgres(ctx: &Ctx) -> io::Result<Vec<Row>> {
         db,
         &format!("SET search_path TO {schema}; {}", b.pg_insert(&root)),
     )?;
-    // As a long-lived database is: vacuumed and analysed (autovacuum would have been by then).
+    // As a long-lived database is: vacuumed and analysed (autovacuum would have been by
+    // then), the load's pages written out (a checkpoint would have been).
     c.psql(db, &format!("VACUUM ANALYZE {schema}.files"))?;
+    c.psql(db, "CHECKPOINT")?;
     eprintln!(
         "  {} rows inserted and vacuumed in {:.1} s",
         b.count,
         t.elapsed().as_secs_f64()
     );
-    let m = measure(ctx, &scene, &|| c.cpu_ns())?;
+    let m = measure(ctx, &scene, Some(c))?;
+    for (title, ms) in m.server_by_process.iter().take(4) {
+        eprintln!("  server: {title}: {ms:.1} ms/min");
+    }
     let by_status = c.pairs(
         db,
         &format!("SELECT status, count(*) FROM {schema}.files GROUP BY 1 ORDER BY 1"),

@@ -262,6 +262,51 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// CPU time so far per process of the cluster, ns, keyed by pid with its title
+    /// (`postgres: checkpointer`, a backend's `postgres: user db [local] idle`…): the
+    /// postmaster's entry holds its own time and that of the children it has reaped.
+    pub(crate) fn cpu_by_process(&self) -> Vec<(i32, String, u64)> {
+        let pid_file =
+            fs::read_to_string(self.pg.dir.join("data/postmaster.pid")).unwrap_or_default();
+        let Some(pm) = pid_file
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        else {
+            return Vec::new();
+        };
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let ns = |ticks: u64| ticks * 1_000_000_000 / hz;
+        let mut out = vec![(
+            pm,
+            "postmaster, and its children that ended".to_string(),
+            ns(proc_ticks(pm, true).map_or(0, |(own, _)| own)),
+        )];
+        if let Ok(entries) = fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
+                if let Some((own, ppid)) = proc_ticks(pid, false) {
+                    if ppid == pm {
+                        let title = fs::read(format!("/proc/{pid}/cmdline"))
+                            .map(|b| {
+                                String::from_utf8_lossy(&b)
+                                    .trim_end_matches('\0')
+                                    .to_string()
+                            })
+                            .unwrap_or_default();
+                        out.push((pid, title, ns(own)));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// A process's utime + stime (with `reaped`, plus cutime + cstime) in ticks, and its ppid.
 fn proc_ticks(pid: i32, reaped: bool) -> Option<(u64, i32)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
