@@ -13,7 +13,7 @@ use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bytea, Double, Integer, Nullable, Text};
 
 use super::conn::{lock_key, Fail, Q};
-use super::{file_columns, pg_text, ts, Count, Ctx, FileRec, Flag, PgStore};
+use super::{file_columns, pg_text, ts, Count, Ctx, FileRec, PgStore};
 use crate::error::Result;
 use crate::store::{
     identity_of, ErrorCause, FileRow, HostState, ListFilter, PathAt, Status, Summary,
@@ -174,33 +174,28 @@ impl PgStore {
     /// the changes since the last fold. One host of a scope at a time: another one folding
     /// now holds the lock, and this one leaves it to them. A change row is folded by the
     /// one transaction that deletes it, so none is counted twice or lost, whoever folds.
+    /// One statement, its own transaction (the lock is taken before the first row is
+    /// deleted, and released at its end): one round trip a heartbeat.
     pub(super) fn fold_counts(&mut self) -> Result<()> {
         let scope = &self.ctx.scope;
         let key = fold_key(scope);
         self.link.with("folding file counts", |c| {
-            c.transaction::<_, Fail, _>(|c| {
-                let ours = sql_query("SELECT pg_try_advisory_xact_lock($1, $2) AS b")
-                    .bind::<Integer, _>(FOLD_LOCK)
-                    .bind::<Integer, _>(key)
-                    .get_result::<Flag>(c)?
-                    .b;
-                if ours {
-                    sql_query(
-                        "WITH gone AS (
-                             DELETE FROM file_count_changes WHERE scope = $1
-                             RETURNING folder, status, n
-                         )
-                         INSERT INTO file_counts(scope, folder, status, n)
-                         SELECT $1, folder, status, sum(n) FROM gone
-                         GROUP BY folder, status ORDER BY folder, status
-                         ON CONFLICT (scope, folder, status)
-                             DO UPDATE SET n = file_counts.n + excluded.n",
-                    )
-                    .bind::<Text, _>(scope)
-                    .execute(c)?;
-                }
-                Ok(())
-            })
+            sql_query(
+                "WITH gone AS (
+                     DELETE FROM file_count_changes
+                     WHERE scope = $1 AND (SELECT pg_try_advisory_xact_lock($2, $3))
+                     RETURNING folder, status, n
+                 )
+                 INSERT INTO file_counts(scope, folder, status, n)
+                 SELECT $1, folder, status, sum(n) FROM gone
+                 GROUP BY folder, status ORDER BY folder, status
+                 ON CONFLICT (scope, folder, status) DO UPDATE SET n = file_counts.n + excluded.n",
+            )
+            .bind::<Text, _>(scope)
+            .bind::<Integer, _>(FOLD_LOCK)
+            .bind::<Integer, _>(key)
+            .execute(c)?;
+            Ok(())
         })
     }
 
