@@ -407,6 +407,31 @@ impl PgStore {
             .with("test statement", |c| Ok(c.batch_execute(sql)?))
     }
 
+    /// Counts, from now on, the statements this session sends (each a round trip) and the
+    /// statements it prepares: (sent, prepared).
+    #[cfg(test)]
+    pub(crate) fn count_statements_for_test(
+        &mut self,
+    ) -> std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]> {
+        use diesel::connection::{Connection, InstrumentationEvent};
+        use std::sync::atomic::Ordering::Relaxed;
+        let n: std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]> =
+            std::sync::Arc::new([0.into(), 0.into()]);
+        let seen = n.clone();
+        if let Some(c) = self.link.conn.as_mut() {
+            c.set_instrumentation(move |e: InstrumentationEvent<'_>| match e {
+                InstrumentationEvent::StartQuery { .. } => {
+                    seen[0].fetch_add(1, Relaxed);
+                }
+                InstrumentationEvent::CacheQuery { .. } => {
+                    seen[1].fetch_add(1, Relaxed);
+                }
+                _ => {}
+            });
+        }
+        n
+    }
+
     #[cfg(test)]
     pub(crate) fn backend_pid_for_test(&mut self) -> Result<i64> {
         self.link.with("test statement", |c| {
