@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
 
-use super::conn::Fail;
+use super::conn::{Fail, Prepare};
 use super::{jsonb_text, pg_opt, Ctx, Id, OptText, PgStore};
 use crate::error::Result;
 use crate::store::{Completion, Disposition, RESULTS_KEPT_PER_FILE};
@@ -197,6 +197,7 @@ fn complete_distinct(
         .bind::<Array<Nullable<Bool>>, _>(each(&sets, |s| s.absent))
         .bind::<Array<Nullable<BigInt>>, _>(each(&sets, |s| s.new_size))
         .bind::<Array<Nullable<BigInt>>, _>(each(&sets, |s| s.new_mtime_ns))
+        .prepared()
         .load(c)?;
     Ok(gone.into_iter().map(|r| r.id).collect())
 }
@@ -354,7 +355,8 @@ mod tests {
         assert_eq!(got[1].1, "failed");
     }
 
-    /// Claims and completions of a batch are one statement each, whatever its size.
+    /// Claims and completions of a batch are one statement each, whatever its size, and
+    /// each statement is prepared once per session.
     #[test]
     fn a_batch_is_one_round_trip() {
         let Some(url) = t() else { return };
@@ -362,6 +364,7 @@ mod tests {
         s.record(&many(200), T0).unwrap();
         let n = s.count_statements_for_test();
         let sent = || n[0].load(Relaxed);
+        let prepared = || n[1].load(Relaxed);
         let mut batches = 0;
         loop {
             let got = s.claim_due(T1, FAR, 100, ClaimOrder::OldestFile).unwrap();
@@ -386,6 +389,7 @@ mod tests {
             5,
             "a claim and a completion per batch, the empty claim"
         );
+        assert_eq!(prepared(), 2, "the claim and the completion, once each");
         let sum = s.counts().unwrap();
         let n_of = |st: &str| {
             sum.iter()
