@@ -85,6 +85,10 @@ struct Pass {
     cpu_us_per_file: f64,
     /// The PostgreSQL server's (postmaster, background processes, backends), per file.
     server_cpu_us_per_file: Option<f64>,
+    /// Statements the daemons ran (`pg_stat_statements`), per file: the round trips.
+    statements_per_file: Option<f64>,
+    /// The statements that took the server's time: (calls, total ms, the statement's start).
+    server_top: Vec<(i64, f64, String)>,
     /// Files per host, from the ledger (two daemons).
     split: Split,
     split_source: Option<String>,
@@ -197,11 +201,14 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
                 })
                 .collect();
             eprintln!(
-                "  run {}: {}: {:.0} files/s ({:.2} s){}{}",
+                "  run {}: {}: {:.0} files/s ({:.2} s){}{}{}",
                 run + 1,
                 v.id,
                 pass.rate,
                 pass.secs,
+                pass.statements_per_file
+                    .map(|s| format!(", {s:.2} statements/file"))
+                    .unwrap_or_default(),
                 if split.is_empty() {
                     String::new()
                 } else {
@@ -254,6 +261,13 @@ fn row(ctx: &Ctx, v: &Variant, runs: &[Pass], baseline: f64, count: usize) -> Ro
         },
         ok: None,
     });
+    let statements = median_of(&|p| p.statements_per_file);
+    if statements.is_finite() {
+        row.checks.push(Check {
+            text: format!("{statements:.2} statements (round trips) per file"),
+            ok: None,
+        });
+    }
     let warnings: usize = runs.iter().map(|p| p.log_warnings).sum();
     if warnings > 0 {
         row.checks.push(Check {
@@ -327,6 +341,10 @@ fn pass_json(p: &Pass) -> Value {
         "secs": n(p.secs),
         "daemon_cpu_us_per_file": n(p.cpu_us_per_file),
         "server_cpu_us_per_file": p.server_cpu_us_per_file.map(n),
+        "statements_per_file": p.statements_per_file.map(n),
+        "server_top_statements": p.server_top.iter().map(|(calls, ms, q)| json!({
+            "calls": calls, "total_ms": n(*ms), "query": q,
+        })).collect::<Vec<_>>(),
         "split": p.split.iter().map(|(h, k)| json!({"host": h, "files": k})).collect::<Vec<_>>(),
         "split_source": p.split_source,
         "duplicates": p.duplicates,

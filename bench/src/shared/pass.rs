@@ -112,6 +112,9 @@ pub(super) fn one_run(
         node.reset_db()?;
         node.configure(ctx, &scene.root, url.as_deref())?;
     }
+    if let Some(c) = cluster {
+        c.reset_statements()?;
+    }
     let server_before = cluster.map(|c| c.cpu_ns());
     ctx.server.clear();
 
@@ -164,6 +167,7 @@ pub(super) fn one_run(
     }
 
     let (mut split, mut split_source, mut server_cpu) = (Vec::new(), None, None);
+    let mut statements = None;
     match cluster {
         None => {
             let by_status = tree::count_by_status(&nodes[0].db)
@@ -177,6 +181,8 @@ pub(super) fn one_run(
             if let Some(before) = server_before {
                 server_cpu = Some((c.cpu_ns().saturating_sub(before)) as f64 / 1e3 / count as f64);
             }
+            // Before the bench's own queries on the database below.
+            statements = c.statements(&dbname)?;
             let files = c.table_schema(&dbname, "files")?.ok_or_else(|| {
                 io::Error::other(format!("{who}: no table `files` in database {dbname}"))
             })?;
@@ -212,6 +218,8 @@ pub(super) fn one_run(
         secs,
         cpu_us_per_file: cpu.as_secs_f64() * 1e6 / count as f64,
         server_cpu_us_per_file: server_cpu,
+        statements_per_file: statements.as_ref().map(|s| s.calls as f64 / count as f64),
+        server_top: statements.map(|s| s.top).unwrap_or_default(),
         split,
         split_source,
         duplicates,

@@ -1,7 +1,7 @@
 //! The shared-ledger scenario's PostgreSQL: the preflight that names what is missing
 //! ([`Skip`]), the throwaway clusters of the harness ([`sega_testsrv::pg`]; fast, and in a
 //! full run durable too), and the queries the scenario makes on them (psql, the schema, the
-//! host split, the server's CPU time).
+//! host split, the server's CPU time, the statements the daemons sent).
 
 use std::fs;
 use std::io;
@@ -98,6 +98,18 @@ pub(crate) struct Cluster {
     pub(super) kind: ClusterKind,
     /// Its socket directory (`dir`), with `data/` and `log` inside.
     pub(super) pg: harness::Cluster,
+    /// `pg_stat_statements` is loaded: the statements of a run can be counted.
+    statements: bool,
+}
+
+/// What the daemons sent to one database during a run, from `pg_stat_statements`.
+pub(super) struct Statements {
+    /// Statements executed (each a round trip, except the few sent together in one
+    /// `batch_execute`: the session's `SET`s at connect).
+    pub(super) calls: i64,
+    /// The costliest, by the server's execution time: (calls, total ms, the statement's
+    /// start).
+    pub(super) top: Vec<(i64, f64, String)>,
 }
 
 /// The throwaway clusters (short directories under /tmp: a unix socket path must stay under
@@ -120,7 +132,13 @@ impl Pg {
                 .durable(*kind == ClusterKind::Durable)
                 .start()
                 .map_err(io::Error::other)?;
-            pg.clusters.push(Cluster { kind: *kind, pg: c });
+            let mut c = Cluster {
+                kind: *kind,
+                pg: c,
+                statements: false,
+            };
+            c.statements = c.load_pg_stat_statements()?;
+            pg.clusters.push(c);
         }
         Ok(pg)
     }
@@ -229,6 +247,78 @@ impl Cluster {
             return Ok(Some(rows));
         }
         Ok(None)
+    }
+
+    /// Loads `pg_stat_statements` (a restart: it must be preloaded) when the server has it
+    /// (the postgresql package ships it); false when it does not, and the statements are
+    /// not counted.
+    fn load_pg_stat_statements(&self) -> io::Result<bool> {
+        let available = self.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_stat_statements'",
+        )?;
+        if available != "1" {
+            return Ok(false);
+        }
+        self.psql(
+            "postgres",
+            "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'",
+        )?;
+        self.pg.stop();
+        self.pg.try_start().map_err(io::Error::other)?;
+        self.psql(
+            "postgres",
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+        )?;
+        Ok(true)
+    }
+
+    /// Forgets the statements counted so far (every database's).
+    pub(super) fn reset_statements(&self) -> io::Result<()> {
+        if self.statements {
+            self.psql("postgres", "SELECT pg_stat_statements_reset()")?;
+        }
+        Ok(())
+    }
+
+    /// The statements run in database `db` since [`Cluster::reset_statements`]: how many,
+    /// and the costliest.
+    pub(super) fn statements(&self, db: &str) -> io::Result<Option<Statements>> {
+        if !self.statements {
+            return Ok(None);
+        }
+        let of_db = format!(
+            "FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = '{}'",
+            db.replace('\'', "''")
+        );
+        let calls = self
+            .psql(
+                "postgres",
+                &format!("SELECT coalesce(sum(calls), 0) {of_db}"),
+            )?
+            .parse()
+            .map_err(|e| io::Error::other(format!("pg_stat_statements: {e}")))?;
+        let rows = self.psql(
+            "postgres",
+            &format!(
+                "SELECT calls, round(total_exec_time::numeric, 1), \
+                 regexp_replace(left(query, 90), '\\s+', ' ', 'g') {of_db} \
+                 ORDER BY total_exec_time DESC LIMIT 8"
+            ),
+        )?;
+        let top = rows
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(3, '|');
+                Some((
+                    f.next()?.parse().ok()?,
+                    f.next()?.parse().ok()?,
+                    f.next()?.to_string(),
+                ))
+            })
+            .collect();
+        Ok(Some(Statements { calls, top }))
     }
 
     /// CPU time of the whole cluster so far, ns: the postmaster, its live children, and

@@ -10,6 +10,7 @@ use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text};
 
+use super::conn::Prepare;
 use super::{ts, Id, PgStore};
 use crate::error::Result;
 use crate::layout::Version;
@@ -69,6 +70,12 @@ impl PgStore {
     /// Claims up to `limit` due rows of this host's folders. `FOR UPDATE SKIP LOCKED`: two
     /// hosts claiming at once each get rows the other did not, without waiting on each
     /// other; `ARRAY(…)` evaluates the pick once.
+    ///
+    /// Prepared, and planned once per session (generic plans, see `conn.rs`): the limit is
+    /// written into the text, one statement per limit (at most the job channel's capacity),
+    /// because a plan made for an unknown limit expects a tenth of the table and, with it,
+    /// prefers reading and sorting every pending row to the index already in upload order
+    /// (above all on a new, still empty ledger, where the plan is first made).
     pub(super) fn claim_due(
         &mut self,
         now: Timestamp,
@@ -87,9 +94,9 @@ impl PgStore {
              WHERE id = ANY(ARRAY(
                  SELECT id FROM files
                  WHERE scope = $1 AND status = 'pending'
-                   AND (next_attempt_at <= $2::timestamptz OR next_attempt_at > $7::timestamptz)
+                   AND (next_attempt_at <= $2::timestamptz OR next_attempt_at > $6::timestamptz)
                    AND folder = ANY($3)
-                 ORDER BY {by} LIMIT $6
+                 ORDER BY {by} LIMIT {limit}
                  FOR UPDATE SKIP LOCKED))
              {}",
             claim_returning()
@@ -102,8 +109,8 @@ impl PgStore {
                 .bind::<Array<Text>, _>(&ctx.labels)
                 .bind::<Text, _>(&ctx.host)
                 .bind::<Integer, _>(ctx.pid)
-                .bind::<BigInt, _>(limit as i64)
                 .bind::<Text, _>(far)
+                .prepared()
                 .load(c)?)
         })?;
         let mut claimed = self.claimed(rows);
@@ -135,6 +142,7 @@ impl PgStore {
                 .bind::<Text, _>(&ctx.host)
                 .bind::<Integer, _>(ctx.pid)
                 .bind::<Array<BigInt>, _>(ids)
+                .prepared()
                 .load(c)?)
         })?;
         // In the order asked for, as SQLite's one-by-one claims return them.
@@ -269,6 +277,42 @@ mod tests {
             "hosts holding claims"
         );
         assert!(sum.hosts.iter().all(|h| h.heartbeat_age_secs.is_none()));
+    }
+
+    /// A plan the daemon's session made for the empty table of a new ledger does not stay
+    /// as the ledger grows, even where autovacuum never analyzes the table.
+    #[test]
+    fn the_daemons_plans_follow_the_ledger_as_it_grows() {
+        let Some(url) = t() else { return };
+        let mut s = pg_open(&url, "site-a", "cam-1", roots());
+        s.exec_for_test("ALTER TABLE files SET (autovacuum_enabled = false)")
+            .unwrap();
+        assert_eq!(s.lock_daemon().unwrap(), None);
+        s.replan_for_test(false);
+        assert!(s
+            .claim_due(T1, FAR, 8, ClaimOrder::OldestFile)
+            .unwrap()
+            .is_empty());
+        for chunk in many(20_000).chunks(5_000) {
+            s.record(chunk, T0).unwrap();
+        }
+        let args = "'site-a', '2026-11-26T10:00:01.000Z', '{Sega_1}', 'cam-1', 1, \
+                    '9999-12-31T23:59:59.999Z'";
+        let like = "LIMIT 8";
+        eprintln!(
+            "the claim's plan, made for the empty table: {}",
+            s.explain_prepared_for_test(like, args)
+        );
+        s.replan_for_test(true);
+        assert_eq!(
+            s.claim_due(T1, FAR, 8, ClaimOrder::OldestFile)
+                .unwrap()
+                .len(),
+            8
+        );
+        let plan = s.explain_prepared_for_test(like, args);
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(plan.contains("files_pending_age"), "{plan}");
     }
 
     #[test]

@@ -1,15 +1,14 @@
 //! The end of an attempt and of a row: `complete` records each attempt's result and, where
-//! this process still holds the claim, the row's new status; each file keeps its latest
-//! results (`trim_results`); `prune` deletes finished rows of old date folders.
+//! this process still holds the claim, the row's new status, a whole batch in one statement;
+//! each file keeps its latest results (`trim_results`); `prune` deletes finished rows of old
+//! date folders.
 
-use std::collections::HashSet;
-
-use diesel::pg::{Pg, PgConnection};
+use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
 
-use super::conn::Fail;
+use super::conn::{Fail, Prepare};
 use super::{jsonb_text, pg_opt, Ctx, Id, OptText, PgStore};
 use crate::error::Result;
 use crate::store::{Completion, Disposition, RESULTS_KEPT_PER_FILE};
@@ -32,60 +31,223 @@ pub(super) fn trim_results(c: &mut PgConnection, file_ids: &[i64]) -> QueryResul
     .execute(c)
 }
 
+/// A batch of completions of distinct files, in one statement (`$1` scope, `$2` host, `$3`
+/// pid, `$4` now, `$5` the results a file keeps; the rest one array per column, a row per
+/// completion, in file id order):
+///
+/// - `mine`: the rows this process still holds in `uploading`, locked in id order before
+///   anything is written (`ARRAY(…)` runs first, once), as every multi-row writer here
+///   takes its rows: no lock cycle with another host. A row another host took over, or a
+///   newer version recorded since, is not locked and not changed.
+/// - `results`: each attempt's result row, whether or not the claim still held, unless the
+///   file is gone (pruned by any host since the claim).
+/// - `trimmed`: the results beyond the latest `$5 - 1` of the files that got one (this
+///   statement does not see the row it inserts: that one is the `$5`th), file by file down
+///   the `(file_id, id)` index.
+/// - the row update, guarded by the version claimed: what each disposition sets, the other
+///   columns kept (`kind` says which).
+///
+/// It answers with the ids of files that are gone.
+const COMPLETE: &str = "
+    WITH u AS (
+        SELECT * FROM unnest($6::bigint[], $7::integer[], $8::bigint[], $9::bigint[],
+            $10::text[], $11::bigint[], $12::integer[], $13::text[], $14::text[], $15::text[],
+            $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::integer[],
+            $22::text[], $23::boolean[], $24::bigint[], $25::bigint[])
+            AS u(id, attempt, size, mtime_ns, started_at, duration_ms, http_status,
+                 response_body, response_json, error, outcome, kind, status, next_at,
+                 last_error, spent, since, absent, new_size, new_mtime_ns)
+    ), results AS (
+        INSERT INTO upload_results(file_id, host, attempt, started_at, duration_ms,
+            http_status, response_body, response_json, error, outcome)
+        SELECT u.id, $2, u.attempt, u.started_at::timestamptz, u.duration_ms, u.http_status,
+            u.response_body, sega_try_jsonb(u.response_json), u.error, u.outcome
+        FROM u
+        WHERE u.outcome IS NOT NULL
+          AND EXISTS (SELECT 1 FROM files f WHERE f.id = u.id AND f.scope = $1)
+        ORDER BY u.id
+        RETURNING file_id
+    ), trimmed AS (
+        DELETE FROM upload_results WHERE id IN (
+            SELECT old.id FROM results, LATERAL (
+                SELECT r.id FROM upload_results r WHERE r.file_id = results.file_id
+                ORDER BY r.id DESC OFFSET $5 - 1) old)
+    ), changed AS (
+        UPDATE files f SET
+            status = u.status,
+            next_attempt_at = u.next_at::timestamptz,
+            last_error = u.last_error,
+            attempts = CASE WHEN u.kind = 'changed' THEN 0 ELSE f.attempts - u.spent END,
+            uploaded_at = CASE u.kind WHEN 'uploaded' THEN $4::timestamptz
+                                      WHEN 'changed' THEN NULL ELSE f.uploaded_at END,
+            incomplete_since = CASE u.kind WHEN 'not_ready' THEN u.since::timestamptz
+                                           WHEN 'uploaded' THEN NULL WHEN 'changed' THEN NULL
+                                           ELSE f.incomplete_since END,
+            absent = coalesce(u.absent, f.absent),
+            size = coalesce(u.new_size, f.size),
+            mtime_ns = coalesce(u.new_mtime_ns, f.mtime_ns),
+            updated_at = $4::timestamptz
+        FROM u
+        WHERE f.id = ANY(ARRAY(
+                  SELECT id FROM files
+                  WHERE id = ANY($6) AND scope = $1 AND status = 'uploading'
+                    AND claimed_host = $2 AND claimed_pid = $3
+                  ORDER BY id FOR NO KEY UPDATE))
+          AND f.id = u.id AND f.scope = $1 AND f.status = 'uploading'
+          AND f.size = u.size AND f.mtime_ns = u.mtime_ns
+          AND f.claimed_host = $2 AND f.claimed_pid = $3
+    )
+    SELECT u.id FROM u WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.id = u.id AND f.scope = $1)";
+
+/// One completion's row of the `COMPLETE` arrays: what its disposition sets.
+struct Set {
+    /// Which columns change beyond status, next_attempt_at and last_error.
+    kind: &'static str,
+    status: &'static str,
+    next_at: Option<Timestamp>,
+    last_error: Option<String>,
+    /// Attempts given back.
+    spent: i32,
+    since: Option<Timestamp>,
+    absent: Option<bool>,
+    new_size: Option<i64>,
+    new_mtime_ns: Option<i64>,
+}
+
+impl Set {
+    fn of(done: &Completion) -> Set {
+        let error = pg_opt(&done.error);
+        let set = |kind, status, next_at, last_error| Set {
+            kind,
+            status,
+            next_at,
+            last_error,
+            spent: 0,
+            since: None,
+            absent: None,
+            new_size: None,
+            new_mtime_ns: None,
+        };
+        match &done.disposition {
+            Disposition::Uploaded => set("uploaded", "uploaded", None, None),
+            Disposition::Retry { at, counted } => Set {
+                spent: if *counted { 0 } else { 1 },
+                ..set("retry", "pending", Some(*at), error)
+            },
+            Disposition::Failed => set("failed", "failed", None, error),
+            Disposition::Skipped { absent } => Set {
+                absent: Some(*absent),
+                ..set("skipped", "skipped", None, error)
+            },
+            Disposition::NotReady {
+                at,
+                incomplete_since,
+            } => Set {
+                spent: 1,
+                since: *incomplete_since,
+                ..set("not_ready", "pending", Some(*at), error)
+            },
+            Disposition::Changed { version, at } => Set {
+                new_size: Some(version.size as i64),
+                new_mtime_ns: Some(version.mtime_ns),
+                ..set("changed", "pending", Some(*at), None)
+            },
+        }
+    }
+}
+
+/// One column of an `unnest` batch.
+fn each<S, T>(rows: &[S], f: impl Fn(&S) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
+
+/// Runs `COMPLETE` for completions of distinct files; the ids of files that are gone.
+fn complete_distinct(
+    c: &mut PgConnection,
+    ctx: &Ctx,
+    now: Timestamp,
+    batch: &[&Completion],
+) -> QueryResult<Vec<i64>> {
+    let sets: Vec<Set> = batch.iter().map(|d| Set::of(d)).collect();
+    let gone: Vec<Id> = sql_query(COMPLETE)
+        .bind::<Text, _>(&ctx.scope)
+        .bind::<Text, _>(&ctx.host)
+        .bind::<Integer, _>(ctx.pid)
+        .bind::<Text, _>(now)
+        .bind::<BigInt, _>(RESULTS_KEPT_PER_FILE)
+        .bind::<Array<BigInt>, _>(each(batch, |d| d.file_id))
+        .bind::<Array<Integer>, _>(each(batch, |d| {
+            i32::try_from(d.attempt).unwrap_or(i32::MAX)
+        }))
+        .bind::<Array<BigInt>, _>(each(batch, |d| d.version.size as i64))
+        .bind::<Array<BigInt>, _>(each(batch, |d| d.version.mtime_ns))
+        .bind::<Array<Text>, _>(each(batch, |d| d.started_at))
+        .bind::<Array<BigInt>, _>(each(batch, |d| d.duration_ms))
+        .bind::<Array<Nullable<Integer>>, _>(each(batch, |d| d.http_status.map(i32::from)))
+        .bind::<Array<Nullable<Text>>, _>(each(batch, |d| pg_opt(&d.response_body)))
+        .bind::<Array<Nullable<Text>>, _>(each(batch, |d| jsonb_text(&d.response_json)))
+        .bind::<Array<Nullable<Text>>, _>(each(batch, |d| pg_opt(&d.error)))
+        .bind::<Array<Nullable<Text>>, _>(each(batch, |d| d.result.map(|r| r.as_str())))
+        .bind::<Array<Text>, _>(each(&sets, |s| s.kind))
+        .bind::<Array<Text>, _>(each(&sets, |s| s.status))
+        .bind::<Array<Nullable<Text>>, _>(each(&sets, |s| s.next_at))
+        .bind::<Array<Nullable<Text>>, _>(each(&sets, |s| s.last_error.clone()))
+        .bind::<Array<Integer>, _>(each(&sets, |s| s.spent))
+        .bind::<Array<Nullable<Text>>, _>(each(&sets, |s| s.since))
+        .bind::<Array<Nullable<Bool>>, _>(each(&sets, |s| s.absent))
+        .bind::<Array<Nullable<BigInt>>, _>(each(&sets, |s| s.new_size))
+        .bind::<Array<Nullable<BigInt>>, _>(each(&sets, |s| s.new_mtime_ns))
+        .prepared()
+        .load(c)?;
+    Ok(gone.into_iter().map(|r| r.id).collect())
+}
+
+/// The batch as rounds of distinct files, each in file id order: the first completion of
+/// each file, then the second of those that have two, and so on. Applied one round after
+/// the other, they do what the batch applied one by one in its order does (a file's
+/// completions keep their order; different files do not touch each other).
+fn rounds(batch: &[Completion]) -> Vec<Vec<&Completion>> {
+    let mut rounds: Vec<Vec<&Completion>> = Vec::new();
+    let mut seen: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    for done in batch {
+        let n = seen.entry(done.file_id).or_insert(0);
+        if rounds.len() <= *n {
+            rounds.push(Vec::new());
+        }
+        rounds[*n].push(done);
+        *n += 1;
+    }
+    for round in &mut rounds {
+        round.sort_by_key(|d| d.file_id);
+    }
+    rounds
+}
+
 impl PgStore {
-    /// Applies a batch of completions in one transaction, as SQLite does, and only where
-    /// this process still holds the claim: a host whose claims were taken over (its lease
-    /// ran out) must not overwrite the new owner's state. The attempt is recorded either way.
+    /// Applies a batch of completions atomically, as SQLite does, and only where this
+    /// process still holds the claim: a host whose claims were taken over (its lease ran
+    /// out) must not overwrite the new owner's state. The attempt is recorded either way.
+    /// One statement, one round trip (a batch holding a file twice takes one more, in one
+    /// transaction).
     pub(super) fn complete(&mut self, batch: &[Completion], now: Timestamp) -> Result<Vec<i64>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let ctx = &self.ctx;
+        let rounds = rounds(batch);
         self.link.with("saving upload results", |c| {
+            if let [round] = rounds.as_slice() {
+                // One statement is atomic by itself.
+                return Ok(complete_distinct(c, ctx, now, round)?);
+            }
             c.transaction::<_, Fail, _>(|c| {
-                let mut trimmed = Vec::new();
-                // Rows in id order, as every multi-row writer takes them: no lock cycle with
-                // another host's transaction (stable: one file's completions keep their order).
-                let mut ordered: Vec<&Completion> = batch.iter().collect();
-                ordered.sort_by_key(|done| done.file_id);
-                for done in ordered {
-                    if let Some(outcome) = done.result.map(|r| r.as_str()) {
-                        // A row pruned by another host since the claim has nowhere to go.
-                        let n = sql_query(
-                            "INSERT INTO upload_results(file_id, host, attempt, started_at,
-                                 duration_ms, http_status, response_body, response_json, error, outcome)
-                             SELECT $1, $2, $3, $4::timestamptz, $5, $6, $7, sega_try_jsonb($8), $9, $10
-                             WHERE EXISTS (SELECT 1 FROM files WHERE id = $1 AND scope = $11)",
-                        )
-                        .bind::<BigInt, _>(done.file_id)
-                        .bind::<Text, _>(&ctx.host)
-                        .bind::<Integer, _>(i32::try_from(done.attempt).unwrap_or(i32::MAX))
-                        .bind::<Text, _>(done.started_at)
-                        .bind::<BigInt, _>(done.duration_ms)
-                        .bind::<Nullable<Integer>, _>(done.http_status.map(i32::from))
-                        .bind::<Nullable<Text>, _>(pg_opt(&done.response_body))
-                        .bind::<Nullable<Text>, _>(jsonb_text(&done.response_json))
-                        .bind::<Nullable<Text>, _>(pg_opt(&done.error))
-                        .bind::<Text, _>(outcome)
-                        .bind::<Text, _>(&ctx.scope)
-                        .execute(c)?;
-                        if n > 0 {
-                            trimmed.push(done.file_id);
-                        }
-                    }
-                    update_for(done, now, ctx).execute(c)?;
+                let mut gone = Vec::new();
+                for round in &rounds {
+                    gone.extend(complete_distinct(c, ctx, now, round)?);
                 }
-                trimmed.sort_unstable();
-                trimmed.dedup();
-                trim_results(c, &trimmed)?;
-                // Rows pruned (by any host) since their claim: nothing above touched them.
-                let ids: Vec<i64> = batch.iter().map(|d| d.file_id).collect();
-                let present: HashSet<i64> =
-                    sql_query("SELECT id FROM files WHERE id = ANY($1) AND scope = $2")
-                        .bind::<Array<BigInt>, _>(&ids)
-                        .bind::<Text, _>(&ctx.scope)
-                        .load::<Id>(c)?
-                        .into_iter()
-                        .map(|r| r.id)
-                        .collect();
-                Ok(ids.into_iter().filter(|id| !present.contains(id)).collect())
+                gone.sort_unstable();
+                gone.dedup();
+                Ok(gone)
             })
         })
     }
@@ -119,80 +281,127 @@ impl PgStore {
     }
 }
 
-/// The row update a completion makes, guarded so it only lands on the version this
-/// process claimed and still holds.
-fn update_for<'a>(
-    done: &'a Completion,
-    now: Timestamp,
-    ctx: &'a Ctx,
-) -> diesel::query_builder::BoxedSqlQuery<'a, Pg, diesel::query_builder::SqlQuery> {
-    let guard = "WHERE id = $1 AND scope = $2 AND status = 'uploading' AND size = $3
-                 AND mtime_ns = $4 AND claimed_host = $5 AND claimed_pid = $6";
-    let set = match &done.disposition {
-        Disposition::Uploaded => {
-            "status = 'uploaded', uploaded_at = $7::timestamptz, next_attempt_at = NULL,
-             last_error = NULL, incomplete_since = NULL"
-        }
-        Disposition::Retry { .. } => {
-            "status = 'pending', next_attempt_at = $8::timestamptz, last_error = $9,
-             attempts = attempts - $10"
-        }
-        Disposition::Failed => "status = 'failed', next_attempt_at = NULL, last_error = $8",
-        Disposition::Skipped { .. } => {
-            "status = 'skipped', next_attempt_at = NULL, last_error = $8, absent = $9"
-        }
-        Disposition::NotReady { .. } => {
-            "status = 'pending', next_attempt_at = $8::timestamptz, attempts = attempts - 1,
-             incomplete_since = $9::timestamptz, last_error = $10"
-        }
-        Disposition::Changed { .. } => {
-            "status = 'pending', size = $8, mtime_ns = $9, attempts = 0,
-             next_attempt_at = $10::timestamptz, last_error = NULL, uploaded_at = NULL,
-             incomplete_since = NULL"
-        }
-    };
-    let q = sql_query(format!(
-        "UPDATE files SET {set}, updated_at = $7::timestamptz {guard}"
-    ))
-    .into_boxed::<Pg>()
-    .bind::<BigInt, _>(done.file_id)
-    .bind::<Text, _>(&ctx.scope)
-    .bind::<BigInt, _>(done.version.size as i64)
-    .bind::<BigInt, _>(done.version.mtime_ns)
-    .bind::<Text, _>(&ctx.host)
-    .bind::<Integer, _>(ctx.pid)
-    .bind::<Text, _>(now);
-    match &done.disposition {
-        Disposition::Uploaded => q,
-        Disposition::Retry { at, counted } => q
-            .bind::<Text, _>(*at)
-            .bind::<Nullable<Text>, _>(pg_opt(&done.error))
-            .bind::<Integer, _>(if *counted { 0 } else { 1 }),
-        Disposition::Failed => q.bind::<Nullable<Text>, _>(pg_opt(&done.error)),
-        Disposition::Skipped { absent } => q
-            .bind::<Nullable<Text>, _>(pg_opt(&done.error))
-            .bind::<Bool, _>(*absent),
-        Disposition::NotReady {
-            at,
-            incomplete_since,
-        } => q
-            .bind::<Text, _>(*at)
-            .bind::<Nullable<Text>, _>(*incomplete_since)
-            .bind::<Nullable<Text>, _>(pg_opt(&done.error)),
-        Disposition::Changed { version, at } => q
-            .bind::<BigInt, _>(version.size as i64)
-            .bind::<BigInt, _>(version.mtime_ns)
-            .bind::<Text, _>(*at),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::postgres::tests::t;
-    use crate::store::tests::{completion, exported, obs, pg_open, roots, FAR, T0, T1};
-    use crate::store::ClaimOrder;
+    use crate::layout::Version;
+    use crate::store::postgres::tests::{many, t};
+    use crate::store::tests::{completion, exported, obs, pg_open, roots, sqlite, FAR, T0, T1, T2};
+    use crate::store::{ClaimOrder, Ledger};
     use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// A batch holding one file several times (stale completions beside the live one, more
+    /// results than a file keeps) ends as the same batch applied one by one does: as SQLite
+    /// leaves it.
+    #[test]
+    fn a_batch_naming_a_file_twice_ends_as_one_by_one_does() {
+        let Some(url) = t() else { return };
+        let run = |s: &mut dyn Ledger| {
+            s.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
+                .unwrap();
+            let c = s.claim_due(T0, FAR, 10, ClaimOrder::OldestFile).unwrap();
+            let (a, b) = (&c[0], &c[1]);
+            let mut stale = completion(a, Disposition::Uploaded);
+            stale.version = Version {
+                size: 9,
+                mtime_ns: 9,
+            };
+            let mut batch = vec![stale.clone()];
+            let mut retry = completion(
+                a,
+                Disposition::Retry {
+                    at: T2,
+                    counted: true,
+                },
+            );
+            retry.error = Some("HTTP 503".into());
+            batch.push(retry);
+            // Too late: the row is pending again by now.
+            batch.push(completion(a, Disposition::Uploaded));
+            batch.push(completion(b, Disposition::Failed));
+            for i in 0..22 {
+                let mut late = stale.clone();
+                late.attempt = 100 + i;
+                batch.push(late);
+            }
+            assert!(s.complete(&batch, T1).unwrap().is_empty());
+            let mut rows: Vec<_> = exported(s)
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.file.filename,
+                        e.file.status.as_str().to_owned(),
+                        e.file.attempts,
+                        e.file.next_attempt_at,
+                        e.file.last_error,
+                        e.results
+                            .iter()
+                            .map(|r| (r.attempt, r.outcome))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            rows.sort_by(|x, y| x.0.cmp(&y.0));
+            rows
+        };
+        let mut pg = pg_open(&url, "site-a", "cam-1", roots());
+        let got = run(&mut pg);
+        assert_eq!(got, run(&mut *sqlite()));
+        assert_eq!(
+            (got[0].1.as_str(), got[0].5.len() as i64),
+            ("pending", RESULTS_KEPT_PER_FILE)
+        );
+        assert_eq!(got[1].1, "failed");
+    }
+
+    /// Claims and completions of a batch are one statement each, whatever its size, and
+    /// each statement is prepared once per session.
+    #[test]
+    fn a_batch_is_one_round_trip() {
+        let Some(url) = t() else { return };
+        let mut s = pg_open(&url, "site-a", "cam-1", roots());
+        s.record(&many(200), T0).unwrap();
+        let n = s.count_statements_for_test();
+        let sent = || n[0].load(Relaxed);
+        let prepared = || n[1].load(Relaxed);
+        let mut batches = 0;
+        loop {
+            let got = s.claim_due(T1, FAR, 100, ClaimOrder::OldestFile).unwrap();
+            if got.is_empty() {
+                break;
+            }
+            let done: Vec<Completion> = got
+                .iter()
+                .enumerate()
+                .map(|(i, c)| match i % 3 {
+                    0 => completion(c, Disposition::Uploaded),
+                    1 => completion(c, Disposition::Failed),
+                    _ => completion(c, Disposition::Skipped { absent: true }),
+                })
+                .collect();
+            s.complete(&done, T2).unwrap();
+            batches += 1;
+        }
+        assert_eq!(batches, 2);
+        assert_eq!(
+            sent(),
+            5,
+            "a claim and a completion per batch, the empty claim"
+        );
+        assert_eq!(prepared(), 2, "the claim and the completion, once each");
+        let sum = s.counts().unwrap();
+        let n_of = |st: &str| {
+            sum.iter()
+                .filter(|(_, s, _)| s.as_str() == st)
+                .map(|(_, _, n)| *n)
+                .sum::<i64>()
+        };
+        assert_eq!(
+            (n_of("uploaded"), n_of("failed"), n_of("skipped")),
+            (68, 66, 66)
+        );
+    }
 
     #[test]
     fn nul_bytes_and_odd_json_are_stored_safely() {

@@ -1,14 +1,16 @@
 //! The session: `PgStore::open`, the one `Link` every statement runs through (it
-//! reconnects after an outage, at most one attempt a second, backing off to 5 s), and the
-//! daemon's advisory lock, taken again after a reconnect.
+//! reconnects after an outage, at most one attempt a second, backing off to 5 s), the
+//! daemon's advisory lock, taken again after a reconnect, and [`Prepared`]: the busy
+//! statements parsed and planned once per session.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
-use diesel::pg::PgConnection;
+use diesel::pg::{Pg, PgConnection};
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_query;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
@@ -25,6 +27,11 @@ use crate::store::Identity;
 /// Reconnect attempts: the first at once, then after this, doubling up to `RECONNECT_MAX`.
 const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// A session's cached plans are made again (`DISCARD PLANS`) this long after it starts,
+/// then after twice that, and so on up to `REPLAN_MAX`: see [`Link::replan`].
+const REPLAN_FIRST: Duration = Duration::from_secs(1);
+const REPLAN_MAX: Duration = Duration::from_secs(60);
 
 /// Why a closure run on the connection failed: the database, or something of ours (a
 /// refusal, an `export` callback) that must not be mistaken for a lost connection.
@@ -43,6 +50,46 @@ impl From<DieselError> for Fail {
 }
 
 pub(super) type Q<T> = std::result::Result<T, Fail>;
+
+/// A statement of fixed text (`sql_query` with `$n` binds) that the session prepares once
+/// and then only executes: one round trip and no parsing per call, and in the daemon's
+/// session no planning either ([`DAEMON_SESSION`]). Diesel sends `sql_query` text afresh
+/// each time, since it cannot know the text is one of a few. Only for text from a bounded
+/// set: each distinct text stays prepared for the session's life. A reconnect starts a new
+/// session and prepares again.
+pub(super) struct Prepared<T>(pub(super) T);
+
+impl<T: QueryFragment<Pg>> QueryFragment<Pg> for Prepared<T> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    /// What `sql_query` says no to; the text is one of a few here (see the type).
+    fn is_safe_to_cache_prepared(&self, _: &Pg) -> QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+/// Cached by its text, not by a type: the statements share one Rust type.
+impl<T> QueryId for Prepared<T> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<T: Query> Query for Prepared<T> {
+    type SqlType = T::SqlType;
+}
+
+impl<T, C> RunQueryDsl<C> for Prepared<T> {}
+
+/// `.prepared()` on a statement: [`Prepared`].
+pub(super) trait Prepare: Sized {
+    fn prepared(self) -> Prepared<Self> {
+        Prepared(self)
+    }
+}
+
+impl<T: Query> Prepare for T {}
 
 /// The server's or libpq's message on one line (libpq's own span several, indented, and a
 /// log line must stay one line under journald).
@@ -88,17 +135,40 @@ pub fn lock_key(scope: &str, host: &str) -> i64 {
     i64::from_be_bytes(b)
 }
 
+/// What makes a session the daemon's: generic plans for its prepared statements. The
+/// daemon runs a handful of [`Prepared`] statements thousands of times; left to itself the
+/// server plans each execution afresh whenever a custom plan looks cheaper, which for a
+/// small batch it always does (it sees 4 array elements where a generic plan must guess
+/// 10), and that planning cost about as much server time as running the statement. A
+/// statement of the daemon's must therefore never need a bound value to choose its plan
+/// (a status compared with a partial index's predicate is written as a literal). Other
+/// sessions (the operator's commands, each statement run once) keep the server's choice.
+const DAEMON_SESSION: &str = "SET plan_cache_mode = force_generic_plan";
+
+/// Within a transaction, plans its statements for the values bound (`SET LOCAL`): the
+/// statements that carry a listing or a record batch, thousands of names in arrays. A
+/// generic plan must guess each array's length (10) and, before the table has statistics,
+/// how many rows a folder and date hold (one): it then reads the whole folder once per
+/// name, quadratic, minutes for 20,000 files.
+pub(super) fn custom_plans(c: &mut PgConnection) -> QueryResult<()> {
+    c.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+}
+
 /// Opens a session and applies the server-side limits: a statement that runs 20 s or waits
 /// 5 s for a lock fails, so the DB owner (and the watchdog it feeds) is never stuck on one.
-fn connect(conninfo: &str) -> std::result::Result<PgConnection, String> {
+/// `daemon`: the daemon's session ([`DAEMON_SESSION`]).
+fn connect(conninfo: &str, daemon: bool) -> std::result::Result<PgConnection, String> {
     let mut c = PgConnection::establish(conninfo).map_err(|e| one_line(&e.to_string()))?;
     // The server's side of the keepalives (no-ops over a unix socket): it drops a dead host's
     // session, and with it the host's daemon lock, in seconds rather than two hours.
-    c.batch_execute(
+    let mut set = String::from(
         "SET statement_timeout = '20s'; SET lock_timeout = '5s';
          SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3",
-    )
-    .map_err(|e| message(&e))?;
+    );
+    if daemon {
+        set = format!("{set}; {DAEMON_SESSION}");
+    }
+    c.batch_execute(&set).map_err(|e| message(&e))?;
     Ok(c)
 }
 
@@ -117,6 +187,9 @@ pub(super) struct Link {
     retry_at: Option<Instant>,
     backoff: Duration,
     last_error: String,
+    /// When the session's cached plans are dropped next, and the interval after that.
+    replan_at: Instant,
+    replan_every: Duration,
 }
 
 impl Link {
@@ -128,10 +201,17 @@ impl Link {
         f: impl FnOnce(&mut PgConnection) -> Q<T>,
     ) -> Result<T> {
         self.ensure(what)?;
+        let replan = self.replan();
         let Some(conn) = self.conn.as_mut() else {
             return Err(self.not_connected(what));
         };
-        match f(conn) {
+        let run = |conn: &mut PgConnection| {
+            if replan {
+                conn.batch_execute("DISCARD PLANS")?;
+            }
+            f(conn)
+        };
+        match run(conn) {
             Ok(v) => Ok(v),
             Err(Fail::Other(e)) => Err(e),
             Err(Fail::Refused(state, msg)) => Err(Error::ledger(what, state, msg)),
@@ -174,6 +254,24 @@ impl Link {
         }
     }
 
+    /// Whether the session's cached plans are due to be made again. A generic plan (the
+    /// daemon's session, [`DAEMON_SESSION`]) is made at a statement's first run and kept;
+    /// the server makes it again only when the table's statistics change (autovacuum's
+    /// ANALYZE). A plan made while the ledger was new and empty expects a table of a few
+    /// pages and reads every row (a claim, a completion) as the table grows: milliseconds a
+    /// statement at 20,000 rows, forever if autovacuum is off. Dropped 1 s into the session,
+    /// then at intervals doubling up to a minute, such a plan lasts seconds; the cost is one
+    /// round trip and a few plannings each time.
+    fn replan(&mut self) -> bool {
+        let now = Instant::now();
+        if now < self.replan_at {
+            return false;
+        }
+        self.replan_every = (self.replan_every * 2).min(REPLAN_MAX);
+        self.replan_at = now + self.replan_every;
+        true
+    }
+
     fn not_connected(&self, what: &str) -> Error {
         Error::Pg {
             what: what.to_owned(),
@@ -203,7 +301,7 @@ impl Link {
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
             return Err(self.not_connected(what));
         }
-        match connect(&self.conninfo) {
+        match connect(&self.conninfo, self.lock_key.is_some()) {
             Ok(mut c) => {
                 if let Some(key) = self.lock_key {
                     match try_lock(&mut c, key) {
@@ -233,6 +331,8 @@ impl Link {
                 self.conn = Some(c);
                 self.retry_at = None;
                 self.backoff = RECONNECT_FIRST;
+                self.replan_every = REPLAN_FIRST;
+                self.replan_at = Instant::now() + REPLAN_FIRST;
                 Ok(())
             }
             Err(msg) => {
@@ -253,6 +353,13 @@ fn try_lock(c: &mut PgConnection, key: i64) -> QueryResult<bool> {
         .bind::<BigInt, _>(key)
         .get_result::<Flag>(c)
         .map(|f| f.b)
+}
+
+#[cfg(test)]
+#[derive(QueryableByName)]
+struct Plan {
+    #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+    line: String,
 }
 
 #[derive(QueryableByName)]
@@ -282,7 +389,7 @@ impl PgStore {
         let place_port = port.unwrap_or_else(|| "5432".into());
         let place = format!("{place_host}:{place_port}");
         let conninfo = session_conninfo(url, &identity.host);
-        let mut conn = connect(&conninfo).map_err(|msg| Error::Pg {
+        let mut conn = connect(&conninfo, false).map_err(|msg| Error::Pg {
             what: format!(
                 "connecting to PostgreSQL at {place} ({})",
                 crate::config::redact_db_url(url)
@@ -338,6 +445,8 @@ impl PgStore {
                 retry_at: None,
                 backoff: RECONNECT_FIRST,
                 last_error: String::new(),
+                replan_at: Instant::now() + REPLAN_FIRST,
+                replan_every: REPLAN_FIRST,
             },
             ctx: Ctx {
                 lock_key: lock_key(&identity.scope, &identity.host),
@@ -364,7 +473,11 @@ impl PgStore {
             .link
             .with("taking the daemon lock", |c| Ok(try_lock(c, key)?))?;
         if got {
+            // Reconnects take the lock again and make the new session the daemon's too.
             self.link.lock_key = Some(key);
+            self.link.with("preparing the daemon's session", |c| {
+                Ok(c.batch_execute(DAEMON_SESSION)?)
+            })?;
             return Ok(None);
         }
         let ctx = &self.ctx;
@@ -405,6 +518,78 @@ impl PgStore {
     pub(crate) fn exec_for_test(&mut self, sql: &str) -> Result<()> {
         self.link
             .with("test statement", |c| Ok(c.batch_execute(sql)?))
+    }
+
+    /// Counts, from now on, the statements this session sends (each a round trip) and the
+    /// statements it prepares: (sent, prepared).
+    #[cfg(test)]
+    pub(crate) fn count_statements_for_test(
+        &mut self,
+    ) -> std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]> {
+        use diesel::connection::{Connection, InstrumentationEvent};
+        use std::sync::atomic::Ordering::Relaxed;
+        let n: std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]> =
+            std::sync::Arc::new([0.into(), 0.into()]);
+        let seen = n.clone();
+        if let Some(c) = self.link.conn.as_mut() {
+            c.set_instrumentation(move |e: InstrumentationEvent<'_>| match e {
+                InstrumentationEvent::StartQuery { .. } => {
+                    seen[0].fetch_add(1, Relaxed);
+                }
+                InstrumentationEvent::CacheQuery { .. } => {
+                    seen[1].fetch_add(1, Relaxed);
+                }
+                _ => {}
+            });
+        }
+        n
+    }
+
+    /// The plan the session would use now for its prepared statement whose text holds
+    /// `like`, run with `args` (EXPLAIN EXECUTE), one line.
+    #[cfg(test)]
+    pub(crate) fn explain_prepared_for_test(&mut self, like: &str, args: &str) -> String {
+        self.link
+            .with("test statement", |c| {
+                let name = sql_query(format!(
+                    "SELECT name AS v FROM pg_prepared_statements WHERE statement LIKE '%{like}%'"
+                ))
+                .get_result::<OptText>(c)?
+                .v
+                .unwrap_or_default();
+                let plan = sql_query(format!("EXPLAIN (COSTS off) EXECUTE \"{name}\"({args})"))
+                    .load::<Plan>(c)?;
+                Ok(plan
+                    .into_iter()
+                    .map(|p| p.line)
+                    .collect::<Vec<_>>()
+                    .join(" | "))
+            })
+            .unwrap()
+    }
+
+    /// Makes the session's cached plans due to be made again at the next statement
+    /// (`now`), or not for an hour.
+    #[cfg(test)]
+    pub(crate) fn replan_for_test(&mut self, now: bool) {
+        self.link.replan_at = Instant::now()
+            + if now {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(3600)
+            };
+    }
+
+    #[cfg(test)]
+    fn plan_cache_mode_for_test(&mut self) -> String {
+        self.link
+            .with("test statement", |c| {
+                Ok(sql_query("SELECT current_setting('plan_cache_mode') AS v")
+                    .get_result::<OptText>(c)?
+                    .v)
+            })
+            .unwrap()
+            .unwrap_or_default()
     }
 
     #[cfg(test)]
@@ -484,7 +669,9 @@ mod tests {
         let Some(url) = t() else { return };
         let mut a = pg_open(&url, "site-a", "cam-1", roots());
         let mut admin = pg_open(&url, "site-a", "admin", roots());
+        assert_eq!(a.plan_cache_mode_for_test(), "auto");
         assert_eq!(a.lock_daemon().unwrap(), None);
+        assert_eq!(a.plan_cache_mode_for_test(), "force_generic_plan");
         a.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
         let terminate = |admin: &mut PgStore, pid: i64| {
             admin
@@ -515,6 +702,12 @@ mod tests {
         // The next call reconnects, takes the lock again, and works.
         assert_eq!(a.next_due().unwrap(), Some(T0));
         assert_ne!(a.backend_pid_for_test().unwrap(), pid);
+        assert_eq!(
+            a.plan_cache_mode_for_test(),
+            "force_generic_plan",
+            "the new session is the daemon's too"
+        );
+        assert_eq!(admin.plan_cache_mode_for_test(), "auto");
         let mut twin = pg_open(&url, "site-a", "cam-1", roots());
         assert!(
             twin.lock_daemon().unwrap().is_some(),

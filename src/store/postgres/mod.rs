@@ -17,6 +17,14 @@
 //! attempt a second, backing off to 5 s, failing at once in between) and takes the daemon's
 //! advisory lock again if it held it. The caller (the DB owner) holds its results meanwhile.
 //!
+//! Round trips: the daemon's work is batches, and a batch is one statement (`unnest` of one
+//! array per column), whatever its size: a claim, a batch of completions (results, trim and
+//! row updates together), a record batch in one transaction. The busy statements are
+//! prepared once per session (`conn::Prepared`), and the daemon's session plans them once
+//! (generic plans), made again every minute so that a plan stays fit for the table's size;
+//! the statements that carry listings of thousands of names are planned for their values.
+//! Server time per file is then mostly the rows and index entries each step writes.
+//!
 //! Files: `conn.rs` the session (opening the store, reconnecting, the daemon's lock);
 //! `conninfo.rs` what a URL or conninfo names and the settings the daemon adds; `schema.rs`
 //! the tables and their migrations; `record.rs`, `claim.rs`, `requeue.rs` and `complete.rs`

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bool, Bytea, Integer, Nullable, Text};
 
-use super::conn::Fail;
+use super::conn::{custom_plans, Fail};
 use super::{Id, PgStore};
 use crate::error::Result;
 use crate::layout::Version;
@@ -46,13 +46,6 @@ struct Existing {
     attempts: i32,
     #[diesel(sql_type = Nullable<Text>)]
     next_attempt_at: Option<Timestamp>,
-}
-
-#[derive(QueryableByName)]
-struct Key {
-    #[diesel(sql_type = Text)]
-    #[allow(dead_code)] // returned for the count; the names are not needed
-    folder: String,
 }
 
 impl PgStore {
@@ -97,6 +90,7 @@ impl PgStore {
         let ctx = &self.ctx;
         let (inserted, changed, made_due) = self.link.with("recording files", |c| {
             c.transaction::<_, Fail, _>(|c| {
+                custom_plans(c)?;
                 // What is recorded already, read without locking anything: another host
                 // claiming and completing these rows is never waited for (an upsert's DO
                 // UPDATE locks every conflicting row, even when its WHERE is false).
@@ -118,12 +112,13 @@ impl PgStore {
                     .iter()
                     .map(|e| ((e.folder.as_str(), e.date.as_str(), e.filename.as_slice()), e))
                     .collect();
-                // New files. A row another host inserts meanwhile is left to it.
+                // New files. A row another host inserts meanwhile is left to it; the count of
+                // rows inserted is all the answer needed.
                 let fresh: Vec<usize> = (0..dedup.len())
                     .filter(|&i| !known.contains_key(&(folders[i], dates[i], names[i])))
                     .collect();
-                let inserted: Vec<Key> = if fresh.is_empty() {
-                    Vec::new()
+                let inserted = if fresh.is_empty() {
+                    0
                 } else {
                     let at = || fresh.iter().copied();
                     sql_query(
@@ -135,8 +130,7 @@ impl PgStore {
                              $6::bigint[], $7::bigint[], $8::text[]) WITH ORDINALITY
                              AS u(folder, date, filename, path, size, mtime_ns, ready_at, n)
                          ORDER BY n
-                         ON CONFLICT (scope, folder, date, filename) DO NOTHING
-                         RETURNING folder, date, filename",
+                         ON CONFLICT (scope, folder, date, filename) DO NOTHING",
                     )
                     .bind::<Text, _>(&ctx.scope)
                     .bind::<Array<Text>, _>(pick(&folders, at()))
@@ -148,7 +142,7 @@ impl PgStore {
                     .bind::<Array<Text>, _>(pick(&ready, at()))
                     .bind::<Text, _>(now)
                     .bind::<Text, _>(&ctx.host)
-                    .load(c)?
+                    .execute(c)?
                 };
                 // New versions of known files (rare), and known files reported complete by
                 // inotify while they settle (made due now). Both lock their rows first, in id
@@ -226,7 +220,7 @@ impl PgStore {
                     .bind::<Text, _>(now)
                     .execute(c)?
                 };
-                Ok((inserted.len(), changed, made_due))
+                Ok((inserted, changed, made_due))
             })
         })?;
         stats.new = inserted;
@@ -265,21 +259,24 @@ impl PgStore {
             let sizes: Vec<i64> = chunk.iter().map(|(_, v)| v.size as i64).collect();
             let mtimes: Vec<i64> = chunk.iter().map(|(_, v)| v.mtime_ns).collect();
             let hits: Vec<Id> = self.link.with("reading known files", |c| {
-                Ok(sql_query(
-                    "SELECT (u.i - 1) AS id
-                     FROM unnest($4::bytea[], $5::bigint[], $6::bigint[]) WITH ORDINALITY
-                         AS u(filename, size, mtime_ns, i)
-                     JOIN files f ON f.scope = $1 AND f.folder = $2 AND f.date = $3
-                         AND f.filename = u.filename
-                     WHERE f.size = u.size AND f.mtime_ns = u.mtime_ns AND NOT f.absent",
-                )
-                .bind::<Text, _>(&ctx.scope)
-                .bind::<Text, _>(folder)
-                .bind::<Text, _>(date)
-                .bind::<Array<Bytea>, _>(&names)
-                .bind::<Array<BigInt>, _>(&sizes)
-                .bind::<Array<BigInt>, _>(&mtimes)
-                .load(c)?)
+                c.transaction::<_, Fail, _>(|c| {
+                    custom_plans(c)?;
+                    Ok(sql_query(
+                        "SELECT (u.i - 1) AS id
+                         FROM unnest($4::bytea[], $5::bigint[], $6::bigint[]) WITH ORDINALITY
+                             AS u(filename, size, mtime_ns, i)
+                         JOIN files f ON f.scope = $1 AND f.folder = $2 AND f.date = $3
+                             AND f.filename = u.filename
+                         WHERE f.size = u.size AND f.mtime_ns = u.mtime_ns AND NOT f.absent",
+                    )
+                    .bind::<Text, _>(&ctx.scope)
+                    .bind::<Text, _>(folder)
+                    .bind::<Text, _>(date)
+                    .bind::<Array<Bytea>, _>(&names)
+                    .bind::<Array<BigInt>, _>(&sizes)
+                    .bind::<Array<BigInt>, _>(&mtimes)
+                    .load(c)?)
+                })
             })?;
             for h in hits {
                 if let Some(k) = usize::try_from(h.id)

@@ -11,7 +11,7 @@ use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bytea, Nullable, Text};
 
 use super::complete::trim_results;
-use super::conn::Fail;
+use super::conn::{Fail, Prepare};
 use super::{pg_text, Id, PgStore};
 use crate::error::Result;
 use crate::store::{identity_of, Status};
@@ -43,6 +43,7 @@ impl PgStore {
             .bind::<Text, _>(&ctx.scope)
             .bind::<Text, _>(now)
             .bind::<Text, _>(&ctx.host)
+            .prepared()
             .execute(c)?;
             Ok(())
         })
