@@ -11,6 +11,7 @@ mod cli;
 mod daemon;
 mod faults;
 mod model;
+mod monitoring;
 mod scan;
 mod secrets;
 mod service;
