@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::util::*;
 use serde_json::{json, Value};
@@ -30,6 +30,13 @@ fn perfdata(line: &str) -> HashMap<String, String> {
             (label.to_owned(), value.to_owned())
         })
         .collect()
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 #[test]
@@ -304,4 +311,110 @@ fn check_runs_as_a_member_of_the_daemons_group() {
         "{}",
         c.stdout
     );
+}
+
+/// The samples of a Prometheus text file: `name{labels}` → value; every line a comment or a
+/// sample whose value parses.
+fn samples(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.insert(name.to_owned(), v);
+    }
+    out
+}
+
+#[test]
+fn the_metrics_file_names_the_build_counts_bytes_and_exports_timestamps() {
+    let env = Env::new("metrics");
+    let prom = env.dir.join("sega-uploader.prom");
+    env.set("/metrics/textfile", json!(prom));
+    // The heartbeat (and so the metrics file) every lease_secs / 4 = 1.25 s.
+    env.set("/database/lease_secs", json!(5));
+    let (a, b) = (images::jpeg_of_size(70_000, 1), jpeg(2));
+    env.put("Sega_1", "a.jpg", &a);
+    env.put("Sega_2", "b.jpg", &b);
+    let read = || samples(&std::fs::read_to_string(&prom).unwrap_or_default());
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    wait_until("both uploaded", DEADLINE, || {
+        env.count_status("uploaded") == 2
+    });
+    let bytes = (a.len() + b.len()) as f64;
+    wait_until("the uploaded bytes in the metrics file", DEADLINE, || {
+        read().get("sega_uploaded_bytes_total") == Some(&bytes)
+    });
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        text.contains("# TYPE sega_uploaded_bytes_total counter\n"),
+        "{text}"
+    );
+    let m = samples(&text);
+
+    // The build, as --version names it.
+    let v = env.run(&["--version"]).stdout;
+    let (version, features) = v
+        .trim_end()
+        .strip_prefix("sega-uploader ")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|r| r.split_once(" (features: "))
+        .unwrap_or_else(|| panic!("--version: {v}"));
+    let features = if features == "none" {
+        String::new()
+    } else {
+        features.replace(", ", ",")
+    };
+    assert_eq!(
+        m.get(&format!(
+            "sega_build_info{{version=\"{version}\",features=\"{features}\"}}"
+        )),
+        Some(&1.0),
+        "{text}"
+    );
+
+    // The heartbeat as a Unix time, moving on while the daemon lives.
+    let hb = m["sega_heartbeat_timestamp_seconds"];
+    assert!((now_unix() - hb).abs() < 30.0, "{hb} vs {}", now_unix());
+    wait_until("a later heartbeat in the file", DEADLINE, || {
+        read()
+            .get("sega_heartbeat_timestamp_seconds")
+            .is_some_and(|t| *t > hb)
+    });
+    assert!(
+        !m.contains_key("sega_oldest_pending_timestamp_seconds"),
+        "no sample while nothing waits: {text}"
+    );
+
+    // A file the endpoint will not take yet: when it was detected, as status says.
+    env.server.set_mode(Mode::Status {
+        code: 503,
+        fraction: 1.0,
+    });
+    env.put("Sega_3", "late.jpg", &jpeg(3));
+    wait_until("late.jpg pending in the metrics file", DEADLINE, || {
+        read().contains_key("sega_oldest_pending_timestamp_seconds")
+    });
+    let s: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
+    let at = s["oldest_pending"]["at"].as_str().unwrap();
+    let at =
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap();
+    let pending_since = read()["sega_oldest_pending_timestamp_seconds"];
+    assert!(
+        (pending_since - at.unix_timestamp_nanos() as f64 / 1e9).abs() < 0.002,
+        "{pending_since} vs {at}"
+    );
+    env.server.set_mode(Mode::Ok);
+    wait_until("late.jpg uploaded", DEADLINE, || {
+        env.count_status("uploaded") == 3
+    });
+    wait_until("no pending sample once nothing waits", DEADLINE, || {
+        !read().contains_key("sega_oldest_pending_timestamp_seconds")
+    });
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
 }
