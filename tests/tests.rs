@@ -8,6 +8,7 @@ mod util;
 use sega_testsrv::pg;
 
 mod cli;
+mod completion;
 mod daemon;
 mod faults;
 mod model;
