@@ -364,6 +364,11 @@ fn the_metrics_file_names_the_build_counts_bytes_and_exports_timestamps() {
         .and_then(|r| r.strip_suffix(')'))
         .and_then(|r| r.split_once(" (features: "))
         .unwrap_or_else(|| panic!("--version: {v}"));
+    assert_eq!(
+        features.split(", ").any(|f| f == "postgres"),
+        cfg!(feature = "postgres"),
+        "--version names the postgres feature exactly when it is built in: {v}"
+    );
     let features = if features == "none" {
         String::new()
     } else {
