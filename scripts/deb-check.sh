@@ -5,13 +5,16 @@
 #    exact Depends, the file list, the default config, the highest GLIBC symbol (<= 2.27),
 #    libpq.so.5 linked (the `postgres` feature) with no libpq function newer than libpq5 10
 #    (Ubuntu 18.04's), no libssl of its own, lintian (0 errors, 0 warnings), the man page,
-#    the unit's `systemd-analyze security` score (<= 1.5) and `systemd-analyze verify`;
+#    the unit's `systemd-analyze security` score (<= 1.5) and `systemd-analyze verify` (also
+#    with the example drop-ins);
 #  - installed into a throwaway Debian 11 root (debootstrap, cached under target/deb-cache):
 #    Debian 11's dpkg 1.20 cannot read zstd either, its glibc is 2.31, and no systemd runs
 #    there, as in a container or an image build. Its libpq5 is 13. Install, run it (libpq
-#    resolved by the dynamic loader), re-run postinst, upgrade
-#    to a rebuilt package with an edited conffile, remove, purge, and compare the root with
-#    how it was before: nothing may be left;
+#    resolved by the dynamic loader), its bash completion, `check` as a monitoring user in
+#    the group sega, re-run postinst, upgrade to a rebuilt package with an edited conffile,
+#    remove, purge (which keeps the sega user and the administrator's drop-ins, and says
+#    so), remove those by hand, and compare the root with how it was before: nothing else
+#    may be left;
 #  - under a real systemd: a Debian 12 root with systemd booted by systemd-nspawn (no network
 #    but its own loopback), the package installed, the service started at boot as enabled:
 #    READY, the sandbox in force on the running process, an image detected and an upload
@@ -19,7 +22,9 @@
 #    ending in exit 78 without a restart loop; then the same service with database.url on a
 #    throwaway PostgreSQL server of this machine, reached through its unix socket (bind-
 #    mounted into the container; the server listens on no TCP port): the ledger's tables
-#    are created, an image is recorded there and an upload attempted.
+#    are created, an image is recorded there and an upload attempted; then the shipped
+#    example drop-ins copied in as the README says: an image folder under /home is read,
+#    the metrics file is written in node_exporter's directory, the extra address is allowed.
 #
 # Needs root (debootstrap, chroot, nspawn) and, the first time, the Debian mirror
 # ($DEB_CHECK_MIRROR, default deb.debian.org), PyPI and crates.io; installs what it needs
@@ -131,10 +136,16 @@ missing=
 for f in usr/bin/sega-uploader lib/systemd/system/sega-uploader.service etc/sega/config.json \
     etc/logrotate.d/sega-uploader usr/share/man/man8/sega-uploader.8.gz \
     usr/share/doc/sega-uploader/README.md usr/share/doc/sega-uploader/README.ko.md \
-    usr/share/doc/sega-uploader/copyright usr/share/doc/sega-uploader/changelog.Debian.gz; do
+    usr/share/doc/sega-uploader/copyright usr/share/doc/sega-uploader/changelog.Debian.gz \
+    usr/share/doc/sega-uploader/NEWS.Debian.gz usr/share/bash-completion/completions/sega-uploader \
+    usr/share/doc/sega-uploader/examples/endpoint-address.conf \
+    usr/share/doc/sega-uploader/examples/second-image-root.conf \
+    usr/share/doc/sega-uploader/examples/metrics-directory.conf; do
     [ -f "$x/$f" ] || missing="$missing $f"
 done
-same "$missing" "" "the package holds the binary, unit, config, logrotate, man page and docs"
+same "$missing" "" "the package holds the binary, unit, config, logrotate, man page, docs, NEWS.Debian, completion, example drop-ins"
+same "$(zcat "$x/usr/share/doc/sega-uploader/NEWS.Debian.gz" | head -n 1)" \
+    "sega-uploader ($version) unstable; urgency=medium" "NEWS.Debian.gz has an entry for this version"
 check "the packaged config.json is etc/config.json (the DESIGN.md defaults)" \
     cmp -s etc/config.json "$x/etc/sega/config.json"
 
@@ -196,6 +207,10 @@ cp -a /usr/lib/systemd/system "$v/usr/lib/systemd/"
 cp "$(type -P kill)" "$v/bin/kill"
 verify=$(systemd-analyze verify --root="$v" --man=no sega-uploader.service 2>&1) && vrc=0 || vrc=$?
 same "$vrc:$verify" "0:" "systemd-analyze verify is clean"
+mkdir -p "$v/etc/systemd/system/sega-uploader.service.d"
+cp "$x"/usr/share/doc/sega-uploader/examples/*.conf "$v/etc/systemd/system/sega-uploader.service.d/"
+verify=$(systemd-analyze verify --root="$v" --man=no sega-uploader.service 2>&1) && vrc=0 || vrc=$?
+same "$vrc:$verify" "0:" "systemd-analyze verify is clean with the example drop-ins"
 
 # --- the throwaway root -------------------------------------------------------------------
 R=$WORK/root
@@ -237,12 +252,28 @@ if ! grep -q 'not found' "$WORK/ldd.txt" && [ -n "$pq_so" ] && [ -f "$R$pq_so" ]
 else
     bad "ldd: libpq.so.5 not resolved or a library missing (see $WORK/ldd.txt)"
 fi
-same "$(in_root sega-uploader --version)" "sega-uploader ${version%-*}" "sega-uploader --version runs"
+same "$(in_root sega-uploader --version)" "sega-uploader ${version%-*} (features: postgres, tls)" \
+    "sega-uploader --version runs and names the compiled features"
+# The completion, as bash-completion loads it, offers the commands the binary lists.
+commands=$(in_root sega-uploader --help | sed -n '/^Commands:/,/^$/s/^  \([a-z-]*\) .*/\1/p' | tr '\n' ' ')
+completed=$(in_root bash --norc -c '. /usr/share/bash-completion/completions/sega-uploader &&
+    COMP_WORDS=(sega-uploader "") COMP_CWORD=1 && _sega_uploader && printf "%s " "${COMPREPLY[@]}"')
+same "$completed" "$commands" "bash completion offers every command of --help ($commands)"
 check "sega-uploader check-config --offline accepts the installed config (as user sega)" \
     quiet "$WORK/check-config.txt" as_sega sega-uploader check-config --offline
 check "sega-uploader scan runs as sega and creates its database" \
     quiet "$WORK/scan.txt" as_sega sega-uploader scan
 check "the database is in /var/lib/sega" test -f "$R/var/lib/sega/sega-uploader.db"
+# NRPE without sudo: a monitoring user in the group sega runs the plugin (no daemon ran).
+in_root adduser --system --quiet --no-create-home nagios >/dev/null
+in_root adduser --quiet nagios sega >/dev/null
+in_root chroot --userspec=nagios:nogroup --groups=sega / sega-uploader check \
+    >"$WORK/check-nagios.txt" 2>"$WORK/check-nagios.err" && crc=0 || crc=$?
+case "$crc:$(cat "$WORK/check-nagios.txt")" in
+"2:SEGA CRITICAL - daemon not running | "*" heartbeat_age=U;30;60 "*) ok "check as a member of the group sega: $(cat "$WORK/check-nagios.txt")" ;;
+*) bad "check as a member of the group sega: exit $crc: $(cat "$WORK/check-nagios.txt")" ;;
+esac
+in_root deluser --system --quiet nagios >/dev/null
 same "$(in_root dpkg --verify sega-uploader)" "" "dpkg --verify: every file as shipped (md5sums)"
 # A real rotation of a log.file: as the sega user (su), copied then truncated.
 as_sega sh -c 'umask 027; echo line >/var/log/sega/sega-uploader.log' # the unit's UMask
@@ -281,10 +312,24 @@ check "the binary and the unit are gone" \
     test ! -e "$R/usr/bin/sega-uploader" -a ! -e "$R/lib/systemd/system/sega-uploader.service"
 check "remove keeps the conffile, the database and the user" \
     test -f "$R/etc/sega/config.json" -a -f "$R/var/lib/sega/sega-uploader.db" -a -n "$(in_root getent passwd sega)"
+# An administrator's drop-in, made from a shipped example: not the package's to delete.
+dropins=$R/etc/systemd/system/sega-uploader.service.d
+mkdir -p "$dropins"
+cp "$x/usr/share/doc/sega-uploader/examples/endpoint-address.conf" "$dropins/"
 check "dpkg -P purges it" quiet "$WORK/purge.log" in_root dpkg -P sega-uploader
-same "$(in_root getent passwd sega)$(in_root getent group sega)" "" "user and group sega are gone"
+same "$(in_root id -u sega):$(in_root id -gn sega)" "$uid:sega" "purge keeps the system user and group sega (Debian's practice)"
+check "purge keeps the administrator's drop-in" test -f "$dropins/endpoint-address.conf"
+purge_said() {
+    grep -q "the system user and group 'sega' are kept" "$WORK/purge.log" &&
+        grep -q "drop-ins in /etc/systemd/system/sega-uploader.service.d/ are kept" "$WORK/purge.log"
+}
+check "purge says what it kept" purge_said
 check "/etc/sega, /var/lib/sega and /var/log/sega are gone" \
     test ! -e "$R/etc/sega" -a ! -e "$R/var/lib/sega" -a ! -e "$R/var/log/sega"
+# What purge told the administrator to do by hand; after it, nothing may be left.
+rm -r "$dropins"
+in_root deluser --system --quiet sega >/dev/null 2>&1
+same "$(in_root getent passwd sega)$(in_root getent group sega)" "" "deluser --system sega removes user and group (as purge says)"
 st=$(in_root dpkg-query -W -f '${db:Status-Status}' sega-uploader 2>/dev/null || true)
 same "${st:-not-installed}" not-installed "dpkg no longer knows the package"
 rm -f "$R/tmp/$(basename "$deb")" "$R/tmp/$(basename "$up")"
@@ -364,6 +409,28 @@ if [ -S /run/sega-pg/.s.PGSQL.5432 ]; then
     say pg_stop "$?:$(prop Result):$(prop ExecMainStatus)"
     cp /tmp/config.json /etc/sega/config.json
 fi
+# The shipped example drop-ins, installed as the README says: an image folder under /home,
+# the metrics file in node_exporter's textfile directory, another address allowed.
+if [ -f /etc/sega/config-ex.json ]; then
+    mkdir -p /etc/systemd/system/sega-uploader.service.d
+    cp /usr/share/doc/sega-uploader/examples/*.conf /etc/systemd/system/sega-uploader.service.d/
+    cp /etc/sega/config-ex.json /etc/sega/config.json
+    systemctl daemon-reload
+    systemctl start sega-uploader.service
+    for i in $(seq 1 40); do [ "$(prop SubState)" = running ] && break; sleep 0.5; done
+    say ex_state "$(prop ActiveState)/$(prop SubState)"
+    say ex_allow "$(prop IPAddressAllow)"
+    printf '\377\330\377\340JFIF-test\377\331' >"/home/cameras/Sega_4/$(date -u +%F)/c.jpg"
+    say ex_seen "$(shows '"c.jpg"' list --json)"
+    prom=/var/lib/prometheus/node-exporter/sega-uploader.prom
+    for i in $(seq 1 40); do [ -s "$prom" ] && break; sleep 0.5; done
+    say ex_metrics "$(grep -c '^sega_build_info{' "$prom" 2>/dev/null)"
+    systemctl stop sega-uploader.service
+    say ex_stop "$?:$(prop Result):$(prop ExecMainStatus)"
+    rm -r /etc/systemd/system/sega-uploader.service.d
+    systemctl daemon-reload
+    cp /tmp/config.json /etc/sega/config.json
+fi
 say unit_warnings "$(journalctl -b --no-pager -o cat | grep 'sega-uploader.service' | grep -ci -e unknown -e ignoring -e invalid)"
 journalctl -b -u sega-uploader.service --no-pager -o short-precise >/deb-selftest.journal
 say done yes
@@ -413,6 +480,19 @@ PY
 else
     bad "a throwaway PostgreSQL server for the container (see $WORK/pg-setup.log)"
 fi
+# For the example drop-ins: an image folder under /home (hidden by the unit without the
+# drop-in) and node_exporter's textfile directory, writable by sega.
+mkdir -p "$B/home/cameras/Sega_4/$today" "$B/var/lib/prometheus/node-exporter"
+chroot "$B" sh -c 'chgrp -R sega /home/cameras && chmod -R 0750 /home/cameras &&
+    chown sega:sega /var/lib/prometheus/node-exporter'
+python3 - "$B/etc/sega/config.json" "$B/etc/sega/config-ex.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["watch"]["folders"] = ["Sega_1", "/home/cameras/Sega_4"]
+c["metrics"]["textfile"] = "/var/lib/prometheus/node-exporter/sega-uploader.prom"
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+PY
+chroot "$B" sh -c 'chown root:sega /etc/sega/config-ex.json && chmod 0640 /etc/sega/config-ex.json'
 nspawn_run_existed=no
 [ -e /run/systemd/nspawn ] && nspawn_run_existed=yes
 # --register=no --keep-unit: this machine has no systemd of its own to register with.
@@ -451,6 +531,14 @@ if [ "$(got done)" = yes ]; then
         same "$(got pg_stop)" "0:success:0" "PostgreSQL ledger: systemctl stop, a clean exit 0"
         same "$pg_files" "a.jpg b.jpg" "the server's files table holds both images (the daemon made its tables)"
     fi
+    same "$(got ex_state)" active/running "example drop-ins: the service starts with all three in place"
+    case " $(got ex_allow) " in
+    *" 192.0.2.10"[/\ ]*) ok "example drop-ins: IPAddressAllow= adds 192.0.2.10 ($(got ex_allow))" ;;
+    *) bad "example drop-ins: IPAddressAllow= is '$(got ex_allow)'" ;;
+    esac
+    same "$(got ex_seen):$(got ex_metrics)" "1:1" \
+        "example drop-ins: an image under /home is recorded, the metrics file is written in /var/lib/prometheus/node-exporter"
+    same "$(got ex_stop)" "0:success:0" "example drop-ins: systemctl stop, a clean exit 0"
 else
     bad "the $BOOT_SUITE container did not run the self test (see $WORK/boot.log)"
     tail -n 30 "$WORK/boot.log"

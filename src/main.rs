@@ -4,6 +4,7 @@
 //! codes of DESIGN §7 (0 ok, 1 runtime failure, 64 usage, 78 configuration).
 
 mod alerts;
+mod build_info;
 mod check;
 mod cli;
 mod clock;
@@ -35,8 +36,6 @@ mod work;
 
 use error::{Error, EXIT_USAGE};
 
-const VERSION_LINE: &str = concat!("sega-uploader ", env!("CARGO_PKG_VERSION"));
-
 fn main() {
     let code = match cli::Cli::parse(std::env::args_os().skip(1)) {
         Ok(cli::Parsed::Help(text)) => {
@@ -44,7 +43,7 @@ fn main() {
             0
         }
         Ok(cli::Parsed::Version) => {
-            println!("{VERSION_LINE}");
+            println!("{}", build_info::version_line());
             0
         }
         Ok(cli::Parsed::Run(cli)) => match cli.execute() {

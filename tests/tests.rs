@@ -8,9 +8,11 @@ mod util;
 use sega_testsrv::pg;
 
 mod cli;
+mod completion;
 mod daemon;
 mod faults;
 mod model;
+mod monitoring;
 mod proxy;
 mod scan;
 mod secrets;

@@ -83,6 +83,7 @@ enum Cmd {
     },
     Check {
         thresholds: crate::check::Thresholds,
+        timeout: std::time::Duration,
     },
     MigrateDb {
         from: Option<PathBuf>,
@@ -129,8 +130,8 @@ fn help(cmd: &str) -> String {
             "      --from FILE     the SQLite database to copy (default: database.path)\n",
         ),
         "check" => (
-            "check [--warn-…/--crit-… thresholds]",
-            "A Nagios/Icinga plugin: one line, perfdata after '|'. Exit 0 OK, 1 WARNING, 2 CRITICAL,\n3 UNKNOWN (also for usage and configuration errors).",
+            "check [-t SECS] [--warn-…/--crit-… thresholds]",
+            "A Nagios/Icinga plugin: one line, perfdata after '|' (U: not known; c: a counter).\nExit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also for usage and configuration errors,\nand a database that does not answer in time). A level is reached at or above its\nthreshold; a --warn-… above its --crit-… is a usage error.",
             crate::check::FLAGS,
         ),
         _ => return USAGE.to_string(),
@@ -172,6 +173,7 @@ impl Cli {
         };
         let mut positional: Vec<PathBuf> = Vec::new();
         let mut thresholds = crate::check::Thresholds::default();
+        let mut timeout = crate::check::DEFAULT_TIMEOUT;
         let mut from = None;
         let bad = |e: lexopt::Error| usage_err(e.to_string());
         while let Some(arg) = p.next().map_err(bad)? {
@@ -210,6 +212,10 @@ impl Cli {
                 Long("force") if cmd == "retry" => force = true,
                 Long("from") if cmd == "migrate-db" => {
                     from = Some(PathBuf::from(p.value().map_err(bad)?))
+                }
+                Short('t') | Long("timeout") if cmd == "check" => {
+                    let v = p.value().map_err(bad)?.string().map_err(bad)?;
+                    timeout = crate::check::parse_timeout(&v).map_err(usage_err)?;
                 }
                 Long(flag)
                     if cmd == "check"
@@ -251,7 +257,13 @@ impl Cli {
                 Ok([file]) => Cmd::UploadTest { file },
                 Err(_) => return Err(usage_err("upload-test: give exactly one FILE")),
             },
-            "check" => Cmd::Check { thresholds },
+            "check" => {
+                thresholds.validate().map_err(usage_err)?;
+                Cmd::Check {
+                    thresholds,
+                    timeout,
+                }
+            }
             "migrate-db" => Cmd::MigrateDb { from },
             other => return Err(usage_err(format!("unknown command '{other}'"))),
         };
@@ -275,7 +287,10 @@ impl Cli {
                 force,
             } => retry::retry(&path, failed, &paths, force),
             Cmd::UploadTest { file } => upload_test::upload_test(&path, &file),
-            Cmd::Check { thresholds } => status::check(&path, &thresholds),
+            Cmd::Check {
+                thresholds,
+                timeout,
+            } => status::check(&path, &thresholds, timeout),
             Cmd::MigrateDb { from } => migrate_db::migrate_db(&path, from),
         }
     }

@@ -12,7 +12,7 @@ use crate::clock::{human_duration, Clock};
 use crate::config::Config;
 use crate::error::{Result, EXIT_OK};
 use crate::identity::Identity;
-use crate::layout::display_name;
+use crate::layout::{display_name, Show};
 use crate::lock;
 use crate::store::{self, Role, Status};
 use crate::timestamp::Timestamp;
@@ -153,6 +153,9 @@ fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
         "folders": folders,
         "totals": totals,
         "uploaded_today": s.uploaded_today,
+        // Every file version this ledger (in PostgreSQL: this host) marked uploaded, kept by
+        // the ledger as it commits them: it only grows, prune never lowers it.
+        "uploaded_total": state(store::UPLOADED_TOTAL).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0),
         "failed_last_hour": s.failed_last_hour,
         "oldest_pending": path_at(&s.oldest_pending),
         "last_success": path_at(&s.last_success),
@@ -307,7 +310,11 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-pub(super) fn check(path: &Path, thresholds: &crate::check::Thresholds) -> Result<i32> {
+pub(super) fn check(
+    path: &Path,
+    thresholds: &crate::check::Thresholds,
+    timeout: Duration,
+) -> Result<i32> {
     let (config, clock) = match setup(path, true) {
         Ok(x) => x,
         Err(e) => {
@@ -315,14 +322,52 @@ pub(super) fn check(path: &Path, thresholds: &crate::check::Thresholds) -> Resul
             return Ok(crate::check::UNKNOWN);
         }
     };
-    match status_json(&config, &clock) {
-        Ok(v) => {
+    // The ledger is read on a thread of its own, so that a server that does not answer or a
+    // database locked by another process cannot hold the plugin past `-t`: the main thread
+    // gives up with UNKNOWN, and the process exits with the reader still blocked (main
+    // exits the process as soon as this returns).
+    let (where_, hint) = match &config.database.url {
+        Some(url) => (
+            format!(
+                "the PostgreSQL ledger ({})",
+                crate::config::redact_db_url(url.expose())
+            ),
+            "is the server reachable and answering?",
+        ),
+        None => (
+            format!("the database {}", config.database.path.shown()),
+            "is it locked by another process?",
+        ),
+    };
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let reader = std::thread::Builder::new()
+        .name("check".into())
+        .spawn(move || {
+            let _ = tx.send(status_json(&config, &clock));
+        });
+    if let Err(e) = reader {
+        println!("SEGA UNKNOWN - starting the reader thread: {e}");
+        return Ok(crate::check::UNKNOWN);
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(v)) => {
             let (code, line) = crate::check::evaluate(&v, thresholds);
             println!("{line}");
             Ok(code)
         }
-        Err(e) => {
-            println!("SEGA UNKNOWN - {e}");
+        Ok(Err(e)) => {
+            println!("SEGA UNKNOWN - {}", e.to_string().replace('\n', "; "));
+            Ok(crate::check::UNKNOWN)
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+            println!("SEGA UNKNOWN - reading {where_} failed (the reader thread ended without an answer)");
+            Ok(crate::check::UNKNOWN)
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            println!(
+                "SEGA UNKNOWN - no answer from {where_} within {} (-t): {hint}",
+                human_duration(timeout)
+            );
             Ok(crate::check::UNKNOWN)
         }
     }

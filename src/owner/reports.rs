@@ -122,6 +122,7 @@ impl Owner {
             Tally::Uploaded => {
                 self.stats.uploaded += 1;
                 self.counters.success += 1;
+                self.counters.uploaded_bytes += c.version.size;
                 self.uploaded_today.1 += 1;
             }
             Tally::Retry => {

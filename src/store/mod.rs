@@ -39,6 +39,12 @@ pub use sqlite::Store;
 /// cannot bloat the database.
 pub const RESULTS_KEPT_PER_FILE: i64 = 20;
 
+/// The `state` row that counts every file version `complete` marked uploaded: a counter
+/// kept in the same transaction as the rows it counts, so it is exact, survives restarts and
+/// is never lowered by prune (`check` reports it as `uploaded_total`, unit `c`). In a shared
+/// PostgreSQL ledger each host counts its own.
+pub const UPLOADED_TOTAL: &str = "uploaded_total";
+
 /// Which due rows a claim takes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimOrder {
@@ -334,9 +340,9 @@ pub trait Ledger: Send {
     /// When the next pending row becomes due, if any.
     fn next_due(&mut self) -> Result<Option<Timestamp>>;
 
-    /// Applies a batch of completions in one transaction (see `Completion`). A completion
-    /// whose row is gone (pruned, or removed by hand) is dropped, never the batch: its id
-    /// is returned.
+    /// Applies a batch of completions in one transaction (see `Completion`), and adds the
+    /// rows it marked uploaded to the `UPLOADED_TOTAL` state row. A completion whose row is
+    /// gone (pruned, or removed by hand) is dropped, never the batch: its id is returned.
     fn complete(&mut self, batch: &[Completion], now: Timestamp) -> Result<Vec<i64>>;
 
     /// Gives claimed rows that no worker started back to `pending`, as if never claimed.

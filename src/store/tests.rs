@@ -120,6 +120,7 @@ both!(
     dispositions_set_the_row_as_sqlite_does,
     claim_ids_and_due_ids_follow_upload_order,
     state_counts_and_summary,
+    uploaded_total_counts_every_version_sent_and_prune_keeps_it,
     export_then_import_round_trips,
 );
 
@@ -744,6 +745,71 @@ fn state_counts_and_summary(mut s: Box<dyn Ledger>) {
         })
         .unwrap()
         .is_empty());
+}
+
+/// The `uploaded_total` state row: one per version marked uploaded, nothing for a completion
+/// that did not land (a newer version recorded meanwhile) or did not upload, and a prune of
+/// the counted rows does not lower it.
+fn uploaded_total_counts_every_version_sent_and_prune_keeps_it(mut s: Box<dyn Ledger>) {
+    fn total(s: &mut dyn Ledger) -> Option<String> {
+        s.state()
+            .unwrap()
+            .get(super::UPLOADED_TOTAL)
+            .map(|(v, _)| v.clone())
+    }
+    let mut old = obs(b"old.jpg", 1, 1);
+    old.date = "2026-01-01".into();
+    old.path = PathBuf::from("/data/Sega_1/2026-01-01/old.jpg");
+    s.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 1), old], T0)
+        .unwrap();
+    let c = s.claim_due(T0, FAR, 10, ClaimOrder::OldestFile).unwrap();
+    assert_eq!(c.len(), 3);
+    let named = |n: &str| c.iter().find(|c| c.filename == n).unwrap();
+    s.complete(&[completion(named("a.jpg"), Disposition::Failed)], T1)
+        .unwrap();
+    assert_eq!(total(&mut *s), None, "nothing uploaded yet");
+    s.complete(
+        &[
+            completion(named("b.jpg"), Disposition::Uploaded),
+            completion(named("old.jpg"), Disposition::Uploaded),
+        ],
+        T1,
+    )
+    .unwrap();
+    assert_eq!(total(&mut *s).as_deref(), Some("2"));
+    // The same completion again lands nowhere (the row is no longer `uploading`).
+    s.complete(&[completion(named("b.jpg"), Disposition::Uploaded)], T1)
+        .unwrap();
+    assert_eq!(total(&mut *s).as_deref(), Some("2"));
+    // a.jpg rewritten while it was sent: the completion is for the old version, not counted;
+    // the new version's upload is.
+    let a = s.file_by_path(a_path()).unwrap().unwrap();
+    assert_eq!(a.status, Status::Failed);
+    s.record(&[obs(b"a.jpg", 2, 2)], T1).unwrap();
+    let a1 = s.claim_due(T1, FAR, 10, ClaimOrder::OldestFile).unwrap();
+    assert_eq!(a1.len(), 1);
+    s.record(&[obs(b"a.jpg", 3, 3)], T1).unwrap();
+    s.complete(&[completion(&a1[0], Disposition::Uploaded)], T2)
+        .unwrap();
+    assert_eq!(total(&mut *s).as_deref(), Some("2"));
+    let a2 = s.claim_due(T2, FAR, 10, ClaimOrder::OldestFile).unwrap();
+    s.complete(&[completion(&a2[0], Disposition::Uploaded)], T2)
+        .unwrap();
+    assert_eq!(total(&mut *s).as_deref(), Some("3"));
+    assert_eq!(s.prune("2026-06-01").unwrap(), 1);
+    assert_eq!(
+        total(&mut *s).as_deref(),
+        Some("3"),
+        "prune never lowers the counter"
+    );
+    // A value edited by hand into nonsense counts from 0 again instead of failing uploads.
+    s.set_state(&[(super::UPLOADED_TOTAL, "lots".to_owned())], T2)
+        .unwrap();
+    s.record(&[obs(b"d.jpg", 1, 1)], T2).unwrap();
+    let d = s.claim_due(T2, FAR, 10, ClaimOrder::OldestFile).unwrap();
+    s.complete(&[completion(&d[0], Disposition::Uploaded)], T2)
+        .unwrap();
+    assert_eq!(total(&mut *s).as_deref(), Some("1"));
 }
 
 /// `migrate-db` into a fresh ledger of the same kind: rows, versions, states and results

@@ -12,7 +12,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
 use super::conn::Fail;
 use super::{jsonb_text, pg_opt, Ctx, Id, OptText, PgStore};
 use crate::error::Result;
-use crate::store::{Completion, Disposition, RESULTS_KEPT_PER_FILE};
+use crate::store::{Completion, Disposition, RESULTS_KEPT_PER_FILE, UPLOADED_TOTAL};
 use crate::timestamp::Timestamp;
 
 /// Keeps each file's latest `RESULTS_KEPT_PER_FILE` results.
@@ -36,11 +36,13 @@ impl PgStore {
     /// Applies a batch of completions in one transaction, as SQLite does, and only where
     /// this process still holds the claim: a host whose claims were taken over (its lease
     /// ran out) must not overwrite the new owner's state. The attempt is recorded either way.
+    /// The rows marked uploaded are added to this host's `UPLOADED_TOTAL` state row.
     pub(super) fn complete(&mut self, batch: &[Completion], now: Timestamp) -> Result<Vec<i64>> {
         let ctx = &self.ctx;
         self.link.with("saving upload results", |c| {
             c.transaction::<_, Fail, _>(|c| {
                 let mut trimmed = Vec::new();
+                let mut uploaded: i64 = 0;
                 // Rows in id order, as every multi-row writer takes them: no lock cycle with
                 // another host's transaction (stable: one file's completions keep their order).
                 let mut ordered: Vec<&Completion> = batch.iter().collect();
@@ -70,7 +72,27 @@ impl PgStore {
                             trimmed.push(done.file_id);
                         }
                     }
-                    update_for(done, now, ctx).execute(c)?;
+                    let changed = update_for(done, now, ctx).execute(c)?;
+                    if done.disposition == Disposition::Uploaded {
+                        uploaded += changed as i64;
+                    }
+                }
+                if uploaded > 0 {
+                    // A value edited by hand into something that is not a number counts as
+                    // 0, rather than failing every completion after it.
+                    sql_query(
+                        "INSERT INTO state(scope, host, key, value, updated_at)
+                         VALUES ($1, $2, $3, $4::text, now())
+                         ON CONFLICT (scope, host, key) DO UPDATE
+                             SET value = (CASE WHEN state.value ~ '^[0-9]{1,18}$'
+                                               THEN state.value::bigint ELSE 0 END + $4)::text,
+                                 updated_at = now()",
+                    )
+                    .bind::<Text, _>(&ctx.scope)
+                    .bind::<Text, _>(&ctx.host)
+                    .bind::<Text, _>(UPLOADED_TOTAL)
+                    .bind::<BigInt, _>(uploaded)
+                    .execute(c)?;
                 }
                 trimmed.sort_unstable();
                 trimmed.dedup();
