@@ -1,7 +1,8 @@
 //! What an operator reads when a file failed (issue 16): `show` (the row and every stored
 //! attempt with the endpoint's answer, pretty-printed, made safe, cut with its stored
 //! length), `list`'s time column and `-v`, human times in local time with their offset
-//! (`TZ=Asia/Seoul`, `TZ=UTC`) while JSON stays UTC.
+//! (`TZ=Asia/Seoul`, `TZ=UTC`) while JSON stays UTC, and `upload-test`'s printed request and
+//! its refusal of a file from outside the watched folders.
 
 use crate::util::*;
 use serde_json::Value;
@@ -215,4 +216,66 @@ fn human_times_are_local_with_their_offset_and_json_stays_utc() {
         .query_row("SELECT updated_at FROM files", [], |r| r.get(0))
         .unwrap();
     assert_eq!(stored, updated, "the ledger's own text");
+}
+
+#[test]
+fn upload_test_prints_what_it_sends_and_refuses_a_file_from_elsewhere() {
+    let env = Env::new("uploadtest-req");
+    env.set(
+        "/upload/fields",
+        serde_json::json!({ "folder": "{folder}", "date": "{date}", "camera": "cam-{filename}" }),
+    );
+    let p = env.put("Sega_1", "probe.jpg", &jpeg(1));
+    let o = env.run(&["upload-test", p.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    // Every header value from the config is a secret, and so are the URL's credentials
+    // (the env checks that no secret was printed at all).
+    for line in [
+        "User-Agent: sega-uploader/",
+        "X-Api-Key: <redacted>\n",
+        "Authorization: <redacted> (Basic: the user and password in upload.url)\n",
+        "Idempotency-Key: ",
+        "  folder = Sega_1\n",
+        &format!("  date = {}\n", env.today),
+        "  camera = cam-probe.jpg\n",
+        "file part \"file\": filename=\"probe.jpg\", image/jpeg, ",
+    ] {
+        assert!(o.stdout.contains(line), "{line:?} in:\n{}", o.stdout);
+    }
+    // What it printed is what the endpoint received.
+    let req = env.server.requests().pop().expect("one request");
+    assert_eq!(
+        req.fields,
+        [
+            ("folder".to_string(), "Sega_1".to_string()),
+            ("date".to_string(), env.today.clone()),
+            ("camera".to_string(), "cam-probe.jpg".to_string()),
+        ]
+    );
+
+    // A file outside the watched folders: refused, nothing sent, unless --force.
+    let elsewhere = env.dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let stray = elsewhere.join("private.jpg");
+    std::fs::write(&stray, jpeg(2)).unwrap();
+    let sent = env.server.request_count();
+    let o = env.run(&["upload-test", stray.to_str().unwrap()]);
+    assert_eq!(o.code, 64, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("is not in a watched folder")
+            && o.stderr
+                .contains("--force sends it anyway, with folder \"\" and date \"elsewhere\""),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(env.server.request_count(), sent, "nothing was sent");
+    let o = env.run(&["upload-test", "--force", stray.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("outside the watched folders (--force)"),
+        "{}",
+        o.stdout
+    );
+    let req = env.server.requests().pop().expect("the forced request");
+    assert_eq!(req.fields[0], ("folder".to_string(), String::new()));
 }

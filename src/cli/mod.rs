@@ -38,7 +38,7 @@ Commands:
   list           list recorded files
   show           one file: its row and every stored attempt with the endpoint's answer
   retry          re-queue failed files or given paths
-  upload-test    upload one file now and print the full response
+  upload-test    upload one file now: print what is sent and the full response
   check          Nagios/Icinga plugin: OK/WARNING/CRITICAL from the database and heartbeat
   migrate-db     copy an SQLite ledger into the PostgreSQL one at database.url
 
@@ -90,6 +90,7 @@ enum Cmd {
     },
     UploadTest {
         file: PathBuf,
+        force: bool,
     },
     Check {
         thresholds: crate::check::Thresholds,
@@ -135,9 +136,12 @@ fn help(cmd: &str) -> String {
             "      --failed        every file marked failed\n      --force         also files already uploaded (or skipped)\n",
         ),
         "upload-test" => (
-            "upload-test FILE",
-            "Uploads one file now with the configured request and prints the status, headers and body.\nThe database is not touched. Exit 0 on a 2xx answer, else 1.",
-            "",
+            "upload-test FILE [--force]",
+            "Uploads one file now with the configured request: prints what it sends (the headers,\n\
+             secrets redacted, and the form fields), then the answer's status, headers and body.\n\
+             The database is not touched. Exit 0 on a 2xx answer, else 1. A file outside the\n\
+             watched folders is refused (exit 64): the daemon would never send it.",
+            "      --force         send a file from outside the watched folders anyway (folder \"\",\n                      date = its directory's name)\n",
         ),
         "migrate-db" => (
             "migrate-db [--from SQLITE_FILE]",
@@ -229,7 +233,7 @@ impl Cli {
                     filter.limit = if n <= 0 { None } else { Some(n) };
                 }
                 Long("failed") if cmd == "retry" => failed = true,
-                Long("force") if cmd == "retry" => force = true,
+                Long("force") if cmd == "retry" || cmd == "upload-test" => force = true,
                 Long("from") if cmd == "migrate-db" => {
                     from = Some(PathBuf::from(p.value().map_err(bad)?))
                 }
@@ -282,7 +286,7 @@ impl Cli {
                 }
             }
             "upload-test" => match <[PathBuf; 1]>::try_from(positional) {
-                Ok([file]) => Cmd::UploadTest { file },
+                Ok([file]) => Cmd::UploadTest { file, force },
                 Err(_) => return Err(usage_err("upload-test: give exactly one FILE")),
             },
             "check" => Cmd::Check { thresholds },
@@ -313,7 +317,7 @@ impl Cli {
                 paths,
                 force,
             } => retry::retry(&path, failed, &paths, force),
-            Cmd::UploadTest { file } => upload_test::upload_test(&path, &file),
+            Cmd::UploadTest { file, force } => upload_test::upload_test(&path, &file, force),
             Cmd::Check { thresholds } => status::check(&path, &thresholds),
             Cmd::MigrateDb { from } => migrate_db::migrate_db(&path, from),
         }
