@@ -13,6 +13,7 @@ mod daemon;
 mod faults;
 mod model;
 mod monitoring;
+mod operator;
 mod proxy;
 mod scan;
 mod secrets;

@@ -15,11 +15,13 @@ use crate::layout;
 use crate::logging;
 use crate::store::{ListFilter, Status};
 
+mod answer;
 mod check_config;
 mod list;
 mod migrate_db;
 mod retry;
 mod scan;
+mod show;
 mod status;
 mod upload_test;
 
@@ -34,8 +36,9 @@ Commands:
   scan           one pass: record, one attempt per due file, exit (cron, backfill)
   status         counts per folder and status, endpoint state, daemon alive
   list           list recorded files
+  show           one file: its row and every stored attempt with the endpoint's answer
   retry          re-queue failed files or given paths
-  upload-test    upload one file now and print the full response
+  upload-test    upload one file now: print what is sent and the full response
   check          Nagios/Icinga plugin: OK/WARNING/CRITICAL from the database and heartbeat
   migrate-db     copy an SQLite ledger into the PostgreSQL one at database.url
 
@@ -44,7 +47,8 @@ Options:
   -h, --help          this help; `sega-uploader COMMAND --help` for a command's options
   -V, --version       print the version
 
-Exit codes: 0 success, 1 runtime failure, 64 usage error, 78 configuration error.";
+Exit codes: 0 success, 1 runtime failure, 64 usage error, 66 no such file recorded (show),
+78 configuration error.";
 
 pub enum Parsed {
     Help(String),
@@ -72,6 +76,12 @@ enum Cmd {
     List {
         filter: ListFilter,
         json: bool,
+        verbose: bool,
+    },
+    Show {
+        target: show::Target,
+        json: bool,
+        full: bool,
     },
     Retry {
         failed: bool,
@@ -80,6 +90,7 @@ enum Cmd {
     },
     UploadTest {
         file: PathBuf,
+        force: bool,
     },
     Check {
         thresholds: crate::check::Thresholds,
@@ -107,9 +118,18 @@ fn help(cmd: &str) -> String {
         ),
         "status" => ("status [--json]", "Counts per folder and status, uploaded today, oldest pending, last success and error,\nerrors of the last 24 h by cause, endpoint state, and whether the daemon is alive.", "      --json          a stable JSON document instead of the table\n"),
         "list" => (
-            "list [--status S] [--folder F] [--date D] [--limit N] [--json]",
-            "Lists recorded files, newest date first.",
-            "      --status S      pending, uploading, uploaded, failed or skipped\n      --folder F      a folder label (Sega_1)\n      --date D        a date folder (YYYY-MM-DD)\n      --limit N       at most N rows (default 100; 0 for all)\n      --json          JSON lines instead of the table\n",
+            "list [--status S] [--folder F] [--date D] [--limit N] [-v] [--json]",
+            "Lists recorded files, newest date first, each with its last change in local time\n(with its offset) and its last error. JSON times are UTC.",
+            "      --status S      pending, uploading, uploaded, failed or skipped\n      --folder F      a folder label (Sega_1)\n      --date D        a date folder (YYYY-MM-DD)\n      --limit N       at most N rows (default 100; 0 for all)\n  -v, --verbose       also each file's latest answer in one line (`show` has them all)\n      --json          JSON lines instead of the table\n",
+        ),
+        "show" => (
+            "show ID|PATH [--full] [--json]",
+            "Shows one recorded file: every column of its row, then every stored attempt (time,\n\
+             duration, HTTP status, error) with the endpoint's answer as stored, pretty-printed\n\
+             when it is JSON. ID is the row's id (`list --json`); PATH is absolute, or relative to\n\
+             watch.root (Sega_1/2026-11-26/IMG_0001.jpg), or to the current directory. Times are\n\
+             local with their offset; with --json, UTC. Exit 66 if no such file is recorded.",
+            "      --full          every answer whole (without it, long answers are cut with a note)\n      --json          one JSON object (the row as `list --json` has it, and `results`)\n",
         ),
         "retry" => (
             "retry (--failed | PATH...) [--force]",
@@ -117,9 +137,12 @@ fn help(cmd: &str) -> String {
             "      --failed        every file marked failed\n      --force         also files already uploaded (or skipped)\n",
         ),
         "upload-test" => (
-            "upload-test FILE",
-            "Uploads one file now with the configured request and prints the status, headers and body.\nThe database is not touched. Exit 0 on a 2xx answer, else 1.",
-            "",
+            "upload-test FILE [--force]",
+            "Uploads one file now with the configured request: prints what it sends (the headers,\n\
+             secrets redacted, and the form fields), then the answer's status, headers and body.\n\
+             The database is not touched. Exit 0 on a 2xx answer, else 1. A file outside the\n\
+             watched folders is refused (exit 64): the daemon would never send it.",
+            "      --force         send a file from outside the watched folders anyway (folder \"\",\n                      date = its directory's name)\n",
         ),
         "migrate-db" => (
             "migrate-db [--from SQLITE_FILE]",
@@ -166,6 +189,7 @@ impl Cli {
         let mut command: Option<String> = None;
         let (mut offline, mut dry_run, mut json, mut failed, mut force) =
             (false, false, false, false, false);
+        let (mut verbose, mut full) = (false, false);
         let mut dates = Vec::new();
         let mut filter = ListFilter {
             limit: Some(100),
@@ -189,7 +213,9 @@ impl Cli {
                 Long("date") if cmd == "scan" => dates.push(parse_date_arg(
                     &p.value().map_err(bad)?.string().map_err(bad)?,
                 )?),
-                Long("json") if cmd == "status" || cmd == "list" => json = true,
+                Long("json") if cmd == "status" || cmd == "list" || cmd == "show" => json = true,
+                Short('v') | Long("verbose") if cmd == "list" => verbose = true,
+                Long("full") if cmd == "show" => full = true,
                 Long("status") if cmd == "list" => {
                     let v = p.value().map_err(bad)?.string().map_err(bad)?;
                     filter.status = Some(Status::parse(&v).ok_or_else(|| {
@@ -209,7 +235,7 @@ impl Cli {
                     filter.limit = if n <= 0 { None } else { Some(n) };
                 }
                 Long("failed") if cmd == "retry" => failed = true,
-                Long("force") if cmd == "retry" => force = true,
+                Long("force") if cmd == "retry" || cmd == "upload-test" => force = true,
                 Long("from") if cmd == "migrate-db" => {
                     from = Some(PathBuf::from(p.value().map_err(bad)?))
                 }
@@ -226,7 +252,7 @@ impl Cli {
                     thresholds.set(&flag, &v).map_err(usage_err)?;
                 }
                 Value(v) if command.is_none() => command = Some(v.string().map_err(bad)?),
-                Value(v) if cmd == "retry" || cmd == "upload-test" => {
+                Value(v) if cmd == "retry" || cmd == "upload-test" || cmd == "show" => {
                     positional.push(PathBuf::from(v))
                 }
                 other => return Err(usage_err(other.unexpected().to_string())),
@@ -240,7 +266,19 @@ impl Cli {
             "check-config" => Cmd::CheckConfig { offline },
             "scan" => Cmd::Scan { dates, dry_run },
             "status" => Cmd::Status { json },
-            "list" => Cmd::List { filter, json },
+            "list" => Cmd::List {
+                filter,
+                json,
+                verbose,
+            },
+            "show" => match <[PathBuf; 1]>::try_from(positional) {
+                Ok([target]) => Cmd::Show {
+                    target: show::Target(target),
+                    json,
+                    full,
+                },
+                Err(_) => return Err(usage_err("show: give exactly one ID or PATH")),
+            },
             "retry" => {
                 if failed != positional.is_empty() {
                     return Err(usage_err(
@@ -254,7 +292,7 @@ impl Cli {
                 }
             }
             "upload-test" => match <[PathBuf; 1]>::try_from(positional) {
-                Ok([file]) => Cmd::UploadTest { file },
+                Ok([file]) => Cmd::UploadTest { file, force },
                 Err(_) => return Err(usage_err("upload-test: give exactly one FILE")),
             },
             "check" => {
@@ -280,13 +318,18 @@ impl Cli {
             Cmd::CheckConfig { offline } => check_config::check_config(&path, offline),
             Cmd::Scan { dates, dry_run } => scan::scan(&path, &dates, dry_run),
             Cmd::Status { json } => status::status(&path, json),
-            Cmd::List { filter, json } => list::list(&path, &filter, json),
+            Cmd::List {
+                filter,
+                json,
+                verbose,
+            } => list::list(&path, &filter, json, verbose),
+            Cmd::Show { target, json, full } => show::show(&path, &target, json, full),
             Cmd::Retry {
                 failed,
                 paths,
                 force,
             } => retry::retry(&path, failed, &paths, force),
-            Cmd::UploadTest { file } => upload_test::upload_test(&path, &file),
+            Cmd::UploadTest { file, force } => upload_test::upload_test(&path, &file, force),
             Cmd::Check {
                 thresholds,
                 timeout,

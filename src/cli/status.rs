@@ -184,6 +184,11 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
         return Ok(EXIT_OK);
     }
     let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
+    // The document's times are UTC (`format_ts`); a person reads them local, with the offset.
+    let local = |v: &Value| match v.as_str() {
+        Some(t) => Timestamp::parse(t).map_or_else(|| t.to_owned(), |t| t.local().to_string()),
+        None => "-".into(),
+    };
     let secs = |v: &Value| match v.as_u64() {
         Some(0) => "<1s".to_string(),
         Some(n) => human_duration(Duration::from_secs(n)),
@@ -199,10 +204,16 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     } else {
         match (d["stopped_at"].as_str(), d["heartbeat_at"].as_str()) {
             (Some(stop), Some(hb)) if stop >= hb => {
-                println!("daemon:    NOT RUNNING (stopped cleanly at {stop})")
+                println!(
+                    "daemon:    NOT RUNNING (stopped cleanly at {})",
+                    local(&d["stopped_at"])
+                )
             }
-            (_, Some(hb)) => {
-                println!("daemon:    NOT RUNNING (last heartbeat {hb}; it did not stop cleanly)")
+            (_, Some(_)) => {
+                println!(
+                    "daemon:    NOT RUNNING (last heartbeat {}; it did not stop cleanly)",
+                    local(&d["heartbeat_at"])
+                )
             }
             _ => println!("daemon:    NOT RUNNING (never ran on this database)"),
         }
@@ -235,7 +246,7 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     match e["state"].as_str() {
         Some("down") => println!(
             "endpoint:  DOWN since {} ({}) {}",
-            s(&e["down_since"]),
+            local(&e["down_since"]),
             s(&e["last_error"]),
             s(&e["url"])
         ),
@@ -284,7 +295,7 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
         } else {
             println!(
                 "{label:<16} {} ({} ago) {}",
-                s(&p["at"]),
+                local(&p["at"]),
                 secs(&p["age_secs"]),
                 s(&p["path"])
             );

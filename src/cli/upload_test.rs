@@ -1,33 +1,40 @@
-//! `sega-uploader upload-test`: one file sent now with the configured request, and the
-//! whole answer printed. The ledger is not touched.
+//! `sega-uploader upload-test`: one file sent now with the configured request, what is sent
+//! printed first (the form fields and the headers, secrets redacted), then the whole answer.
+//! The ledger is not touched. A file from outside the watched folders is refused unless
+//! `--force`: the daemon would never send it, and a mistyped path must not send a private
+//! file to the endpoint.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::setup;
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::identity::Identity;
-use crate::layout::{self, display_name, FolderRef, Show};
-use crate::upload::{self, Item, RequestSettings};
+use crate::layout::{self, display_name, text_line, FolderRef, Show};
+use crate::upload::{self, HeaderText, Item, RequestSettings};
 use crate::work::{classify_status, Class, Outcome};
 
-pub(super) fn upload_test(path: &Path, file: &Path) -> Result<i32> {
+pub(super) fn upload_test(path: &Path, file: &Path, force: bool) -> Result<i32> {
     let (config, _clock) = setup(path, false)?;
     let abs = std::fs::canonicalize(file.parent().unwrap_or(Path::new(".")))
         .map(|d| d.join(file.file_name().unwrap_or_default()))
         .map_err(|e| Error::io("resolving", file, e))?;
-    let (f, meta) = layout::open_regular(&abs).map_err(|source| Error::Open {
-        path: abs.clone(),
-        source,
-    })?;
-    let version = layout::Version::of(&meta);
+    // The file's directory is resolved (symbolic links included), so the folders are too: an
+    // absolute folder entry may be reached through a link, as `watch.root` may.
+    let dirs: Vec<PathBuf> = config
+        .watch
+        .folders
+        .iter()
+        .map(|f| std::fs::canonicalize(&f.path).unwrap_or_else(|_| f.path.clone()))
+        .collect();
     let refs: Vec<FolderRef> = config
         .watch
         .folders
         .iter()
-        .map(|f| FolderRef {
+        .zip(&dirs)
+        .map(|(f, dir)| FolderRef {
             label: &f.label,
-            dir: &f.path,
+            dir,
         })
         .collect();
     let (folder, date) = match layout::locate(&refs, &abs) {
@@ -38,11 +45,34 @@ pub(super) fn upload_test(path: &Path, file: &Path) -> Result<i32> {
                 .and_then(Path::file_name)
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            println!("note: {} is outside the watched folders; sending folder \"\" and date \"{parent}\"", abs.shown());
+            let as_sent = format!("folder \"\" and date \"{}\"", text_line(&parent));
+            if !force {
+                return Err(Error::Usage(format!(
+                    "{} is not in a watched folder (<folder>/<YYYY-MM-DD>/<name> under one of \
+                     watch.folders): the daemon would never send it, and upload-test will not send \
+                     a file from elsewhere to the endpoint by mistake. --force sends it anyway, \
+                     with {as_sent}",
+                    abs.shown()
+                )));
+            }
+            println!(
+                "note: {} is outside the watched folders (--force): sending {as_sent}",
+                abs.shown()
+            );
             (String::new(), parent)
         }
     };
+    let (f, meta) = layout::open_regular(&abs).map_err(|source| Error::Open {
+        path: abs.clone(),
+        source,
+    })?;
+    let version = layout::Version::of(&meta);
     let name = abs.file_name().unwrap_or_default().to_owned();
+    if !layout::name_is_candidate(&name, &config.watch.extensions) {
+        println!(
+            "note: the daemon would not upload a file of this name (hidden, partial, or not one of watch.extensions)"
+        );
+    }
     let kind = layout::kind_of(&name);
     if let Ok(c) = layout::check_content(&f, version.size, kind) {
         if c != layout::Content::Image {
@@ -58,23 +88,7 @@ pub(super) fn upload_test(path: &Path, file: &Path) -> Result<i32> {
         filename: name.clone(),
         version,
     };
-    println!("POST {}", config.upload.url.redacted());
-    println!(
-        "Idempotency-Key: {}",
-        upload::idempotency_key(
-            &settings.scope,
-            &item.folder,
-            &item.date,
-            name.as_bytes(),
-            version
-        )
-    );
-    println!(
-        "file: {} ({} bytes, {})",
-        display_name(abs.as_os_str()),
-        version.size,
-        layout::content_type(kind)
-    );
+    print_request(&config, &settings, &item, kind);
     let t0 = std::time::Instant::now();
     let outcome = upload::send(&settings, &item, kind, f, version.size, None);
     let took = t0.elapsed();
@@ -87,9 +101,12 @@ pub(super) fn upload_test(path: &Path, file: &Path) -> Result<i32> {
                 classify_status(r.status)
             );
             for (k, v) in &r.headers {
-                println!("{k}: {v}");
+                println!("{k}: {}", text_line(v));
             }
-            println!("\n{}", r.body);
+            println!();
+            for line in r.body.lines() {
+                println!("{}", text_line(line));
+            }
             if let Some(e) = r.body_error {
                 println!("(body cut short: {e})");
             }
@@ -117,4 +134,64 @@ pub(super) fn upload_test(path: &Path, file: &Path) -> Result<i32> {
             Ok(EXIT_FAILURE)
         }
     }
+}
+
+/// What is about to be sent: the request line, the headers (`upload.headers` values and the
+/// URL's credentials redacted: they are secrets), the form fields and the file part.
+fn print_request(
+    config: &crate::config::Config,
+    settings: &RequestSettings,
+    item: &Item,
+    kind: layout::Kind,
+) {
+    println!("POST {}", config.upload.url.redacted());
+    if let Some(proxy) = &config.upload.proxy {
+        println!(
+            "(through the proxy {}; its credentials go to the proxy only)",
+            proxy.redacted()
+        );
+    }
+    let key = upload::idempotency_key(
+        &settings.scope,
+        &item.folder,
+        &item.date,
+        item.filename.as_bytes(),
+        item.version,
+    );
+    let mut shown: Vec<(&str, String)> = Vec::new();
+    for h in upload::headers(settings, &key) {
+        let value = match h.value {
+            HeaderText::Plain(v) => text_line(v),
+            // Display of a Secret is `<redacted>`. `auth` is only set when upload.headers has
+            // no Authorization of its own: then this one is the URL's user and password.
+            HeaderText::Secret(s) if h.name == "Authorization" && settings.auth.is_some() => {
+                format!("{s} (Basic: the user and password in upload.url)")
+            }
+            HeaderText::Secret(s) => s.to_string(),
+        };
+        if h.set {
+            shown.retain(|(k, _)| !k.eq_ignore_ascii_case(h.name));
+        }
+        shown.push((h.name, value));
+    }
+    for (k, v) in &shown {
+        println!("{k}: {v}");
+    }
+    println!("Content-Type: multipart/form-data; boundary=… (a new boundary for every request)");
+    println!("\nform fields (upload.fields, in this order, before the file):");
+    let fields = upload::form_fields(settings, item, item.version.size);
+    if fields.is_empty() {
+        println!("  (none)");
+    }
+    for (k, v) in &fields {
+        println!("  {} = {}", text_line(k), text_line(v));
+    }
+    println!(
+        "file part {:?}: filename=\"{}\", {}, {} bytes from {}",
+        settings.file_field,
+        text_line(&upload::encode_filename(item.filename.as_bytes())),
+        layout::content_type(kind),
+        item.version.size,
+        display_name(item.path.as_os_str())
+    );
 }

@@ -417,6 +417,16 @@ pub trait Ledger: Send {
 
     fn file_by_path(&mut self, path: &Path) -> Result<Option<FileRow>>;
 
+    /// One row by its id (`show ID`); None when no row of this ledger (or scope) has it.
+    fn file_by_id(&mut self, id: i64) -> Result<Option<FileRow>>;
+
+    /// Every stored result of one file, oldest first (`show`): at most
+    /// `RESULTS_KEPT_PER_FILE`, as the ledger keeps them.
+    fn results(&mut self, file_id: i64) -> Result<Vec<ResultRow>>;
+
+    /// The latest stored result of each of these files that has one (`list -v`).
+    fn latest_results(&mut self, file_ids: &[i64]) -> Result<HashMap<i64, ResultRow>>;
+
     /// Everything `status` and `check` show, read at one moment so the numbers agree.
     fn summary(
         &mut self,
@@ -465,6 +475,8 @@ pub struct Exported {
 /// One `upload_results` row.
 #[derive(Debug, Clone)]
 pub struct ResultRow {
+    /// Its id: results of one file sort by it (`results`, `latest_results`).
+    pub id: i64,
     pub attempt: i64,
     pub started_at: Timestamp,
     pub duration_ms: i64,
@@ -473,6 +485,8 @@ pub struct ResultRow {
     pub response_json: Option<String>,
     pub error: Option<String>,
     pub outcome: Attempted,
+    /// The host that made the attempt (shared ledgers only).
+    pub host: Option<String>,
 }
 
 /// What the opener is for: it decides the lock taken and whether to write.

@@ -122,6 +122,7 @@ both!(
     state_counts_and_summary,
     uploaded_total_counts_every_version_sent_and_prune_keeps_it,
     export_then_import_round_trips,
+    a_row_and_its_results_are_read_by_id,
 );
 
 pub(super) fn obs(name: &[u8], size: u64, mtime_ns: i64) -> Observation {
@@ -881,4 +882,69 @@ fn fresh_like(s: &dyn Ledger) -> Box<dyn Ledger> {
     }
     let _ = s;
     sqlite()
+}
+
+/// `show` and `list -v`: a row by its id, every result oldest first, the latest of each.
+fn a_row_and_its_results_are_read_by_id(mut s: Box<dyn Ledger>) {
+    s.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 2, 2)], T0)
+        .unwrap();
+    let answer = r#"{"detail":"missing field camera_id"}"#;
+    for (i, status) in [503, 422].into_iter().enumerate() {
+        let c = s
+            .claim_due(LATER, FAR, 1, ClaimOrder::OldestFile)
+            .unwrap()
+            .remove(0);
+        assert_eq!(c.filename, "a.jpg");
+        let mut done = completion(
+            &c,
+            if status == 503 {
+                Disposition::Retry {
+                    at: T0,
+                    counted: true,
+                }
+            } else {
+                Disposition::Failed
+            },
+        );
+        done.started_at = [T1, T2][i];
+        done.http_status = Some(status);
+        done.response_body = Some(answer.into());
+        done.response_json = Some(answer.into());
+        done.error = Some(format!("HTTP {status}"));
+        s.complete(&[done], T2).unwrap();
+    }
+    let a = s
+        .file_by_path(Path::new("/data/Sega_1/2026-11-26/a.jpg"))
+        .unwrap()
+        .unwrap();
+    let by_id = s.file_by_id(a.id).unwrap().unwrap();
+    assert_eq!(
+        (by_id.filename.as_os_str(), by_id.status, by_id.attempts),
+        (OsString::from("a.jpg").as_os_str(), Status::Failed, 2)
+    );
+    assert!(s.file_by_id(a.id + 1000).unwrap().is_none());
+    let results = s.results(a.id).unwrap();
+    let seen: Vec<_> = results
+        .iter()
+        .map(|r| (r.attempt, r.started_at, r.http_status, r.outcome))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, T1, Some(503), Attempted::Retry),
+            (2, T2, Some(422), Attempted::Failed)
+        ]
+    );
+    assert!(results[0].id < results[1].id);
+    assert_eq!(results[1].response_body.as_deref(), Some(answer));
+    assert_eq!(results[1].error.as_deref(), Some("HTTP 422"));
+    let b = s
+        .file_by_path(Path::new("/data/Sega_1/2026-11-26/b.jpg"))
+        .unwrap()
+        .unwrap();
+    assert!(s.results(b.id).unwrap().is_empty());
+    let latest = s.latest_results(&[a.id, b.id, a.id + 1000]).unwrap();
+    assert_eq!(latest.len(), 1, "only a.jpg has results");
+    assert_eq!(latest[&a.id].id, results[1].id);
+    assert!(s.latest_results(&[]).unwrap().is_empty());
 }

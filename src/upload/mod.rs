@@ -31,10 +31,10 @@ mod route;
 mod send;
 mod success;
 
-pub use multipart::idempotency_key;
 use multipart::COPY_CHUNK;
+pub use multipart::{encode_filename, idempotency_key};
 pub use route::Route;
-pub use send::{send, RateLimiter};
+pub use send::{form_fields, headers, send, HeaderText, RateLimiter};
 
 pub const USER_AGENT: &str = concat!("sega-uploader/", env!("CARGO_PKG_VERSION"));
 
