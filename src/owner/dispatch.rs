@@ -158,6 +158,7 @@ impl Owner {
                 target,
                 probe,
                 solo,
+                rules: self.gate.rules(),
                 settings: self.settings.clone(),
             };
             self.in_flight.insert(c.id, c);

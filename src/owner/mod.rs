@@ -303,6 +303,14 @@ impl Owner {
                 self.on_reports(done);
             }
             self.housekeeping();
+            // A reload is taken before anything is claimed: a select that happened to pick
+            // the inputs would let this round claim under the rules the operator just
+            // narrowed (a folder or an extension removed), and send those files.
+            while let Ok(c) = ch.control.try_recv() {
+                if let Some(shutdown) = self.on_control(c) {
+                    return self.shutdown(shutdown, &ch.reports);
+                }
+            }
             self.dispatch();
             let wait = self.sleep_for();
             select! {
@@ -322,17 +330,33 @@ impl Owner {
                     self.on_reports(batch);
                 },
                 recv(ch.control) -> msg => match msg {
-                    Ok(Control::Reload(config, settings)) => {
-                        self.policy = Policy::new(&config);
-                        self.store.set_folders(crate::store::roots(&config));
-                        self.settings = settings;
-                        self.maybe_due = true;
-                    }
-                    Ok(Control::Shutdown { grace }) => return self.shutdown(grace, &ch.reports),
+                    Ok(c) => if let Some(grace) = self.on_control(c) {
+                        return self.shutdown(grace, &ch.reports);
+                    },
                     Err(_) => return self.shutdown(Duration::ZERO, &ch.reports),
                 },
                 default(wait) => {}
             }
+        }
+    }
+
+    /// Applies a reload, or says a shutdown (with its grace) was asked for.
+    fn on_control(&mut self, c: Control) -> Option<Duration> {
+        match c {
+            Control::Reload(config, settings) => {
+                self.policy = Policy::new(&config);
+                self.store.set_folders(crate::store::roots(&config));
+                self.settings = settings;
+                // Jobs claimed under the old rules go back unsent, to be claimed again (or
+                // not) under the new ones: those still queued now, and any a worker takes
+                // from here on (it sees the generation change). A request already under
+                // way cannot be called back.
+                self.gate.rules_changed();
+                self.take_back_queued();
+                self.maybe_due = true;
+                None
+            }
+            Control::Shutdown { grace } => Some(grace),
         }
     }
 

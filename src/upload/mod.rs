@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -151,6 +151,8 @@ pub struct Job {
     /// Sent even while the gate says the endpoint is failing (probes, and the one-at-a-time
     /// attempts that decide whether an outage has begun).
     pub solo: bool,
+    /// The generation of the owner's rules the job was checked under (`Gate::rules`).
+    pub rules: u64,
     pub settings: Arc<RequestSettings>,
 }
 
@@ -170,14 +172,36 @@ pub struct Item {
 /// 408, 429). While that is not zero, a worker hands back an ordinary job unstarted
 /// instead of sending it, so the jobs already queued when an outage begins do not all turn
 /// into failed requests before the owner has even heard of the first one.
+///
+/// It also carries the generation of the owner's rules: a reload that narrows the folders or
+/// extensions bumps it, and a worker hands back unstarted a job claimed under older rules, so
+/// that the owner checks it again under the new ones.
 #[derive(Debug, Default)]
 pub struct Gate {
     failures: AtomicU32,
+    rules: AtomicU64,
 }
 
 impl Gate {
     pub fn failing(&self) -> bool {
         self.failures.load(Ordering::Relaxed) > 0
+    }
+
+    /// The generation of the rules in force, for the jobs claimed from now on.
+    pub fn rules(&self) -> u64 {
+        self.rules.load(Ordering::Acquire)
+    }
+
+    /// The owner took new rules (a reload): jobs claimed before are stale.
+    pub fn rules_changed(&self) {
+        self.rules.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether a worker must hand a job back unstarted: the endpoint is failing (unless the
+    /// job is one of the one-at-a-time attempts, `solo`), or the job was claimed under older
+    /// rules than those in force.
+    fn holds_back(&self, solo: bool, rules: u64) -> bool {
+        (!solo && self.failing()) || rules != self.rules()
     }
 
     fn record(&self, outcome: &Outcome) {
@@ -328,7 +352,7 @@ pub fn spawn_workers(
                 .name(format!("upload-{}", i + 1))
                 .spawn(move || {
                     for job in jobs {
-                        let report = if !job.solo && gate.failing() {
+                        let report = if gate.holds_back(job.solo, job.rules) {
                             Report {
                                 started_at: clock.now_utc(),
                                 duration: Duration::ZERO,
@@ -389,6 +413,34 @@ mod tests {
         .unwrap();
         let s = RequestSettings::new(&c, "scope".into()).unwrap();
         assert!(s.auth.is_none());
+    }
+
+    /// A job claimed before a reload is never sent under the rules it no longer passes:
+    /// the worker hands it back for the owner to check again (trust, narrowing on SIGHUP).
+    #[test]
+    fn a_job_claimed_under_replaced_rules_is_held_back() {
+        let gate = Gate::default();
+        let claimed_under = gate.rules();
+        assert!(!gate.holds_back(false, claimed_under));
+        gate.rules_changed();
+        assert!(
+            gate.holds_back(false, claimed_under),
+            "ordinary job, old rules"
+        );
+        assert!(gate.holds_back(true, claimed_under), "a probe too");
+        assert!(
+            !gate.holds_back(false, gate.rules()),
+            "claimed under the new rules"
+        );
+        gate.record(&Outcome::Transport("refused".into()));
+        assert!(
+            gate.holds_back(false, gate.rules()),
+            "the endpoint is failing"
+        );
+        assert!(
+            !gate.holds_back(true, gate.rules()),
+            "the one-at-a-time attempt goes"
+        );
     }
 
     #[test]
