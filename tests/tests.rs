@@ -11,6 +11,7 @@ mod cli;
 mod daemon;
 mod faults;
 mod model;
+mod pipes;
 mod proxy;
 mod scan;
 mod secrets;

@@ -20,6 +20,7 @@ mod list;
 mod migrate_db;
 mod retry;
 mod scan;
+pub mod sigpipe;
 mod status;
 mod upload_test;
 
@@ -256,6 +257,11 @@ impl Cli {
             other => return Err(usage_err(format!("unknown command '{other}'"))),
         };
         Ok(Parsed::Run(Cli { config, cmd }))
+    }
+
+    /// `run`: the daemon, which keeps SIGPIPE ignored (see `sigpipe`).
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.cmd, Cmd::Run)
     }
 
     pub fn execute(self) -> Result<i32> {
