@@ -130,6 +130,9 @@ pub struct Owner {
     /// Uploads since local midnight of this date (seeded from the database at start).
     uploaded_today: (Option<time::Date>, i64),
     last_scan: Option<(OffsetDateTime, Duration)>,
+    /// The level of the judge's INFO lines about one file ("uploaded …", "retrying in …"):
+    /// INFO in the daemon, DEBUG for a `scan` that prints one summary line instead.
+    file_lines: log::Level,
     /// A damaged database file: the daemon stops (exit 1) rather than loop on it.
     fatal: Option<crate::error::Error>,
     /// Asks the ticker for a full rescan (what could not be recorded during database
@@ -227,6 +230,7 @@ impl Owner {
             counters: metrics::Counters::default(),
             uploaded_today: (None, 0),
             last_scan: None,
+            file_lines: log::Level::Info,
             fatal: None,
             rescan: outlets.rescan,
             unwatched_written: None,
@@ -245,6 +249,12 @@ impl Owner {
 
     pub fn store(&mut self) -> &mut dyn Ledger {
         self.store.as_mut()
+    }
+
+    /// Logs the INFO lines about single files at `level` instead (warnings and errors about
+    /// a file keep theirs).
+    pub fn file_lines_at(&mut self, level: log::Level) {
+        self.file_lines = level;
     }
 
     /// The daemon's loop. Returns when shut down.
@@ -338,11 +348,18 @@ impl Owner {
 
     /// The one-shot scan's loop: one attempt for each of `ids`, then return. Results that
     /// cannot be saved (a locked or failing database) are retried for `ONESHOT_SAVE_FOR`,
-    /// then counted in `Stats::unsaved`: the scan always ends.
-    pub fn run_oneshot(mut self, ids: Vec<i64>, reports: &Receiver<Report>) -> Result<Stats> {
+    /// then counted in `Stats::unsaved`: the scan always ends. `progress` is shown the
+    /// counts at every turn of the loop (at least once a second while uploads run).
+    pub fn run_oneshot(
+        mut self,
+        ids: Vec<i64>,
+        reports: &Receiver<Report>,
+        progress: &mut dyn FnMut(&Stats),
+    ) -> Result<Stats> {
         self.mode = Mode::Oneshot { queue: ids.into() };
         let mut giving_up_at: Option<Instant> = None;
         loop {
+            progress(&self.stats);
             if self.db_trouble.is_some() {
                 self.flush_unsaved();
                 if self.db_trouble.is_some() {
