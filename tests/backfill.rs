@@ -1,8 +1,9 @@
 //! Backfills (issue 16, item 4): `scan --since/--until` and `today`/`yesterday` wherever a
 //! date is taken, judged by the local date as the daemon's window is; what a long scan
 //! says (one summary line off a terminal, a live progress line on one, `-q`, `-v`), and
-//! `migrate-db` the same.
+//! `migrate-db` the same; `scan --dry-run` predicting what the real scan then does.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 
 use crate::util::*;
@@ -99,6 +100,7 @@ fn since_after_until_is_a_usage_error_naming_both(backend: Backend) {
 both_backends!(
     since_and_until_take_every_date_folder_of_the_range,
     since_after_until_is_a_usage_error_naming_both,
+    dry_run_predicts_what_the_scan_does,
 );
 
 /// `today` is the host's local date, as the daemon's window judges it, not UTC's: at
@@ -322,4 +324,103 @@ fn migrate_db_shows_progress_and_one_summary_line() {
         last.starts_with("migrate-db: 300 row(s) read from"),
         "{last:?}"
     );
+}
+
+/// What `scan --dry-run` predicts for each file is what the real scan then does: a real
+/// image uploaded, a fake `.jpg` skipped as not an image (its content checked, not just its
+/// name), a JPEG still being written left waiting, a FIFO and a symlink never opened and
+/// never recorded.
+fn dry_run_predicts_what_the_scan_does(backend: Backend) {
+    let env = Env::with_backend("dry-agrees", backend);
+    let dir = env.dir_of("Sega_1", &env.today);
+    env.put("Sega_1", "real.jpg", &jpeg(1));
+    env.put("Sega_1", "notes.jpg", b"meeting notes, not a photo\n");
+    env.put("Sega_1", "half.jpg", &images::truncated_jpeg(3));
+    let fifo = std::ffi::CString::new(dir.join("pipe.jpg").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let outside = Sentinel::new(env.dir.join("outside.jpg"), jpeg(4));
+    std::os::unix::fs::symlink(&outside.path, dir.join("link.jpg")).unwrap();
+
+    let o = env.run(&["scan", "--dry-run"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let predicted: BTreeMap<String, String> = o
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let (what, path) = l.rsplit_once(' ')?;
+            let name = path.rsplit('/').next()?.to_owned();
+            Some((name, what.split(' ').next()?.to_owned()))
+        })
+        .filter(|(name, _)| name.ends_with(".jpg"))
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("real.jpg", "upload"),
+        ("notes.jpg", "skip"),
+        ("half.jpg", "wait"),
+        ("pipe.jpg", "ignore"),
+        ("link.jpg", "ignore"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    assert_eq!(predicted, expected, "{}", o.stdout);
+    assert!(
+        o.stdout.contains("skip (not an image)") && o.stdout.contains("notes.jpg"),
+        "{}",
+        o.stdout
+    );
+    assert!(env.ledger_untouched(), "the dry run changed nothing");
+    assert_eq!(env.server.request_count(), 0);
+
+    let o = env.run(&["scan"]);
+    assert_eq!(o.code, 1, "half.jpg is left pending: {}", o.stderr);
+    let real: BTreeMap<String, String> = env
+        .rows()
+        .iter()
+        .map(|r| (r.name(), r.status.clone()))
+        .collect();
+    // What each prediction means once the scan has run.
+    for (name, action) in &predicted {
+        let status = real.get(name).map(String::as_str);
+        let agrees = match action.as_str() {
+            "upload" => status == Some("uploaded"),
+            "skip" => status == Some("skipped"),
+            "wait" => status == Some("pending"),
+            "ignore" => status.is_none(),
+            _ => false,
+        };
+        assert!(
+            agrees,
+            "{name}: predicted {action}, the scan left {status:?}"
+        );
+    }
+    assert_eq!(
+        env.row("notes.jpg").last_error.as_deref(),
+        Some("not an image")
+    );
+    assert_eq!(env.sent_names(), vec!["real.jpg".to_string()]);
+    assert!(
+        outside.untouched(&env),
+        "the symlink's target was never read"
+    );
+
+    // Again, after the scan: the finished rows are left alone, the waiting one still waits.
+    let o = env.run(&["scan", "--dry-run"]);
+    let line = |name: &str| {
+        o.stdout
+            .lines()
+            .find(|l| l.ends_with(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("no line for {name}: {}", o.stdout))
+    };
+    assert!(
+        line("real.jpg").starts_with("nothing (uploaded)"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        line("notes.jpg").starts_with("nothing (skipped)"),
+        "{}",
+        o.stdout
+    );
+    assert!(line("half.jpg").starts_with("wait ("), "{}", o.stdout);
 }
