@@ -12,6 +12,7 @@ mod cli;
 mod daemon;
 mod faults;
 mod model;
+mod operator;
 mod pipes;
 mod proxy;
 mod scan;

@@ -257,8 +257,11 @@ impl Owner {
         self.file_lines = level;
     }
 
-    /// The daemon's loop. Returns when shut down.
-    pub fn run(mut self, ch: Channels) -> Result<()> {
+    /// The daemon's start, before READY: what a run that did not stop cleanly left (its
+    /// interrupted uploads back to `pending`), the state rows of this run, and the queue's
+    /// numbers published, so the `ready:` line and the first STATUS say what the ledger
+    /// holds rather than the zeros of a count not yet made.
+    pub fn start(&mut self) -> Result<()> {
         let now = self.now();
         // A previous run that left a heartbeat but no stop time did not stop cleanly.
         let before = self.store.state()?;
@@ -291,6 +294,12 @@ impl Owner {
             ],
             now,
         )?;
+        self.publish();
+        Ok(())
+    }
+
+    /// The daemon's loop, after `start`. Returns when shut down.
+    pub fn run(mut self, ch: Channels) -> Result<()> {
         // Once the producers are gone (shutdown under way) their channel would be ready
         // forever; `never()` takes it out of the select.
         let mut inputs = ch.inputs.clone();
