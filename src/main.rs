@@ -84,6 +84,10 @@ fn main() {
 fn report(e: &Error) -> i32 {
     let mut stderr = std::io::stderr();
     match e {
+        // "PATH: cannot read: …" says it all; it is not the config's content that is wrong.
+        Error::Config(c) if c.unreadable() => {
+            let _ = writeln!(stderr, "sega-uploader: {c}");
+        }
         Error::Config(c) => {
             let _ = writeln!(stderr, "sega-uploader: invalid configuration:\n{c}");
         }
