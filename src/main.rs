@@ -34,10 +34,24 @@ mod upload;
 mod watch;
 mod work;
 
+use std::io::Write;
+
 use error::{Error, EXIT_USAGE};
 
 fn main() {
-    let code = match cli::Cli::parse(std::env::args_os().skip(1)) {
+    let parsed = cli::Cli::parse(std::env::args_os().skip(1));
+    // Every command but the daemon ends quietly, by SIGPIPE, when the reader of its output
+    // goes away (`cli::sigpipe` says how, and why the daemon keeps SIGPIPE ignored).
+    if !matches!(&parsed, Ok(cli::Parsed::Run(c)) if c.is_daemon()) {
+        if let Err(e) = cli::sigpipe::install() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "sega-uploader: installing a SIGPIPE handler: {e}"
+            );
+            std::process::exit(error::EXIT_FAILURE);
+        }
+    }
+    let code = match parsed {
         Ok(cli::Parsed::Help(text)) => {
             println!("{text}");
             0
@@ -64,16 +78,25 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Says why the command stopped. Written with `writeln!`, not `eprintln!`: the daemon keeps
+/// SIGPIPE ignored, and a closed stderr must not turn its exit code into a panic's abort.
 fn report(e: &Error) -> i32 {
+    let mut stderr = std::io::stderr();
     match e {
-        Error::Config(c) => eprintln!("sega-uploader: invalid configuration:\n{c}"),
+        // "PATH: cannot read: …" says it all; it is not the config's content that is wrong.
+        Error::Config(c) if c.unreadable() => {
+            let _ = writeln!(stderr, "sega-uploader: {c}");
+        }
+        Error::Config(c) => {
+            let _ = writeln!(stderr, "sega-uploader: invalid configuration:\n{c}");
+        }
         _ => {
             // Once the logger is up, the error goes through it (journald priority); before
             // that, straight to stderr.
             if log::max_level() != log::LevelFilter::Off {
                 log::error!("{e}");
             } else {
-                eprintln!("sega-uploader: {e}");
+                let _ = writeln!(stderr, "sega-uploader: {e}");
             }
         }
     }

@@ -6,22 +6,25 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use time::Date;
-
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::logging;
 use crate::store::{ListFilter, Status};
+use dates::{DateArg, ScanDates};
+pub use progress::Verbosity;
 
 mod answer;
 mod check_config;
+mod dates;
 mod list;
 mod migrate_db;
+mod progress;
 mod retry;
 mod scan;
 mod show;
+pub mod sigpipe;
 mod status;
 mod upload_test;
 
@@ -67,14 +70,17 @@ enum Cmd {
         offline: bool,
     },
     Scan {
-        dates: Vec<Date>,
+        dates: ScanDates,
         dry_run: bool,
+        verbosity: Verbosity,
     },
     Status {
         json: bool,
     },
     List {
         filter: ListFilter,
+        /// `--date`, resolved when the command runs (`today`, `yesterday`).
+        date: Option<DateArg>,
         json: bool,
         verbose: bool,
     },
@@ -98,6 +104,7 @@ enum Cmd {
     },
     MigrateDb {
         from: Option<PathBuf>,
+        verbosity: Verbosity,
     },
 }
 
@@ -112,15 +119,15 @@ fn help(cmd: &str) -> String {
             "      --offline       contact neither the endpoint nor a PostgreSQL ledger\n",
         ),
         "scan" => (
-            "scan [--date YYYY-MM-DD]... [--dry-run]",
-            "One pass: records every image of the date folders in the window (or the given dates),\nmakes one upload attempt per due file, and exits. If the daemon is running, only records.\nExit 1 if any file of the scanned dates is left pending or failed.",
-            "      --date D        scan this date folder (repeatable; default: the date window)\n      --dry-run       print what it would do, change nothing\n",
+            "scan [--date D]... | [--since D [--until D]] [--dry-run] [-q | -v]",
+            "One pass: records every image of the date folders in the window (or the given dates),\nmakes one upload attempt per due file, and exits. If the daemon is running, only records.\nA date is YYYY-MM-DD, today or yesterday (the host's local date).\nOn a terminal a progress line; at the end one summary line.\nExit 1 if any file of the scanned dates is left pending or failed.",
+            "      --date D        scan this date folder (repeatable; default: the date window)\n      --since D       scan every date folder from D ...\n      --until D       ... to D, both included (default: today)\n      --dry-run       print what it would do, change nothing\n  -q, --quiet         print errors only (no progress, no summary)\n  -v, --verbose       a log line per file (uploaded, retrying), as the daemon logs them\n",
         ),
         "status" => ("status [--json]", "Counts per folder and status, uploaded today, oldest pending, last success and error,\nerrors of the last 24 h by cause, endpoint state, and whether the daemon is alive.", "      --json          a stable JSON document instead of the table\n"),
         "list" => (
             "list [--status S] [--folder F] [--date D] [--limit N] [-v] [--json]",
             "Lists recorded files, newest date first, each with its last change in local time\n(with its offset) and its last error. JSON times are UTC.",
-            "      --status S      pending, uploading, uploaded, failed or skipped\n      --folder F      a folder label (Sega_1)\n      --date D        a date folder (YYYY-MM-DD)\n      --limit N       at most N rows (default 100; 0 for all)\n  -v, --verbose       also each file's latest answer in one line (`show` has them all)\n      --json          JSON lines instead of the table\n",
+            "      --status S      pending, uploading, uploaded, failed or skipped\n      --folder F      a folder label (Sega_1)\n      --date D        a date folder (YYYY-MM-DD, today or yesterday)\n      --limit N       at most N rows (default 100; 0 for all)\n  -v, --verbose       also each file's latest answer in one line (`show` has them all)\n      --json          JSON lines instead of the table\n",
         ),
         "show" => (
             "show ID|PATH [--full] [--json]",
@@ -145,12 +152,12 @@ fn help(cmd: &str) -> String {
             "      --force         send a file from outside the watched folders anyway (folder \"\",\n                      date = its directory's name)\n",
         ),
         "migrate-db" => (
-            "migrate-db [--from SQLITE_FILE]",
+            "migrate-db [--from SQLITE_FILE] [-q]",
             "Copies an SQLite ledger (default: database.path) into the PostgreSQL ledger at\n\
              database.url, under this host's scope: every file row with its status and its latest\n\
              results, so nothing already uploaded is sent again. Rows already in PostgreSQL are\n\
              left alone, so it may be run again. Stop the daemon first; the SQLite file is only read.",
-            "      --from FILE     the SQLite database to copy (default: database.path)\n",
+            "      --from FILE     the SQLite database to copy (default: database.path)\n  -q, --quiet         print errors only (no progress, no summary)\n",
         ),
         "check" => (
             "check [-t SECS] [--warn-…/--crit-… thresholds]",
@@ -164,11 +171,6 @@ fn help(cmd: &str) -> String {
 
 fn usage_err(msg: impl Into<String>) -> Error {
     Error::Usage(msg.into())
-}
-
-fn parse_date_arg(s: &str) -> Result<Date> {
-    layout::parse_date_dir(std::ffi::OsStr::new(s))
-        .ok_or_else(|| usage_err(format!("--date {s}: expected a date as YYYY-MM-DD")))
 }
 
 impl Cli {
@@ -191,6 +193,8 @@ impl Cli {
             (false, false, false, false, false);
         let (mut verbose, mut full) = (false, false);
         let mut dates = Vec::new();
+        let (mut since, mut until, mut list_date) = (None, None, None);
+        let mut verbosity = Verbosity::Normal;
         let mut filter = ListFilter {
             limit: Some(100),
             ..ListFilter::default()
@@ -210,9 +214,22 @@ impl Cli {
                 Short('V') | Long("version") => return Ok(Parsed::Version),
                 Long("offline") if cmd == "check-config" => offline = true,
                 Long("dry-run") if cmd == "scan" => dry_run = true,
-                Long("date") if cmd == "scan" => dates.push(parse_date_arg(
+                Long("date") if cmd == "scan" => dates.push(DateArg::parse(
+                    "--date",
                     &p.value().map_err(bad)?.string().map_err(bad)?,
                 )?),
+                Long("since") if cmd == "scan" => {
+                    let v = p.value().map_err(bad)?.string().map_err(bad)?;
+                    since = Some(DateArg::parse("--since", &v)?);
+                }
+                Long("until") if cmd == "scan" => {
+                    let v = p.value().map_err(bad)?.string().map_err(bad)?;
+                    until = Some(DateArg::parse("--until", &v)?);
+                }
+                Short('q') | Long("quiet") if cmd == "scan" || cmd == "migrate-db" => {
+                    verbosity = Verbosity::Quiet
+                }
+                Short('v') | Long("verbose") if cmd == "scan" => verbosity = Verbosity::Verbose,
                 Long("json") if cmd == "status" || cmd == "list" || cmd == "show" => json = true,
                 Short('v') | Long("verbose") if cmd == "list" => verbose = true,
                 Long("full") if cmd == "show" => full = true,
@@ -227,8 +244,7 @@ impl Cli {
                 }
                 Long("date") if cmd == "list" => {
                     let v = p.value().map_err(bad)?.string().map_err(bad)?;
-                    parse_date_arg(&v)?;
-                    filter.date = Some(v);
+                    list_date = Some(DateArg::parse("--date", &v)?);
                 }
                 Long("limit") if cmd == "list" => {
                     let n: i64 = p.value().map_err(bad)?.parse().map_err(bad)?;
@@ -264,10 +280,15 @@ impl Cli {
         let cmd = match name.as_str() {
             "run" => Cmd::Run,
             "check-config" => Cmd::CheckConfig { offline },
-            "scan" => Cmd::Scan { dates, dry_run },
+            "scan" => Cmd::Scan {
+                dates: ScanDates::from_flags(dates, since, until)?,
+                dry_run,
+                verbosity,
+            },
             "status" => Cmd::Status { json },
             "list" => Cmd::List {
                 filter,
+                date: list_date,
                 json,
                 verbose,
             },
@@ -302,10 +323,15 @@ impl Cli {
                     timeout,
                 }
             }
-            "migrate-db" => Cmd::MigrateDb { from },
+            "migrate-db" => Cmd::MigrateDb { from, verbosity },
             other => return Err(usage_err(format!("unknown command '{other}'"))),
         };
         Ok(Parsed::Run(Cli { config, cmd }))
+    }
+
+    /// `run`: the daemon, which keeps SIGPIPE ignored (see `sigpipe`).
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.cmd, Cmd::Run)
     }
 
     pub fn execute(self) -> Result<i32> {
@@ -316,13 +342,24 @@ impl Cli {
                 crate::daemon::run(&path, config, clock)
             }
             Cmd::CheckConfig { offline } => check_config::check_config(&path, offline),
-            Cmd::Scan { dates, dry_run } => scan::scan(&path, &dates, dry_run),
+            Cmd::Scan {
+                dates,
+                dry_run,
+                verbosity,
+            } => scan::scan(&path, &dates, dry_run, verbosity),
             Cmd::Status { json } => status::status(&path, json),
             Cmd::List {
-                filter,
+                mut filter,
+                date,
                 json,
                 verbose,
-            } => list::list(&path, &filter, json, verbose),
+            } => {
+                if let Some(d) = date {
+                    let today = Clock::from_env().map_err(Error::Other)?.today_local();
+                    filter.date = Some(layout::format_date(d.on(today)));
+                }
+                list::list(&path, &filter, json, verbose)
+            }
             Cmd::Show { target, json, full } => show::show(&path, &target, json, full),
             Cmd::Retry {
                 failed,
@@ -334,7 +371,7 @@ impl Cli {
                 thresholds,
                 timeout,
             } => status::check(&path, &thresholds, timeout),
-            Cmd::MigrateDb { from } => migrate_db::migrate_db(&path, from),
+            Cmd::MigrateDb { from, verbosity } => migrate_db::migrate_db(&path, from, verbosity),
         }
     }
 }

@@ -146,7 +146,7 @@ impl Owner {
     }
 
     /// Refreshes what the supervisor shows in STATUS, and the backlog alert.
-    fn publish(&mut self) {
+    pub(super) fn publish(&mut self) {
         // What `status` says about directories only the rescan covers (the watch limit).
         let unwatched = self.live.watch().unwatched;
         if self.unwatched_written != Some(unwatched) {

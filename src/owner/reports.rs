@@ -112,6 +112,8 @@ impl Owner {
             // down and the INFO that it is back say it all.
             let level = if v.tally == Tally::Retry && self.endpoint.is_down() {
                 log::Level::Debug
+            } else if level == log::Level::Info {
+                self.file_lines
             } else {
                 level
             };

@@ -8,6 +8,7 @@
 //! job channel is closed: each worker finishes the request it is in and returns.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -20,7 +21,7 @@ use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::config::{Config, Endpoint, SuccessRule, Template};
-use crate::layout::{self, Content, OpenError, Show, Target, Version};
+use crate::layout::{self, Content, Kind, OpenError, Show, Target, Version};
 use crate::secret::Secret;
 use crate::timestamp::Timestamp;
 use crate::tls::{self, ClientTls};
@@ -243,6 +244,60 @@ pub fn run_job(job: Job, limiter: Option<&Arc<RateLimiter>>, clock: &Clock) -> R
     }
 }
 
+/// A file a worker has opened and checked, ready to be sent.
+#[derive(Debug)]
+pub struct Checked {
+    pub file: File,
+    pub kind: Kind,
+    /// A WARN for the log: an incomplete file sent after the wait.
+    pub note: Option<String>,
+}
+
+/// The checks a worker makes before it sends anything, in order: the file opened beneath
+/// its folder, following no link and never blocking on a FIFO (`layout::open_beneath`); the
+/// version it was claimed at; the content rule (magic bytes, then the end marker, with the
+/// wait of `watch.incomplete_max_wait_secs` for a file still being written). The `Err` is
+/// what the attempt comes to without a request. Shared with `scan --dry-run`, so that what
+/// it predicts is what a worker would do.
+// The error is the attempt's whole `Outcome`, made at most once per job: boxing it would
+// buy nothing.
+#[allow(clippy::result_large_err)]
+pub fn check_file(
+    target: &Target,
+    claimed: Version,
+    incomplete_since: Option<Timestamp>,
+    max_wait: Duration,
+    now: OffsetDateTime,
+) -> Result<Checked, Outcome> {
+    let (file, meta) = layout::open_beneath(target).map_err(open_outcome)?;
+    let on_disk = Version::of(&meta);
+    if on_disk != claimed {
+        return Err(Outcome::Changed {
+            version: on_disk,
+            sent: None,
+        });
+    }
+    let kind = layout::kind_of(&target.name);
+    let mut note = None;
+    match layout::check_content(&file, on_disk.size, kind) {
+        Ok(Content::Image) => {}
+        Ok(Content::NotAnImage) => return Err(Outcome::NotAnImage),
+        Ok(Content::Incomplete) => {
+            let since = incomplete_since.map_or(now, Timestamp::utc);
+            if now - since < max_wait {
+                return Err(Outcome::Incomplete { since });
+            }
+            note = Some(format!(
+                "{} has no end-of-image marker but has not changed for {}: uploading it anyway",
+                target.path.shown(),
+                crate::clock::human_duration(max_wait)
+            ));
+        }
+        Err(e) => return Err(Outcome::Unreadable(crate::error::describe_io(&e))),
+    }
+    Ok(Checked { file, kind, note })
+}
+
 fn attempt(
     job: &Job,
     limiter: Option<&Arc<RateLimiter>>,
@@ -250,35 +305,23 @@ fn attempt(
     note: &mut Option<String>,
 ) -> Outcome {
     let f = &job.file;
-    let (file, meta) = match layout::open_beneath(&job.target) {
-        Ok(x) => x,
-        Err(e) => return open_outcome(e),
+    let checked = check_file(
+        &job.target,
+        f.version,
+        job.incomplete_since,
+        job.settings.incomplete_max_wait,
+        clock.now_utc(),
+    );
+    let Checked {
+        file,
+        kind,
+        note: n,
+    } = match checked {
+        Ok(c) => c,
+        Err(outcome) => return outcome,
     };
-    let on_disk = Version::of(&meta);
-    if on_disk != f.version {
-        return Outcome::Changed {
-            version: on_disk,
-            sent: None,
-        };
-    }
-    let kind = layout::kind_of(&f.filename);
-    match layout::check_content(&file, on_disk.size, kind) {
-        Ok(Content::Image) => {}
-        Ok(Content::NotAnImage) => return Outcome::NotAnImage,
-        Ok(Content::Incomplete) => {
-            let now = clock.now_utc();
-            let since = job.incomplete_since.map_or(now, Timestamp::utc);
-            if now - since < job.settings.incomplete_max_wait {
-                return Outcome::Incomplete { since };
-            }
-            *note = Some(format!(
-                "{} has no end-of-image marker but has not changed for {}: uploading it anyway",
-                job.target.path.shown(),
-                crate::clock::human_duration(job.settings.incomplete_max_wait)
-            ));
-        }
-        Err(e) => return Outcome::Unreadable(crate::error::describe_io(&e)),
-    }
+    *note = n;
+    let on_disk = f.version;
     let outcome = send(&job.settings, f, kind, file, on_disk.size, limiter);
     // The file may have been rewritten while it was sent: then what arrived was a mix and a
     // new version must follow. (An answer that is not a success is judged as it is; the
