@@ -49,6 +49,8 @@ mod ingest;
 pub mod judge;
 mod policy;
 mod reports;
+#[cfg(test)]
+mod tests;
 
 use endpoint::Endpoint;
 use housekeeping::WallClock;

@@ -27,6 +27,12 @@ impl Owner {
                 self.solo_in_flight = None;
             }
             if matches!(r.outcome, Outcome::NotStarted) {
+                if r.job.probe {
+                    // A probe handed back unsent (claimed under rules a reload replaced)
+                    // found nothing out: without this the outage would wait for its
+                    // answer forever, and no probe would ever go again.
+                    self.endpoint.probe_abandoned();
+                }
                 handed_back.push(r.job.id);
                 continue;
             }
