@@ -214,3 +214,70 @@ fn a_connection_closed_mid_upload_is_an_error_not_a_sigpipe() {
         );
     }
 }
+
+/// Review finding: output that cannot be written (`status > /dev/full`, a full disk under
+/// `list > report.txt`) made most commands panic ("failed printing to stdout", an abort in
+/// the release build) and `list` and `show` exit 0 with the output lost. Each now says so
+/// on stderr and fails: 1, or UNKNOWN (3) for the plugin, after doing its work.
+#[test]
+fn every_command_fails_plainly_when_its_output_cannot_be_written() {
+    let env = Env::new("pipes-full");
+    let image = env.put("Sega_1", "a.jpg", &jpeg(1));
+    assert_eq!(env.run(&["scan"]).code, 0);
+    env.put("Sega_2", "c.jpg", &jpeg(3));
+    let image_arg = image.to_str().unwrap();
+    let commands: &[(&[&str], i32)] = &[
+        (&["--help"], 1),
+        (&["--version"], 1),
+        (&["check-config", "--offline"], 1),
+        (&["status"], 1),
+        (&["status", "--json"], 1),
+        (&["list"], 1),
+        (&["list", "-v"], 1),
+        (&["list", "--json"], 1),
+        (&["show", "1"], 1),
+        (&["show", "1", "--json"], 1),
+        (&["check"], 3),
+        (&["check", "--warn-failed", "x"], 3),
+        (&["scan", "--dry-run"], 1),
+        // Uploads c.jpg, then cannot print its summary line: the work is done first.
+        (&["scan"], 1),
+        (&["upload-test", image_arg], 1),
+    ];
+    for (args, code) in commands {
+        let what = args.join(" ");
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut c = env.cmd(args);
+        c.stdout(full).stderr(Stdio::piped());
+        let o = c.output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(*code),
+            "`{what} > /dev/full` fails plainly, not {:?}: {stderr}",
+            o.status
+        );
+        assert!(
+            stderr.contains("writing to standard output: No space left on device"),
+            "`{what}` says why: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "`{what}`: no panic: {stderr}");
+    }
+    assert_eq!(
+        env.row("c.jpg").status,
+        "uploaded",
+        "the scan's work was saved"
+    );
+    // A usage error whose message cannot be written either: still exit 64, no panic.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut c = env.cmd(&["no-such-command"]);
+    c.stderr(full);
+    let status = c.status().unwrap();
+    assert_eq!(status.code(), Some(64), "{status:?}");
+}

@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::cli::out::outln;
 use crate::clock::Clock;
 use crate::config;
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
@@ -28,7 +29,7 @@ fn line(v: Verdict, what: &str, detail: &str) -> Verdict {
         Verdict::Warn => "warn",
         Verdict::Fail => "fail",
     };
-    println!("{tag} {what}: {detail}");
+    outln!("{tag} {what}: {detail}");
     v
 }
 
@@ -43,12 +44,12 @@ fn access(path: &Path, mode: libc::c_int) -> bool {
 pub(super) fn check_config(path: &Path, offline: bool) -> Result<i32> {
     let config = config::load(path)?;
     let clock = Clock::from_env().map_err(Error::Other)?;
-    println!("# {} (effective, secrets redacted)", path.shown());
-    println!(
+    outln!("# {} (effective, secrets redacted)", path.shown());
+    outln!(
         "{}",
         serde_json::to_string_pretty(&config.redacted_json()).unwrap_or_default()
     );
-    println!();
+    outln!();
     let mut worst = Verdict::Ok;
     let mut note = |v: Verdict| worst = worst.max(v);
 

@@ -1,13 +1,13 @@
 //! `sega-uploader list`: recorded files, newest date first, as a table (times local, with
 //! their offset) or JSON lines (times UTC); `-v` adds each file's latest answer in one line.
 
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use serde_json::{json, Value};
 
 use super::{answer, setup};
+use crate::cli::out::outln;
 use crate::error::{Result, EXIT_OK};
 use crate::layout::{display_name, text_line};
 use crate::store::{self, FileRow, ListFilter, Role};
@@ -46,14 +46,13 @@ pub(super) fn list(path: &Path, filter: &ListFilter, as_json: bool, verbose: boo
         Default::default()
     };
     let last_answer = |r: &FileRow| answers.get(&r.id).map(answer::one_line);
-    let mut out = std::io::stdout().lock();
     if as_json {
         for r in &rows {
             let mut v = row_json(r);
             if verbose {
                 v["last_answer"] = json!(last_answer(r));
             }
-            let _ = writeln!(out, "{v}");
+            outln!("{v}");
         }
         return Ok(EXIT_OK);
     }
@@ -68,8 +67,7 @@ pub(super) fn list(path: &Path, filter: &ListFilter, as_json: bool, verbose: boo
     };
     // The time is the row's last change (recorded, tried, failed, uploaded), local; the id
     // is what `show` takes. The name stays last: it is the one column of any width.
-    let _ = writeln!(
-        out,
+    outln!(
         "{:<9} {:>3} {:>10}  {:<10}  {:<10}  {:<26}  {}{:>7}  file / ^ last error{}",
         "status",
         "try",
@@ -84,8 +82,7 @@ pub(super) fn list(path: &Path, filter: &ListFilter, as_json: bool, verbose: boo
     // Under the row, from the `try` column: room for the message on a narrow terminal.
     let indent = " ".repeat(10);
     for r in &rows {
-        let _ = writeln!(
-            out,
+        outln!(
             "{:<9} {:>3} {:>10}  {:<10}  {:<10}  {:<26}  {}{:>7}  {}",
             r.status,
             r.attempts,
@@ -98,13 +95,13 @@ pub(super) fn list(path: &Path, filter: &ListFilter, as_json: bool, verbose: boo
             display_name(&r.filename)
         );
         if let Some(e) = &r.last_error {
-            let _ = writeln!(out, "{indent}^ {}", text_line(e));
+            outln!("{indent}^ {}", text_line(e));
         }
         if verbose {
             let line = last_answer(r).unwrap_or_else(|| "no attempt stored".into());
-            let _ = writeln!(out, "{indent}> {line}");
+            outln!("{indent}> {line}");
         }
     }
-    let _ = writeln!(out, "({} row(s))", rows.len());
+    outln!("({} row(s))", rows.len());
     Ok(EXIT_OK)
 }

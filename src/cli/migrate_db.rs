@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::progress::{eta, rate, Progress, Verbosity};
 use super::setup;
+use crate::cli::out::outln;
 use crate::error::{Error, Result, EXIT_OK};
 use crate::layout::Show;
 use crate::lock;
@@ -82,7 +83,7 @@ pub(super) fn migrate_db(path: &Path, from: Option<PathBuf>, verbosity: Verbosit
     if verbosity == Verbosity::Quiet {
         return Ok(EXIT_OK);
     }
-    println!(
+    outln!(
         "migrate-db: {read} row(s) read from {}; {added} added to {}, {} already there; in {} ({})",
         source.shown(),
         dst.describe(),

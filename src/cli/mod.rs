@@ -20,6 +20,7 @@ mod check_config;
 mod dates;
 mod list;
 mod migrate_db;
+pub mod out;
 mod progress;
 mod retry;
 mod scan;
@@ -332,6 +333,11 @@ impl Cli {
     /// `run`: the daemon, which keeps SIGPIPE ignored (see `sigpipe`).
     pub fn is_daemon(&self) -> bool {
         matches!(self.cmd, Cmd::Run)
+    }
+
+    /// `check`: the Nagios plugin, whose every failure is UNKNOWN.
+    pub fn is_check(&self) -> bool {
+        matches!(self.cmd, Cmd::Check { .. })
     }
 
     pub fn execute(self) -> Result<i32> {

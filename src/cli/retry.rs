@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::setup;
+use crate::cli::out::outln;
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::layout::display_name;
 use crate::store::{self, Role, Status};
@@ -15,7 +16,7 @@ pub(super) fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -
     let now = Timestamp::new(clock.now_utc());
     if failed {
         let n = store.retry_failed(now)?;
-        println!("re-queued {n} failed file(s)");
+        outln!("re-queued {n} failed file(s)");
         return Ok(EXIT_OK);
     }
     let mut code = EXIT_OK;
@@ -29,33 +30,33 @@ pub(super) fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -
         };
         match store.retry_path(&abs, force, now)? {
             None => {
-                println!(
+                outln!(
                     "not recorded: {} (a scan records it)",
                     display_name(abs.as_os_str())
                 );
                 code = EXIT_FAILURE;
             }
             Some(st @ (Status::Uploaded | Status::Skipped)) if !force => {
-                println!(
+                outln!(
                     "{st}, not re-queued (use --force to send it again): {}",
                     display_name(abs.as_os_str())
                 );
                 code = EXIT_FAILURE;
             }
             Some(Status::Uploading) => {
-                println!(
+                outln!(
                     "being uploaded right now, not re-queued: {}",
                     display_name(abs.as_os_str())
                 );
             }
             Some(Status::Unknown(st)) => {
-                println!(
+                outln!(
                     "status {st:?} is not one this build knows (set by hand?), not re-queued: {}",
                     display_name(abs.as_os_str())
                 );
                 code = EXIT_FAILURE;
             }
-            Some(st) => println!("re-queued (was {st}): {}", display_name(abs.as_os_str())),
+            Some(st) => outln!("re-queued (was {st}): {}", display_name(abs.as_os_str())),
         }
     }
     Ok(code)

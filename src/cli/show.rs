@@ -3,7 +3,6 @@
 //! pretty-printed); `--json` gives the same as one JSON object, times in UTC.
 
 use std::ffi::OsStr;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +11,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{answer, list, setup};
+use crate::cli::out::outln;
 use crate::clock::{human_duration, Clock};
 use crate::config::Config;
 use crate::error::{Error, Result, EXIT_OK};
@@ -27,37 +27,31 @@ pub(super) fn show(path: &Path, target: &Target, as_json: bool, full: bool) -> R
     let mut store = store::open(&config, Role::Read)?.ledger;
     let row = find(&config, &mut *store, &target.0)?;
     let results = store.results(row.id)?;
-    let mut out = std::io::stdout().lock();
     if as_json {
         let doc = json!({
             "file": list::row_json(&row),
             "results": results.iter().map(result_json).collect::<Vec<_>>(),
         });
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
-        );
+        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(EXIT_OK);
     }
     let shared = config.database.url.is_some();
     for line in row_lines(&row, &clock, shared) {
-        let _ = writeln!(out, "{line}");
+        outln!("{line}");
     }
-    let _ = writeln!(out);
+    outln!();
     if results.is_empty() {
-        let _ = writeln!(out, "no attempt stored");
+        outln!("no attempt stored");
     } else {
-        let _ = writeln!(
-            out,
+        outln!(
             "{} stored attempt(s), oldest first (the ledger keeps the latest {RESULTS_KEPT_PER_FILE}):",
             results.len()
         );
     }
     for r in &results {
-        let _ = writeln!(out);
+        outln!();
         for line in result_lines(r, full, shared) {
-            let _ = writeln!(out, "{line}");
+            outln!("{line}");
         }
     }
     Ok(EXIT_OK)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::setup;
+use crate::cli::out::outln;
 use crate::clock::{human_duration, Clock};
 use crate::config::Config;
 use crate::error::{Result, EXIT_OK};
@@ -180,7 +181,7 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     let (config, clock) = setup(path, true)?;
     let v = status_json(&config, &clock)?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(EXIT_OK);
     }
     let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
@@ -196,7 +197,7 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     };
     let d = &v["daemon"];
     if d["alive"].as_bool() == Some(true) {
-        println!(
+        outln!(
             "daemon:    running (pid {}, heartbeat {} ago)",
             s(&d["pid"]),
             secs(&d["heartbeat_age_secs"])
@@ -204,25 +205,28 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     } else {
         match (d["stopped_at"].as_str(), d["heartbeat_at"].as_str()) {
             (Some(stop), Some(hb)) if stop >= hb => {
-                println!(
+                outln!(
                     "daemon:    NOT RUNNING (stopped cleanly at {})",
                     local(&d["stopped_at"])
                 )
             }
             (_, Some(_)) => {
-                println!(
+                outln!(
                     "daemon:    NOT RUNNING (last heartbeat {}; it did not stop cleanly)",
                     local(&d["heartbeat_at"])
                 )
             }
-            _ => println!("daemon:    NOT RUNNING (never ran on this database)"),
+            _ => outln!("daemon:    NOT RUNNING (never ran on this database)"),
         }
     }
     if let Some(hosts) = v["hosts"].as_array().filter(|h| !h.is_empty()) {
-        println!("ledger:    {}", s(&v["database"]));
-        println!(
+        outln!("ledger:    {}", s(&v["database"]));
+        outln!(
             "  {:<20} {:<12} {:>9} {:>10}  endpoint",
-            "host", "state", "heartbeat", "uploading"
+            "host",
+            "state",
+            "heartbeat",
+            "uploading"
         );
         for h in hosts {
             let state = if h["alive"].as_bool() == Some(true) {
@@ -232,7 +236,7 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
             } else {
                 "NOT RUNNING"
             };
-            println!(
+            outln!(
                 "  {:<20} {:<12} {:>9} {:>10}  {}",
                 s(&h["host"]),
                 state,
@@ -244,28 +248,33 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     }
     let e = &v["endpoint"];
     match e["state"].as_str() {
-        Some("down") => println!(
+        Some("down") => outln!(
             "endpoint:  DOWN since {} ({}) {}",
             local(&e["down_since"]),
             s(&e["last_error"]),
             s(&e["url"])
         ),
-        Some(st) => println!("endpoint:  {st} {}", s(&e["url"])),
+        Some(st) => outln!("endpoint:  {st} {}", s(&e["url"])),
         None => {}
     }
     if let Some(n) = v["watch"]["unwatched_dirs"].as_u64().filter(|n| *n > 0) {
-        println!(
+        outln!(
             "watches:   {n} director(ies) scan-only: the inotify watch limit (fs.inotify.max_user_watches) refused them; tried again every scan interval"
         );
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "folder", "pending", "uploading", "uploaded", "failed", "skipped"
+        "folder",
+        "pending",
+        "uploading",
+        "uploaded",
+        "failed",
+        "skipped"
     );
     let row = |name: &str, m: &Value| {
         let n = |k: &str| m[k].as_i64().unwrap_or(0);
-        println!(
+        outln!(
             "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",
             name,
             n("pending"),
@@ -284,23 +293,23 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     // Rows whose status was written by hand: not in the table's columns, never uploaded.
     if let Some(totals) = v["totals"].as_object() {
         for (st, n) in totals.iter().filter(|(st, _)| Status::parse(st).is_none()) {
-            println!("{:<16} {n} row(s) with status {st:?}: not one this build knows (set by hand?); never uploaded", "other status:");
+            outln!("{:<16} {n} row(s) with status {st:?}: not one this build knows (set by hand?); never uploaded", "other status:");
         }
     }
-    println!();
-    println!("uploaded today:  {}", v["uploaded_today"]);
+    outln!();
+    outln!("uploaded today:  {}", v["uploaded_today"]);
     let pa = |label: &str, p: &Value| {
         if p.is_null() {
-            println!("{label:<16} -");
+            outln!("{label:<16} -");
         } else {
-            println!(
+            outln!(
                 "{label:<16} {} ({} ago) {}",
                 local(&p["at"]),
                 secs(&p["age_secs"]),
                 s(&p["path"])
             );
             if let Some(d) = p["detail"].as_str() {
-                println!("{:<16} {d}", "");
+                outln!("{:<16} {d}", "");
             }
         }
     };
@@ -308,9 +317,9 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     pa("last success:", &v["last_success"]);
     pa("last error:", &v["last_error"]);
     if let Some(errs) = v["errors_24h"].as_array().filter(|a| !a.is_empty()) {
-        println!("\nerrors in the last 24 h:");
+        outln!("\nerrors in the last 24 h:");
         for e in errs {
-            println!(
+            outln!(
                 "  {:>6}  {}  (e.g. {})",
                 e["count"],
                 s(&e["cause"]),
@@ -329,7 +338,7 @@ pub(super) fn check(
     let (config, clock) = match setup(path, true) {
         Ok(x) => x,
         Err(e) => {
-            println!("SEGA UNKNOWN - {}", e.to_string().replace('\n', "; "));
+            outln!("SEGA UNKNOWN - {}", e.to_string().replace('\n', "; "));
             return Ok(crate::check::UNKNOWN);
         }
     };
@@ -357,25 +366,25 @@ pub(super) fn check(
             let _ = tx.send(status_json(&config, &clock));
         });
     if let Err(e) = reader {
-        println!("SEGA UNKNOWN - starting the reader thread: {e}");
+        outln!("SEGA UNKNOWN - starting the reader thread: {e}");
         return Ok(crate::check::UNKNOWN);
     }
     match rx.recv_timeout(timeout) {
         Ok(Ok(v)) => {
             let (code, line) = crate::check::evaluate(&v, thresholds);
-            println!("{line}");
+            outln!("{line}");
             Ok(code)
         }
         Ok(Err(e)) => {
-            println!("SEGA UNKNOWN - {}", e.to_string().replace('\n', "; "));
+            outln!("SEGA UNKNOWN - {}", e.to_string().replace('\n', "; "));
             Ok(crate::check::UNKNOWN)
         }
         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-            println!("SEGA UNKNOWN - reading {where_} failed (the reader thread ended without an answer)");
+            outln!("SEGA UNKNOWN - reading {where_} failed (the reader thread ended without an answer)");
             Ok(crate::check::UNKNOWN)
         }
         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-            println!(
+            outln!(
                 "SEGA UNKNOWN - no answer from {where_} within {} (-t): {hint}",
                 human_duration(timeout)
             );

@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::setup;
+use crate::cli::out::outln;
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::identity::Identity;
 use crate::layout::{self, display_name, text_line, FolderRef, Show};
@@ -55,7 +56,7 @@ pub(super) fn upload_test(path: &Path, file: &Path, force: bool) -> Result<i32> 
                     abs.shown()
                 )));
             }
-            println!(
+            outln!(
                 "note: {} is outside the watched folders (--force): sending {as_sent}",
                 abs.shown()
             );
@@ -69,14 +70,14 @@ pub(super) fn upload_test(path: &Path, file: &Path, force: bool) -> Result<i32> 
     let version = layout::Version::of(&meta);
     let name = abs.file_name().unwrap_or_default().to_owned();
     if !layout::name_is_candidate(&name, &config.watch.extensions) {
-        println!(
+        outln!(
             "note: the daemon would not upload a file of this name (hidden, partial, or not one of watch.extensions)"
         );
     }
     let kind = layout::kind_of(&name);
     if let Ok(c) = layout::check_content(&f, version.size, kind) {
         if c != layout::Content::Image {
-            println!("note: the daemon would not send this file as it is ({c:?})");
+            outln!("note: the daemon would not send this file as it is ({c:?})");
         }
     }
     let settings = RequestSettings::new(&config, Identity::from_config(&config).scope)
@@ -94,25 +95,25 @@ pub(super) fn upload_test(path: &Path, file: &Path, force: bool) -> Result<i32> 
     let took = t0.elapsed();
     match outcome {
         Outcome::Answered(r) => {
-            println!(
+            outln!(
                 "\nHTTP {} ({} ms, {:?})",
                 r.status,
                 took.as_millis(),
                 classify_status(r.status)
             );
             for (k, v) in &r.headers {
-                println!("{k}: {}", text_line(v));
+                outln!("{k}: {}", text_line(v));
             }
-            println!();
+            outln!();
             for line in r.body.lines() {
-                println!("{}", text_line(line));
+                outln!("{}", text_line(line));
             }
             if let Some(e) = r.body_error {
-                println!("(body cut short: {e})");
+                outln!("(body cut short: {e})");
             }
             if let Some(m) = &r.mismatch {
                 let then = if m.fail { "failed" } else { "retried" };
-                println!(
+                outln!(
                     "not a success by upload.success: {} (the daemon: {then})",
                     m.why
                 );
@@ -126,11 +127,11 @@ pub(super) fn upload_test(path: &Path, file: &Path, force: bool) -> Result<i32> 
             )
         }
         Outcome::Transport(e) => {
-            println!("\nno answer after {} ms: {e}", took.as_millis());
+            outln!("\nno answer after {} ms: {e}", took.as_millis());
             Ok(EXIT_FAILURE)
         }
         other => {
-            println!("\nnot sent: {other:?}");
+            outln!("\nnot sent: {other:?}");
             Ok(EXIT_FAILURE)
         }
     }
@@ -144,9 +145,9 @@ fn print_request(
     item: &Item,
     kind: layout::Kind,
 ) {
-    println!("POST {}", config.upload.url.redacted());
+    outln!("POST {}", config.upload.url.redacted());
     if let Some(proxy) = &config.upload.proxy {
-        println!(
+        outln!(
             "(through the proxy {}; its credentials go to the proxy only)",
             proxy.redacted()
         );
@@ -175,18 +176,18 @@ fn print_request(
         shown.push((h.name, value));
     }
     for (k, v) in &shown {
-        println!("{k}: {v}");
+        outln!("{k}: {v}");
     }
-    println!("Content-Type: multipart/form-data; boundary=… (a new boundary for every request)");
-    println!("\nform fields (upload.fields, in this order, before the file):");
+    outln!("Content-Type: multipart/form-data; boundary=… (a new boundary for every request)");
+    outln!("\nform fields (upload.fields, in this order, before the file):");
     let fields = upload::form_fields(settings, item, item.version.size);
     if fields.is_empty() {
-        println!("  (none)");
+        outln!("  (none)");
     }
     for (k, v) in &fields {
-        println!("  {} = {}", text_line(k), text_line(v));
+        outln!("  {} = {}", text_line(k), text_line(v));
     }
-    println!(
+    outln!(
         "file part {:?}: filename=\"{}\", {}, {} bytes from {}",
         settings.file_field,
         text_line(&upload::encode_filename(item.filename.as_bytes())),

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use time::{Date, OffsetDateTime};
 
 use super::super::progress::Verbosity;
+use crate::cli::out::outln;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Result, EXIT_OK};
@@ -93,7 +94,7 @@ pub(super) fn dry_run(
                 let p = judge.predict(&s)?;
                 if !quiet {
                     let what = format!("{} ({})", p.action, p.why);
-                    println!("{what:<32} {}", display_name(s.path.as_os_str()));
+                    outln!("{what:<32} {}", display_name(s.path.as_os_str()));
                 }
                 *counts.entry(p.action).or_default() += 1;
             }
@@ -114,7 +115,7 @@ pub(super) fn dry_run(
                 " (the daemon, pid {pid}, holds the lock: a scan now would only record, and the daemon would upload)"
             );
         }
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(EXIT_OK)
 }

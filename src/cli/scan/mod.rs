@@ -17,6 +17,7 @@ use time::Date;
 use super::dates::{self, ScanDates};
 use super::progress::{eta, rate, Progress, Verbosity};
 use super::setup;
+use crate::cli::out::outln;
 use crate::config::{self, Config};
 use crate::daemon::{self, Pipeline};
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
@@ -87,7 +88,7 @@ pub(super) fn scan(
     if let Some(holder) = held_by {
         progress.finish();
         if !quiet {
-            println!(
+            outln!(
                 "scan: {found} candidate(s) in {} date folder(s), {recorded} newly recorded; the daemon ({holder}) holds the lock and uploads them",
                 date_names.len()
             );
@@ -137,7 +138,7 @@ pub(super) fn scan(
     progress.finish();
     if !quiet {
         let took = progress.elapsed();
-        println!(
+        outln!(
             "scan: {found} candidate(s) in {} date folder(s){}: {recorded} newly recorded, {} uploaded, {} to retry, {} failed, {} skipped in {} ({}); {left} pending, {failed} failed in these dates",
             date_names.len(),
             span(&dates),
