@@ -13,7 +13,7 @@ use crate::clock::{human_duration, Clock};
 use crate::config::Config;
 use crate::error::{Result, EXIT_OK};
 use crate::identity::Identity;
-use crate::layout::{display_name, Show};
+use crate::layout::{display_name, text_line, Show};
 use crate::lock;
 use crate::store::{self, Role, Status};
 use crate::timestamp::Timestamp;
@@ -184,7 +184,9 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
         outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(EXIT_OK);
     }
-    let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
+    // Text from the ledger may have come from an endpoint (a reason, an error): one safe line
+    // each, whatever it holds.
+    let s = |v: &Value| v.as_str().map(text_line).unwrap_or_else(|| "-".into());
     // The document's times are UTC (`format_ts`); a person reads them local, with the offset.
     let local = |v: &Value| match v.as_str() {
         Some(t) => Timestamp::parse(t).map_or_else(|| t.to_owned(), |t| t.local().to_string()),
@@ -286,7 +288,7 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     };
     if let Some(folders) = v["folders"].as_object() {
         for (name, m) in folders {
-            row(name, m);
+            row(&text_line(name), m);
         }
     }
     row("total", &v["totals"]);
@@ -309,7 +311,7 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
                 s(&p["path"])
             );
             if let Some(d) = p["detail"].as_str() {
-                outln!("{:<16} {d}", "");
+                outln!("{:<16} {}", "", text_line(d));
             }
         }
     };
