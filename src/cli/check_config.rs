@@ -66,7 +66,11 @@ pub(super) fn check_config(path: &Path, offline: bool) -> Result<i32> {
     }
     let today = clock.today_local();
     for f in &config.watch.folders {
-        let what = format!("folder {} ({})", f.label, f.path.shown());
+        let what = format!(
+            "folder {} ({})",
+            std::ffi::OsStr::new(&f.label).shown(),
+            f.path.shown()
+        );
         if !f.path.exists() {
             note(line(
                 Verdict::Warn,
