@@ -279,3 +279,33 @@ fn upload_test_prints_what_it_sends_and_refuses_a_file_from_elsewhere() {
     let req = env.server.requests().pop().expect("the forced request");
     assert_eq!(req.fields[0], ("folder".to_string(), String::new()));
 }
+
+/// Review finding: `cd` into a date folder, then `upload-test a.jpg` said "resolving a.jpg: no
+/// such file or directory" (the parent of a bare name is the empty path, which does not
+/// resolve), and `upload-test /` named the working directory as the file refused.
+#[test]
+fn upload_test_takes_a_bare_name_in_the_working_directory() {
+    let env = Env::new("uploadtest-cwd");
+    let p = env.put("Sega_1", "here.jpg", &jpeg(1));
+    let mut c = env.cmd(&["upload-test", "here.jpg"]);
+    c.current_dir(p.parent().unwrap());
+    let o = env.capture(out(c.output().unwrap()));
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("  folder = Sega_1\n"),
+        "located in its folder: {}",
+        o.stdout
+    );
+    let req = env.server.requests().pop().expect("one request");
+    assert_eq!(req.fields[0], ("folder".to_string(), "Sega_1".to_string()));
+
+    let mut c = env.cmd(&["upload-test", "/"]);
+    c.current_dir(p.parent().unwrap());
+    let o = env.capture(out(c.output().unwrap()));
+    assert_eq!(o.code, 64, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains(" / is not in a watched folder"),
+        "names what was given: {}",
+        o.stderr
+    );
+}

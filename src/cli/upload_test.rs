@@ -17,9 +17,7 @@ use crate::work::{classify_status, Class, Outcome};
 
 pub(super) fn upload_test(path: &Path, file: &Path, force: bool) -> Result<i32> {
     let (config, _clock) = setup(path, false)?;
-    let abs = std::fs::canonicalize(file.parent().unwrap_or(Path::new(".")))
-        .map(|d| d.join(file.file_name().unwrap_or_default()))
-        .map_err(|e| Error::io("resolving", file, e))?;
+    let abs = resolve(file)?;
     // The file's directory is resolved (symbolic links included), so the folders are too: an
     // absolute folder entry may be reached through a link, as `watch.root` may.
     let dirs: Vec<PathBuf> = config
@@ -38,8 +36,9 @@ pub(super) fn upload_test(path: &Path, file: &Path, force: bool) -> Result<i32> 
             dir,
         })
         .collect();
-    let (folder, date) = match layout::locate(&refs, &abs) {
-        Some(loc) => (loc.folder, loc.date_dir),
+    let located = layout::locate(&refs, &abs);
+    let (folder, date) = match &located {
+        Some(loc) => (loc.folder.clone(), loc.date_dir.clone()),
         None => {
             let parent = abs
                 .parent()
@@ -63,7 +62,28 @@ pub(super) fn upload_test(path: &Path, file: &Path, force: bool) -> Result<i32> 
             (String::new(), parent)
         }
     };
-    let (f, meta) = layout::open_regular(&abs).map_err(|source| Error::Open {
+    // A file of a watched folder is opened as the daemon opens it: walking down from the
+    // configured directory, no link followed (a date folder swapped for a link to /etc after
+    // the path was resolved is refused, not followed). One from elsewhere (--force) as named.
+    let target = located.as_ref().and_then(|loc| {
+        let f = config
+            .watch
+            .folders
+            .iter()
+            .find(|f| f.label == loc.folder)?;
+        Some(layout::Target {
+            anchor: f.anchor.clone(),
+            below: f.below.clone(),
+            date: loc.date_dir.clone().into(),
+            name: loc.name.clone(),
+            path: f.path.join(&loc.date_dir).join(&loc.name),
+        })
+    });
+    let opened = match &target {
+        Some(t) => layout::open_beneath(t),
+        None => layout::open_regular(&abs),
+    };
+    let (f, meta) = opened.map_err(|source| Error::Open {
         path: abs.clone(),
         source,
     })?;
@@ -135,6 +155,23 @@ pub(super) fn upload_test(path: &Path, file: &Path, force: bool) -> Result<i32> 
             Ok(EXIT_FAILURE)
         }
     }
+}
+
+/// FILE as an absolute path, its directory resolved (links included), the file itself not
+/// followed. `a.jpg` alone is in the working directory (its parent is the empty path, which
+/// does not resolve); `/`, `..` or `dir/..` have no name of their own and are resolved whole.
+fn resolve(file: &Path) -> Result<PathBuf> {
+    let resolved = match file.file_name() {
+        Some(name) => {
+            let dir = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            std::fs::canonicalize(dir).map(|d| d.join(name))
+        }
+        None => std::fs::canonicalize(file),
+    };
+    resolved.map_err(|e| Error::io("resolving", file, e))
 }
 
 /// What is about to be sent: the request line, the headers (`upload.headers` values and the
