@@ -309,3 +309,33 @@ fn upload_test_takes_a_bare_name_in_the_working_directory() {
         o.stderr
     );
 }
+
+/// Review finding: with `watch.root` a link (`/data` → `/mnt/disk1`), an operator in a date
+/// folder has the link's target as working directory, and `show a.jpg` or `retry a.jpg`
+/// said "not recorded": the ledger knows the file under the configured root.
+#[test]
+fn show_and_retry_find_a_file_named_through_a_linked_root() {
+    let env = Env::new("show-linked-root");
+    let link = env.dir.join("linked-root");
+    std::os::unix::fs::symlink(&env.root, &link).unwrap();
+    env.set("/watch/root", serde_json::json!(link));
+    let p = env.put("Sega_1", "here.jpg", &jpeg(1));
+    assert_eq!(env.run(&["scan"]).code, 0);
+    // The working directory as the kernel has it: the real path, not the link.
+    let cwd = p.parent().unwrap().canonicalize().unwrap();
+    let recorded = link.join("Sega_1").join(&env.today).join("here.jpg");
+    let mut c = env.cmd(&["show", "here.jpg"]);
+    c.current_dir(&cwd);
+    let o = env.capture(out(c.output().unwrap()));
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains(recorded.to_str().unwrap()),
+        "the row recorded under the link: {}",
+        o.stdout
+    );
+    let mut c = env.cmd(&["retry", "--force", "here.jpg"]);
+    c.current_dir(&cwd);
+    let o = env.capture(out(c.output().unwrap()));
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(env.row("here.jpg").status, "pending", "re-queued");
+}

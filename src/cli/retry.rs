@@ -28,7 +28,15 @@ pub(super) fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -
                 .map_err(|e| Error::io("reading", Path::new("."), e))?
                 .join(p)
         };
-        match store.retry_path(&abs, force, now)? {
+        // Named through a link to its folder, the file is recorded under the folder's path
+        // as configured (`show::as_recorded`).
+        let mut found = store.retry_path(&abs, force, now)?;
+        if found.is_none() {
+            if let Some(recorded) = super::show::as_recorded(&config, p).filter(|r| *r != abs) {
+                found = store.retry_path(&recorded, force, now)?;
+            }
+        }
+        match found {
             None => {
                 outln!(
                     "not recorded: {} (a scan records it)",

@@ -124,7 +124,33 @@ fn candidates(config: &Config, arg: &Path) -> Vec<PathBuf> {
     if let Ok(cwd) = std::env::current_dir() {
         add(cwd.join(arg));
     }
+    if let Some(p) = as_recorded(config, arg) {
+        add(p);
+    }
     out
+}
+
+/// The path the ledger records for a file named through another route to its folder: with
+/// `watch.root` a link (`/data` → `/mnt/disk1`), the working directory of an operator who
+/// went `cd /data/Sega_1/2026-12-02` is `/mnt/disk1/Sega_1/2026-12-02`, and the ledger knows
+/// `/data/Sega_1/2026-12-02/a.jpg`. The file's directory is resolved and matched against each
+/// folder's resolved directory, then rebuilt under the folder as configured. None when it is
+/// in no folder, or its directory does not resolve. (`retry` uses it too.)
+pub(super) fn as_recorded(config: &Config, arg: &Path) -> Option<PathBuf> {
+    let name = arg.file_name()?;
+    let dir = arg
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let date_dir = std::fs::canonicalize(dir).ok()?;
+    let date = date_dir.file_name()?;
+    let folder_dir = date_dir.parent()?;
+    let folder = config
+        .watch
+        .folders
+        .iter()
+        .find(|f| std::fs::canonicalize(&f.path).is_ok_and(|d| d == folder_dir))?;
+    Some(folder.path.join(date).join(name))
 }
 
 fn local(t: Option<Timestamp>) -> String {
