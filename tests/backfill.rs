@@ -97,9 +97,55 @@ fn since_after_until_is_a_usage_error_naming_both(backend: Backend) {
     assert_eq!(env.server.request_count(), 0, "nothing scanned");
 }
 
+/// Review finding: a range with no date folder in it left the scan with an empty list of
+/// dates, which the ledger's due_ids reads as "every date": `scan --since 2001-01-01
+/// --until 2001-01-02` sent what was pending in today's folder.
+fn a_range_without_date_folders_sends_nothing(backend: Backend) {
+    let env = Env::with_backend("since-empty", backend);
+    env.server.set_mode(Mode::Status {
+        code: 503,
+        fraction: 1.0,
+    });
+    one_file_per_day(&env, &[0]);
+    assert_eq!(env.run(&["scan"]).code, 1, "left pending");
+    env.server.set_mode(Mode::Ok);
+    let sent = env.server.request_count();
+    let (from, to) = (utc_date(-400), utc_date(-390));
+    // An hour on, so that its retry is due: a scan of every date would send it.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let later = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        later.year(),
+        u8::from(later.month()),
+        later.day(),
+        later.hour(),
+        later.minute(),
+        later.second()
+    );
+    let mut c = env.cmd(&["scan", "--since", &from, "--until", &to]);
+    c.env("SEGA_TEST_NOW", &later);
+    let o = env.capture(out(c.output().unwrap()));
+    assert_eq!(
+        env.server.request_count(),
+        sent,
+        "nothing sent: {}",
+        o.stdout
+    );
+    assert_eq!(env.row("day0.jpg").status, "pending");
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains(&format!(
+            "no date folder from {from} to {to} in the watched folders: nothing to do"
+        )),
+        "{}",
+        o.stdout
+    );
+}
+
 both_backends!(
     since_and_until_take_every_date_folder_of_the_range,
     since_after_until_is_a_usage_error_naming_both,
+    a_range_without_date_folders_sends_nothing,
     dry_run_predicts_what_the_scan_does,
 );
 

@@ -55,7 +55,21 @@ pub(super) fn scan(
         }
         ScanDates::Range { since, until } => {
             let (first, last) = dates::range(*since, *until, today)?;
-            scanner::dates_present(&config.watch.folders, &Window { first, last })
+            let present = scanner::dates_present(&config.watch.folders, &Window { first, last });
+            if present.is_empty() {
+                // Said and done here: an empty list of dates means "every date" to the
+                // ledger's due_ids, and the scan would send what is pending elsewhere.
+                if verbosity != Verbosity::Quiet {
+                    outln!(
+                        "scan: no date folder from {} to {} in the watched folders: nothing to do{}",
+                        layout::format_date(first),
+                        layout::format_date(last),
+                        if dry_run { " (dry run)" } else { "" }
+                    );
+                }
+                return Ok(EXIT_OK);
+            }
+            present
         }
     };
     if dry_run {
