@@ -42,10 +42,12 @@ impl Timestamp {
     /// The instant in the host's time zone with its offset, to the second, for human output:
     /// `2026-12-02 02:10:05 +09:00`. The offset is the one in force at that instant (a time
     /// before a DST change shows the offset it had then); a zone that cannot be read is UTC,
-    /// shown as `+00:00`, as the C library falls back. JSON and the ledger stay UTC.
+    /// shown as `+00:00`, as the C library falls back. JSON and the ledger stay UTC. An
+    /// instant the zone would carry past year 9999 (a damaged or hostile ledger row says
+    /// `9999-12-31T23:59:59Z`) is shown in UTC: `to_offset` would panic.
     pub fn local(self) -> Local {
         let offset = UtcOffset::local_offset_at(self.0).unwrap_or(UtcOffset::UTC);
-        Local(self.0.to_offset(offset))
+        Local::at(self, offset)
     }
 }
 
@@ -54,10 +56,10 @@ impl Timestamp {
 pub struct Local(OffsetDateTime);
 
 impl Local {
-    /// In a given offset (tests; the one formatting of local times).
-    #[cfg(test)]
+    /// In a given offset, or in UTC when the offset would carry it out of the years `time`
+    /// can hold (see [`Timestamp::local`]).
     fn at(t: Timestamp, offset: UtcOffset) -> Local {
-        Local(t.0.to_offset(offset))
+        Local(t.0.checked_to_offset(offset).unwrap_or(t.0))
     }
 }
 
@@ -124,6 +126,21 @@ mod tests {
             t - Duration::from_micros(1),
             earlier,
             "cut to the millisecond"
+        );
+    }
+
+    /// Review finding: `list` and `show` panicked on a row at the end of time in any zone
+    /// east of UTC.
+    #[test]
+    fn the_end_of_time_is_shown_in_utc_rather_than_panic() {
+        let t = Timestamp::parse("9999-12-31T23:59:59.999Z").unwrap();
+        assert_eq!(
+            Local::at(t, offset!(+9)).to_string(),
+            "9999-12-31 23:59:59 +00:00"
+        );
+        assert_eq!(
+            Local::at(t, offset!(-5)).to_string(),
+            "9999-12-31 18:59:59 -05:00"
         );
     }
 

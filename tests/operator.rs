@@ -339,3 +339,35 @@ fn show_and_retry_find_a_file_named_through_a_linked_root() {
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
     assert_eq!(env.row("here.jpg").status, "pending", "re-queued");
 }
+
+/// Review finding: a ledger row at the end of time (damaged, hand-edited, or from a peer
+/// whose clock ran wild) made `list` and `show` panic in any zone east of UTC: the local
+/// time would be in year 10000. It is shown in UTC instead.
+#[test]
+fn a_time_at_the_end_of_the_calendar_is_shown_not_a_panic() {
+    let env = Env::new("end-of-time");
+    env.put("Sega_1", "late.jpg", &jpeg(1));
+    assert_eq!(env.run(&["scan"]).code, 0);
+    env.sqlite_writer()
+        .execute(
+            "UPDATE files SET updated_at = '9999-12-31T23:59:59.999Z', \
+             next_attempt_at = '9999-12-31T23:59:59.999Z'",
+            [],
+        )
+        .unwrap();
+    for args in [&["list"][..], &["show", "1"], &["status"]] {
+        let mut c = env.cmd(args);
+        c.env("TZ", "KST-9");
+        let o = env.capture(out(c.output().unwrap()));
+        assert_eq!(o.code, 0, "{args:?}: {}\n{}", o.stdout, o.stderr);
+        assert!(!o.stderr.contains("panicked"), "{args:?}: {}", o.stderr);
+    }
+    let mut c = env.cmd(&["list"]);
+    c.env("TZ", "KST-9");
+    let o = env.capture(out(c.output().unwrap()));
+    assert!(
+        o.stdout.contains("9999-12-31 23:59:59 +00:00"),
+        "{}",
+        o.stdout
+    );
+}
