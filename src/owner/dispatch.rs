@@ -117,7 +117,13 @@ impl Owner {
                         t
                     }
                 }),
-                Err(e) => return self.trouble(e),
+                // Not a return: the rows just claimed are `uploading` in the ledger and
+                // must become jobs, or they would stay so, unsent, until a restart. When
+                // to look again is not known: in a second.
+                Err(e) => {
+                    self.trouble(e);
+                    Some(now_t + Duration::from_secs(1))
+                }
             };
         }
         if probe {

@@ -25,9 +25,8 @@ struct Rig {
     settings: Arc<RequestSettings>,
 }
 
-/// Two images recorded in today's folder, the endpoint declared down long enough ago that
-/// a probe is due.
-fn down_with_two_pending(name: &str) -> Rig {
+/// Two images recorded in today's folder, due now.
+fn two_pending(name: &str) -> Rig {
     let dir = std::env::temp_dir().join(format!("sega-owner-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let clock = Clock::system();
@@ -79,16 +78,6 @@ fn down_with_two_pending(name: &str) -> Rig {
         date: today,
         entries,
     });
-    // Three failures from two files, long enough ago that the first probe is due now.
-    let then = Instant::now() - Duration::from_secs(10);
-    let wall = clock.now_utc();
-    let second = Duration::from_secs(1);
-    for id in [1, 2, 1] {
-        owner
-            .endpoint
-            .failed(id, "refused", false, then, wall, second, second);
-    }
-    assert!(owner.endpoint.is_down());
     Rig {
         dir,
         owner,
@@ -96,6 +85,22 @@ fn down_with_two_pending(name: &str) -> Rig {
         config,
         settings,
     }
+}
+
+/// The same, the endpoint declared down long enough ago that a probe is due.
+fn down_with_two_pending(name: &str) -> Rig {
+    let mut rig = two_pending(name);
+    // Three failures from two files, long enough ago that the first probe is due now.
+    let then = Instant::now() - Duration::from_secs(10);
+    let wall = rig.owner.clock.now_utc();
+    let second = Duration::from_secs(1);
+    for id in [1, 2, 1] {
+        rig.owner
+            .endpoint
+            .failed(id, "refused", false, then, wall, second, second);
+    }
+    assert!(rig.owner.endpoint.is_down());
+    rig
 }
 
 impl Drop for Rig {
@@ -151,4 +156,21 @@ fn a_probe_handed_back_by_a_worker_is_followed_by_another() {
         probe_sent(&mut rig).is_some(),
         "a probe goes again after the hand-back"
     );
+}
+
+/// Found when the suite ran (shared::postgres_stopped_during_a_burst_loses_nothing, once):
+/// PostgreSQL stopped between a claim and the look for the next due row, and dispatch
+/// returned on that error with the rows it had just claimed: they stayed `uploading`,
+/// never sent, until a restart. Here the next-due query fails for good (its index is gone
+/// from a damaged schema; the claim's is not), after the claim took both rows.
+#[test]
+fn rows_claimed_before_the_database_fails_still_become_jobs() {
+    let mut rig = two_pending("next-due-fails");
+    rusqlite::Connection::open(rig.dir.join("sega.db"))
+        .unwrap()
+        .execute_batch("DROP INDEX files_pending_due")
+        .unwrap();
+    rig.owner.dispatch();
+    assert!(rig.owner.db_trouble.is_some(), "the failure was seen");
+    assert_eq!(rig.jobs.len(), 2, "both claimed rows were handed out");
 }
