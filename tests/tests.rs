@@ -7,6 +7,7 @@ mod util;
 // Throwaway PostgreSQL clusters (shared with the store's unit tests and the bench).
 use sega_testsrv::pg;
 
+mod checksum;
 mod cli;
 mod daemon;
 mod faults;

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use attohttpc::header::{HeaderName, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER};
 use time::OffsetDateTime;
 
+use super::checksum::{self, PassError};
 use super::multipart::{
     boundary, encode_filename, idempotency_key, FileProblem, MultipartBody, Part,
 };
 use super::{success, Item, RequestSettings, USER_AGENT};
 use crate::config::{SuccessRule, TemplateVars};
 use crate::layout::{self, Kind};
-use crate::work::{classify_status, Class, Outcome, Response, RESPONSE_CAP};
+use crate::work::{classify_status, Class, Outcome, Response, Sent, RESPONSE_CAP};
 
 /// Shared cap on the total upload rate (`upload.max_kib_s`) across workers: a token bucket
 /// holding at most one second of budget.
@@ -56,7 +57,10 @@ impl RateLimiter {
     }
 }
 
-/// Builds and sends the request for one file (also used by `upload-test`).
+/// Builds and sends the request for one file (also used by `upload-test`). `f.version` is
+/// the version the request is for: with `{sha256}` in a field, a file that is no longer
+/// that version is not sent (`Outcome::Changed`), and one that changes during the send
+/// leaves its request unfinished.
 pub fn send(
     settings: &RequestSettings,
     f: &Item,
@@ -68,12 +72,29 @@ pub fn send(
     let name_bytes = f.filename.as_bytes();
     let filename_text = encode_filename(name_bytes);
     let path_text = encode_filename(f.path.as_os_str().as_bytes());
+    let sha256 = if settings.hash_content {
+        match checksum::content_sha256(&file, f.version) {
+            Ok(hex) => Some(hex),
+            Err(PassError::Changed(version)) => {
+                return Outcome::Changed {
+                    version,
+                    sent: None,
+                }
+            }
+            Err(PassError::Read(e)) => {
+                return Outcome::Unreadable(format!("reading: {}", crate::error::describe_io(&e)))
+            }
+        }
+    } else {
+        None
+    };
     let vars = TemplateVars {
         folder: &f.folder,
         date: &f.date,
         filename: &filename_text,
         path: &path_text,
         size,
+        sha256: sha256.as_deref(),
     };
     let rendered: Vec<(String, String)> = settings
         .fields
@@ -94,6 +115,10 @@ pub fn send(
         size,
         limiter.cloned(),
     );
+    let body = match sha256 {
+        Some(_) => body.unless_changed_from(f.version),
+        None => body,
+    };
     let key = idempotency_key(&settings.scope, &f.folder, &f.date, name_bytes, f.version);
     let url = settings.wire_url.expose();
     let builder = attohttpc::post(url).follow_redirects(false);
@@ -127,6 +152,13 @@ pub fn send(
     if let Some(problem) = &body.file_problem {
         return match problem {
             FileProblem::Shrank => Outcome::Shrank,
+            FileProblem::Changed(version) => Outcome::Changed {
+                version: *version,
+                sent: Some(Sent::Transport(
+                    "the request was ended before its last boundary: the {sha256} field no longer matched the file"
+                        .into(),
+                )),
+            },
             FileProblem::Read(e) => {
                 Outcome::Unreadable(format!("reading: {}", crate::error::describe_io(e)))
             }
