@@ -171,6 +171,17 @@ impl TlsFront {
         cert: &Issued,
         client_ca: Option<&Ca>,
     ) -> io::Result<TlsFront> {
+        TlsFront::start_at("127.0.0.1:0", backend, cert, client_ca)
+    }
+
+    /// As [`TlsFront::start`], listening on `listen` (a loopback address, e.g.
+    /// `127.0.0.1:8443`).
+    pub fn start_at(
+        listen: &str,
+        backend: SocketAddr,
+        cert: &Issued,
+        client_ca: Option<&Ca>,
+    ) -> io::Result<TlsFront> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -194,7 +205,7 @@ impl TlsFront {
                 .with_single_cert(vec![CertificateDer::from(cert.cert_der.clone())], key)
                 .map_err(io::Error::other)?,
         );
-        let listener = crate::bind_loopback("127.0.0.1:0")?;
+        let listener = crate::bind_loopback(listen)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             stopping: AtomicBool::new(false),
@@ -337,28 +348,30 @@ fn serve(
             }
             let _ = sock.shutdown(Shutdown::Write);
         });
-    // Client → endpoint.
+    // Client → endpoint. rustls holds at most 16 KiB of received plaintext (more and
+    // `read_tls` refuses the next record), so what each record decrypts to is taken out
+    // before the next is fed: a big upload arrives in 64 KiB reads of several records.
     let mut buf = vec![0u8; 64 * 1024];
+    let mut plain = Vec::with_capacity(128 * 1024);
     loop {
         let n = match sock.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let plain = {
+        plain.clear();
+        let failed = {
             let mut c = lock(&conn);
             let mut input = &buf[..n];
             let mut failed = false;
             while !input.is_empty() && !failed {
                 failed = c.read_tls(&mut input).is_err() || c.process_new_packets().is_err();
+                drain_into(&mut c, &mut plain);
             }
-            let plain = drain(&mut c);
             let _ = flush(&mut c, &mut sock);
-            if failed {
-                break;
-            }
-            plain
+            failed
         };
-        if up.write_all(&plain).is_err() {
+        // Outside the lock: the endpoint may be answering through the other thread.
+        if up.write_all(&plain).is_err() || failed {
             break;
         }
     }
@@ -371,10 +384,16 @@ fn serve(
 /// Every plaintext byte rustls holds.
 fn drain(conn: &mut ServerConnection) -> Vec<u8> {
     let mut out = Vec::new();
+    drain_into(conn, &mut out);
+    out
+}
+
+/// Every plaintext byte rustls holds, appended to `out`.
+fn drain_into(conn: &mut ServerConnection, out: &mut Vec<u8>) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match conn.reader().read(&mut buf) {
-            Ok(0) | Err(_) => return out,
+            Ok(0) | Err(_) => return,
             Ok(n) => out.extend_from_slice(&buf[..n]),
         }
     }
