@@ -102,6 +102,8 @@ pub struct Ctx {
     pub daemon: PathBuf,
     pub work: PathBuf,
     pub server: Server,
+    /// The same endpoint behind a TLS front, for the https rows.
+    pub https: crate::tls::Https,
     pub curl: Option<PathBuf>,
     pub xargs: Option<PathBuf>,
     pub inotifywait: Option<PathBuf>,
@@ -197,6 +199,15 @@ impl Scene {
                 log_level: "info",
             },
         )
+    }
+}
+
+impl Scene {
+    /// Sets `upload.<key>` in the config `configure` wrote (a CA file, checksum fields).
+    pub fn set_upload(&self, key: &str, value: serde_json::Value) -> io::Result<()> {
+        let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(&self.config)?)?;
+        cfg["upload"][key] = value;
+        fs::write(&self.config, format!("{cfg:#}\n"))
     }
 }
 
