@@ -313,11 +313,24 @@ impl Ctx {
     /// `xargs -0 -P<workers> -I{} curl … -F file=@{};type=image/jpeg URL`, reading the file
     /// list from `stdin`: the usual one-liner, one curl process per file.
     pub fn xargs_curl(&self, folder: &str, date: &str, stdin: Stdio) -> Option<Command> {
+        self.xargs_curl_to(&self.url(), &[], folder, date, stdin)
+    }
+
+    /// The same to `url`, with `extra` curl options (`--cacert CA` for https).
+    pub fn xargs_curl_to(
+        &self,
+        url: &str,
+        extra: &[&std::ffi::OsStr],
+        folder: &str,
+        date: &str,
+        stdin: Stdio,
+    ) -> Option<Command> {
         let xargs = self.xargs.as_ref()?;
         let mut cmd = Command::new(xargs);
         cmd.args(["-0", &format!("-P{}", self.workers), "-I{}"])
             .args(self.curl_base(folder, date)?)
-            .args(["-F", "file=@{};type=image/jpeg", &self.url()])
+            .args(extra)
+            .args(["-F", "file=@{};type=image/jpeg", url])
             .stdin(stdin)
             .stdout(Stdio::null());
         Some(cmd)

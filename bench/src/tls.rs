@@ -6,13 +6,14 @@
 //!   same front in the same run (runs alternate), its peak RSS, and the daemon over plain
 //!   http in the same runs for the cost of TLS.
 //! - Files/s over https, every file its own connection and handshake (attohttpc sends
-//!   `Connection: close`), beside the same files over plain http, runs alternating.
+//!   `Connection: close`), beside the same files over plain http and `xargs -P curl
+//!   --cacert` over https, runs alternating.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -25,7 +26,7 @@ use crate::ctx::{Ctx, Scene, FOLDERS};
 use crate::report::{fmt, Check, Row, Target};
 use crate::stats::Summary;
 use crate::sys::local_date;
-use crate::throughput::human_size;
+use crate::throughput::{self, human_size};
 use crate::tree::{self, Contents};
 
 /// The TLS front before the bench's endpoint, and the CA file that trusts it.
@@ -52,9 +53,10 @@ impl Https {
         self.front.url("127.0.0.1")
     }
 
-    /// TLS handshakes the front has completed.
-    pub fn handshakes(&self) -> u64 {
-        self.front.handshakes()
+    /// TLS handshakes the front has completed: all of them, and those that resumed a
+    /// session.
+    pub fn handshakes(&self) -> (u64, u64) {
+        (self.front.handshakes(), self.front.resumed_handshakes())
     }
 }
 
@@ -190,10 +192,16 @@ fn files(ctx: &Ctx) -> io::Result<Row> {
     let scene = Scene::new(&ctx.work, "tls-files")?;
     let date = local_date(0);
     let dir = tree::date_dirs(&scene.root, &FOLDERS[..1], &date)?.remove(0);
-    tree::write_images(&dir, "TLS", count, &Contents::new(p.image_size, 16, 1000))?;
-    let (mut https, mut http, mut cpu_https, mut cpu_http) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut handshakes = Vec::new();
+    let paths = tree::write_images(&dir, "TLS", count, &Contents::new(p.image_size, 16, 1000))?;
+    let list = throughput::list_file(&scene, &paths)?;
+    let (mut https, mut http, mut cpu_https, mut cpu_http, mut curl) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // The endpoint's side: the CPU of this process (the endpoint, and the TLS front for
+    // https) per file.
+    let (mut front_https, mut front_http) = (Vec::new(), Vec::new());
+    let own_cpu_ns =
+        || crate::sys::proc_stats(std::process::id() as i32).map_or(0, |s| s.cpu_ticks_ns);
+    let (mut handshakes, mut resumed) = (Vec::new(), Vec::new());
     for _ in 0..ctx.runs {
         for tls in [true, false] {
             scene.reset_db()?;
@@ -204,6 +212,7 @@ fn files(ctx: &Ctx) -> io::Result<Row> {
             }
             ctx.server.clear();
             let before = ctx.https.handshakes();
+            let own_before = own_cpu_ns();
             let who = if tls {
                 "sega-uploader https"
             } else {
@@ -219,14 +228,37 @@ fn files(ctx: &Ctx) -> io::Result<Row> {
                 .stop()
                 .ok_or_else(|| io::Error::other("daemon did not exit"))?;
             let cpu_us = exit.cpu().as_secs_f64() * 1e6 / count as f64;
+            let own_us = own_cpu_ns().saturating_sub(own_before) as f64 / 1e3 / count as f64;
             if tls {
                 https.push(count as f64 / secs);
                 cpu_https.push(cpu_us);
-                handshakes.push(ctx.https.handshakes() - before);
+                let after = ctx.https.handshakes();
+                handshakes.push(after.0 - before.0);
+                resumed.push(after.1 - before.1);
+                front_https.push(own_us);
             } else {
                 http.push(count as f64 / secs);
                 cpu_http.push(cpu_us);
+                front_http.push(own_us);
             }
+        }
+        // The usual one-liner over https: a curl process, a full handshake, per file.
+        let cacert = ["--cacert".as_ref(), ctx.https.ca_file.as_os_str()];
+        let stdin = Stdio::from(fs::File::open(&list)?);
+        if let Some(mut cmd) =
+            ctx.xargs_curl_to(&ctx.https.url(), &cacert, FOLDERS[0], &date, stdin)
+        {
+            ctx.server.clear();
+            let t0 = Instant::now();
+            let pid = cmd.spawn()?.id() as i32;
+            curl.push(throughput::external(
+                ctx,
+                pid,
+                t0,
+                count,
+                size,
+                "xargs curl https",
+            )?);
         }
     }
     // Every file its own connection: as many handshakes as files (a resumed session is
@@ -255,15 +287,36 @@ fn files(ctx: &Ctx) -> io::Result<Row> {
         ok: None,
     });
     row.others.push(("sega-uploader over http".into(), plain));
+    if !curl.is_empty() {
+        let rates: Vec<f64> = curl.iter().map(|p| p.rate).collect();
+        row.others.push((
+            format!("xargs -P{} curl --cacert -F", ctx.workers),
+            Summary::of(&rates),
+        ));
+    }
     row.detail = json!({
         "how": format!("from the daemon's fork/exec to the last request settled at the endpoint; \
                         a fresh database each run; settle_secs 0; {} workers; runs alternate \
-                        https, http; {}", ctx.workers, ctx.runs_label()),
+                        https, http, xargs curl https (timed from xargs' start); {}", ctx.workers, ctx.runs_label()),
         "cpu_us_per_file_https": Summary::of(&cpu_https).to_json(),
         "cpu_us_per_file_http": Summary::of(&cpu_http).to_json(),
+        "endpoint_cpu_us_per_file_https": Summary::of(&front_https).to_json(),
+        "endpoint_cpu_us_per_file_http": Summary::of(&front_http).to_json(),
         "handshakes_per_run": handshakes,
-        "cpu_text": format!("daemon CPU per file: {} µs over https, {} µs over http (median)",
-                            fmt(Summary::of(&cpu_https).median), fmt(Summary::of(&cpu_http).median)),
+        "resumed_handshakes_per_run": resumed,
+    });
+    row.checks.push(Check {
+        text: format!(
+            "CPU/file https / http: daemon {} / {} µs, endpoint with the TLS front {} / {} µs; \
+             {} of {} handshakes resumed",
+            fmt(Summary::of(&cpu_https).median),
+            fmt(Summary::of(&cpu_http).median),
+            fmt(Summary::of(&front_https).median),
+            fmt(Summary::of(&front_http).median),
+            resumed.iter().sum::<u64>(),
+            handshakes.iter().sum::<u64>()
+        ),
+        ok: None,
     });
     Ok(row)
 }

@@ -25,7 +25,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{HandshakeKind, RootCertStore, ServerConfig, ServerConnection};
 use time::OffsetDateTime;
 
 /// A certificate authority made for one test; it signs server and client certificates.
@@ -156,6 +156,8 @@ struct Shared {
     errors: Mutex<Vec<String>>,
     /// Handshakes that completed.
     handshakes: AtomicU64,
+    /// Of those, the ones that resumed an earlier session (no certificate sent).
+    resumed: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -213,6 +215,7 @@ impl TlsFront {
             conns: Mutex::new(HashMap::new()),
             errors: Mutex::new(Vec::new()),
             handshakes: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
         });
         let sh = shared.clone();
         let acceptor = thread::Builder::new()
@@ -244,6 +247,11 @@ impl TlsFront {
     /// Handshakes completed so far.
     pub fn handshakes(&self) -> u64 {
         self.shared.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Handshakes completed so far that resumed a session.
+    pub fn resumed_handshakes(&self) -> u64 {
+        self.shared.resumed.load(Ordering::Relaxed)
     }
 }
 
@@ -294,6 +302,9 @@ fn serve(
     id: u64,
 ) {
     let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
+    // A relay must not hold back a small record (a handshake flight, the end of an answer)
+    // for Nagle's algorithm: the endpoint itself answers with TCP_NODELAY too.
+    let _ = sock.set_nodelay(true);
     let Ok(mut conn) = ServerConnection::new(config) else {
         return;
     };
@@ -306,10 +317,14 @@ fn serve(
         }
     }
     sh.handshakes.fetch_add(1, Ordering::Relaxed);
+    if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+        sh.resumed.fetch_add(1, Ordering::Relaxed);
+    }
     let _ = sock.set_read_timeout(None);
     let Ok(mut up) = TcpStream::connect(backend) else {
         return;
     };
+    let _ = up.set_nodelay(true);
     if let Ok(c) = up.try_clone() {
         lock(&sh.conns).entry(id).or_default().push(c);
     }
