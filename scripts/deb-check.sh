@@ -24,7 +24,11 @@
 #    mounted into the container; the server listens on no TCP port): the ledger's tables
 #    are created, an image is recorded there and an upload attempted; then the shipped
 #    example drop-ins copied in as the README says: an image folder under /home is read,
-#    the metrics file is written in node_exporter's directory, the extra address is allowed.
+#    the metrics file is written in node_exporter's directory, the extra address is allowed; then over https: the
+#    test endpoint (sega-testsrv, built here, copied in) behind its TLS front on the
+#    container's loopback, with a CA it makes at start, trusted through upload.tls.ca_file:
+#    check-config shakes hands with it, and an image arrives whole, its {sha256} field
+#    equal to the endpoint's own hash of what it received.
 #
 # Needs root (debootstrap, chroot, nspawn) and, the first time, the Debian mirror
 # ($DEB_CHECK_MIRROR, default deb.debian.org), PyPI and crates.io; installs what it needs
@@ -118,6 +122,12 @@ deb=$(scripts/deb-build.sh)
 version=$(dpkg-deb -f "$deb" Version)
 size=$(stat -c %s "$deb")
 echo "built $deb ($size bytes, version $version)"
+# The https endpoint for the container: the test endpoint as a program, built for this
+# machine (the container is Debian 12, as this machine is; a debug build, whose
+# dependencies `make test` has already built).
+testsrv=target/debug/sega-testsrv
+"${CARGO:-cargo}" build -q -p sega-testsrv --bin sega-testsrv >"$WORK/testsrv-build.log" 2>&1 ||
+    { tail -n 20 "$WORK/testsrv-build.log" >&2; echo "deb-check: building sega-testsrv failed" >&2; exit 1; }
 tb=$(date +%s)
 
 # --- static checks ------------------------------------------------------------------------
@@ -431,12 +441,50 @@ if [ -f /etc/sega/config-ex.json ]; then
     systemctl daemon-reload
     cp /tmp/config.json /etc/sega/config.json
 fi
+# https: the test endpoint behind a TLS front on this container's loopback, whose CA it
+# makes at start (sega-testsrv --tls-dir); the service trusts it through
+# upload.tls.ca_file (config-https.json) and sends the content's checksum in a field.
+if [ -x /usr/local/bin/sega-testsrv ]; then
+    t=/run/https-test
+    mkdir -p $t
+    sega-testsrv --listen 127.0.0.1:8443 --tls-dir $t --addr-file $t/addr \
+        --log $t/requests.jsonl --quiet >$t/out 2>&1 &
+    srv=$!
+    for i in $(seq 1 40); do [ -s $t/addr ] && break; sleep 0.25; done
+    say https_endpoint "$(head -n 1 $t/addr 2>/dev/null)"
+    install -m 0644 $t/ca.pem /etc/sega/https-ca.pem
+    cp /etc/sega/config-https.json /etc/sega/config.json
+    say https_check_config "$(sega-uploader check-config 2>&1 | grep 'TLS 127.0.0.1:8443' | head -n 1)"
+    systemctl start sega-uploader.service
+    for i in $(seq 1 40); do [ "$(prop SubState)" = running ] && break; sleep 0.5; done
+    say https_state "$(prop ActiveState)/$(prop SubState)"
+    c="/data/Sega_1/$(date -u +%F)/c.jpg"
+    printf '\377\330\377\340JFIF-over-https\377\331' >"$c"
+    say https_uploaded "$(shows '"filename":"c.jpg".*"status":"uploaded"' list --json)"
+    say https_sha256 "$(sha256sum "$c" | cut -d ' ' -f 1)"
+    systemctl stop sega-uploader.service
+    say https_stop "$?:$(prop Result):$(prop ExecMainStatus)"
+    kill $srv
+    cp $t/requests.jsonl /deb-selftest.https.jsonl
+    cp $t/out /deb-selftest.https.out
+    cp /tmp/config.json /etc/sega/config.json
+fi
 say unit_warnings "$(journalctl -b --no-pager -o cat | grep 'sega-uploader.service' | grep -ci -e unknown -e ignoring -e invalid)"
 journalctl -b -u sega-uploader.service --no-pager -o short-precise >/deb-selftest.journal
 say done yes
 systemctl poweroff
 SELFTEST
 chmod 0755 "$B/usr/local/bin/deb-selftest"
+cp "$testsrv" "$B/usr/local/bin/sega-testsrv"
+python3 - "$B/etc/sega/config.json" "$B/etc/sega/config-https.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["upload"]["url"] = "https://127.0.0.1:8443/upload"
+c["upload"]["tls"]["ca_file"] = "/etc/sega/https-ca.pem"
+c["upload"]["fields"] = {"folder": "{folder}", "date": "{date}", "sha256": "{sha256}"}
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+PY
+chroot "$B" sh -c 'chown root:sega /etc/sega/config-https.json && chmod 0640 /etc/sega/config-https.json'
 cat >"$B/etc/systemd/system/deb-selftest.service" <<'UNIT'
 [Unit]
 Description=deb-check self test
@@ -506,6 +554,8 @@ if [ "$pg_up" = yes ]; then
     cp "$PG/log" "$WORK/pg.log" 2>/dev/null || true
 fi
 cp "$B/deb-selftest.journal" "$WORK/boot-journal.txt" 2>/dev/null || true
+cp "$B/deb-selftest.https.jsonl" "$WORK/https-requests.jsonl" 2>/dev/null || true
+cp "$B/deb-selftest.https.out" "$WORK/https-testsrv.txt" 2>/dev/null || true
 got() { sed -n "s/^$1=//p" "$B/deb-selftest.out" 2>/dev/null | tail -n 1; }
 if [ "$(got done)" = yes ]; then
     same "$(got enabled)" enabled "booted: the service is enabled"
@@ -539,6 +589,23 @@ if [ "$(got done)" = yes ]; then
     same "$(got ex_seen):$(got ex_metrics)" "1:1" \
         "example drop-ins: an image under /home is recorded, the metrics file is written in /var/lib/prometheus/node-exporter"
     same "$(got ex_stop)" "0:success:0" "example drop-ins: systemctl stop, a clean exit 0"
+    same "$(got https_endpoint)" "https://127.0.0.1:8443/upload" \
+        "https: the test endpoint runs in the container behind its TLS front (see $WORK/https-testsrv.txt)"
+    case "$(got https_check_config)" in
+    "ok   TLS 127.0.0.1:8443: TLS"*"issuer O=sega-uploader tests, CN=sega-testsrv CA"*)
+        ok "https: check-config shakes hands: $(got https_check_config)" ;;
+    *) bad "https: check-config's TLS line is '$(got https_check_config)'" ;;
+    esac
+    same "$(got https_state)" active/running "https: the service starts with upload.tls.ca_file naming a throwaway CA"
+    same "$(got https_uploaded)" 1 "https: a new image is uploaded over https (status uploaded)"
+    sum=$(got https_sha256)
+    arrived=$(grep '"filename":"c.jpg"' "$WORK/https-requests.jsonl" 2>/dev/null | grep '"status":200' | head -n 1)
+    if [ -n "$sum" ] && [ "$(printf '%s' "$arrived" | grep -o "$sum" | wc -l)" -ge 2 ]; then
+        ok "https: the endpoint received c.jpg whole (SHA-256 ${sum:0:16}…), its {sha256} field equal to it"
+    else
+        bad "https: no whole c.jpg with a matching {sha256} field at the endpoint (see $WORK/https-requests.jsonl)"
+    fi
+    same "$(got https_stop)" "0:success:0" "https: systemctl stop, a clean exit 0"
 else
     bad "the $BOOT_SUITE container did not run the self test (see $WORK/boot.log)"
     tail -n 30 "$WORK/boot.log"

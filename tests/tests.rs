@@ -8,6 +8,7 @@ mod util;
 use sega_testsrv::pg;
 
 mod backfill;
+mod checksum;
 mod cli;
 mod completion;
 mod daemon;

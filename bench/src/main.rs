@@ -21,6 +21,7 @@ mod shared;
 mod stats;
 mod sys;
 mod throughput;
+mod tls;
 mod tree;
 mod writer;
 
@@ -44,15 +45,15 @@ usage: sega-bench [--smoke] [--runs N] [--workers N] [--daemon BIN] [--work DIR]
   --work DIR     scratch directory (scenario trees, databases) [target/bench]
   --out FILE     results as JSON                               [DIR/results.json]
   --table FILE   the Markdown table                            [DIR/table.md]
-  --only IDS     some of: ceiling latency present arriving big idle outage rescan startup pending
-                 shared
+  --only IDS     some of: ceiling latency present arriving big tls idle outage rescan startup
+                 pending shared
   --daemon-env K=V  set in the daemon's environment (repeatable), for experiments
   --keep         keep each scenario's tree and database (deleted after a scenario that
                  ran, except the 1 GiB image, which later runs reuse)";
 
-const ALL: [&str; 11] = [
-    "ceiling", "latency", "present", "arriving", "big", "idle", "outage", "rescan", "startup",
-    "pending", "shared",
+const ALL: [&str; 12] = [
+    "ceiling", "latency", "present", "arriving", "big", "tls", "idle", "outage", "rescan",
+    "startup", "pending", "shared",
 ];
 
 struct Args {
@@ -144,6 +145,7 @@ fn run(a: Args) -> std::io::Result<bool> {
         .map_err(|e| std::io::Error::other(format!("{}: {e}", a.daemon.display())))?;
     let server = sega_testsrv::Server::start("127.0.0.1:0")?;
     server.set_max_records(0);
+    let https = tls::Https::start(&server, &work)?;
     let ctx = Ctx {
         p: if a.smoke {
             Params::smoke()
@@ -156,6 +158,7 @@ fn run(a: Args) -> std::io::Result<bool> {
         daemon,
         work: work.clone(),
         server,
+        https,
         curl: sys::which("curl"),
         xargs: sys::which("xargs"),
         inotifywait: sys::which("inotifywait"),
@@ -165,12 +168,13 @@ fn run(a: Args) -> std::io::Result<bool> {
     let load_before = sys::loadavg();
     let wanted = |id: &str| a.only.is_empty() || a.only.iter().any(|o| o == id);
     eprintln!(
-        "sega-bench: {} size, {} run(s) per row, {} workers, daemon {}, endpoint {}; load {load_before}",
+        "sega-bench: {} size, {} run(s) per row, {} workers, daemon {}, endpoint {} (https: {}); load {load_before}",
         if ctx.smoke { "smoke" } else { "full" },
         ctx.runs,
         ctx.workers,
         ctx.daemon.display(),
-        ctx.url()
+        ctx.url(),
+        ctx.https.url()
     );
     for (tool, found) in [
         ("curl", &ctx.curl),
@@ -245,6 +249,7 @@ fn run(a: Args) -> std::io::Result<bool> {
         Ok(vec![throughput::arriving(&ctx, ceiling)?])
     });
     step("big", &mut rows, &mut || bigfile::run(&ctx));
+    step("tls", &mut rows, &mut || tls::run(&ctx));
     step("idle", &mut rows, &mut || idle::run(&ctx));
     step("outage", &mut rows, &mut || outage::run(&ctx));
     step("rescan", &mut rows, &mut || Ok(vec![dbrows::rescan(&ctx)?]));

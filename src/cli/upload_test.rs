@@ -217,7 +217,11 @@ fn print_request(
     }
     outln!("Content-Type: multipart/form-data; boundary=… (a new boundary for every request)");
     outln!("\nform fields (upload.fields, in this order, before the file):");
-    let fields = upload::form_fields(settings, item, item.version.size);
+    // `send` hashes the file as it opens it; here `{sha256}` says where its value goes.
+    let sha256 = settings
+        .hash_content
+        .then_some("<the content's SHA-256, computed as it is sent>");
+    let fields = upload::form_fields(settings, item, item.version.size, sha256);
     if fields.is_empty() {
         outln!("  (none)");
     }

@@ -1,7 +1,8 @@
 //! One upload and the worker pool that runs them. A worker takes a `Job` from the owner,
 //! does the file checks that need the file open (type, version, magic bytes, completeness),
 //! sends the request and reports a `Report` back; the request itself is built in
-//! `multipart` and sent, under its deadlines and the shared rate limit, in `send`.
+//! `multipart` and sent, under its deadlines and the shared rate limit, in `send`, after
+//! the `{sha256}` pass of `checksum` when a field asks for the content's checksum.
 //!
 //! Workers never touch the database: they receive `Job`s from the DB owner over a bounded
 //! channel, and what they know of a file is what the job carries. The pool ends when the
@@ -27,6 +28,7 @@ use crate::timestamp::Timestamp;
 use crate::tls::{self, ClientTls};
 use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Sent};
 
+mod checksum;
 mod multipart;
 mod route;
 mod send;
@@ -50,6 +52,8 @@ pub struct RequestSettings {
     pub wire_url: Secret<String>,
     pub file_field: String,
     pub fields: Vec<(String, Template)>,
+    /// A field says `{sha256}`: every file is read once before its request to hash it.
+    pub hash_content: bool,
     pub headers: Vec<(String, Secret<String>)>,
     /// `Authorization: Basic …` from the URL's credentials, unless `headers` sets its own
     /// `Authorization` (which wins).
@@ -92,6 +96,7 @@ impl RequestSettings {
             wire_url: u.url.without_credentials(),
             file_field: u.file_field.clone(),
             fields: u.fields.clone(),
+            hash_content: u.fields.iter().any(|(_, t)| t.uses_sha256()),
             headers: u.headers.clone(),
             auth: u.url.basic_auth().filter(|_| !own_authorization),
             route: Route::new(tls, u.proxy.as_ref()),
@@ -114,9 +119,16 @@ impl RequestSettings {
     }
 
     /// How long a whole job may take before the supervisor calls its worker stuck: opening
-    /// and checking the file, connecting, the request, reading the answer, and a margin.
+    /// and checking the file, the `{sha256}` pass if there is one (a read of the file,
+    /// allowed the time a send of it is), connecting, the request, reading the answer, and
+    /// a margin.
     pub fn job_limit(&self, size: u64) -> Duration {
-        self.connect_timeout + self.overall_timeout(size) + self.timeout + JOB_MARGIN
+        let pass = if self.hash_content {
+            Duration::from_secs(size / self.min_rate_bytes_s)
+        } else {
+            Duration::ZERO
+        };
+        self.connect_timeout + pass + self.overall_timeout(size) + self.timeout + JOB_MARGIN
     }
 }
 
@@ -493,6 +505,7 @@ mod tests {
             wire_url: Secret::new("http://h/u".into()),
             file_field: "file".into(),
             fields: vec![],
+            hash_content: false,
             headers: vec![],
             auth: None,
             route: Route::default(),
@@ -518,6 +531,7 @@ mod tests {
         )
         .unwrap();
         let s = RequestSettings::new(&c, "scope".into()).unwrap();
+        assert!(!s.hash_content);
         assert_eq!(s.min_rate_bytes_s, 2 * 1024);
         assert!(s.overall_timeout(48 * 1024) >= Duration::from_secs(2 + 24 + 32));
         assert!(s.job_limit(48 * 1024) > s.overall_timeout(48 * 1024));
@@ -526,5 +540,27 @@ mod tests {
                 .unwrap();
         let s = RequestSettings::new(&free, "scope".into()).unwrap();
         assert_eq!(s.min_rate_bytes_s, 8 * 1024);
+    }
+
+    /// `{sha256}` reads the whole file before the send: the job may take that much longer
+    /// before its worker is called stuck.
+    #[test]
+    fn a_checksum_field_hashes_and_lengthens_the_job_limit() {
+        let plain =
+            crate::config::parse(r#"{"upload": {"url": "http://h/u", "min_rate_kib_s": 8}}"#)
+                .unwrap();
+        let plain = RequestSettings::new(&plain, "scope".into()).unwrap();
+        let hashed = crate::config::parse(
+            r#"{"upload": {"url": "http://h/u", "min_rate_kib_s": 8,
+                           "fields": {"date": "{date}", "sum": "sha256:{sha256}"}}}"#,
+        )
+        .unwrap();
+        let hashed = RequestSettings::new(&hashed, "scope".into()).unwrap();
+        assert!(hashed.hash_content && !plain.hash_content);
+        let size = 8 * 1024 * 100;
+        assert_eq!(
+            hashed.job_limit(size),
+            plain.job_limit(size) + Duration::from_secs(100)
+        );
     }
 }

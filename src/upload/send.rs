@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use attohttpc::header::{HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use time::OffsetDateTime;
 
+use super::checksum::{self, PassError};
 use super::multipart::{
     boundary, encode_filename, idempotency_key, FileProblem, MultipartBody, Part,
 };
@@ -19,7 +20,7 @@ use super::{success, Item, RequestSettings, USER_AGENT};
 use crate::config::{SuccessRule, TemplateVars};
 use crate::layout::{self, Kind};
 use crate::secret::Secret;
-use crate::work::{classify_status, Class, Outcome, Response, RESPONSE_CAP};
+use crate::work::{classify_status, Class, Outcome, Response, Sent, RESPONSE_CAP};
 
 /// Shared cap on the total upload rate (`upload.max_kib_s`) across workers: a token bucket
 /// holding at most one second of budget.
@@ -58,8 +59,14 @@ impl RateLimiter {
 }
 
 /// The form fields of one file's request, in `upload.fields` order, as `send` renders them
-/// (and `upload-test` prints them).
-pub fn form_fields(settings: &RequestSettings, f: &Item, size: u64) -> Vec<(String, String)> {
+/// (and `upload-test` prints them). `sha256` is the content's hash when a template uses
+/// `{sha256}` (`RequestSettings::hash_content`).
+pub fn form_fields(
+    settings: &RequestSettings,
+    f: &Item,
+    size: u64,
+    sha256: Option<&str>,
+) -> Vec<(String, String)> {
     let filename_text = encode_filename(f.filename.as_bytes());
     let path_text = encode_filename(f.path.as_os_str().as_bytes());
     let vars = TemplateVars {
@@ -68,6 +75,7 @@ pub fn form_fields(settings: &RequestSettings, f: &Item, size: u64) -> Vec<(Stri
         filename: &filename_text,
         path: &path_text,
         size,
+        sha256,
     };
     settings
         .fields
@@ -122,7 +130,10 @@ pub fn headers<'a>(settings: &'a RequestSettings, idempotency_key: &'a str) -> V
     out
 }
 
-/// Builds and sends the request for one file (also used by `upload-test`).
+/// Builds and sends the request for one file (also used by `upload-test`). `f.version` is
+/// the version the request is for: with `{sha256}` in a field, a file that is no longer
+/// that version is not sent (`Outcome::Changed`), and one that changes during the send
+/// leaves its request unfinished.
 pub fn send(
     settings: &RequestSettings,
     f: &Item,
@@ -132,7 +143,23 @@ pub fn send(
     limiter: Option<&Arc<RateLimiter>>,
 ) -> Outcome {
     let name_bytes = f.filename.as_bytes();
-    let rendered = form_fields(settings, f, size);
+    let sha256 = if settings.hash_content {
+        match checksum::content_sha256(&file, f.version) {
+            Ok(hex) => Some(hex),
+            Err(PassError::Changed(version)) => {
+                return Outcome::Changed {
+                    version,
+                    sent: None,
+                }
+            }
+            Err(PassError::Read(e)) => {
+                return Outcome::Unreadable(format!("reading: {}", crate::error::describe_io(&e)))
+            }
+        }
+    } else {
+        None
+    };
+    let rendered = form_fields(settings, f, size, sha256.as_deref());
     let parts: Vec<Part<'_>> = rendered
         .iter()
         .map(|(k, v)| Part { name: k, value: v })
@@ -147,6 +174,10 @@ pub fn send(
         size,
         limiter.cloned(),
     );
+    let body = match sha256 {
+        Some(_) => body.unless_changed_from(f.version),
+        None => body,
+    };
     let key = idempotency_key(&settings.scope, &f.folder, &f.date, name_bytes, f.version);
     let url = settings.wire_url.expose();
     let builder = attohttpc::post(url).follow_redirects(false);
@@ -180,6 +211,13 @@ pub fn send(
     if let Some(problem) = &body.file_problem {
         return match problem {
             FileProblem::Shrank => Outcome::Shrank,
+            FileProblem::Changed(version) => Outcome::Changed {
+                version: *version,
+                sent: Some(Sent::Transport(
+                    "the request was ended before its last boundary: the {sha256} field no longer matched the file"
+                        .into(),
+                )),
+            },
             FileProblem::Read(e) => {
                 Outcome::Unreadable(format!("reading: {}", crate::error::describe_io(e)))
             }
