@@ -208,18 +208,9 @@ fn connect(
     port: u16,
     timeout: Duration,
 ) -> std::result::Result<std::net::SocketAddr, String> {
-    use std::net::{TcpStream, ToSocketAddrs};
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve: {e}"))?
-        .collect();
-    let mut last = String::from("no address");
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, timeout) {
-            Ok(_) => return Ok(a),
-            Err(e) => last = crate::error::describe_io(&e),
-        }
-    }
-    Err(last)
+    let stream = crate::tls::connect(host, port, timeout)?;
+    stream
+        .peer_addr()
+        .map_err(|e| crate::error::describe_io(&e))
 }
