@@ -9,8 +9,10 @@ deb:
 	scripts/deb-build.sh
 
 ## Build the .deb; lint it; check glibc, Depends, xz, the unit's security score; install,
-## upgrade and purge it in a throwaway Debian 11 root; run the unit under systemd in a
-## Debian 12 container, with SQLite and then with a throwaway PostgreSQL server's socket.
+## upgrade and purge it in a throwaway Debian 11 root (purge keeps the sega user and the
+## admin's drop-ins); run the unit under systemd in a Debian 12 container, with SQLite, then
+## with a throwaway PostgreSQL server's socket, then with the shipped example drop-ins, then
+## uploading over https to the test endpoint behind a TLS front with a throwaway CA.
 ## As root; installs the tools it needs; logs in target/deb-check/.
 deb-check:
 	scripts/deb-check.sh

@@ -10,9 +10,10 @@
 # 2. cargo-deb packs it with the assets and maintainer scripts named in Cargo.toml
 #    ([package.metadata.deb]), without building again (--no-build: cargo-deb's own
 #    zigbuild mode looks for the binary in the wrong place).
-# 3. The package is unpacked and packed again with dpkg-deb only to add the md5sums file
-#    cargo-deb does not write (`dpkg --verify` and debsums use it); members stay xz, which
-#    dpkg on Ubuntu 18.04 reads (it cannot read zstd).
+# 3. The package is unpacked and packed again with dpkg-deb to add the md5sums file cargo-deb
+#    does not write (`dpkg --verify` and debsums use it) and to gzip NEWS.Debian (Debian
+#    policy 12.7; cargo-deb compresses only files named NEWS or changelog); members stay
+#    xz, which dpkg on Ubuntu 18.04 reads (it cannot read zstd).
 # Prints the path of the .deb on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,6 +109,7 @@ deb=$(cargo deb "${deb_args[@]}" | tail -n 1)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 dpkg-deb -R "$deb" "$tmp/pkg"
+gzip -9n "$tmp/pkg/usr/share/doc/sega-uploader/NEWS.Debian"
 # md5sums: every shipped file except the conffiles (whose hashes dpkg keeps itself).
 (
     cd "$tmp/pkg"

@@ -5,13 +5,16 @@
 #    exact Depends, the file list, the default config, the highest GLIBC symbol (<= 2.27),
 #    libpq.so.5 linked (the `postgres` feature) with no libpq function newer than libpq5 10
 #    (Ubuntu 18.04's), no libssl of its own, lintian (0 errors, 0 warnings), the man page,
-#    the unit's `systemd-analyze security` score (<= 1.5) and `systemd-analyze verify`;
+#    the unit's `systemd-analyze security` score (<= 1.5) and `systemd-analyze verify` (also
+#    with the example drop-ins);
 #  - installed into a throwaway Debian 11 root (debootstrap, cached under target/deb-cache):
 #    Debian 11's dpkg 1.20 cannot read zstd either, its glibc is 2.31, and no systemd runs
 #    there, as in a container or an image build. Its libpq5 is 13. Install, run it (libpq
-#    resolved by the dynamic loader), re-run postinst, upgrade
-#    to a rebuilt package with an edited conffile, remove, purge, and compare the root with
-#    how it was before: nothing may be left;
+#    resolved by the dynamic loader), its bash completion, `check` as a monitoring user in
+#    the group sega, re-run postinst, upgrade to a rebuilt package with an edited conffile,
+#    remove, purge (which keeps the sega user and the administrator's drop-ins, and says
+#    so), remove those by hand, and compare the root with how it was before: nothing else
+#    may be left;
 #  - under a real systemd: a Debian 12 root with systemd booted by systemd-nspawn (no network
 #    but its own loopback), the package installed, the service started at boot as enabled:
 #    READY, the sandbox in force on the running process, an image detected and an upload
@@ -19,7 +22,13 @@
 #    ending in exit 78 without a restart loop; then the same service with database.url on a
 #    throwaway PostgreSQL server of this machine, reached through its unix socket (bind-
 #    mounted into the container; the server listens on no TCP port): the ledger's tables
-#    are created, an image is recorded there and an upload attempted.
+#    are created, an image is recorded there and an upload attempted; then the shipped
+#    example drop-ins copied in as the README says: an image folder under /home is read,
+#    the metrics file is written in node_exporter's directory, the extra address is allowed; then over https: the
+#    test endpoint (sega-testsrv, built here, copied in) behind its TLS front on the
+#    container's loopback, with a CA it makes at start, trusted through upload.tls.ca_file:
+#    check-config shakes hands with it, and an image arrives whole, its {sha256} field
+#    equal to the endpoint's own hash of what it received.
 #
 # Needs root (debootstrap, chroot, nspawn) and, the first time, the Debian mirror
 # ($DEB_CHECK_MIRROR, default deb.debian.org), PyPI and crates.io; installs what it needs
@@ -113,6 +122,12 @@ deb=$(scripts/deb-build.sh)
 version=$(dpkg-deb -f "$deb" Version)
 size=$(stat -c %s "$deb")
 echo "built $deb ($size bytes, version $version)"
+# The https endpoint for the container: the test endpoint as a program, built for this
+# machine (the container is Debian 12, as this machine is; a debug build, whose
+# dependencies `make test` has already built).
+testsrv=target/debug/sega-testsrv
+"${CARGO:-cargo}" build -q -p sega-testsrv --bin sega-testsrv >"$WORK/testsrv-build.log" 2>&1 ||
+    { tail -n 20 "$WORK/testsrv-build.log" >&2; echo "deb-check: building sega-testsrv failed" >&2; exit 1; }
 tb=$(date +%s)
 
 # --- static checks ------------------------------------------------------------------------
@@ -131,10 +146,16 @@ missing=
 for f in usr/bin/sega-uploader lib/systemd/system/sega-uploader.service etc/sega/config.json \
     etc/logrotate.d/sega-uploader usr/share/man/man8/sega-uploader.8.gz \
     usr/share/doc/sega-uploader/README.md usr/share/doc/sega-uploader/README.ko.md \
-    usr/share/doc/sega-uploader/copyright usr/share/doc/sega-uploader/changelog.Debian.gz; do
+    usr/share/doc/sega-uploader/copyright usr/share/doc/sega-uploader/changelog.Debian.gz \
+    usr/share/doc/sega-uploader/NEWS.Debian.gz usr/share/bash-completion/completions/sega-uploader \
+    usr/share/doc/sega-uploader/examples/endpoint-address.conf \
+    usr/share/doc/sega-uploader/examples/second-image-root.conf \
+    usr/share/doc/sega-uploader/examples/metrics-directory.conf; do
     [ -f "$x/$f" ] || missing="$missing $f"
 done
-same "$missing" "" "the package holds the binary, unit, config, logrotate, man page and docs"
+same "$missing" "" "the package holds the binary, unit, config, logrotate, man page, docs, NEWS.Debian, completion, example drop-ins"
+same "$(zcat "$x/usr/share/doc/sega-uploader/NEWS.Debian.gz" | head -n 1)" \
+    "sega-uploader ($version) unstable; urgency=medium" "NEWS.Debian.gz has an entry for this version"
 check "the packaged config.json is etc/config.json (the DESIGN.md defaults)" \
     cmp -s etc/config.json "$x/etc/sega/config.json"
 
@@ -196,6 +217,10 @@ cp -a /usr/lib/systemd/system "$v/usr/lib/systemd/"
 cp "$(type -P kill)" "$v/bin/kill"
 verify=$(systemd-analyze verify --root="$v" --man=no sega-uploader.service 2>&1) && vrc=0 || vrc=$?
 same "$vrc:$verify" "0:" "systemd-analyze verify is clean"
+mkdir -p "$v/etc/systemd/system/sega-uploader.service.d"
+cp "$x"/usr/share/doc/sega-uploader/examples/*.conf "$v/etc/systemd/system/sega-uploader.service.d/"
+verify=$(systemd-analyze verify --root="$v" --man=no sega-uploader.service 2>&1) && vrc=0 || vrc=$?
+same "$vrc:$verify" "0:" "systemd-analyze verify is clean with the example drop-ins"
 
 # --- the throwaway root -------------------------------------------------------------------
 R=$WORK/root
@@ -237,12 +262,28 @@ if ! grep -q 'not found' "$WORK/ldd.txt" && [ -n "$pq_so" ] && [ -f "$R$pq_so" ]
 else
     bad "ldd: libpq.so.5 not resolved or a library missing (see $WORK/ldd.txt)"
 fi
-same "$(in_root sega-uploader --version)" "sega-uploader ${version%-*}" "sega-uploader --version runs"
+same "$(in_root sega-uploader --version)" "sega-uploader ${version%-*} (features: postgres, tls)" \
+    "sega-uploader --version runs and names the compiled features"
+# The completion, as bash-completion loads it, offers the commands the binary lists.
+commands=$(in_root sega-uploader --help | sed -n '/^Commands:/,/^$/s/^  \([a-z-]*\) .*/\1/p' | tr '\n' ' ')
+completed=$(in_root bash --norc -c '. /usr/share/bash-completion/completions/sega-uploader &&
+    COMP_WORDS=(sega-uploader "") COMP_CWORD=1 && _sega_uploader && printf "%s " "${COMPREPLY[@]}"')
+same "$completed" "$commands" "bash completion offers every command of --help ($commands)"
 check "sega-uploader check-config --offline accepts the installed config (as user sega)" \
     quiet "$WORK/check-config.txt" as_sega sega-uploader check-config --offline
 check "sega-uploader scan runs as sega and creates its database" \
     quiet "$WORK/scan.txt" as_sega sega-uploader scan
 check "the database is in /var/lib/sega" test -f "$R/var/lib/sega/sega-uploader.db"
+# NRPE without sudo: a monitoring user in the group sega runs the plugin (no daemon ran).
+in_root adduser --system --quiet --no-create-home nagios >/dev/null
+in_root adduser --quiet nagios sega >/dev/null
+in_root chroot --userspec=nagios:nogroup --groups=sega / sega-uploader check \
+    >"$WORK/check-nagios.txt" 2>"$WORK/check-nagios.err" && crc=0 || crc=$?
+case "$crc:$(cat "$WORK/check-nagios.txt")" in
+"2:SEGA CRITICAL - daemon not running | "*" heartbeat_age=U;30;60 "*) ok "check as a member of the group sega: $(cat "$WORK/check-nagios.txt")" ;;
+*) bad "check as a member of the group sega: exit $crc: $(cat "$WORK/check-nagios.txt")" ;;
+esac
+in_root deluser --system --quiet nagios >/dev/null
 same "$(in_root dpkg --verify sega-uploader)" "" "dpkg --verify: every file as shipped (md5sums)"
 # A real rotation of a log.file: as the sega user (su), copied then truncated.
 as_sega sh -c 'umask 027; echo line >/var/log/sega/sega-uploader.log' # the unit's UMask
@@ -281,10 +322,24 @@ check "the binary and the unit are gone" \
     test ! -e "$R/usr/bin/sega-uploader" -a ! -e "$R/lib/systemd/system/sega-uploader.service"
 check "remove keeps the conffile, the database and the user" \
     test -f "$R/etc/sega/config.json" -a -f "$R/var/lib/sega/sega-uploader.db" -a -n "$(in_root getent passwd sega)"
+# An administrator's drop-in, made from a shipped example: not the package's to delete.
+dropins=$R/etc/systemd/system/sega-uploader.service.d
+mkdir -p "$dropins"
+cp "$x/usr/share/doc/sega-uploader/examples/endpoint-address.conf" "$dropins/"
 check "dpkg -P purges it" quiet "$WORK/purge.log" in_root dpkg -P sega-uploader
-same "$(in_root getent passwd sega)$(in_root getent group sega)" "" "user and group sega are gone"
+same "$(in_root id -u sega):$(in_root id -gn sega)" "$uid:sega" "purge keeps the system user and group sega (Debian's practice)"
+check "purge keeps the administrator's drop-in" test -f "$dropins/endpoint-address.conf"
+purge_said() {
+    grep -q "the system user and group 'sega' are kept" "$WORK/purge.log" &&
+        grep -q "drop-ins in /etc/systemd/system/sega-uploader.service.d/ are kept" "$WORK/purge.log"
+}
+check "purge says what it kept" purge_said
 check "/etc/sega, /var/lib/sega and /var/log/sega are gone" \
     test ! -e "$R/etc/sega" -a ! -e "$R/var/lib/sega" -a ! -e "$R/var/log/sega"
+# What purge told the administrator to do by hand; after it, nothing may be left.
+rm -r "$dropins"
+in_root deluser --system --quiet sega >/dev/null 2>&1
+same "$(in_root getent passwd sega)$(in_root getent group sega)" "" "deluser --system sega removes user and group (as purge says)"
 st=$(in_root dpkg-query -W -f '${db:Status-Status}' sega-uploader 2>/dev/null || true)
 same "${st:-not-installed}" not-installed "dpkg no longer knows the package"
 rm -f "$R/tmp/$(basename "$deb")" "$R/tmp/$(basename "$up")"
@@ -364,12 +419,72 @@ if [ -S /run/sega-pg/.s.PGSQL.5432 ]; then
     say pg_stop "$?:$(prop Result):$(prop ExecMainStatus)"
     cp /tmp/config.json /etc/sega/config.json
 fi
+# The shipped example drop-ins, installed as the README says: an image folder under /home,
+# the metrics file in node_exporter's textfile directory, another address allowed.
+if [ -f /etc/sega/config-ex.json ]; then
+    mkdir -p /etc/systemd/system/sega-uploader.service.d
+    cp /usr/share/doc/sega-uploader/examples/*.conf /etc/systemd/system/sega-uploader.service.d/
+    cp /etc/sega/config-ex.json /etc/sega/config.json
+    systemctl daemon-reload
+    systemctl start sega-uploader.service
+    for i in $(seq 1 40); do [ "$(prop SubState)" = running ] && break; sleep 0.5; done
+    say ex_state "$(prop ActiveState)/$(prop SubState)"
+    say ex_allow "$(prop IPAddressAllow)"
+    printf '\377\330\377\340JFIF-test\377\331' >"/home/cameras/Sega_4/$(date -u +%F)/c.jpg"
+    say ex_seen "$(shows '"c.jpg"' list --json)"
+    prom=/var/lib/prometheus/node-exporter/sega-uploader.prom
+    for i in $(seq 1 40); do [ -s "$prom" ] && break; sleep 0.5; done
+    say ex_metrics "$(grep -c '^sega_build_info{' "$prom" 2>/dev/null)"
+    systemctl stop sega-uploader.service
+    say ex_stop "$?:$(prop Result):$(prop ExecMainStatus)"
+    rm -r /etc/systemd/system/sega-uploader.service.d
+    systemctl daemon-reload
+    cp /tmp/config.json /etc/sega/config.json
+fi
+# https: the test endpoint behind a TLS front on this container's loopback, whose CA it
+# makes at start (sega-testsrv --tls-dir); the service trusts it through
+# upload.tls.ca_file (config-https.json) and sends the content's checksum in a field.
+if [ -x /usr/local/bin/sega-testsrv ]; then
+    t=/run/https-test
+    mkdir -p $t
+    sega-testsrv --listen 127.0.0.1:8443 --tls-dir $t --addr-file $t/addr \
+        --log $t/requests.jsonl --quiet >$t/out 2>&1 &
+    srv=$!
+    for i in $(seq 1 40); do [ -s $t/addr ] && break; sleep 0.25; done
+    say https_endpoint "$(head -n 1 $t/addr 2>/dev/null)"
+    install -m 0644 $t/ca.pem /etc/sega/https-ca.pem
+    cp /etc/sega/config-https.json /etc/sega/config.json
+    say https_check_config "$(sega-uploader check-config 2>&1 | grep 'TLS 127.0.0.1:8443' | head -n 1)"
+    systemctl start sega-uploader.service
+    for i in $(seq 1 40); do [ "$(prop SubState)" = running ] && break; sleep 0.5; done
+    say https_state "$(prop ActiveState)/$(prop SubState)"
+    c="/data/Sega_1/$(date -u +%F)/c.jpg"
+    printf '\377\330\377\340JFIF-over-https\377\331' >"$c"
+    say https_uploaded "$(shows '"filename":"c.jpg".*"status":"uploaded"' list --json)"
+    say https_sha256 "$(sha256sum "$c" | cut -d ' ' -f 1)"
+    systemctl stop sega-uploader.service
+    say https_stop "$?:$(prop Result):$(prop ExecMainStatus)"
+    kill $srv
+    cp $t/requests.jsonl /deb-selftest.https.jsonl
+    cp $t/out /deb-selftest.https.out
+    cp /tmp/config.json /etc/sega/config.json
+fi
 say unit_warnings "$(journalctl -b --no-pager -o cat | grep 'sega-uploader.service' | grep -ci -e unknown -e ignoring -e invalid)"
 journalctl -b -u sega-uploader.service --no-pager -o short-precise >/deb-selftest.journal
 say done yes
 systemctl poweroff
 SELFTEST
 chmod 0755 "$B/usr/local/bin/deb-selftest"
+cp "$testsrv" "$B/usr/local/bin/sega-testsrv"
+python3 - "$B/etc/sega/config.json" "$B/etc/sega/config-https.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["upload"]["url"] = "https://127.0.0.1:8443/upload"
+c["upload"]["tls"]["ca_file"] = "/etc/sega/https-ca.pem"
+c["upload"]["fields"] = {"folder": "{folder}", "date": "{date}", "sha256": "{sha256}"}
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+PY
+chroot "$B" sh -c 'chown root:sega /etc/sega/config-https.json && chmod 0640 /etc/sega/config-https.json'
 cat >"$B/etc/systemd/system/deb-selftest.service" <<'UNIT'
 [Unit]
 Description=deb-check self test
@@ -413,6 +528,19 @@ PY
 else
     bad "a throwaway PostgreSQL server for the container (see $WORK/pg-setup.log)"
 fi
+# For the example drop-ins: an image folder under /home (hidden by the unit without the
+# drop-in) and node_exporter's textfile directory, writable by sega.
+mkdir -p "$B/home/cameras/Sega_4/$today" "$B/var/lib/prometheus/node-exporter"
+chroot "$B" sh -c 'chgrp -R sega /home/cameras && chmod -R 0750 /home/cameras &&
+    chown sega:sega /var/lib/prometheus/node-exporter'
+python3 - "$B/etc/sega/config.json" "$B/etc/sega/config-ex.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["watch"]["folders"] = ["Sega_1", "/home/cameras/Sega_4"]
+c["metrics"]["textfile"] = "/var/lib/prometheus/node-exporter/sega-uploader.prom"
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+PY
+chroot "$B" sh -c 'chown root:sega /etc/sega/config-ex.json && chmod 0640 /etc/sega/config-ex.json'
 nspawn_run_existed=no
 [ -e /run/systemd/nspawn ] && nspawn_run_existed=yes
 # --register=no --keep-unit: this machine has no systemd of its own to register with.
@@ -426,6 +554,8 @@ if [ "$pg_up" = yes ]; then
     cp "$PG/log" "$WORK/pg.log" 2>/dev/null || true
 fi
 cp "$B/deb-selftest.journal" "$WORK/boot-journal.txt" 2>/dev/null || true
+cp "$B/deb-selftest.https.jsonl" "$WORK/https-requests.jsonl" 2>/dev/null || true
+cp "$B/deb-selftest.https.out" "$WORK/https-testsrv.txt" 2>/dev/null || true
 got() { sed -n "s/^$1=//p" "$B/deb-selftest.out" 2>/dev/null | tail -n 1; }
 if [ "$(got done)" = yes ]; then
     same "$(got enabled)" enabled "booted: the service is enabled"
@@ -451,6 +581,31 @@ if [ "$(got done)" = yes ]; then
         same "$(got pg_stop)" "0:success:0" "PostgreSQL ledger: systemctl stop, a clean exit 0"
         same "$pg_files" "a.jpg b.jpg" "the server's files table holds both images (the daemon made its tables)"
     fi
+    same "$(got ex_state)" active/running "example drop-ins: the service starts with all three in place"
+    case " $(got ex_allow) " in
+    *" 192.0.2.10"[/\ ]*) ok "example drop-ins: IPAddressAllow= adds 192.0.2.10 ($(got ex_allow))" ;;
+    *) bad "example drop-ins: IPAddressAllow= is '$(got ex_allow)'" ;;
+    esac
+    same "$(got ex_seen):$(got ex_metrics)" "1:1" \
+        "example drop-ins: an image under /home is recorded, the metrics file is written in /var/lib/prometheus/node-exporter"
+    same "$(got ex_stop)" "0:success:0" "example drop-ins: systemctl stop, a clean exit 0"
+    same "$(got https_endpoint)" "https://127.0.0.1:8443/upload" \
+        "https: the test endpoint runs in the container behind its TLS front (see $WORK/https-testsrv.txt)"
+    case "$(got https_check_config)" in
+    "ok   TLS 127.0.0.1:8443: TLS"*"issuer O=sega-uploader tests, CN=sega-testsrv CA"*)
+        ok "https: check-config shakes hands: $(got https_check_config)" ;;
+    *) bad "https: check-config's TLS line is '$(got https_check_config)'" ;;
+    esac
+    same "$(got https_state)" active/running "https: the service starts with upload.tls.ca_file naming a throwaway CA"
+    same "$(got https_uploaded)" 1 "https: a new image is uploaded over https (status uploaded)"
+    sum=$(got https_sha256)
+    arrived=$(grep '"filename":"c.jpg"' "$WORK/https-requests.jsonl" 2>/dev/null | grep '"status":200' | head -n 1)
+    if [ -n "$sum" ] && [ "$(printf '%s' "$arrived" | grep -o "$sum" | wc -l)" -ge 2 ]; then
+        ok "https: the endpoint received c.jpg whole (SHA-256 ${sum:0:16}…), its {sha256} field equal to it"
+    else
+        bad "https: no whole c.jpg with a matching {sha256} field at the endpoint (see $WORK/https-requests.jsonl)"
+    fi
+    same "$(got https_stop)" "0:success:0" "https: systemctl stop, a clean exit 0"
 else
     bad "the $BOOT_SUITE container did not run the self test (see $WORK/boot.log)"
     tail -n 30 "$WORK/boot.log"

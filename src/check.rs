@@ -1,7 +1,10 @@
-//! `sega-uploader check`: a Nagios/Icinga plugin. One line of text, perfdata after `|`, and
-//! the plugin exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (usage and configuration
-//! errors too). It reads what `status --json` reads: the database through its own read-only
-//! connection, and the daemon's heartbeat row.
+//! `sega-uploader check`: a Nagios/Icinga plugin, following the monitoring-plugins
+//! guidelines. One line of text, perfdata after `|`, and the plugin exit codes: 0 OK,
+//! 1 WARNING, 2 CRITICAL, 3 UNKNOWN (usage and configuration errors too, and a ledger that
+//! does not answer within `-t`). A value that cannot be known (the heartbeat of a daemon that
+//! never ran, the endpoint while no daemon runs) is `U` in the perfdata, never a made-up 0;
+//! a counter carries the unit `c`. It reads what `status --json` reads: the database through
+//! its own read-only connection, and the daemon's heartbeat row.
 
 use std::time::Duration;
 
@@ -13,6 +16,10 @@ pub const OK: i32 = 0;
 pub const WARNING: i32 = 1;
 pub const CRITICAL: i32 = 2;
 pub const UNKNOWN: i32 = 3;
+
+/// How long `check` waits for the ledger before it gives up with UNKNOWN (`-t`), as the
+/// monitoring plugins do by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One threshold pair: warn at or above `warn`, critical at or above `crit`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,7 +57,10 @@ impl Default for Thresholds {
     }
 }
 
-pub const FLAGS: &str = "\
+// No `\` line continuation after the opening quote: it would eat the first line's indent.
+pub const FLAGS: &str =
+    "  -t, --timeout SECS           give up with UNKNOWN when the database has not answered
+                               within SECS (default 10)
       --warn-pending-age SECS  oldest file not yet uploaded (default 900)
       --crit-pending-age SECS  (default 3600)
       --warn-failed N          files failed in the last hour (default 1)
@@ -85,6 +95,48 @@ impl Thresholds {
         }
         Ok(())
     }
+
+    /// Every pair in order: a warning threshold above its critical one could never warn (the
+    /// critical level is reached first), so it is a usage error, not a silent surprise.
+    pub fn validate(&self) -> Result<(), String> {
+        for (what, p) in [
+            ("pending-age", self.pending_age),
+            ("failed", self.failed),
+            ("down", self.down),
+            ("heartbeat", self.heartbeat),
+        ] {
+            if p.warn > p.crit {
+                return Err(format!(
+                    "--warn-{what} {} is above --crit-{what} {}: a level is reached when the value is at or above its threshold, so the warning threshold must not be above the critical one",
+                    p.warn, p.crit
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `-t SECS`: whole seconds, at least 1.
+pub fn parse_timeout(value: &str) -> Result<Duration, String> {
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "--timeout {value}: expected a whole number of seconds, at least 1"
+        )),
+    }
+}
+
+/// One perfdata item, `label=value[unit][;warn;crit]`, with `U` for a value that is not known
+/// (then without the unit, as the guidelines write it).
+fn perf(label: &str, value: Option<u64>, unit: &str, pair: Option<Pair>) -> String {
+    let mut item = match value {
+        Some(v) => format!("{label}={v}{unit}"),
+        None => format!("{label}=U"),
+    };
+    if let Some(p) = pair {
+        item.push_str(&format!(";{};{}", p.warn, p.crit));
+    }
+    item
 }
 
 fn level(v: u64, p: Pair) -> i32 {
@@ -110,16 +162,26 @@ pub fn stopped_cleanly(entry: &Value) -> bool {
 pub fn evaluate(status: &Value, t: &Thresholds) -> (i32, String) {
     let n = |v: &Value| v.as_u64().unwrap_or(0);
     let alive = status["daemon"]["alive"].as_bool() == Some(true);
+    // None: no heartbeat was ever written (no daemon ran on this database), or its time is
+    // not readable. Unknown, not 0 s.
     let heartbeat_age = status["daemon"]["heartbeat_age_secs"].as_u64();
     let pending = n(&status["totals"]["pending"]) + n(&status["totals"]["uploading"]);
+    // Nothing pending: no age to report, 0. Something pending whose age cannot be computed
+    // (detected "in the future" by a clock that was stepped back): unknown.
     let oldest = if pending > 0 {
-        n(&status["oldest_pending"]["age_secs"])
+        status["oldest_pending"]["age_secs"].as_u64()
     } else {
-        0
+        Some(0)
     };
     let failed = n(&status["failed_last_hour"]);
-    let down_for = status["endpoint"]["down_for_secs"].as_u64().unwrap_or(0);
+    // Only a running daemon knows the endpoint's state ("unknown" otherwise).
+    let down_for = match status["endpoint"]["state"].as_str() {
+        Some("up") => Some(0),
+        Some("down") => status["endpoint"]["down_for_secs"].as_u64(),
+        _ => None,
+    };
     let today = n(&status["uploaded_today"]);
+    let total = status["uploaded_total"].as_u64();
 
     let mut problems: Vec<(i32, String)> = Vec::new();
     match heartbeat_age {
@@ -156,21 +218,21 @@ pub fn evaluate(status: &Value, t: &Thresholds) -> (i32, String) {
             ),
         ));
     }
-    if level(down_for, t.down) > OK {
+    if let Some(down) = down_for.filter(|d| level(*d, t.down) > OK) {
         problems.push((
-            level(down_for, t.down),
+            level(down, t.down),
             format!(
                 "endpoint down for {}",
-                human_duration(Duration::from_secs(down_for))
+                human_duration(Duration::from_secs(down))
             ),
         ));
     }
-    if level(oldest, t.pending_age) > OK {
+    if let Some(age) = oldest.filter(|a| level(*a, t.pending_age) > OK) {
         problems.push((
-            level(oldest, t.pending_age),
+            level(age, t.pending_age),
             format!(
                 "{pending} pending, oldest {}",
-                human_duration(Duration::from_secs(oldest))
+                human_duration(Duration::from_secs(age))
             ),
         ));
     }
@@ -183,7 +245,7 @@ pub fn evaluate(status: &Value, t: &Thresholds) -> (i32, String) {
     let code = problems.iter().map(|(c, _)| *c).max().unwrap_or(OK);
     let word = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][code as usize];
     let text = if problems.is_empty() {
-        let endpoint = if down_for > 0 {
+        let endpoint = if status["endpoint"]["state"].as_str() == Some("down") {
             "endpoint down"
         } else {
             "endpoint up"
@@ -196,18 +258,20 @@ pub fn evaluate(status: &Value, t: &Thresholds) -> (i32, String) {
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let perf = format!(
-        "pending={pending} oldest_pending_age={oldest}s;{};{} failed_last_hour={failed};{};{} endpoint_down={down_for}s;{};{} heartbeat_age={}s;{};{} uploaded_today={today} stale_hosts={stale_hosts}",
-        t.pending_age.warn,
-        t.pending_age.crit,
-        t.failed.warn,
-        t.failed.crit,
-        t.down.warn,
-        t.down.crit,
-        heartbeat_age.unwrap_or(0),
-        t.heartbeat.warn,
-        t.heartbeat.crit,
-    );
+    // Gauges without a unit or in seconds; `uploaded_total` is the one counter (`c`): it only
+    // grows, so a grapher can derive a rate from it. `uploaded_today` stays for the checks
+    // that already read it: a gauge that starts again from 0 at local midnight.
+    let perf = [
+        perf("pending", Some(pending), "", None),
+        perf("oldest_pending_age", oldest, "s", Some(t.pending_age)),
+        perf("failed_last_hour", Some(failed), "", Some(t.failed)),
+        perf("endpoint_down", down_for, "s", Some(t.down)),
+        perf("heartbeat_age", heartbeat_age, "s", Some(t.heartbeat)),
+        perf("uploaded_today", Some(today), "", None),
+        perf("uploaded_total", total, "c", None),
+        perf("stale_hosts", Some(stale_hosts), "", None),
+    ]
+    .join(" ");
     (code, format!("SEGA {word} - {text} | {perf}"))
 }
 
@@ -231,6 +295,7 @@ mod tests {
             "oldest_pending": { "age_secs": oldest },
             "failed_last_hour": failed,
             "uploaded_today": 42,
+            "uploaded_total": 4242,
         })
     }
 
@@ -294,6 +359,64 @@ mod tests {
             assert_eq!(c, code, "{line}");
             assert!(line.contains(text), "{line}");
             assert!(line.contains(" | pending="), "{line}");
+        }
+    }
+
+    #[test]
+    fn unknown_values_are_u_and_the_counter_is_c() {
+        let t = Thresholds::default();
+        let (_, line) = evaluate(&status(true, 5, 0, 0, 0, None), &t);
+        assert!(
+            line.ends_with(
+                "| pending=0 oldest_pending_age=0s;900;3600 failed_last_hour=0;1;10 \
+                 endpoint_down=0s;300;1800 heartbeat_age=5s;30;60 uploaded_today=42 \
+                 uploaded_total=4242c stale_hosts=0"
+            ),
+            "{line}"
+        );
+        // A database no daemon ever ran on: no heartbeat, the endpoint's state unknown.
+        let never = json!({
+            "daemon": { "alive": false, "heartbeat_age_secs": null },
+            "endpoint": { "state": "unknown", "down_for_secs": null },
+            "totals": { "pending": 2, "uploading": 0 },
+            "oldest_pending": { "age_secs": 30 },
+            "failed_last_hour": 0,
+            "uploaded_today": 0,
+            "uploaded_total": 0,
+        });
+        let (code, line) = evaluate(&never, &t);
+        assert_eq!(code, CRITICAL, "{line}");
+        assert!(
+            line.starts_with("SEGA CRITICAL - daemon not running |"),
+            "{line}"
+        );
+        assert!(line.contains(" endpoint_down=U;300;1800 "), "{line}");
+        assert!(line.contains(" heartbeat_age=U;30;60 "), "{line}");
+        assert!(line.contains(" oldest_pending_age=30s;900;3600 "), "{line}");
+        // Pending files whose age cannot be computed: unknown too, and no alarm made of it.
+        let mut skewed = status(true, 5, 3, 0, 0, None);
+        skewed["oldest_pending"]["age_secs"] = Value::Null;
+        let (code, line) = evaluate(&skewed, &t);
+        assert_eq!(code, OK, "{line}");
+        assert!(line.contains(" oldest_pending_age=U;900;3600 "), "{line}");
+    }
+
+    #[test]
+    fn a_warning_threshold_above_the_critical_one_is_refused() {
+        let mut t = Thresholds::default();
+        assert_eq!(t.validate(), Ok(()));
+        t.set("warn-failed", "5").unwrap();
+        t.set("crit-failed", "2").unwrap();
+        let e = t.validate().unwrap_err();
+        assert!(
+            e.starts_with("--warn-failed 5 is above --crit-failed 2"),
+            "{e}"
+        );
+        t.set("crit-failed", "5").unwrap();
+        assert_eq!(t.validate(), Ok(()), "equal: straight to CRITICAL");
+        assert_eq!(parse_timeout("7"), Ok(Duration::from_secs(7)));
+        for bad in ["0", "-1", "1.5", "x"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
         }
     }
 

@@ -166,11 +166,13 @@ pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
         rescan: Some(rescan_tx.clone()),
     };
     let Pipeline {
-        owner,
+        mut owner,
         reports: reports_rx,
         pool,
         workers,
     } = pipeline(&config, &clock, store, settings, outlets)?;
+    // Before READY: the `ready:` line and the first STATUS show the ledger's real counts.
+    owner.start()?;
     // Workers are not joined: at shutdown one may sit in a request past the grace.
     drop(workers);
     let (inputs_tx, inputs_rx) = bounded(1024);

@@ -15,6 +15,9 @@ use crate::layout::{OpenError, Show};
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_USAGE: i32 = 64;
+/// sysexits' EX_NOINPUT: what the command was asked about does not exist (`show` of a file
+/// the ledger has no row for).
+pub const EXIT_NOINPUT: i32 = 66;
 pub const EXIT_CONFIG: i32 = 78;
 
 #[derive(Debug)]
@@ -57,6 +60,9 @@ pub enum Error {
     },
     /// Another process holds `<database>.lock`.
     Locked { lock: PathBuf, holder: String },
+    /// What the command was asked about is not there (exit 66, EX_NOINPUT): `show` of an id
+    /// or a path the ledger has no row for.
+    NotFound(String),
     /// Something else that stops the command, already worded for the operator; no caller
     /// decides anything on it.
     Other(String),
@@ -153,6 +159,7 @@ impl Error {
         match self {
             Error::Config(_) => EXIT_CONFIG,
             Error::Usage(_) => EXIT_USAGE,
+            Error::NotFound(_) => EXIT_NOINPUT,
             Error::Plugin(_) => 3,
             _ => EXIT_FAILURE,
         }
@@ -179,7 +186,7 @@ impl fmt::Display for Error {
                 "another sega-uploader ({holder}) holds {}: only one daemon may use a database",
                 lock.shown()
             ),
-            Error::Other(msg) | Error::Plugin(msg) => write!(f, "{msg}"),
+            Error::Other(msg) | Error::NotFound(msg) | Error::Plugin(msg) => write!(f, "{msg}"),
         }
     }
 }

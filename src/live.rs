@@ -81,6 +81,11 @@ impl Live {
         if let Some(e) = &q.db_trouble {
             s += &format!("; DATABASE TROUBLE: {e}");
         }
+        // Until the first rescan ends, the count is what the ledger held at start: files
+        // that arrived while the daemon was down are not in it yet.
+        if self.rescans.load(Ordering::Relaxed) == 0 {
+            s += "; catch-up scan running";
+        }
         s
     }
 }

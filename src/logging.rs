@@ -5,6 +5,10 @@
 //! the level. The file, when configured, always gets timestamps. `set_file` opens it again on
 //! SIGHUP (the reload), so logrotate can move the file away. Each line is written with a
 //! single `write_all` so lines from different threads never interleave.
+//!
+//! A command working on a terminal (`scan`, `migrate-db`) may keep one live line at the
+//! bottom of stderr ([`live_line`]): a log line is written above it (the live line cleared,
+//! the log line, the live line again, in one write), so the two never garble each other.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -22,6 +26,26 @@ struct Logger {
 }
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// The live line on stderr, if one is shown; its lock also orders every write to stderr.
+static LIVE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Erases the terminal's current line: back to its start, clear to its end.
+const ERASE: &str = "\r\x1b[K";
+
+/// Shows `line` as the live line on stderr (a terminal: the caller checks), replacing the
+/// one shown; `None` erases it and leaves the cursor at the start of an empty line. Writes
+/// to a stderr that cannot take them are dropped, like log lines.
+pub fn live_line(line: Option<&str>) {
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let text = match line {
+        Some(l) => format!("{ERASE}{l}"),
+        None if live.is_some() => ERASE.to_owned(),
+        None => return,
+    };
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    *live = line.map(str::to_owned);
+}
 
 /// Installs the logger once per process. Later calls only change the level.
 pub fn init(level: LevelFilter, clock: Clock) {
@@ -102,7 +126,14 @@ impl Log for Logger {
         };
         // A full or closed stderr must not take the daemon down: the line is lost, the
         // upload is not.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        {
+            let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+            let out = match live.as_deref() {
+                Some(l) => format!("{ERASE}{line}{l}"),
+                None => line,
+            };
+            let _ = std::io::stderr().lock().write_all(out.as_bytes());
+        }
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, f)) = file.as_mut() {
             let _ = f.write_all(stamped.as_bytes());

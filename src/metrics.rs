@@ -1,12 +1,19 @@
 //! The Prometheus text-format metrics file (`metrics.textfile`), for node_exporter's
 //! textfile collector. The DB owner renders it on each tick and writes it atomically (a
 //! temporary file in the same directory, then rename), so a scraper never reads half a file.
+//!
+//! A daemon that dies leaves its last file behind, still saying what was true then (the
+//! endpoint up, say). So times are exported as timestamps, not ages: `time() - …` keeps
+//! growing in a file that is no longer rewritten, where an age would stay frozen.
+//! `sega_heartbeat_timestamp_seconds` (and node_exporter's own `node_textfile_mtime_seconds`)
+//! is what an alert on a dead daemon watches.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::build_info;
 use crate::store::Status;
 
 /// Upper bounds of the upload-duration histogram, in seconds.
@@ -18,6 +25,8 @@ pub struct Counters {
     pub success: u64,
     pub retry: u64,
     pub failed: u64,
+    /// Bytes of the file versions uploaded (successful attempts only).
+    pub uploaded_bytes: u64,
     buckets: [u64; BUCKETS.len()],
     count: u64,
     sum: f64,
@@ -43,6 +52,10 @@ pub struct Snapshot<'a> {
     /// (folder, status, count)
     pub files: &'a [(String, Status, i64)],
     pub counters: Counters,
+    /// When this file is written: the daemon's heartbeat (Unix time).
+    pub heartbeat_unix: f64,
+    /// When the oldest file not yet uploaded was detected (Unix time); None if none waits.
+    pub oldest_pending_unix: Option<f64>,
     pub oldest_pending_age: Option<Duration>,
     pub endpoint_up: bool,
     pub last_scan_unix: Option<f64>,
@@ -63,6 +76,25 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
 
 pub fn render(s: &Snapshot<'_>) -> String {
     let mut o = String::new();
+    head(
+        &mut o,
+        "sega_build_info",
+        "gauge",
+        "Always 1; the version and the compiled features (comma-separated) as labels.",
+    );
+    let _ = writeln!(
+        o,
+        "sega_build_info{{version=\"{}\",features=\"{}\"}} 1",
+        escape(build_info::VERSION),
+        escape(&build_info::FEATURES.join(","))
+    );
+    head(
+        &mut o,
+        "sega_heartbeat_timestamp_seconds",
+        "gauge",
+        "When the daemon last wrote its heartbeat and this file (Unix time). Alert on time() minus this: it keeps growing after the daemon is gone.",
+    );
+    let _ = writeln!(o, "sega_heartbeat_timestamp_seconds {}", s.heartbeat_unix);
     head(
         &mut o,
         "sega_files",
@@ -93,6 +125,13 @@ pub fn render(s: &Snapshot<'_>) -> String {
     }
     head(
         &mut o,
+        "sega_uploaded_bytes_total",
+        "counter",
+        "Bytes of the files uploaded since start (successful attempts).",
+    );
+    let _ = writeln!(o, "sega_uploaded_bytes_total {}", c.uploaded_bytes);
+    head(
+        &mut o,
         "sega_upload_duration_seconds",
         "histogram",
         "Duration of upload attempts since start.",
@@ -109,9 +148,18 @@ pub fn render(s: &Snapshot<'_>) -> String {
     let _ = writeln!(o, "sega_upload_duration_seconds_count {}", c.count);
     head(
         &mut o,
+        "sega_oldest_pending_timestamp_seconds",
+        "gauge",
+        "When the oldest file not yet uploaded was detected (Unix time); no sample while none waits.",
+    );
+    if let Some(t) = s.oldest_pending_unix {
+        let _ = writeln!(o, "sega_oldest_pending_timestamp_seconds {t}");
+    }
+    head(
+        &mut o,
         "sega_oldest_pending_age_seconds",
         "gauge",
-        "Age of the oldest file not yet uploaded (0 if none).",
+        "Age of the oldest file not yet uploaded (0 if none), as of the heartbeat; prefer time() - sega_oldest_pending_timestamp_seconds.",
     );
     let _ = writeln!(
         o,
@@ -215,6 +263,7 @@ mod tests {
         ];
         let mut counters = Counters {
             success: 3,
+            uploaded_bytes: 12345,
             ..Counters::default()
         };
         counters.observe(Duration::from_millis(20));
@@ -223,6 +272,7 @@ mod tests {
             files: &files,
             counters,
             endpoint_up: true,
+            heartbeat_unix: 1_795_000_000.5,
             ..Snapshot::default()
         });
         assert!(text.contains("sega_files{folder=\"Sega_1\",status=\"uploaded\"} 3\n"));
@@ -231,6 +281,26 @@ mod tests {
         assert!(text.contains("sega_upload_duration_seconds_bucket{le=\"5\"} 2\n"));
         assert!(text.contains("sega_upload_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("sega_endpoint_up 1\n"));
+        assert!(text.starts_with(&format!(
+            "# HELP sega_build_info Always 1; the version and the compiled features (comma-separated) as labels.\n\
+             # TYPE sega_build_info gauge\n\
+             sega_build_info{{version=\"{}\",features=\"{}\"}} 1\n",
+            build_info::VERSION,
+            build_info::FEATURES.join(",")
+        )));
+        assert!(text.contains("sega_heartbeat_timestamp_seconds 1795000000.5\n"));
+        assert!(text.contains(
+            "# TYPE sega_uploaded_bytes_total counter\nsega_uploaded_bytes_total 12345\n"
+        ));
+        assert!(
+            !text.contains("\nsega_oldest_pending_timestamp_seconds "),
+            "no sample while nothing waits"
+        );
+        let waiting = render(&Snapshot {
+            oldest_pending_unix: Some(1_794_999_000.25),
+            ..Snapshot::default()
+        });
+        assert!(waiting.contains("\nsega_oldest_pending_timestamp_seconds 1794999000.25\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");

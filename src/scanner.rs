@@ -108,6 +108,22 @@ pub fn scan_dates(
     Some(summary)
 }
 
+/// The dates of `window` that have a date folder in at least one folder, ascending: what a
+/// backfill over a range (`scan --since`) lists, rather than every day of a range that may
+/// span years. A folder that cannot be listed is logged and skipped.
+pub fn dates_present(folders: &[Folder], window: &Window) -> Vec<Date> {
+    let mut dates = std::collections::BTreeSet::new();
+    for folder in folders {
+        let dirs =
+            not_a_link(folder).and_then(|()| layout::date_dirs_in_window(&folder.path, window));
+        match dirs {
+            Ok(d) => dates.extend(d.into_iter().map(|(date, _)| date)),
+            Err(e) => log::warn!("cannot list {}: {}", folder.path.shown(), describe_io(&e)),
+        }
+    }
+    dates.into_iter().collect()
+}
+
 /// Returns None when the receiver is gone, Some(false) when nothing was listed.
 pub fn send_listing(
     folder: &Folder,

@@ -1,7 +1,14 @@
 //! `Timestamp`: an instant as the ledger keeps it, UTC to the millisecond. The owner, the
 //! upload workers and the operator commands hand the ledger these, never text; each backend
 //! turns them into what it stores at its own edge (SQLite: the `format_ts` text, which sorts
-//! as time; PostgreSQL: `timestamptz`). `Display` is that text, for JSON and messages.
+//! as time; PostgreSQL: `timestamptz`). `Display` is that text, for JSON and messages;
+//! [`Timestamp::local`] is what human output shows (`2026-12-02 02:10:05 +09:00`).
+//!
+//! The local offset comes from the C library (`localtime_r` through the `time` crate's
+//! `local-offset`, as the daemon's date window does): `TZ` if set, else `/etc/localtime`,
+//! read by glibc from the system's zoneinfo. Since time 0.3.37 this works in a
+//! multi-threaded process too; what stays unsound is another thread changing the
+//! environment meanwhile, and nothing in this program calls `setenv`.
 
 use std::fmt;
 use std::ops::Sub;
@@ -31,6 +38,54 @@ impl Timestamp {
     pub const fn utc(self) -> OffsetDateTime {
         self.0
     }
+
+    /// The instant in the host's time zone with its offset, to the second, for human output:
+    /// `2026-12-02 02:10:05 +09:00`. The offset is the one in force at that instant (a time
+    /// before a DST change shows the offset it had then); a zone that cannot be read is UTC,
+    /// shown as `+00:00`, as the C library falls back. JSON and the ledger stay UTC. An
+    /// instant the zone would carry past year 9999 (a damaged or hostile ledger row says
+    /// `9999-12-31T23:59:59Z`) is shown in UTC: `to_offset` would panic.
+    pub fn local(self) -> Local {
+        let offset = UtcOffset::local_offset_at(self.0).unwrap_or(UtcOffset::UTC);
+        Local::at(self, offset)
+    }
+}
+
+/// A [`Timestamp`] as human output shows it (see [`Timestamp::local`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Local(OffsetDateTime);
+
+impl Local {
+    /// In a given offset, or in UTC when the offset would carry it out of the years `time`
+    /// can hold (see [`Timestamp::local`]).
+    fn at(t: Timestamp, offset: UtcOffset) -> Local {
+        Local(t.0.checked_to_offset(offset).unwrap_or(t.0))
+    }
+}
+
+impl fmt::Display for Local {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.0;
+        let (h, m, s) = t.offset().as_hms();
+        let sign = if t.offset().is_negative() { '-' } else { '+' };
+        // A zone's historical offsets may have seconds (LMT +08:27:52): shown when present.
+        let secs = if s == 0 {
+            String::new()
+        } else {
+            format!(":{:02}", s.unsigned_abs())
+        };
+        f.pad(&format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} {sign}{:02}:{:02}{secs}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            h.unsigned_abs(),
+            m.unsigned_abs(),
+        ))
+    }
 }
 
 impl fmt::Display for Timestamp {
@@ -56,7 +111,7 @@ impl Sub<Duration> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
+    use time::macros::{datetime, offset};
 
     #[test]
     fn a_timestamp_is_the_ledgers_text_and_its_order() {
@@ -71,6 +126,46 @@ mod tests {
             t - Duration::from_micros(1),
             earlier,
             "cut to the millisecond"
+        );
+    }
+
+    /// Review finding: `list` and `show` panicked on a row at the end of time in any zone
+    /// east of UTC.
+    #[test]
+    fn the_end_of_time_is_shown_in_utc_rather_than_panic() {
+        let t = Timestamp::parse("9999-12-31T23:59:59.999Z").unwrap();
+        assert_eq!(
+            Local::at(t, offset!(+9)).to_string(),
+            "9999-12-31 23:59:59 +00:00"
+        );
+        assert_eq!(
+            Local::at(t, offset!(-5)).to_string(),
+            "9999-12-31 18:59:59 -05:00"
+        );
+    }
+
+    #[test]
+    fn local_time_shows_its_offset() {
+        let t = Timestamp::new(datetime!(2026-12-01 17:10:05.999 UTC));
+        assert_eq!(
+            Local::at(t, offset!(+9)).to_string(),
+            "2026-12-02 02:10:05 +09:00"
+        );
+        assert_eq!(
+            Local::at(t, UtcOffset::UTC).to_string(),
+            "2026-12-01 17:10:05 +00:00"
+        );
+        assert_eq!(
+            Local::at(t, offset!(-3:30)).to_string(),
+            "2026-12-01 13:40:05 -03:30"
+        );
+        assert_eq!(
+            Local::at(t, offset!(+8:27:52)).to_string(),
+            "2026-12-02 01:37:57 +08:27:52"
+        );
+        assert_eq!(
+            format!("{:<28}|", Local::at(t, offset!(+9))),
+            "2026-12-02 02:10:05 +09:00  |"
         );
     }
 }

@@ -472,7 +472,7 @@ impl Watcher {
                 }
             }
             if fs_kind(&folder.path).is_some_and(|k| !k.gives_events) {
-                scan_only.push(folder.label.clone());
+                scan_only.push(label_shown(&folder.label));
             }
             if !self.by_role.contains_key(&Role::Folder(fi)) {
                 continue;
@@ -538,11 +538,36 @@ impl Watcher {
     }
 }
 
-/// The folder list a STATUS line names.
+/// The folder list a STATUS line and the start-up line name. A label is a directory's name:
+/// escaped as every name is (a newline in it would start a line of its own in the log, and
+/// a new assignment in the sd_notify message).
 pub fn describe_folders(folders: &[Folder]) -> String {
     folders
         .iter()
-        .map(|f| f.label.as_str())
+        .map(|f| label_shown(&f.label))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+fn label_shown(label: &str) -> String {
+    display_name(std::ffi::OsStr::new(label))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_labels_are_named_escaped() {
+        let folder = |label: &str| Folder {
+            label: label.into(),
+            path: std::path::PathBuf::from("/data").join(label),
+            anchor: std::path::PathBuf::from("/data"),
+            below: Some(label.into()),
+        };
+        assert_eq!(
+            describe_folders(&[folder("Sega_1"), folder("cam\nREADY=1\u{202e}")]),
+            "Sega_1,cam\\x0aREADY=1\\u{202e}"
+        );
+    }
 }

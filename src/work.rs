@@ -101,7 +101,8 @@ pub enum Outcome {
         version: Version,
         sent: Option<Sent>,
     },
-    /// Handed back without trying: the endpoint is failing (see `Gate`).
+    /// Handed back without trying: the endpoint is failing, or the job was claimed under
+    /// rules a reload has since replaced (see `Gate`).
     NotStarted,
     /// The file got shorter while its body was being sent (the request was cut short);
     /// `attempt` turns this into `Changed` or what the file's absence means.

@@ -472,6 +472,12 @@ fn a_one_gib_file_uploads_with_flat_memory() {
             .unwrap();
     }
     env.set("/upload/timeout_secs", json!(60));
+    // With the content's checksum in a field: its pass before the send is one more read of
+    // the gigabyte, in the same 64 KiB pieces.
+    env.set(
+        "/upload/fields",
+        json!({"folder": "{folder}", "date": "{date}", "sha256": "{sha256}"}),
+    );
     let mut child = env
         .cmd(&["scan"])
         .stdout(std::process::Stdio::null())
@@ -506,6 +512,11 @@ fn a_one_gib_file_uploads_with_flat_memory() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(f.sha256, want, "every byte arrived");
+    assert_eq!(
+        r.field("sha256"),
+        Some(want.as_str()),
+        "and its checksum before them"
+    );
 }
 
 fn upload_order_follows_the_config(backend: Backend) {

@@ -118,3 +118,39 @@ fn an_answer_that_is_not_json_is_no_success() {
     env.set("/upload/success", json!(null));
     assert_eq!(env.run(&["upload-test", file.to_str().unwrap()]).code, 0);
 }
+
+/// Review finding: the value quoted in the reason is the endpoint's choice, and serde_json
+/// leaves the characters that move text as they are: a bidi override (the reason reads
+/// backwards) and U+2028 (a line break in some log viewers) went raw into the log line and
+/// `status`. Both are escaped wherever the reason is shown.
+#[test]
+fn a_reason_quoted_from_the_answer_cannot_move_text() {
+    let env = Env::new("success-bidi");
+    env.set(
+        "/upload/success",
+        json!({ "json_pointer": "/ok", "equals": true, "on_mismatch": "fail" }),
+    );
+    env.server.set_mode(Mode::Answer {
+        code: 200,
+        body: json!({ "ok": "\u{202e}gpj.live\u{2028}forged" }).to_string(),
+    });
+    env.put("Sega_1", "a.jpg", &jpeg(1));
+    let scan = env.run(&["scan"]);
+    assert_eq!(scan.code, 1, "failed by the rule: {}", scan.stderr);
+    let status = env.run(&["status"]);
+    let list = env.run(&["list"]);
+    for (what, text) in [
+        ("scan's log", &scan.stderr),
+        ("status", &status.stdout),
+        ("list", &list.stdout),
+    ] {
+        assert!(
+            text.contains(r"answer /ok is ") && text.contains(r"\u{202e}gpj.live\u{2028}forged"),
+            "{what} shows the reason, escaped: {text}"
+        );
+        assert!(
+            !text.contains('\u{202e}') && !text.contains('\u{2028}'),
+            "{what}: no raw bidi override or line separator: {text}"
+        );
+    }
+}

@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::io;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use sega_testsrv::daemon as harness;
 const NAME: &str = "BIG_0000001.jpg";
 
 /// MB/s of the one request the endpoint holds, and its content hash.
-fn measured(ctx: &Ctx, size: u64, who: &str) -> io::Result<(f64, String)> {
+pub fn measured(ctx: &Ctx, size: u64, who: &str) -> io::Result<(f64, String)> {
     let reqs = ctx.checked_uploads(1, size, who)?;
     let r = &reqs[0];
     let took = r
@@ -36,11 +37,11 @@ fn measured(ctx: &Ctx, size: u64, who: &str) -> io::Result<(f64, String)> {
     Ok((size as f64 / 1e6 / took.as_secs_f64(), sha))
 }
 
-pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
+/// The big image in today's folder of the `big` scene (shared with the https rows), its
+/// path and today's date. The image is kept between bench runs (writing a gigabyte takes a
+/// while): moved into today's folder if an earlier run left it under another date.
+pub fn image(ctx: &Ctx) -> io::Result<(Scene, PathBuf, String)> {
     let size = ctx.p.big_size;
-    let timeout = Duration::from_secs(600);
-    // The image is kept between bench runs (writing a gigabyte takes a while): moved into
-    // today's folder if an earlier run left it under another date.
     let scene = Scene::reuse(&ctx.work, "big")?;
     let date = local_date(0);
     let dir = tree::date_dirs(&scene.root, &FOLDERS[..1], &date)?.remove(0);
@@ -55,23 +56,52 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
         }
     }
     tree::write_big_image(&path, size)?;
+    Ok((scene, path, date))
+}
 
+pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
+    let size = ctx.p.big_size;
+    let timeout = Duration::from_secs(600);
+    let (scene, path, date) = image(ctx)?;
     let (mut ours, mut hwm, mut rss, mut theirs, mut curl_rss) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut hashes = Vec::new();
+    // Daemon start → answer, without and with `{sha256}` in a field (its pass before the
+    // send), and the wire speed and peak RSS of the latter.
+    let (mut plain_secs, mut summed_secs, mut summed_mbps, mut summed_hwm) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ctx.runs {
         scene.reset_db()?;
         scene.configure(&ctx.url(), ctx.workers, 0, 60)?;
         ctx.server.clear();
         let mut d = ctx.start(&scene, false, &[])?;
-        ctx.wait_uploads(1, timeout, "sega-uploader")
+        let done = ctx
+            .wait_uploads(1, timeout, "sega-uploader")
             .map_err(|e| io::Error::other(format!("{e}\n{}", d.failure("1 GiB run"))))?;
+        plain_secs.push((done - d.spawned).as_secs_f64());
         let st = d.stats();
         d.stop();
         let (mbps, sha) = measured(ctx, size, "sega-uploader")?;
         ours.push(mbps);
         hwm.push(st.hwm_kib as f64 / 1024.0);
         rss.push(st.rss_kib as f64 / 1024.0);
+        hashes.push(sha);
+
+        scene.reset_db()?;
+        scene.configure(&ctx.url(), ctx.workers, 0, 60)?;
+        scene.set_upload("fields", checksum_fields())?;
+        ctx.server.clear();
+        let mut d = ctx.start(&scene, false, &[])?;
+        let done = ctx
+            .wait_uploads(1, timeout, "sega-uploader {sha256}")
+            .map_err(|e| io::Error::other(format!("{e}\n{}", d.failure("1 GiB {sha256} run"))))?;
+        summed_secs.push((done - d.spawned).as_secs_f64());
+        let st = d.stats();
+        d.stop();
+        let (mbps, sha) = measured(ctx, size, "sega-uploader {sha256}")?;
+        checksum_field_matches(ctx, &sha)?;
+        summed_mbps.push(mbps);
+        summed_hwm.push(st.hwm_kib as f64 / 1024.0);
         hashes.push(sha);
 
         let Some(args) = ctx.curl_base(FOLDERS[0], &date) else {
@@ -145,5 +175,50 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
         peak.others
             .push(("curl (ru_maxrss)".into(), Summary::of(&curl_rss)));
     }
-    Ok(vec![speed, peak])
+    let summed_peak = Summary::of(&summed_hwm);
+    let mut summed = Row::new(
+        "big_sha256",
+        &format!("one {label} image, `{{sha256}}` in upload.fields: daemon start → answer"),
+        "s",
+        Target::None,
+        Summary::of(&summed_secs),
+    );
+    summed
+        .others
+        .push(("without `{sha256}`".into(), Summary::of(&plain_secs)));
+    summed.checks.push(Check {
+        text: format!(
+            "peak RSS ≤ 16 MiB: {} MiB",
+            crate::report::fmt(summed_peak.median)
+        ),
+        ok: Some(summed_peak.median <= 16.0),
+    });
+    summed.detail = json!({
+        "how": format!("fork/exec of the daemon to the request settled at the endpoint, a fresh \
+                        database each run; with `{{sha256}}` the file is read and hashed once \
+                        before the request (its field goes before the file part); {}",
+                        ctx.runs_label()),
+        "wire_mbps_with_sha256": Summary::of(&summed_mbps).to_json(),
+        "hwm_mib_with_sha256": summed_peak.to_json(),
+    });
+    Ok(vec![speed, peak, summed])
+}
+
+/// `upload.fields` with the content's checksum in a field of its own.
+pub fn checksum_fields() -> serde_json::Value {
+    json!({"folder": "{folder}", "date": "{date}", "sha256": "{sha256}"})
+}
+
+/// The one request the endpoint holds has a `sha256` field equal to the endpoint's own
+/// hash of the file part it received.
+pub fn checksum_field_matches(ctx: &Ctx, received: &str) -> io::Result<()> {
+    let reqs = ctx.server.requests();
+    let field = reqs.first().and_then(|r| r.field("sha256"));
+    if field == Some(received) {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "the sha256 field {field:?} is not the hash of the content received ({received})"
+        )))
+    }
 }

@@ -102,6 +102,8 @@ pub struct Ctx {
     pub daemon: PathBuf,
     pub work: PathBuf,
     pub server: Server,
+    /// The same endpoint behind a TLS front, for the https rows.
+    pub https: crate::tls::Https,
     pub curl: Option<PathBuf>,
     pub xargs: Option<PathBuf>,
     pub inotifywait: Option<PathBuf>,
@@ -197,6 +199,15 @@ impl Scene {
                 log_level: "info",
             },
         )
+    }
+}
+
+impl Scene {
+    /// Sets `upload.<key>` in the config `configure` wrote (a CA file, checksum fields).
+    pub fn set_upload(&self, key: &str, value: serde_json::Value) -> io::Result<()> {
+        let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(&self.config)?)?;
+        cfg["upload"][key] = value;
+        fs::write(&self.config, format!("{cfg:#}\n"))
     }
 }
 
@@ -302,11 +313,24 @@ impl Ctx {
     /// `xargs -0 -P<workers> -I{} curl … -F file=@{};type=image/jpeg URL`, reading the file
     /// list from `stdin`: the usual one-liner, one curl process per file.
     pub fn xargs_curl(&self, folder: &str, date: &str, stdin: Stdio) -> Option<Command> {
+        self.xargs_curl_to(&self.url(), &[], folder, date, stdin)
+    }
+
+    /// The same to `url`, with `extra` curl options (`--cacert CA` for https).
+    pub fn xargs_curl_to(
+        &self,
+        url: &str,
+        extra: &[&std::ffi::OsStr],
+        folder: &str,
+        date: &str,
+        stdin: Stdio,
+    ) -> Option<Command> {
         let xargs = self.xargs.as_ref()?;
         let mut cmd = Command::new(xargs);
         cmd.args(["-0", &format!("-P{}", self.workers), "-I{}"])
             .args(self.curl_base(folder, date)?)
-            .args(["-F", "file=@{};type=image/jpeg", &self.url()])
+            .args(extra)
+            .args(["-F", "file=@{};type=image/jpeg", url])
             .stdin(stdin)
             .stdout(Stdio::null());
         Some(cmd)

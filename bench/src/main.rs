@@ -22,6 +22,7 @@ mod shared;
 mod stats;
 mod sys;
 mod throughput;
+mod tls;
 mod tree;
 mod writer;
 
@@ -45,18 +46,19 @@ usage: sega-bench [--smoke] [--runs N] [--workers N] [--daemon BIN] [--work DIR]
   --work DIR     scratch directory (scenario trees, databases) [target/bench]
   --out FILE     results as JSON                               [DIR/results.json]
   --table FILE   the Markdown table                            [DIR/table.md]
-  --only IDS     some of: ceiling latency present arriving big idle outage rescan startup pending
-                 backlog backlog-pg shared
+  --only IDS     some of: ceiling latency present arriving big tls idle outage rescan startup
+                 pending backlog backlog-pg shared
   --daemon-env K=V  set in the daemon's environment (repeatable), for experiments
   --keep         keep each scenario's tree and database (deleted after a scenario that
                  ran, except the 1 GiB image, which later runs reuse)";
 
-const ALL: [&str; 13] = [
+const ALL: [&str; 14] = [
     "ceiling",
     "latency",
     "present",
     "arriving",
     "big",
+    "tls",
     "idle",
     "outage",
     "rescan",
@@ -156,6 +158,7 @@ fn run(a: Args) -> std::io::Result<bool> {
         .map_err(|e| std::io::Error::other(format!("{}: {e}", a.daemon.display())))?;
     let server = sega_testsrv::Server::start("127.0.0.1:0")?;
     server.set_max_records(0);
+    let https = tls::Https::start(&server, &work)?;
     let ctx = Ctx {
         p: if a.smoke {
             Params::smoke()
@@ -168,6 +171,7 @@ fn run(a: Args) -> std::io::Result<bool> {
         daemon,
         work: work.clone(),
         server,
+        https,
         curl: sys::which("curl"),
         xargs: sys::which("xargs"),
         inotifywait: sys::which("inotifywait"),
@@ -177,12 +181,13 @@ fn run(a: Args) -> std::io::Result<bool> {
     let load_before = sys::loadavg();
     let wanted = |id: &str| a.only.is_empty() || a.only.iter().any(|o| o == id);
     eprintln!(
-        "sega-bench: {} size, {} run(s) per row, {} workers, daemon {}, endpoint {}; load {load_before}",
+        "sega-bench: {} size, {} run(s) per row, {} workers, daemon {}, endpoint {} (https: {}); load {load_before}",
         if ctx.smoke { "smoke" } else { "full" },
         ctx.runs,
         ctx.workers,
         ctx.daemon.display(),
-        ctx.url()
+        ctx.url(),
+        ctx.https.url()
     );
     for (tool, found) in [
         ("curl", &ctx.curl),
@@ -257,6 +262,7 @@ fn run(a: Args) -> std::io::Result<bool> {
         Ok(vec![throughput::arriving(&ctx, ceiling)?])
     });
     step("big", &mut rows, &mut || bigfile::run(&ctx));
+    step("tls", &mut rows, &mut || tls::run(&ctx));
     step("idle", &mut rows, &mut || idle::run(&ctx));
     step("outage", &mut rows, &mut || outage::run(&ctx));
     step("rescan", &mut rows, &mut || Ok(vec![dbrows::rescan(&ctx)?]));

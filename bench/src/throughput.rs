@@ -95,7 +95,7 @@ pub fn human_size(b: u64) -> String {
 }
 
 /// The NUL-separated list xargs reads.
-fn list_file(scene: &Scene, paths: &[std::path::PathBuf]) -> io::Result<std::path::PathBuf> {
+pub fn list_file(scene: &Scene, paths: &[std::path::PathBuf]) -> io::Result<std::path::PathBuf> {
     let list = scene.dir.join("files.list");
     let mut bytes = Vec::new();
     for p in paths {
@@ -107,8 +107,8 @@ fn list_file(scene: &Scene, paths: &[std::path::PathBuf]) -> io::Result<std::pat
 }
 
 /// One measured pass: files/s, the tool's CPU per file (µs) and peak RSS (KiB).
-struct Pass {
-    rate: f64,
+pub struct Pass {
+    pub rate: f64,
     cpu_us_per_file: f64,
     maxrss_kib: u64,
 }
@@ -278,7 +278,7 @@ pub fn arriving(ctx: &Ctx, ceiling: f64) -> io::Result<Row> {
 }
 
 /// Waits for `count` uploads by an external tool started at `t0` as `pid`, and its exit.
-fn external(
+pub fn external(
     ctx: &Ctx,
     pid: i32,
     t0: Instant,

@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::cli::out::outln;
 use crate::clock::Clock;
 use crate::config;
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
@@ -28,7 +29,7 @@ fn line(v: Verdict, what: &str, detail: &str) -> Verdict {
         Verdict::Warn => "warn",
         Verdict::Fail => "fail",
     };
-    println!("{tag} {what}: {detail}");
+    outln!("{tag} {what}: {detail}");
     v
 }
 
@@ -43,12 +44,12 @@ fn access(path: &Path, mode: libc::c_int) -> bool {
 pub(super) fn check_config(path: &Path, offline: bool) -> Result<i32> {
     let config = config::load(path)?;
     let clock = Clock::from_env().map_err(Error::Other)?;
-    println!("# {} (effective, secrets redacted)", path.shown());
-    println!(
+    outln!("# {} (effective, secrets redacted)", path.shown());
+    outln!(
         "{}",
         serde_json::to_string_pretty(&config.redacted_json()).unwrap_or_default()
     );
-    println!();
+    outln!();
     let mut worst = Verdict::Ok;
     let mut note = |v: Verdict| worst = worst.max(v);
 
@@ -65,7 +66,11 @@ pub(super) fn check_config(path: &Path, offline: bool) -> Result<i32> {
     }
     let today = clock.today_local();
     for f in &config.watch.folders {
-        let what = format!("folder {} ({})", f.label, f.path.shown());
+        let what = format!(
+            "folder {} ({})",
+            std::ffi::OsStr::new(&f.label).shown(),
+            f.path.shown()
+        );
         if !f.path.exists() {
             note(line(
                 Verdict::Warn,
@@ -203,18 +208,9 @@ fn connect(
     port: u16,
     timeout: Duration,
 ) -> std::result::Result<std::net::SocketAddr, String> {
-    use std::net::{TcpStream, ToSocketAddrs};
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve: {e}"))?
-        .collect();
-    let mut last = String::from("no address");
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, timeout) {
-            Ok(_) => return Ok(a),
-            Err(e) => last = crate::error::describe_io(&e),
-        }
-    }
-    Err(last)
+    let stream = crate::tls::connect(host, port, timeout)?;
+    stream
+        .peer_addr()
+        .map_err(|e| crate::error::describe_io(&e))
 }

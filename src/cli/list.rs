@@ -1,17 +1,19 @@
-//! `sega-uploader list`: recorded files, newest date first, as a table or JSON lines.
+//! `sega-uploader list`: recorded files, newest date first, as a table (times local, with
+//! their offset) or JSON lines (times UTC); `-v` adds each file's latest answer in one line.
 
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::setup;
+use super::{answer, setup};
+use crate::cli::out::outln;
 use crate::error::{Result, EXIT_OK};
-use crate::layout::display_name;
+use crate::layout::{display_name, text_line};
 use crate::store::{self, FileRow, ListFilter, Role};
 
-fn row_json(r: &FileRow) -> Value {
+/// One row as `list --json` prints it (and `show --json` as its `file`).
+pub(super) fn row_json(r: &FileRow) -> Value {
     let raw = r.path.as_os_str().as_bytes();
     json!({
         "id": r.id,
@@ -33,13 +35,24 @@ fn row_json(r: &FileRow) -> Value {
     })
 }
 
-pub(super) fn list(path: &Path, filter: &ListFilter, as_json: bool) -> Result<i32> {
+pub(super) fn list(path: &Path, filter: &ListFilter, as_json: bool, verbose: bool) -> Result<i32> {
     let (config, _clock) = setup(path, true)?;
-    let rows = store::open(&config, Role::Read)?.ledger.list(filter)?;
-    let mut out = std::io::stdout().lock();
+    let mut store = store::open(&config, Role::Read)?.ledger;
+    let rows = store.list(filter)?;
+    let answers = if verbose {
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        store.latest_results(&ids)?
+    } else {
+        Default::default()
+    };
+    let last_answer = |r: &FileRow| answers.get(&r.id).map(answer::one_line);
     if as_json {
         for r in &rows {
-            let _ = writeln!(out, "{}", row_json(r));
+            let mut v = row_json(r);
+            if verbose {
+                v["last_answer"] = json!(last_answer(r));
+            }
+            outln!("{v}");
         }
         return Ok(EXIT_OK);
     }
@@ -52,32 +65,43 @@ pub(super) fn list(path: &Path, filter: &ListFilter, as_json: bool) -> Result<i3
             String::new()
         }
     };
-    let _ = writeln!(
-        out,
-        "{:<9} {:>3} {:>10}  {:<10}  {:<10}  {}file / last error",
+    // The time is the row's last change (recorded, tried, failed, uploaded), local; the id
+    // is what `show` takes. The name stays last: it is the one column of any width.
+    outln!(
+        "{:<9} {:>3} {:>10}  {:<10}  {:<10}  {:<26}  {}{:>7}  file / ^ last error{}",
         "status",
         "try",
         "size",
         "date",
         "folder",
-        host_col("host")
+        "last change",
+        host_col("host"),
+        "id",
+        if verbose { " / > last answer" } else { "" }
     );
+    // Under the row, from the `try` column: room for the message on a narrow terminal.
+    let indent = " ".repeat(10);
     for r in &rows {
-        let _ = writeln!(
-            out,
-            "{:<9} {:>3} {:>10}  {:<10}  {:<10}  {}{}",
+        outln!(
+            "{:<9} {:>3} {:>10}  {:<10}  {:<10}  {:<26}  {}{:>7}  {}",
             r.status,
             r.attempts,
             r.size,
-            r.date,
-            r.folder,
-            host_col(r.host.as_deref().unwrap_or("-")),
+            text_line(&r.date),
+            text_line(&r.folder),
+            r.updated_at.local(),
+            host_col(&text_line(r.host.as_deref().unwrap_or("-"))),
+            r.id,
             display_name(&r.filename)
         );
         if let Some(e) = &r.last_error {
-            let _ = writeln!(out, "{:>50}  {}^ {e}", "", host_col(""));
+            outln!("{indent}^ {}", text_line(e));
+        }
+        if verbose {
+            let line = last_answer(r).unwrap_or_else(|| "no attempt stored".into());
+            outln!("{indent}> {line}");
         }
     }
-    let _ = writeln!(out, "({} row(s))", rows.len());
+    outln!("({} row(s))", rows.len());
     Ok(EXIT_OK)
 }

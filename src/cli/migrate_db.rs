@@ -1,9 +1,13 @@
 //! `sega-uploader migrate-db`: copies an SQLite ledger into the PostgreSQL one at
 //! `database.url`, in chunks, leaving rows already there alone so that it may be run again.
+//! On a terminal a live line says how far the copy is (`super::progress`); at the end one
+//! summary line; `--quiet` leaves errors only.
 
 use std::path::{Path, PathBuf};
 
+use super::progress::{eta, rate, Progress, Verbosity};
 use super::setup;
+use crate::cli::out::outln;
 use crate::error::{Error, Result, EXIT_OK};
 use crate::layout::Show;
 use crate::lock;
@@ -13,8 +17,11 @@ use crate::store::{self, Ledger, Role};
 /// copy loses little (a second run skips what is already there).
 const MIGRATE_CHUNK: usize = 1000;
 
-pub(super) fn migrate_db(path: &Path, from: Option<PathBuf>) -> Result<i32> {
+pub(super) fn migrate_db(path: &Path, from: Option<PathBuf>, verbosity: Verbosity) -> Result<i32> {
     let (config, _clock) = setup(path, false)?;
+    if verbosity == Verbosity::Quiet {
+        crate::logging::set_level(log::max_level().min(log::LevelFilter::Error));
+    }
     if config.database.url.is_none() {
         return Err(Error::Other(
             "migrate-db copies an SQLite ledger into the PostgreSQL ledger at database.url, \
@@ -35,24 +42,54 @@ pub(super) fn migrate_db(path: &Path, from: Option<PathBuf>) -> Result<i32> {
     };
     let mut src = store::Store::open_read_only(&source)?;
     let mut dst = store::open(&config, Role::Write)?.ledger;
+    let mut progress = Progress::new(verbosity);
+    // For the live line only: how many rows there are to copy.
+    let total: i64 = if progress.shown() {
+        src.counts()?.iter().map(|(_, _, n)| n).sum()
+    } else {
+        0
+    };
+    let total = usize::try_from(total).unwrap_or(0);
+    let line = |read: usize, added: usize, elapsed| {
+        let mut s = format!(
+            "migrate-db: {read}/{total} row(s) read, {added} added · {}",
+            rate(read, elapsed, "rows")
+        );
+        if let Some(left) = eta(read, total, elapsed) {
+            s += &format!(", about {left} left");
+        }
+        s
+    };
+    progress.update(true, || line(0, 0, std::time::Duration::ZERO));
     let mut chunk = Vec::with_capacity(MIGRATE_CHUNK);
-    let mut added = 0;
+    let (mut read_so_far, mut added) = (0, 0);
     let read = src.export(&mut |row| {
         chunk.push(row);
+        read_so_far += 1;
         if chunk.len() >= MIGRATE_CHUNK {
             added += dst.import(&chunk)?;
             chunk.clear();
         }
+        let elapsed = progress.elapsed();
+        progress.update(false, || line(read_so_far, added, elapsed));
         Ok(())
     })?;
     if !chunk.is_empty() {
         added += dst.import(&chunk)?;
     }
-    println!(
-        "migrate-db: {read} row(s) read from {}; {added} added to {}, {} already there",
+    let elapsed = progress.elapsed();
+    progress.update(true, || line(read, added, elapsed));
+    progress.finish();
+    if verbosity == Verbosity::Quiet {
+        return Ok(EXIT_OK);
+    }
+    outln!(
+        "migrate-db: {read} row(s) read from {}; {added} added to {}, {} already there; in {} ({})",
         source.shown(),
         dst.describe(),
-        read - added
+        read - added,
+        crate::clock::human_duration(elapsed),
+        rate(read, elapsed, "rows")
     );
     Ok(EXIT_OK)
 }

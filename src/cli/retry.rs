@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::setup;
+use crate::cli::out::outln;
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::layout::display_name;
 use crate::store::{self, Role, Status};
@@ -15,7 +16,7 @@ pub(super) fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -
     let now = Timestamp::new(clock.now_utc());
     if failed {
         let n = store.retry_failed(now)?;
-        println!("re-queued {n} failed file(s)");
+        outln!("re-queued {n} failed file(s)");
         return Ok(EXIT_OK);
     }
     let mut code = EXIT_OK;
@@ -27,35 +28,43 @@ pub(super) fn retry(path: &Path, failed: bool, paths: &[PathBuf], force: bool) -
                 .map_err(|e| Error::io("reading", Path::new("."), e))?
                 .join(p)
         };
-        match store.retry_path(&abs, force, now)? {
+        // Named through a link to its folder, the file is recorded under the folder's path
+        // as configured (`show::as_recorded`).
+        let mut found = store.retry_path(&abs, force, now)?;
+        if found.is_none() {
+            if let Some(recorded) = super::show::as_recorded(&config, p).filter(|r| *r != abs) {
+                found = store.retry_path(&recorded, force, now)?;
+            }
+        }
+        match found {
             None => {
-                println!(
+                outln!(
                     "not recorded: {} (a scan records it)",
                     display_name(abs.as_os_str())
                 );
                 code = EXIT_FAILURE;
             }
             Some(st @ (Status::Uploaded | Status::Skipped)) if !force => {
-                println!(
+                outln!(
                     "{st}, not re-queued (use --force to send it again): {}",
                     display_name(abs.as_os_str())
                 );
                 code = EXIT_FAILURE;
             }
             Some(Status::Uploading) => {
-                println!(
+                outln!(
                     "being uploaded right now, not re-queued: {}",
                     display_name(abs.as_os_str())
                 );
             }
             Some(Status::Unknown(st)) => {
-                println!(
+                outln!(
                     "status {st:?} is not one this build knows (set by hand?), not re-queued: {}",
                     display_name(abs.as_os_str())
                 );
                 code = EXIT_FAILURE;
             }
-            Some(st) => println!("re-queued (was {st}): {}", display_name(abs.as_os_str())),
+            Some(st) => outln!("re-queued (was {st}): {}", display_name(abs.as_os_str())),
         }
     }
     Ok(code)

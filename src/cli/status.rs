@@ -8,11 +8,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::setup;
+use crate::cli::out::outln;
 use crate::clock::{human_duration, Clock};
 use crate::config::Config;
 use crate::error::{Result, EXIT_OK};
 use crate::identity::Identity;
-use crate::layout::display_name;
+use crate::layout::{display_name, text_line, Show};
 use crate::lock;
 use crate::store::{self, Role, Status};
 use crate::timestamp::Timestamp;
@@ -153,6 +154,9 @@ fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
         "folders": folders,
         "totals": totals,
         "uploaded_today": s.uploaded_today,
+        // Every file version this ledger (in PostgreSQL: this host) marked uploaded, kept by
+        // the ledger as it commits them: it only grows, prune never lowers it.
+        "uploaded_total": state(store::UPLOADED_TOTAL).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0),
         "failed_last_hour": s.failed_last_hour,
         "oldest_pending": path_at(&s.oldest_pending),
         "last_success": path_at(&s.last_success),
@@ -177,10 +181,17 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     let (config, clock) = setup(path, true)?;
     let v = status_json(&config, &clock)?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(EXIT_OK);
     }
-    let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
+    // Text from the ledger may have come from an endpoint (a reason, an error): one safe line
+    // each, whatever it holds.
+    let s = |v: &Value| v.as_str().map(text_line).unwrap_or_else(|| "-".into());
+    // The document's times are UTC (`format_ts`); a person reads them local, with the offset.
+    let local = |v: &Value| match v.as_str() {
+        Some(t) => Timestamp::parse(t).map_or_else(|| t.to_owned(), |t| t.local().to_string()),
+        None => "-".into(),
+    };
     let secs = |v: &Value| match v.as_u64() {
         Some(0) => "<1s".to_string(),
         Some(n) => human_duration(Duration::from_secs(n)),
@@ -188,7 +199,7 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     };
     let d = &v["daemon"];
     if d["alive"].as_bool() == Some(true) {
-        println!(
+        outln!(
             "daemon:    running (pid {}, heartbeat {} ago)",
             s(&d["pid"]),
             secs(&d["heartbeat_age_secs"])
@@ -196,19 +207,28 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     } else {
         match (d["stopped_at"].as_str(), d["heartbeat_at"].as_str()) {
             (Some(stop), Some(hb)) if stop >= hb => {
-                println!("daemon:    NOT RUNNING (stopped cleanly at {stop})")
+                outln!(
+                    "daemon:    NOT RUNNING (stopped cleanly at {})",
+                    local(&d["stopped_at"])
+                )
             }
-            (_, Some(hb)) => {
-                println!("daemon:    NOT RUNNING (last heartbeat {hb}; it did not stop cleanly)")
+            (_, Some(_)) => {
+                outln!(
+                    "daemon:    NOT RUNNING (last heartbeat {}; it did not stop cleanly)",
+                    local(&d["heartbeat_at"])
+                )
             }
-            _ => println!("daemon:    NOT RUNNING (never ran on this database)"),
+            _ => outln!("daemon:    NOT RUNNING (never ran on this database)"),
         }
     }
     if let Some(hosts) = v["hosts"].as_array().filter(|h| !h.is_empty()) {
-        println!("ledger:    {}", s(&v["database"]));
-        println!(
+        outln!("ledger:    {}", s(&v["database"]));
+        outln!(
             "  {:<20} {:<12} {:>9} {:>10}  endpoint",
-            "host", "state", "heartbeat", "uploading"
+            "host",
+            "state",
+            "heartbeat",
+            "uploading"
         );
         for h in hosts {
             let state = if h["alive"].as_bool() == Some(true) {
@@ -218,7 +238,7 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
             } else {
                 "NOT RUNNING"
             };
-            println!(
+            outln!(
                 "  {:<20} {:<12} {:>9} {:>10}  {}",
                 s(&h["host"]),
                 state,
@@ -230,28 +250,33 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     }
     let e = &v["endpoint"];
     match e["state"].as_str() {
-        Some("down") => println!(
+        Some("down") => outln!(
             "endpoint:  DOWN since {} ({}) {}",
-            s(&e["down_since"]),
+            local(&e["down_since"]),
             s(&e["last_error"]),
             s(&e["url"])
         ),
-        Some(st) => println!("endpoint:  {st} {}", s(&e["url"])),
+        Some(st) => outln!("endpoint:  {st} {}", s(&e["url"])),
         None => {}
     }
     if let Some(n) = v["watch"]["unwatched_dirs"].as_u64().filter(|n| *n > 0) {
-        println!(
+        outln!(
             "watches:   {n} director(ies) scan-only: the inotify watch limit (fs.inotify.max_user_watches) refused them; tried again every scan interval"
         );
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "folder", "pending", "uploading", "uploaded", "failed", "skipped"
+        "folder",
+        "pending",
+        "uploading",
+        "uploaded",
+        "failed",
+        "skipped"
     );
     let row = |name: &str, m: &Value| {
         let n = |k: &str| m[k].as_i64().unwrap_or(0);
-        println!(
+        outln!(
             "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",
             name,
             n("pending"),
@@ -263,30 +288,30 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     };
     if let Some(folders) = v["folders"].as_object() {
         for (name, m) in folders {
-            row(name, m);
+            row(&text_line(name), m);
         }
     }
     row("total", &v["totals"]);
     // Rows whose status was written by hand: not in the table's columns, never uploaded.
     if let Some(totals) = v["totals"].as_object() {
         for (st, n) in totals.iter().filter(|(st, _)| Status::parse(st).is_none()) {
-            println!("{:<16} {n} row(s) with status {st:?}: not one this build knows (set by hand?); never uploaded", "other status:");
+            outln!("{:<16} {n} row(s) with status {st:?}: not one this build knows (set by hand?); never uploaded", "other status:");
         }
     }
-    println!();
-    println!("uploaded today:  {}", v["uploaded_today"]);
+    outln!();
+    outln!("uploaded today:  {}", v["uploaded_today"]);
     let pa = |label: &str, p: &Value| {
         if p.is_null() {
-            println!("{label:<16} -");
+            outln!("{label:<16} -");
         } else {
-            println!(
+            outln!(
                 "{label:<16} {} ({} ago) {}",
-                s(&p["at"]),
+                local(&p["at"]),
                 secs(&p["age_secs"]),
                 s(&p["path"])
             );
             if let Some(d) = p["detail"].as_str() {
-                println!("{:<16} {d}", "");
+                outln!("{:<16} {}", "", text_line(d));
             }
         }
     };
@@ -294,9 +319,9 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     pa("last success:", &v["last_success"]);
     pa("last error:", &v["last_error"]);
     if let Some(errs) = v["errors_24h"].as_array().filter(|a| !a.is_empty()) {
-        println!("\nerrors in the last 24 h:");
+        outln!("\nerrors in the last 24 h:");
         for e in errs {
-            println!(
+            outln!(
                 "  {:>6}  {}  (e.g. {})",
                 e["count"],
                 s(&e["cause"]),
@@ -307,22 +332,64 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-pub(super) fn check(path: &Path, thresholds: &crate::check::Thresholds) -> Result<i32> {
+pub(super) fn check(
+    path: &Path,
+    thresholds: &crate::check::Thresholds,
+    timeout: Duration,
+) -> Result<i32> {
     let (config, clock) = match setup(path, true) {
         Ok(x) => x,
         Err(e) => {
-            println!("SEGA UNKNOWN - {}", e.to_string().replace('\n', "; "));
+            outln!("SEGA UNKNOWN - {}", e.to_string().replace('\n', "; "));
             return Ok(crate::check::UNKNOWN);
         }
     };
-    match status_json(&config, &clock) {
-        Ok(v) => {
+    // The ledger is read on a thread of its own, so that a server that does not answer or a
+    // database locked by another process cannot hold the plugin past `-t`: the main thread
+    // gives up with UNKNOWN, and the process exits with the reader still blocked (main
+    // exits the process as soon as this returns).
+    let (where_, hint) = match &config.database.url {
+        Some(url) => (
+            format!(
+                "the PostgreSQL ledger ({})",
+                crate::config::redact_db_url(url.expose())
+            ),
+            "is the server reachable and answering?",
+        ),
+        None => (
+            format!("the database {}", config.database.path.shown()),
+            "is it locked by another process?",
+        ),
+    };
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let reader = std::thread::Builder::new()
+        .name("check".into())
+        .spawn(move || {
+            let _ = tx.send(status_json(&config, &clock));
+        });
+    if let Err(e) = reader {
+        outln!("SEGA UNKNOWN - starting the reader thread: {e}");
+        return Ok(crate::check::UNKNOWN);
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(v)) => {
             let (code, line) = crate::check::evaluate(&v, thresholds);
-            println!("{line}");
+            outln!("{line}");
             Ok(code)
         }
-        Err(e) => {
-            println!("SEGA UNKNOWN - {e}");
+        Ok(Err(e)) => {
+            outln!("SEGA UNKNOWN - {}", e.to_string().replace('\n', "; "));
+            Ok(crate::check::UNKNOWN)
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+            outln!("SEGA UNKNOWN - reading {where_} failed (the reader thread ended without an answer)");
+            Ok(crate::check::UNKNOWN)
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            outln!(
+                "SEGA UNKNOWN - no answer from {where_} within {} (-t): {hint}",
+                human_duration(timeout)
+            );
             Ok(crate::check::UNKNOWN)
         }
     }

@@ -36,6 +36,7 @@ use serde_json::{json, Map, Value};
 use crate::layout::Show;
 use crate::secret::{Secret, REDACTED};
 
+mod access;
 mod checker;
 mod template;
 mod url;
@@ -246,6 +247,14 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// The file could not be read at all (its one problem is about the whole source), as
+    /// opposed to read and found wrong.
+    pub fn unreadable(&self) -> bool {
+        self.problems.iter().any(|p| p.location.is_empty())
+    }
+}
+
 /// The config file to use: the `-c` flag, else `$SEGA_CONFIG`, else [`DEFAULT_PATH`].
 pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
     resolve_path_from(cli, std::env::var_os("SEGA_CONFIG"))
@@ -269,7 +278,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         problems: vec![problem],
     };
     let bytes =
-        std::fs::read(path).map_err(|e| fail(Problem::new("", format!("cannot read: {e}"))))?;
+        std::fs::read(path).map_err(|e| fail(Problem::new("", access::cannot_read(path, &e))))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;

@@ -1,5 +1,7 @@
 //! The `upload.fields` values: text with `{folder}`-style placeholders, parsed once at load
-//! into a [`Template`] and rendered for each file by the upload workers.
+//! into a [`Template`] and rendered for each file by the upload workers. `{sha256}` is the
+//! one placeholder that costs something (a read of the whole file before the send): the
+//! workers compute it only when a template asks for it ([`Template::uses_sha256`]).
 
 /// A text-part value with `{folder}`-style placeholders, parsed once at load.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +18,8 @@ pub enum Piece {
     Filename,
     Path,
     Size,
+    /// The hex SHA-256 of the file's content.
+    Sha256,
 }
 
 /// The values a [`Template`] is rendered with, for one file.
@@ -26,11 +30,14 @@ pub struct TemplateVars<'a> {
     pub filename: &'a str,
     pub path: &'a str,
     pub size: u64,
+    /// The content's hex SHA-256: computed (and so `Some`) whenever a template uses it.
+    pub sha256: Option<&'a str>,
 }
 
 impl Template {
-    /// Placeholders are `{folder}`, `{date}`, `{filename}`, `{path}` and `{size}`; `{{` and
-    /// `}}` are literal braces; any other `{name}` is an error naming it.
+    /// Placeholders are `{folder}`, `{date}`, `{filename}`, `{path}`, `{size}` and
+    /// `{sha256}`; `{{` and `}}` are literal braces; any other `{name}` is an error naming
+    /// it.
     pub fn parse(s: &str) -> Result<Template, String> {
         let mut pieces = Vec::new();
         let mut text = String::new();
@@ -60,10 +67,11 @@ impl Template {
                         "filename" => Piece::Filename,
                         "path" => Piece::Path,
                         "size" => Piece::Size,
+                        "sha256" => Piece::Sha256,
                         _ => {
                             return Err(format!(
                                 "has an unknown placeholder `{{{name}}}` (known: {{folder}}, \
-                                 {{date}}, {{filename}}, {{path}}, {{size}})"
+                                 {{date}}, {{filename}}, {{path}}, {{size}}, {{sha256}})"
                             ))
                         }
                     };
@@ -95,9 +103,17 @@ impl Template {
                 Piece::Filename => out.push_str(v.filename),
                 Piece::Path => out.push_str(v.path),
                 Piece::Size => out.push_str(&v.size.to_string()),
+                // `RequestSettings` hashes every file whose templates say `{sha256}`, so
+                // `None` here is a bug; an empty value is what an endpoint would refuse.
+                Piece::Sha256 => out.push_str(v.sha256.unwrap_or_default()),
             }
         }
         out
+    }
+
+    /// Whether rendering needs the content's SHA-256 (a pass over the file).
+    pub fn uses_sha256(&self) -> bool {
+        self.pieces.contains(&Piece::Sha256)
     }
 
     /// A template with exactly one placeholder and no text: the defaults.
@@ -121,6 +137,7 @@ mod tests {
             filename: "IMG_1.jpg",
             path: "/data/Sega_1/2026-11-26/IMG_1.jpg",
             size: 1234,
+            sha256: Some("e3b0c442"),
         };
         let cases = [
             ("{folder}", "Sega_1"),
@@ -131,6 +148,7 @@ mod tests {
             ),
             ("{{folder}} is {folder}", "{folder} is Sega_1"),
             ("{{{size}}}", "{1234}"),
+            ("sha256:{sha256}", "sha256:e3b0c442"),
             ("plain", "plain"),
             ("", ""),
         ];
@@ -145,6 +163,8 @@ mod tests {
             Piece::Text("b".into()),
         ];
         assert_eq!(Template::parse("a{date}b").unwrap().pieces, pieces);
+        assert!(Template::parse("x{sha256}").unwrap().uses_sha256());
+        assert!(!Template::parse("{{sha256}} {size}").unwrap().uses_sha256());
         let errors = [
             ("{host}", "unknown placeholder `{host}`"),
             ("{date", "unclosed `{`"),

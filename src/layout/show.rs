@@ -1,5 +1,6 @@
 //! Names are bytes: how a name or path is written in logs, messages and human output
-//! (`path.shown()`), escaped so that no file name can forge a log line.
+//! (`path.shown()`), escaped so that no file name can forge a log line; and text from outside
+//! (an endpoint's answer, an error it caused) made safe for one terminal line (`text_line`).
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -44,6 +45,26 @@ impl fmt::Display for Shown<'_> {
         }
         Ok(())
     }
+}
+
+/// Text that came from outside (an endpoint's answer as stored, an error that quotes it), for
+/// one line of human output: control characters (a tab excepted) and the characters that
+/// move text are escaped as [`display_name`] escapes them, so an answer cannot clear the
+/// screen, forge a line or read backwards. Unlike a name, a backslash is kept as is: this
+/// is text to read (JSON's own escapes stay readable), never parsed back.
+pub fn text_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\t' => out.push(c),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if c.is_control() || moves_text(c) => {
+                out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)))
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Characters that are not control characters but move text around on a terminal or in a

@@ -429,6 +429,11 @@ fn names_for_display() {
         display_name(os("a\u{2028}b\u{202e}gpj.exe")),
         r"a\u{2028}b\u{202e}gpj.exe"
     );
+    // An answer's text: escaped the same way, but its backslashes and tabs kept.
+    assert_eq!(
+        text_line("{\"a\":\"x\\\"y\"}\t\u{1b}[2J\u{7f}\u{85}\u{202e}ok \u{fffd}"),
+        "{\"a\":\"x\\\"y\"}\t\\x1b[2J\\x7f\\u{0085}\\u{202e}ok \u{fffd}"
+    );
 }
 
 #[test]

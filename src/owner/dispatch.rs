@@ -117,7 +117,13 @@ impl Owner {
                         t
                     }
                 }),
-                Err(e) => return self.trouble(e),
+                // Not a return: the rows just claimed are `uploading` in the ledger and
+                // must become jobs, or they would stay so, unsent, until a restart. When
+                // to look again is not known: in a second.
+                Err(e) => {
+                    self.trouble(e);
+                    Some(now_t + Duration::from_secs(1))
+                }
             };
         }
         if probe {
@@ -158,6 +164,7 @@ impl Owner {
                 target,
                 probe,
                 solo,
+                rules: self.gate.rules(),
                 settings: self.settings.clone(),
             };
             self.in_flight.insert(c.id, c);
@@ -184,7 +191,14 @@ impl Owner {
     /// Jobs claimed but not yet picked up by a worker go back to `pending` (an outage or a
     /// pause began: sending them would only make failed requests).
     pub(super) fn take_back_queued(&mut self) {
-        let ids: Vec<i64> = self.jobs_rx.try_iter().map(|j| j.id).collect();
+        let jobs: Vec<Job> = self.jobs_rx.try_iter().collect();
+        if jobs.iter().any(|j| j.probe) {
+            // The probe never went out (a reload took it back): the next may go at once,
+            // as when its row is refused. Left in flight, it would hold every later probe
+            // back, and the outage would never end.
+            self.endpoint.probe_abandoned();
+        }
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
         if !ids.is_empty() {
             self.give_back(&ids);
         }

@@ -169,7 +169,7 @@ impl Owner {
     }
 
     /// Refreshes what the supervisor shows in STATUS, and the backlog alert.
-    fn publish(&mut self) {
+    pub(super) fn publish(&mut self) {
         // What `status` says about directories only the rescan covers (the watch limit).
         let unwatched = self.live.watch().unwatched;
         if self.unwatched_written != Some(unwatched) {
@@ -223,20 +223,17 @@ impl Owner {
             Ok(f) => f,
             Err(e) => return self.trouble(e),
         };
-        let oldest_pending_age = self
-            .store
-            .queue_overview()
-            .ok()
-            .and_then(|(_, oldest)| oldest)
-            .and_then(|t| Duration::try_from(self.clock.now_utc() - t.utc()).ok());
+        let now = self.clock.now_utc();
+        let unix = |t: OffsetDateTime| t.unix_timestamp_nanos() as f64 / 1e9;
+        let oldest = self.store.queue_overview().ok().and_then(|(_, o)| o);
         let snapshot = metrics::Snapshot {
             files: &files,
             counters: self.counters.clone(),
-            oldest_pending_age,
+            heartbeat_unix: unix(Timestamp::new(now).utc()),
+            oldest_pending_unix: oldest.map(|t| unix(t.utc())),
+            oldest_pending_age: oldest.and_then(|t| Duration::try_from(now - t.utc()).ok()),
             endpoint_up: !self.endpoint.is_down(),
-            last_scan_unix: self
-                .last_scan
-                .map(|(t, _)| t.unix_timestamp_nanos() as f64 / 1e9),
+            last_scan_unix: self.last_scan.map(|(t, _)| unix(t)),
             last_scan_duration: self.last_scan.map(|(_, d)| d),
             overflows: self.live.watch().overflows,
             rescans: self.live.rescans.load(std::sync::atomic::Ordering::Relaxed),

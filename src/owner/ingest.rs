@@ -77,6 +77,7 @@ impl Owner {
             },
             Input::ScanFinished { files, took } => {
                 log::debug!("rescan: {files} candidate(s) in {}", human_duration(took));
+                let catch_up = self.last_scan.is_none();
                 self.last_scan = Some((self.clock.now_utc(), took));
                 self.live.rescan_done();
                 let _ = self.store.set_state(
@@ -86,6 +87,17 @@ impl Owner {
                     ],
                     now,
                 );
+                if catch_up {
+                    // The `ready:` line counted what the ledger held before this scan: say
+                    // what it found, and the count now, so the log tells the whole story.
+                    self.publish();
+                    log::info!(
+                        "catch-up scan: {files} candidate(s) in {}, {} newly recorded; {} pending",
+                        human_duration(took),
+                        self.stats.recorded,
+                        self.live.queue().pending
+                    );
+                }
             }
         }
     }

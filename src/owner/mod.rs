@@ -49,6 +49,8 @@ mod ingest;
 pub mod judge;
 mod policy;
 mod reports;
+#[cfg(test)]
+mod tests;
 
 use endpoint::Endpoint;
 use housekeeping::WallClock;
@@ -130,6 +132,9 @@ pub struct Owner {
     /// Uploads since local midnight of this date (seeded from the database at start).
     uploaded_today: (Option<time::Date>, i64),
     last_scan: Option<(OffsetDateTime, Duration)>,
+    /// The level of the judge's INFO lines about one file ("uploaded …", "retrying in …"):
+    /// INFO in the daemon, DEBUG for a `scan` that prints one summary line instead.
+    file_lines: log::Level,
     /// A damaged database file: the daemon stops (exit 1) rather than loop on it.
     fatal: Option<crate::error::Error>,
     /// Asks the ticker for a full rescan (what could not be recorded during database
@@ -227,6 +232,7 @@ impl Owner {
             counters: metrics::Counters::default(),
             uploaded_today: (None, 0),
             last_scan: None,
+            file_lines: log::Level::Info,
             fatal: None,
             rescan: outlets.rescan,
             unwatched_written: None,
@@ -247,8 +253,17 @@ impl Owner {
         self.store.as_mut()
     }
 
-    /// The daemon's loop. Returns when shut down.
-    pub fn run(mut self, ch: Channels) -> Result<()> {
+    /// Logs the INFO lines about single files at `level` instead (warnings and errors about
+    /// a file keep theirs).
+    pub fn file_lines_at(&mut self, level: log::Level) {
+        self.file_lines = level;
+    }
+
+    /// The daemon's start, before READY: what a run that did not stop cleanly left (its
+    /// interrupted uploads back to `pending`), the state rows of this run, and the queue's
+    /// numbers published, so the `ready:` line and the first STATUS say what the ledger
+    /// holds rather than the zeros of a count not yet made.
+    pub fn start(&mut self) -> Result<()> {
         let now = self.now();
         // A previous run that left a heartbeat but no stop time did not stop cleanly.
         let before = self.store.state()?;
@@ -281,6 +296,12 @@ impl Owner {
             ],
             now,
         )?;
+        self.publish();
+        Ok(())
+    }
+
+    /// The daemon's loop, after `start`. Returns when shut down.
+    pub fn run(mut self, ch: Channels) -> Result<()> {
         // Once the producers are gone (shutdown under way) their channel would be ready
         // forever; `never()` takes it out of the select.
         let mut inputs = ch.inputs.clone();
@@ -303,6 +324,14 @@ impl Owner {
                 self.on_reports(done);
             }
             self.housekeeping();
+            // A reload is taken before anything is claimed: a select that happened to pick
+            // the inputs would let this round claim under the rules the operator just
+            // narrowed (a folder or an extension removed), and send those files.
+            while let Ok(c) = ch.control.try_recv() {
+                if let Some(shutdown) = self.on_control(c) {
+                    return self.shutdown(shutdown, &ch.reports);
+                }
+            }
             self.dispatch();
             let wait = self.sleep_for();
             select! {
@@ -322,13 +351,9 @@ impl Owner {
                     self.on_reports(batch);
                 },
                 recv(ch.control) -> msg => match msg {
-                    Ok(Control::Reload(config, settings)) => {
-                        self.policy = Policy::new(&config);
-                        self.store.set_folders(crate::store::roots(&config));
-                        self.settings = settings;
-                        self.maybe_due = true;
-                    }
-                    Ok(Control::Shutdown { grace }) => return self.shutdown(grace, &ch.reports),
+                    Ok(c) => if let Some(grace) = self.on_control(c) {
+                        return self.shutdown(grace, &ch.reports);
+                    },
                     Err(_) => return self.shutdown(Duration::ZERO, &ch.reports),
                 },
                 default(wait) => {}
@@ -336,13 +361,40 @@ impl Owner {
         }
     }
 
+    /// Applies a reload, or says a shutdown (with its grace) was asked for.
+    fn on_control(&mut self, c: Control) -> Option<Duration> {
+        match c {
+            Control::Reload(config, settings) => {
+                self.policy = Policy::new(&config);
+                self.store.set_folders(crate::store::roots(&config));
+                self.settings = settings;
+                // Jobs claimed under the old rules go back unsent, to be claimed again (or
+                // not) under the new ones: those still queued now, and any a worker takes
+                // from here on (it sees the generation change). A request already under
+                // way cannot be called back.
+                self.gate.rules_changed();
+                self.take_back_queued();
+                self.maybe_due = true;
+                None
+            }
+            Control::Shutdown { grace } => Some(grace),
+        }
+    }
+
     /// The one-shot scan's loop: one attempt for each of `ids`, then return. Results that
     /// cannot be saved (a locked or failing database) are retried for `ONESHOT_SAVE_FOR`,
-    /// then counted in `Stats::unsaved`: the scan always ends.
-    pub fn run_oneshot(mut self, ids: Vec<i64>, reports: &Receiver<Report>) -> Result<Stats> {
+    /// then counted in `Stats::unsaved`: the scan always ends. `progress` is shown the
+    /// counts at every turn of the loop (at least once a second while uploads run).
+    pub fn run_oneshot(
+        mut self,
+        ids: Vec<i64>,
+        reports: &Receiver<Report>,
+        progress: &mut dyn FnMut(&Stats),
+    ) -> Result<Stats> {
         self.mode = Mode::Oneshot { queue: ids.into() };
         let mut giving_up_at: Option<Instant> = None;
         loop {
+            progress(&self.stats);
             if self.db_trouble.is_some() {
                 self.flush_unsaved();
                 if self.db_trouble.is_some() {

@@ -27,6 +27,12 @@ impl Owner {
                 self.solo_in_flight = None;
             }
             if matches!(r.outcome, Outcome::NotStarted) {
+                if r.job.probe {
+                    // A probe handed back unsent (claimed under rules a reload replaced)
+                    // found nothing out: without this the outage would wait for its
+                    // answer forever, and no probe would ever go again.
+                    self.endpoint.probe_abandoned();
+                }
                 handed_back.push(r.job.id);
                 continue;
             }
@@ -112,6 +118,8 @@ impl Owner {
             // down and the INFO that it is back say it all.
             let level = if v.tally == Tally::Retry && self.endpoint.is_down() {
                 log::Level::Debug
+            } else if level == log::Level::Info {
+                self.file_lines
             } else {
                 level
             };
@@ -122,6 +130,7 @@ impl Owner {
             Tally::Uploaded => {
                 self.stats.uploaded += 1;
                 self.counters.success += 1;
+                self.counters.uploaded_bytes += c.version.size;
                 self.uploaded_today.1 += 1;
             }
             Tally::Retry => {

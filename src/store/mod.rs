@@ -39,6 +39,12 @@ pub use sqlite::Store;
 /// cannot bloat the database.
 pub const RESULTS_KEPT_PER_FILE: i64 = 20;
 
+/// The `state` row that counts every file version `complete` marked uploaded: a counter
+/// kept in the same transaction as the rows it counts, so it is exact, survives restarts and
+/// is never lowered by prune (`check` reports it as `uploaded_total`, unit `c`). In a shared
+/// PostgreSQL ledger each host counts its own.
+pub const UPLOADED_TOTAL: &str = "uploaded_total";
+
 /// Which due rows a claim takes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimOrder {
@@ -334,9 +340,9 @@ pub trait Ledger: Send {
     /// When the next pending row becomes due, if any.
     fn next_due(&mut self) -> Result<Option<Timestamp>>;
 
-    /// Applies a batch of completions in one transaction (see `Completion`). A completion
-    /// whose row is gone (pruned, or removed by hand) is dropped, never the batch: its id
-    /// is returned.
+    /// Applies a batch of completions in one transaction (see `Completion`), and adds the
+    /// rows it marked uploaded to the `UPLOADED_TOTAL` state row. A completion whose row is
+    /// gone (pruned, or removed by hand) is dropped, never the batch: its id is returned.
     fn complete(&mut self, batch: &[Completion], now: Timestamp) -> Result<Vec<i64>>;
 
     /// Gives claimed rows that no worker started back to `pending`, as if never claimed.
@@ -420,6 +426,16 @@ pub trait Ledger: Send {
 
     fn file_by_path(&mut self, path: &Path) -> Result<Option<FileRow>>;
 
+    /// One row by its id (`show ID`); None when no row of this ledger (or scope) has it.
+    fn file_by_id(&mut self, id: i64) -> Result<Option<FileRow>>;
+
+    /// Every stored result of one file, oldest first (`show`): at most
+    /// `RESULTS_KEPT_PER_FILE`, as the ledger keeps them.
+    fn results(&mut self, file_id: i64) -> Result<Vec<ResultRow>>;
+
+    /// The latest stored result of each of these files that has one (`list -v`).
+    fn latest_results(&mut self, file_ids: &[i64]) -> Result<HashMap<i64, ResultRow>>;
+
     /// Everything `status` and `check` show, read at one moment so the numbers agree.
     fn summary(
         &mut self,
@@ -468,6 +484,8 @@ pub struct Exported {
 /// One `upload_results` row.
 #[derive(Debug, Clone)]
 pub struct ResultRow {
+    /// Its id: results of one file sort by it (`results`, `latest_results`).
+    pub id: i64,
     pub attempt: i64,
     pub started_at: Timestamp,
     pub duration_ms: i64,
@@ -476,6 +494,8 @@ pub struct ResultRow {
     pub response_json: Option<String>,
     pub error: Option<String>,
     pub outcome: Attempted,
+    /// The host that made the attempt (shared ledgers only).
+    pub host: Option<String>,
 }
 
 /// What the opener is for: it decides the lock taken and whether to write.

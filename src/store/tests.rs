@@ -120,7 +120,9 @@ both!(
     dispositions_set_the_row_as_sqlite_does,
     claim_ids_and_due_ids_follow_upload_order,
     state_counts_and_summary,
+    uploaded_total_counts_every_version_sent_and_prune_keeps_it,
     export_then_import_round_trips,
+    a_row_and_its_results_are_read_by_id,
 );
 
 // The counters behind the counts, against the rows, through every change.
@@ -749,6 +751,71 @@ fn state_counts_and_summary(mut s: Box<dyn Ledger>) {
         .is_empty());
 }
 
+/// The `uploaded_total` state row: one per version marked uploaded, nothing for a completion
+/// that did not land (a newer version recorded meanwhile) or did not upload, and a prune of
+/// the counted rows does not lower it.
+fn uploaded_total_counts_every_version_sent_and_prune_keeps_it(mut s: Box<dyn Ledger>) {
+    fn total(s: &mut dyn Ledger) -> Option<String> {
+        s.state()
+            .unwrap()
+            .get(super::UPLOADED_TOTAL)
+            .map(|(v, _)| v.clone())
+    }
+    let mut old = obs(b"old.jpg", 1, 1);
+    old.date = "2026-01-01".into();
+    old.path = PathBuf::from("/data/Sega_1/2026-01-01/old.jpg");
+    s.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 1), old], T0)
+        .unwrap();
+    let c = s.claim_due(T0, FAR, 10, ClaimOrder::OldestFile).unwrap();
+    assert_eq!(c.len(), 3);
+    let named = |n: &str| c.iter().find(|c| c.filename == n).unwrap();
+    s.complete(&[completion(named("a.jpg"), Disposition::Failed)], T1)
+        .unwrap();
+    assert_eq!(total(&mut *s), None, "nothing uploaded yet");
+    s.complete(
+        &[
+            completion(named("b.jpg"), Disposition::Uploaded),
+            completion(named("old.jpg"), Disposition::Uploaded),
+        ],
+        T1,
+    )
+    .unwrap();
+    assert_eq!(total(&mut *s).as_deref(), Some("2"));
+    // The same completion again lands nowhere (the row is no longer `uploading`).
+    s.complete(&[completion(named("b.jpg"), Disposition::Uploaded)], T1)
+        .unwrap();
+    assert_eq!(total(&mut *s).as_deref(), Some("2"));
+    // a.jpg rewritten while it was sent: the completion is for the old version, not counted;
+    // the new version's upload is.
+    let a = s.file_by_path(a_path()).unwrap().unwrap();
+    assert_eq!(a.status, Status::Failed);
+    s.record(&[obs(b"a.jpg", 2, 2)], T1).unwrap();
+    let a1 = s.claim_due(T1, FAR, 10, ClaimOrder::OldestFile).unwrap();
+    assert_eq!(a1.len(), 1);
+    s.record(&[obs(b"a.jpg", 3, 3)], T1).unwrap();
+    s.complete(&[completion(&a1[0], Disposition::Uploaded)], T2)
+        .unwrap();
+    assert_eq!(total(&mut *s).as_deref(), Some("2"));
+    let a2 = s.claim_due(T2, FAR, 10, ClaimOrder::OldestFile).unwrap();
+    s.complete(&[completion(&a2[0], Disposition::Uploaded)], T2)
+        .unwrap();
+    assert_eq!(total(&mut *s).as_deref(), Some("3"));
+    assert_eq!(s.prune("2026-06-01").unwrap(), 1);
+    assert_eq!(
+        total(&mut *s).as_deref(),
+        Some("3"),
+        "prune never lowers the counter"
+    );
+    // A value edited by hand into nonsense counts from 0 again instead of failing uploads.
+    s.set_state(&[(super::UPLOADED_TOTAL, "lots".to_owned())], T2)
+        .unwrap();
+    s.record(&[obs(b"d.jpg", 1, 1)], T2).unwrap();
+    let d = s.claim_due(T2, FAR, 10, ClaimOrder::OldestFile).unwrap();
+    s.complete(&[completion(&d[0], Disposition::Uploaded)], T2)
+        .unwrap();
+    assert_eq!(total(&mut *s).as_deref(), Some("1"));
+}
+
 /// `migrate-db` into a fresh ledger of the same kind: rows, versions, states and results
 /// arrive; a claim arrives as pending; a second import adds nothing.
 fn export_then_import_round_trips(mut s: Box<dyn Ledger>) {
@@ -818,4 +885,69 @@ fn fresh_like(s: &dyn Ledger) -> Box<dyn Ledger> {
     }
     let _ = s;
     sqlite()
+}
+
+/// `show` and `list -v`: a row by its id, every result oldest first, the latest of each.
+fn a_row_and_its_results_are_read_by_id(mut s: Box<dyn Ledger>) {
+    s.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 2, 2)], T0)
+        .unwrap();
+    let answer = r#"{"detail":"missing field camera_id"}"#;
+    for (i, status) in [503, 422].into_iter().enumerate() {
+        let c = s
+            .claim_due(LATER, FAR, 1, ClaimOrder::OldestFile)
+            .unwrap()
+            .remove(0);
+        assert_eq!(c.filename, "a.jpg");
+        let mut done = completion(
+            &c,
+            if status == 503 {
+                Disposition::Retry {
+                    at: T0,
+                    counted: true,
+                }
+            } else {
+                Disposition::Failed
+            },
+        );
+        done.started_at = [T1, T2][i];
+        done.http_status = Some(status);
+        done.response_body = Some(answer.into());
+        done.response_json = Some(answer.into());
+        done.error = Some(format!("HTTP {status}"));
+        s.complete(&[done], T2).unwrap();
+    }
+    let a = s
+        .file_by_path(Path::new("/data/Sega_1/2026-11-26/a.jpg"))
+        .unwrap()
+        .unwrap();
+    let by_id = s.file_by_id(a.id).unwrap().unwrap();
+    assert_eq!(
+        (by_id.filename.as_os_str(), by_id.status, by_id.attempts),
+        (OsString::from("a.jpg").as_os_str(), Status::Failed, 2)
+    );
+    assert!(s.file_by_id(a.id + 1000).unwrap().is_none());
+    let results = s.results(a.id).unwrap();
+    let seen: Vec<_> = results
+        .iter()
+        .map(|r| (r.attempt, r.started_at, r.http_status, r.outcome))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, T1, Some(503), Attempted::Retry),
+            (2, T2, Some(422), Attempted::Failed)
+        ]
+    );
+    assert!(results[0].id < results[1].id);
+    assert_eq!(results[1].response_body.as_deref(), Some(answer));
+    assert_eq!(results[1].error.as_deref(), Some("HTTP 422"));
+    let b = s
+        .file_by_path(Path::new("/data/Sega_1/2026-11-26/b.jpg"))
+        .unwrap()
+        .unwrap();
+    assert!(s.results(b.id).unwrap().is_empty());
+    let latest = s.latest_results(&[a.id, b.id, a.id + 1000]).unwrap();
+    assert_eq!(latest.len(), 1, "only a.jpg has results");
+    assert_eq!(latest[&a.id].id, results[1].id);
+    assert!(s.latest_results(&[]).unwrap().is_empty());
 }

@@ -29,7 +29,7 @@ mod probe;
 
 pub use cert::CertInfo;
 pub use explain::{explain, explain_io};
-pub use probe::handshake;
+pub use probe::{connect, handshake};
 
 /// Where OpenSSL on Linux looks when `SSL_CERT_FILE` / `SSL_CERT_DIR` are not set: the
 /// bundle of Debian and Ubuntu (also Arch, Gentoo), of RHEL and Fedora, of Alpine and

@@ -151,7 +151,9 @@ fn tunnel(sock: &mut TcpStream, host: &str, port: u16, proxy: &Endpoint) -> Resu
     }
 }
 
-fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
+/// A TCP connection to the first of `host`'s addresses that answers within `timeout`, or
+/// why none did: `check-config`'s reachability lines and its handshake share it.
+pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
     let addrs: Vec<_> = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve: {e}"))?

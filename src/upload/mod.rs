@@ -1,16 +1,18 @@
 //! One upload and the worker pool that runs them. A worker takes a `Job` from the owner,
 //! does the file checks that need the file open (type, version, magic bytes, completeness),
 //! sends the request and reports a `Report` back; the request itself is built in
-//! `multipart` and sent, under its deadlines and the shared rate limit, in `send`.
+//! `multipart` and sent, under its deadlines and the shared rate limit, in `send`, after
+//! the `{sha256}` pass of `checksum` when a field asks for the content's checksum.
 //!
 //! Workers never touch the database: they receive `Job`s from the DB owner over a bounded
 //! channel, and what they know of a file is what the job carries. The pool ends when the
 //! job channel is closed: each worker finishes the request it is in and returns.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,21 +22,22 @@ use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::config::{Config, Endpoint, SuccessRule, Template};
-use crate::layout::{self, Content, OpenError, Show, Target, Version};
+use crate::layout::{self, Content, Kind, OpenError, Show, Target, Version};
 use crate::secret::Secret;
 use crate::timestamp::Timestamp;
 use crate::tls::{self, ClientTls};
 use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Sent};
 
+mod checksum;
 mod multipart;
 mod route;
 mod send;
 mod success;
 
-pub use multipart::idempotency_key;
 use multipart::COPY_CHUNK;
+pub use multipart::{encode_filename, idempotency_key};
 pub use route::Route;
-pub use send::{send, RateLimiter};
+pub use send::{form_fields, headers, send, HeaderText, RateLimiter};
 
 pub const USER_AGENT: &str = concat!("sega-uploader/", env!("CARGO_PKG_VERSION"));
 
@@ -49,6 +52,8 @@ pub struct RequestSettings {
     pub wire_url: Secret<String>,
     pub file_field: String,
     pub fields: Vec<(String, Template)>,
+    /// A field says `{sha256}`: every file is read once before its request to hash it.
+    pub hash_content: bool,
     pub headers: Vec<(String, Secret<String>)>,
     /// `Authorization: Basic …` from the URL's credentials, unless `headers` sets its own
     /// `Authorization` (which wins).
@@ -91,6 +96,7 @@ impl RequestSettings {
             wire_url: u.url.without_credentials(),
             file_field: u.file_field.clone(),
             fields: u.fields.clone(),
+            hash_content: u.fields.iter().any(|(_, t)| t.uses_sha256()),
             headers: u.headers.clone(),
             auth: u.url.basic_auth().filter(|_| !own_authorization),
             route: Route::new(tls, u.proxy.as_ref()),
@@ -113,9 +119,16 @@ impl RequestSettings {
     }
 
     /// How long a whole job may take before the supervisor calls its worker stuck: opening
-    /// and checking the file, connecting, the request, reading the answer, and a margin.
+    /// and checking the file, the `{sha256}` pass if there is one (a read of the file,
+    /// allowed the time a send of it is), connecting, the request, reading the answer, and
+    /// a margin.
     pub fn job_limit(&self, size: u64) -> Duration {
-        self.connect_timeout + self.overall_timeout(size) + self.timeout + JOB_MARGIN
+        let pass = if self.hash_content {
+            Duration::from_secs(size / self.min_rate_bytes_s)
+        } else {
+            Duration::ZERO
+        };
+        self.connect_timeout + pass + self.overall_timeout(size) + self.timeout + JOB_MARGIN
     }
 }
 
@@ -151,6 +164,8 @@ pub struct Job {
     /// Sent even while the gate says the endpoint is failing (probes, and the one-at-a-time
     /// attempts that decide whether an outage has begun).
     pub solo: bool,
+    /// The generation of the owner's rules the job was checked under (`Gate::rules`).
+    pub rules: u64,
     pub settings: Arc<RequestSettings>,
 }
 
@@ -170,14 +185,36 @@ pub struct Item {
 /// 408, 429). While that is not zero, a worker hands back an ordinary job unstarted
 /// instead of sending it, so the jobs already queued when an outage begins do not all turn
 /// into failed requests before the owner has even heard of the first one.
+///
+/// It also carries the generation of the owner's rules: a reload that narrows the folders or
+/// extensions bumps it, and a worker hands back unstarted a job claimed under older rules, so
+/// that the owner checks it again under the new ones.
 #[derive(Debug, Default)]
 pub struct Gate {
     failures: AtomicU32,
+    rules: AtomicU64,
 }
 
 impl Gate {
     pub fn failing(&self) -> bool {
         self.failures.load(Ordering::Relaxed) > 0
+    }
+
+    /// The generation of the rules in force, for the jobs claimed from now on.
+    pub fn rules(&self) -> u64 {
+        self.rules.load(Ordering::Acquire)
+    }
+
+    /// The owner took new rules (a reload): jobs claimed before are stale.
+    pub fn rules_changed(&self) {
+        self.rules.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether a worker must hand a job back unstarted: the endpoint is failing (unless the
+    /// job is one of the one-at-a-time attempts, `solo`), or the job was claimed under older
+    /// rules than those in force.
+    fn holds_back(&self, solo: bool, rules: u64) -> bool {
+        (!solo && self.failing()) || rules != self.rules()
     }
 
     fn record(&self, outcome: &Outcome) {
@@ -219,6 +256,60 @@ pub fn run_job(job: Job, limiter: Option<&Arc<RateLimiter>>, clock: &Clock) -> R
     }
 }
 
+/// A file a worker has opened and checked, ready to be sent.
+#[derive(Debug)]
+pub struct Checked {
+    pub file: File,
+    pub kind: Kind,
+    /// A WARN for the log: an incomplete file sent after the wait.
+    pub note: Option<String>,
+}
+
+/// The checks a worker makes before it sends anything, in order: the file opened beneath
+/// its folder, following no link and never blocking on a FIFO (`layout::open_beneath`); the
+/// version it was claimed at; the content rule (magic bytes, then the end marker, with the
+/// wait of `watch.incomplete_max_wait_secs` for a file still being written). The `Err` is
+/// what the attempt comes to without a request. Shared with `scan --dry-run`, so that what
+/// it predicts is what a worker would do.
+// The error is the attempt's whole `Outcome`, made at most once per job: boxing it would
+// buy nothing.
+#[allow(clippy::result_large_err)]
+pub fn check_file(
+    target: &Target,
+    claimed: Version,
+    incomplete_since: Option<Timestamp>,
+    max_wait: Duration,
+    now: OffsetDateTime,
+) -> Result<Checked, Outcome> {
+    let (file, meta) = layout::open_beneath(target).map_err(open_outcome)?;
+    let on_disk = Version::of(&meta);
+    if on_disk != claimed {
+        return Err(Outcome::Changed {
+            version: on_disk,
+            sent: None,
+        });
+    }
+    let kind = layout::kind_of(&target.name);
+    let mut note = None;
+    match layout::check_content(&file, on_disk.size, kind) {
+        Ok(Content::Image) => {}
+        Ok(Content::NotAnImage) => return Err(Outcome::NotAnImage),
+        Ok(Content::Incomplete) => {
+            let since = incomplete_since.map_or(now, Timestamp::utc);
+            if now - since < max_wait {
+                return Err(Outcome::Incomplete { since });
+            }
+            note = Some(format!(
+                "{} has no end-of-image marker but has not changed for {}: uploading it anyway",
+                target.path.shown(),
+                crate::clock::human_duration(max_wait)
+            ));
+        }
+        Err(e) => return Err(Outcome::Unreadable(crate::error::describe_io(&e))),
+    }
+    Ok(Checked { file, kind, note })
+}
+
 fn attempt(
     job: &Job,
     limiter: Option<&Arc<RateLimiter>>,
@@ -226,35 +317,23 @@ fn attempt(
     note: &mut Option<String>,
 ) -> Outcome {
     let f = &job.file;
-    let (file, meta) = match layout::open_beneath(&job.target) {
-        Ok(x) => x,
-        Err(e) => return open_outcome(e),
+    let checked = check_file(
+        &job.target,
+        f.version,
+        job.incomplete_since,
+        job.settings.incomplete_max_wait,
+        clock.now_utc(),
+    );
+    let Checked {
+        file,
+        kind,
+        note: n,
+    } = match checked {
+        Ok(c) => c,
+        Err(outcome) => return outcome,
     };
-    let on_disk = Version::of(&meta);
-    if on_disk != f.version {
-        return Outcome::Changed {
-            version: on_disk,
-            sent: None,
-        };
-    }
-    let kind = layout::kind_of(&f.filename);
-    match layout::check_content(&file, on_disk.size, kind) {
-        Ok(Content::Image) => {}
-        Ok(Content::NotAnImage) => return Outcome::NotAnImage,
-        Ok(Content::Incomplete) => {
-            let now = clock.now_utc();
-            let since = job.incomplete_since.map_or(now, Timestamp::utc);
-            if now - since < job.settings.incomplete_max_wait {
-                return Outcome::Incomplete { since };
-            }
-            *note = Some(format!(
-                "{} has no end-of-image marker but has not changed for {}: uploading it anyway",
-                job.target.path.shown(),
-                crate::clock::human_duration(job.settings.incomplete_max_wait)
-            ));
-        }
-        Err(e) => return Outcome::Unreadable(crate::error::describe_io(&e)),
-    }
+    *note = n;
+    let on_disk = f.version;
     let outcome = send(&job.settings, f, kind, file, on_disk.size, limiter);
     // The file may have been rewritten while it was sent: then what arrived was a mix and a
     // new version must follow. (An answer that is not a success is judged as it is; the
@@ -328,7 +407,7 @@ pub fn spawn_workers(
                 .name(format!("upload-{}", i + 1))
                 .spawn(move || {
                     for job in jobs {
-                        let report = if !job.solo && gate.failing() {
+                        let report = if gate.holds_back(job.solo, job.rules) {
                             Report {
                                 started_at: clock.now_utc(),
                                 duration: Duration::ZERO,
@@ -391,6 +470,34 @@ mod tests {
         assert!(s.auth.is_none());
     }
 
+    /// A job claimed before a reload is never sent under the rules it no longer passes:
+    /// the worker hands it back for the owner to check again (trust, narrowing on SIGHUP).
+    #[test]
+    fn a_job_claimed_under_replaced_rules_is_held_back() {
+        let gate = Gate::default();
+        let claimed_under = gate.rules();
+        assert!(!gate.holds_back(false, claimed_under));
+        gate.rules_changed();
+        assert!(
+            gate.holds_back(false, claimed_under),
+            "ordinary job, old rules"
+        );
+        assert!(gate.holds_back(true, claimed_under), "a probe too");
+        assert!(
+            !gate.holds_back(false, gate.rules()),
+            "claimed under the new rules"
+        );
+        gate.record(&Outcome::Transport("refused".into()));
+        assert!(
+            gate.holds_back(false, gate.rules()),
+            "the endpoint is failing"
+        );
+        assert!(
+            !gate.holds_back(true, gate.rules()),
+            "the one-at-a-time attempt goes"
+        );
+    }
+
     #[test]
     fn overall_timeout_grows_with_size() {
         let s = RequestSettings {
@@ -398,6 +505,7 @@ mod tests {
             wire_url: Secret::new("http://h/u".into()),
             file_field: "file".into(),
             fields: vec![],
+            hash_content: false,
             headers: vec![],
             auth: None,
             route: Route::default(),
@@ -423,6 +531,7 @@ mod tests {
         )
         .unwrap();
         let s = RequestSettings::new(&c, "scope".into()).unwrap();
+        assert!(!s.hash_content);
         assert_eq!(s.min_rate_bytes_s, 2 * 1024);
         assert!(s.overall_timeout(48 * 1024) >= Duration::from_secs(2 + 24 + 32));
         assert!(s.job_limit(48 * 1024) > s.overall_timeout(48 * 1024));
@@ -431,5 +540,27 @@ mod tests {
                 .unwrap();
         let s = RequestSettings::new(&free, "scope".into()).unwrap();
         assert_eq!(s.min_rate_bytes_s, 8 * 1024);
+    }
+
+    /// `{sha256}` reads the whole file before the send: the job may take that much longer
+    /// before its worker is called stuck.
+    #[test]
+    fn a_checksum_field_hashes_and_lengthens_the_job_limit() {
+        let plain =
+            crate::config::parse(r#"{"upload": {"url": "http://h/u", "min_rate_kib_s": 8}}"#)
+                .unwrap();
+        let plain = RequestSettings::new(&plain, "scope".into()).unwrap();
+        let hashed = crate::config::parse(
+            r#"{"upload": {"url": "http://h/u", "min_rate_kib_s": 8,
+                           "fields": {"date": "{date}", "sum": "sha256:{sha256}"}}}"#,
+        )
+        .unwrap();
+        let hashed = RequestSettings::new(&hashed, "scope".into()).unwrap();
+        assert!(hashed.hash_content && !plain.hash_content);
+        let size = 8 * 1024 * 100;
+        assert_eq!(
+            hashed.job_limit(size),
+            plain.job_limit(size) + Duration::from_secs(100)
+        );
     }
 }

@@ -77,8 +77,11 @@ pub struct MultipartBody {
     file_len: u64,
     tail: Vec<u8>,
     limiter: Option<Arc<RateLimiter>>,
-    /// Set when the file could not be sent as advertised (shrank, or a read failed): the
-    /// attempt is then about the file, not the network.
+    /// The version the file must still be after its last byte is read, before the closing
+    /// boundary goes (set when a field holds its checksum: see `checksum`).
+    unchanged: Option<Version>,
+    /// Set when the file could not be sent as advertised (shrank, changed under a checksum,
+    /// or a read failed): the attempt is then about the file, not the network.
     pub file_problem: Option<FileProblem>,
     pub bytes_written: u64,
 }
@@ -86,6 +89,8 @@ pub struct MultipartBody {
 #[derive(Debug)]
 pub enum FileProblem {
     Shrank,
+    /// No longer the version the body's checksum field was computed for (what it is now).
+    Changed(Version),
     Read(io::Error),
 }
 
@@ -134,9 +139,17 @@ impl MultipartBody {
             file_len,
             tail,
             limiter,
+            unchanged: None,
             file_problem: None,
             bytes_written: 0,
         }
+    }
+
+    /// The body ends unfinished (no closing boundary: the endpoint has no complete form)
+    /// unless the file is still `claimed` once all of it has been read.
+    pub fn unless_changed_from(mut self, claimed: Version) -> MultipartBody {
+        self.unchanged = Some(claimed);
+        self
     }
 
     pub fn len(&self) -> u64 {
@@ -190,6 +203,19 @@ impl Body for MultipartBody {
             w.write_all(&buf[..n])?;
             self.bytes_written += n as u64;
             left -= n as u64;
+        }
+        if let Some(claimed) = self.unchanged {
+            let now = self.file.metadata().map(|m| Version::of(&m)).map_err(|e| {
+                let msg = e.to_string();
+                self.file_problem = Some(FileProblem::Read(e));
+                io::Error::other(msg)
+            })?;
+            if now != claimed {
+                self.file_problem = Some(FileProblem::Changed(now));
+                return Err(io::Error::other(
+                    "the file changed after its checksum was computed",
+                ));
+            }
         }
         w.write_all(&self.tail)?;
         self.bytes_written += self.tail.len() as u64;
@@ -349,6 +375,48 @@ mod tests {
         );
         assert!(body.write(&mut Vec::new()).is_err());
         assert!(matches!(body.file_problem, Some(FileProblem::Shrank)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// With a checksum field, a file that is not the claimed version once read gets no
+    /// closing boundary: the endpoint never holds a complete form with a wrong checksum.
+    #[test]
+    fn a_checked_body_ends_unfinished_when_the_file_changed() {
+        let dir = std::env::temp_dir().join(format!("sega-body-v-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = File::open(&path).unwrap();
+        let claimed = Version::of(&file.metadata().unwrap());
+        let body = |file: File| {
+            MultipartBody::new(
+                "B".into(),
+                &[],
+                "file",
+                b"x.jpg",
+                "image/jpeg",
+                file,
+                10,
+                None,
+            )
+            .unless_changed_from(claimed)
+        };
+        let mut same = body(file.try_clone().unwrap());
+        let mut out = Vec::new();
+        same.write(&mut out).unwrap();
+        assert!(out.ends_with(b"0123456789\r\n--B--\r\n"));
+        // Rewritten in place, same size, another mtime: the file bytes go, the end does not.
+        let w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        w.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+            .unwrap();
+        let mut changed = body(file);
+        let mut out = Vec::new();
+        assert!(changed.write(&mut out).is_err());
+        assert!(out.ends_with(b"0123456789"), "{out:?}");
+        match changed.file_problem {
+            Some(FileProblem::Changed(now)) => assert_ne!(now, claimed),
+            other => panic!("{other:?}"),
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,16 +9,18 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use attohttpc::header::{HeaderName, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER};
+use attohttpc::header::{HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use time::OffsetDateTime;
 
+use super::checksum::{self, PassError};
 use super::multipart::{
     boundary, encode_filename, idempotency_key, FileProblem, MultipartBody, Part,
 };
 use super::{success, Item, RequestSettings, USER_AGENT};
 use crate::config::{SuccessRule, TemplateVars};
 use crate::layout::{self, Kind};
-use crate::work::{classify_status, Class, Outcome, Response, RESPONSE_CAP};
+use crate::secret::Secret;
+use crate::work::{classify_status, Class, Outcome, Response, Sent, RESPONSE_CAP};
 
 /// Shared cap on the total upload rate (`upload.max_kib_s`) across workers: a token bucket
 /// holding at most one second of budget.
@@ -56,7 +58,82 @@ impl RateLimiter {
     }
 }
 
-/// Builds and sends the request for one file (also used by `upload-test`).
+/// The form fields of one file's request, in `upload.fields` order, as `send` renders them
+/// (and `upload-test` prints them). `sha256` is the content's hash when a template uses
+/// `{sha256}` (`RequestSettings::hash_content`).
+pub fn form_fields(
+    settings: &RequestSettings,
+    f: &Item,
+    size: u64,
+    sha256: Option<&str>,
+) -> Vec<(String, String)> {
+    let filename_text = encode_filename(f.filename.as_bytes());
+    let path_text = encode_filename(f.path.as_os_str().as_bytes());
+    let vars = TemplateVars {
+        folder: &f.folder,
+        date: &f.date,
+        filename: &filename_text,
+        path: &path_text,
+        size,
+        sha256,
+    };
+    settings
+        .fields
+        .iter()
+        .map(|(k, t)| (k.clone(), t.render(&vars)))
+        .collect()
+}
+
+/// A header value of the upload request: plain, or a secret (an `upload.headers` value, the
+/// URL's credentials as Basic auth) that only `send` exposes.
+pub enum HeaderText<'a> {
+    Plain(&'a str),
+    Secret(&'a Secret<String>),
+}
+
+/// A header as `send` puts it on the request.
+pub struct Header<'a> {
+    pub name: &'a str,
+    pub value: HeaderText<'a>,
+    /// Set, replacing an earlier value of the same name; else added beside it.
+    pub set: bool,
+}
+
+/// The request's own headers, in the order `send` puts them on it (attohttpc adds
+/// `Content-Type` from the body, `Content-Length`, `Host`, `Connection: close`): the one
+/// list `send` sends and `upload-test` prints.
+pub fn headers<'a>(settings: &'a RequestSettings, idempotency_key: &'a str) -> Vec<Header<'a>> {
+    let mut out = vec![Header {
+        name: "User-Agent",
+        value: HeaderText::Plain(USER_AGENT),
+        set: true,
+    }];
+    for (k, v) in &settings.headers {
+        out.push(Header {
+            name: k,
+            value: HeaderText::Secret(v),
+            set: false,
+        });
+    }
+    if let Some(auth) = &settings.auth {
+        out.push(Header {
+            name: "Authorization",
+            value: HeaderText::Secret(auth),
+            set: true,
+        });
+    }
+    out.push(Header {
+        name: "Idempotency-Key",
+        value: HeaderText::Plain(idempotency_key),
+        set: true,
+    });
+    out
+}
+
+/// Builds and sends the request for one file (also used by `upload-test`). `f.version` is
+/// the version the request is for: with `{sha256}` in a field, a file that is no longer
+/// that version is not sent (`Outcome::Changed`), and one that changes during the send
+/// leaves its request unfinished.
 pub fn send(
     settings: &RequestSettings,
     f: &Item,
@@ -66,20 +143,23 @@ pub fn send(
     limiter: Option<&Arc<RateLimiter>>,
 ) -> Outcome {
     let name_bytes = f.filename.as_bytes();
-    let filename_text = encode_filename(name_bytes);
-    let path_text = encode_filename(f.path.as_os_str().as_bytes());
-    let vars = TemplateVars {
-        folder: &f.folder,
-        date: &f.date,
-        filename: &filename_text,
-        path: &path_text,
-        size,
+    let sha256 = if settings.hash_content {
+        match checksum::content_sha256(&file, f.version) {
+            Ok(hex) => Some(hex),
+            Err(PassError::Changed(version)) => {
+                return Outcome::Changed {
+                    version,
+                    sent: None,
+                }
+            }
+            Err(PassError::Read(e)) => {
+                return Outcome::Unreadable(format!("reading: {}", crate::error::describe_io(&e)))
+            }
+        }
+    } else {
+        None
     };
-    let rendered: Vec<(String, String)> = settings
-        .fields
-        .iter()
-        .map(|(k, t)| (k.clone(), t.render(&vars)))
-        .collect();
+    let rendered = form_fields(settings, f, size, sha256.as_deref());
     let parts: Vec<Part<'_>> = rendered
         .iter()
         .map(|(k, v)| Part { name: k, value: v })
@@ -94,6 +174,10 @@ pub fn send(
         size,
         limiter.cloned(),
     );
+    let body = match sha256 {
+        Some(_) => body.unless_changed_from(f.version),
+        None => body,
+    };
     let key = idempotency_key(&settings.scope, &f.folder, &f.date, name_bytes, f.version);
     let url = settings.wire_url.expose();
     let builder = attohttpc::post(url).follow_redirects(false);
@@ -102,22 +186,22 @@ pub fn send(
         .apply(builder, super::Route::is_https(url))
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.timeout)
-        .timeout(settings.overall_timeout(size))
-        .header(attohttpc::header::USER_AGENT, USER_AGENT);
-    for (k, v) in &settings.headers {
-        match (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v.expose()),
+        .timeout(settings.overall_timeout(size));
+    for h in headers(settings, &key) {
+        let value = match h.value {
+            HeaderText::Plain(v) => v,
+            HeaderText::Secret(v) => v.expose().as_str(),
+        };
+        builder = match (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_str(value),
         ) {
-            (Ok(k), Ok(v)) => builder = builder.header_append(k, v),
+            (Ok(k), Ok(v)) if h.set => builder.header(k, v),
+            (Ok(k), Ok(v)) => builder.header_append(k, v),
             // config validation rejects these; never send a half-configured request.
-            _ => return Outcome::Transport(format!("header {k} is not valid HTTP")),
-        }
+            _ => return Outcome::Transport(format!("header {} is not valid HTTP", h.name)),
+        };
     }
-    if let Some(auth) = &settings.auth {
-        builder = builder.header(AUTHORIZATION, auth.expose().as_str());
-    }
-    builder = builder.header("Idempotency-Key", key.as_str());
     let mut prepared = match builder.body(body).try_prepare() {
         Ok(p) => p,
         Err(e) => return Outcome::Transport(format!("preparing request: {e}")),
@@ -127,6 +211,13 @@ pub fn send(
     if let Some(problem) = &body.file_problem {
         return match problem {
             FileProblem::Shrank => Outcome::Shrank,
+            FileProblem::Changed(version) => Outcome::Changed {
+                version: *version,
+                sent: Some(Sent::Transport(
+                    "the request was ended before its last boundary: the {sha256} field no longer matched the file"
+                        .into(),
+                )),
+            },
             FileProblem::Read(e) => {
                 Outcome::Unreadable(format!("reading: {}", crate::error::describe_io(e)))
             }

@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::config::{OnMismatch, SuccessRule};
+use crate::layout::text_line;
 use crate::work::Mismatch;
 
 /// The longest quoted value in a reason.
@@ -40,14 +41,17 @@ fn at(rule: &SuccessRule) -> String {
     }
 }
 
-/// A JSON value as compact JSON, at most `QUOTE` characters (control characters arrive
-/// escaped: serde_json writes them as `\n`, `\u0000`).
+/// A JSON value as compact JSON, at most `QUOTE` characters, safe for one line of a log or a
+/// terminal: serde_json escapes control characters (`\n`, `\u0000`) but writes the ones
+/// that move text as they are (a bidi override that makes the reason read backwards, U+2028
+/// that some viewers break the line at), so `text_line` escapes those too.
 fn quote(v: &Value) -> String {
     let text = v.to_string();
-    match text.char_indices().nth(QUOTE) {
+    let text = match text.char_indices().nth(QUOTE) {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text,
-    }
+    };
+    text_line(&text)
 }
 
 #[cfg(test)]
@@ -91,6 +95,19 @@ mod tests {
         let doc = json!({"success": true});
         let cut = mismatch(&r, Some(&doc), true).unwrap();
         assert!(cut.why.contains("could not be read whole") && !cut.fail);
+    }
+
+    /// Review finding: serde_json leaves the characters that move text as they are, and the
+    /// endpoint chooses the value quoted: the reason went raw into the log and `status`.
+    #[test]
+    fn a_quoted_value_cannot_move_text() {
+        let r = rule("/success", json!(true), OnMismatch::Fail);
+        let doc = json!({"success": "\u{202e}gpj.live\u{2028}forged\u{1b}[2J"});
+        let m = mismatch(&r, Some(&doc), false).unwrap();
+        assert_eq!(
+            m.why,
+            r#"answer /success is "\u{202e}gpj.live\u{2028}forged\u001b[2J""#
+        );
     }
 
     #[test]

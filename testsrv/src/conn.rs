@@ -321,6 +321,15 @@ fn decide(req: &Request, mode: &Mode, k: u64, read: &BodyRead) -> Reply {
         Mode::Status { code, fraction } if status_fails(*fraction, k) => {
             return json_reply(*code, injected(*code))
         }
+        Mode::Answer { code, body } => {
+            let json = serde_json::from_str::<Value>(body).is_ok();
+            let ct = if json {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            return fixed(*code, ct, body.as_bytes());
+        }
         Mode::Redirect { code, location } => {
             let mut r = text(*code, format!("redirect to {location}\n"));
             if let Reply::Fixed { headers, .. } = &mut r {

@@ -1,11 +1,13 @@
 //! `sega-testsrv`: the test endpoint as a program, for `make demo`, the fault/soak suite
 //! and the benchmarks.
 //!
-//! The main thread parses the flags, starts the server, announces the URLs (stdout and
+//! The main thread parses the flags, starts the server (behind a TLS front of its own CA
+//! with `--tls-dir`: deb-check's https endpoint), announces the URLs (stdout and
 //! `--addr-file`) and then serves the control endpoint until `POST /quit`. One `log`
 //! thread owns the output: it receives every settled request and writes the JSON-lines log
 //! and the human line on stderr. SIGTERM/SIGINT keep their default action (terminate).
 
+use sega_testsrv::tls::{Ca, TlsFront, Validity};
 use sega_testsrv::{bind_loopback, serve_control, Mode, Request, Server};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -16,9 +18,11 @@ use std::thread;
 
 const USAGE: &str = "\
 usage: sega-testsrv [--listen 127.0.0.1:0] [--control 127.0.0.1:0] [--addr-file FILE]
-                    [--log FILE.jsonl] [--mode MODE] [--keep N] [--quiet]
+                    [--log FILE.jsonl] [--mode MODE] [--keep N] [--quiet] [--tls-dir DIR]
 
   --listen ADDR     upload listener (loopback only)                 [127.0.0.1:0]
+  --tls-dir DIR     serve https on --listen: a CA made at start signs a certificate for
+                    127.0.0.1 and localhost; DIR/ca.pem is that CA, for the client to trust
   --control ADDR    control listener (loopback only)                [127.0.0.1:0]
   --addr-file FILE  write the upload URL and the control URL, one per line, atomically
   --log FILE        one JSON line per settled request (the file is truncated first)
@@ -39,6 +43,7 @@ struct Args {
     mode: Mode,
     keep: usize,
     quiet: bool,
+    tls_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +78,7 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
         mode: Mode::Ok,
         keep: 100_000,
         quiet: false,
+        tls_dir: None,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -84,6 +90,7 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
             Long("mode") => args.mode = p.value()?.parse()?,
             Long("keep") => args.keep = p.value()?.parse()?,
             Long("quiet") => args.quiet = true,
+            Long("tls-dir") => args.tls_dir = Some(p.value()?.into()),
             Short('h') | Long("help") => return Ok(None),
             _ => return Err(arg.unexpected()),
         }
@@ -92,7 +99,20 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
 }
 
 fn run(args: Args) -> io::Result<()> {
-    let server = Server::start(&args.listen)?;
+    // With --tls-dir the endpoint listens on a port of its own and the TLS front on
+    // --listen; the front lives until the program ends.
+    let (server, front) = match &args.tls_dir {
+        None => (Server::start(&args.listen)?, None),
+        Some(dir) => {
+            let server = Server::start("127.0.0.1:0")?;
+            let front = https_front(&server, &args.listen, dir)?;
+            (server, Some(front))
+        }
+    };
+    let url = match &front {
+        Some(f) => f.url("127.0.0.1"),
+        None => server.url(),
+    };
     server.set_max_records(args.keep);
     server.set_mode(args.mode);
     let control = bind_loopback(&args.control)?;
@@ -108,23 +128,30 @@ fn run(args: Args) -> io::Result<()> {
         .spawn(move || log_requests(rx, log, quiet))?;
 
     let mut stdout = io::stdout().lock();
-    writeln!(
-        stdout,
-        "listening on {} control {control_url}",
-        server.url()
-    )?;
+    writeln!(stdout, "listening on {url} control {control_url}")?;
     stdout.flush()?;
     drop(stdout);
     if let Some(p) = &args.addr_file {
-        write_atomically(p, &format!("{}\n{control_url}\n", server.url()))
-            .map_err(|e| with_path(p, e))?;
+        write_atomically(p, &format!("{url}\n{control_url}\n")).map_err(|e| with_path(p, e))?;
     }
 
     serve_control(&server, &control)?;
+    drop(front);
     // Stopping the server ends the subscription, which ends the log thread.
     drop(server);
     let _ = logger.join();
     Ok(())
+}
+
+/// A throwaway CA, its PEM written to `dir/ca.pem`, and a TLS front on `listen` with a
+/// certificate it signed for 127.0.0.1 and localhost, forwarding to `server`.
+fn https_front(server: &Server, listen: &str, dir: &Path) -> io::Result<TlsFront> {
+    let ca = Ca::new("sega-testsrv CA");
+    let cert = ca.server_cert(&["127.0.0.1", "localhost"], Validity::Current);
+    fs::create_dir_all(dir).map_err(|e| with_path(dir, e))?;
+    let pem = dir.join("ca.pem");
+    write_atomically(&pem, &ca.pem).map_err(|e| with_path(&pem, e))?;
+    TlsFront::start_at(listen, server.addr(), &cert, None)
 }
 
 fn with_path(p: &Path, e: io::Error) -> io::Error {

@@ -75,6 +75,15 @@ pub enum Mode {
     /// Interim 1xx answers (`100 Continue`, `102 Processing`, `103 Early Hints`), in this
     /// order, before the final 200: RFC 9110 lets a server send them unasked.
     Interim(Vec<u16>),
+    /// Always `code` with this body (`application/json` when it parses as JSON, else
+    /// `text/plain`): an endpoint that explains its refusal, e.g.
+    /// `answer:422:{"detail":"missing field camera_id"}`.
+    Answer {
+        /// The status.
+        code: u16,
+        /// The body, as is.
+        body: String,
+    },
 }
 
 /// Whether request `k` (0-based since the mode was set) gets the injected status. The
@@ -85,7 +94,8 @@ pub(crate) fn status_fails(fraction: f64, k: u64) -> bool {
 
 const SYNTAX: &str = "ok, status:CODE[:FRACTION], retry-after:CODE:SECS, delay:Nms|Ns, hang, \
                       reset:BYTES, refuse, nonjson, huge:BYTES, slowread:BPS, trickle:BPS, \
-                      redirect:CODE:LOCATION, poison:NEEDLE:CODE, interim:CODE[,CODE…]";
+                      redirect:CODE:LOCATION, poison:NEEDLE:CODE, interim:CODE[,CODE…], \
+                      answer:CODE:BODY";
 
 impl FromStr for Mode {
     type Err = String;
@@ -153,6 +163,13 @@ impl FromStr for Mode {
                     code: code_in(spec, code, 100..=599)?,
                 }
             }
+            ("answer", Some(a)) => {
+                let (code, body) = a.split_once(':').ok_or_else(|| bad(spec, a))?;
+                Mode::Answer {
+                    code: code_in(spec, code, 200..=599)?,
+                    body: body.to_string(),
+                }
+            }
             ("interim", Some(a)) => Mode::Interim(
                 a.split(',')
                     .map(|c| code_in(spec, c, 100..=199))
@@ -214,6 +231,7 @@ impl fmt::Display for Mode {
             Mode::TrickleResponse { bytes_per_sec } => write!(f, "trickle:{bytes_per_sec}"),
             Mode::Redirect { code, location } => write!(f, "redirect:{code}:{location}"),
             Mode::Poison { needle, code } => write!(f, "poison:{needle}:{code}"),
+            Mode::Answer { code, body } => write!(f, "answer:{code}:{body}"),
             Mode::Interim(codes) => {
                 let codes: Vec<String> = codes.iter().map(u16::to_string).collect();
                 write!(f, "interim:{}", codes.join(","))
@@ -245,6 +263,8 @@ mod tests {
             "redirect:302:http://127.0.0.1:9/elsewhere",
             "poison:bad_image:500",
             "interim:100,102,103",
+            r#"answer:422:{"detail":"missing field camera_id"}"#,
+            "answer:500:",
         ] {
             let mode: Mode = spec.parse().unwrap_or_else(|e| panic!("{spec}: {e}"));
             assert_eq!(mode.to_string(), spec);
@@ -279,6 +299,8 @@ mod tests {
             "redirect:200:/x",
             "redirect:302:",
             "redirect:302:/a\r\nX: y",
+            "answer:422",
+            "answer:99:x",
         ] {
             assert!(spec.parse::<Mode>().is_err(), "{spec:?} should be rejected");
         }

@@ -25,7 +25,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{HandshakeKind, RootCertStore, ServerConfig, ServerConnection};
 use time::OffsetDateTime;
 
 /// A certificate authority made for one test; it signs server and client certificates.
@@ -156,6 +156,8 @@ struct Shared {
     errors: Mutex<Vec<String>>,
     /// Handshakes that completed.
     handshakes: AtomicU64,
+    /// Of those, the ones that resumed an earlier session (no certificate sent).
+    resumed: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -167,6 +169,17 @@ impl TlsFront {
     /// is complete, to `backend`. With `client_ca`, a client certificate it issued is
     /// required.
     pub fn start(
+        backend: SocketAddr,
+        cert: &Issued,
+        client_ca: Option<&Ca>,
+    ) -> io::Result<TlsFront> {
+        TlsFront::start_at("127.0.0.1:0", backend, cert, client_ca)
+    }
+
+    /// As [`TlsFront::start`], listening on `listen` (a loopback address, e.g.
+    /// `127.0.0.1:8443`).
+    pub fn start_at(
+        listen: &str,
         backend: SocketAddr,
         cert: &Issued,
         client_ca: Option<&Ca>,
@@ -194,7 +207,7 @@ impl TlsFront {
                 .with_single_cert(vec![CertificateDer::from(cert.cert_der.clone())], key)
                 .map_err(io::Error::other)?,
         );
-        let listener = crate::bind_loopback("127.0.0.1:0")?;
+        let listener = crate::bind_loopback(listen)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             stopping: AtomicBool::new(false),
@@ -202,6 +215,7 @@ impl TlsFront {
             conns: Mutex::new(HashMap::new()),
             errors: Mutex::new(Vec::new()),
             handshakes: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
         });
         let sh = shared.clone();
         let acceptor = thread::Builder::new()
@@ -233,6 +247,11 @@ impl TlsFront {
     /// Handshakes completed so far.
     pub fn handshakes(&self) -> u64 {
         self.shared.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Handshakes completed so far that resumed a session.
+    pub fn resumed_handshakes(&self) -> u64 {
+        self.shared.resumed.load(Ordering::Relaxed)
     }
 }
 
@@ -283,6 +302,9 @@ fn serve(
     id: u64,
 ) {
     let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
+    // A relay must not hold back a small record (a handshake flight, the end of an answer)
+    // for Nagle's algorithm: the endpoint itself answers with TCP_NODELAY too.
+    let _ = sock.set_nodelay(true);
     let Ok(mut conn) = ServerConnection::new(config) else {
         return;
     };
@@ -295,10 +317,14 @@ fn serve(
         }
     }
     sh.handshakes.fetch_add(1, Ordering::Relaxed);
+    if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+        sh.resumed.fetch_add(1, Ordering::Relaxed);
+    }
     let _ = sock.set_read_timeout(None);
     let Ok(mut up) = TcpStream::connect(backend) else {
         return;
     };
+    let _ = up.set_nodelay(true);
     if let Ok(c) = up.try_clone() {
         lock(&sh.conns).entry(id).or_default().push(c);
     }
@@ -337,28 +363,30 @@ fn serve(
             }
             let _ = sock.shutdown(Shutdown::Write);
         });
-    // Client → endpoint.
+    // Client → endpoint. rustls holds at most 16 KiB of received plaintext (more and
+    // `read_tls` refuses the next record), so what each record decrypts to is taken out
+    // before the next is fed: a big upload arrives in 64 KiB reads of several records.
     let mut buf = vec![0u8; 64 * 1024];
+    let mut plain = Vec::with_capacity(128 * 1024);
     loop {
         let n = match sock.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let plain = {
+        plain.clear();
+        let failed = {
             let mut c = lock(&conn);
             let mut input = &buf[..n];
             let mut failed = false;
             while !input.is_empty() && !failed {
                 failed = c.read_tls(&mut input).is_err() || c.process_new_packets().is_err();
+                drain_into(&mut c, &mut plain);
             }
-            let plain = drain(&mut c);
             let _ = flush(&mut c, &mut sock);
-            if failed {
-                break;
-            }
-            plain
+            failed
         };
-        if up.write_all(&plain).is_err() {
+        // Outside the lock: the endpoint may be answering through the other thread.
+        if up.write_all(&plain).is_err() || failed {
             break;
         }
     }
@@ -371,10 +399,16 @@ fn serve(
 /// Every plaintext byte rustls holds.
 fn drain(conn: &mut ServerConnection) -> Vec<u8> {
     let mut out = Vec::new();
+    drain_into(conn, &mut out);
+    out
+}
+
+/// Every plaintext byte rustls holds, appended to `out`.
+fn drain_into(conn: &mut ServerConnection, out: &mut Vec<u8>) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match conn.reader().read(&mut buf) {
-            Ok(0) | Err(_) => return out,
+            Ok(0) | Err(_) => return,
             Ok(n) => out.extend_from_slice(&buf[..n]),
         }
     }

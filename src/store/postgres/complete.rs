@@ -11,7 +11,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
 use super::conn::{Fail, Prepare};
 use super::{jsonb_text, pg_opt, Ctx, Id, OptText, PgStore};
 use crate::error::Result;
-use crate::store::{Completion, Disposition, RESULTS_KEPT_PER_FILE};
+use crate::store::{Completion, Disposition, RESULTS_KEPT_PER_FILE, UPLOADED_TOTAL};
 use crate::timestamp::Timestamp;
 
 /// Keeps each file's latest `RESULTS_KEPT_PER_FILE` results.
@@ -46,6 +46,10 @@ pub(super) fn trim_results(c: &mut PgConnection, file_ids: &[i64]) -> QueryResul
 ///   the `(file_id, id)` index.
 /// - the row update, guarded by the version claimed: what each disposition sets, the other
 ///   columns kept (`kind` says which).
+/// - `counted`: the rows this statement marked uploaded, added to this host's
+///   `UPLOADED_TOTAL` state row (`$26`) in the same transaction. A value edited by hand
+///   into something that is not a number counts as 0, rather than failing every completion
+///   after it.
 ///
 /// It answers with the ids of files that are gone.
 const COMPLETE: &str = "
@@ -96,6 +100,16 @@ const COMPLETE: &str = "
           AND f.id = u.id AND f.scope = $1 AND f.status = 'uploading'
           AND f.size = u.size AND f.mtime_ns = u.mtime_ns
           AND f.claimed_host = $2 AND f.claimed_pid = $3
+        RETURNING u.kind
+    ), counted AS (
+        INSERT INTO state(scope, host, key, value, updated_at)
+        SELECT $1, $2, $26, k.n::text, now()
+        FROM (SELECT count(*) AS n FROM changed WHERE kind = 'uploaded') k WHERE k.n > 0
+        ON CONFLICT (scope, host, key) DO UPDATE
+            SET value = (CASE WHEN state.value ~ '^[0-9]{1,18}$'
+                              THEN state.value::bigint ELSE 0 END
+                         + excluded.value::bigint)::text,
+                updated_at = now()
     )
     SELECT u.id FROM u WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.id = u.id AND f.scope = $1)";
 
@@ -197,6 +211,7 @@ fn complete_distinct(
         .bind::<Array<Nullable<Bool>>, _>(each(&sets, |s| s.absent))
         .bind::<Array<Nullable<BigInt>>, _>(each(&sets, |s| s.new_size))
         .bind::<Array<Nullable<BigInt>>, _>(each(&sets, |s| s.new_mtime_ns))
+        .bind::<Text, _>(UPLOADED_TOTAL)
         .prepared()
         .load(c)?;
     Ok(gone.into_iter().map(|r| r.id).collect())

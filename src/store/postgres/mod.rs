@@ -47,7 +47,7 @@ use diesel::sql_types::{BigInt, Bool, Bytea, Nullable, Text};
 
 use super::{
     local_path, Attempted, ClaimOrder, Claimed, Completion, Exported, FileRow, Ledger, ListFilter,
-    Observation, RecordStats, Status, Summary,
+    Observation, RecordStats, ResultRow, Status, Summary,
 };
 use crate::error::Result;
 use crate::layout::Version;
@@ -275,6 +275,64 @@ impl FileRec {
     }
 }
 
+/// One `upload_results` row with its file's id, read with `result_columns()`.
+#[derive(QueryableByName)]
+struct ResultRec {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    file_id: i64,
+    #[diesel(sql_type = BigInt)]
+    attempt: i64,
+    #[diesel(sql_type = Text)]
+    started_at: Timestamp,
+    #[diesel(sql_type = BigInt)]
+    duration_ms: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    http_status: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    response_body: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    response_json: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    error: Option<String>,
+    #[diesel(sql_type = Text)]
+    outcome: Attempted,
+    #[diesel(sql_type = Nullable<Text>)]
+    host: Option<String>,
+}
+
+/// The columns of `ResultRec`, from `upload_results` (aliased `upload_results` or not).
+fn result_columns() -> String {
+    format!(
+        "id, file_id, attempt::bigint AS attempt, {} AS started_at, duration_ms, \
+         http_status::bigint AS http_status, response_body, response_json::text AS response_json, \
+         error, outcome, host",
+        ts("started_at")
+    )
+}
+
+impl ResultRec {
+    /// The file's id and the row.
+    fn into_row(self) -> (i64, ResultRow) {
+        (
+            self.file_id,
+            ResultRow {
+                id: self.id,
+                attempt: self.attempt,
+                started_at: self.started_at,
+                duration_ms: self.duration_ms,
+                http_status: self.http_status,
+                response_body: self.response_body,
+                response_json: self.response_json,
+                error: self.error,
+                outcome: self.outcome,
+                host: self.host,
+            },
+        )
+    }
+}
+
 /// The trait's operations. Each is an inherent method of the same name in the file that
 /// owns its job (`record.rs`, `claim.rs`, …): an inherent method is found before the
 /// trait's, so these calls route, they do not recurse.
@@ -410,6 +468,18 @@ impl Ledger for PgStore {
 
     fn file_by_path(&mut self, path: &Path) -> Result<Option<FileRow>> {
         PgStore::file_by_path(self, path)
+    }
+
+    fn file_by_id(&mut self, id: i64) -> Result<Option<FileRow>> {
+        PgStore::file_by_id(self, id)
+    }
+
+    fn results(&mut self, file_id: i64) -> Result<Vec<ResultRow>> {
+        PgStore::results(self, file_id)
+    }
+
+    fn latest_results(&mut self, file_ids: &[i64]) -> Result<HashMap<i64, ResultRow>> {
+        PgStore::latest_results(self, file_ids)
     }
 
     fn summary(

@@ -1,5 +1,6 @@
-//! The daemon's state rows and what the operator commands read: counts, `list`, one file's
-//! row, and the summary `status` and `check` show, with every host of the scope as the
+//! The daemon's state rows and what the operator commands read: counts, `list` (and the
+//! latest result of each row for `list -v`), one file's row and its results (`show`), and
+//! the summary `status` and `check` show, with every host of the scope as the
 //! server sees it (heartbeat age, daemon lock, claims).
 
 use std::collections::{HashMap, HashSet};
@@ -13,10 +14,10 @@ use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bytea, Double, Integer, Nullable, Text};
 
 use super::conn::{lock_key, Fail, Q};
-use super::{file_columns, pg_text, ts, Count, Ctx, FileRec, PgStore};
+use super::{file_columns, pg_text, result_columns, ts, Count, Ctx, FileRec, PgStore, ResultRec};
 use crate::error::Result;
 use crate::store::{
-    identity_of, ErrorCause, FileRow, HostState, ListFilter, PathAt, Status, Summary,
+    identity_of, ErrorCause, FileRow, HostState, ListFilter, PathAt, ResultRow, Status, Summary,
 };
 use crate::timestamp::Timestamp;
 
@@ -279,6 +280,59 @@ impl PgStore {
                 .optional()?)
         })?;
         Ok(row.map(|r| r.into_row(ctx).0))
+    }
+
+    pub(super) fn file_by_id(&mut self, id: i64) -> Result<Option<FileRow>> {
+        let sql = format!(
+            "SELECT {} FROM files WHERE scope = $1 AND id = $2",
+            file_columns()
+        );
+        let ctx = &self.ctx;
+        let row: Option<FileRec> = self.link.with("reading a file row", |c| {
+            Ok(sql_query(&sql)
+                .bind::<Text, _>(&ctx.scope)
+                .bind::<BigInt, _>(id)
+                .get_result(c)
+                .optional()?)
+        })?;
+        Ok(row.map(|r| r.into_row(ctx).0))
+    }
+
+    /// One file's results, oldest first; only a file of this scope has any.
+    pub(super) fn results(&mut self, file_id: i64) -> Result<Vec<ResultRow>> {
+        let sql = format!(
+            "SELECT {} FROM upload_results
+             WHERE file_id = $2 AND EXISTS (SELECT 1 FROM files f WHERE f.id = $2 AND f.scope = $1)
+             ORDER BY id",
+            result_columns()
+        );
+        let scope = &self.ctx.scope;
+        let rows: Vec<ResultRec> = self.link.with("reading upload results", |c| {
+            Ok(sql_query(&sql)
+                .bind::<Text, _>(scope)
+                .bind::<BigInt, _>(file_id)
+                .load(c)?)
+        })?;
+        Ok(rows.into_iter().map(|r| r.into_row().1).collect())
+    }
+
+    /// The latest result of each of these files of this scope, in one statement.
+    pub(super) fn latest_results(&mut self, file_ids: &[i64]) -> Result<HashMap<i64, ResultRow>> {
+        let sql = format!(
+            "SELECT DISTINCT ON (file_id) {} FROM upload_results
+             WHERE file_id = ANY($2)
+               AND file_id IN (SELECT id FROM files WHERE scope = $1 AND id = ANY($2))
+             ORDER BY file_id, id DESC",
+            result_columns()
+        );
+        let scope = &self.ctx.scope;
+        let rows: Vec<ResultRec> = self.link.with("reading upload results", |c| {
+            Ok(sql_query(&sql)
+                .bind::<Text, _>(scope)
+                .bind::<Array<BigInt>, _>(file_ids)
+                .load(c)?)
+        })?;
+        Ok(rows.into_iter().map(ResultRec::into_row).collect())
     }
 
     /// Everything `status` and `check` show, in one repeatable-read transaction so the

@@ -11,32 +11,10 @@ use diesel::sql_types::{Array, BigInt, Bool, Bytea, Nullable, Text};
 
 use super::complete::trim_results;
 use super::conn::Fail;
-use super::{file_columns, jsonb_text, pg_opt, ts, FileRec, PgStore};
+use super::{file_columns, jsonb_text, pg_opt, result_columns, FileRec, PgStore, ResultRec};
 use crate::error::Result;
 use crate::store::{Attempted, Exported, ResultRow, Status};
 use crate::timestamp::Timestamp;
-
-#[derive(QueryableByName)]
-struct ResultRec {
-    #[diesel(sql_type = BigInt)]
-    file_id: i64,
-    #[diesel(sql_type = BigInt)]
-    attempt: i64,
-    #[diesel(sql_type = Text)]
-    started_at: Timestamp,
-    #[diesel(sql_type = BigInt)]
-    duration_ms: i64,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    http_status: Option<i64>,
-    #[diesel(sql_type = Nullable<Text>)]
-    response_body: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    response_json: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    error: Option<String>,
-    #[diesel(sql_type = Text)]
-    outcome: Attempted,
-}
 
 impl PgStore {
     /// Every row of this scope with its results, in pages of 1000 rows read in one
@@ -48,11 +26,8 @@ impl PgStore {
             file_columns()
         );
         let results_sql = format!(
-            "SELECT file_id, attempt::bigint AS attempt, {} AS started_at, duration_ms,
-                 http_status::bigint AS http_status, response_body,
-                 response_json::text AS response_json, error, outcome
-             FROM upload_results WHERE file_id = ANY($1) ORDER BY file_id, id",
-            ts("started_at")
+            "SELECT {} FROM upload_results WHERE file_id = ANY($1) ORDER BY file_id, id",
+            result_columns()
         );
         self.link.with("exporting rows", |c| {
             c.build_transaction()
@@ -76,16 +51,8 @@ impl PgStore {
                             .load(c)?;
                         let mut by_file: HashMap<i64, Vec<ResultRow>> = HashMap::new();
                         for r in results {
-                            by_file.entry(r.file_id).or_default().push(ResultRow {
-                                attempt: r.attempt,
-                                started_at: r.started_at,
-                                duration_ms: r.duration_ms,
-                                http_status: r.http_status,
-                                response_body: r.response_body,
-                                response_json: r.response_json,
-                                error: r.error,
-                                outcome: r.outcome,
-                            });
+                            let (file_id, row) = r.into_row();
+                            by_file.entry(file_id).or_default().push(row);
                         }
                         for f in page {
                             let results = by_file.remove(&f.id).unwrap_or_default();

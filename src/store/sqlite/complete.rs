@@ -7,7 +7,7 @@ use rusqlite::types::Value;
 
 use super::{ts_value, Store};
 use crate::error::{Error, Result};
-use crate::store::{Completion, Disposition, RESULTS_KEPT_PER_FILE};
+use crate::store::{Completion, Disposition, RESULTS_KEPT_PER_FILE, UPLOADED_TOTAL};
 use crate::timestamp::Timestamp;
 
 impl Store {
@@ -15,9 +15,11 @@ impl Store {
     /// if it still holds the claimed version in `uploading`; a result row is written for
     /// every attempt either way, and each file keeps only its latest results. A completion
     /// whose row is gone (pruned meanwhile, deleted by hand) changes nothing and is returned.
+    /// The rows marked uploaded are added to the `UPLOADED_TOTAL` state row.
     pub(super) fn complete(&mut self, batch: &[Completion], now: Timestamp) -> Result<Vec<i64>> {
         let tx = self.tx("saving upload results")?;
         let mut gone = Vec::new();
+        let mut uploaded: i64 = 0;
         {
             let mut exists = tx
                 .prepare_cached("SELECT 1 FROM files WHERE id = ?1")
@@ -132,9 +134,24 @@ impl Store {
                     Value::Integer(c.version.mtime_ns),
                 ];
                 values.extend(extra);
-                tx.prepare_cached(&sql)
+                let changed = tx
+                    .prepare_cached(&sql)
                     .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
                     .map_err(|e| Error::db("updating a file's status", e))?;
+                if c.disposition == Disposition::Uploaded {
+                    uploaded += changed as i64;
+                }
+            }
+            if uploaded > 0 {
+                // A value edited by hand into something that is not a number counts as 0
+                // (CAST), rather than failing every completion after it.
+                tx.prepare_cached(
+                    "INSERT INTO state(key, value, updated_at) VALUES (?1, CAST(?2 AS TEXT), ?3)
+                     ON CONFLICT(key) DO UPDATE
+                        SET value = CAST(CAST(value AS INTEGER) + ?2 AS TEXT), updated_at = ?3",
+                )
+                .and_then(|mut s| s.execute(params![UPLOADED_TOTAL, uploaded, now]))
+                .map_err(|e| Error::db("counting uploaded files", e))?;
             }
         }
         tx.commit()

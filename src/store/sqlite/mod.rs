@@ -28,7 +28,7 @@ use rusqlite::{Connection, ToSql, Transaction};
 
 use super::{
     Attempted, ClaimOrder, Claimed, Completion, Exported, FileRow, Ledger, ListFilter, Observation,
-    RecordStats, Status, Summary,
+    RecordStats, ResultRow, Status, Summary,
 };
 use crate::error::{Error, Result};
 use crate::layout::Show;
@@ -178,6 +178,24 @@ fn file_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     })
 }
 
+const RESULT_COLUMNS: &str = "id, attempt, started_at, duration_ms, http_status, response_body, \
+     response_json, error, outcome";
+
+fn result_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
+    Ok(ResultRow {
+        id: row.get(0)?,
+        attempt: row.get(1)?,
+        started_at: row.get(2)?,
+        duration_ms: row.get(3)?,
+        http_status: row.get(4)?,
+        response_body: row.get(5)?,
+        response_json: row.get(6)?,
+        error: row.get(7)?,
+        outcome: row.get(8)?,
+        host: None,
+    })
+}
+
 impl Store {
     fn tx(&mut self, what: &str) -> Result<Transaction<'_>> {
         self.conn
@@ -318,6 +336,18 @@ impl Ledger for Store {
 
     fn file_by_path(&mut self, path: &Path) -> Result<Option<FileRow>> {
         Store::file_by_path(self, path)
+    }
+
+    fn file_by_id(&mut self, id: i64) -> Result<Option<FileRow>> {
+        Store::file_by_id(self, id)
+    }
+
+    fn results(&mut self, file_id: i64) -> Result<Vec<ResultRow>> {
+        Store::results(self, file_id)
+    }
+
+    fn latest_results(&mut self, file_ids: &[i64]) -> Result<HashMap<i64, ResultRow>> {
+        Store::latest_results(self, file_ids)
     }
 
     fn summary(

@@ -114,15 +114,31 @@ impl Store {
     /// Opens an existing database for reading only (operator commands). Works while the
     /// daemon runs; says clearly when there is no database yet.
     pub fn open_read_only(path: &Path) -> Result<Store> {
-        if !path.exists() {
-            return Err(Error::sqlite_state(
-                path,
-                LedgerState::Unusable,
-                "does not exist yet (has the daemon or a scan run with this config?)",
-            ));
+        match std::fs::metadata(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(Error::sqlite_state(
+                    path,
+                    LedgerState::Unusable,
+                    "cannot be read by this user: its directory is closed to it (the package \
+                     makes /var/lib/sega readable by the group sega: run as a member of that \
+                     group, or with sudo)",
+                ))
+            }
+            Err(_) => {
+                return Err(Error::sqlite_state(
+                    path,
+                    LedgerState::Unusable,
+                    "does not exist yet (has the daemon or a scan run with this config?)",
+                ))
+            }
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+        let conn = match immutable_uri(path) {
+            Some(uri) => Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI),
+            None => Connection::open_with_flags(path, flags),
+        }
+        .map_err(|e| open_error(path, e))?;
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
@@ -229,6 +245,42 @@ impl Store {
             },
         ))
     }
+}
+
+/// A `file:…?immutable=1` URI for a database that a reader could not otherwise open: no
+/// `-wal` beside it (no daemon has it open: a clean stop removes both the `-wal` and the
+/// `-shm`) and a directory this user cannot write. SQLite reads a WAL database only through
+/// the `-shm` file, which it would have to create there; a member of the database's group
+/// (an operator, the monitoring user running `check`) has read access only. With no `-wal`,
+/// everything is in the database file, and `immutable` reads just that, without the `-shm`
+/// and without locks. None otherwise: the normal read-only open, which sees the daemon's
+/// latest commits through its `-wal`. (A daemon that starts during such a read writes into
+/// a new `-wal`; only its checkpoints, later, touch the database file.)
+fn immutable_uri(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    if wal_path(path).exists() {
+        return None;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir_c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: access only reads the NUL-terminated path it is given.
+    if unsafe { libc::access(dir_c.as_ptr(), libc::W_OK) } == 0 {
+        return None;
+    }
+    // RFC 3986 for SQLite's URI parser: every byte but the unreserved ones and '/' escaped.
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    Some(uri)
 }
 
 /// Turns SQLite's terse open errors into a sentence that names the file, and refuses to

@@ -1,5 +1,6 @@
-//! The daemon's state rows and what the operator commands read: counts, `list`, one file's
-//! row, and the summary `status` and `check` show.
+//! The daemon's state rows and what the operator commands read: counts, `list` (and the
+//! latest result of each row for `list -v`), one file's row and its results (`show`), and
+//! the summary `status` and `check` show.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,9 +8,11 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{file_row, lenient_ts, os_value, row_os, Store, FILE_COLUMNS};
+use super::{
+    file_row, lenient_ts, os_value, result_row, row_os, Store, FILE_COLUMNS, RESULT_COLUMNS,
+};
 use crate::error::{Error, Result};
-use crate::store::{ErrorCause, FileRow, ListFilter, PathAt, Status, Summary};
+use crate::store::{ErrorCause, FileRow, ListFilter, PathAt, ResultRow, Status, Summary};
 use crate::timestamp::Timestamp;
 
 impl Store {
@@ -132,6 +135,50 @@ impl Store {
             )
             .optional()
             .map_err(|e| Error::db("reading a file row", e))
+    }
+
+    pub(super) fn file_by_id(&mut self, id: i64) -> Result<Option<FileRow>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"),
+                [id],
+                file_row,
+            )
+            .optional()
+            .map_err(|e| Error::db("reading a file row", e))
+    }
+
+    /// One file's results, oldest first.
+    pub(super) fn results(&mut self, file_id: i64) -> Result<Vec<ResultRow>> {
+        let q = |e| Error::db("reading upload results", e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {RESULT_COLUMNS} FROM upload_results WHERE file_id = ?1 ORDER BY id"
+            ))
+            .map_err(q)?;
+        let rows = stmt.query_map([file_id], result_row).map_err(q)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(q)
+    }
+
+    /// The latest result of each file: one indexed lookup per id (`upload_results_file` is
+    /// on (file_id, id)), in one read transaction.
+    pub(super) fn latest_results(&mut self, file_ids: &[i64]) -> Result<HashMap<i64, ResultRow>> {
+        let q = |e| Error::db("reading upload results", e);
+        let tx = self.conn.transaction().map_err(q)?;
+        let mut stmt = tx
+            .prepare_cached(&format!(
+                "SELECT {RESULT_COLUMNS} FROM upload_results WHERE file_id = ?1
+                 ORDER BY id DESC LIMIT 1"
+            ))
+            .map_err(q)?;
+        let mut out = HashMap::new();
+        for &id in file_ids {
+            if let Some(r) = stmt.query_row([id], result_row).optional().map_err(q)? {
+                out.insert(id, r);
+            }
+        }
+        Ok(out)
     }
 
     /// Everything `status` and `check` show, in one read transaction so the numbers agree.

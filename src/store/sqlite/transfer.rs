@@ -3,9 +3,9 @@
 
 use rusqlite::params;
 
-use super::{file_row, os_value, Store, FILE_COLUMNS};
+use super::{file_row, os_value, result_row, Store, FILE_COLUMNS, RESULT_COLUMNS};
 use crate::error::{Error, Result};
-use crate::store::{Exported, ResultRow, Status};
+use crate::store::{Exported, Status};
 
 impl Store {
     pub(super) fn export(&mut self, each: &mut dyn FnMut(Exported) -> Result<()>) -> Result<usize> {
@@ -17,10 +17,9 @@ impl Store {
             ))
             .map_err(q)?;
         let mut results = tx
-            .prepare(
-                "SELECT attempt, started_at, duration_ms, http_status, response_body, response_json,
-                    error, outcome FROM upload_results WHERE file_id = ?1 ORDER BY id",
-            )
+            .prepare(&format!(
+                "SELECT {RESULT_COLUMNS} FROM upload_results WHERE file_id = ?1 ORDER BY id"
+            ))
             .map_err(q)?;
         let mut rows = files.query([]).map_err(q)?;
         let mut n = 0;
@@ -29,18 +28,7 @@ impl Store {
             let incomplete_since = r.get(14).map_err(q)?;
             let absent = r.get(15).map_err(q)?;
             let results = results
-                .query_map([file.id], |r| {
-                    Ok(ResultRow {
-                        attempt: r.get(0)?,
-                        started_at: r.get(1)?,
-                        duration_ms: r.get(2)?,
-                        http_status: r.get(3)?,
-                        response_body: r.get(4)?,
-                        response_json: r.get(5)?,
-                        error: r.get(6)?,
-                        outcome: r.get(7)?,
-                    })
-                })
+                .query_map([file.id], result_row)
                 .map_err(q)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(q)?;

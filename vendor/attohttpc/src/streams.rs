@@ -137,6 +137,10 @@ impl BaseStream {
 
     fn connect_tcp(host: &Host<&str>, port: u16, info: &ConnectInfo) -> Result<(TcpStream, Option<mpsc::Sender<()>>)> {
         let stream = happy::connect(host, port, info.base_settings.connect_timeout, info.deadline)?;
+        // sega-uploader patch: no Nagle. The head goes out in one write and the body in large
+        // ones; the small pieces a request ends with (the last TLS record, the last bytes of
+        // a body) must not wait for the server's delayed ACK (40 ms a request over https).
+        stream.set_nodelay(true)?;
         #[cfg(not(target_os = "wasi"))]
         stream.set_read_timeout(Some(info.base_settings.read_timeout))?;
         #[cfg(not(feature = "single-threaded"))]

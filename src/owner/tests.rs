@@ -1,0 +1,176 @@
+//! The owner's own loop steps, driven one by one on a real SQLite ledger and a real tree, with
+//! the job channel held here instead of by workers: what a race between the supervisor and the
+//! workers can do, made to happen in a fixed order.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver};
+use serde_json::json;
+
+use super::{Control, Input, Outlets, Owner};
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::layout;
+use crate::store::{self, Role};
+use crate::upload::{Gate, Job, Report, RequestSettings};
+use crate::work::Outcome;
+
+struct Rig {
+    dir: PathBuf,
+    owner: Owner,
+    jobs: Receiver<Job>,
+    config: Config,
+    settings: Arc<RequestSettings>,
+}
+
+/// Two images recorded in today's folder, due now.
+fn two_pending(name: &str) -> Rig {
+    let dir = std::env::temp_dir().join(format!("sega-owner-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let clock = Clock::system();
+    let today = layout::format_date(clock.today_local());
+    let date_dir = dir.join("data").join("Sega_1").join(&today);
+    std::fs::create_dir_all(&date_dir).unwrap();
+    for (i, f) in ["a.jpg", "b.jpg"].iter().enumerate() {
+        std::fs::write(date_dir.join(f), sega_testsrv::images::jpeg(8, 8, i as u64)).unwrap();
+    }
+    let config = config::parse(
+        &json!({
+            "watch": { "root": dir.join("data"), "folders": ["Sega_1"], "settle_secs": 0 },
+            // Nothing is sent: no worker takes the jobs.
+            "upload": { "url": "http://127.0.0.1:9/upload", "workers": 1,
+                        "retry": { "initial_secs": 1, "max_secs": 1 } },
+            "database": { "path": dir.join("sega.db") }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let settings = Arc::new(RequestSettings::new(&config, "scope".into()).unwrap());
+    let ledger = store::open(&config, Role::Daemon).unwrap().ledger;
+    let (tx, jobs) = bounded(8);
+    let mut owner = Owner::new(
+        ledger,
+        clock.clone(),
+        &config,
+        settings.clone(),
+        tx,
+        jobs.clone(),
+        8,
+        Arc::new(Gate::default()),
+        Outlets::none(),
+    );
+    // The listing a scan of today's folder sends.
+    let folder = &config.watch.folders[0];
+    let entries = layout::list_date_dir(
+        &layout::FolderRef {
+            label: &folder.label,
+            dir: &folder.path,
+        },
+        std::ffi::OsStr::new(&today),
+        &config.watch.extensions,
+    )
+    .unwrap();
+    assert_eq!(entries.len(), 2);
+    owner.ingest(Input::Listing {
+        folder: folder.label.clone(),
+        date: today,
+        entries,
+    });
+    Rig {
+        dir,
+        owner,
+        jobs,
+        config,
+        settings,
+    }
+}
+
+/// The same, the endpoint declared down long enough ago that a probe is due.
+fn down_with_two_pending(name: &str) -> Rig {
+    let mut rig = two_pending(name);
+    // Three failures from two files, long enough ago that the first probe is due now.
+    let then = Instant::now() - Duration::from_secs(10);
+    let wall = rig.owner.clock.now_utc();
+    let second = Duration::from_secs(1);
+    for id in [1, 2, 1] {
+        rig.owner
+            .endpoint
+            .failed(id, "refused", false, then, wall, second, second);
+    }
+    assert!(rig.owner.endpoint.is_down());
+    rig
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn reload(rig: &mut Rig) {
+    let c = Control::Reload(Box::new(rig.config.clone()), rig.settings.clone());
+    assert!(rig.owner.on_control(c).is_none());
+}
+
+/// The probe the owner hands out next, if any.
+fn probe_sent(rig: &mut Rig) -> Option<Job> {
+    rig.owner.dispatch();
+    let job = rig.jobs.try_recv().ok()?;
+    assert!(job.probe, "only a probe goes during an outage");
+    Some(job)
+}
+
+/// Review finding: a SIGHUP while the probe waited in the job channel took it back unsent,
+/// and the endpoint still counted it in flight: no probe ever went again, the outage never
+/// ended, and every file stayed pending until a restart.
+#[test]
+fn a_probe_taken_back_by_a_reload_is_followed_by_another() {
+    let mut rig = down_with_two_pending("probe-queued");
+    rig.owner.dispatch();
+    assert_eq!(rig.jobs.len(), 1, "the probe waits for a worker");
+    reload(&mut rig);
+    assert!(rig.jobs.is_empty(), "the reload took the probe back");
+    assert!(
+        probe_sent(&mut rig).is_some(),
+        "a probe goes again after the reload"
+    );
+}
+
+/// The same, when a worker took the probe and handed it back unsent (it saw the rules
+/// generation change).
+#[test]
+fn a_probe_handed_back_by_a_worker_is_followed_by_another() {
+    let mut rig = down_with_two_pending("probe-handed-back");
+    let job = probe_sent(&mut rig).expect("the first probe");
+    reload(&mut rig);
+    rig.owner.on_reports(vec![Report {
+        job,
+        started_at: rig.owner.clock.now_utc(),
+        duration: Duration::ZERO,
+        outcome: Outcome::NotStarted,
+        note: None,
+    }]);
+    assert!(
+        probe_sent(&mut rig).is_some(),
+        "a probe goes again after the hand-back"
+    );
+}
+
+/// Found when the suite ran (shared::postgres_stopped_during_a_burst_loses_nothing, once):
+/// PostgreSQL stopped between a claim and the look for the next due row, and dispatch
+/// returned on that error with the rows it had just claimed: they stayed `uploading`,
+/// never sent, until a restart. Here the next-due query fails for good (its index is gone
+/// from a damaged schema; the claim's is not), after the claim took both rows.
+#[test]
+fn rows_claimed_before_the_database_fails_still_become_jobs() {
+    let mut rig = two_pending("next-due-fails");
+    rusqlite::Connection::open(rig.dir.join("sega.db"))
+        .unwrap()
+        .execute_batch("DROP INDEX files_pending_due")
+        .unwrap();
+    rig.owner.dispatch();
+    assert!(rig.owner.db_trouble.is_some(), "the failure was seen");
+    assert_eq!(rig.jobs.len(), 2, "both claimed rows were handed out");
+}
