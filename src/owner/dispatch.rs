@@ -30,7 +30,19 @@ impl Owner {
         if self.gate.failing() {
             return self.solo_in_flight.is_none();
         }
-        self.capacity > tx.len()
+        self.refill(tx.len()) > 0
+    }
+
+    /// How many rows a claim may take with `queued` jobs in the channel: none while it is
+    /// more than half full, else every free slot. At a busy time a claim (a transaction,
+    /// rows and indexes written) then takes half a channel of rows, not one per report,
+    /// and the workers still have half a channel queued meanwhile.
+    fn refill(&self, queued: usize) -> usize {
+        if queued > self.capacity / 2 {
+            0
+        } else {
+            self.capacity.saturating_sub(queued)
+        }
     }
 
     /// Claims due rows into free job slots (or one probe while the endpoint is down), checks
@@ -61,8 +73,7 @@ impl Owner {
             }
             1
         } else {
-            let queued = self.jobs_tx.as_ref().map_or(0, Sender::len);
-            self.capacity.saturating_sub(queued)
+            self.refill(self.jobs_tx.as_ref().map_or(0, Sender::len))
         };
         if free == 0 {
             return;

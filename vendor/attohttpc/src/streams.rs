@@ -1,18 +1,7 @@
 #[cfg(test)]
 use std::io::Cursor;
 use std::io::{self, Read, Write};
-#[cfg(not(windows))]
-#[cfg(not(feature = "single-threaded"))]
-use std::net::Shutdown;
 use std::net::TcpStream;
-#[cfg(windows)]
-use std::os::{
-    raw::c_int,
-    windows::{io::AsRawSocket, raw::SOCKET},
-};
-use std::sync::mpsc;
-#[cfg(not(feature = "single-threaded"))]
-use std::thread;
 use std::time::Instant;
 
 use base64::Engine;
@@ -38,11 +27,11 @@ pub struct ConnectInfo<'a> {
 pub enum BaseStream {
     Plain {
         stream: TcpStream,
-        timeout: Option<mpsc::Sender<()>>,
+        timeout: Option<deadline::Guard>,
     },
     Tls {
         stream: TlsStream<TcpStream>,
-        timeout: Option<mpsc::Sender<()>>,
+        timeout: Option<deadline::Guard>,
     },
     Tunnel {
         stream: Box<TlsStream<BufReaderWrite<BaseStream>>>,
@@ -135,7 +124,7 @@ impl BaseStream {
         })
     }
 
-    fn connect_tcp(host: &Host<&str>, port: u16, info: &ConnectInfo) -> Result<(TcpStream, Option<mpsc::Sender<()>>)> {
+    fn connect_tcp(host: &Host<&str>, port: u16, info: &ConnectInfo) -> Result<(TcpStream, Option<deadline::Guard>)> {
         let stream = happy::connect(host, port, info.base_settings.connect_timeout, info.deadline)?;
         // sega-uploader patch: no Nagle. The head goes out in one write and the body in large
         // ones; the small pieces a request ends with (the last TLS record, the last bytes of
@@ -143,44 +132,15 @@ impl BaseStream {
         stream.set_nodelay(true)?;
         #[cfg(not(target_os = "wasi"))]
         stream.set_read_timeout(Some(info.base_settings.read_timeout))?;
+        // sega-uploader patch: the deadline is kept by one timer thread for all connections
+        // (`deadline`), not by a thread spawned for each connection.
         #[cfg(not(feature = "single-threaded"))]
         let timeout = info
             .deadline
-            .map(|deadline| -> Result<mpsc::Sender<()>> {
-                #[cfg(not(windows))]
-                let stream = stream.try_clone()?;
-                #[cfg(windows)]
-                let socket = stream.as_raw_socket();
-
-                let (tx, rx) = mpsc::channel();
-                thread::spawn(move || {
-                    let shutdown = match deadline.checked_duration_since(Instant::now()) {
-                        Some(timeout) => rx.recv_timeout(timeout) == Err(mpsc::RecvTimeoutError::Timeout),
-                        None => rx.try_recv() == Err(mpsc::TryRecvError::Empty),
-                    };
-
-                    if shutdown {
-                        drop(rx);
-
-                        #[cfg(not(windows))]
-                        let _ = stream.shutdown(Shutdown::Both);
-
-                        #[cfg(windows)]
-                        extern "system" {
-                            fn closesocket(socket: SOCKET) -> c_int;
-                        }
-
-                        #[cfg(windows)]
-                        unsafe {
-                            closesocket(socket);
-                        }
-                    }
-                });
-                Ok(tx)
-            })
+            .map(|at| deadline::arm(stream.try_clone()?, at))
             .transpose()?;
         #[cfg(feature = "single-threaded")]
-        let timeout: Option<mpsc::Sender<()>> = None;
+        let timeout: Option<deadline::Guard> = None;
         Ok((stream, timeout))
     }
 
@@ -235,28 +195,137 @@ impl Write for BaseStream {
     }
 }
 
-fn read_timeout(stream: &mut impl Read, buf: &mut [u8], timeout: &Option<mpsc::Sender<()>>) -> io::Result<usize> {
+fn read_timeout(stream: &mut impl Read, buf: &mut [u8], timeout: &Option<deadline::Guard>) -> io::Result<usize> {
     match stream.read(buf) {
-        Ok(0) => {
-            #[cfg(unix)]
-            if let Some(timeout) = timeout {
-                // On Unix we get a 0 read when the connection is shutdown by the timeout thread.
-                if !buf.is_empty() && timeout.send(()).is_err() {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
-            Ok(0)
+        // A 0 read (Unix) or an aborted connection (Windows) is what a connection shut down
+        // by its deadline gives.
+        Ok(0) if !buf.is_empty() && timeout.as_ref().is_some_and(deadline::Guard::fired) => {
+            Err(io::ErrorKind::TimedOut.into())
         }
-        Ok(read) => Ok(read),
-        Err(err) => {
-            #[cfg(windows)]
-            if let Some(timeout) = timeout {
-                // On Windows we get a ConnectionAborted when the connection is shutdown by the timeout thread.
-                if err.kind() == io::ErrorKind::ConnectionAborted && timeout.send(()).is_err() {
-                    return Err(io::ErrorKind::TimedOut.into());
+        #[cfg(windows)]
+        Err(err)
+            if err.kind() == io::ErrorKind::ConnectionAborted
+                && timeout.as_ref().is_some_and(deadline::Guard::fired) =>
+        {
+            Err(io::ErrorKind::TimedOut.into())
+        }
+        other => other,
+    }
+}
+
+/// sega-uploader patch: the overall deadline of every connection (`RequestBuilder::timeout`)
+/// kept by one timer thread, started with the first one. Upstream spawned a thread for each
+/// connection to sleep until its deadline: a thread created and ended per request, about a
+/// tenth of the CPU an upload of a small file costs. A connection's deadline is armed with a
+/// clone of its socket; the timer shuts the socket down when the deadline passes first (the
+/// blocked read or write then fails, and `Guard::fired` says why), and dropping the stream
+/// (its `Guard`) disarms it.
+pub(crate) mod deadline {
+    use std::collections::BTreeMap;
+    use std::io;
+    use std::net::{Shutdown, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+    use std::thread;
+    use std::time::Instant;
+
+    struct Armed {
+        stream: TcpStream,
+        fired: Arc<AtomicBool>,
+    }
+
+    #[derive(Default)]
+    struct State {
+        /// By deadline, then by arming order (the key stays unique).
+        armed: BTreeMap<(Instant, u64), Armed>,
+        next: u64,
+        running: bool,
+    }
+
+    #[derive(Default)]
+    struct Timer {
+        state: Mutex<State>,
+        wake: Condvar,
+    }
+
+    static TIMER: OnceLock<Timer> = OnceLock::new();
+
+    fn timer() -> &'static Timer {
+        TIMER.get_or_init(Timer::default)
+    }
+
+    fn lock(t: &Timer) -> MutexGuard<'_, State> {
+        // The state stays consistent at every unlock: a panic elsewhere cannot leave it torn.
+        t.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection's armed deadline.
+    #[derive(Debug)]
+    pub struct Guard {
+        key: (Instant, u64),
+        fired: Arc<AtomicBool>,
+    }
+
+    impl Guard {
+        /// Whether the deadline passed and the connection was shut down for it.
+        pub fn fired(&self) -> bool {
+            self.fired.load(Ordering::Acquire)
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let armed = lock(timer()).armed.remove(&self.key);
+            // The socket's clone is closed here, outside the lock.
+            drop(armed);
+        }
+    }
+
+    /// Shuts `stream` (a clone of the connection's socket) down at `at`, unless the returned
+    /// guard is dropped first.
+    pub fn arm(stream: TcpStream, at: Instant) -> io::Result<Guard> {
+        let t = timer();
+        let mut st = lock(t);
+        if !st.running {
+            thread::Builder::new()
+                .name("http-deadline".into())
+                .spawn(|| run(timer()))?;
+            st.running = true;
+        }
+        let key = (at, st.next);
+        st.next += 1;
+        let first = st.armed.keys().next().is_none_or(|k| key < *k);
+        let fired = Arc::new(AtomicBool::new(false));
+        st.armed.insert(
+            key,
+            Armed {
+                stream,
+                fired: fired.clone(),
+            },
+        );
+        drop(st);
+        if first {
+            t.wake.notify_one();
+        }
+        Ok(Guard { key, fired })
+    }
+
+    fn run(t: &Timer) {
+        let mut st = lock(t);
+        loop {
+            let now = Instant::now();
+            let next = st.armed.keys().next().map(|k| k.0);
+            st = match next {
+                None => t.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(at) if at <= now => {
+                    if let Some((_, armed)) = st.armed.pop_first() {
+                        armed.fired.store(true, Ordering::Release);
+                        let _ = armed.stream.shutdown(Shutdown::Both);
+                    }
+                    st
                 }
-            }
-            Err(err)
+                Some(at) => t.wake.wait_timeout(st, at - now).unwrap_or_else(|e| e.into_inner()).0,
+            };
         }
     }
 }
