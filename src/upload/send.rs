@@ -372,6 +372,47 @@ mod tests {
         assert_eq!(capped_text(b"{\"ok\":true}"), "{\"ok\":true}");
     }
 
+    /// attohttpc's deadlines (vendor patch 4) are kept by one timer thread: a connection
+    /// armed after another but due first must be cut at its own deadline, while the other
+    /// still runs, not when the timer would have woken for the other (it must be woken).
+    /// The server accepts and never answers. The deadlines are 0.3 s and 10 s: the order
+    /// asserted cannot come from jitter.
+    #[test]
+    fn a_later_connection_due_first_is_cut_first() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let (accepted_tx, accepted) = std::sync::mpsc::channel();
+        let held = thread::spawn(move || {
+            let mut conns = Vec::new();
+            for c in listener.incoming().take(2) {
+                conns.push(c.unwrap());
+                let _ = accepted_tx.send(());
+            }
+            conns
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let request = |timeout: Duration, name: &'static str| {
+            let (url, tx) = (url.clone(), tx.clone());
+            thread::spawn(move || {
+                let r = attohttpc::get(url).timeout(timeout).send();
+                let _ = tx.send((name, r.is_err()));
+            })
+        };
+        let slow = request(Duration::from_secs(10), "slow");
+        accepted.recv_timeout(Duration::from_secs(20)).unwrap();
+        let quick = request(Duration::from_millis(300), "quick");
+        let first = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(first, ("quick", true));
+        assert!(
+            !slow.is_finished(),
+            "the quick connection was cut only when the slow one's deadline came"
+        );
+        assert_eq!(rx.recv_timeout(Duration::from_secs(40)).unwrap(), ("slow", true));
+        quick.join().unwrap();
+        slow.join().unwrap();
+        drop(held.join().unwrap());
+    }
+
     #[test]
     fn retry_after_takes_seconds_and_dates() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
