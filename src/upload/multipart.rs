@@ -2,6 +2,7 @@
 //! from disk with an exact length), the file name as it goes into `filename="…"`, the
 //! boundary, and the `Idempotency-Key` that names one version of one file.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
@@ -152,32 +153,10 @@ impl MultipartBody {
         self
     }
 
-    pub fn len(&self) -> u64 {
-        self.head.len() as u64 + self.file_len + self.tail.len() as u64
-    }
-}
-
-pub(super) const COPY_CHUNK: usize = 64 * 1024;
-
-impl Body for MultipartBody {
-    fn kind(&mut self) -> io::Result<BodyKind> {
-        Ok(BodyKind::KnownLength(self.len()))
-    }
-
-    fn content_type(&mut self) -> io::Result<Option<String>> {
-        Ok(Some(format!(
-            "multipart/form-data; boundary={}",
-            self.boundary
-        )))
-    }
-
-    fn write<W: Write>(&mut self, mut w: W) -> io::Result<()> {
-        // write() runs again if attohttpc retries after a redirect: start from the top.
-        self.bytes_written = 0;
-        self.file.seek(SeekFrom::Start(0)).inspect_err(|_| {})?;
-        w.write_all(&self.head)?;
-        self.bytes_written += self.head.len() as u64;
-        let mut buf = vec![0u8; COPY_CHUNK];
+    /// The file's bytes into `w`, through `buf` (this thread's copy buffer).
+    fn copy_file<W: Write>(&mut self, w: &mut W, buf: &mut Vec<u8>) -> io::Result<()> {
+        // Zeroed once per thread: every later call finds it at its size.
+        buf.resize(COPY_CHUNK, 0);
         let mut left = self.file_len;
         while left > 0 {
             let want = (left as usize).min(COPY_CHUNK);
@@ -204,6 +183,40 @@ impl Body for MultipartBody {
             self.bytes_written += n as u64;
             left -= n as u64;
         }
+        Ok(())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.head.len() as u64 + self.file_len + self.tail.len() as u64
+    }
+}
+
+pub(super) const COPY_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// Each upload thread's copy buffer, allocated and zeroed once, not for every file.
+    static COPY_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Body for MultipartBody {
+    fn kind(&mut self) -> io::Result<BodyKind> {
+        Ok(BodyKind::KnownLength(self.len()))
+    }
+
+    fn content_type(&mut self) -> io::Result<Option<String>> {
+        Ok(Some(format!(
+            "multipart/form-data; boundary={}",
+            self.boundary
+        )))
+    }
+
+    fn write<W: Write>(&mut self, mut w: W) -> io::Result<()> {
+        // write() runs again if attohttpc retries after a redirect: start from the top.
+        self.bytes_written = 0;
+        self.file.seek(SeekFrom::Start(0)).inspect_err(|_| {})?;
+        w.write_all(&self.head)?;
+        self.bytes_written += self.head.len() as u64;
+        COPY_BUF.with_borrow_mut(|buf| self.copy_file(&mut w, buf))?;
         if let Some(claimed) = self.unchanged {
             let now = self.file.metadata().map(|m| Version::of(&m)).map_err(|e| {
                 let msg = e.to_string();

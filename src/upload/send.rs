@@ -407,7 +407,10 @@ mod tests {
             !slow.is_finished(),
             "the quick connection was cut only when the slow one's deadline came"
         );
-        assert_eq!(rx.recv_timeout(Duration::from_secs(40)).unwrap(), ("slow", true));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(40)).unwrap(),
+            ("slow", true)
+        );
         quick.join().unwrap();
         slow.join().unwrap();
         drop(held.join().unwrap());
