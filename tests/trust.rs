@@ -3,7 +3,8 @@
 //! hostile ledger rows and symlinks, a poison file, a narrowed config, interim answers, a
 //! locked database under a one-shot scan, an owner that must sleep through an outage, a
 //! file changed while it is sent, files that arrive by link(), a watch limit, and upload
-//! workers stuck on a hung mount. (Secrets and log forging: tests/secrets.rs.)
+//! workers stuck on a hung mount; and (issue 17's review) a deadline timer that sleeps
+//! while idle. (Secrets and log forging: tests/secrets.rs.)
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -523,14 +524,14 @@ fn a_scan_saves_its_results_after_a_lock_and_always_ends() {
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
 
-/// The DB owner thread's voluntary context switches (its wake-ups).
-fn owner_wakeups(pid: i32) -> u64 {
+/// The voluntary context switches (wake-ups) of the thread named `name`.
+fn thread_wakeups(pid: i32, name: &str) -> u64 {
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
     {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "db" {
+        if comm.trim() == name {
             let status = std::fs::read_to_string(task.path().join("status")).unwrap();
             return status
                 .lines()
@@ -539,7 +540,12 @@ fn owner_wakeups(pid: i32) -> u64 {
                 .unwrap_or(0);
         }
     }
-    panic!("no db thread in {pid}")
+    panic!("no {name} thread in {pid}")
+}
+
+/// The DB owner thread's wake-ups.
+fn owner_wakeups(pid: i32) -> u64 {
+    thread_wakeups(pid, "db")
 }
 
 /// Part 3, item 1: during an endpoint outage the owner woke about 800 times a second and
@@ -566,6 +572,37 @@ fn the_owner_sleeps_through_an_outage() {
     let woke = owner_wakeups(d.pid()) - before;
     eprintln!("owner wake-ups in 10 s of outage: {woke}");
     assert!(woke < 100, "the owner woke {woke} times in 10 s");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+/// Issue 17 review: the deadlines of every connection are kept by one timer thread
+/// (`http-deadline`, vendor/attohttpc patch 4), which lives as long as the daemon. Idle, it
+/// must sleep until a connection is armed, not wake on a period: the idle CPU budget
+/// (BENCHMARKS.md) has no room for a timer ticking. After three uploads whose deadlines
+/// (1 s) have passed, it may wake once for a deadline already disarmed, no more.
+#[test]
+fn the_deadline_timer_sleeps_while_no_connection_is_open() {
+    let env = Env::new("deadline-idle");
+    env.set("/upload/timeout_secs", json!(1));
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    for i in 0..3 {
+        env.put("Sega_1", format!("i{i}.jpg"), &jpeg(i));
+    }
+    wait_until("three uploads", DEADLINE, || {
+        (0..3).all(|i| uploaded(&env, &format!("i{i}.jpg")))
+    });
+    // Past the last connection's deadline.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = thread_wakeups(d.pid(), "http-deadline");
+    std::thread::sleep(Duration::from_secs(6));
+    let woke = thread_wakeups(d.pid(), "http-deadline") - before;
+    eprintln!("deadline timer wake-ups in 6 s idle: {woke}");
+    assert!(
+        woke <= 1,
+        "the idle deadline timer woke {woke} times in 6 s"
+    );
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }

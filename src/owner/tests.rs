@@ -27,14 +27,23 @@ struct Rig {
 
 /// Two images recorded in today's folder, due now.
 fn two_pending(name: &str) -> Rig {
+    pending(name, 2)
+}
+
+/// `n` images recorded in today's folder, due now.
+fn pending(name: &str, n: usize) -> Rig {
     let dir = std::env::temp_dir().join(format!("sega-owner-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let clock = Clock::system();
     let today = layout::format_date(clock.today_local());
     let date_dir = dir.join("data").join("Sega_1").join(&today);
     std::fs::create_dir_all(&date_dir).unwrap();
-    for (i, f) in ["a.jpg", "b.jpg"].iter().enumerate() {
-        std::fs::write(date_dir.join(f), sega_testsrv::images::jpeg(8, 8, i as u64)).unwrap();
+    for i in 0..n {
+        std::fs::write(
+            date_dir.join(format!("{i:02}.jpg")),
+            sega_testsrv::images::jpeg(8, 8, i as u64),
+        )
+        .unwrap();
     }
     let config = config::parse(
         &json!({
@@ -50,7 +59,7 @@ fn two_pending(name: &str) -> Rig {
     let settings = Arc::new(RequestSettings::new(&config, "scope".into()).unwrap());
     let ledger = store::open(&config, Role::Daemon).unwrap().ledger;
     let (tx, jobs) = bounded(8);
-    let mut owner = Owner::new(
+    let owner = Owner::new(
         ledger,
         clock.clone(),
         &config,
@@ -61,30 +70,37 @@ fn two_pending(name: &str) -> Rig {
         Arc::new(Gate::default()),
         Outlets::none(),
     );
-    // The listing a scan of today's folder sends.
-    let folder = &config.watch.folders[0];
+    let mut rig = Rig {
+        dir,
+        owner,
+        jobs,
+        config,
+        settings,
+    };
+    assert_eq!(list_today(&mut rig), n);
+    rig
+}
+
+/// Sends the owner the listing a scan of today's folder sends; says how many entries.
+fn list_today(rig: &mut Rig) -> usize {
+    let today = layout::format_date(rig.owner.clock.today_local());
+    let folder = &rig.config.watch.folders[0];
     let entries = layout::list_date_dir(
         &layout::FolderRef {
             label: &folder.label,
             dir: &folder.path,
         },
         std::ffi::OsStr::new(&today),
-        &config.watch.extensions,
+        &rig.config.watch.extensions,
     )
     .unwrap();
-    assert_eq!(entries.len(), 2);
-    owner.ingest(Input::Listing {
+    let n = entries.len();
+    rig.owner.ingest(Input::Listing {
         folder: folder.label.clone(),
         date: today,
         entries,
     });
-    Rig {
-        dir,
-        owner,
-        jobs,
-        config,
-        settings,
-    }
+    n
 }
 
 /// The same, the endpoint declared down long enough ago that a probe is due.
@@ -173,4 +189,52 @@ fn rows_claimed_before_the_database_fails_still_become_jobs() {
     rig.owner.dispatch();
     assert!(rig.owner.db_trouble.is_some(), "the failure was seen");
     assert_eq!(rig.jobs.len(), 2, "both claimed rows were handed out");
+}
+
+/// Issue 17's review: the owner claims once the job channel (8 here) is at most half full,
+/// and then fills it. A backlog goes out in batches; while more than half is queued it
+/// neither claims nor wakes for due rows (a report wakes it); with nothing due it sleeps;
+/// a lone file that arrives goes at once. While rows are due, `can_claim` (whether
+/// `sleep_for` wakes for them) and `dispatch` agree at every step.
+#[test]
+fn claims_refill_the_channel_from_half_and_a_lone_file_goes_at_once() {
+    let mut rig = pending("refill", 13);
+    let agree = |rig: &mut Rig, want: usize, why: &str| {
+        let can = rig.owner.can_claim();
+        let before = rig.jobs.len();
+        rig.owner.dispatch();
+        let claimed = rig.jobs.len() - before;
+        assert_eq!(claimed, want, "{why}");
+        assert_eq!(
+            can,
+            claimed > 0,
+            "can_claim said {can}, dispatch claimed {claimed}: {why}"
+        );
+    };
+    agree(&mut rig, 8, "the backlog fills the channel");
+    for _ in 0..3 {
+        rig.jobs.try_recv().unwrap();
+    }
+    agree(&mut rig, 0, "5 of 8 queued: more than half");
+    rig.jobs.try_recv().unwrap();
+    agree(&mut rig, 4, "4 of 8 queued: every free slot");
+    while rig.jobs.try_recv().is_ok() {}
+    agree(&mut rig, 1, "the last of the backlog");
+    assert!(
+        rig.owner.sleep_for() > Duration::from_millis(100),
+        "nothing due, and the owner does not sleep: it would spin"
+    );
+    while rig.jobs.try_recv().is_ok() {}
+    let date_dir = rig
+        .dir
+        .join("data")
+        .join("Sega_1")
+        .join(layout::format_date(rig.owner.clock.today_local()));
+    std::fs::write(
+        date_dir.join("new.jpg"),
+        sega_testsrv::images::jpeg(8, 8, 99),
+    )
+    .unwrap();
+    assert_eq!(list_today(&mut rig), 14);
+    agree(&mut rig, 1, "a lone new file is claimed at once");
 }

@@ -432,4 +432,70 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Issue 17's review: the copy buffer is one per thread, kept from file to file. No
+    /// byte of an earlier file may reach a later request: after a large file, a small one,
+    /// one that is shorter than advertised (a short read), and one whose write failed
+    /// half-way (the buffer is left full of its bytes, and released), each body holds its
+    /// own bytes only. All on this one thread, so all through the same buffer.
+    #[test]
+    fn the_reused_copy_buffer_never_carries_an_earlier_file() {
+        let dir = std::env::temp_dir().join(format!("sega-body-reuse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let body = |name: &str, bytes: &[u8], advertised: u64| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let file = File::open(&path).unwrap();
+            MultipartBody::new(
+                "B".into(),
+                &[],
+                "file",
+                b"x.jpg",
+                "image/jpeg",
+                file,
+                advertised,
+                None,
+            )
+        };
+        let mut big = body(
+            "big",
+            &vec![0xaa; COPY_CHUNK + 1000],
+            (COPY_CHUNK + 1000) as u64,
+        );
+        big.write(&mut Vec::new()).unwrap();
+        let mut small = body("small", b"tiny", 4);
+        let mut out = Vec::new();
+        small.write(&mut out).unwrap();
+        assert!(out.ends_with(b"\r\n\r\ntiny\r\n--B--\r\n"), "{out:?}");
+        assert!(!out.contains(&0xaa));
+        let mut short = body("short", b"0123456789", COPY_CHUNK as u64);
+        let mut out = Vec::new();
+        assert!(short.write(&mut out).is_err());
+        assert!(matches!(short.file_problem, Some(FileProblem::Shrank)));
+        assert!(out.ends_with(b"\r\n\r\n0123456789"), "{out:?}");
+        assert!(!out.contains(&0xaa));
+        // A writer that fails after the head and a few bytes of the file.
+        struct FailAfter(usize, Vec<u8>);
+        impl Write for FailAfter {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                if self.1.len() >= self.0 {
+                    return Err(io::Error::other("connection reset"));
+                }
+                let n = b.len().min(self.0 - self.1.len());
+                self.1.extend_from_slice(&b[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut cut = body("cut", &vec![0xbb; COPY_CHUNK], COPY_CHUNK as u64);
+        assert!(cut.write(FailAfter(200, Vec::new())).is_err());
+        let mut after = body("after", b"fresh", 5);
+        let mut out = Vec::new();
+        after.write(&mut out).unwrap();
+        assert!(out.ends_with(b"\r\n\r\nfresh\r\n--B--\r\n"), "{out:?}");
+        assert!(!out.contains(&0xaa) && !out.contains(&0xbb));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

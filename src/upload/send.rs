@@ -362,6 +362,7 @@ fn describe_http_error(e: &attohttpc::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn a_binary_answer_is_stored_within_the_cap() {
@@ -413,6 +414,163 @@ mod tests {
         );
         quick.join().unwrap();
         slow.join().unwrap();
+        drop(held.join().unwrap());
+    }
+
+    /// A server that accepts and never reads (vendor patch 4): the body's write blocks once
+    /// the socket buffers are full, and only the deadline's shutdown frees the worker, as
+    /// upstream's thread per connection did. 64 MiB is far past loopback's buffers; the
+    /// read timeout (60 s) is not what ends it.
+    #[test]
+    fn a_write_blocked_on_a_server_that_stops_reading_ends_at_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        let held = thread::spawn(move || {
+            let conn = listener.accept();
+            // Held unread until the request is over, or 30 s if its deadline never comes:
+            // the test fails then, it does not hang.
+            let _ = done.recv_timeout(Duration::from_secs(30));
+            drop(conn);
+        });
+        let started = Instant::now();
+        let r = attohttpc::post(url)
+            .read_timeout(Duration::from_secs(60))
+            .timeout(Duration::from_secs(1))
+            .bytes(vec![0x5au8; 64 << 20])
+            .send();
+        let took = started.elapsed();
+        assert!(r.is_err(), "a body nobody read was sent");
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(20),
+            "the blocked write ended after {took:?}, not at its 1 s deadline"
+        );
+        drop(done_tx);
+        held.join().unwrap();
+    }
+
+    /// Connections that ended before their deadline are disarmed: their deadline passing
+    /// later cuts nothing, though a later connection is likely to get the same descriptor
+    /// number (the timer holds a socket of its own, never a number). 4 rounds of: a request
+    /// with a 1 s deadline answered at once, then one with a 20 s deadline whose answer
+    /// comes 1.3 s later, past the first one's deadline; each must get its answer.
+    #[test]
+    fn a_finished_connection_s_deadline_never_cuts_a_later_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = thread::spawn(move || {
+            for (i, c) in listener.incoming().take(8).enumerate() {
+                let mut c = c.unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match c.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                if i % 2 == 1 {
+                    thread::sleep(Duration::from_millis(1300));
+                }
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+        });
+        for round in 0..4 {
+            let quick = attohttpc::get(&url)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .and_then(|r| r.text());
+            assert_eq!(
+                quick.ok().as_deref(),
+                Some("ok"),
+                "round {round}: the quick one"
+            );
+            let slow = attohttpc::get(&url)
+                .timeout(Duration::from_secs(20))
+                .send()
+                .and_then(|r| r.text());
+            assert_eq!(
+                slow.as_ref().ok().map(String::as_str),
+                Some("ok"),
+                "round {round}: cut by an earlier connection's deadline? {slow:?}"
+            );
+        }
+        server.join().unwrap();
+    }
+
+    /// Many connections at once, as the webhook and a large pool make them, to a server that
+    /// never answers: each is cut at its own deadline (0.2 s to 2.1 s), never before it,
+    /// and not long after it (the bound allows a loaded machine).
+    #[test]
+    fn many_concurrent_connections_are_each_cut_at_their_own_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        const N: usize = 40;
+        let held = thread::spawn(move || {
+            listener
+                .incoming()
+                .take(N)
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+        });
+        let requests: Vec<_> = (0..N)
+            .map(|i| {
+                let url = url.clone();
+                // Interleaved: arming order is not deadline order.
+                let timeout = Duration::from_millis(200 + ((i * 7) % N) as u64 * 50);
+                thread::spawn(move || {
+                    let started = Instant::now();
+                    let r = attohttpc::get(url)
+                        .read_timeout(Duration::from_secs(60))
+                        .timeout(timeout)
+                        .send();
+                    (timeout, started.elapsed(), r.is_err())
+                })
+            })
+            .collect();
+        for t in requests {
+            let (timeout, took, failed) = t.join().unwrap();
+            assert!(failed, "a request to a silent server succeeded");
+            assert!(
+                took >= timeout && took < timeout + Duration::from_secs(10),
+                "deadline {timeout:?}, cut after {took:?}"
+            );
+        }
+        drop(held.join().unwrap());
+    }
+
+    /// The timer keeps a second descriptor of every armed socket (vendor patch 4): a child
+    /// started meanwhile (exec) must inherit neither it nor the connection's own. The
+    /// child lists what it holds while a request waits on a silent server.
+    #[test]
+    fn a_child_started_during_a_request_inherits_no_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let (accepted_tx, accepted) = std::sync::mpsc::channel();
+        let held = thread::spawn(move || {
+            let conn = listener.accept();
+            let _ = accepted_tx.send(());
+            conn
+        });
+        let request = thread::spawn(move || {
+            attohttpc::get(url)
+                .timeout(Duration::from_millis(1500))
+                .send()
+                .is_err()
+        });
+        accepted.recv_timeout(Duration::from_secs(20)).unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", "for f in /proc/self/fd/*; do readlink \"$f\"; done"])
+            .output()
+            .unwrap();
+        let fds = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !fds.contains("socket:"),
+            "the child inherited a socket:\n{fds}"
+        );
+        assert!(request.join().unwrap(), "the silent server answered");
         drop(held.join().unwrap());
     }
 
