@@ -574,6 +574,40 @@ mod tests {
         drop(held.join().unwrap());
     }
 
+    /// A deadline already past when the connection is armed (a tiny timeout, or a request
+    /// that took its whole time to connect) cuts it at once: the silent server's request
+    /// fails in far less than its 60 s read timeout.
+    #[test]
+    fn a_deadline_already_past_cuts_at_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let held = thread::spawn(move || {
+            listener
+                .incoming()
+                .take(3)
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+        });
+        for timeout in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_micros(100),
+        ] {
+            let started = Instant::now();
+            let r = attohttpc::get(&url)
+                .read_timeout(Duration::from_secs(60))
+                .timeout(timeout)
+                .send();
+            let took = started.elapsed();
+            assert!(r.is_err(), "{timeout:?}: the silent server answered");
+            assert!(
+                took < Duration::from_secs(10),
+                "{timeout:?}: cut after {took:?}"
+            );
+        }
+        drop(held.join().unwrap());
+    }
+
     #[test]
     fn retry_after_takes_seconds_and_dates() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
