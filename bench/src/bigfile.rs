@@ -124,12 +124,7 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
         curl_rss.push(exit.map_or(f64::NAN, |e| e.maxrss_kib as f64 / 1024.0));
         hashes.push(sha);
     }
-    hashes.dedup();
-    if hashes.len() > 1 {
-        return Err(io::Error::other(format!(
-            "the endpoint received different contents for the same file: {hashes:?}"
-        )));
-    }
+    one_content(&mut hashes)?;
     let label = human_size(size);
     let mut speed = Row::new(
         "big_mbps",
@@ -138,20 +133,7 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
         Target::None,
         Summary::of(&ours),
     );
-    if !theirs.is_empty() {
-        let c = Summary::of(&theirs);
-        let ratio = speed.value.median / c.median;
-        speed.checks.push(Check {
-            text: format!("≥ 0.9× curl: {ratio:.2}×"),
-            ok: Some(ratio >= 0.9),
-        });
-        speed.others.push(("curl -F".into(), c));
-    } else {
-        speed.checks.push(Check {
-            text: "≥ 0.9× curl: not measured (curl not installed)".into(),
-            ok: Some(false),
-        });
-    }
+    versus_curl(&mut speed, &theirs, 0.9, "curl", "curl -F");
     speed.detail = json!({
         "how": format!("file content bytes / (endpoint completed_at - received_at); the daemon \
                         finds the file at start (settle_secs 0, fresh database); runs alternate \
@@ -205,6 +187,37 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
 }
 
 /// `upload.fields` with the content's checksum in a field of its own.
+/// Every upload of the image reached the endpoint with the same content (runs, tools and
+/// transports alike); `hashes` in the order received.
+pub fn one_content(hashes: &mut Vec<String>) -> io::Result<()> {
+    hashes.dedup();
+    if hashes.len() > 1 {
+        return Err(io::Error::other(format!(
+            "the endpoint received different contents for the same file: {hashes:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The speed row's check against curl's runs (`theirs`, MB/s), at least `at_least` times
+/// curl's median; `curl` names it in the check, `label` beside the row.
+pub fn versus_curl(speed: &mut Row, theirs: &[f64], at_least: f64, curl: &str, label: &str) {
+    if theirs.is_empty() {
+        speed.checks.push(Check {
+            text: format!("≥ {at_least}× {curl}: not measured (curl not installed)"),
+            ok: Some(false),
+        });
+        return;
+    }
+    let c = Summary::of(theirs);
+    let ratio = speed.value.median / c.median;
+    speed.checks.push(Check {
+        text: format!("≥ {at_least}× {curl}: {ratio:.2}×"),
+        ok: Some(ratio >= at_least),
+    });
+    speed.others.push((label.into(), c));
+}
+
 pub fn checksum_fields() -> serde_json::Value {
     json!({"folder": "{folder}", "date": "{date}", "sha256": "{sha256}"})
 }

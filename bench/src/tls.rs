@@ -128,12 +128,7 @@ fn big(ctx: &Ctx) -> io::Result<Vec<Row>> {
         plain.push(mbps);
         hashes.push(sha);
     }
-    hashes.dedup();
-    if hashes.len() > 1 {
-        return Err(io::Error::other(format!(
-            "the endpoint received different contents for the same file: {hashes:?}"
-        )));
-    }
+    bigfile::one_content(&mut hashes)?;
     let label = human_size(size);
     let mut speed = Row::new(
         "tls_big_mbps",
@@ -142,20 +137,13 @@ fn big(ctx: &Ctx) -> io::Result<Vec<Row>> {
         Target::None,
         Summary::of(&ours),
     );
-    if theirs.is_empty() {
-        speed.checks.push(Check {
-            text: "≥ 0.8× curl --cacert: not measured (curl not installed)".into(),
-            ok: Some(false),
-        });
-    } else {
-        let c = Summary::of(&theirs);
-        let ratio = speed.value.median / c.median;
-        speed.checks.push(Check {
-            text: format!("≥ 0.8× curl --cacert: {ratio:.2}×"),
-            ok: Some(ratio >= 0.8),
-        });
-        speed.others.push(("curl --cacert -F".into(), c));
-    }
+    bigfile::versus_curl(
+        &mut speed,
+        &theirs,
+        0.8,
+        "curl --cacert",
+        "curl --cacert -F",
+    );
     speed
         .others
         .push(("sega-uploader over http".into(), Summary::of(&plain)));

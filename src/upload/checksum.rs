@@ -17,7 +17,7 @@ use std::os::unix::fs::FileExt;
 
 use sha2::{Digest, Sha256};
 
-use super::multipart::{hex, COPY_CHUNK};
+use super::multipart::{hex, with_copy_buf, COPY_CHUNK};
 use crate::layout::Version;
 
 /// Why there is no checksum.
@@ -31,8 +31,11 @@ pub enum PassError {
 /// The hex SHA-256 of the first `claimed.size` bytes of `file`, provided the file is still
 /// the `claimed` version once they have been read.
 pub fn content_sha256(file: &File, claimed: Version) -> Result<String, PassError> {
+    with_copy_buf(|buf| hash_version(file, claimed, buf))
+}
+
+fn hash_version(file: &File, claimed: Version, buf: &mut [u8]) -> Result<String, PassError> {
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; COPY_CHUNK];
     let mut at = 0u64;
     while at < claimed.size {
         let want = (claimed.size - at).min(COPY_CHUNK as u64) as usize;

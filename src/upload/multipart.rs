@@ -154,9 +154,7 @@ impl MultipartBody {
     }
 
     /// The file's bytes into `w`, through `buf` (this thread's copy buffer).
-    fn copy_file<W: Write>(&mut self, w: &mut W, buf: &mut Vec<u8>) -> io::Result<()> {
-        // Zeroed once per thread: every later call finds it at its size.
-        buf.resize(COPY_CHUNK, 0);
+    fn copy_file<W: Write>(&mut self, w: &mut W, buf: &mut [u8]) -> io::Result<()> {
         let mut left = self.file_len;
         while left > 0 {
             let want = (left as usize).min(COPY_CHUNK);
@@ -198,6 +196,16 @@ thread_local! {
     static COPY_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Runs `f` with this thread's `COPY_CHUNK`-byte copy buffer: the body's copy and the
+/// `{sha256}` pass before it read the file through the same one. Not re-entrant (neither
+/// calls the other).
+pub(super) fn with_copy_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    COPY_BUF.with_borrow_mut(|buf| {
+        buf.resize(COPY_CHUNK, 0);
+        f(buf)
+    })
+}
+
 impl Body for MultipartBody {
     fn kind(&mut self) -> io::Result<BodyKind> {
         Ok(BodyKind::KnownLength(self.len()))
@@ -213,10 +221,10 @@ impl Body for MultipartBody {
     fn write<W: Write>(&mut self, mut w: W) -> io::Result<()> {
         // write() runs again if attohttpc retries after a redirect: start from the top.
         self.bytes_written = 0;
-        self.file.seek(SeekFrom::Start(0)).inspect_err(|_| {})?;
+        self.file.seek(SeekFrom::Start(0))?;
         w.write_all(&self.head)?;
         self.bytes_written += self.head.len() as u64;
-        COPY_BUF.with_borrow_mut(|buf| self.copy_file(&mut w, buf))?;
+        with_copy_buf(|buf| self.copy_file(&mut w, buf))?;
         if let Some(claimed) = self.unchanged {
             let now = self.file.metadata().map(|m| Version::of(&m)).map_err(|e| {
                 let msg = e.to_string();
@@ -256,6 +264,20 @@ pub(super) fn boundary() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body with no fields, boundary `B`, file part `x.jpg` of `len` bytes as advertised.
+    fn bare(file: File, len: u64) -> MultipartBody {
+        MultipartBody::new(
+            "B".into(),
+            &[],
+            "file",
+            b"x.jpg",
+            "image/jpeg",
+            file,
+            len,
+            None,
+        )
+    }
 
     #[test]
     fn filenames_are_percent_encoded_only_where_needed() {
@@ -376,16 +398,7 @@ mod tests {
         assert_eq!(again, out);
         // The file shrinking under the upload is noticed, not sent short.
         std::fs::write(&path, b"short").unwrap();
-        let mut body = MultipartBody::new(
-            "B".into(),
-            &[],
-            "file",
-            b"x.jpg",
-            "image/jpeg",
-            File::open(&path).unwrap(),
-            31,
-            None,
-        );
+        let mut body = bare(File::open(&path).unwrap(), 31);
         assert!(body.write(&mut Vec::new()).is_err());
         assert!(matches!(body.file_problem, Some(FileProblem::Shrank)));
         let _ = std::fs::remove_dir_all(&dir);
@@ -401,19 +414,7 @@ mod tests {
         std::fs::write(&path, b"0123456789").unwrap();
         let file = File::open(&path).unwrap();
         let claimed = Version::of(&file.metadata().unwrap());
-        let body = |file: File| {
-            MultipartBody::new(
-                "B".into(),
-                &[],
-                "file",
-                b"x.jpg",
-                "image/jpeg",
-                file,
-                10,
-                None,
-            )
-            .unless_changed_from(claimed)
-        };
+        let body = |file: File| bare(file, 10).unless_changed_from(claimed);
         let mut same = body(file.try_clone().unwrap());
         let mut out = Vec::new();
         same.write(&mut out).unwrap();
@@ -445,17 +446,7 @@ mod tests {
         let body = |name: &str, bytes: &[u8], advertised: u64| {
             let path = dir.join(name);
             std::fs::write(&path, bytes).unwrap();
-            let file = File::open(&path).unwrap();
-            MultipartBody::new(
-                "B".into(),
-                &[],
-                "file",
-                b"x.jpg",
-                "image/jpeg",
-                file,
-                advertised,
-                None,
-            )
+            bare(File::open(&path).unwrap(), advertised)
         };
         let mut big = body(
             "big",

@@ -324,35 +324,9 @@ impl Cluster {
     /// CPU time of the whole cluster so far, ns: the postmaster, its live children, and
     /// the children it has reaped (backends that ended).
     pub(crate) fn cpu_ns(&self) -> u64 {
-        let pid_file =
-            fs::read_to_string(self.pg.dir.join("data/postmaster.pid")).unwrap_or_default();
-        let Some(pm) = pid_file
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-        else {
-            return 0;
-        };
-        let mut ticks = proc_ticks(pm, true).map_or(0, |(own, _)| own);
-        if let Ok(entries) = fs::read_dir("/proc") {
-            for e in entries.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                    continue;
-                };
-                if let Some((own, ppid)) = proc_ticks(pid, false) {
-                    if ppid == pm {
-                        ticks += own;
-                    }
-                }
-            }
-        }
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        ticks * 1_000_000_000 / hz
+        self.cpu_by_process().iter().map(|(_, _, ns)| ns).sum()
     }
-}
 
-impl Cluster {
     /// CPU time so far per process of the cluster, ns, keyed by pid with its title
     /// (`postgres: checkpointer`, a backend's `postgres: user db [local] idle`…): the
     /// postmaster's entry holds its own time and that of the children it has reaped.
