@@ -44,6 +44,7 @@ use cli::out::outln;
 use error::{Error, EXIT_USAGE};
 
 fn main() {
+    store::sqlite::configure_process();
     let parsed = cli::Cli::parse(std::env::args_os().skip(1));
     // A check whose output cannot be written is UNKNOWN, as any check that cannot say.
     let is_check = matches!(&parsed, Ok(cli::Parsed::Run(c)) if c.is_check())
