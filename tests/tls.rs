@@ -183,7 +183,9 @@ fn a_client_certificate_is_presented_when_the_server_requires_one() {
     d.wait_log("is down");
     // "is down" is logged while the report that tipped it is judged, before its result
     // is saved: the third row may still say uploading for a moment.
-    wait_until("three pending", DEADLINE, || env.count_status("pending") == 3);
+    wait_until("three pending", DEADLINE, || {
+        env.count_status("pending") == 3
+    });
     assert_eq!(env.server.request_count(), 0, "nothing was sent");
     assert!(
         https

@@ -15,12 +15,22 @@ impl Owner {
     pub fn ingest(&mut self, input: Input) {
         let now = self.now();
         match input {
-            Input::Observed(batch) => self.record(&batch, now),
+            Input::Observed(batch) => {
+                self.unrecorded.extend(batch);
+                if self.may_hold(self.unrecorded.len()) {
+                    self.held_since.get_or_insert_with(std::time::Instant::now);
+                } else {
+                    self.record_held();
+                }
+            }
             Input::Listing {
                 folder,
                 date,
                 entries,
             } => {
+                // What inotify saw first is recorded first: the listing is compared with
+                // the ledger, and a file of both is then one row, recorded once.
+                self.record_held();
                 // Borrowed from `entries`, in their order: `known` lines up with them.
                 let listed: Vec<(&[u8], Version)> = entries
                     .iter()
@@ -58,23 +68,34 @@ impl Owner {
                     });
                 }
                 if !batch.is_empty() {
+                    // Oldest first, as files arrive: row ids then follow the age the claim
+                    // orders by, so a claim and its completions touch neighbouring rows and
+                    // index entries (a few pages) rather than one page per row, which a
+                    // listing in directory order (hash order on ext4) would cost.
+                    batch.sort_by(|a, b| {
+                        (a.version.mtime_ns, &a.filename).cmp(&(b.version.mtime_ns, &b.filename))
+                    });
                     self.record(&batch, now);
                 }
                 // Files already recorded may be due: in a shared ledger another host may have
                 // recorded them a moment ago (a claim that finds nothing costs microseconds).
                 self.maybe_due = true;
             }
-            Input::Attrib(path) => match self.store.recheck(&path, now) {
-                Ok(true) => {
-                    log::info!(
-                        "{}: permissions changed, checking it again now",
-                        display_name(path.as_os_str())
-                    );
-                    self.maybe_due = true;
+            Input::Attrib(path) => {
+                // The file may be one of those held for the group commit.
+                self.record_held();
+                match self.store.recheck(&path, now) {
+                    Ok(true) => {
+                        log::info!(
+                            "{}: permissions changed, checking it again now",
+                            display_name(path.as_os_str())
+                        );
+                        self.maybe_due = true;
+                    }
+                    Ok(false) => {}
+                    Err(e) => self.trouble(e),
                 }
-                Ok(false) => {}
-                Err(e) => self.trouble(e),
-            },
+            }
             Input::ScanFinished { files, took } => {
                 log::debug!("rescan: {files} candidate(s) in {}", human_duration(took));
                 let catch_up = self.last_scan.is_none();
@@ -99,6 +120,15 @@ impl Owner {
                     );
                 }
             }
+        }
+    }
+
+    /// Records the new files held for the group commit.
+    pub(super) fn record_held(&mut self) {
+        if !self.unrecorded.is_empty() {
+            let batch = std::mem::take(&mut self.unrecorded);
+            let now = self.now();
+            self.record(&batch, now);
         }
     }
 

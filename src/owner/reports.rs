@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::endpoint::Change;
 use super::judge::{self, Facts, Health, Tally, Verdict};
-use super::{AlertEvent, Owner};
+use super::{AlertEvent, Mode, Owner, GROUP_COMMIT, GROUP_COMMIT_MAX};
 use crate::clock::human_duration;
 use crate::layout::Show;
 use crate::store::{Claimed, Completion, Disposition};
@@ -178,9 +178,44 @@ impl Owner {
         }
     }
 
-    /// Saves completions now, or holds them while the database is in trouble.
+    /// Saves completions: in the daemon's normal run held for a group commit (committed by
+    /// `commit_held` with those that come meanwhile), else now; held while the database
+    /// is in trouble.
     pub(super) fn save(&mut self, completions: Vec<Completion>) {
         self.unsaved.extend(completions);
+        if !self.unsaved.is_empty() && self.may_hold(self.unsaved.len()) {
+            self.held_since.get_or_insert_with(Instant::now);
+            return;
+        }
+        self.commit_now();
+    }
+
+    /// Whether a group commit may hold `n` files or results: in the daemon's normal run.
+    /// Not in a one-shot scan (its summary counts what was saved), nor once shutdown began
+    /// (the job channel is closed), nor while the database is in trouble (`housekeeping`
+    /// retries what it holds then).
+    pub(super) fn may_hold(&self, n: usize) -> bool {
+        matches!(self.mode, Mode::Daemon)
+            && self.jobs_tx.is_some()
+            && self.db_trouble.is_none()
+            && n < GROUP_COMMIT_MAX
+    }
+
+    /// Commits what is held for the group commit once the oldest has waited `GROUP_COMMIT`.
+    pub(super) fn commit_held(&mut self) {
+        if self
+            .held_since
+            .is_some_and(|since| since.elapsed() >= GROUP_COMMIT)
+        {
+            self.commit_now();
+        }
+    }
+
+    /// Commits what is held: new files first (a result never refers to them, but a claim
+    /// after this should see them), then results.
+    pub(super) fn commit_now(&mut self) {
+        self.held_since = None;
+        self.record_held();
         self.flush_unsaved();
     }
 
@@ -258,6 +293,9 @@ impl Owner {
     }
 
     fn endpoint_up(&mut self, down_for: Duration) {
+        // Results held for the group commit first: a retry among them saved after the
+        // release below would keep the backoff of the outage.
+        self.commit_now();
         self.alerts.send(AlertEvent::EndpointUp { down_for });
         self.live.queue().endpoint_down = None;
         log::info!(

@@ -238,3 +238,94 @@ fn claims_refill_the_channel_from_half_and_a_lone_file_goes_at_once() {
     assert_eq!(list_today(&mut rig), 14);
     agree(&mut rig, 1, "a lone new file is claimed at once");
 }
+
+/// Issue 17: the daemon commits results in groups. Two reports a moment apart are held,
+/// their rows still `uploading` in the ledger, and the loop sleeps no longer than the
+/// window; once the oldest has waited `GROUP_COMMIT` both are committed together. Once
+/// shutdown has begun (the job channel closed) a result is committed at once.
+#[test]
+fn results_are_committed_in_groups() {
+    let mut rig = pending("group-commit", 3);
+    rig.owner.dispatch();
+    let mut jobs: Vec<Job> = rig.jobs.try_iter().collect();
+    assert_eq!(jobs.len(), 3);
+    let uploading = |rig: &Rig| -> i64 {
+        rusqlite::Connection::open(rig.dir.join("sega.db"))
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM files WHERE status = 'uploading'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let report = |rig: &Rig, job: Job| Report {
+        job,
+        started_at: rig.owner.clock.now_utc(),
+        duration: Duration::ZERO,
+        outcome: Outcome::NotAnImage,
+        note: None,
+    };
+    let first = report(&rig, jobs.remove(0));
+    rig.owner.on_reports(vec![first]);
+    let second = report(&rig, jobs.remove(0));
+    rig.owner.on_reports(vec![second]);
+    assert_eq!(uploading(&rig), 3, "both results are held");
+    assert!(rig.owner.sleep_for() <= super::GROUP_COMMIT);
+    std::thread::sleep(super::GROUP_COMMIT);
+    rig.owner.commit_held();
+    assert_eq!(uploading(&rig), 1, "both committed once the window passed");
+    assert!(rig.owner.held_since.is_none());
+    rig.owner.jobs_tx = None;
+    let third = report(&rig, jobs.remove(0));
+    rig.owner.on_reports(vec![third]);
+    assert_eq!(
+        uploading(&rig),
+        0,
+        "during shutdown a result is committed at once"
+    );
+}
+
+/// Issue 17: new files inotify reports are held for the group commit too, and recorded in
+/// one transaction once the window passed; a listing that comes meanwhile has them
+/// recorded first, so a file in both is one row.
+#[test]
+fn new_files_seen_by_inotify_are_recorded_in_groups() {
+    let mut rig = pending("group-record", 0);
+    let today = layout::format_date(rig.owner.clock.today_local());
+    let date_dir = rig.dir.join("data").join("Sega_1").join(&today);
+    let rows = |rig: &Rig| -> i64 {
+        rusqlite::Connection::open(rig.dir.join("sega.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
+            .unwrap()
+    };
+    let observe = |rig: &mut Rig, name: &str, seed: u64| {
+        let path = date_dir.join(name);
+        std::fs::write(&path, sega_testsrv::images::jpeg(8, 8, seed)).unwrap();
+        let version = layout::Version::of(&std::fs::metadata(&path).unwrap());
+        let now = crate::timestamp::Timestamp::new(rig.owner.clock.now_utc());
+        rig.owner.ingest(Input::Observed(vec![crate::work::Observation {
+            path,
+            folder: "Sega_1".into(),
+            date: today.clone(),
+            filename: name.into(),
+            version,
+            ready_at: now,
+            via_event: true,
+        }]));
+    };
+    observe(&mut rig, "a.jpg", 1);
+    observe(&mut rig, "b.jpg", 2);
+    assert_eq!(rows(&rig), 0, "both are held");
+    assert!(rig.owner.sleep_for() <= super::GROUP_COMMIT);
+    std::thread::sleep(super::GROUP_COMMIT);
+    rig.owner.commit_held();
+    assert_eq!(rows(&rig), 2, "recorded together once the window passed");
+    observe(&mut rig, "c.jpg", 3);
+    assert_eq!(rows(&rig), 2, "held");
+    assert_eq!(list_today(&mut rig), 3);
+    assert_eq!(rows(&rig), 3, "the held file and the listing make one row");
+    rig.owner.dispatch();
+    assert_eq!(rig.jobs.len(), 3, "each row claimed once");
+}
