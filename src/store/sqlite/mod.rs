@@ -208,9 +208,11 @@ impl Store {
 /// it moves it to a temporary file. SQLite's default, 64 KiB, is less than one INSERT or
 /// claim on `files` can need (the row, six index entries, the counter row and the pages a
 /// split rewrites): past it the rest of the transaction wrote every undo page to a file,
-/// half of the daemon's write calls in the `present` benchmark. 4 MiB keeps every statement
-/// of the daemon's hot path in memory; a daily prune of many rows may still spill.
-const STATEMENT_JOURNAL_IN_MEMORY: std::ffi::c_int = 4 << 20;
+/// half of the daemon's write calls in the `present` benchmark. 1 MiB keeps every statement
+/// of the daemon's hot path in memory (a claim of 16 rows touches about 20 pages); a
+/// statement over many rows (the daily prune, the release after an outage) still spills,
+/// so its undo pages never cost more memory than this.
+const STATEMENT_JOURNAL_IN_MEMORY: std::ffi::c_int = 1 << 20;
 
 /// Process-wide SQLite settings. Call once, first thing in `main`: SQLite takes them only
 /// before its first use in the process, and no other thread may use SQLite meanwhile.
