@@ -379,6 +379,32 @@ fn hour_backoff(rig: &mut Rig) {
     rig.owner.policy.max = hour;
 }
 
+/// Review of issue 17's group commit: a permission change (IN_ATTRIB) that came while the
+/// result of the failed open was held found the row still `uploading` in the ledger, so
+/// nothing was re-checked; the held result then set the retry an hour away, and the file
+/// that had just become readable waited for it (before, the result was committed at once
+/// and the re-check found the row pending). The permission change commits what is held,
+/// results too, before it looks.
+#[test]
+fn a_permission_change_while_the_failed_open_is_held_makes_the_file_due_now() {
+    let mut rig = pending("attrib-held", 1);
+    hour_backoff(&mut rig);
+    rig.owner.dispatch();
+    let job = rig.jobs.try_recv().unwrap();
+    let path = job.file.path.clone();
+    let failed = report(&rig, job, Outcome::Unreadable("permission denied".into()));
+    rig.owner.on_reports(vec![failed]);
+    assert!(rig.owner.held_since.is_some(), "the result is held");
+    rig.owner.ingest(Input::Attrib(path));
+    rig.owner.commit_now();
+    rig.owner.dispatch();
+    assert_eq!(
+        rig.jobs.len(),
+        1,
+        "after the permission change the file is tried again at once, not in an hour"
+    );
+}
+
 /// Review of issue 17's group commit: a retry judged during an outage and held for the
 /// group commit is committed before the endpoint's return releases the outage's backoffs,
 /// so it is released too (were it committed after, it would wait its hour).
