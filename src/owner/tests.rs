@@ -435,6 +435,35 @@ fn a_retry_held_during_an_outage_is_due_once_the_endpoint_is_back() {
     assert_eq!(again, vec![a_id], "the retry of the outage is due now");
 }
 
+/// The same when the failure and the answer that ends the outage come in one batch of
+/// reports: the failure's result was kept in a list of the batch and saved after the
+/// release, and kept its hour.
+#[test]
+fn a_retry_judged_in_the_batch_that_ends_the_outage_is_due_at_once() {
+    let mut rig = pending("outage-batch", 2);
+    hour_backoff(&mut rig);
+    rig.owner.dispatch();
+    let (a, b) = (rig.jobs.try_recv().unwrap(), rig.jobs.try_recv().unwrap());
+    let (now, wall) = (Instant::now(), rig.owner.clock.now_utc());
+    let second = Duration::from_secs(1);
+    for id in [a.id, b.id, a.id] {
+        rig.owner
+            .endpoint
+            .failed(id, "refused", false, now, wall, second, second);
+    }
+    let a_id = a.id;
+    let batch = vec![
+        report(&rig, a, Outcome::Transport("connection refused".into())),
+        report(&rig, b, answer(200)),
+    ];
+    rig.owner.on_reports(batch);
+    assert!(!rig.owner.endpoint.is_down(), "the answer ended the outage");
+    rig.owner.commit_now();
+    rig.owner.dispatch();
+    let again: Vec<i64> = rig.jobs.try_iter().map(|j| j.id).collect();
+    assert_eq!(again, vec![a_id], "the retry of the outage is due now");
+}
+
 /// Review of issue 17's group commit: the shutdown commits everything held, new files seen
 /// by inotify and results, so a clean stop leaves no row `uploading` and no file to the
 /// next start's catch-up scan.
