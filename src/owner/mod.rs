@@ -532,6 +532,12 @@ impl Owner {
 
     fn recovered(&mut self) {
         if let Some(since) = self.db_trouble.take() {
+            // Results kept through the trouble were retried by `housekeeping` while it
+            // lasted; when something else found the database writable again (a record),
+            // they are committed as if held for the group commit, or nothing would.
+            if !self.unsaved.is_empty() {
+                self.held_since.get_or_insert_with(Instant::now);
+            }
             let due = self
                 .recovery_rescan
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));

@@ -494,3 +494,45 @@ fn shutdown_commits_the_files_and_results_held_for_the_group_commit() {
     assert_eq!(count(&dir, "status = 'skipped'"), 1);
     assert_eq!(count(&dir, "1"), 2, "the new file was recorded");
 }
+
+/// Review of issue 17's group commit: a result that could not be committed (database
+/// trouble) is retried by `housekeeping` while the trouble lasts. When a new file's record
+/// was what found the database writable again, the trouble ended with the result still
+/// unsaved and nothing left to commit it: not held for the group commit, not retried by
+/// `housekeeping`, its row `uploading` until some later report or a restart (at a quiet
+/// site, for hours: the retry it holds never comes). The end of the trouble commits it.
+#[test]
+fn a_result_kept_through_database_trouble_is_saved_when_a_record_ends_it() {
+    let mut rig = pending("trouble-record", 1);
+    rig.owner.dispatch();
+    let job = rig.jobs.try_recv().unwrap();
+    let aside = |sql: &str| {
+        rusqlite::Connection::open(rig.dir.join("sega.db"))
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap()
+    };
+    // Results cannot be written; new files still can.
+    aside("ALTER TABLE upload_results RENAME TO results_aside");
+    let failed = report(&rig, job, Outcome::Unreadable("permission denied".into()));
+    rig.owner.on_reports(vec![failed]);
+    rig.owner.commit_now();
+    assert!(rig.owner.db_trouble.is_some(), "the commit failed");
+    aside("ALTER TABLE results_aside RENAME TO upload_results");
+    observe(&mut rig, "new.jpg", 5);
+    assert!(
+        rig.owner.db_trouble.is_none(),
+        "the record ended the trouble"
+    );
+    assert_eq!(count(&rig.dir, "1"), 2, "the new file was recorded");
+    // The loop's steps, with nothing else coming.
+    assert!(rig.owner.sleep_for() <= super::GROUP_COMMIT);
+    std::thread::sleep(super::GROUP_COMMIT);
+    rig.owner.commit_held();
+    rig.owner.housekeeping();
+    assert_eq!(
+        count(&rig.dir, "status = 'uploading'"),
+        0,
+        "the result kept through the trouble was saved"
+    );
+}
