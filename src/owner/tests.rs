@@ -536,3 +536,31 @@ fn a_result_kept_through_database_trouble_is_saved_when_a_record_ends_it() {
         "the result kept through the trouble was saved"
     );
 }
+
+/// Review of issue 17's group commit: a listing commits the new files held before it looks,
+/// so what the watcher saw first is recorded first. A file held at one version and
+/// rewritten before the listing ends at the version on disk, not at the older one the
+/// group commit would otherwise record after the listing (then sent, found changed, and
+/// sent again).
+#[test]
+fn a_listing_after_a_held_observation_leaves_the_row_at_the_version_on_disk() {
+    let mut rig = pending("held-then-listed", 0);
+    observe(&mut rig, "a.jpg", 1);
+    assert_eq!(count(&rig.dir, "1"), 0, "held");
+    let today = layout::format_date(rig.owner.clock.today_local());
+    let path = rig
+        .dir
+        .join("data")
+        .join("Sega_1")
+        .join(today)
+        .join("a.jpg");
+    std::fs::write(&path, sega_testsrv::images::jpeg(32, 32, 2)).unwrap();
+    let on_disk = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(list_today(&mut rig), 1);
+    rig.owner.commit_now();
+    assert_eq!(
+        count(&rig.dir, &format!("size = {on_disk}")),
+        1,
+        "the row holds the version on disk"
+    );
+}
