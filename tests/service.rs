@@ -74,13 +74,15 @@ fn the_watchdog_stops_while_the_db_owner_is_stuck_and_resumes() {
     let locked_at = Instant::now();
     std::thread::sleep(Duration::from_secs(7));
     n.pump();
-    let pings = n.pings_between(locked_at, Instant::now());
-    let mut gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
-    if let Some(first) = pings.first() {
-        gaps.push(*first - locked_at);
-    } else {
-        gaps.push(Instant::now() - locked_at);
-    }
+    let until = Instant::now();
+    let pings = n.pings_between(locked_at, until);
+    // Every stretch of the 7 s without a ping: before the first, between two, and after
+    // the last (the owner may stay stuck to the end: it blocks once on the record and again
+    // on the heartbeat, 5 s each, before its loop turns).
+    let mut edges = vec![locked_at];
+    edges.extend(pings.iter().copied());
+    edges.push(until);
+    let gaps: Vec<Duration> = edges.windows(2).map(|w| w[1] - w[0]).collect();
     let longest = gaps.iter().max().copied().unwrap_or_default();
     // A ping a second normally; with the owner stuck in a 5 s busy wait and a 2 s
     // watchdog, none for seconds.

@@ -82,8 +82,10 @@ impl Owner {
                 self.maybe_due = true;
             }
             Input::Attrib(path) => {
-                // The file may be one of those held for the group commit.
-                self.record_held();
+                // What is held for the group commit first: the file may be one of the new
+                // files held, or the attempt that could not open it may be among the
+                // results held, its row still `uploading`, which the re-check passes by.
+                self.commit_now();
                 match self.store.recheck(&path, now) {
                     Ok(true) => {
                         log::info!(

@@ -81,8 +81,6 @@ pub enum Control {
     Reload(Box<Config>, Arc<RequestSettings>),
 }
 
-/// How long a one-shot `scan` keeps trying to save its results while the database is
-/// locked or failing, before it gives up (exit 1; those files are sent again next time).
 /// How long the daemon holds a new file seen by inotify, or an upload's result, before it
 /// commits it with what came meanwhile (a group commit). Each commit writes every page it
 /// touched to the WAL (a row and its index entries, a result and its index entries, the
@@ -97,6 +95,8 @@ const GROUP_COMMIT: Duration = Duration::from_millis(5);
 /// are waiting.
 const GROUP_COMMIT_MAX: usize = 256;
 
+/// How long a one-shot `scan` keeps trying to save its results while the database is
+/// locked or failing, before it gives up (exit 1; those files are sent again next time).
 const ONESHOT_SAVE_FOR: Duration = Duration::from_secs(60);
 
 /// One-shot (scan) or daemon.
@@ -532,6 +532,12 @@ impl Owner {
 
     fn recovered(&mut self) {
         if let Some(since) = self.db_trouble.take() {
+            // Results kept through the trouble were retried by `housekeeping` while it
+            // lasted; when something else found the database writable again (a record),
+            // they are committed as if held for the group commit, or nothing would.
+            if !self.unsaved.is_empty() {
+                self.held_since.get_or_insert_with(Instant::now);
+            }
             let due = self
                 .recovery_rescan
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));

@@ -19,7 +19,7 @@ const REPORT_RETRYING_AT: i64 = 5;
 
 impl Owner {
     pub(super) fn on_reports(&mut self, batch: Vec<Report>) {
-        let mut completions = Vec::with_capacity(batch.len());
+        let mut judged = 0;
         let mut handed_back = Vec::new();
         for r in batch {
             self.in_flight.remove(&r.job.id);
@@ -41,9 +41,16 @@ impl Owner {
             }
             let file = claimed(&r.job);
             let verdict = self.decide(&file, &r);
-            completions.push(self.carry_out(verdict, &file.path));
+            let completion = self.carry_out(verdict, &file.path);
+            // Among those held at once, not in a list of this batch: a later report of the
+            // batch that ends an outage commits it before the outage's backoffs are
+            // released (`endpoint_up`), or it would keep its backoff.
+            self.unsaved.push(completion);
+            judged += 1;
         }
-        self.save(completions);
+        if judged > 0 {
+            self.save(Vec::new());
+        }
         if !handed_back.is_empty() {
             self.give_back(&handed_back);
         }

@@ -23,6 +23,18 @@ struct Rig {
     jobs: Receiver<Job>,
     config: Config,
     settings: Arc<RequestSettings>,
+    /// Last, so the owner (and its connection) is dropped before the tree goes.
+    _tree: Tree,
+}
+
+/// Removes the rig's tree when dropped (a field, not `Drop for Rig`, so that a test may
+/// move the owner out: `Owner::shutdown` takes it by value).
+struct Tree(PathBuf);
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Two images recorded in today's folder, due now.
@@ -71,6 +83,7 @@ fn pending(name: &str, n: usize) -> Rig {
         Outlets::none(),
     );
     let mut rig = Rig {
+        _tree: Tree(dir.clone()),
         dir,
         owner,
         jobs,
@@ -117,12 +130,6 @@ fn down_with_two_pending(name: &str) -> Rig {
     }
     assert!(rig.owner.endpoint.is_down());
     rig
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn reload(rig: &mut Rig) {
@@ -292,29 +299,7 @@ fn results_are_committed_in_groups() {
 #[test]
 fn new_files_seen_by_inotify_are_recorded_in_groups() {
     let mut rig = pending("group-record", 0);
-    let today = layout::format_date(rig.owner.clock.today_local());
-    let date_dir = rig.dir.join("data").join("Sega_1").join(&today);
-    let rows = |rig: &Rig| -> i64 {
-        rusqlite::Connection::open(rig.dir.join("sega.db"))
-            .unwrap()
-            .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
-            .unwrap()
-    };
-    let observe = |rig: &mut Rig, name: &str, seed: u64| {
-        let path = date_dir.join(name);
-        std::fs::write(&path, sega_testsrv::images::jpeg(8, 8, seed)).unwrap();
-        let version = layout::Version::of(&std::fs::metadata(&path).unwrap());
-        let now = crate::timestamp::Timestamp::new(rig.owner.clock.now_utc());
-        rig.owner.ingest(Input::Observed(vec![crate::work::Observation {
-            path,
-            folder: "Sega_1".into(),
-            date: today.clone(),
-            filename: name.into(),
-            version,
-            ready_at: now,
-            via_event: true,
-        }]));
-    };
+    let rows = |rig: &Rig| count(&rig.dir, "1");
     observe(&mut rig, "a.jpg", 1);
     observe(&mut rig, "b.jpg", 2);
     assert_eq!(rows(&rig), 0, "both are held");
@@ -328,4 +313,254 @@ fn new_files_seen_by_inotify_are_recorded_in_groups() {
     assert_eq!(rows(&rig), 3, "the held file and the listing make one row");
     rig.owner.dispatch();
     assert_eq!(rig.jobs.len(), 3, "each row claimed once");
+}
+
+/// Writes `name` (an image) into today's folder of the rig's tree and tells the owner, as
+/// the watcher does after IN_CLOSE_WRITE.
+fn observe(rig: &mut Rig, name: &str, seed: u64) {
+    let today = layout::format_date(rig.owner.clock.today_local());
+    let path = rig.dir.join("data").join("Sega_1").join(&today).join(name);
+    std::fs::write(&path, sega_testsrv::images::jpeg(8, 8, seed)).unwrap();
+    let version = layout::Version::of(&std::fs::metadata(&path).unwrap());
+    let now = crate::timestamp::Timestamp::new(rig.owner.clock.now_utc());
+    rig.owner
+        .ingest(Input::Observed(vec![crate::work::Observation {
+            path,
+            folder: "Sega_1".into(),
+            date: today,
+            filename: name.into(),
+            version,
+            ready_at: now,
+            via_event: true,
+        }]));
+}
+
+/// Rows of the rig's ledger where `condition` holds (read by a connection of its own, so
+/// only what was committed).
+fn count(dir: &std::path::Path, condition: &str) -> i64 {
+    rusqlite::Connection::open(dir.join("sega.db"))
+        .unwrap()
+        .query_row(
+            &format!("SELECT count(*) FROM files WHERE {condition}"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// What a worker reports about `job`.
+fn report(rig: &Rig, job: Job, outcome: Outcome) -> Report {
+    Report {
+        job,
+        started_at: rig.owner.clock.now_utc(),
+        duration: Duration::ZERO,
+        outcome,
+        note: None,
+    }
+}
+
+fn answer(status: u16) -> Outcome {
+    Outcome::Answered(crate::work::Response {
+        status,
+        headers: Vec::new(),
+        body: "{}".into(),
+        json: Some("{}".into()),
+        retry_after: None,
+        location: None,
+        body_error: None,
+        mismatch: None,
+    })
+}
+
+/// Backoff of an hour (inside the horizon), so a row that waits it is plainly not due.
+fn hour_backoff(rig: &mut Rig) {
+    let hour = Duration::from_secs(3600);
+    rig.owner.policy.initial = hour;
+    rig.owner.policy.max = hour;
+}
+
+/// Review of issue 17's group commit: a permission change (IN_ATTRIB) that came while the
+/// result of the failed open was held found the row still `uploading` in the ledger, so
+/// nothing was re-checked; the held result then set the retry an hour away, and the file
+/// that had just become readable waited for it (before, the result was committed at once
+/// and the re-check found the row pending). The permission change commits what is held,
+/// results too, before it looks.
+#[test]
+fn a_permission_change_while_the_failed_open_is_held_makes_the_file_due_now() {
+    let mut rig = pending("attrib-held", 1);
+    hour_backoff(&mut rig);
+    rig.owner.dispatch();
+    let job = rig.jobs.try_recv().unwrap();
+    let path = job.file.path.clone();
+    let failed = report(&rig, job, Outcome::Unreadable("permission denied".into()));
+    rig.owner.on_reports(vec![failed]);
+    assert!(rig.owner.held_since.is_some(), "the result is held");
+    rig.owner.ingest(Input::Attrib(path));
+    rig.owner.commit_now();
+    rig.owner.dispatch();
+    assert_eq!(
+        rig.jobs.len(),
+        1,
+        "after the permission change the file is tried again at once, not in an hour"
+    );
+}
+
+/// Review of issue 17's group commit: a retry judged during an outage and held for the
+/// group commit is committed before the endpoint's return releases the outage's backoffs,
+/// so it is released too (were it committed after, it would wait its hour).
+#[test]
+fn a_retry_held_during_an_outage_is_due_once_the_endpoint_is_back() {
+    let mut rig = pending("outage-held", 2);
+    hour_backoff(&mut rig);
+    rig.owner.dispatch();
+    let (a, b) = (rig.jobs.try_recv().unwrap(), rig.jobs.try_recv().unwrap());
+    let (now, wall) = (Instant::now(), rig.owner.clock.now_utc());
+    let second = Duration::from_secs(1);
+    for id in [a.id, b.id, a.id] {
+        rig.owner
+            .endpoint
+            .failed(id, "refused", false, now, wall, second, second);
+    }
+    assert!(rig.owner.endpoint.is_down());
+    let a_id = a.id;
+    let refused = report(&rig, a, Outcome::Transport("connection refused".into()));
+    rig.owner.on_reports(vec![refused]);
+    assert!(rig.owner.held_since.is_some(), "the retry is held");
+    let answered = report(&rig, b, answer(200));
+    rig.owner.on_reports(vec![answered]);
+    assert!(!rig.owner.endpoint.is_down(), "the answer ended the outage");
+    rig.owner.commit_now();
+    rig.owner.dispatch();
+    let again: Vec<i64> = rig.jobs.try_iter().map(|j| j.id).collect();
+    assert_eq!(again, vec![a_id], "the retry of the outage is due now");
+}
+
+/// The same when the failure and the answer that ends the outage come in one batch of
+/// reports: the failure's result was kept in a list of the batch and saved after the
+/// release, and kept its hour.
+#[test]
+fn a_retry_judged_in_the_batch_that_ends_the_outage_is_due_at_once() {
+    let mut rig = pending("outage-batch", 2);
+    hour_backoff(&mut rig);
+    rig.owner.dispatch();
+    let (a, b) = (rig.jobs.try_recv().unwrap(), rig.jobs.try_recv().unwrap());
+    let (now, wall) = (Instant::now(), rig.owner.clock.now_utc());
+    let second = Duration::from_secs(1);
+    for id in [a.id, b.id, a.id] {
+        rig.owner
+            .endpoint
+            .failed(id, "refused", false, now, wall, second, second);
+    }
+    let a_id = a.id;
+    let batch = vec![
+        report(&rig, a, Outcome::Transport("connection refused".into())),
+        report(&rig, b, answer(200)),
+    ];
+    rig.owner.on_reports(batch);
+    assert!(!rig.owner.endpoint.is_down(), "the answer ended the outage");
+    rig.owner.commit_now();
+    rig.owner.dispatch();
+    let again: Vec<i64> = rig.jobs.try_iter().map(|j| j.id).collect();
+    assert_eq!(again, vec![a_id], "the retry of the outage is due now");
+}
+
+/// Review of issue 17's group commit: the shutdown commits everything held, new files seen
+/// by inotify and results, so a clean stop leaves no row `uploading` and no file to the
+/// next start's catch-up scan.
+#[test]
+fn shutdown_commits_the_files_and_results_held_for_the_group_commit() {
+    let mut rig = pending("shutdown-held", 1);
+    rig.owner.dispatch();
+    let job = rig.jobs.try_recv().unwrap();
+    let skipped = report(&rig, job, Outcome::NotAnImage);
+    rig.owner.on_reports(vec![skipped]);
+    observe(&mut rig, "new.jpg", 7);
+    assert_eq!(
+        count(&rig.dir, "status = 'uploading'"),
+        1,
+        "the result is held"
+    );
+    assert_eq!(count(&rig.dir, "1"), 1, "the new file is held");
+    let Rig {
+        owner, dir, _tree, ..
+    } = rig;
+    let (_tx, reports) = crossbeam_channel::unbounded::<Report>();
+    owner.shutdown(Duration::ZERO, &reports).unwrap();
+    assert_eq!(
+        count(&dir, "status = 'uploading'"),
+        0,
+        "the result was saved"
+    );
+    assert_eq!(count(&dir, "status = 'skipped'"), 1);
+    assert_eq!(count(&dir, "1"), 2, "the new file was recorded");
+}
+
+/// Review of issue 17's group commit: a result that could not be committed (database
+/// trouble) is retried by `housekeeping` while the trouble lasts. When a new file's record
+/// was what found the database writable again, the trouble ended with the result still
+/// unsaved and nothing left to commit it: not held for the group commit, not retried by
+/// `housekeeping`, its row `uploading` until some later report or a restart (at a quiet
+/// site, for hours: the retry it holds never comes). The end of the trouble commits it.
+#[test]
+fn a_result_kept_through_database_trouble_is_saved_when_a_record_ends_it() {
+    let mut rig = pending("trouble-record", 1);
+    rig.owner.dispatch();
+    let job = rig.jobs.try_recv().unwrap();
+    let aside = |sql: &str| {
+        rusqlite::Connection::open(rig.dir.join("sega.db"))
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap()
+    };
+    // Results cannot be written; new files still can.
+    aside("ALTER TABLE upload_results RENAME TO results_aside");
+    let failed = report(&rig, job, Outcome::Unreadable("permission denied".into()));
+    rig.owner.on_reports(vec![failed]);
+    rig.owner.commit_now();
+    assert!(rig.owner.db_trouble.is_some(), "the commit failed");
+    aside("ALTER TABLE results_aside RENAME TO upload_results");
+    observe(&mut rig, "new.jpg", 5);
+    assert!(
+        rig.owner.db_trouble.is_none(),
+        "the record ended the trouble"
+    );
+    assert_eq!(count(&rig.dir, "1"), 2, "the new file was recorded");
+    // The loop's steps, with nothing else coming.
+    assert!(rig.owner.sleep_for() <= super::GROUP_COMMIT);
+    std::thread::sleep(super::GROUP_COMMIT);
+    rig.owner.commit_held();
+    rig.owner.housekeeping();
+    assert_eq!(
+        count(&rig.dir, "status = 'uploading'"),
+        0,
+        "the result kept through the trouble was saved"
+    );
+}
+
+/// Review of issue 17's group commit: a listing commits the new files held before it looks,
+/// so what the watcher saw first is recorded first. A file held at one version and
+/// rewritten before the listing ends at the version on disk, not at the older one the
+/// group commit would otherwise record after the listing (then sent, found changed, and
+/// sent again).
+#[test]
+fn a_listing_after_a_held_observation_leaves_the_row_at_the_version_on_disk() {
+    let mut rig = pending("held-then-listed", 0);
+    observe(&mut rig, "a.jpg", 1);
+    assert_eq!(count(&rig.dir, "1"), 0, "held");
+    let today = layout::format_date(rig.owner.clock.today_local());
+    let path = rig
+        .dir
+        .join("data")
+        .join("Sega_1")
+        .join(today)
+        .join("a.jpg");
+    std::fs::write(&path, sega_testsrv::images::jpeg(32, 32, 2)).unwrap();
+    let on_disk = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(list_today(&mut rig), 1);
+    rig.owner.commit_now();
+    assert_eq!(
+        count(&rig.dir, &format!("size = {on_disk}")),
+        1,
+        "the row holds the version on disk"
+    );
 }
