@@ -49,6 +49,7 @@ impl Owner {
             judged += 1;
         }
         if judged > 0 {
+            // The batch's results are in `unsaved` already: held, or committed now.
             self.save(Vec::new());
         }
         if !handed_back.is_empty() {

@@ -208,11 +208,12 @@ impl Store {
 /// it moves it to a temporary file. SQLite's default, 64 KiB, is less than one INSERT or
 /// claim on `files` can need (the row, six index entries, the counter row and the pages a
 /// split rewrites): past it the rest of the transaction wrote every undo page to a file,
-/// half of the daemon's write calls in the `present` benchmark. 1 MiB keeps every statement
-/// of the daemon's hot path in memory (a claim of 16 rows touches about 20 pages); a
-/// statement over many rows (the daily prune, the release after an outage) still spills,
-/// so its undo pages never cost more memory than this.
-const STATEMENT_JOURNAL_IN_MEMORY: std::ffi::c_int = 1 << 20;
+/// half of the daemon's write calls in the `present` benchmark. 256 KiB (64 pages) holds
+/// every statement of the daemon's hot path (a claim of 8 scattered rows touches about 20
+/// pages). SQLite allocates the in-memory journal as one block of this size and the daemon
+/// keeps reusing it, so it is also what this costs in memory at most; a statement over many
+/// rows (the daily prune, the release after an outage) spills to a file, as before.
+const STATEMENT_JOURNAL_IN_MEMORY: std::ffi::c_int = 256 << 10;
 
 /// Process-wide SQLite settings. Call once, first thing in `main`: SQLite takes them only
 /// before its first use in the process, and no other thread may use SQLite meanwhile.
