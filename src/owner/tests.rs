@@ -405,13 +405,9 @@ fn a_permission_change_while_the_failed_open_is_held_makes_the_file_due_now() {
     );
 }
 
-/// Review of issue 17's group commit: a retry judged during an outage and held for the
-/// group commit is committed before the endpoint's return releases the outage's backoffs,
-/// so it is released too (were it committed after, it would wait its hour).
-#[test]
-fn a_retry_held_during_an_outage_is_due_once_the_endpoint_is_back() {
-    let mut rig = pending("outage-held", 2);
-    hour_backoff(&mut rig);
+/// Claims both rows into jobs, and declares the endpoint down on three failures of them
+/// (from two files, as an outage needs).
+fn both_sent_and_down(rig: &mut Rig) -> (Job, Job) {
     rig.owner.dispatch();
     let (a, b) = (rig.jobs.try_recv().unwrap(), rig.jobs.try_recv().unwrap());
     let (now, wall) = (Instant::now(), rig.owner.clock.now_utc());
@@ -421,6 +417,17 @@ fn a_retry_held_during_an_outage_is_due_once_the_endpoint_is_back() {
             .endpoint
             .failed(id, "refused", false, now, wall, second, second);
     }
+    (a, b)
+}
+
+/// Review of issue 17's group commit: a retry judged during an outage and held for the
+/// group commit is committed before the endpoint's return releases the outage's backoffs,
+/// so it is released too (were it committed after, it would wait its hour).
+#[test]
+fn a_retry_held_during_an_outage_is_due_once_the_endpoint_is_back() {
+    let mut rig = pending("outage-held", 2);
+    hour_backoff(&mut rig);
+    let (a, b) = both_sent_and_down(&mut rig);
     assert!(rig.owner.endpoint.is_down());
     let a_id = a.id;
     let refused = report(&rig, a, Outcome::Transport("connection refused".into()));
@@ -442,15 +449,7 @@ fn a_retry_held_during_an_outage_is_due_once_the_endpoint_is_back() {
 fn a_retry_judged_in_the_batch_that_ends_the_outage_is_due_at_once() {
     let mut rig = pending("outage-batch", 2);
     hour_backoff(&mut rig);
-    rig.owner.dispatch();
-    let (a, b) = (rig.jobs.try_recv().unwrap(), rig.jobs.try_recv().unwrap());
-    let (now, wall) = (Instant::now(), rig.owner.clock.now_utc());
-    let second = Duration::from_secs(1);
-    for id in [a.id, b.id, a.id] {
-        rig.owner
-            .endpoint
-            .failed(id, "refused", false, now, wall, second, second);
-    }
+    let (a, b) = both_sent_and_down(&mut rig);
     let a_id = a.id;
     let batch = vec![
         report(&rig, a, Outcome::Transport("connection refused".into())),
