@@ -407,7 +407,7 @@ fn skip(v: &mut Verdict, absent: bool, error: String, level: log::Level, line: S
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::owner) mod tests {
     use super::*;
     use crate::layout::Version;
     use std::path::PathBuf;
@@ -435,7 +435,8 @@ mod tests {
         }
     }
 
-    fn answer(status: u16) -> Response {
+    /// An answer with an empty JSON body; the owner's tests use it too.
+    pub(in crate::owner) fn answer(status: u16) -> Response {
         Response {
             status,
             headers: Vec::new(),

@@ -49,8 +49,7 @@ impl Owner {
             judged += 1;
         }
         if judged > 0 {
-            // The batch's results are in `unsaved` already: held, or committed now.
-            self.save(Vec::new());
+            self.hold_or_commit();
         }
         if !handed_back.is_empty() {
             self.give_back(&handed_back);
@@ -191,6 +190,12 @@ impl Owner {
     /// is in trouble.
     pub(super) fn save(&mut self, completions: Vec<Completion>) {
         self.unsaved.extend(completions);
+        self.hold_or_commit();
+    }
+
+    /// The completions in `unsaved`: held for the group commit when it may hold them, else
+    /// committed now.
+    fn hold_or_commit(&mut self) {
         if !self.unsaved.is_empty() && self.may_hold(self.unsaved.len()) {
             self.held_since.get_or_insert_with(Instant::now);
             return;

@@ -360,16 +360,7 @@ fn report(rig: &Rig, job: Job, outcome: Outcome) -> Report {
 }
 
 fn answer(status: u16) -> Outcome {
-    Outcome::Answered(crate::work::Response {
-        status,
-        headers: Vec::new(),
-        body: "{}".into(),
-        json: Some("{}".into()),
-        retry_after: None,
-        location: None,
-        body_error: None,
-        mismatch: None,
-    })
+    Outcome::Answered(super::judge::tests::answer(status))
 }
 
 /// Backoff of an hour (inside the horizon), so a row that waits it is plainly not due.

@@ -220,16 +220,14 @@ const STATEMENT_JOURNAL_IN_MEMORY: std::ffi::c_int = 256 << 10;
 pub fn configure_process() {
     // SAFETY: SQLITE_CONFIG_STMTJRNL_SPILL takes one int argument. The caller runs this
     // before any thread exists and before any connection is opened.
-    let rc = unsafe {
+    let _refused = unsafe {
         rusqlite::ffi::sqlite3_config(
             rusqlite::ffi::SQLITE_CONFIG_STMTJRNL_SPILL,
             STATEMENT_JOURNAL_IN_MEMORY,
         )
     };
-    if rc != rusqlite::ffi::SQLITE_OK {
-        // Only the speed of writes depends on it.
-        log::debug!("SQLite refused the statement journal size (code {rc})");
-    }
+    // A refusal is not reported: no logger exists yet, and only the speed of writes
+    // depends on it (SQLite's default stays: statement journals spilled past 64 KiB).
 }
 
 /// The trait's operations. Each is an inherent method of the same name in the file that
