@@ -9,7 +9,7 @@ use crate::error::{Error, LedgerState, Result};
 use crate::layout::Show;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The first schema with `file_counts` and the summary's indexes.
 pub const COUNTERS_SINCE: i64 = 3;
@@ -126,6 +126,18 @@ const MIGRATIONS: &[&str] = &[
     END;
     CREATE INDEX files_waiting ON files(detected_at, id) WHERE status IN ('pending', 'uploading');
     CREATE INDEX upload_results_trouble ON upload_results(started_at) WHERE outcome <> 'success';",
+    // 4: `files_status` goes: a row's life wrote it five times (an entry at its record, one
+    // removed and one added at its claim and again at its completion), and every read by
+    // status on the daemon's path has a partial index (the claim names its own, `INDEXED
+    // BY`) or reads the counters. What needed it instead gets an index of the few rows in
+    // that status: `files_claimed` for the start-up requeue of `uploading` rows (written at
+    // the claim and the completion), `files_failed` for `retry --failed`.
+    // `upload_results_started` goes too: every result wrote it, and every read by time is
+    // of failed attempts, which `upload_results_trouble` holds.
+    "DROP INDEX files_status;
+    DROP INDEX upload_results_started;
+    CREATE INDEX files_claimed ON files(id) WHERE status = 'uploading';
+    CREATE INDEX files_failed ON files(id) WHERE status = 'failed';",
 ];
 
 impl Store {
