@@ -184,10 +184,11 @@ const MIGRATIONS: &[&str] = &[
     // a catch-up quadratic in its backlog. `files_failed`: `retry --failed` without a walk
     // over every row (rows enter it only when they fail). `upload_results_started` goes
     // too: every result wrote it, and every read by time is of failed attempts, which
-    // `upload_results_trouble` holds.
+    // `upload_results_trouble` holds. (IF EXISTS: a ledger where one was dropped by hand
+    // still migrates.)
     r#"
-    DROP INDEX files_status;
-    DROP INDEX upload_results_started;
+    DROP INDEX IF EXISTS files_status;
+    DROP INDEX IF EXISTS upload_results_started;
     CREATE INDEX files_failed ON files(scope, id) WHERE status = 'failed';
     "#,
 ];

@@ -133,9 +133,10 @@ const MIGRATIONS: &[&str] = &[
     // that status: `files_claimed` for the start-up requeue of `uploading` rows (written at
     // the claim and the completion), `files_failed` for `retry --failed`.
     // `upload_results_started` goes too: every result wrote it, and every read by time is
-    // of failed attempts, which `upload_results_trouble` holds.
-    "DROP INDEX files_status;
-    DROP INDEX upload_results_started;
+    // of failed attempts, which `upload_results_trouble` holds. (IF EXISTS: a ledger where
+    // one was dropped by hand still migrates.)
+    "DROP INDEX IF EXISTS files_status;
+    DROP INDEX IF EXISTS upload_results_started;
     CREATE INDEX files_claimed ON files(id) WHERE status = 'uploading';
     CREATE INDEX files_failed ON files(id) WHERE status = 'failed';",
 ];
