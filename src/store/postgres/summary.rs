@@ -424,9 +424,11 @@ fn summary(
     .get_result::<PathAtRec>(c)
     .optional()?
     .map(|r| r.into_path_at(ctx));
+    // A row set to `uploaded` by hand may have no time (and would sort first here).
     let last_success = sql_query(format!(
         "SELECT folder, date, filename, path, {} AS at, NULL::text AS detail FROM files
-         WHERE scope = $1 AND status = 'uploaded' ORDER BY uploaded_at DESC LIMIT 1",
+         WHERE scope = $1 AND status = 'uploaded' AND uploaded_at IS NOT NULL
+         ORDER BY uploaded_at DESC LIMIT 1",
         ts("uploaded_at")
     ))
     .bind::<Text, _>(scope)
@@ -595,6 +597,25 @@ mod tests {
             s.counts().unwrap().iter().map(|(_, _, n)| n).sum::<i64>(),
             200
         );
+    }
+
+    /// A row set to `uploaded` by hand, with no upload time (which sorts first in a
+    /// descending order here), does not stop `status`: the last success stays the last one
+    /// a daemon recorded.
+    #[test]
+    fn a_row_marked_uploaded_by_hand_without_a_time_is_not_the_last_success() {
+        let Some(url) = t() else { return };
+        let mut s = pg_open(&url, "site-a", "cam-1", roots());
+        s.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
+            .unwrap();
+        let c = s.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap();
+        s.complete(&[completion(&c[0], Disposition::Uploaded)], T1)
+            .unwrap();
+        s.exec_for_test("UPDATE files SET status = 'uploaded' WHERE filename = 'b.jpg'")
+            .unwrap();
+        let last = s.summary(T0, T0, T0).unwrap().last_success.unwrap();
+        assert_eq!(last.path, Path::new("/data/Sega_1/2026-11-26/a.jpg"));
+        assert_eq!(last.at, T1);
     }
 
     /// A transaction that dies before its commit (its backend killed: a host lost in the

@@ -230,8 +230,8 @@ pub(super) fn newer_schema(path: &Path, version: i64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::{obs, temp_db, FAR, T0, T1};
-    use crate::store::{ClaimOrder, Status};
+    use crate::store::tests::{completion, obs, temp_db, FAR, T0, T1};
+    use crate::store::{ClaimOrder, Disposition, Status};
     use rusqlite::Connection;
 
     /// Counts per (folder, status word), sorted.
@@ -328,6 +328,27 @@ mod tests {
     /// Whoever writes the file, and however a transaction ends, the counts follow the rows:
     /// a transaction that dies before its commit (a process killed in the middle) takes its
     /// count changes with it, and hand edits are counted like the daemon's own.
+    /// A row set to `uploaded` by hand, with no upload time, does not stop `status`: the
+    /// last success stays the last one the daemon recorded.
+    #[test]
+    fn a_row_marked_uploaded_by_hand_without_a_time_is_not_the_last_success() {
+        let p = temp_db();
+        let mut s = Store::open(&p).unwrap();
+        s.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
+            .unwrap();
+        Connection::open(&p)
+            .unwrap()
+            .execute_batch("UPDATE files SET status = 'uploaded' WHERE filename = 'b.jpg'")
+            .unwrap();
+        assert!(s.summary(T0, T0, T0).unwrap().last_success.is_none());
+        let c = s.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap();
+        s.complete(&[completion(&c[0], Disposition::Uploaded)], T1)
+            .unwrap();
+        let last = s.summary(T0, T0, T0).unwrap().last_success.unwrap();
+        assert_eq!(last.path, Path::new("/data/Sega_1/2026-11-26/a.jpg"));
+        assert_eq!(last.at, T1);
+    }
+
     #[test]
     fn counts_follow_hand_edits_and_transactions_that_never_commit() {
         let p = temp_db();

@@ -224,9 +224,18 @@ impl Store {
             .map_err(q)?;
         let last_success = tx
             .query_row(
-                "SELECT path, uploaded_at, NULL FROM files WHERE status = 'uploaded' ORDER BY uploaded_at DESC LIMIT 1",
+                // A row set to `uploaded` by hand may have no time: not the last success.
+                "SELECT path, uploaded_at, NULL FROM files
+                 WHERE status = 'uploaded' AND uploaded_at IS NOT NULL
+                 ORDER BY uploaded_at DESC LIMIT 1",
                 [],
-                |r| Ok(PathAt { path: PathBuf::from(row_os(r, 0)?), at: r.get(1)?, detail: r.get(2)? }),
+                |r| {
+                    Ok(PathAt {
+                        path: PathBuf::from(row_os(r, 0)?),
+                        at: r.get(1)?,
+                        detail: r.get(2)?,
+                    })
+                },
             )
             .optional()
             .map_err(q)?;
