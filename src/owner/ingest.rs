@@ -18,7 +18,7 @@ impl Owner {
             Input::Observed(batch) => {
                 self.unrecorded.extend(batch);
                 if self.may_hold(self.unrecorded.len()) {
-                    self.held_since.get_or_insert_with(std::time::Instant::now);
+                    self.hold();
                 } else {
                     self.record_held();
                 }

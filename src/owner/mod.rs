@@ -536,7 +536,7 @@ impl Owner {
             // lasted; when something else found the database writable again (a record),
             // they are committed as if held for the group commit, or nothing would.
             if !self.unsaved.is_empty() {
-                self.held_since.get_or_insert_with(Instant::now);
+                self.hold();
             }
             let due = self
                 .recovery_rescan

@@ -197,7 +197,7 @@ impl Owner {
     /// committed now.
     fn hold_or_commit(&mut self) {
         if !self.unsaved.is_empty() && self.may_hold(self.unsaved.len()) {
-            self.held_since.get_or_insert_with(Instant::now);
+            self.hold();
             return;
         }
         self.commit_now();
@@ -212,6 +212,11 @@ impl Owner {
             && self.jobs_tx.is_some()
             && self.db_trouble.is_none()
             && n < GROUP_COMMIT_MAX
+    }
+
+    /// Starts the group commit's window, unless something held already started it.
+    pub(super) fn hold(&mut self) {
+        self.held_since.get_or_insert_with(Instant::now);
     }
 
     /// Commits what is held for the group commit once the oldest has waited `GROUP_COMMIT`.

@@ -256,26 +256,10 @@ fn results_are_committed_in_groups() {
     rig.owner.dispatch();
     let mut jobs: Vec<Job> = rig.jobs.try_iter().collect();
     assert_eq!(jobs.len(), 3);
-    let uploading = |rig: &Rig| -> i64 {
-        rusqlite::Connection::open(rig.dir.join("sega.db"))
-            .unwrap()
-            .query_row(
-                "SELECT count(*) FROM files WHERE status = 'uploading'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap()
-    };
-    let report = |rig: &Rig, job: Job| Report {
-        job,
-        started_at: rig.owner.clock.now_utc(),
-        duration: Duration::ZERO,
-        outcome: Outcome::NotAnImage,
-        note: None,
-    };
-    let first = report(&rig, jobs.remove(0));
+    let uploading = |rig: &Rig| count(&rig.dir, "status = 'uploading'");
+    let first = report(&rig, jobs.remove(0), Outcome::NotAnImage);
     rig.owner.on_reports(vec![first]);
-    let second = report(&rig, jobs.remove(0));
+    let second = report(&rig, jobs.remove(0), Outcome::NotAnImage);
     rig.owner.on_reports(vec![second]);
     assert_eq!(uploading(&rig), 3, "both results are held");
     assert!(rig.owner.sleep_for() <= super::GROUP_COMMIT);
@@ -284,7 +268,7 @@ fn results_are_committed_in_groups() {
     assert_eq!(uploading(&rig), 1, "both committed once the window passed");
     assert!(rig.owner.held_since.is_none());
     rig.owner.jobs_tx = None;
-    let third = report(&rig, jobs.remove(0));
+    let third = report(&rig, jobs.remove(0), Outcome::NotAnImage);
     rig.owner.on_reports(vec![third]);
     assert_eq!(
         uploading(&rig),
@@ -411,6 +395,13 @@ fn both_sent_and_down(rig: &mut Rig) -> (Job, Job) {
     (a, b)
 }
 
+/// Commits what is held, then claims: the ids handed out.
+fn claimed_after_commit(rig: &mut Rig) -> Vec<i64> {
+    rig.owner.commit_now();
+    rig.owner.dispatch();
+    rig.jobs.try_iter().map(|j| j.id).collect()
+}
+
 /// Review of issue 17's group commit: a retry judged during an outage and held for the
 /// group commit is committed before the endpoint's return releases the outage's backoffs,
 /// so it is released too (were it committed after, it would wait its hour).
@@ -427,10 +418,11 @@ fn a_retry_held_during_an_outage_is_due_once_the_endpoint_is_back() {
     let answered = report(&rig, b, answer(200));
     rig.owner.on_reports(vec![answered]);
     assert!(!rig.owner.endpoint.is_down(), "the answer ended the outage");
-    rig.owner.commit_now();
-    rig.owner.dispatch();
-    let again: Vec<i64> = rig.jobs.try_iter().map(|j| j.id).collect();
-    assert_eq!(again, vec![a_id], "the retry of the outage is due now");
+    assert_eq!(
+        claimed_after_commit(&mut rig),
+        vec![a_id],
+        "the retry of the outage is due now"
+    );
 }
 
 /// The same when the failure and the answer that ends the outage come in one batch of
@@ -448,10 +440,11 @@ fn a_retry_judged_in_the_batch_that_ends_the_outage_is_due_at_once() {
     ];
     rig.owner.on_reports(batch);
     assert!(!rig.owner.endpoint.is_down(), "the answer ended the outage");
-    rig.owner.commit_now();
-    rig.owner.dispatch();
-    let again: Vec<i64> = rig.jobs.try_iter().map(|j| j.id).collect();
-    assert_eq!(again, vec![a_id], "the retry of the outage is due now");
+    assert_eq!(
+        claimed_after_commit(&mut rig),
+        vec![a_id],
+        "the retry of the outage is due now"
+    );
 }
 
 /// Review of issue 17's group commit: the shutdown commits everything held, new files seen
