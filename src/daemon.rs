@@ -6,9 +6,10 @@
 //!     signals ──► this thread (supervisor): shutdown, reload, watchdog, STATUS
 //!
 //! Channel capacities (backpressure):
-//! - jobs: 2 × workers (at least 8), built by `pipeline`, which the one-shot `scan` uses too.
-//!   Enough that a worker finishing a request finds its next job without waiting for a
-//!   database round trip; small enough that on an outage or a shutdown only a handful of
+//! - jobs: 4 × workers (at least 16), built by `pipeline`, which the one-shot `scan` uses
+//!   too. Enough that a worker finishing a request finds its next job while the owner is
+//!   in a commit or a PostgreSQL round trip, and that a claim (refilling from half) takes
+//!   8 rows or more, not 4; small enough that on an outage or a shutdown only a handful of
 //!   claimed rows go back to `pending`. The owner never claims more than the free slots, so
 //!   its sends never block.
 //! - inputs: 1024 messages (each a batch of up to ~1000 files). When the owner cannot keep
@@ -339,11 +340,9 @@ pub struct Pipeline {
 /// Builds the upload pipeline in one step: the job channel, the gate and the rate limiter
 /// the workers share, `upload.workers` named workers, and the owner that feeds them.
 ///
-/// The job channel holds 2 × workers, at least 8: the daemon's capacity, which the module
-/// doc explains and every benchmark and soak has run with. `scan` used to build its own
-/// with 2 × workers;
-/// the two differ only below 4 workers, where a scan now claims up to 8 rows ahead instead
-/// of 2 or 6, and gives back to `pending` what it did not start, as the daemon does.
+/// The job channel holds 4 × workers, at least 16 (the module doc says why; BENCHMARKS.md,
+/// "A larger job channel", what it was worth), for the daemon and `scan` alike: a scan
+/// gives back to `pending` what it did not start, as the daemon does.
 pub fn pipeline(
     config: &Config,
     clock: &Clock,
@@ -352,7 +351,7 @@ pub fn pipeline(
     outlets: Outlets,
 ) -> Result<Pipeline> {
     let workers = config.upload.workers;
-    let capacity = (2 * workers).max(8);
+    let capacity = (4 * workers).max(16);
     let (jobs_tx, jobs_rx) = bounded(capacity);
     let (reports_tx, reports_rx) = unbounded();
     let limiter = config
