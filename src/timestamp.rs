@@ -88,6 +88,13 @@ impl fmt::Display for Local {
     }
 }
 
+/// How human output shows a time the ledger must hold (detected, last change, an attempt's
+/// start): local, or `(not a time)` where a row edited by hand holds other text (see
+/// `store::FileRow::detected_at`).
+pub fn local_or_unreadable(t: Option<Timestamp>) -> String {
+    t.map_or_else(|| "(not a time)".to_owned(), |t| t.local().to_string())
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(&format_ts(self.0))

@@ -423,6 +423,68 @@ fn a_status_set_by_hand_is_shown_counted_and_never_sent(backend: Backend) {
     assert_eq!(env.row("hand.jpg").status, "weird");
 }
 
+/// Times a SQLite ledger holds as text that is not a time (rows edited by hand: its columns
+/// take any text; PostgreSQL's are typed): the daemon starts and uploads, and `list`,
+/// `show`, `status` and `check` show them as not a time instead of failing.
+#[test]
+fn times_edited_into_text_that_is_not_a_time_stop_nothing() {
+    let env = Env::new("bad-times");
+    let a = env.put("Sega_1", "a.jpg", &jpeg(1));
+    let o = env.run(&["scan"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    env.server.set_mode(Mode::Status {
+        code: 503,
+        fraction: 1.0,
+    });
+    env.put("Sega_1", "b.jpg", &jpeg(2));
+    let o = env.run(&["scan"]);
+    assert_eq!(o.code, 1, "b.jpg left pending: {}{}", o.stdout, o.stderr);
+    let w = env.sqlite_writer();
+    let edit = |sql: &str| assert!(w.execute(sql, []).unwrap() > 0, "{sql}");
+    edit("UPDATE files SET detected_at = 'x', updated_at = 'garbage', uploaded_at = '?'");
+    edit("UPDATE files SET next_attempt_at = 'later' WHERE status = 'pending'");
+    edit("UPDATE upload_results SET started_at = 'never'");
+    edit("INSERT INTO state(key, value, updated_at) VALUES ('by_hand', 'v', 'x')");
+    drop(w);
+
+    let o = env.run(&["list"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("(not a time)"), "{}", o.stdout);
+    let o = env.run(&["list", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for line in o.stdout.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(row["detected_at"], Value::Null, "{line}");
+        assert_eq!(row["updated_at"], Value::Null, "{line}");
+    }
+    let o = env.run(&["show", a.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("detected:      (not a time)"),
+        "{}",
+        o.stdout
+    );
+    let s = status_json(&env);
+    assert_eq!(s["oldest_pending"]["at"], Value::Null, "{s}");
+    assert_eq!(s["last_error"]["at"], Value::Null, "{s}");
+    let o = env.run(&["status"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("(not a time)"), "{}", o.stdout);
+    // Not running: CRITICAL, not UNKNOWN (a ledger it could not read).
+    let c = env.run(&["check"]);
+    assert_eq!(c.code, 2, "{}{}", c.stdout, c.stderr);
+
+    env.server.set_mode(Mode::Ok);
+    let mut d = env.start_daemon();
+    d.wait_log("ready:");
+    wait_until("b.jpg uploaded", DEADLINE, || {
+        env.count_status("uploaded") == 2
+    });
+    assert!(d.alive());
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
 /// Parses Prometheus text format strictly enough: `# HELP`/`# TYPE` lines, and
 /// `name{labels} value` samples whose value is a float.
 fn parse_prom(text: &str) -> Vec<(String, f64)> {

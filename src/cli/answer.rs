@@ -136,7 +136,7 @@ mod tests {
         ResultRow {
             id: 1,
             attempt: 1,
-            started_at: Timestamp::parse("2026-12-01T17:10:05.000Z").unwrap(),
+            started_at: Timestamp::parse("2026-12-01T17:10:05.000Z"),
             duration_ms: 12,
             http_status: status,
             response_body: body.map(str::to_owned),

@@ -28,9 +28,9 @@ pub(super) fn row_json(r: &FileRow) -> Value {
         "attempts": r.attempts,
         "next_attempt_at": r.next_attempt_at.map(|t| t.to_string()),
         "last_error": r.last_error,
-        "detected_at": r.detected_at.to_string(),
+        "detected_at": r.detected_at.map(|t| t.to_string()),
         "uploaded_at": r.uploaded_at.map(|t| t.to_string()),
-        "updated_at": r.updated_at.to_string(),
+        "updated_at": r.updated_at.map(|t| t.to_string()),
         "host": r.host,
     })
 }
@@ -89,7 +89,7 @@ pub(super) fn list(path: &Path, filter: &ListFilter, as_json: bool, verbose: boo
             r.size,
             text_line(&r.date),
             text_line(&r.folder),
-            r.updated_at.local(),
+            crate::timestamp::local_or_unreadable(r.updated_at),
             host_col(&text_line(r.host.as_deref().unwrap_or("-"))),
             r.id,
             display_name(&r.filename)

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::error::{Error, Result, EXIT_OK};
 use crate::layout::{display_name, text_line, Show};
 use crate::store::{self, FileRow, Ledger, ResultRow, Role, Status, RESULTS_KEPT_PER_FILE};
-use crate::timestamp::Timestamp;
+use crate::timestamp::{local_or_unreadable, Timestamp};
 
 /// What `show` was asked about, as typed.
 pub(super) struct Target(pub(super) PathBuf);
@@ -193,8 +193,8 @@ fn row_lines(r: &FileRow, clock: &Clock, shared: bool) -> Vec<String> {
         format!("name:          {}", r.filename.shown()),
         format!("size:          {} bytes", r.size),
         format!("mtime:         {}", local(mtime)),
-        format!("detected:      {}", local(Some(r.detected_at))),
-        format!("last change:   {}", local(Some(r.updated_at))),
+        format!("detected:      {}", local_or_unreadable(r.detected_at)),
+        format!("last change:   {}", local_or_unreadable(r.updated_at)),
         format!("uploaded:      {}", local(r.uploaded_at)),
         format!("next attempt:  {next}"),
         format!(
@@ -216,7 +216,7 @@ fn result_lines(r: &ResultRow, full: bool, shared: bool) -> Vec<String> {
     let mut head = format!(
         "attempt {}  {}  took {}  ",
         r.attempt,
-        r.started_at.local(),
+        local_or_unreadable(r.started_at),
         human_duration(Duration::from_millis(r.duration_ms.max(0) as u64))
     );
     match r.http_status {
@@ -256,7 +256,7 @@ fn result_json(r: &ResultRow) -> Value {
     json!({
         "id": r.id,
         "attempt": r.attempt,
-        "started_at": r.started_at.to_string(),
+        "started_at": r.started_at.map(|t| t.to_string()),
         "duration_ms": r.duration_ms,
         "http_status": r.http_status,
         "outcome": r.outcome.as_str(),

@@ -115,8 +115,8 @@ fn status_json(config: &Config, clock: &Clock) -> Result<Value> {
         match p {
             Some(p) => json!({
                 "path": display_name(p.path.as_os_str()),
-                "at": p.at.to_string(),
-                "age_secs": age(clock, p.at).map(|d| d.as_secs()),
+                "at": p.at.map(|t| t.to_string()),
+                "age_secs": p.at.and_then(|t| age(clock, t)).map(|d| d.as_secs()),
                 "detail": p.detail,
             }),
             None => Value::Null,
@@ -303,6 +303,8 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
     let pa = |label: &str, p: &Value| {
         if p.is_null() {
             outln!("{label:<16} -");
+        } else if p["at"].is_null() {
+            outln!("{label:<16} (not a time) {}", s(&p["path"]));
         } else {
             outln!(
                 "{label:<16} {} ({} ago) {}",

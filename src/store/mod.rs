@@ -225,9 +225,12 @@ pub struct FileRow {
     pub attempts: i64,
     pub next_attempt_at: Option<Timestamp>,
     pub last_error: Option<String>,
-    pub detected_at: Timestamp,
+    /// `None` where the ledger holds text that is not a time (a SQLite row edited by hand:
+    /// its columns take any text), here and in every time an operator's command reads:
+    /// shown as unreadable rather than failing the command.
+    pub detected_at: Option<Timestamp>,
     pub uploaded_at: Option<Timestamp>,
-    pub updated_at: Timestamp,
+    pub updated_at: Option<Timestamp>,
     /// The host that holds, or last held, the row's claim (shared ledgers only).
     pub host: Option<String>,
 }
@@ -245,7 +248,8 @@ pub struct ListFilter {
 #[derive(Debug, Clone)]
 pub struct PathAt {
     pub path: PathBuf,
-    pub at: Timestamp,
+    /// `None`: not a time (see `FileRow::detected_at`).
+    pub at: Option<Timestamp>,
     pub detail: Option<String>,
 }
 
@@ -268,7 +272,7 @@ pub struct Summary {
     pub errors_24h: Vec<ErrorCause>,
     pub failed_last_hour: i64,
     /// The daemon's `state` rows: key → (value, updated_at).
-    pub state: HashMap<String, (String, Timestamp)>,
+    pub state: HashMap<String, (String, Option<Timestamp>)>,
     /// Every host of the scope (shared ledgers only; empty for SQLite).
     pub hosts: Vec<HostState>,
 }
@@ -396,8 +400,9 @@ pub trait Ledger: Send {
     /// Writes this daemon's state rows (heartbeat, endpoint, pid…).
     fn set_state(&mut self, pairs: &[(&str, String)], now: Timestamp) -> Result<()>;
 
-    /// This daemon's state rows: key → (value, updated_at).
-    fn state(&mut self) -> Result<HashMap<String, (String, Timestamp)>>;
+    /// This daemon's state rows: key → (value, updated_at; `None` where that is not a
+    /// time). A row edited by hand must not stop the daemon from starting.
+    fn state(&mut self) -> Result<HashMap<String, (String, Option<Timestamp>)>>;
 
     /// How many rows wait (pending or uploading), and when the oldest was detected. From
     /// counters and an index: its cost does not grow with the backlog.
@@ -487,7 +492,8 @@ pub struct ResultRow {
     /// Its id: results of one file sort by it (`results`, `latest_results`).
     pub id: i64,
     pub attempt: i64,
-    pub started_at: Timestamp,
+    /// `None`: not a time (see `FileRow::detected_at`).
+    pub started_at: Option<Timestamp>,
     pub duration_ms: i64,
     pub http_status: Option<i64>,
     pub response_body: Option<String>,

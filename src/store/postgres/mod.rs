@@ -264,9 +264,9 @@ impl FileRec {
                 attempts: self.attempts,
                 next_attempt_at: self.next_attempt_at,
                 last_error: self.last_error,
-                detected_at: self.detected_at,
+                detected_at: Some(self.detected_at),
                 uploaded_at: self.uploaded_at,
-                updated_at: self.updated_at,
+                updated_at: Some(self.updated_at),
                 host: self.host,
             },
             self.incomplete_since,
@@ -320,7 +320,7 @@ impl ResultRec {
             ResultRow {
                 id: self.id,
                 attempt: self.attempt,
-                started_at: self.started_at,
+                started_at: Some(self.started_at),
                 duration_ms: self.duration_ms,
                 http_status: self.http_status,
                 response_body: self.response_body,
@@ -438,7 +438,7 @@ impl Ledger for PgStore {
         PgStore::set_state(self, pairs, now)
     }
 
-    fn state(&mut self) -> Result<HashMap<String, (String, Timestamp)>> {
+    fn state(&mut self) -> Result<HashMap<String, (String, Option<Timestamp>)>> {
         PgStore::state(self)
     }
 

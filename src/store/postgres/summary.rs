@@ -41,7 +41,7 @@ impl PathAtRec {
     fn into_path_at(self, ctx: &Ctx) -> PathAt {
         PathAt {
             path: ctx.path(&self.folder, &self.date, &self.filename, &self.path),
-            at: self.at,
+            at: Some(self.at),
             detail: self.detail,
         }
     }
@@ -130,14 +130,14 @@ impl PgStore {
         })
     }
 
-    pub(super) fn state(&mut self) -> Result<HashMap<String, (String, Timestamp)>> {
+    pub(super) fn state(&mut self) -> Result<HashMap<String, (String, Option<Timestamp>)>> {
         let ctx = &self.ctx;
         let rows = self.link.with("reading daemon state", |c| {
             Ok(state_rows(c, &ctx.scope, Some(&ctx.host))?)
         })?;
         Ok(rows
             .into_iter()
-            .map(|r| (r.key, (r.value, r.updated_at)))
+            .map(|r| (r.key, (r.value, Some(r.updated_at))))
             .collect())
     }
 
@@ -520,7 +520,7 @@ fn summary(
         }
         h.state.insert(r.key.clone(), r.value.clone());
         if r.host == ctx.host {
-            state.insert(r.key, (r.value, r.updated_at));
+            state.insert(r.key, (r.value, Some(r.updated_at)));
         }
     }
     for cl in claimed {
@@ -615,7 +615,7 @@ mod tests {
             .unwrap();
         let last = s.summary(T0, T0, T0).unwrap().last_success.unwrap();
         assert_eq!(last.path, Path::new("/data/Sega_1/2026-11-26/a.jpg"));
-        assert_eq!(last.at, T1);
+        assert_eq!(last.at, Some(T1));
     }
 
     /// A transaction that dies before its commit (its backend killed: a host lost in the

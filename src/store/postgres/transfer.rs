@@ -73,7 +73,9 @@ impl PgStore {
 
     /// Adds exported rows under this scope, recorded by this host, in two statements per
     /// call (the rows, then their results); a file already recorded is left alone. As in
-    /// SQLite, a claim does not travel: an `uploading` row arrives `pending`.
+    /// SQLite, a claim does not travel: an `uploading` row arrives `pending`. A time the
+    /// source held as text that is not one (a SQLite row edited by hand) arrives as the
+    /// migration's time where the column must hold one.
     pub(super) fn import(&mut self, rows: &[Exported]) -> Result<usize> {
         if rows.is_empty() {
             return Ok(0);
@@ -93,7 +95,7 @@ impl PgStore {
             let f = &e.file;
             if f.status == Status::Uploading {
                 statuses.push(Status::Pending);
-                nexts.push(Some(f.updated_at));
+                nexts.push(f.updated_at);
             } else {
                 statuses.push(f.status.clone());
                 nexts.push(f.next_attempt_at);
@@ -101,9 +103,9 @@ impl PgStore {
         }
         let attempts: Vec<i64> = rows.iter().map(|e| e.file.attempts).collect();
         let errors: Vec<Option<String>> = rows.iter().map(|e| pg_opt(&e.file.last_error)).collect();
-        let detected: Vec<Timestamp> = rows.iter().map(|e| e.file.detected_at).collect();
+        let detected: Vec<Option<Timestamp>> = rows.iter().map(|e| e.file.detected_at).collect();
         let uploaded: Vec<Option<Timestamp>> = rows.iter().map(|e| e.file.uploaded_at).collect();
-        let updated: Vec<Timestamp> = rows.iter().map(|e| e.file.updated_at).collect();
+        let updated: Vec<Option<Timestamp>> = rows.iter().map(|e| e.file.updated_at).collect();
         let incomplete: Vec<Option<Timestamp>> = rows.iter().map(|e| e.incomplete_since).collect();
         let absent: Vec<bool> = rows.iter().map(|e| e.absent).collect();
         let ctx = &self.ctx;
@@ -114,8 +116,9 @@ impl PgStore {
                          attempts, next_attempt_at, last_error, detected_at, uploaded_at, updated_at,
                          incomplete_since, absent, recorded_by)
                      SELECT $1, folder, date, filename, path, size, mtime_ns, status, attempts::int,
-                         next_at::timestamptz, last_error, detected_at::timestamptz,
-                         uploaded_at::timestamptz, updated_at::timestamptz,
+                         next_at::timestamptz, last_error,
+                         coalesce(detected_at::timestamptz, now()), uploaded_at::timestamptz,
+                         coalesce(updated_at::timestamptz, now()),
                          incomplete_since::timestamptz, absent, $2
                      FROM unnest($3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::bigint[],
                          $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::text[],
@@ -140,9 +143,9 @@ impl PgStore {
                 .bind::<Array<BigInt>, _>(&attempts)
                 .bind::<Array<Nullable<Text>>, _>(&nexts)
                 .bind::<Array<Nullable<Text>>, _>(&errors)
-                .bind::<Array<Text>, _>(&detected)
+                .bind::<Array<Nullable<Text>>, _>(&detected)
                 .bind::<Array<Nullable<Text>>, _>(&uploaded)
-                .bind::<Array<Text>, _>(&updated)
+                .bind::<Array<Nullable<Text>>, _>(&updated)
                 .bind::<Array<Nullable<Text>>, _>(&incomplete)
                 .bind::<Array<Bool>, _>(&absent)
                 .load(c)?;
@@ -176,7 +179,8 @@ impl PgStore {
                     sql_query(
                         "INSERT INTO upload_results(file_id, host, attempt, started_at, duration_ms,
                              http_status, response_body, response_json, error, outcome)
-                         SELECT file_id, $1, attempt::int, started_at::timestamptz, duration_ms,
+                         SELECT file_id, $1, attempt::int,
+                             coalesce(started_at::timestamptz, now()), duration_ms,
                              http_status::int, response_body, sega_try_jsonb(response_json), error,
                              outcome
                          FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[],
@@ -189,7 +193,7 @@ impl PgStore {
                     .bind::<Text, _>(&ctx.host)
                     .bind::<Array<BigInt>, _>(&r.file_id)
                     .bind::<Array<BigInt>, _>(&r.attempt)
-                    .bind::<Array<Text>, _>(&r.started_at)
+                    .bind::<Array<Nullable<Text>>, _>(&r.started_at)
                     .bind::<Array<BigInt>, _>(&r.duration_ms)
                     .bind::<Array<Nullable<BigInt>>, _>(&r.http_status)
                     .bind::<Array<Nullable<Text>>, _>(&r.response_body)
@@ -224,7 +228,7 @@ struct ImportedRec {
 struct ResultColumns {
     file_id: Vec<i64>,
     attempt: Vec<i64>,
-    started_at: Vec<Timestamp>,
+    started_at: Vec<Option<Timestamp>>,
     duration_ms: Vec<i64>,
     http_status: Vec<Option<i64>>,
     response_body: Vec<Option<String>>,
@@ -251,10 +255,44 @@ impl ResultColumns {
 mod tests {
     use crate::store::postgres::tests::t;
     use crate::store::tests::{
-        completion, exported, obs, pg_open, roots, sqlite, FAR, LATER, T0, T1,
+        completion, exported, obs, pg_open, roots, sqlite, temp_db, FAR, LATER, T0, T1,
     };
     use crate::store::{ClaimOrder, Disposition};
     use std::path::Path;
+
+    /// Times a SQLite ledger holds as text that is not a time (a row edited by hand) do not
+    /// stop a migration: PostgreSQL's columns are typed, so they arrive as the migration's
+    /// time, and an upload time as none.
+    #[test]
+    fn migrate_db_carries_rows_whose_times_are_not_times() {
+        let Some(url) = t() else { return };
+        let db = temp_db();
+        let mut lite: Box<dyn crate::store::Ledger> =
+            Box::new(crate::store::sqlite::Store::open(&db).unwrap());
+        lite.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
+        let c = lite.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap();
+        lite.complete(&[completion(&c[0], Disposition::Uploaded)], T1)
+            .unwrap();
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch(
+                "UPDATE files SET detected_at = 'x', updated_at = 'y', uploaded_at = 'z';
+                 UPDATE upload_results SET started_at = 'never';",
+            )
+            .unwrap();
+        let rows = exported(&mut *lite);
+        assert_eq!(
+            (rows[0].file.detected_at, rows[0].results[0].started_at),
+            (None, None)
+        );
+        let mut pg = pg_open(&url, "site-a", "cam-1", roots());
+        assert_eq!(pg.import(&rows).unwrap(), 1);
+        let there = exported(&mut pg);
+        let f = &there[0].file;
+        assert!(f.detected_at.is_some() && f.updated_at.is_some(), "{f:?}");
+        assert_eq!((f.status.as_str(), f.uploaded_at), ("uploaded", None));
+        assert!(there[0].results[0].started_at.is_some());
+    }
 
     #[test]
     fn migrate_db_carries_rows_between_sqlite_and_postgres() {
@@ -292,7 +330,7 @@ mod tests {
             ("uploaded", Some(T1), Some("cam-1"))
         );
         assert_eq!(a.results[0].response_json.as_deref(), Some(r#"{"id": 7}"#));
-        assert_eq!(a.results[0].started_at, T1);
+        assert_eq!(a.results[0].started_at, Some(T1));
         let b = there.iter().find(|e| e.file.filename == "b.jpg").unwrap();
         assert_eq!(b.file.status.as_str(), "pending", "a claim does not travel");
 

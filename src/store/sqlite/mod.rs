@@ -97,9 +97,9 @@ impl FromSql for Timestamp {
     }
 }
 
-/// A time the daemon reads in its loop (a claim's `incomplete_since`, the next due time,
-/// the oldest detection): text that is not a time (a row written by hand) reads as none
-/// rather than failing every claim.
+/// A time read from a row (a claim's `incomplete_since`, the next due time, the oldest
+/// detection; every time an operator's command shows): text that is not a time (a row
+/// written by hand) reads as none rather than failing every claim, `status` or `list`.
 fn lenient_ts(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<Timestamp>> {
     Ok(row
         .get::<_, Option<String>>(idx)?
@@ -169,11 +169,11 @@ fn file_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         mtime_ns: row.get(6)?,
         status: row.get(7)?,
         attempts: row.get(8)?,
-        next_attempt_at: row.get(9)?,
+        next_attempt_at: lenient_ts(row, 9)?,
         last_error: row.get(10)?,
-        detected_at: row.get(11)?,
-        uploaded_at: row.get(12)?,
-        updated_at: row.get(13)?,
+        detected_at: lenient_ts(row, 11)?,
+        uploaded_at: lenient_ts(row, 12)?,
+        updated_at: lenient_ts(row, 13)?,
         host: None,
     })
 }
@@ -185,7 +185,7 @@ fn result_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
     Ok(ResultRow {
         id: row.get(0)?,
         attempt: row.get(1)?,
-        started_at: row.get(2)?,
+        started_at: lenient_ts(row, 2)?,
         duration_ms: row.get(3)?,
         http_status: row.get(4)?,
         response_body: row.get(5)?,
@@ -336,7 +336,7 @@ impl Ledger for Store {
         Store::set_state(self, pairs, now)
     }
 
-    fn state(&mut self) -> Result<HashMap<String, (String, Timestamp)>> {
+    fn state(&mut self) -> Result<HashMap<String, (String, Option<Timestamp>)>> {
         Store::state(self)
     }
 

@@ -346,7 +346,7 @@ mod tests {
             .unwrap();
         let last = s.summary(T0, T0, T0).unwrap().last_success.unwrap();
         assert_eq!(last.path, Path::new("/data/Sega_1/2026-11-26/a.jpg"));
-        assert_eq!(last.at, T1);
+        assert_eq!(last.at, Some(T1));
     }
 
     #[test]

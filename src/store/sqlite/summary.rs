@@ -35,7 +35,7 @@ impl Store {
     }
 
     /// The daemon's `state` rows: key → (value, updated_at).
-    pub(super) fn state(&mut self) -> Result<HashMap<String, (String, Timestamp)>> {
+    pub(super) fn state(&mut self) -> Result<HashMap<String, (String, Option<Timestamp>)>> {
         state_rows(&self.conn).map_err(|e| Error::db("reading daemon state", e))
     }
 
@@ -215,7 +215,7 @@ impl Store {
                 |r| {
                     Ok(PathAt {
                         path: PathBuf::from(row_os(r, 0)?),
-                        at: r.get(1)?,
+                        at: lenient_ts(r, 1)?,
                         detail: r.get(2)?,
                     })
                 },
@@ -232,7 +232,7 @@ impl Store {
                 |r| {
                     Ok(PathAt {
                         path: PathBuf::from(row_os(r, 0)?),
-                        at: r.get(1)?,
+                        at: lenient_ts(r, 1)?,
                         detail: r.get(2)?,
                     })
                 },
@@ -257,7 +257,7 @@ impl Store {
                 |r| {
                     Ok(PathAt {
                         path: PathBuf::from(row_os(r, 0)?),
-                        at: r.get(1)?,
+                        at: lenient_ts(r, 1)?,
                         detail: r.get(2)?,
                     })
                 },
@@ -329,8 +329,8 @@ fn folder_counts(
 }
 
 /// The `state` rows: key → (value, updated_at).
-fn state_rows(conn: &Connection) -> rusqlite::Result<HashMap<String, (String, Timestamp)>> {
+fn state_rows(conn: &Connection) -> rusqlite::Result<HashMap<String, (String, Option<Timestamp>)>> {
     let mut stmt = conn.prepare("SELECT key, value, updated_at FROM state")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, lenient_ts(r, 2)?))))?;
     rows.collect()
 }

@@ -68,7 +68,7 @@ impl Store {
                 let f = &e.file;
                 // A claim belongs to the ledger it was made in: imported, it is pending.
                 let (status, next) = if f.status == Status::Uploading {
-                    (Status::Pending, Some(f.updated_at))
+                    (Status::Pending, f.updated_at)
                 } else {
                     (f.status.clone(), f.next_attempt_at)
                 };

@@ -37,7 +37,9 @@ fn truth(s: &mut dyn Ledger) -> (Counts, Option<Timestamp>) {
     let mut oldest: Option<Timestamp> = None;
     for r in s.list(&ListFilter::default()).unwrap() {
         if matches!(r.status, Status::Pending | Status::Uploading) {
-            oldest = Some(oldest.map_or(r.detected_at, |o| o.min(r.detected_at)));
+            if let Some(t) = r.detected_at {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            }
         }
         *m.entry((r.folder, r.status.as_str().to_owned()))
             .or_default() += 1;
