@@ -29,9 +29,15 @@ impl Timestamp {
         Timestamp(t.to_offset(UtcOffset::UTC).truncate_to_millisecond())
     }
 
-    /// Reads what `Display` (`format_ts`) wrote; None for anything else.
+    /// Reads what `Display` (`format_ts`) wrote; None for anything else, and for RFC 3339
+    /// text (a ledger row edited by hand) whose instant lies outside the years 1–9999 in
+    /// UTC: `9999-12-31T23:59:59-01:00` would make `new` panic, and PostgreSQL refuses
+    /// year 0.
     pub fn parse(s: &str) -> Option<Timestamp> {
-        parse_ts(s).map(Timestamp::new)
+        parse_ts(s)
+            .and_then(|t| t.checked_to_offset(UtcOffset::UTC))
+            .filter(|t| t.year() >= 1)
+            .map(Timestamp::new)
     }
 
     /// The instant, in UTC.
@@ -119,6 +125,23 @@ impl Sub<Duration> for Timestamp {
 mod tests {
     use super::*;
     use time::macros::{datetime, offset};
+
+    /// Text a hand-edited ledger may hold: an instant beyond what UTC can carry, or year 0,
+    /// is not a time (it panicked the daemon's loop and every operator command).
+    #[test]
+    fn parse_refuses_instants_outside_years_1_to_9999_in_utc() {
+        assert_eq!(Timestamp::parse("9999-12-31T23:59:59-01:00"), None);
+        assert_eq!(Timestamp::parse("0000-06-01T00:00:00+01:00"), None);
+        assert_eq!(Timestamp::parse("0000-01-01T00:00:00Z"), None);
+        assert_eq!(
+            Timestamp::parse("9999-12-31T22:59:59-01:00"),
+            Some(Timestamp::new(datetime!(9999-12-31 23:59:59 UTC)))
+        );
+        assert_eq!(
+            Timestamp::parse("0001-01-01T00:00:00Z"),
+            Some(Timestamp::new(datetime!(0001-01-01 00:00:00 UTC)))
+        );
+    }
 
     #[test]
     fn a_timestamp_is_the_ledgers_text_and_its_order() {

@@ -52,10 +52,11 @@ pub(super) fn trim_results(c: &mut PgConnection, file_ids: &[i64]) -> QueryResul
 ///   through an index over the whole scope: quadratic in the batch, 5 ms of a 54-row
 ///   completion, where a catch-up's batch holds up to 256.
 ///
-/// Every row is found by its id alone: the ids are this scope's own claims, ids are never
-/// reused and a row never changes scope. Where the plan was made before the table had
-/// statistics, naming the scope beside the id had the server read every row of the scope
-/// (`files_date_folder`, into a hash) twice for each completion.
+/// Whether a file is there (for its result, and to answer with the gone ones) is its row's
+/// scope looked up by id, one row at a time: as an `EXISTS` naming the scope, a plan made
+/// before the table had statistics read every row of the scope (`files_date_folder`, into
+/// a hash) twice for each completion. A row moved to another scope by hand is gone to
+/// this one: no result is written on another scope's row.
 /// - `counted`: the rows this statement marked uploaded, added to this host's
 ///   `UPLOADED_TOTAL` state row (`$26`) in the same transaction. A value edited by hand
 ///   into something that is not a number counts as 0, rather than failing every completion
@@ -78,7 +79,7 @@ const COMPLETE: &str = "
             u.response_body, sega_try_jsonb(u.response_json), u.error, u.outcome
         FROM u
         WHERE u.outcome IS NOT NULL
-          AND EXISTS (SELECT 1 FROM files f WHERE f.id = u.id)
+          AND (SELECT f.scope FROM files f WHERE f.id = u.id) = $1
         ORDER BY u.id
         RETURNING file_id
     ), trimmed AS (
@@ -120,7 +121,7 @@ const COMPLETE: &str = "
                          + excluded.value::bigint)::text,
                 updated_at = now()
     )
-    SELECT u.id FROM u WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.id = u.id)";
+    SELECT u.id FROM u WHERE (SELECT f.scope FROM files f WHERE f.id = u.id) IS DISTINCT FROM $1";
 
 /// One completion's row of the `COMPLETE` arrays: what its disposition sets.
 struct Set {
@@ -309,7 +310,7 @@ impl PgStore {
 mod tests {
     use super::*;
     use crate::layout::Version;
-    use crate::store::postgres::tests::{many, t};
+    use crate::store::postgres::tests::{many, t, wait_for};
     use crate::store::tests::{completion, exported, obs, pg_open, roots, sqlite, FAR, T0, T1, T2};
     use crate::store::{ClaimOrder, Ledger};
     use std::os::unix::ffi::OsStrExt;
@@ -505,5 +506,75 @@ mod tests {
         assert!(!plan.contains("Join Filter"), "{plan}");
         assert!(!plan.contains("Seq Scan"), "{plan}");
         assert!(!plan.contains("files_date_folder"), "{plan}");
+    }
+
+    /// A claimed row moved to another scope by hand is gone to this one: the row is left
+    /// alone, no result is written on the other scope's row, and the id is answered as gone
+    /// (a review found the result written on site-b's row when the scope was not checked).
+    #[test]
+    fn a_row_moved_to_another_scope_gets_no_result() {
+        let Some(url) = t() else { return };
+        let mut a = pg_open(&url, "site-a", "cam-1", roots());
+        a.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
+        let c = a.claim_due(T1, FAR, 1, ClaimOrder::OldestFile).unwrap();
+        a.exec_for_test("UPDATE files SET scope = 'site-b'")
+            .unwrap();
+        let gone = a
+            .complete(&[completion(&c[0], Disposition::Uploaded)], T2)
+            .unwrap();
+        let mut b = pg_open(&url, "site-b", "cam-2", roots());
+        let there = exported(&mut b);
+        assert_eq!(there[0].file.status.as_str(), "uploading", "row untouched");
+        assert_eq!((gone, there[0].results.len()), (vec![c[0].id], 0));
+    }
+
+    /// A takeover committed while a completion waits on the row's lock keeps the row the
+    /// other host's: only the row still held is completed; each gets its attempt's result.
+    #[test]
+    fn a_takeover_racing_a_completion_keeps_the_takeover() {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let Some(url) = t() else { return };
+        let mut a = pg_open(&url, "site-a", "cam-1", roots());
+        a.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
+            .unwrap();
+        let c = a.claim_due(T1, FAR, 2, ClaimOrder::OldestFile).unwrap();
+        let mut other = diesel::PgConnection::establish(&url).unwrap();
+        other
+            .batch_execute(&format!(
+                "BEGIN; UPDATE files SET claimed_host = 'cam-2', claimed_pid = 2 WHERE id = {}",
+                c[0].id
+            ))
+            .unwrap();
+        let batch: Vec<Completion> = c
+            .iter()
+            .map(|x| completion(x, Disposition::Uploaded))
+            .collect();
+        let done = std::thread::spawn(move || {
+            let gone = a.complete(&batch, T2).unwrap();
+            (a, gone)
+        });
+        // The completion waits on the row's lock until the takeover commits.
+        wait_for("the completion to wait on the row lock", || {
+            let mut probe = diesel::PgConnection::establish(&url).unwrap();
+            diesel::sql_query(
+                "SELECT count(*) AS n FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%WITH u AS%'",
+            )
+            .get_result::<super::super::Count>(&mut probe)
+            .is_ok_and(|r| r.n == 1)
+        });
+        other.batch_execute("COMMIT").unwrap();
+        let (mut a, gone) = done.join().unwrap();
+        assert!(gone.is_empty());
+        let st: Vec<_> = exported(&mut a)
+            .iter()
+            .map(|e| (e.file.status.as_str().to_owned(), e.results.len()))
+            .collect();
+        assert_eq!(
+            st,
+            [("uploading".to_owned(), 1), ("uploaded".to_owned(), 1)],
+            "the row taken over stays the other host's"
+        );
     }
 }

@@ -75,7 +75,9 @@ impl PgStore {
     /// call (the rows, then their results); a file already recorded is left alone. As in
     /// SQLite, a claim does not travel: an `uploading` row arrives `pending`. A time the
     /// source held as text that is not one (a SQLite row edited by hand) arrives as the
-    /// migration's time where the column must hold one.
+    /// migration's time where the column must hold one, and a `pending` row without a
+    /// due time that can be read arrives due now (SQLite sends such a row; PostgreSQL's
+    /// claim would never take one whose due time is NULL).
     pub(super) fn import(&mut self, rows: &[Exported]) -> Result<usize> {
         if rows.is_empty() {
             return Ok(0);
@@ -116,7 +118,9 @@ impl PgStore {
                          attempts, next_attempt_at, last_error, detected_at, uploaded_at, updated_at,
                          incomplete_since, absent, recorded_by)
                      SELECT $1, folder, date, filename, path, size, mtime_ns, status, attempts::int,
-                         next_at::timestamptz, last_error,
+                         CASE WHEN status = 'pending' THEN coalesce(next_at::timestamptz, now())
+                              ELSE next_at::timestamptz END,
+                         last_error,
                          coalesce(detected_at::timestamptz, now()), uploaded_at::timestamptz,
                          coalesce(updated_at::timestamptz, now()),
                          incomplete_since::timestamptz, absent, $2
@@ -292,6 +296,46 @@ mod tests {
         assert!(f.detected_at.is_some() && f.updated_at.is_some(), "{f:?}");
         assert_eq!((f.status.as_str(), f.uploaded_at), ("uploaded", None));
         assert!(there[0].results[0].started_at.is_some());
+    }
+
+    /// A `pending` row whose due time is text that is not a time is due in SQLite (such text
+    /// sorts past the horizon), and arrives due in PostgreSQL, not with a NULL due time
+    /// that no claim takes; so does one left `uploading` whose last change is unreadable.
+    /// Its `incomplete_since` unreadable does not stop the export. (A review found both.)
+    #[test]
+    fn a_row_due_in_sqlite_stays_due_after_migration() {
+        let Some(url) = t() else { return };
+        let db = temp_db();
+        let mut lite: Box<dyn crate::store::Ledger> =
+            Box::new(crate::store::sqlite::Store::open(&db).unwrap());
+        lite.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
+            .unwrap();
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch(
+                "UPDATE files SET next_attempt_at = 'later', incomplete_since = 'x'
+                     WHERE filename = 'a.jpg';
+                 UPDATE files SET status = 'uploading', updated_at = 'zz'
+                     WHERE filename = 'b.jpg';",
+            )
+            .unwrap();
+        let rows = exported(&mut *lite);
+        let mut pg = pg_open(&url, "site-a", "cam-1", roots());
+        assert_eq!(pg.import(&rows).unwrap(), 2);
+        // Claimed a minute after the migration, with a day's horizon.
+        let soon = time::OffsetDateTime::now_utc() + std::time::Duration::from_secs(60);
+        let (now, far) = (
+            crate::timestamp::Timestamp::new(soon),
+            crate::timestamp::Timestamp::new(soon + std::time::Duration::from_secs(86_400)),
+        );
+        let in_sqlite = lite.claim_due(now, far, 8, ClaimOrder::OldestFile).unwrap();
+        assert_eq!(in_sqlite.len(), 1, "SQLite sends a.jpg");
+        let in_pg = pg.claim_due(now, far, 8, ClaimOrder::OldestFile).unwrap();
+        assert_eq!(
+            in_pg.len(),
+            2,
+            "PostgreSQL sends a.jpg, and b.jpg whose claim stayed"
+        );
     }
 
     #[test]

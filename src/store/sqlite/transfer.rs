@@ -3,7 +3,7 @@
 
 use rusqlite::params;
 
-use super::{file_row, os_value, result_row, Store, FILE_COLUMNS, RESULT_COLUMNS};
+use super::{file_row, lenient_ts, os_value, result_row, Store, FILE_COLUMNS, RESULT_COLUMNS};
 use crate::error::{Error, Result};
 use crate::store::{Exported, Status};
 
@@ -25,7 +25,7 @@ impl Store {
         let mut n = 0;
         while let Some(r) = rows.next().map_err(q)? {
             let file = file_row(r).map_err(q)?;
-            let incomplete_since = r.get(14).map_err(q)?;
+            let incomplete_since = lenient_ts(r, 14).map_err(q)?;
             let absent = r.get(15).map_err(q)?;
             let results = results
                 .query_map([file.id], result_row)
