@@ -109,3 +109,47 @@ fn a_config_readable_by_a_group_only_says_how_to_get_in() {
         o.stdout
     );
 }
+
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path and a mode.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "{path:?}");
+}
+
+/// A FIFO where the database or its lock file should be (a slip of the operator's, or a
+/// trap): every command says so and ends, none waits for a writer that never comes.
+#[test]
+fn a_fifo_in_place_of_the_database_or_its_lock_blocks_nothing() {
+    let env = Env::new("fifo-db");
+    env.put("Sega_1", "a.jpg", &jpeg(1));
+    mkfifo(&env.db);
+    for args in [&["status"][..], &["list"], &["scan"], &["run"]] {
+        let mut d = env.spawn(env.cmd(args), |_| {});
+        let code = d.wait_exit(DEADLINE);
+        assert_ne!(code, 0, "{args:?}: {}", d.log_text());
+        assert!(
+            d.log_text().contains("not a regular file (FIFO)"),
+            "{args:?}: {}",
+            d.log_text()
+        );
+    }
+    std::fs::remove_file(&env.db).unwrap();
+
+    // The lock file: the daemon refuses it, `status` reads the ledger without it.
+    let o = env.run(&["scan"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let mut lock = env.db.clone().into_os_string();
+    lock.push(".lock");
+    let lock = std::path::PathBuf::from(lock);
+    std::fs::remove_file(&lock).unwrap();
+    mkfifo(&lock);
+    let mut d = env.spawn(env.cmd(&["status"]), |_| {});
+    assert_eq!(d.wait_exit(DEADLINE), 0, "{}", d.log_text());
+    let mut d = env.start_daemon();
+    assert_ne!(d.wait_exit(DEADLINE), 0, "{}", d.log_text());
+    assert!(
+        d.log_text().contains("not a regular file (FIFO)"),
+        "{}",
+        d.log_text()
+    );
+}

@@ -61,7 +61,7 @@ impl Env {
         self.spawn(self.cmd_with_config(config, &["run"]), tweak)
     }
 
-    pub(super) fn spawn(&self, mut c: Command, tweak: impl FnOnce(&mut Command)) -> Daemon {
+    pub fn spawn(&self, mut c: Command, tweak: impl FnOnce(&mut Command)) -> Daemon {
         let n = self.logs.lock().unwrap().len();
         let log = self.dir.join(format!("daemon-{n}.log"));
         tweak(&mut c);

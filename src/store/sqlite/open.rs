@@ -20,6 +20,23 @@ fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Refuses a database path that is there but is not a regular file (followed through
+/// symlinks): SQLite would open a FIFO and wait for a writer forever, a `status` at 3 a.m.
+/// hanging instead of saying what is wrong.
+fn refuse_non_regular(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(Error::sqlite_state(
+            path,
+            LedgerState::Unusable,
+            format!(
+                "is not a regular file ({}): check database.path",
+                crate::layout::entry_type(&m)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn file_id(p: &Path) -> Option<FileId> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
@@ -34,6 +51,7 @@ impl Store {
 
     /// `open`, with `check` run on the connection before any migration.
     fn open_checked(path: &Path, check: impl FnOnce(&Connection) -> Result<()>) -> Result<Store> {
+        refuse_non_regular(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -115,7 +133,7 @@ impl Store {
     /// daemon runs; says clearly when there is no database yet.
     pub fn open_read_only(path: &Path) -> Result<Store> {
         match std::fs::metadata(path) {
-            Ok(_) => {}
+            Ok(_) => refuse_non_regular(path)?,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return Err(Error::sqlite_state(
                     path,
