@@ -11,7 +11,7 @@ use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text};
 
 use super::conn::Prepare;
-use super::{ts, Id, PgStore};
+use super::{ts, AnyTime, Id, PgStore};
 use crate::error::Result;
 use crate::layout::Version;
 use crate::store::{ClaimOrder, Claimed};
@@ -36,7 +36,7 @@ struct ClaimRow {
     #[diesel(sql_type = BigInt)]
     attempts: i64,
     #[diesel(sql_type = Nullable<Text>)]
-    incomplete_since: Option<Timestamp>,
+    incomplete_since: AnyTime,
 }
 
 fn claim_returning() -> String {
@@ -62,7 +62,7 @@ impl PgStore {
                     mtime_ns: r.mtime_ns,
                 },
                 attempt: r.attempts,
-                incomplete_since: r.incomplete_since,
+                incomplete_since: r.incomplete_since.0,
             })
             .collect()
     }
@@ -186,7 +186,7 @@ impl PgStore {
         #[derive(QueryableByName)]
         struct NextDue {
             #[diesel(sql_type = Nullable<Text>)]
-            v: Option<Timestamp>,
+            v: AnyTime,
         }
         let ctx = &self.ctx;
         let sql = format!(
@@ -199,7 +199,7 @@ impl PgStore {
                 .bind::<Array<Text>, _>(&ctx.labels)
                 .get_result(c)?)
         })?;
-        Ok(r.v)
+        Ok(r.v.0)
     }
 }
 

@@ -89,6 +89,26 @@ impl FromSql<Text, Pg> for Timestamp {
     }
 }
 
+/// A time an operator's command reads from a `ts(…)` column, leniently: `None` where the
+/// row holds what is not a time this program can hold (`infinity` reads as NULL through
+/// `to_char`, a year past 9999 as five digits), as SQLite's reads of hand-edited text do.
+/// Shown as not a time rather than failing `list`, `show`, `status` or `migrate-db`.
+struct AnyTime(Option<Timestamp>);
+
+impl FromSql<Nullable<Text>, Pg> for AnyTime {
+    fn from_sql(v: PgValue<'_>) -> deserialize::Result<AnyTime> {
+        Ok(AnyTime(
+            std::str::from_utf8(v.as_bytes())
+                .ok()
+                .and_then(Timestamp::parse),
+        ))
+    }
+
+    fn from_nullable_sql(v: Option<PgValue<'_>>) -> deserialize::Result<AnyTime> {
+        v.map_or(Ok(AnyTime(None)), Self::from_sql)
+    }
+}
+
 impl ToSql<Text, Pg> for Status {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
         out.write_all(self.as_str().as_bytes())?;
@@ -216,19 +236,19 @@ struct FileRec {
     #[diesel(sql_type = BigInt)]
     attempts: i64,
     #[diesel(sql_type = Nullable<Text>)]
-    next_attempt_at: Option<Timestamp>,
+    next_attempt_at: AnyTime,
     #[diesel(sql_type = Nullable<Text>)]
     last_error: Option<String>,
-    #[diesel(sql_type = Text)]
-    detected_at: Timestamp,
     #[diesel(sql_type = Nullable<Text>)]
-    uploaded_at: Option<Timestamp>,
-    #[diesel(sql_type = Text)]
-    updated_at: Timestamp,
+    detected_at: AnyTime,
+    #[diesel(sql_type = Nullable<Text>)]
+    uploaded_at: AnyTime,
+    #[diesel(sql_type = Nullable<Text>)]
+    updated_at: AnyTime,
     #[diesel(sql_type = Nullable<Text>)]
     host: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
-    incomplete_since: Option<Timestamp>,
+    incomplete_since: AnyTime,
     #[diesel(sql_type = Bool)]
     absent: bool,
 }
@@ -262,14 +282,14 @@ impl FileRec {
                 mtime_ns: self.mtime_ns,
                 status: self.status,
                 attempts: self.attempts,
-                next_attempt_at: self.next_attempt_at,
+                next_attempt_at: self.next_attempt_at.0,
                 last_error: self.last_error,
-                detected_at: Some(self.detected_at),
-                uploaded_at: self.uploaded_at,
-                updated_at: Some(self.updated_at),
+                detected_at: self.detected_at.0,
+                uploaded_at: self.uploaded_at.0,
+                updated_at: self.updated_at.0,
                 host: self.host,
             },
-            self.incomplete_since,
+            self.incomplete_since.0,
             self.absent,
         )
     }
@@ -284,8 +304,8 @@ struct ResultRec {
     file_id: i64,
     #[diesel(sql_type = BigInt)]
     attempt: i64,
-    #[diesel(sql_type = Text)]
-    started_at: Timestamp,
+    #[diesel(sql_type = Nullable<Text>)]
+    started_at: AnyTime,
     #[diesel(sql_type = BigInt)]
     duration_ms: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -320,7 +340,7 @@ impl ResultRec {
             ResultRow {
                 id: self.id,
                 attempt: self.attempt,
-                started_at: Some(self.started_at),
+                started_at: self.started_at.0,
                 duration_ms: self.duration_ms,
                 http_status: self.http_status,
                 response_body: self.response_body,

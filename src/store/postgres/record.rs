@@ -10,7 +10,7 @@ use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bool, Bytea, Integer, Nullable, Text};
 
 use super::conn::{custom_plans, Fail};
-use super::{Id, PgStore};
+use super::{AnyTime, Id, PgStore};
 use crate::error::Result;
 use crate::layout::Version;
 use crate::store::{identity_of, log_new_version, Observation, RecordStats};
@@ -45,7 +45,7 @@ struct Existing {
     #[diesel(sql_type = Integer)]
     attempts: i32,
     #[diesel(sql_type = Nullable<Text>)]
-    next_attempt_at: Option<Timestamp>,
+    next_attempt_at: AnyTime,
 }
 
 impl PgStore {
@@ -158,7 +158,7 @@ impl PgStore {
                     } else if *via_event
                         && e.status == "pending"
                         && e.attempts == 0
-                        && e.next_attempt_at.is_some_and(|t| t > now)
+                        && e.next_attempt_at.0.is_some_and(|t| t > now)
                     {
                         due.push(e.id);
                     }

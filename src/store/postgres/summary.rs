@@ -14,7 +14,9 @@ use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bytea, Double, Integer, Nullable, Text};
 
 use super::conn::{lock_key, Fail, Q};
-use super::{file_columns, pg_text, result_columns, ts, Count, Ctx, FileRec, PgStore, ResultRec};
+use super::{
+    file_columns, pg_text, result_columns, ts, AnyTime, Count, Ctx, FileRec, PgStore, ResultRec,
+};
 use crate::error::Result;
 use crate::store::{
     identity_of, ErrorCause, FileRow, HostState, ListFilter, PathAt, ResultRow, Status, Summary,
@@ -31,8 +33,8 @@ struct PathAtRec {
     filename: Vec<u8>,
     #[diesel(sql_type = Bytea)]
     path: Vec<u8>,
-    #[diesel(sql_type = Text)]
-    at: Timestamp,
+    #[diesel(sql_type = Nullable<Text>)]
+    at: AnyTime,
     #[diesel(sql_type = Nullable<Text>)]
     detail: Option<String>,
 }
@@ -41,7 +43,7 @@ impl PathAtRec {
     fn into_path_at(self, ctx: &Ctx) -> PathAt {
         PathAt {
             path: ctx.path(&self.folder, &self.date, &self.filename, &self.path),
-            at: Some(self.at),
+            at: self.at.0,
             detail: self.detail,
         }
     }
@@ -75,10 +77,11 @@ struct StateRec {
     key: String,
     #[diesel(sql_type = Text)]
     value: String,
-    #[diesel(sql_type = Text)]
-    updated_at: Timestamp,
-    #[diesel(sql_type = Double)]
-    age: f64,
+    #[diesel(sql_type = Nullable<Text>)]
+    updated_at: AnyTime,
+    /// None where `updated_at` is `infinity` (set by hand).
+    #[diesel(sql_type = Nullable<Double>)]
+    age: Option<f64>,
 }
 
 #[derive(QueryableByName)]
@@ -137,7 +140,7 @@ impl PgStore {
         })?;
         Ok(rows
             .into_iter()
-            .map(|r| (r.key, (r.value, Some(r.updated_at))))
+            .map(|r| (r.key, (r.value, r.updated_at.0)))
             .collect())
     }
 
@@ -389,7 +392,8 @@ fn counts(c: &mut PgConnection, scope: &str) -> QueryResult<Vec<(String, Status,
 fn state_rows(c: &mut PgConnection, scope: &str, host: Option<&str>) -> QueryResult<Vec<StateRec>> {
     sql_query(format!(
         "SELECT host, key, value, {} AS updated_at,
-             extract(epoch FROM now() - updated_at)::float8 AS age
+             CASE WHEN isfinite(updated_at)
+                  THEN extract(epoch FROM now() - updated_at)::float8 END AS age
          FROM state WHERE scope = $1 AND ($2::text IS NULL OR host = $2) ORDER BY host, key",
         ts("updated_at")
     ))
@@ -516,11 +520,11 @@ fn summary(
     for r in all_state {
         let h = host_entry(&mut hosts, &r.host);
         if r.key == "heartbeat" {
-            h.heartbeat_age_secs = Some(r.age.max(0.0) as u64);
+            h.heartbeat_age_secs = r.age.map(|a| a.max(0.0) as u64);
         }
         h.state.insert(r.key.clone(), r.value.clone());
         if r.host == ctx.host {
-            state.insert(r.key, (r.value, Some(r.updated_at)));
+            state.insert(r.key, (r.value, r.updated_at.0));
         }
     }
     for cl in claimed {
@@ -681,5 +685,47 @@ mod tests {
         assert!(s.counts().unwrap().is_empty());
         s.record(&batch, T0).unwrap();
         assert_exact(&mut s, "recording after TRUNCATE");
+    }
+
+    /// Times a row holds that this program cannot (`infinity`, a year past 9999: set by
+    /// hand; the columns are typed, so nothing else gets in) read as not a time: `list`,
+    /// `status`'s summary and state rows, and the daemon's claims go on.
+    #[test]
+    fn times_it_cannot_hold_read_as_not_a_time() {
+        let Some(url) = t() else { return };
+        let mut s = pg_open(&url, "site-a", "cam-1", roots());
+        s.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
+            .unwrap();
+        let c = s.claim_due(T1, FAR, 1, ClaimOrder::OldestFile).unwrap();
+        let retry = Disposition::Retry {
+            at: T1,
+            counted: true,
+        };
+        s.complete(&[completion(&c[0], retry)], T1).unwrap();
+        s.set_state(&[("heartbeat", T1.to_string())], T1).unwrap();
+        s.exec_for_test(
+            "UPDATE files SET detected_at = 'infinity', updated_at = '12000-01-01',
+                              incomplete_since = '12000-01-01';
+             UPDATE upload_results SET started_at = 'infinity';
+             UPDATE state SET updated_at = 'infinity';",
+        )
+        .unwrap();
+        let rows = s.list(&crate::store::ListFilter::default()).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows
+            .iter()
+            .all(|r| r.detected_at.is_none() && r.updated_at.is_none()));
+        let sum = s.summary(T0, T0, T0).unwrap();
+        assert_eq!(sum.oldest_pending.map(|p| p.at), Some(None));
+        assert_eq!(sum.last_error.map(|p| p.at), Some(None));
+        assert_eq!(s.state().unwrap()["heartbeat"].1, None);
+        assert_eq!(s.results(c[0].id).unwrap()[0].started_at, None);
+        let t2 = crate::store::tests::T2;
+        assert_eq!(
+            s.claim_due(t2, FAR, 8, ClaimOrder::OldestFile)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }
