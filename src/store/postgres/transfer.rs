@@ -338,6 +338,38 @@ mod tests {
         );
     }
 
+    /// The other way: times a PostgreSQL row holds that cannot be read (`infinity`, set by
+    /// hand) arrive in SQLite as the migration's time, and the pending row due.
+    #[test]
+    fn migrate_db_into_sqlite_carries_times_set_to_infinity() {
+        let Some(url) = t() else { return };
+        let mut pg = pg_open(&url, "site-a", "cam-1", roots());
+        pg.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
+            .unwrap();
+        let c = pg.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap();
+        pg.complete(&[completion(&c[0], Disposition::Uploaded)], T1)
+            .unwrap();
+        pg.exec_for_test(
+            "UPDATE files SET detected_at = 'infinity', updated_at = 'infinity',
+                              next_attempt_at = 'infinity';
+             UPDATE upload_results SET started_at = 'infinity';",
+        )
+        .unwrap();
+        let rows = exported(&mut pg);
+        assert!(rows.iter().all(|e| e.file.detected_at.is_none()));
+        let mut lite = sqlite();
+        assert_eq!(lite.import(&rows).unwrap(), 2);
+        let there = exported(&mut *lite);
+        assert!(there
+            .iter()
+            .all(|e| e.file.detected_at.is_some() && e.file.updated_at.is_some()));
+        let a = there.iter().find(|e| e.file.filename == "a.jpg").unwrap();
+        assert!(a.results[0].started_at.is_some());
+        let b = there.iter().find(|e| e.file.filename == "b.jpg").unwrap();
+        assert_eq!(b.file.status.as_str(), "pending");
+        assert!(b.file.next_attempt_at.is_some(), "due, not never");
+    }
+
     #[test]
     fn migrate_db_carries_rows_between_sqlite_and_postgres() {
         let Some(url) = t() else { return };

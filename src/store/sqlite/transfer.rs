@@ -6,6 +6,7 @@ use rusqlite::params;
 use super::{file_row, lenient_ts, os_value, result_row, Store, FILE_COLUMNS, RESULT_COLUMNS};
 use crate::error::{Error, Result};
 use crate::store::{Exported, Status};
+use crate::timestamp::Timestamp;
 
 impl Store {
     pub(super) fn export(&mut self, each: &mut dyn FnMut(Exported) -> Result<()>) -> Result<usize> {
@@ -43,8 +44,14 @@ impl Store {
         Ok(n)
     }
 
+    /// Adds exported rows; a file already recorded is left alone. A claim belongs to the
+    /// ledger it was made in: an `uploading` row arrives `pending`. A time the source could
+    /// not read (a PostgreSQL row set by hand to `infinity`) arrives as the migration's
+    /// time where a column must hold one, and a `pending` row without a due time arrives
+    /// due now, as PostgreSQL's import does.
     pub(super) fn import(&mut self, rows: &[Exported]) -> Result<usize> {
         let q = |e| Error::db("importing rows", e);
+        let now = Timestamp::new(time::OffsetDateTime::now_utc());
         let tx = self.tx("importing rows")?;
         let mut added = 0;
         {
@@ -72,6 +79,10 @@ impl Store {
                 } else {
                     (f.status.clone(), f.next_attempt_at)
                 };
+                let next = match status {
+                    Status::Pending => Some(next.unwrap_or(now)),
+                    _ => next,
+                };
                 let n = file
                     .execute(params![
                         os_value(f.path.as_os_str()),
@@ -84,9 +95,9 @@ impl Store {
                         f.attempts,
                         next,
                         f.last_error,
-                        f.detected_at,
+                        f.detected_at.unwrap_or(now),
                         f.uploaded_at,
-                        f.updated_at,
+                        f.updated_at.unwrap_or(now),
                         e.incomplete_since,
                         e.absent
                     ])
@@ -101,7 +112,7 @@ impl Store {
                         .execute(params![
                             id,
                             r.attempt,
-                            r.started_at,
+                            r.started_at.unwrap_or(now),
                             r.duration_ms,
                             r.http_status,
                             r.response_body,
