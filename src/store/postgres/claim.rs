@@ -206,7 +206,7 @@ impl PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::postgres::tests::{many, t};
+    use crate::store::postgres::tests::{daemon_session, many, t};
     use crate::store::tests::{completion, obs, pg_open, roots, FAR, T0, T1, T2};
     use crate::store::{Disposition, ListFilter};
     use std::collections::HashMap;
@@ -284,11 +284,7 @@ mod tests {
     #[test]
     fn the_daemons_plans_follow_the_ledger_as_it_grows() {
         let Some(url) = t() else { return };
-        let mut s = pg_open(&url, "site-a", "cam-1", roots());
-        s.exec_for_test("ALTER TABLE files SET (autovacuum_enabled = false)")
-            .unwrap();
-        assert_eq!(s.lock_daemon().unwrap(), None);
-        s.replan_for_test(false);
+        let mut s = daemon_session(&url);
         assert!(s
             .claim_due(T1, FAR, 8, ClaimOrder::OldestFile)
             .unwrap()

@@ -310,7 +310,7 @@ impl PgStore {
 mod tests {
     use super::*;
     use crate::layout::Version;
-    use crate::store::postgres::tests::{many, t, wait_for};
+    use crate::store::postgres::tests::{daemon_session, many, t, wait_for};
     use crate::store::tests::{completion, exported, obs, pg_open, roots, sqlite, FAR, T0, T1, T2};
     use crate::store::{ClaimOrder, Ledger};
     use std::os::unix::ffi::OsStrExt;
@@ -480,11 +480,7 @@ mod tests {
     #[test]
     fn the_completions_plan_finds_each_row_by_its_id() {
         let Some(url) = t() else { return };
-        let mut s = pg_open(&url, "site-a", "cam-1", roots());
-        s.exec_for_test("ALTER TABLE files SET (autovacuum_enabled = false)")
-            .unwrap();
-        assert_eq!(s.lock_daemon().unwrap(), None);
-        s.replan_for_test(false);
+        let mut s = daemon_session(&url);
         for chunk in many(20_000).chunks(5_000) {
             s.record(chunk, T0).unwrap();
         }

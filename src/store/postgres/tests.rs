@@ -31,6 +31,25 @@ pub(super) fn open_error(url: &str) -> String {
     }
 }
 
+/// A daemon's session (generic plans) on a fresh ledger that autovacuum never analyzes,
+/// its plans not made again for an hour unless a test says so (`replan_for_test`): the
+/// plans a new ledger's daemon makes, to look at with `explain_prepared_for_test`.
+pub(super) fn daemon_session(url: &str) -> PgStore {
+    let mut s = pg_open(url, "site-a", "cam-1", roots());
+    s.exec_for_test("ALTER TABLE files SET (autovacuum_enabled = false)")
+        .unwrap();
+    assert_eq!(s.lock_daemon().unwrap(), None);
+    s.replan_for_test(false);
+    s
+}
+
+/// A SQLite ledger at a path of its own, for a test that also edits it by hand.
+pub(super) fn sqlite_at() -> (std::path::PathBuf, Box<dyn Ledger>) {
+    let db = crate::store::tests::temp_db();
+    let store = crate::store::sqlite::Store::open(&db).unwrap();
+    (db, Box::new(store))
+}
+
 pub(super) fn many(n: usize) -> Vec<Observation> {
     (0..n)
         .map(|i| obs(format!("f{i:06}.jpg").as_bytes(), 1, i as i64))

@@ -257,9 +257,9 @@ impl ResultColumns {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::postgres::tests::t;
+    use crate::store::postgres::tests::{sqlite_at, t};
     use crate::store::tests::{
-        completion, exported, obs, pg_open, roots, sqlite, temp_db, FAR, LATER, T0, T1,
+        completion, exported, obs, pg_open, roots, sqlite, FAR, LATER, T0, T1,
     };
     use crate::store::{ClaimOrder, Disposition};
     use std::path::Path;
@@ -270,9 +270,7 @@ mod tests {
     #[test]
     fn migrate_db_carries_rows_whose_times_are_not_times() {
         let Some(url) = t() else { return };
-        let db = temp_db();
-        let mut lite: Box<dyn crate::store::Ledger> =
-            Box::new(crate::store::sqlite::Store::open(&db).unwrap());
+        let (db, mut lite) = sqlite_at();
         lite.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
         let c = lite.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap();
         lite.complete(&[completion(&c[0], Disposition::Uploaded)], T1)
@@ -305,9 +303,7 @@ mod tests {
     #[test]
     fn a_row_due_in_sqlite_stays_due_after_migration() {
         let Some(url) = t() else { return };
-        let db = temp_db();
-        let mut lite: Box<dyn crate::store::Ledger> =
-            Box::new(crate::store::sqlite::Store::open(&db).unwrap());
+        let (db, mut lite) = sqlite_at();
         lite.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
             .unwrap();
         rusqlite::Connection::open(&db)
