@@ -140,11 +140,21 @@ fn read_head(sock: &mut TcpStream) -> io::Result<Vec<u8>> {
     Ok(head)
 }
 
+/// The proxy's own answer (407, 400, 502), before it has read the request's body. Then it
+/// reads what the client still sends, for up to 2 s, before closing, as a server's
+/// lingering close does: closed with unread bytes, the socket would send a reset, and the
+/// client, still writing its body, would see "connection reset" instead of the answer (a
+/// race the 407 test lost now and then).
 fn answer(sock: &mut TcpStream, status: u16, reason: &str, extra: &str) -> io::Result<()> {
     write!(
         sock,
         "HTTP/1.1 {status} {reason}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
+    )?;
+    let _ = sock.shutdown(Shutdown::Write);
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let mut sink = [0u8; 16 * 1024];
+    while matches!(sock.read(&mut sink), Ok(n) if n > 0) {}
+    Ok(())
 }
 
 fn serve(mut sock: TcpStream, sh: &Shared, id: u64) -> io::Result<()> {
