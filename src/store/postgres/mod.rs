@@ -81,14 +81,6 @@ impl ToSql<Text, Pg> for Timestamp {
     }
 }
 
-/// Read as `Text` from a `ts(…)` column.
-impl FromSql<Text, Pg> for Timestamp {
-    fn from_sql(v: PgValue<'_>) -> deserialize::Result<Timestamp> {
-        let s = std::str::from_utf8(v.as_bytes())?;
-        Timestamp::parse(s).ok_or_else(|| format!("not a time: {s:?}").into())
-    }
-}
-
 /// A time an operator's command reads from a `ts(…)` column, leniently: `None` where the
 /// row holds what is not a time this program can hold (`infinity` reads as NULL through
 /// `to_char`, a year past 9999 as five digits), as SQLite's reads of hand-edited text do.

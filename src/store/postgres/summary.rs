@@ -153,7 +153,7 @@ impl PgStore {
             #[diesel(sql_type = BigInt)]
             n: i64,
             #[diesel(sql_type = Nullable<Text>)]
-            v: Option<Timestamp>,
+            v: AnyTime,
         }
         let sql = format!(
             "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM (
@@ -171,7 +171,7 @@ impl PgStore {
         let r: Overview = self.link.with("counting pending files", |c| {
             Ok(sql_query(&sql).bind::<Text, _>(scope).get_result(c)?)
         })?;
-        Ok((r.n, r.v))
+        Ok((r.n, r.v.0))
     }
 
     /// Folds the scope's count changes into its totals, so that reading the counts costs

@@ -20,21 +20,21 @@ fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Refuses a database path that is there but is not a regular file (followed through
-/// symlinks): SQLite would open a FIFO and wait for a writer forever, a `status` at 3 a.m.
-/// hanging instead of saying what is wrong.
-fn refuse_non_regular(path: &Path) -> Result<()> {
-    match std::fs::metadata(path) {
-        Ok(m) if !m.is_file() => Err(Error::sqlite_state(
-            path,
-            LedgerState::Unusable,
-            format!(
-                "is not a regular file ({}): check database.path",
-                crate::layout::entry_type(&m)
-            ),
-        )),
-        _ => Ok(()),
+/// Refuses a database path that is there (`meta`, followed through symlinks) but is not a
+/// regular file: SQLite would open a FIFO and wait for a writer forever, a `status` at
+/// 3 a.m. hanging instead of saying what is wrong.
+fn refuse_non_regular(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    if meta.is_file() {
+        return Ok(());
     }
+    Err(Error::sqlite_state(
+        path,
+        LedgerState::Unusable,
+        format!(
+            "is not a regular file ({}): check database.path",
+            crate::layout::entry_type(meta)
+        ),
+    ))
 }
 
 fn file_id(p: &Path) -> Option<FileId> {
@@ -51,7 +51,9 @@ impl Store {
 
     /// `open`, with `check` run on the connection before any migration.
     fn open_checked(path: &Path, check: impl FnOnce(&Connection) -> Result<()>) -> Result<Store> {
-        refuse_non_regular(path)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            refuse_non_regular(path, &meta)?;
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -133,7 +135,7 @@ impl Store {
     /// daemon runs; says clearly when there is no database yet.
     pub fn open_read_only(path: &Path) -> Result<Store> {
         match std::fs::metadata(path) {
-            Ok(_) => refuse_non_regular(path)?,
+            Ok(meta) => refuse_non_regular(path, &meta)?,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return Err(Error::sqlite_state(
                     path,
