@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::entry::{entry_type, EntryType};
+use super::entry::{entry_type, EntryType, Version};
 use super::name::name_is_candidate;
 use super::open::{clear_nonblock, is_vanished, OpenError};
 use super::show::Show;
@@ -113,6 +113,37 @@ pub fn target(
 /// [`OpenError::Unavailable`] (a share not mounted), a file missing from a date folder
 /// that still has entries [`OpenError::Vanished`].
 pub fn open_beneath(t: &Target) -> Result<(File, Metadata), OpenError> {
+    open_beneath_in(t).map(|o| (o.file, o.meta))
+}
+
+/// A file opened by [`open_beneath_in`], with the date folder it was opened in.
+#[derive(Debug)]
+pub struct Opened {
+    pub file: File,
+    pub meta: Metadata,
+    /// The date folder, as it was walked down to: [`DateDir::version_of`] looks at the
+    /// name again there without another walk.
+    pub date: DateDir,
+}
+
+/// A date folder held open.
+#[derive(Debug)]
+pub struct DateDir(File);
+
+impl DateDir {
+    /// The version of the regular file `name` in this folder now (lstat: a link is not a
+    /// regular file); `None` when there is none. One call instead of a walk from the
+    /// configured directory: for what a file became while it was being sent, where the
+    /// walk would find the same entry unless the folders above were swapped meanwhile
+    /// (and then the next rescan compares the new tree with the ledger).
+    pub fn version_of(&self, name: &OsStr) -> Option<Version> {
+        let meta = stat_at(&self.0, name).ok()?;
+        (entry_type(&meta) == EntryType::Regular).then(|| Version::of(&meta))
+    }
+}
+
+/// [`open_beneath`], keeping the date folder.
+pub fn open_beneath_in(t: &Target) -> Result<Opened, OpenError> {
     let anchor = open_dir_at(None, t.anchor.as_os_str(), true).map_err(|e| {
         if is_vanished(&e) {
             OpenError::Unavailable(format!("{} is missing", t.anchor.shown()))
@@ -161,7 +192,11 @@ pub fn open_beneath(t: &Target) -> Result<(File, Metadata), OpenError> {
         other => return Err(OpenError::NotRegular(other)),
     }
     clear_nonblock(&fd).map_err(OpenError::Unreadable)?;
-    Ok((fd, meta))
+    Ok(Opened {
+        file: fd,
+        meta,
+        date: DateDir(date),
+    })
 }
 
 /// One directory down from `dir`, never through a link. `what` and `path` name it in the

@@ -32,7 +32,7 @@ mod open;
 mod show;
 mod window;
 
-pub use beneath::{open_beneath, target, Refusal, Target};
+pub use beneath::{open_beneath, open_beneath_in, target, DateDir, Opened, Refusal, Target};
 pub use content::{check_content, Content};
 pub use entry::{entry_type, EntryType, Version};
 pub use list::{date_dirs_in_window, list_date_dir, Seen};

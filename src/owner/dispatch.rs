@@ -5,12 +5,13 @@
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use time::OffsetDateTime;
 
 use super::endpoint::Pause;
 use super::judge;
 use super::{Mode, Owner};
 use crate::layout::Show;
-use crate::store::ClaimOrder;
+use crate::store::{ClaimOrder, Claimed};
 use crate::timestamp::Timestamp;
 use crate::upload::{Item, Job};
 
@@ -37,7 +38,7 @@ impl Owner {
     /// more than half full, else every free slot. At a busy time a claim (a transaction,
     /// rows and indexes written) then takes half a channel of rows, not one per report,
     /// and the workers still have half a channel queued meanwhile.
-    fn refill(&self, queued: usize) -> usize {
+    pub(super) fn refill(&self, queued: usize) -> usize {
         if queued > self.capacity / 2 {
             0
         } else {
@@ -79,6 +80,20 @@ impl Owner {
             return;
         }
         let now_t = self.clock.now_utc();
+        if !self.claimed_ahead.is_empty() {
+            let mut ahead = std::mem::take(&mut self.claimed_ahead);
+            if solo {
+                // Written claimed while requests went out side by side; one at a time now.
+                let ids: Vec<i64> = ahead.iter().map(|c| c.id).collect();
+                self.give_back(&ids);
+            } else {
+                if ahead.len() > free {
+                    let rest: Vec<i64> = ahead.drain(free..).map(|c| c.id).collect();
+                    self.give_back(&rest);
+                }
+                return self.hand_out(ahead, false, false, now_t);
+            }
+        }
         if !self.maybe_due {
             match self.next_due {
                 Some(t) if t <= now_t => {}
@@ -144,6 +159,12 @@ impl Owner {
             }
             self.endpoint.probe_started();
         }
+        self.hand_out(claimed, probe, solo, now_t);
+    }
+
+    /// Checks each claimed row against the rules in force and hands it to the workers as a
+    /// job; a row the rules refuse is settled without a request.
+    fn hand_out(&mut self, claimed: Vec<Claimed>, probe: bool, solo: bool, now_t: OffsetDateTime) {
         let mut refused = Vec::new();
         for c in claimed {
             let target = match self.policy.target(&c) {
@@ -200,7 +221,8 @@ impl Owner {
     }
 
     /// Jobs claimed but not yet picked up by a worker go back to `pending` (an outage or a
-    /// pause began: sending them would only make failed requests).
+    /// pause began: sending them would only make failed requests), and so do rows written
+    /// claimed and not yet handed out.
     pub(super) fn take_back_queued(&mut self) {
         let jobs: Vec<Job> = self.jobs_rx.try_iter().collect();
         if jobs.iter().any(|j| j.probe) {
@@ -209,7 +231,8 @@ impl Owner {
             // back, and the outage would never end.
             self.endpoint.probe_abandoned();
         }
-        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let mut ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        ids.extend(self.claimed_ahead.drain(..).map(|c| c.id));
         if !ids.is_empty() {
             self.give_back(&ids);
         }

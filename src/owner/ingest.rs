@@ -4,9 +4,10 @@
 use std::os::unix::ffi::OsStrExt;
 
 use super::judge::settle_time;
-use super::{Input, Owner};
+use super::{Input, Mode, Owner};
 use crate::clock::human_duration;
 use crate::layout::{display_name, EntryType, Seen, Version};
+use crate::store::ClaimOrder;
 use crate::timestamp::Timestamp;
 use crate::work::Observation;
 
@@ -135,14 +136,17 @@ impl Owner {
     }
 
     fn record(&mut self, batch: &[Observation], now: Timestamp) {
-        match self.store.record(batch, now) {
-            Ok(st) => {
+        let (room, order) = self.room_for_new();
+        match self.store.record_claiming(batch, now, room, order) {
+            Ok((st, claimed)) => {
                 self.recovered();
                 // Unchanged rows count too: in a shared ledger they may have just been
-                // recorded by another host, and be due without this host knowing.
-                if st.new + st.new_versions + st.made_due + st.unchanged > 0 {
+                // recorded by another host, and be due without this host knowing. New
+                // rows written claimed are not due: they are this process's already.
+                if st.new - claimed.len() + st.new_versions + st.made_due + st.unchanged > 0 {
                     self.maybe_due = true;
                 }
+                self.claimed_ahead.extend(claimed);
                 self.stats.recorded += st.new + st.new_versions;
                 if st.new > 0 {
                     log::debug!("recorded {} new file(s)", st.new);
@@ -151,6 +155,37 @@ impl Owner {
             // Not lost: the next rescan finds these files again and records them.
             Err(e) => self.trouble(e),
         }
+    }
+
+    /// How many of the new files a record may write claimed, and in which order: as many
+    /// as `dispatch` would claim next, but only when it would make an ordinary claim and
+    /// no row of the ledger is due (the last claim came back short, nothing made a row due
+    /// since, and the next due time is still ahead). Then the new files due now are the
+    /// very rows that claim would take, and taking them at their record saves the row
+    /// version and the transaction of the claim (`Ledger::record_claiming`). Otherwise
+    /// none: a row waiting longer must go first.
+    fn room_for_new(&self) -> (usize, ClaimOrder) {
+        let order = if self.policy.newest_first {
+            ClaimOrder::NewestFile
+        } else {
+            ClaimOrder::OldestFile
+        };
+        let Some(tx) = &self.jobs_tx else {
+            return (0, order);
+        };
+        let nothing_due =
+            !self.maybe_due && self.next_due.is_none_or(|due| due > self.clock.now_utc());
+        let ordinary = matches!(self.mode, Mode::Daemon)
+            && self.db_trouble.is_none()
+            && !self.endpoint.is_down()
+            && self.endpoint.next_wake().is_none()
+            && !self.gate.failing()
+            && self.solo_in_flight.is_none()
+            && self.claimed_ahead.is_empty();
+        if !(nothing_due && ordinary) {
+            return (0, order);
+        }
+        (self.refill(tx.len()), order)
     }
 
     fn warn_hostile(&mut self, s: &Seen) {

@@ -135,6 +135,9 @@ pub struct Owner {
     unsaved: Vec<Completion>,
     /// New files seen by inotify, held for the group commit (`ingest`).
     unrecorded: Vec<Observation>,
+    /// New rows written claimed at their record (`Ledger::record_claiming`), for the next
+    /// `dispatch` to hand out; given back with the queued jobs (`take_back_queued`).
+    claimed_ahead: Vec<Claimed>,
     /// When the oldest thing held for the group commit came; `None` when nothing is held
     /// for it (completions kept through database trouble are `housekeeping`'s).
     held_since: Option<Instant>,
@@ -240,6 +243,7 @@ impl Owner {
             next_due: None,
             unsaved: Vec::new(),
             unrecorded: Vec::new(),
+            claimed_ahead: Vec::new(),
             held_since: None,
             db_trouble: None,
             warned_hostile: HashSet::new(),

@@ -251,8 +251,14 @@ impl Owner {
                         &gone[..gone.len().min(10)]
                     );
                 }
+                // Only a row left pending can be due; rows that are done leave nothing
+                // to claim, and a claim after each batch of them would find nothing (a
+                // transaction, and a look for the next due time, per group commit). After
+                // database trouble, what was not claimed meanwhile may be.
+                if self.db_trouble.is_some() || self.unsaved.iter().any(leaves_pending) {
+                    self.maybe_due = true;
+                }
                 self.unsaved.clear();
-                self.maybe_due = true;
                 self.recovered();
             }
             // One completion the database refuses (a constraint it breaks) must not hold the
@@ -351,5 +357,15 @@ fn claimed(job: &Job) -> Claimed {
         version: job.file.version,
         attempt: job.attempt,
         incomplete_since: job.incomplete_since,
+    }
+}
+
+/// Whether a completion leaves its row pending, to be claimed again.
+fn leaves_pending(c: &Completion) -> bool {
+    match c.disposition {
+        Disposition::Retry { .. } | Disposition::NotReady { .. } | Disposition::Changed { .. } => {
+            true
+        }
+        Disposition::Uploaded | Disposition::Failed | Disposition::Skipped { .. } => false,
     }
 }

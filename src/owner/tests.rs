@@ -547,3 +547,104 @@ fn a_listing_after_a_held_observation_leaves_the_row_at_the_version_on_disk() {
         "the row holds the version on disk"
     );
 }
+
+/// Issue 17: a file that arrives while no row is due and the workers have room is written
+/// `uploading` at its record (no `pending` version, no claim transaction), and the next
+/// dispatch hands it out, oldest first, as a claim would have. While an older row is due,
+/// a new file is recorded `pending` and waits its turn behind it.
+#[test]
+fn a_new_file_while_nothing_is_due_is_recorded_claimed_and_goes_next() {
+    let mut rig = pending("ahead", 2);
+    rig.owner.dispatch();
+    let first: Vec<Job> = rig.jobs.try_iter().collect();
+    assert_eq!(first.len(), 2, "the two recorded files");
+    observe(&mut rig, "b.jpg", 12);
+    observe(&mut rig, "a.jpg", 11);
+    rig.owner.commit_now();
+    let new = "path LIKE '%/a.jpg' OR path LIKE '%/b.jpg'";
+    assert_eq!(
+        count(
+            &rig.dir,
+            &format!("({new}) AND status = 'uploading' AND attempts = 1")
+        ),
+        2,
+        "both written claimed, first attempt"
+    );
+    assert_eq!(count(&rig.dir, "status = 'pending'"), 0);
+    rig.owner.dispatch();
+    let jobs: Vec<Job> = rig.jobs.try_iter().collect();
+    let names: Vec<String> = jobs
+        .iter()
+        .map(|j| j.file.filename.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["b.jpg", "a.jpg"],
+        "oldest file first, as a claim orders"
+    );
+    assert!(jobs.iter().all(|j| j.attempt == 1));
+
+    // One of the first two goes back unsent (as at a reload): it is due, and older.
+    rig.owner.give_back(&[first[0].id]);
+    observe(&mut rig, "c.jpg", 13);
+    rig.owner.commit_now();
+    assert_eq!(
+        count(&rig.dir, "path LIKE '%/c.jpg' AND status = 'pending'"),
+        1,
+        "recorded pending while an older row is due"
+    );
+    rig.owner.dispatch();
+    let ids: Vec<i64> = rig.jobs.try_iter().map(|j| j.id).collect();
+    assert_eq!(ids.first(), Some(&first[0].id), "the older row goes first");
+    assert_eq!(ids.len(), 2, "then the new file, by an ordinary claim");
+}
+
+/// Rows written claimed and not yet handed out go back to `pending` with the queued jobs
+/// (a reload, an outage, a pause, shutdown): none stays `uploading` without a job.
+#[test]
+fn rows_recorded_claimed_go_back_with_the_queued_jobs() {
+    let mut rig = pending("ahead-back", 1);
+    rig.owner.dispatch();
+    assert_eq!(rig.jobs.try_iter().count(), 1);
+    observe(&mut rig, "a.jpg", 21);
+    rig.owner.commit_now();
+    assert_eq!(
+        count(&rig.dir, "path LIKE '%/a.jpg' AND status = 'uploading'"),
+        1
+    );
+    reload(&mut rig);
+    assert_eq!(
+        count(
+            &rig.dir,
+            "path LIKE '%/a.jpg' AND status = 'pending' AND attempts = 0"
+        ),
+        1,
+        "given back as if never claimed"
+    );
+    rig.owner.dispatch();
+    let jobs: Vec<Job> = rig.jobs.try_iter().collect();
+    assert_eq!(jobs.len(), 1, "claimed again under the rules now in force");
+    assert_eq!(jobs[0].file.filename, "a.jpg");
+}
+
+/// Results that leave nothing pending make no claim: the ledger is not asked for due rows
+/// after each group commit of successes. A result that leaves its row pending does.
+#[test]
+fn only_a_result_that_leaves_a_row_pending_makes_a_claim() {
+    let mut rig = pending("no-empty-claims", 2);
+    hour_backoff(&mut rig);
+    rig.owner.dispatch();
+    let (a, b) = (rig.jobs.try_recv().unwrap(), rig.jobs.try_recv().unwrap());
+    assert!(!rig.owner.maybe_due, "the claim came back short");
+    let ok = report(&rig, a, answer(200));
+    rig.owner.on_reports(vec![ok]);
+    rig.owner.commit_now();
+    assert!(
+        !rig.owner.maybe_due,
+        "an upload done leaves nothing to claim"
+    );
+    let retry = report(&rig, b, answer(503));
+    rig.owner.on_reports(vec![retry]);
+    rig.owner.commit_now();
+    assert!(rig.owner.maybe_due, "a retry leaves its row pending");
+}

@@ -305,6 +305,24 @@ pub trait Ledger: Send {
     /// waits to settle is made due now.
     fn record(&mut self, batch: &[Observation], now: Timestamp) -> Result<RecordStats>;
 
+    /// `record`, with up to `limit` of the new rows that are due now written claimed for
+    /// this process (`uploading`, their first attempt), first in `order` (`OldestFile` or
+    /// `NewestFile`), and handed back in that order as `claim_due` would. For the owner
+    /// when it knows no other row is due: a file that arrives while the workers have room
+    /// is then one row version fewer, and one claim transaction fewer, than recorded and
+    /// claimed (`dispatch`). A backend may claim none (PostgreSQL: another host of the
+    /// scope may have older due rows this one does not know of).
+    fn record_claiming(
+        &mut self,
+        batch: &[Observation],
+        now: Timestamp,
+        limit: usize,
+        order: ClaimOrder,
+    ) -> Result<(RecordStats, Vec<Claimed>)> {
+        let _ = (limit, order);
+        Ok((self.record(batch, now)?, Vec::new()))
+    }
+
     /// Which listed files (path bytes, version) of one date folder are recorded with the
     /// version they have on disk now. Memory follows the listing, never the ledger.
     fn known_among(

@@ -260,6 +260,9 @@ pub fn run_job(job: Job, limiter: Option<&Arc<RateLimiter>>, clock: &Clock) -> R
 #[derive(Debug)]
 pub struct Checked {
     pub file: File,
+    /// The date folder it was opened in: what the file is after the send is looked up
+    /// there.
+    pub date: layout::DateDir,
     pub kind: Kind,
     /// A WARN for the log: an incomplete file sent after the wait.
     pub note: Option<String>,
@@ -281,7 +284,8 @@ pub fn check_file(
     max_wait: Duration,
     now: OffsetDateTime,
 ) -> Result<Checked, Outcome> {
-    let (file, meta) = layout::open_beneath(target).map_err(open_outcome)?;
+    let layout::Opened { file, meta, date } =
+        layout::open_beneath_in(target).map_err(open_outcome)?;
     let on_disk = Version::of(&meta);
     if on_disk != claimed {
         return Err(Outcome::Changed {
@@ -307,7 +311,12 @@ pub fn check_file(
         }
         Err(e) => return Err(Outcome::Unreadable(crate::error::describe_io(&e))),
     }
-    Ok(Checked { file, kind, note })
+    Ok(Checked {
+        file,
+        date,
+        kind,
+        note,
+    })
 }
 
 fn attempt(
@@ -326,6 +335,7 @@ fn attempt(
     );
     let Checked {
         file,
+        date,
         kind,
         note: n,
     } = match checked {
@@ -344,10 +354,9 @@ fn attempt(
         {
             None
         }
-        Outcome::Answered(_) | Outcome::Transport(_) => layout::open_beneath(&job.target)
-            .ok()
-            .map(|(_, m)| Version::of(&m))
-            .filter(|v| *v != on_disk),
+        Outcome::Answered(_) | Outcome::Transport(_) => {
+            date.version_of(&job.target.name).filter(|v| *v != on_disk)
+        }
         _ => None,
     };
     if let Outcome::Shrank = outcome {

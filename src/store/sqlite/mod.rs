@@ -254,6 +254,16 @@ impl Ledger for Store {
         Store::record(self, batch, now)
     }
 
+    fn record_claiming(
+        &mut self,
+        batch: &[Observation],
+        now: Timestamp,
+        limit: usize,
+        order: ClaimOrder,
+    ) -> Result<(RecordStats, Vec<Claimed>)> {
+        Store::record_claiming(self, batch, now, limit, order)
+    }
+
     fn known_among(
         &mut self,
         folder: &str,

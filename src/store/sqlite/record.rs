@@ -10,7 +10,7 @@ use rusqlite::{params, OptionalExtension};
 use super::{bytes_value, os_value, version_of, Store};
 use crate::error::{Error, Result};
 use crate::layout::Version;
-use crate::store::{log_new_version, Observation, RecordStats};
+use crate::store::{log_new_version, ClaimOrder, Claimed, Observation, RecordStats};
 use crate::timestamp::Timestamp;
 
 /// Listings up to this long are compared with the database path by path (about 2 µs each);
@@ -18,12 +18,27 @@ use crate::timestamp::Timestamp;
 const LOOKUP_MAX: usize = 256;
 
 impl Store {
+    pub(super) fn record(&mut self, batch: &[Observation], now: Timestamp) -> Result<RecordStats> {
+        Ok(self
+            .record_claiming(batch, now, 0, ClaimOrder::OldestFile)?
+            .0)
+    }
+
     /// Records a batch of observations in one transaction: new paths get a `pending` row;
     /// a known path with another size or mtime is a new version (attempts restart from 0,
     /// whatever its status); a known, unchanged path reported complete by inotify while it
-    /// waits to settle is made due now.
-    pub(super) fn record(&mut self, batch: &[Observation], now: Timestamp) -> Result<RecordStats> {
+    /// waits to settle is made due now. Up to `claim` of the new rows due now are written
+    /// `uploading` instead, claimed as `claim_due` claims (`Ledger::record_claiming`).
+    pub(super) fn record_claiming(
+        &mut self,
+        batch: &[Observation],
+        now: Timestamp,
+        claim: usize,
+        order: ClaimOrder,
+    ) -> Result<(RecordStats, Vec<Claimed>)> {
         let mut stats = RecordStats::default();
+        let mut claimed = Vec::new();
+        let may_claim = claim_candidates(batch, now, claim, order);
         let tx = self.tx("recording files")?;
         {
             let mut find = tx
@@ -36,6 +51,14 @@ impl Store {
                     "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
                         next_attempt_at, detected_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?8, ?8)",
+                )
+                .map_err(|e| Error::db("recording files", e))?;
+            // The same row as `insert` and then `claim_due` would leave it.
+            let mut insert_claimed = tx
+                .prepare_cached(
+                    "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
+                        next_attempt_at, detected_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'uploading', 1, ?7, ?8, ?8)",
                 )
                 .map_err(|e| Error::db("recording files", e))?;
             let mut new_version = tx
@@ -52,7 +75,7 @@ impl Store {
                      WHERE id = ?1 AND status = 'pending' AND attempts = 0 AND next_attempt_at > ?2",
                 )
                 .map_err(|e| Error::db("recording files", e))?;
-            for obs in batch {
+            for (obs, may_claim) in batch.iter().zip(may_claim) {
                 let path = os_value(obs.path.as_os_str());
                 let known = find
                     .query_row([&path], |r| {
@@ -67,19 +90,36 @@ impl Store {
                     .map_err(|e| Error::db("recording files", e))?;
                 match known {
                     None => {
-                        insert
-                            .execute(params![
-                                path,
-                                obs.folder,
-                                obs.date,
-                                os_value(&obs.filename),
-                                obs.version.size as i64,
-                                obs.version.mtime_ns,
-                                obs.ready_at,
-                                now
-                            ])
-                            .map_err(|e| Error::db("recording a new file", e))?;
+                        let claiming = may_claim && claimed.len() < claim;
+                        let values = params![
+                            path,
+                            obs.folder,
+                            obs.date,
+                            os_value(&obs.filename),
+                            obs.version.size as i64,
+                            obs.version.mtime_ns,
+                            obs.ready_at,
+                            now
+                        ];
+                        if claiming {
+                            insert_claimed.execute(values)
+                        } else {
+                            insert.execute(values)
+                        }
+                        .map_err(|e| Error::db("recording a new file", e))?;
                         stats.new += 1;
+                        if claiming {
+                            claimed.push(Claimed {
+                                id: tx.last_insert_rowid(),
+                                path: obs.path.clone(),
+                                folder: obs.folder.clone(),
+                                date: obs.date.clone(),
+                                filename: obs.filename.clone(),
+                                version: obs.version,
+                                attempt: 1,
+                                incomplete_since: None,
+                            });
+                        }
                     }
                     Some((id, version, status, absent)) if version != obs.version || absent => {
                         new_version
@@ -111,7 +151,11 @@ impl Store {
         }
         tx.commit()
             .map_err(|e| Error::db("committing recorded files", e))?;
-        Ok(stats)
+        claimed.sort_by_key(|c| (c.version.mtime_ns, c.id));
+        if order == ClaimOrder::NewestFile {
+            claimed.reverse();
+        }
+        Ok((stats, claimed))
     }
 
     /// Which listed files are recorded with the version they have on disk now: `known[i]`
@@ -177,5 +221,83 @@ impl Store {
             )
             .map_err(|e| Error::db("re-checking a file", e))?;
         Ok(n > 0)
+    }
+}
+
+/// Which observations of a batch `record` may write claimed: the first `limit` of those due
+/// now, in `order`, leaving out a path the batch names twice (its second observation could
+/// make the claimed row a new, pending version under the claim).
+fn claim_candidates(
+    batch: &[Observation],
+    now: Timestamp,
+    limit: usize,
+    order: ClaimOrder,
+) -> Vec<bool> {
+    let mut may = vec![false; batch.len()];
+    if limit == 0 || order == ClaimOrder::LongestWaiting {
+        return may;
+    }
+    let mut seen: HashMap<&Path, usize> = HashMap::with_capacity(batch.len());
+    for obs in batch {
+        *seen.entry(obs.path.as_path()).or_default() += 1;
+    }
+    let mut due: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].ready_at <= now && seen[batch[i].path.as_path()] == 1)
+        .collect();
+    due.sort_by_key(|&i| (batch[i].version.mtime_ns, i));
+    if order == ClaimOrder::NewestFile {
+        due.reverse();
+    }
+    for i in due.into_iter().take(limit) {
+        may[i] = true;
+    }
+    may
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn obs(name: &str, mtime_ns: i64, ready_at: Timestamp) -> Observation {
+        Observation {
+            path: PathBuf::from(format!("/d/Sega_1/2026-12-03/{name}")),
+            folder: "Sega_1".into(),
+            date: "2026-12-03".into(),
+            filename: name.into(),
+            version: Version { size: 1, mtime_ns },
+            ready_at,
+            via_event: true,
+        }
+    }
+
+    #[test]
+    fn only_due_files_named_once_are_claimed_first_in_the_claims_order() {
+        let now = Timestamp::parse("2026-12-03T10:00:00Z").unwrap();
+        let later = Timestamp::parse("2026-12-03T10:00:05Z").unwrap();
+        let batch = [
+            obs("c.jpg", 3, now),
+            obs("settling.jpg", 0, later),
+            obs("twice.jpg", 1, now),
+            obs("a.jpg", 5, now),
+            obs("twice.jpg", 2, now),
+            obs("b.jpg", 4, now),
+        ];
+        let picked = |limit, order| -> Vec<&str> {
+            claim_candidates(&batch, now, limit, order)
+                .iter()
+                .zip(&batch)
+                .filter(|(may, _)| **may)
+                .map(|(_, o)| o.filename.to_str().unwrap())
+                .collect()
+        };
+        assert_eq!(picked(2, ClaimOrder::OldestFile), ["c.jpg", "b.jpg"]);
+        assert_eq!(picked(2, ClaimOrder::NewestFile), ["a.jpg", "b.jpg"]);
+        assert_eq!(
+            picked(9, ClaimOrder::OldestFile),
+            ["c.jpg", "a.jpg", "b.jpg"]
+        );
+        assert!(picked(0, ClaimOrder::OldestFile).is_empty());
+        assert!(picked(9, ClaimOrder::LongestWaiting).is_empty());
     }
 }
