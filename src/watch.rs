@@ -107,9 +107,18 @@ pub struct Watcher {
     /// Directories the watch limit kept unwatched at the last sync, tried again at `retry`.
     limited: usize,
     retry_limited: Instant,
+    /// When a configured directory missing at the last sync is looked for again.
+    retry_missing: Instant,
     window: Window,
     needs_sync: bool,
 }
+
+/// How often directories that were missing are looked for again while events flow. One
+/// under the root (or under a folder) is seen at once anyway, by its parent's IN_CREATE;
+/// this is for the rest (a folder named by an absolute path, a share not yet mounted).
+/// Looking on every wake-up instead made each batch of events cost a whole sync (statfs
+/// and a listing per folder) while one folder of the config was absent.
+const MISSING_RETRY: Duration = Duration::from_secs(1);
 
 const ROOT_MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::MOVED_TO)
@@ -156,6 +165,7 @@ impl Watcher {
             warned_limit: false,
             limited: 0,
             retry_limited: Instant::now(),
+            retry_missing: Instant::now(),
             window,
             needs_sync: true,
         })
@@ -203,11 +213,7 @@ impl Watcher {
                 self.window = window;
                 self.needs_sync = true;
             }
-            let has_missing = !self.live.watch().missing.is_empty();
-            // Watches the limit refused are tried again at every scan interval: the limit may
-            // have been raised, or other watches freed.
-            let retry = self.limited > 0 && Instant::now() >= self.retry_limited;
-            if self.needs_sync || has_missing || retry {
+            if self.sync_due(Instant::now()) {
                 self.sync();
             }
             // Wake at least every `max_sleep` (control, missing directories, the watchdog
@@ -219,6 +225,17 @@ impl Watcher {
             }
             self.read(&mut buf)?;
         }
+    }
+
+    /// Whether the watches are to be made to match the config again now: something
+    /// changed (a reload, the window, a directory created, moved or removed), a directory
+    /// that was missing may be there by now, or watches the limit refused may be placed
+    /// (tried again at every scan interval: the limit may have been raised, or other
+    /// watches freed).
+    fn sync_due(&self, now: Instant) -> bool {
+        let missing = !self.live.watch().missing.is_empty() && now >= self.retry_missing;
+        let limited = self.limited > 0 && now >= self.retry_limited;
+        self.needs_sync || missing || limited
     }
 
     /// Waits until the inotify fd is readable or the timeout passes.
@@ -445,6 +462,7 @@ impl Watcher {
     /// folder that has just been watched.
     fn sync(&mut self) {
         self.needs_sync = false;
+        self.retry_missing = Instant::now() + MISSING_RETRY;
         self.live.watch().missing.clear();
         let was_limited = self.limited;
         self.limited = 0;
@@ -556,6 +574,58 @@ fn label_shown(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 17: with one folder of the config absent, every batch of events cost a whole
+    /// sync (statfs and a listing of every folder, an add_watch and an lstat for the
+    /// absent one). The absent folder is looked for once a `MISSING_RETRY`; created under
+    /// the root it is watched at once, from the root's event.
+    #[test]
+    fn a_missing_folder_is_looked_for_once_a_second_and_watched_when_it_appears() {
+        let dir = std::env::temp_dir().join(format!("sega-watch-missing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let clock = Clock::system();
+        let today = layout::format_date(clock.today_local());
+        std::fs::create_dir_all(dir.join("Sega_1").join(&today)).unwrap();
+        let config = crate::config::parse(
+            &serde_json::json!({
+                "watch": { "root": &dir, "folders": ["Sega_1", "Sega_2"] },
+                "upload": { "url": "http://127.0.0.1:9/upload" },
+                "database": { "path": dir.join("sega.db") }
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let (inputs, observed) = crossbeam_channel::unbounded();
+        let (rescan, _rescans) = crossbeam_channel::unbounded();
+        let live = Arc::new(Live::default());
+        let mut w = Watcher::new(Arc::new(config), clock, inputs, rescan, live.clone()).unwrap();
+        w.sync();
+        assert_eq!(live.watch().missing, [dir.join("Sega_2")]);
+        let now = Instant::now();
+        assert!(!w.sync_due(now), "not looked for again at every wake-up");
+        assert!(
+            w.sync_due(now + MISSING_RETRY),
+            "looked for again a moment later"
+        );
+
+        std::fs::write(dir.join("Sega_1").join(&today).join("a.jpg"), b"x").unwrap();
+        std::fs::create_dir(dir.join("Sega_2")).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !w.by_role.contains_key(&Role::Folder(1)) && Instant::now() < deadline {
+            if w.poll(Duration::from_millis(100)) {
+                w.read(&mut buf).unwrap();
+            }
+        }
+        assert!(
+            w.by_role.contains_key(&Role::Folder(1)),
+            "Sega_2 watched once created"
+        );
+        assert!(live.watch().missing.is_empty());
+        assert!(observed.try_iter().count() > 0, "a.jpg reported meanwhile");
+        drop(w);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn folder_labels_are_named_escaped() {
