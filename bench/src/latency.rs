@@ -22,6 +22,9 @@ struct Run {
     p99: f64,
     max: f64,
     samples: usize,
+    /// The daemon's CPU (user + system) over the pass, per file: at a trickle, what a file
+    /// costs when the daemon keeps up (each arrives to an empty queue). Ours only.
+    cpu_us_per_file: Option<f64>,
 }
 
 fn latencies(ctx: &Ctx, written: &[Written], who: &str) -> io::Result<Run> {
@@ -55,6 +58,7 @@ fn latencies(ctx: &Ctx, written: &[Written], who: &str) -> io::Result<Run> {
         p99: percentile(&ms, 99.0),
         max: *ms.last().unwrap_or(&f64::NAN),
         samples: ms.len(),
+        cpu_us_per_file: None,
     })
 }
 
@@ -74,6 +78,7 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
         d.wait_ready(Duration::from_secs(30))?;
         std::thread::sleep(Duration::from_millis(500)); // the (empty) catch-up scan
         ctx.server.clear();
+        let before = d.stats();
         let written = write_files(
             &dirs,
             &format!("LAT{run}"),
@@ -81,8 +86,14 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
             &contents,
             Some(p.latency_rate),
         )?;
-        let r = latencies(ctx, &written, "sega-uploader")
+        let mut r = latencies(ctx, &written, "sega-uploader")
             .map_err(|e| io::Error::other(format!("{e}\n{}", d.failure("latency run"))))?;
+        let after = d.stats();
+        r.cpu_us_per_file = Some(
+            after.cpu_ticks_ns.saturating_sub(before.cpu_ticks_ns) as f64
+                / 1e3
+                / written.len().max(1) as f64,
+        );
         d.stop();
         ours.push(r);
 
@@ -115,7 +126,8 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
              writer's close(), same process; {}",
             p.latency_files, p.image_size, p.latency_rate, ctx.runs_label()
         ),
-        "runs": ours.iter().map(|r| json!({"p50_ms": n(r.p50), "p99_ms": n(r.p99), "max_ms": n(r.max), "samples": r.samples})).collect::<Vec<_>>(),
+        "runs": ours.iter().map(|r| json!({"p50_ms": n(r.p50), "p99_ms": n(r.p99), "max_ms": n(r.max), "samples": r.samples,
+            "cpu_us_per_file": r.cpu_us_per_file.map(n)})).collect::<Vec<_>>(),
         "other_runs": theirs.iter().map(|(t, runs)| json!({
             "tool": t.label(ctx.workers),
             "runs": runs.iter().map(|r| json!({"p50_ms": n(r.p50), "p99_ms": n(r.p99), "max_ms": n(r.max), "samples": r.samples})).collect::<Vec<_>>(),

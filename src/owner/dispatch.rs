@@ -52,6 +52,12 @@ impl Owner {
         if self.jobs_tx.is_none() || (self.db_trouble.is_some() && !self.unsaved.is_empty()) {
             return;
         }
+        if !self.not_given_back.is_empty() {
+            self.unclaim(Vec::new());
+            if !self.not_given_back.is_empty() {
+                return;
+            }
+        }
         let now_i = Instant::now();
         match self.endpoint.paused(now_i) {
             Pause::Paused => return,
@@ -82,7 +88,8 @@ impl Owner {
         let now_t = self.clock.now_utc();
         if !self.claimed_ahead.is_empty() {
             let mut ahead = std::mem::take(&mut self.claimed_ahead);
-            if solo {
+            let due_meanwhile = self.maybe_due || self.next_due.is_some_and(|t| t <= now_t);
+            if solo || due_meanwhile {
                 // Written claimed while requests went out side by side; one at a time now.
                 let ids: Vec<i64> = ahead.iter().map(|c| c.id).collect();
                 self.give_back(&ids);
@@ -251,10 +258,25 @@ impl Owner {
                 queue.push_front(*id);
             }
         }
+        self.unclaim(ids.to_vec());
+    }
+
+    /// Puts claimed rows back to `pending` in the ledger. When the database refuses (locked
+    /// past its busy timeout, full), they are kept and tried again before the next claim:
+    /// dropped, they would stay `uploading` with no job, and since their version does not
+    /// change no rescan would bring them back before a restart.
+    pub(super) fn unclaim(&mut self, mut ids: Vec<i64>) {
+        ids.append(&mut self.not_given_back);
+        if ids.is_empty() {
+            return;
+        }
         let now = self.now();
-        match self.store.unclaim(ids, now) {
+        match self.store.unclaim(&ids, now) {
             Ok(()) => self.maybe_due = true,
-            Err(e) => self.trouble(e),
+            Err(e) => {
+                self.not_given_back = ids;
+                self.trouble(e);
+            }
         }
     }
 }

@@ -137,7 +137,8 @@ impl Owner {
 
     fn record(&mut self, batch: &[Observation], now: Timestamp) {
         let (room, order) = self.room_for_new();
-        match self.store.record_claiming(batch, now, room, order) {
+        let far = self.far(self.clock.now_utc());
+        match self.store.record_claiming(batch, now, far, room, order) {
             Ok((st, claimed)) => {
                 self.recovered();
                 // Unchanged rows count too: in a shared ledger they may have just been

@@ -138,6 +138,9 @@ pub struct Owner {
     /// New rows written claimed at their record (`Ledger::record_claiming`), for the next
     /// `dispatch` to hand out; given back with the queued jobs (`take_back_queued`).
     claimed_ahead: Vec<Claimed>,
+    /// Claimed rows whose return to `pending` the database refused (`unclaim`), tried
+    /// again before the next claim.
+    not_given_back: Vec<i64>,
     /// When the oldest thing held for the group commit came; `None` when nothing is held
     /// for it (completions kept through database trouble are `housekeeping`'s).
     held_since: Option<Instant>,
@@ -244,6 +247,7 @@ impl Owner {
             unsaved: Vec::new(),
             unrecorded: Vec::new(),
             claimed_ahead: Vec::new(),
+            not_given_back: Vec::new(),
             held_since: None,
             db_trouble: None,
             warned_hostile: HashSet::new(),
@@ -572,6 +576,7 @@ impl Owner {
         }
         self.commit_now();
         let now = self.now();
+        self.unclaim(Vec::new());
         if !self.in_flight.is_empty() {
             let ids: Vec<i64> = self.in_flight.keys().copied().collect();
             log::warn!(

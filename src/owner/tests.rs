@@ -648,3 +648,194 @@ fn only_a_result_that_leaves_a_row_pending_makes_a_claim() {
     rig.owner.commit_now();
     assert!(rig.owner.maybe_due, "a retry leaves its row pending");
 }
+
+// Rows written claimed at their record (issue 17), as a review of the first version
+// (f30140a) attacked them.
+
+/// Today's date folder of the rig's tree.
+fn today_dir(rig: &Rig) -> PathBuf {
+    rig.dir
+        .join("data")
+        .join("Sega_1")
+        .join(layout::format_date(rig.owner.clock.today_local()))
+}
+
+/// Writes an image `age` old (mtime), as a rescan would find it.
+fn write_old(rig: &Rig, name: &str, seed: u64, age: Duration) {
+    let path = today_dir(rig).join(name);
+    std::fs::write(&path, sega_testsrv::images::jpeg(8, 8, seed)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+}
+
+fn names_handed_out(rig: &Rig) -> Vec<String> {
+    rig.jobs
+        .try_iter()
+        .map(|j| j.file.filename.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Review of f30140a (fixed): a new file held for the group commit is written claimed by the
+/// listing's `record_held`; the older file the same listing finds is recorded pending, and
+/// the next dispatch hands out only the claimed-ahead row and returns: the newer file goes
+/// first (upload.order oldest_first), and the older one is not claimed although the
+/// channel has 7 free slots. Before the commit both were recorded pending and one claim
+/// took them oldest first.
+#[test]
+fn a_held_new_file_does_not_jump_an_older_file_of_the_listing() {
+    let mut rig = pending("review-order", 0);
+    rig.owner.dispatch();
+    assert!(
+        !rig.owner.maybe_due,
+        "nothing due: the claim came back short"
+    );
+    observe(&mut rig, "new.jpg", 1);
+    write_old(&rig, "old.jpg", 2, Duration::from_secs(3600));
+    assert_eq!(list_today(&mut rig), 2);
+    rig.owner.dispatch();
+    assert_eq!(
+        names_handed_out(&rig),
+        ["old.jpg", "new.jpg"],
+        "oldest first, and a free slot for each"
+    );
+}
+
+/// Review of f30140a (fixed): the loop's view of the batch below (a known file at a new version and
+/// a new file, one group commit): after the dispatch that handed out the claimed-ahead row,
+/// a due row and free slots remain, yet `sleep_for` does not wake for them (it knows
+/// nothing of `maybe_due`): the older file waits for the next report or input, or
+/// `max_sleep` (2 s; up to 7.5 s under systemd).
+#[test]
+fn a_due_row_left_behind_by_the_claimed_ahead_hand_out_wakes_the_loop() {
+    let mut rig = pending("review-sleep", 1);
+    rig.owner.dispatch();
+    let job = rig.jobs.try_recv().unwrap();
+    let ok = report(&rig, job, answer(200));
+    rig.owner.on_reports(vec![ok]);
+    rig.owner.commit_now();
+    observe(&mut rig, "00.jpg", 50);
+    observe(&mut rig, "new.jpg", 51);
+    // The loop's turn: the group commit's window passes, then the dispatch.
+    std::thread::sleep(super::GROUP_COMMIT);
+    rig.owner.commit_held();
+    rig.owner.dispatch();
+    let handed = rig.jobs.len();
+    if handed < 2 {
+        assert!(
+            rig.owner.sleep_for() < Duration::from_millis(100),
+            "{handed} job(s) out, 00.jpg due, {} free slots, and the owner sleeps {:?}",
+            8 - handed,
+            rig.owner.sleep_for()
+        );
+    }
+}
+
+/// Review of f30140a (fixed): a row re-queued by another process (`retry --force`, or a `scan` that
+/// found the lock held) is due without the owner knowing until its heartbeat. A new file
+/// that arrives meanwhile used to make the owner claim, oldest first, and take the
+/// re-queued row with it; now it is written claimed and goes alone, and the older row
+/// waits for the heartbeat (10 s).
+#[test]
+fn a_new_file_does_not_jump_a_row_requeued_by_another_process() {
+    let mut rig = pending("review-requeued", 1);
+    rig.owner.dispatch();
+    let job = rig.jobs.try_recv().unwrap();
+    let ok = report(&rig, job, answer(200));
+    rig.owner.on_reports(vec![ok]);
+    rig.owner.commit_now();
+    assert_eq!(count(&rig.dir, "status = 'uploaded'"), 1);
+    let now = crate::timestamp::Timestamp::new(rig.owner.clock.now_utc()).to_string();
+    rusqlite::Connection::open(rig.dir.join("sega.db"))
+        .unwrap()
+        .execute(
+            "UPDATE files SET status = 'pending', attempts = 0, next_attempt_at = ?1,
+                uploaded_at = NULL, updated_at = ?1",
+            [&now],
+        )
+        .unwrap();
+    observe(&mut rig, "new.jpg", 5);
+    rig.owner.commit_now();
+    rig.owner.dispatch();
+    assert_eq!(
+        names_handed_out(&rig),
+        ["00.jpg", "new.jpg"],
+        "the re-queued (older) row first, as the claim the new file used to make"
+    );
+}
+
+/// Review of f30140a (fixed) (a pre-existing flaw of `give_back`, which the commit routes rows
+/// written claimed through): when the unclaim fails (database locked past the busy
+/// timeout, disk full), the ids are dropped from memory and the rows stay `uploading`
+/// with no job. No rescan re-finds them (same version), nothing re-claims them: the file
+/// is not uploaded until the daemon restarts.
+#[test]
+fn a_failed_give_back_of_rows_written_claimed_leaves_none_stuck() {
+    let mut rig = pending("review-stuck", 0);
+    rig.owner.dispatch();
+    observe(&mut rig, "a.jpg", 1);
+    rig.owner.commit_now();
+    assert_eq!(
+        count(&rig.dir, "status = 'uploading'"),
+        1,
+        "written claimed"
+    );
+    let db = rig.dir.join("sega.db");
+    let exec = |sql: &str| {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap()
+    };
+    exec(
+        "CREATE TRIGGER review_fail BEFORE UPDATE ON files WHEN new.status = 'pending'
+         BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END;",
+    );
+    reload(&mut rig); // take_back_queued -> give_back -> unclaim fails
+    assert!(rig.owner.db_trouble.is_some(), "the give-back failed");
+    exec("DROP TRIGGER review_fail");
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        rig.owner.last_heartbeat = None;
+        rig.owner.housekeeping();
+        rig.owner.commit_now();
+        rig.owner.dispatch();
+        list_today(&mut rig);
+        rig.owner.commit_now();
+        rig.owner.dispatch();
+        sent.extend(names_handed_out(&rig));
+    }
+    assert!(rig.owner.db_trouble.is_none(), "the database recovered");
+    assert!(
+        sent.iter().any(|n| n == "a.jpg"),
+        "a.jpg never handed out again; rows uploading: {}",
+        count(&rig.dir, "status = 'uploading'")
+    );
+}
+
+/// Review of f30140a (fixed): one group commit names a known file at a new version (rewritten; or
+/// made due by its IN_CLOSE_WRITE after a rescan saw it settling) and a new file written
+/// after it. The new file is written claimed; the known one becomes pending and due, and
+/// the dispatch hands out only the claimed-ahead row: the newer file is sent first, the
+/// older waits for the next wake-up with free slots idle.
+#[test]
+fn a_new_file_does_not_jump_an_older_new_version_of_the_same_batch() {
+    let mut rig = pending("review-batch", 1);
+    rig.owner.dispatch();
+    let job = rig.jobs.try_recv().unwrap();
+    let ok = report(&rig, job, answer(200));
+    rig.owner.on_reports(vec![ok]);
+    rig.owner.commit_now();
+    observe(&mut rig, "00.jpg", 50); // rewritten: a new version
+    observe(&mut rig, "new.jpg", 51);
+    rig.owner.commit_now();
+    rig.owner.dispatch();
+    assert_eq!(
+        names_handed_out(&rig),
+        ["00.jpg", "new.jpg"],
+        "oldest first, both due, 7 free slots"
+    );
+}

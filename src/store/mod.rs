@@ -307,8 +307,10 @@ pub trait Ledger: Send {
 
     /// `record`, with up to `limit` of the new rows that are due now written claimed for
     /// this process (`uploading`, their first attempt), first in `order` (`OldestFile` or
-    /// `NewestFile`), and handed back in that order as `claim_due` would. For the owner
-    /// when it knows no other row is due: a file that arrives while the workers have room
+    /// `NewestFile`), and handed back in that order as `claim_due` would; none while
+    /// another row is due (by `now` and `far` as in `claim_due`: it goes first, and the
+    /// owner may not know of it, re-queued by `retry` say). For the owner when it knows
+    /// no other row is due: a file that arrives while the workers have room
     /// is then one row version fewer, and one claim transaction fewer, than recorded and
     /// claimed (`dispatch`). A backend may claim none (PostgreSQL: another host of the
     /// scope may have older due rows this one does not know of).
@@ -316,10 +318,11 @@ pub trait Ledger: Send {
         &mut self,
         batch: &[Observation],
         now: Timestamp,
+        far: Timestamp,
         limit: usize,
         order: ClaimOrder,
     ) -> Result<(RecordStats, Vec<Claimed>)> {
-        let _ = (limit, order);
+        let _ = (far, limit, order);
         Ok((self.record(batch, now)?, Vec::new()))
     }
 

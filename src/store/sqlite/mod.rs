@@ -258,10 +258,11 @@ impl Ledger for Store {
         &mut self,
         batch: &[Observation],
         now: Timestamp,
+        far: Timestamp,
         limit: usize,
         order: ClaimOrder,
     ) -> Result<(RecordStats, Vec<Claimed>)> {
-        Store::record_claiming(self, batch, now, limit, order)
+        Store::record_claiming(self, batch, now, far, limit, order)
     }
 
     fn known_among(

@@ -20,7 +20,7 @@ const LOOKUP_MAX: usize = 256;
 impl Store {
     pub(super) fn record(&mut self, batch: &[Observation], now: Timestamp) -> Result<RecordStats> {
         Ok(self
-            .record_claiming(batch, now, 0, ClaimOrder::OldestFile)?
+            .record_claiming(batch, now, now, 0, ClaimOrder::OldestFile)?
             .0)
     }
 
@@ -33,13 +33,25 @@ impl Store {
         &mut self,
         batch: &[Observation],
         now: Timestamp,
+        far: Timestamp,
         claim: usize,
         order: ClaimOrder,
     ) -> Result<(RecordStats, Vec<Claimed>)> {
         let mut stats = RecordStats::default();
         let mut claimed = Vec::new();
-        let may_claim = claim_candidates(batch, now, claim, order);
         let tx = self.tx("recording files")?;
+        // A row already due goes first: then a claim takes it with the new ones, in order.
+        // One step into the partial index of due times.
+        let due_before = claim > 0
+            && tx
+                .prepare_cached(
+                    "SELECT EXISTS(SELECT 1 FROM files INDEXED BY files_pending_due
+                     WHERE status = 'pending' AND (next_attempt_at <= ?1 OR next_attempt_at > ?2))",
+                )
+                .and_then(|mut q| q.query_row(params![now, far], |r| r.get::<_, bool>(0)))
+                .map_err(|e| Error::db("recording files", e))?;
+        let claim = if due_before { 0 } else { claim };
+        let may_claim = claim_candidates(batch, now, claim, order);
         {
             let mut find = tx
                 .prepare_cached(
