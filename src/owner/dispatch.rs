@@ -94,6 +94,11 @@ impl Owner {
                 let ids: Vec<i64> = ahead.iter().map(|c| c.id).collect();
                 self.give_back(&ids);
             } else {
+                // Written by one record or several: in upload order, as one claim.
+                ahead.sort_by_key(|c| (c.version.mtime_ns, c.id));
+                if self.policy.newest_first {
+                    ahead.reverse();
+                }
                 if ahead.len() > free {
                     let rest: Vec<i64> = ahead.drain(free..).map(|c| c.id).collect();
                     self.give_back(&rest);

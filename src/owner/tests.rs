@@ -282,21 +282,49 @@ fn results_are_committed_in_groups() {
 /// recorded first, so a file in both is one row.
 #[test]
 fn new_files_seen_by_inotify_are_recorded_in_groups() {
-    let mut rig = pending("group-record", 0);
+    let mut rig = busy("group-record");
     let rows = |rig: &Rig| count(&rig.dir, "1");
     observe(&mut rig, "a.jpg", 1);
     observe(&mut rig, "b.jpg", 2);
-    assert_eq!(rows(&rig), 0, "both are held");
+    assert_eq!(rows(&rig), 1, "both are held");
     assert!(rig.owner.sleep_for() <= super::GROUP_COMMIT);
     std::thread::sleep(super::GROUP_COMMIT);
     rig.owner.commit_held();
-    assert_eq!(rows(&rig), 2, "recorded together once the window passed");
+    assert_eq!(rows(&rig), 3, "recorded together once the window passed");
     observe(&mut rig, "c.jpg", 3);
-    assert_eq!(rows(&rig), 2, "held");
-    assert_eq!(list_today(&mut rig), 3);
-    assert_eq!(rows(&rig), 3, "the held file and the listing make one row");
+    assert_eq!(rows(&rig), 3, "held");
+    assert_eq!(list_today(&mut rig), 4);
+    assert_eq!(rows(&rig), 4, "the held file and the listing make one row");
     rig.owner.dispatch();
-    assert_eq!(rig.jobs.len(), 3, "each row claimed once");
+    assert_eq!(rig.jobs.len(), 4, "each row claimed once");
+}
+
+/// One recorded file claimed into the channel and left there: the workers are busy, a
+/// job waits, and new files are held for the group commit.
+fn busy(name: &str) -> Rig {
+    let mut rig = pending(name, 1);
+    rig.owner.dispatch();
+    assert_eq!(rig.jobs.len(), 1);
+    rig
+}
+
+/// Issue 17's latency: with no job waiting in the channel, a new file is recorded at once,
+/// not held for the group commit (its 5 ms were in every file's latency at a trickle),
+/// and, nothing else being due, it is claimed by that record and goes at the next
+/// dispatch.
+#[test]
+fn a_new_file_is_recorded_at_once_when_no_job_waits() {
+    let mut rig = pending("at-once", 0);
+    rig.owner.dispatch();
+    observe(&mut rig, "a.jpg", 1);
+    assert!(rig.owner.held_since.is_none(), "nothing held");
+    assert_eq!(
+        count(&rig.dir, "status = 'uploading'"),
+        1,
+        "recorded, claimed"
+    );
+    rig.owner.dispatch();
+    assert_eq!(rig.jobs.len(), 1);
 }
 
 /// Writes `name` (an image) into today's folder of the rig's tree and tells the owner, as
@@ -452,18 +480,19 @@ fn a_retry_judged_in_the_batch_that_ends_the_outage_is_due_at_once() {
 /// next start's catch-up scan.
 #[test]
 fn shutdown_commits_the_files_and_results_held_for_the_group_commit() {
-    let mut rig = pending("shutdown-held", 1);
+    let mut rig = pending("shutdown-held", 2);
     rig.owner.dispatch();
+    // The other job stays queued: the workers are busy.
     let job = rig.jobs.try_recv().unwrap();
     let skipped = report(&rig, job, Outcome::NotAnImage);
     rig.owner.on_reports(vec![skipped]);
     observe(&mut rig, "new.jpg", 7);
     assert_eq!(
         count(&rig.dir, "status = 'uploading'"),
-        1,
+        2,
         "the result is held"
     );
-    assert_eq!(count(&rig.dir, "1"), 1, "the new file is held");
+    assert_eq!(count(&rig.dir, "1"), 2, "the new file is held");
     let Rig {
         owner, dir, _tree, ..
     } = rig;
@@ -475,7 +504,7 @@ fn shutdown_commits_the_files_and_results_held_for_the_group_commit() {
         "the result was saved"
     );
     assert_eq!(count(&dir, "status = 'skipped'"), 1);
-    assert_eq!(count(&dir, "1"), 2, "the new file was recorded");
+    assert_eq!(count(&dir, "1"), 3, "the new file was recorded");
 }
 
 /// Review of issue 17's group commit: a result that could not be committed (database
@@ -527,9 +556,9 @@ fn a_result_kept_through_database_trouble_is_saved_when_a_record_ends_it() {
 /// sent again).
 #[test]
 fn a_listing_after_a_held_observation_leaves_the_row_at_the_version_on_disk() {
-    let mut rig = pending("held-then-listed", 0);
+    let mut rig = busy("held-then-listed");
     observe(&mut rig, "a.jpg", 1);
-    assert_eq!(count(&rig.dir, "1"), 0, "held");
+    assert_eq!(count(&rig.dir, "1"), 1, "held");
     let today = layout::format_date(rig.owner.clock.today_local());
     let path = rig
         .dir
@@ -539,7 +568,7 @@ fn a_listing_after_a_held_observation_leaves_the_row_at_the_version_on_disk() {
         .join("a.jpg");
     std::fs::write(&path, sega_testsrv::images::jpeg(32, 32, 2)).unwrap();
     let on_disk = std::fs::metadata(&path).unwrap().len();
-    assert_eq!(list_today(&mut rig), 1);
+    assert_eq!(list_today(&mut rig), 2);
     rig.owner.commit_now();
     assert_eq!(
         count(&rig.dir, &format!("size = {on_disk}")),
