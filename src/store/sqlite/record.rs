@@ -58,19 +58,12 @@ impl Store {
                     "SELECT id, size, mtime_ns, status, absent FROM files WHERE path = ?1",
                 )
                 .map_err(|e| Error::db("recording files", e))?;
+            // A claimed row is the row `claim_due` would leave: `uploading`, attempt 1.
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
                         next_attempt_at, detected_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?8, ?8)",
-                )
-                .map_err(|e| Error::db("recording files", e))?;
-            // The same row as `insert` and then `claim_due` would leave it.
-            let mut insert_claimed = tx
-                .prepare_cached(
-                    "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
-                        next_attempt_at, detected_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'uploading', 1, ?7, ?8, ?8)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?10, ?7, ?8, ?8)",
                 )
                 .map_err(|e| Error::db("recording files", e))?;
             let mut new_version = tx
@@ -111,14 +104,13 @@ impl Store {
                             obs.version.size as i64,
                             obs.version.mtime_ns,
                             obs.ready_at,
-                            now
+                            now,
+                            if claiming { "uploading" } else { "pending" },
+                            i64::from(claiming)
                         ];
-                        if claiming {
-                            insert_claimed.execute(values)
-                        } else {
-                            insert.execute(values)
-                        }
-                        .map_err(|e| Error::db("recording a new file", e))?;
+                        insert
+                            .execute(values)
+                            .map_err(|e| Error::db("recording a new file", e))?;
                         stats.new += 1;
                         if claiming {
                             claimed.push(Claimed {
