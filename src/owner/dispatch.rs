@@ -11,7 +11,7 @@ use super::endpoint::Pause;
 use super::judge;
 use super::{Mode, Owner};
 use crate::layout::Show;
-use crate::store::{ClaimOrder, Claimed};
+use crate::store::{in_upload_order, ClaimOrder, Claimed};
 use crate::timestamp::Timestamp;
 use crate::upload::{Item, Job};
 
@@ -32,6 +32,15 @@ impl Owner {
             return self.solo_in_flight.is_none();
         }
         self.refill(tx.len()) > 0
+    }
+
+    /// The order of `upload.order` among due files.
+    pub(super) fn file_order(&self) -> ClaimOrder {
+        if self.policy.newest_first {
+            ClaimOrder::NewestFile
+        } else {
+            ClaimOrder::OldestFile
+        }
     }
 
     /// How many rows a claim may take with `queued` jobs in the channel: none while it is
@@ -90,15 +99,13 @@ impl Owner {
             let mut ahead = std::mem::take(&mut self.claimed_ahead);
             let due_meanwhile = self.maybe_due || self.next_due.is_some_and(|t| t <= now_t);
             if solo || due_meanwhile {
-                // Written claimed while requests went out side by side; one at a time now.
+                // One at a time now, or a row that waited longer goes first: an ordinary
+                // claim takes them again, in order.
                 let ids: Vec<i64> = ahead.iter().map(|c| c.id).collect();
                 self.give_back(&ids);
             } else {
                 // Written by one record or several: in upload order, as one claim.
-                ahead.sort_by_key(|c| (c.version.mtime_ns, c.id));
-                if self.policy.newest_first {
-                    ahead.reverse();
-                }
+                in_upload_order(&mut ahead, self.file_order());
                 if ahead.len() > free {
                     let rest: Vec<i64> = ahead.drain(free..).map(|c| c.id).collect();
                     self.give_back(&rest);
@@ -118,10 +125,8 @@ impl Owner {
             Mode::Daemon => {
                 let order = if probe {
                     ClaimOrder::LongestWaiting
-                } else if self.policy.newest_first {
-                    ClaimOrder::NewestFile
                 } else {
-                    ClaimOrder::OldestFile
+                    self.file_order()
                 };
                 self.store.claim_due(now, far, free, order)
             }

@@ -172,11 +172,7 @@ impl Owner {
     /// version and the transaction of the claim (`Ledger::record_claiming`). Otherwise
     /// none: a row waiting longer must go first.
     fn room_for_new(&self) -> (usize, ClaimOrder) {
-        let order = if self.policy.newest_first {
-            ClaimOrder::NewestFile
-        } else {
-            ClaimOrder::OldestFile
-        };
+        let order = self.file_order();
         let Some(tx) = &self.jobs_tx else {
             return (0, order);
         };

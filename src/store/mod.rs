@@ -57,6 +57,15 @@ pub enum ClaimOrder {
     LongestWaiting,
 }
 
+/// Claimed rows in the order they are sent: by mtime (then id), newest first for
+/// `NewestFile`. A statement's RETURNING gives no order guarantee.
+pub fn in_upload_order(claimed: &mut [Claimed], order: ClaimOrder) {
+    claimed.sort_by_key(|c| (c.version.mtime_ns, c.id));
+    if order == ClaimOrder::NewestFile {
+        claimed.reverse();
+    }
+}
+
 /// What a row's `status` column holds.
 ///
 /// The daemon only ever writes the five words it knows. Anything else was written by hand
@@ -307,7 +316,7 @@ pub trait Ledger: Send {
 
     /// `record`, with up to `limit` of the new rows that are due now written claimed for
     /// this process (`uploading`, their first attempt), first in `order` (`OldestFile` or
-    /// `NewestFile`), and handed back in that order as `claim_due` would; none while
+    /// `NewestFile`; the owner puts them in upload order with `in_upload_order`); none while
     /// another row is due (by `now` and `far` as in `claim_due`: it goes first, and the
     /// owner may not know of it, re-queued by `retry` say). For the owner when it knows
     /// no other row is due: a file that arrives while the workers have room

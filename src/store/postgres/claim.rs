@@ -114,11 +114,7 @@ impl PgStore {
                 .load(c)?)
         })?;
         let mut claimed = self.claimed(rows);
-        // RETURNING gives no order guarantee.
-        claimed.sort_by_key(|c| (c.version.mtime_ns, c.id));
-        if order == ClaimOrder::NewestFile {
-            claimed.reverse();
-        }
+        crate::store::in_upload_order(&mut claimed, order);
         Ok(claimed)
     }
 

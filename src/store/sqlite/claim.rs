@@ -64,11 +64,7 @@ impl Store {
                 .map_err(|e| Error::db("claiming files", e))?
         };
         tx.commit().map_err(|e| Error::db("claiming files", e))?;
-        // RETURNING gives no order guarantee.
-        claimed.sort_by_key(|c| (c.version.mtime_ns, c.id));
-        if order == ClaimOrder::NewestFile {
-            claimed.reverse();
-        }
+        crate::store::in_upload_order(&mut claimed, order);
         Ok(claimed)
     }
 

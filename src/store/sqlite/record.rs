@@ -155,10 +155,6 @@ impl Store {
         }
         tx.commit()
             .map_err(|e| Error::db("committing recorded files", e))?;
-        claimed.sort_by_key(|c| (c.version.mtime_ns, c.id));
-        if order == ClaimOrder::NewestFile {
-            claimed.reverse();
-        }
         Ok((stats, claimed))
     }
 
