@@ -19,10 +19,16 @@
 //! (/usr/lib/postgresql/*/bin): without them the scenario is skipped ([`Skip`]), or fails
 //! under CI.
 //!
+//! The `*_capped` variants run SQLite ×1, PostgreSQL ×1 and ×2 again with each daemon held
+//! to a share of one core (`cap`): hosts limited by their own CPU, as on separate machines,
+//! where on this box one uncapped daemon already keeps the shared cores busy.
+//!
 //! Who owns what: this file the scenario (its variants, the runs interleaved, the rows);
 //! `pass` one measured run (the daemons' directories, starting them, the timing, the
-//! ledger's check and split); `pg` the throwaway clusters and the queries on them.
+//! ledger's check and split); `pg` the throwaway clusters and the queries on them; `cap`
+//! the cgroups that hold a daemon to its share.
 
+mod cap;
 mod pass;
 pub(crate) mod pg;
 
@@ -37,6 +43,7 @@ use crate::report::{n, Check, Row, Target};
 use crate::stats::Summary;
 use crate::sys::local_date;
 use crate::tree::{self, Contents};
+use cap::CpuCap;
 use pass::{one_run, Node};
 use pg::{preflight, ClusterKind, Pg};
 
@@ -63,6 +70,10 @@ const SCOPE: &str = "bench";
 type Split = Vec<(String, i64)>;
 const HOSTS: [&str; 2] = ["bench-a", "bench-b"];
 
+/// The share of one core each daemon of a capped variant may use (`cap`): with two such
+/// hosts, the server and the endpoint, the box's 2 cores are not yet the limit.
+const HOST_SHARE: f64 = 0.25;
+
 #[derive(Clone, Copy, PartialEq)]
 enum Backend {
     Sqlite,
@@ -75,6 +86,12 @@ struct Variant {
     what: String,
     backend: Backend,
     daemons: usize,
+    /// Each daemon held to `HOST_SHARE` of a core (`cap`).
+    capped: bool,
+    /// The variant its rate is compared with ("× SQLite"): the SQLite row of its kind.
+    base: usize,
+    /// For two daemons: the one-daemon variant of the same cluster ("× one host").
+    one_host: Option<usize>,
 }
 
 /// One measured run of a variant.
@@ -159,17 +176,24 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
         what: what("1 daemon, SQLite (baseline)"),
         backend: Backend::Sqlite,
         daemons: 1,
+        capped: false,
+        base: 0,
+        one_host: None,
     }];
     for (i, c) in pg.clusters.iter().enumerate() {
         let (suffix, label) = match c.kind {
             ClusterKind::Fast => ("", "fsync=off"),
             ClusterKind::Durable => ("_durable", "server defaults, fsync=on"),
         };
+        let one = variants.len();
         variants.push(Variant {
             id: format!("shared_pg{suffix}"),
             what: what(&format!("1 daemon, PostgreSQL ({label})")),
             backend: Backend::Pg(i),
             daemons: 1,
+            capped: false,
+            base: 0,
+            one_host: None,
         });
         variants.push(Variant {
             id: format!("shared_pg2{suffix}"),
@@ -178,6 +202,59 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
             )),
             backend: Backend::Pg(i),
             daemons: 2,
+            capped: false,
+            base: 0,
+            one_host: Some(one),
+        });
+    }
+    // The same on hosts of their own CPU (`cap`): each daemon held to a share of a core.
+    let caps: Vec<CpuCap> = match HOSTS
+        .iter()
+        .map(|h| CpuCap::new(&format!("sega-{h}"), HOST_SHARE))
+        .collect::<io::Result<Vec<_>>>()
+    {
+        Ok(caps) => caps,
+        Err(e) => {
+            eprintln!("  the variants with a CPU share per host are skipped: {e}");
+            Vec::new()
+        }
+    };
+    if !caps.is_empty() {
+        let fast = pg
+            .clusters
+            .iter()
+            .position(|c| c.kind == ClusterKind::Fast)
+            .unwrap_or(0);
+        let share = format!("each daemon held to {:.0} % of a core", HOST_SHARE * 100.0);
+        let base = variants.len();
+        variants.push(Variant {
+            id: "shared_sqlite_capped".into(),
+            what: what(&format!("1 daemon, SQLite, {share}")),
+            backend: Backend::Sqlite,
+            daemons: 1,
+            capped: true,
+            base,
+            one_host: None,
+        });
+        variants.push(Variant {
+            id: "shared_pg_capped".into(),
+            what: what(&format!("1 daemon, PostgreSQL (fsync=off), {share}")),
+            backend: Backend::Pg(fast),
+            daemons: 1,
+            capped: true,
+            base,
+            one_host: None,
+        });
+        variants.push(Variant {
+            id: "shared_pg2_capped".into(),
+            what: what(&format!(
+                "2 daemons, PostgreSQL (fsync=off), same scope, same tree, {share}"
+            )),
+            backend: Backend::Pg(fast),
+            daemons: 2,
+            capped: true,
+            base,
+            one_host: Some(base + 1),
         });
     }
 
@@ -186,7 +263,8 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
     for run in 0..ctx.runs {
         for (v, out) in variants.iter().zip(passes.iter_mut()) {
             db_no += 1;
-            let pass = one_run(ctx, &scene, &nodes, &pg, v, db_no, count, size)?;
+            let caps = if v.capped { &caps[..] } else { &[] };
+            let pass = one_run(ctx, &scene, &nodes, caps, &pg, v, db_no, count, size)?;
             let split: Vec<String> = pass
                 .split
                 .iter()
@@ -225,11 +303,17 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
     }
 
     let dupes: usize = passes.iter().flatten().map(|p| p.duplicates).sum();
-    let baseline = Summary::of(&passes[0].iter().map(|p| p.rate).collect::<Vec<_>>()).median;
+    let medians: Vec<f64> = passes
+        .iter()
+        .map(|runs| Summary::of(&runs.iter().map(|p| p.rate).collect::<Vec<_>>()).median)
+        .collect();
     let rows = variants
         .iter()
         .zip(&passes)
-        .map(|(v, runs)| row(ctx, v, runs, baseline, count))
+        .map(|(v, runs)| {
+            let one_host = v.one_host.map(|i| medians[i]);
+            row(ctx, v, runs, medians[v.base], one_host, count)
+        })
         .collect();
     if dupes > 0 {
         return Err(io::Error::other(format!(
@@ -239,12 +323,25 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
     Ok(rows)
 }
 
-fn row(ctx: &Ctx, v: &Variant, runs: &[Pass], baseline: f64, count: usize) -> Row {
+fn row(
+    ctx: &Ctx,
+    v: &Variant,
+    runs: &[Pass],
+    baseline: f64,
+    one_host: Option<f64>,
+    count: usize,
+) -> Row {
     let rates = Summary::of(&runs.iter().map(|p| p.rate).collect::<Vec<_>>());
     let mut row = Row::new(&v.id, &v.what, "files/s", Target::None, rates.clone());
     if v.backend != Backend::Sqlite && baseline.is_finite() && baseline > 0.0 {
         row.checks.push(Check {
             text: format!("{:.2}× SQLite", rates.median / baseline),
+            ok: None,
+        });
+    }
+    if let Some(one) = one_host.filter(|r| r.is_finite() && *r > 0.0) {
+        row.checks.push(Check {
+            text: format!("{:.2}× one host", rates.median / one),
             ok: None,
         });
     }
@@ -326,8 +423,19 @@ fn row(ctx: &Ctx, v: &Variant, runs: &[Pass], baseline: f64, count: usize) -> Ro
             "from the first daemon's fork/exec to the last file settled at the endpoint; a fresh \
              ledger each run (a new SQLite file or CREATE DATABASE); settle_secs 0; {} workers \
              per daemon; PostgreSQL on a unix socket, on the same 2 cores as the daemons and \
-             the endpoint; {}; {}",
-            ctx.workers, fsync_note, ctx.runs_label()
+             the endpoint; {}{}; {}",
+            ctx.workers,
+            fsync_note,
+            if v.capped {
+                format!(
+                    "; each daemon in a cgroup of its own allowed {:.0} % of one core (a host \
+                     whose own CPU is the limit; the server and the endpoint are not held)",
+                    HOST_SHARE * 100.0
+                )
+            } else {
+                String::new()
+            },
+            ctx.runs_label()
         ),
         "daemons": v.daemons,
         "runs": runs.iter().map(pass_json).collect::<Vec<_>>(),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::cap::CpuCap;
 use super::pg::Pg;
 use super::{Backend, Pass, Variant, SCOPE};
 use crate::ctx::{Ctx, Scene, FOLDERS};
@@ -88,6 +89,7 @@ pub(super) fn one_run(
     ctx: &Ctx,
     scene: &Scene,
     nodes: &[Node],
+    caps: &[CpuCap],
     pg: &Pg,
     v: &Variant,
     db_no: usize,
@@ -118,15 +120,24 @@ pub(super) fn one_run(
     let server_before = cluster.map(|c| c.cpu_ns());
     ctx.server.clear();
 
-    let mut daemons = Vec::new();
-    for node in nodes {
-        daemons.push(node.start(ctx)?);
-    }
-    let t0 = daemons[0].spawned;
     let failure = |daemons: &[Daemon], e: io::Error| {
         let logs: Vec<String> = daemons.iter().map(|d| d.failure(who).to_string()).collect();
         io::Error::other(format!("{e}\n{}", logs.join("\n")))
     };
+    let mut daemons = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let d = node.start(ctx)?;
+        if let Some(cap) = caps.get(i) {
+            if let Err(e) = cap.add(d.pid()) {
+                return Err(failure(
+                    &[d],
+                    io::Error::other(format!("{who}: capping its CPU: {e}")),
+                ));
+            }
+        }
+        daemons.push(d);
+    }
+    let t0 = daemons[0].spawned;
     let done = match wait_distinct(ctx, count, Duration::from_secs(600), who) {
         Ok(t) => t,
         Err(e) => return Err(failure(&daemons, e)),
