@@ -10,7 +10,7 @@
 BENCH_FEATURES ?= --features sega-uploader/postgres
 
 ## The full run: release binaries, every row of BENCHMARKS.md, median of 3 runs each
-## (9 minutes on 2 cores once built, 12-13 from clean; the shared-ledger rows add 7).
+## (9 minutes on 2 cores once built, 12-13 from clean; the shared-ledger rows add 4-5).
 ## Writes bench/results.json and target/bench/table.md.
 ## Extra flags: make bench BENCH_ARGS='--only latency,present --runs 5'
 bench:

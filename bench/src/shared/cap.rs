@@ -55,8 +55,9 @@ impl CpuCap {
             return Ok(cap);
         }
         Err(io::Error::other(
-            "no writable cgroup with the cpu controller (cgroup v1 /sys/fs/cgroup/cpu, or v2 \
-             with cpu in the root's subtree_control)",
+            "no cgroup with the cpu controller where this bench looks for one \
+             (/sys/fs/cgroup/cpu/cpu.cfs_quota_us for v1, or cpu in \
+             /sys/fs/cgroup/cgroup.subtree_control for v2)",
         ))
     }
 

@@ -210,7 +210,9 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
     // The same on hosts of their own CPU (`cap`): each daemon held to a share of a core.
     let caps: Vec<CpuCap> = match HOSTS
         .iter()
-        .map(|h| CpuCap::new(&format!("sega-{h}"), HOST_SHARE))
+        // Named for this process: two benches at once must not share a quota, nor one
+        // remove the other's cgroup.
+        .map(|h| CpuCap::new(&format!("sega-{h}-{}", std::process::id()), HOST_SHARE))
         .collect::<io::Result<Vec<_>>>()
     {
         Ok(caps) => caps,
