@@ -8,9 +8,10 @@ use std::fs;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use sega_testsrv::daemon::{self as harness, Exit, Notify, Start};
+use sega_testsrv::daemon::{self as harness, Exit, Launcher, Notify, Start};
 use serde_json::json;
 
 use crate::sys::{self, ProcStats};
@@ -46,6 +47,18 @@ pub fn write_config(path: &Path, s: &Settings<'_>) -> io::Result<()> {
 /// The daemon as the bench runs it: the harness's, stopped with SIGTERM.
 pub struct Daemon(harness::Daemon);
 
+/// Every daemon is spawned by one launcher thread that lives as long as the bench: a bench
+/// killed mid-run takes its daemons with it (PR_SET_PDEATHSIG), where an orphan went on
+/// running, and using CPU beside the next runs' measurements.
+fn launcher() -> io::Result<&'static Launcher> {
+    static LAUNCHER: OnceLock<Launcher> = OnceLock::new();
+    if let Some(l) = LAUNCHER.get() {
+        return Ok(l);
+    }
+    let l = Launcher::new()?;
+    Ok(LAUNCHER.get_or_init(|| l))
+}
+
 impl Daemon {
     /// Starts `bin -c config run` with its notify socket and log in `dir`. With `pipe_lines`,
     /// stderr goes through a reader thread (for `wait_line`), else straight to the log file.
@@ -63,7 +76,9 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let start = Start::new(cmd, &dir.join("daemon.log")).notify(notify);
+        let start = Start::new(cmd, &dir.join("daemon.log"))
+            .notify(notify)
+            .via(launcher()?);
         let start = if pipe_lines { start.lines() } else { start };
         Ok(Daemon(start.spawn()?))
     }
