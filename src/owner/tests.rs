@@ -701,6 +701,18 @@ fn write_old(rig: &Rig, name: &str, seed: u64, age: Duration) {
         .unwrap();
 }
 
+/// A rig whose one file was uploaded and its result committed: nothing pending, the
+/// channel empty.
+fn one_uploaded(name: &str) -> Rig {
+    let mut rig = pending(name, 1);
+    rig.owner.dispatch();
+    let job = rig.jobs.try_recv().unwrap();
+    let ok = report(&rig, job, answer(200));
+    rig.owner.on_reports(vec![ok]);
+    rig.owner.commit_now();
+    rig
+}
+
 fn names_handed_out(rig: &Rig) -> Vec<String> {
     rig.jobs
         .try_iter()
@@ -740,12 +752,7 @@ fn a_held_new_file_does_not_jump_an_older_file_of_the_listing() {
 /// `max_sleep` (2 s; up to 7.5 s under systemd).
 #[test]
 fn a_due_row_left_behind_by_the_claimed_ahead_hand_out_wakes_the_loop() {
-    let mut rig = pending("review-sleep", 1);
-    rig.owner.dispatch();
-    let job = rig.jobs.try_recv().unwrap();
-    let ok = report(&rig, job, answer(200));
-    rig.owner.on_reports(vec![ok]);
-    rig.owner.commit_now();
+    let mut rig = one_uploaded("review-sleep");
     observe(&mut rig, "00.jpg", 50);
     observe(&mut rig, "new.jpg", 51);
     // The loop's turn: the group commit's window passes, then the dispatch.
@@ -770,12 +777,7 @@ fn a_due_row_left_behind_by_the_claimed_ahead_hand_out_wakes_the_loop() {
 /// waits for the heartbeat (10 s).
 #[test]
 fn a_new_file_does_not_jump_a_row_requeued_by_another_process() {
-    let mut rig = pending("review-requeued", 1);
-    rig.owner.dispatch();
-    let job = rig.jobs.try_recv().unwrap();
-    let ok = report(&rig, job, answer(200));
-    rig.owner.on_reports(vec![ok]);
-    rig.owner.commit_now();
+    let mut rig = one_uploaded("review-requeued");
     assert_eq!(count(&rig.dir, "status = 'uploaded'"), 1);
     let now = crate::timestamp::Timestamp::new(rig.owner.clock.now_utc()).to_string();
     rusqlite::Connection::open(rig.dir.join("sega.db"))
@@ -852,12 +854,7 @@ fn a_failed_give_back_of_rows_written_claimed_leaves_none_stuck() {
 /// older waits for the next wake-up with free slots idle.
 #[test]
 fn a_new_file_does_not_jump_an_older_new_version_of_the_same_batch() {
-    let mut rig = pending("review-batch", 1);
-    rig.owner.dispatch();
-    let job = rig.jobs.try_recv().unwrap();
-    let ok = report(&rig, job, answer(200));
-    rig.owner.on_reports(vec![ok]);
-    rig.owner.commit_now();
+    let mut rig = one_uploaded("review-batch");
     observe(&mut rig, "00.jpg", 50); // rewritten: a new version
     observe(&mut rig, "new.jpg", 51);
     rig.owner.commit_now();
