@@ -42,7 +42,7 @@ use crate::layout::Show;
 use crate::live::Live;
 use crate::logging;
 use crate::notify;
-use crate::owner::{Channels, Control, Outlets, Owner};
+use crate::owner::{Channels, Committer, Control, Outlets, Owner};
 use crate::store::{self, Ledger};
 use crate::ticker::{self, TickerControl};
 use crate::upload::{self, Report, RequestSettings};
@@ -165,6 +165,7 @@ pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
         alerts,
         metrics_path: config.metrics.textfile.clone(),
         rescan: Some(rescan_tx.clone()),
+        committer: committer(&config)?,
     };
     let Pipeline {
         mut owner,
@@ -325,6 +326,19 @@ pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
     };
     log::info!("stopped");
     Ok(if lost_lock { EXIT_FAILURE } else { code })
+}
+
+/// On a PostgreSQL ledger, the thread that saves results on a connection of its own
+/// (`owner::Committer`: the owner claims and records meanwhile). SQLite takes one writer
+/// at a time: there the owner commits results itself.
+fn committer(config: &Config) -> Result<Option<Committer>> {
+    if config.database.url.is_none() {
+        return Ok(None);
+    }
+    let opened = store::open(config, store::Role::Write)?;
+    Committer::spawn(opened.ledger)
+        .map(Some)
+        .map_err(|e| Error::system("starting thread db-results", e))
 }
 
 /// The owner and the upload workers, wired to each other: what `run` and `scan` share.

@@ -36,6 +36,14 @@ impl Beat {
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// A beat as of `at`, earlier than now: progress that waits on something begun then.
+    pub fn beat_at(&self, at: Instant) {
+        self.last_ms.store(
+            at.saturating_duration_since(self.start).as_millis() as u64,
+            Ordering::Relaxed,
+        );
+    }
+
     /// A beat nobody watches (one-shot commands).
     pub fn detached() -> Beat {
         Beat {

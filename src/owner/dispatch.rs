@@ -23,6 +23,7 @@ impl Owner {
             return false;
         };
         if (self.db_trouble.is_some() && !self.unsaved.is_empty())
+            || self.results_wait()
             || self.endpoint.is_down()
             || self.endpoint.next_wake().is_some()
         {
@@ -58,7 +59,10 @@ impl Owner {
     /// Claims due rows into free job slots (or one probe while the endpoint is down), checks
     /// each against the rules before a worker may open it, and hands them out.
     pub(super) fn dispatch(&mut self) {
-        if self.jobs_tx.is_none() || (self.db_trouble.is_some() && !self.unsaved.is_empty()) {
+        if self.jobs_tx.is_none()
+            || (self.db_trouble.is_some() && !self.unsaved.is_empty())
+            || self.results_wait()
+        {
             return;
         }
         if !self.not_given_back.is_empty() {

@@ -42,6 +42,7 @@ use crate::timestamp::Timestamp;
 use crate::upload::{Gate, Job, Report, RequestSettings};
 use crate::work::Observation;
 
+mod committer;
 mod dispatch;
 mod endpoint;
 mod housekeeping;
@@ -52,6 +53,7 @@ mod reports;
 #[cfg(test)]
 mod tests;
 
+pub use committer::Committer;
 use endpoint::Endpoint;
 use housekeeping::WallClock;
 pub use policy::Policy;
@@ -111,6 +113,9 @@ enum Mode {
 
 pub struct Owner {
     store: Box<dyn Ledger>,
+    /// Saves results on a second connection while this thread goes on (PostgreSQL only);
+    /// without it, results are committed here.
+    committer: Option<Committer>,
     clock: Clock,
     policy: Policy,
     settings: Arc<RequestSettings>,
@@ -200,6 +205,8 @@ pub struct Outlets {
     pub alerts: Alerts,
     pub metrics_path: Option<PathBuf>,
     pub rescan: Option<Sender<&'static str>>,
+    /// The daemon on a PostgreSQL ledger: results saved on a connection of their own.
+    pub committer: Option<Committer>,
 }
 
 impl Outlets {
@@ -210,6 +217,7 @@ impl Outlets {
             alerts: Alerts::disabled(),
             metrics_path: None,
             rescan: None,
+            committer: None,
         }
     }
 }
@@ -230,6 +238,7 @@ impl Owner {
         let wall = WallClock::new(clock.now_utc(), Instant::now());
         Owner {
             store,
+            committer: outlets.committer,
             clock,
             policy: Policy::new(config),
             settings,
@@ -346,9 +355,12 @@ impl Owner {
                 }
                 return Err(e);
             }
-            self.beat.beat();
+            self.beat();
             // Results first: an upload is not done until its commit, and a result waiting
             // behind a large listing would be sent again after a crash.
+            if let Some(answer) = self.committer.as_ref().and_then(Committer::try_answer) {
+                self.on_committed(answer);
+            }
             let done: Vec<Report> = ch.reports.try_iter().take(1024).collect();
             if !done.is_empty() {
                 self.on_reports(done);
@@ -365,7 +377,15 @@ impl Owner {
             }
             self.dispatch();
             let wait = self.sleep_for();
+            let answers = self
+                .committer
+                .as_ref()
+                .map_or_else(crossbeam_channel::never, Committer::answers);
             select! {
+                recv(answers) -> msg => match msg {
+                    Ok(answer) => self.on_committed(answer),
+                    Err(_) => self.committer_gone(None),
+                },
                 recv(inputs) -> msg => if let Ok(input) = msg {
                     self.ingest(input);
                     // Drain what else is queued into the same round: fewer transactions
@@ -389,6 +409,15 @@ impl Owner {
                 },
                 default(wait) => {}
             }
+        }
+    }
+
+    /// The watchdog's beat: a batch of results out on the committer counts as a call of the
+    /// owner's own, so a connection hung on it stops the beat as a hung call here would.
+    fn beat(&self) {
+        match self.committer.as_ref().and_then(Committer::out_since) {
+            Some(since) => self.beat.beat_at(since),
+            None => self.beat.beat(),
         }
     }
 
@@ -563,6 +592,9 @@ impl Owner {
 
     fn shutdown(mut self, grace: Duration, reports: &Receiver<Report>) -> Result<()> {
         let deadline = Instant::now() + grace;
+        // From here on every result is committed as it comes, on this connection.
+        self.await_committer();
+        self.committer = None;
         // Unstarted jobs go back as if never claimed; closing the channel lets each worker
         // end after its current request.
         self.take_back_queued();

@@ -4,10 +4,12 @@
 
 use std::time::{Duration, Instant};
 
+use super::committer::{Answer, Committer};
 use super::endpoint::Change;
 use super::judge::{self, Facts, Health, Tally, Verdict};
 use super::{AlertEvent, Mode, Owner, GROUP_COMMIT, GROUP_COMMIT_MAX};
 use crate::clock::human_duration;
+use crate::error::Result;
 use crate::layout::Show;
 use crate::store::{Claimed, Completion, Disposition};
 use crate::upload::{Job, Report};
@@ -219,30 +221,142 @@ impl Owner {
         self.held_since.get_or_insert_with(Instant::now);
     }
 
-    /// Commits what is held for the group commit once the oldest has waited `GROUP_COMMIT`.
+    /// Commits what is held for the group commit once the oldest has waited `GROUP_COMMIT`:
+    /// new files here, results on the committer's connection when there is one.
     pub(super) fn commit_held(&mut self) {
         if self
             .held_since
             .is_some_and(|since| since.elapsed() >= GROUP_COMMIT)
         {
-            self.commit_now();
+            self.held_since = None;
+            self.record_held();
+            self.send_unsaved();
         }
     }
 
-    /// Commits what is held: new files first (a result never refers to them, but a claim
-    /// after this should see them), then results.
+    /// Commits what is held, and waits for it: new files first (a result never refers to
+    /// them, but a claim after this should see them), then results, after the batch out on
+    /// the committer, if any. For what must follow the commit (the end of an outage, a
+    /// re-check, shutdown).
     pub(super) fn commit_now(&mut self) {
         self.held_since = None;
         self.record_held();
         self.flush_unsaved();
     }
 
-    pub(super) fn flush_unsaved(&mut self) {
+    /// Hands the results held to the committer when it has no batch out (one out takes them
+    /// next: `on_committed`); without a committer, or through database trouble, commits
+    /// them here.
+    fn send_unsaved(&mut self) {
         if self.unsaved.is_empty() {
             return;
         }
         let now = self.now();
-        match self.store.complete(&self.unsaved, now) {
+        match &mut self.committer {
+            Some(c) if self.db_trouble.is_none() => {
+                if c.out_since().is_some() {
+                    return;
+                }
+                let batch = std::mem::take(&mut self.unsaved);
+                if let Err(batch) = c.send(batch, now) {
+                    self.committer_gone(Some(batch));
+                }
+            }
+            _ => self.flush_unsaved(),
+        }
+    }
+
+    /// Commits the results held on the owner's connection, once the batch out on the
+    /// committer (older than they are) has its answer: what follows, releasing the
+    /// outage's backoffs or resetting interrupted uploads at shutdown, must see them all.
+    pub(super) fn flush_unsaved(&mut self) {
+        self.await_committer();
+        if self.unsaved.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let batch = std::mem::take(&mut self.unsaved);
+        let result = self.store.complete(&batch, now);
+        self.settle(batch, result);
+    }
+
+    /// Waits for the committer's batch out, if any, and settles its answer.
+    pub(super) fn await_committer(&mut self) {
+        let Some(c) = &mut self.committer else {
+            return;
+        };
+        match c.wait() {
+            Ok(Some(answer)) => self.settle_answer(answer),
+            Ok(None) => {}
+            Err(batch) => self.committer_gone(Some(batch)),
+        }
+    }
+
+    /// The committer answered: its batch settled as the owner's own call would have been,
+    /// then the results that came meanwhile go, unless a group commit holds them still.
+    pub(super) fn on_committed(&mut self, answer: Answer) {
+        if let Some(c) = &mut self.committer {
+            c.took();
+        }
+        self.settle_answer(answer);
+        if self.held_since.is_none() && self.db_trouble.is_none() {
+            self.send_unsaved();
+        }
+    }
+
+    /// The committer's answer settled. When its connection failed (lost, and not yet
+    /// reconnected: each connection waits out its own backoff), the owner's may not have:
+    /// the batch is committed here at once, and only a failure here is database trouble
+    /// (its WARN, its retries). A refused result or a damaged database is settled as the
+    /// owner's own call would be.
+    fn settle_answer(&mut self, answer: Answer) {
+        match answer.result {
+            Err(e) if !e.is_item_problem() && !e.is_corrupt() => {
+                log::debug!("saving results on the second connection failed: {e}; saving them on the owner's");
+                self.keep_unsaved(answer.batch);
+                self.flush_unsaved();
+            }
+            result => self.settle(answer.batch, result),
+        }
+    }
+
+    /// The committer's thread is gone (it panicked): results are saved on the owner's
+    /// connection from now on, the batch it held first.
+    pub(super) fn committer_gone(&mut self, batch: Option<Vec<Completion>>) {
+        let lost = batch.or_else(|| self.committer.as_mut().and_then(Committer::lost));
+        self.committer = None;
+        log::error!(
+            "the thread that saves results (db-results) ended: saving them on the owner's connection from now on"
+        );
+        if let Some(batch) = lost {
+            self.keep_unsaved(batch);
+            self.hold();
+        }
+    }
+
+    /// Results that could not be saved go back ahead of those that came meanwhile.
+    fn keep_unsaved(&mut self, mut batch: Vec<Completion>) {
+        batch.append(&mut self.unsaved);
+        self.unsaved = batch;
+    }
+
+    /// Whether results wait for the committer's batch out in such numbers that claiming
+    /// more must wait too: while its connection hangs (up to the statement timeout), the
+    /// workers would otherwise go on uploading and the results pile up unsaved, each one
+    /// sent again after a crash.
+    pub(super) fn results_wait(&self) -> bool {
+        self.unsaved.len() >= 2 * self.capacity
+            && self
+                .committer
+                .as_ref()
+                .is_some_and(|c| c.out_since().is_some())
+    }
+
+    /// What a commit of `batch` said, carried out: rows gone are logged, rows left pending
+    /// make a claim worth its while, a result the database refuses is dropped (the others
+    /// saved one by one), and trouble keeps them all to try again.
+    fn settle(&mut self, batch: Vec<Completion>, result: Result<Vec<i64>>) {
+        match result {
             Ok(gone) => {
                 if !gone.is_empty() {
                     log::warn!(
@@ -255,16 +369,16 @@ impl Owner {
                 // to claim, and a claim after each batch of them would find nothing (a
                 // transaction, and a look for the next due time, per group commit). After
                 // database trouble, what was not claimed meanwhile may be.
-                if self.db_trouble.is_some() || self.unsaved.iter().any(leaves_pending) {
+                if self.db_trouble.is_some() || batch.iter().any(leaves_pending) {
                     self.maybe_due = true;
                 }
-                self.unsaved.clear();
                 self.recovered();
             }
             // One completion the database refuses (a constraint it breaks) must not hold the
             // others, nor every later result, in memory: save them one by one and drop it.
-            Err(e) if e.is_item_problem() && self.unsaved.len() > 1 => {
-                let batch = std::mem::take(&mut self.unsaved);
+            Err(e) if e.is_item_problem() && batch.len() > 1 => {
+                let now = self.now();
+                let mut kept = Vec::new();
                 for c in batch {
                     match self.store.complete(std::slice::from_ref(&c), now) {
                         Ok(_) => {}
@@ -273,24 +387,30 @@ impl Owner {
                             c.file_id
                         ),
                         Err(e) => {
-                            self.unsaved.push(c);
+                            kept.push(c);
                             self.trouble(e);
                         }
                     }
                 }
-                if self.unsaved.is_empty() {
+                if kept.is_empty() {
                     self.maybe_due = true;
                     self.recovered();
+                } else {
+                    self.keep_unsaved(kept);
                 }
             }
             Err(e) if e.is_item_problem() => {
-                log::warn!(
-                    "the result of file id {} was dropped: the database refuses it: {e}",
-                    self.unsaved[0].file_id
-                );
-                self.unsaved.clear();
+                if let Some(c) = batch.first() {
+                    log::warn!(
+                        "the result of file id {} was dropped: the database refuses it: {e}",
+                        c.file_id
+                    );
+                }
             }
-            Err(e) => self.trouble(e),
+            Err(e) => {
+                self.keep_unsaved(batch);
+                self.trouble(e);
+            }
         }
     }
 

@@ -865,3 +865,295 @@ fn a_new_file_does_not_jump_an_older_new_version_of_the_same_batch() {
         "oldest first, both due, 7 free slots"
     );
 }
+
+// The committer (`committer.rs`): results saved on a second connection while the owner
+// goes on. The daemon has one only on PostgreSQL; here it is a second SQLite connection,
+// or a thread that dies or answers an error, so that each way an answer can come is seen.
+
+/// Gives the rig's owner a committer on a connection of its own.
+fn with_committer(rig: &mut Rig) {
+    let ledger = store::open(&rig.config, Role::Write).unwrap().ledger;
+    rig.owner.committer = Some(super::Committer::spawn(ledger).unwrap());
+}
+
+/// Whether a batch is out on the committer.
+fn out(rig: &Rig) -> bool {
+    rig.owner
+        .committer
+        .as_ref()
+        .is_some_and(|c| c.out_since().is_some())
+}
+
+/// Waits (up to 30 s) for the committer's answer and hands it to the owner, as its loop does.
+fn answered(rig: &mut Rig) {
+    let answers = rig.owner.committer.as_ref().unwrap().answers();
+    let answer = answers
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the committer answers");
+    rig.owner.on_committed(answer);
+}
+
+/// The loop's step once the group commit's window has passed.
+fn past_window(rig: &mut Rig) {
+    std::thread::sleep(super::GROUP_COMMIT);
+    rig.owner.commit_held();
+}
+
+/// A second connection holding the ledger's write lock: whatever the committer sends waits
+/// until `COMMIT`.
+fn write_lock(rig: &Rig) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(rig.dir.join("sega.db")).unwrap();
+    c.execute_batch("BEGIN IMMEDIATE").unwrap();
+    c
+}
+
+/// Issue 17: with a committer, a group of results goes to it and the owner goes on; what
+/// comes while that batch is out waits for its answer, then goes as the next batch. Each
+/// result is in the ledger only once its commit answered.
+#[test]
+fn results_go_to_the_committer_one_batch_at_a_time() {
+    let mut rig = pending("committer", 2);
+    with_committer(&mut rig);
+    rig.owner.dispatch();
+    let mut jobs: Vec<Job> = rig.jobs.try_iter().collect();
+    let lock = write_lock(&rig);
+    let first = report(&rig, jobs.remove(0), answer(200));
+    rig.owner.on_reports(vec![first]);
+    past_window(&mut rig);
+    assert!(out(&rig), "the first result went to the committer");
+    assert!(rig.owner.unsaved.is_empty());
+    let second = report(&rig, jobs.remove(0), answer(200));
+    rig.owner.on_reports(vec![second]);
+    past_window(&mut rig);
+    assert_eq!(
+        rig.owner.unsaved.len(),
+        1,
+        "the second waits for the first's answer"
+    );
+    assert_eq!(
+        count(&rig.dir, "status = 'uploaded'"),
+        0,
+        "nothing saved yet"
+    );
+    lock.execute_batch("COMMIT").unwrap();
+    answered(&mut rig);
+    assert!(count(&rig.dir, "status = 'uploaded'") >= 1);
+    assert!(out(&rig), "the answer sent the second");
+    answered(&mut rig);
+    assert_eq!(count(&rig.dir, "status = 'uploaded'"), 2);
+    assert!(!out(&rig) && rig.owner.unsaved.is_empty());
+}
+
+/// Issue 17: while a batch is out, the owner stops claiming once two channels' worth of
+/// results wait behind it: a committer hung on its connection must not let the workers
+/// upload on and on with nothing saved (each such result is sent again after a crash).
+/// Its answer lets the claims go on.
+#[test]
+fn claims_wait_while_results_pile_up_behind_a_batch_out() {
+    let mut rig = pending("committer-bound", 12);
+    with_committer(&mut rig);
+    rig.owner.dispatch();
+    let mut jobs: Vec<Job> = rig.jobs.try_iter().collect();
+    assert_eq!(jobs.len(), 8);
+    // A channel of 2: the bound is 4 results.
+    rig.owner.capacity = 2;
+    let lock = write_lock(&rig);
+    let first = report(&rig, jobs.remove(0), answer(200));
+    rig.owner.on_reports(vec![first]);
+    past_window(&mut rig);
+    assert!(out(&rig));
+    let more: Vec<Report> = jobs
+        .drain(..4)
+        .map(|j| report(&rig, j, answer(200)))
+        .collect();
+    rig.owner.on_reports(more);
+    assert!(!rig.owner.can_claim(), "four results wait: no claim");
+    rig.owner.dispatch();
+    assert!(rig.jobs.is_empty(), "nothing claimed");
+    assert!(
+        rig.owner.db_trouble.is_none(),
+        "nor tried on the locked ledger"
+    );
+    lock.execute_batch("COMMIT").unwrap();
+    answered(&mut rig);
+    // The four were held for a group commit of their own.
+    past_window(&mut rig);
+    answered(&mut rig);
+    assert_eq!(count(&rig.dir, "status = 'uploaded'"), 5);
+    assert!(rig.owner.can_claim());
+    rig.owner.dispatch();
+    assert_eq!(rig.jobs.len(), 2, "claims go on");
+}
+
+/// Issue 17: the committer's thread dies with a batch out (a panic in it): the owner finds
+/// its channel closed, takes the batch back and saves it, and every result after it, on
+/// its own connection.
+#[test]
+fn a_batch_out_when_the_committer_dies_is_saved_by_the_owner() {
+    let mut rig = pending("committer-dies", 2);
+    rig.owner.committer = Some(
+        super::Committer::start(|todo, _done| {
+            let _ = todo.recv();
+        })
+        .unwrap(),
+    );
+    rig.owner.dispatch();
+    let mut jobs: Vec<Job> = rig.jobs.try_iter().collect();
+    let first = report(&rig, jobs.remove(0), answer(200));
+    rig.owner.on_reports(vec![first]);
+    past_window(&mut rig);
+    assert!(out(&rig));
+    let answers = rig.owner.committer.as_ref().unwrap().answers();
+    assert!(
+        answers.recv_timeout(Duration::from_secs(30)).is_err(),
+        "its channel closes without an answer"
+    );
+    rig.owner.committer_gone(None);
+    assert!(rig.owner.committer.is_none());
+    assert_eq!(count(&rig.dir, "status = 'uploading'"), 2, "not saved yet");
+    past_window(&mut rig);
+    assert_eq!(
+        count(&rig.dir, "status = 'uploaded'"),
+        1,
+        "saved by the owner"
+    );
+    let second = report(&rig, jobs.remove(0), answer(200));
+    rig.owner.on_reports(vec![second]);
+    past_window(&mut rig);
+    assert_eq!(count(&rig.dir, "status = 'uploaded'"), 2);
+}
+
+/// Issue 17: the committer answers with an error (its connection lost, the server gone):
+/// the owner commits the batch on its own connection at once, and only when that fails too
+/// is it database trouble: the batch kept, claims held, and saved when the trouble ends.
+#[test]
+fn a_batch_the_committer_could_not_save_is_saved_by_the_owner() {
+    let mut rig = pending("committer-error", 2);
+    rig.owner.committer = Some(
+        super::Committer::start(|todo, done| {
+            for (batch, _) in todo {
+                let result = Err(crate::error::Error::Other(
+                    "server closed the connection".into(),
+                ));
+                let _ = done.send(super::committer::Answer { batch, result });
+            }
+        })
+        .unwrap(),
+    );
+    rig.owner.dispatch();
+    let mut jobs: Vec<Job> = rig.jobs.try_iter().collect();
+    let first = report(&rig, jobs.remove(0), answer(200));
+    rig.owner.on_reports(vec![first]);
+    past_window(&mut rig);
+    answered(&mut rig);
+    assert!(
+        rig.owner.db_trouble.is_none(),
+        "the owner's connection took it"
+    );
+    assert_eq!(count(&rig.dir, "status = 'uploaded'"), 1);
+    // Now the owner's connection cannot write results either.
+    let db = rig.dir.join("sega.db");
+    let aside = |sql: &str| {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap()
+    };
+    aside("ALTER TABLE upload_results RENAME TO results_aside");
+    let second = report(&rig, jobs.remove(0), answer(200));
+    rig.owner.on_reports(vec![second]);
+    past_window(&mut rig);
+    answered(&mut rig);
+    assert!(
+        rig.owner.db_trouble.is_some(),
+        "both failed: database trouble"
+    );
+    assert_eq!(rig.owner.unsaved.len(), 1, "the result is kept");
+    assert!(!rig.owner.can_claim(), "no claims while a result is kept");
+    aside("ALTER TABLE results_aside RENAME TO upload_results");
+    // Through trouble, what is kept is committed on the owner's connection.
+    rig.owner.housekeeping();
+    assert!(rig.owner.db_trouble.is_none());
+    assert_eq!(count(&rig.dir, "status = 'uploaded'"), 2);
+}
+
+/// Issue 17: shutdown with a batch out waits for its answer before it marks what is still
+/// in flight `pending`: the uploaded file stays uploaded, not sent again at the next start.
+#[test]
+fn shutdown_waits_for_the_batch_out() {
+    let mut rig = pending("committer-shutdown", 2);
+    with_committer(&mut rig);
+    rig.owner.dispatch();
+    let mut jobs: Vec<Job> = rig.jobs.try_iter().collect();
+    let lock = write_lock(&rig);
+    let first = report(&rig, jobs.remove(0), answer(200));
+    rig.owner.on_reports(vec![first]);
+    past_window(&mut rig);
+    assert!(out(&rig));
+    // The lock goes a moment after shutdown began (or before: the outcome is the same).
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        lock.execute_batch("COMMIT").unwrap();
+    });
+    let Rig {
+        owner, dir, _tree, ..
+    } = rig;
+    let (_tx, reports) = crossbeam_channel::unbounded::<Report>();
+    owner.shutdown(Duration::ZERO, &reports).unwrap();
+    release.join().unwrap();
+    assert_eq!(
+        count(&dir, "status = 'uploaded'"),
+        1,
+        "the batch out was saved"
+    );
+    assert_eq!(
+        count(&dir, "status = 'pending'"),
+        1,
+        "the job still in flight went back to pending"
+    );
+}
+
+/// Issue 17: a batch out counts as a call of the owner's own for the watchdog: while it
+/// waits, the owner's beat is as old as the batch, and the supervisor sees it stale, as it
+/// saw an owner hung in its own commit. Once answered, the beat is fresh again.
+#[test]
+fn a_batch_out_ages_the_owners_beat() {
+    let mut rig = pending("committer-beat", 1);
+    let monitor = crate::health::Monitor::new();
+    rig.owner.beat = monitor.register("db");
+    let (go, wait) = bounded::<()>(1);
+    rig.owner.committer = Some(
+        super::Committer::start(move |todo, done| {
+            for (batch, _) in todo {
+                let _ = wait.recv();
+                let _ = done.send(super::committer::Answer {
+                    batch,
+                    result: Ok(Vec::new()),
+                });
+            }
+        })
+        .unwrap(),
+    );
+    rig.owner.dispatch();
+    let job = rig.jobs.try_recv().unwrap();
+    rig.owner.on_reports(vec![report(&rig, job, answer(200))]);
+    past_window(&mut rig);
+    assert!(out(&rig));
+    let age = Duration::from_millis(50);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        rig.owner.beat();
+        if monitor.stale(age).contains(&"db") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the beat never aged");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    go.send(()).unwrap();
+    answered(&mut rig);
+    rig.owner.beat();
+    assert!(
+        !monitor.stale(age).contains(&"db"),
+        "answered: the beat is fresh"
+    );
+}
