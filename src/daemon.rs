@@ -331,12 +331,22 @@ pub fn run(config_path: &Path, config: Config, clock: Clock) -> Result<i32> {
 /// On a PostgreSQL ledger, the thread that saves results on a connection of its own
 /// (`owner::Committer`: the owner claims and records meanwhile). SQLite takes one writer
 /// at a time: there the owner commits results itself.
+/// Without that second session (the server's `max_connections` reached, say) the daemon
+/// runs on the one it has, slower over a distant link, rather than not at all.
 fn committer(config: &Config) -> Result<Option<Committer>> {
     if config.database.url.is_none() {
         return Ok(None);
     }
-    let opened = store::open(config, store::Role::Write)?;
-    Committer::spawn(opened.ledger)
+    let ledger = match store::open(config, store::Role::Results) {
+        Ok(opened) => opened.ledger,
+        Err(e) => {
+            log::warn!(
+                "a second PostgreSQL session, to save upload results while files are claimed, could not be opened ({e}): results are saved on the daemon's one session (each batch then holds up the next claim)"
+            );
+            return Ok(None);
+        }
+    };
+    Committer::spawn(ledger)
         .map(Some)
         .map_err(|e| Error::system("starting thread db-results", e))
 }

@@ -1,18 +1,17 @@
-//! Results committed beside the owner's loop: a second connection to the ledger, on a
-//! thread of its own (`db-results`), saves one batch of results at a time while the owner
-//! goes on claiming and recording on its own connection.
+//! Results committed beside the owner's loop: a second session of the ledger, on a thread of
+//! its own (`db-results`), saves one batch of results at a time while the owner goes on
+//! claiming and recording on its own session.
 //!
 //! Why: on PostgreSQL a batch of results is a round trip and the server's commit, and the
-//! owner waited for each while its job channel ran dry (it waited on the server about half
-//! its time; BENCHMARKS.md, "Results on a second connection"). Over a link with a 1 ms
-//! round trip this made 1.3× the files per second. SQLite has one writer at a time, so
-//! the daemon uses it only with a PostgreSQL ledger.
+//! owner waited for each while its job channel ran dry. With the server 1 ms away (a round
+//! trip), this made 1.3× the files per second (BENCHMARKS.md, "Results on a second
+//! session"). SQLite has one writer at a time: the daemon uses this only on PostgreSQL.
 //!
-//! What does not change: a result is saved only once its commit returned, and the owner
-//! settles the answer as it settled its own call (`Owner::settle`): errors, a refused
-//! result, rows gone. One batch is out at a time; results that come meanwhile wait for its
-//! answer and go next. A row cannot be in two batches: it is claimed again only after its
-//! result's commit made it `pending`. The two connections never wait on each other in a
+//! The thread decides nothing: the owner settles each answer as it settled its own call
+//! (`Owner::settle`). One batch is out at a time; results that come meanwhile wait for its
+//! answer and go next. A row cannot be in two batches: it is claimed again only once a
+//! commit made it `pending`, and while a batch that makes rows `pending` is out, the owner
+//! claims nothing (`Owner::claims_wait`). The two sessions never wait on each other in a
 //! cycle, as two hosts of one scope do not: results touch the rows this process holds
 //! `uploading`, claims the `pending` ones (`SKIP LOCKED`), and every writer locks its rows
 //! in id order.
@@ -32,18 +31,27 @@ pub struct Answer {
     pub result: Result<Vec<i64>>,
 }
 
+/// The thread ended without answering (it panicked: only where panics unwind, as in
+/// tests; a release build aborts the process on a panic).
+#[derive(Debug)]
+pub struct Gone;
+
 /// The owner's end of the committing thread.
 pub struct Committer {
     batches: Sender<(Vec<Completion>, Timestamp)>,
     answers: Receiver<Answer>,
-    /// A copy of the batch out and when it went, kept until its answer: if the thread dies
-    /// without one, the owner saves it itself (its rows would otherwise stay `uploading`
-    /// with no job until a restart).
-    out: Option<(Vec<Completion>, Instant)>,
+    out: Option<Out>,
+}
+
+/// The batch out, until its answer is taken.
+struct Out {
+    since: Instant,
+    /// Whether its commit makes a row `pending`, claimable again.
+    leaves_pending: bool,
 }
 
 impl Committer {
-    /// Starts the thread on `ledger`, a connection of its own.
+    /// Starts the thread on `ledger`, a session of its own.
     pub fn spawn(mut ledger: Box<dyn Ledger>) -> std::io::Result<Committer> {
         Committer::start(move |todo, done| {
             for (batch, now) in todo {
@@ -74,7 +82,12 @@ impl Committer {
 
     /// Since when the batch out has been out, if one is.
     pub fn out_since(&self) -> Option<Instant> {
-        self.out.as_ref().map(|(_, since)| *since)
+        self.out.as_ref().map(|o| o.since)
+    }
+
+    /// Whether the batch out makes rows `pending` once committed.
+    pub fn out_leaves_pending(&self) -> bool {
+        self.out.as_ref().is_some_and(|o| o.leaves_pending)
     }
 
     /// Hands `batch` to the thread; gives it back if the thread is gone.
@@ -82,21 +95,31 @@ impl Committer {
         &mut self,
         batch: Vec<Completion>,
         now: Timestamp,
+        leaves_pending: bool,
     ) -> std::result::Result<(), Vec<Completion>> {
         debug_assert!(self.out.is_none(), "one batch out at a time");
-        let copy = batch.clone();
         match self.batches.send((batch, now)) {
             Ok(()) => {
-                self.out = Some((copy, Instant::now()));
+                self.out = Some(Out {
+                    since: Instant::now(),
+                    leaves_pending,
+                });
                 Ok(())
             }
             Err(e) => Err(e.into_inner().0),
         }
     }
 
-    /// The answer, if it came.
-    pub fn try_answer(&self) -> Option<Answer> {
-        self.answers.try_recv().ok()
+    /// The answer, if it came; `Err(Gone)` if the thread ended without one.
+    pub fn try_answer(&mut self) -> std::result::Result<Option<Answer>, Gone> {
+        match self.answers.try_recv() {
+            Ok(a) => {
+                self.out = None;
+                Ok(Some(a))
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => Ok(None),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => Err(Gone),
+        }
     }
 
     /// The receiver the owner's loop selects on.
@@ -104,23 +127,16 @@ impl Committer {
         self.answers.clone()
     }
 
-    /// The loop received an answer: no batch is out now.
+    /// The loop received an answer on `answers`: no batch is out now.
     pub fn took(&mut self) {
         self.out = None;
     }
 
-    /// Waits for the answer to the batch out, if any. `Err(batch)`: the thread is gone
-    /// without answering, and the batch is the owner's to save.
-    pub fn wait(&mut self) -> std::result::Result<Option<Answer>, Vec<Completion>> {
-        let Some((copy, _)) = self.out.take() else {
+    /// Waits for the answer to the batch out, if one is out.
+    pub fn wait(&mut self) -> std::result::Result<Option<Answer>, Gone> {
+        if self.out.take().is_none() {
             return Ok(None);
-        };
-        self.answers.recv().map(Some).map_err(|_| copy)
-    }
-
-    /// The batch out when the thread was found gone (its channel closed): the owner's to
-    /// save.
-    pub fn lost(&mut self) -> Option<Vec<Completion>> {
-        self.out.take().map(|(batch, _)| batch)
+        }
+        self.answers.recv().map(Some).map_err(|_| Gone)
     }
 }

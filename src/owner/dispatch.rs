@@ -23,7 +23,7 @@ impl Owner {
             return false;
         };
         if (self.db_trouble.is_some() && !self.unsaved.is_empty())
-            || self.results_wait()
+            || self.claims_wait()
             || self.endpoint.is_down()
             || self.endpoint.next_wake().is_some()
         {
@@ -61,7 +61,7 @@ impl Owner {
     pub(super) fn dispatch(&mut self) {
         if self.jobs_tx.is_none()
             || (self.db_trouble.is_some() && !self.unsaved.is_empty())
-            || self.results_wait()
+            || self.claims_wait()
         {
             return;
         }

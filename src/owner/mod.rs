@@ -1,4 +1,5 @@
-//! The DB owner: the one thread that writes the database, and the scheduler of all uploads.
+//! The DB owner: the one thread that writes the database (on PostgreSQL, results also
+//! through the thread it hands them to, `committer`), and the scheduler of all uploads.
 //!
 //! Everything that changes state sends it a message: the watcher and the scanner send what
 //! they saw (`Input`), the upload workers send `Report`s, the supervisor sends `Control`.
@@ -350,17 +351,23 @@ impl Owner {
                     crate::error::Error::Ledger {
                         state: crate::error::LedgerState::Lost,
                         ..
-                    } => log::error!("{e}"),
+                    }
+                    | crate::error::Error::Other(_) => log::error!("{e}"),
                     _ => log::error!("the database file is damaged: stopping (restore a backup, or move it aside: the next scan re-finds every image on disk)"),
                 }
                 return Err(e);
             }
-            self.beat();
             // Results first: an upload is not done until its commit, and a result waiting
-            // behind a large listing would be sent again after a crash.
-            if let Some(answer) = self.committer.as_ref().and_then(Committer::try_answer) {
-                self.on_committed(answer);
+            // behind a large listing would be sent again after a crash. An answer first of
+            // all: a batch out ages the beat.
+            if let Some(c) = &mut self.committer {
+                match c.try_answer() {
+                    Ok(Some(answer)) => self.on_committed(answer),
+                    Ok(None) => {}
+                    Err(_) => self.committer_gone(),
+                }
             }
+            self.beat();
             let done: Vec<Report> = ch.reports.try_iter().take(1024).collect();
             if !done.is_empty() {
                 self.on_reports(done);
@@ -384,7 +391,7 @@ impl Owner {
             select! {
                 recv(answers) -> msg => match msg {
                     Ok(answer) => self.on_committed(answer),
-                    Err(_) => self.committer_gone(None),
+                    Err(_) => self.committer_gone(),
                 },
                 recv(inputs) -> msg => if let Ok(input) = msg {
                     self.ingest(input);

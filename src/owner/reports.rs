@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::committer::{Answer, Committer};
+use super::committer::{Answer, Gone};
 use super::endpoint::Change;
 use super::judge::{self, Facts, Health, Tally, Verdict};
 use super::{AlertEvent, Mode, Owner, GROUP_COMMIT, GROUP_COMMIT_MAX};
@@ -258,15 +258,17 @@ impl Owner {
                     return;
                 }
                 let batch = std::mem::take(&mut self.unsaved);
-                if let Err(batch) = c.send(batch, now) {
-                    self.committer_gone(Some(batch));
+                let leaves = batch.iter().any(leaves_pending);
+                if let Err(batch) = c.send(batch, now, leaves) {
+                    self.keep_unsaved(batch);
+                    self.committer_gone();
                 }
             }
             _ => self.flush_unsaved(),
         }
     }
 
-    /// Commits the results held on the owner's connection, once the batch out on the
+    /// Commits the results held on the owner's session, once the batch out on the
     /// committer (older than they are) has its answer: what follows, releasing the
     /// outage's backoffs or resetting interrupted uploads at shutdown, must see them all.
     pub(super) fn flush_unsaved(&mut self) {
@@ -277,60 +279,74 @@ impl Owner {
         let now = self.now();
         let batch = std::mem::take(&mut self.unsaved);
         let result = self.store.complete(&batch, now);
-        self.settle(batch, result);
+        self.settle(batch, result, true);
     }
 
-    /// Waits for the committer's batch out, if any, and settles its answer.
+    /// Waits for the committer's batch out, if any, and settles its answer (a batch it
+    /// could not save is back in `unsaved`, for the caller to commit).
     pub(super) fn await_committer(&mut self) {
         let Some(c) = &mut self.committer else {
             return;
         };
         match c.wait() {
-            Ok(Some(answer)) => self.settle_answer(answer),
+            Ok(Some(answer)) => {
+                self.beat();
+                self.settle_answer(answer);
+            }
             Ok(None) => {}
-            Err(batch) => self.committer_gone(Some(batch)),
+            Err(Gone) => self.committer_gone(),
         }
     }
 
-    /// The committer answered: its batch settled as the owner's own call would have been,
-    /// then the results that came meanwhile go, unless a group commit holds them still.
+    /// The committer answered: its batch settled as the owner's own call would have been;
+    /// one it could not save is committed here at once, else the results that came
+    /// meanwhile go, unless a group commit holds them still.
     pub(super) fn on_committed(&mut self, answer: Answer) {
         if let Some(c) = &mut self.committer {
             c.took();
         }
-        self.settle_answer(answer);
-        if self.held_since.is_none() && self.db_trouble.is_none() {
+        // Its wait aged the beat (`beat`); what follows is the owner's own.
+        self.beat();
+        if !self.settle_answer(answer) {
+            self.flush_unsaved();
+        } else if self.held_since.is_none() && self.db_trouble.is_none() {
             self.send_unsaved();
         }
     }
 
-    /// The committer's answer settled. When its connection failed (lost, and not yet
-    /// reconnected: each connection waits out its own backoff), the owner's may not have:
-    /// the batch is committed here at once, and only a failure here is database trouble
-    /// (its WARN, its retries). A refused result or a damaged database is settled as the
-    /// owner's own call would be.
-    fn settle_answer(&mut self, answer: Answer) {
+    /// Settles the committer's answer; false when its session failed (lost, and not yet
+    /// reconnected: each session waits out its own backoff). The owner's may not have: the
+    /// batch goes back to `unsaved`, for the owner to commit at once, and only a failure
+    /// there is database trouble (its WARN, its retries). No claim was made while such a
+    /// batch was out if it makes rows `pending` (`claims_wait`), so a commit that took
+    /// effect with its answer lost is found done and not applied to a newer claim. A
+    /// refused result or a damaged database is settled as the owner's own call would be.
+    fn settle_answer(&mut self, answer: Answer) -> bool {
         match answer.result {
             Err(e) if !e.is_item_problem() && !e.is_corrupt() => {
-                log::debug!("saving results on the second connection failed: {e}; saving them on the owner's");
+                log::debug!(
+                    "saving results on the second session failed: {e}; saving them on the owner's"
+                );
                 self.keep_unsaved(answer.batch);
-                self.flush_unsaved();
+                false
             }
-            result => self.settle(answer.batch, result),
+            result => {
+                self.settle(answer.batch, result, false);
+                true
+            }
         }
     }
 
-    /// The committer's thread is gone (it panicked): results are saved on the owner's
-    /// connection from now on, the batch it held first.
-    pub(super) fn committer_gone(&mut self, batch: Option<Vec<Completion>>) {
-        let lost = batch.or_else(|| self.committer.as_mut().and_then(Committer::lost));
+    /// The committer's thread ended without an answer (a panic, where panics unwind): as
+    /// with any thread of the daemon that dies, it stops (exit 1, systemd restarts it). The
+    /// batch it held stays `uploading` in the ledger: the next start sends those files
+    /// again, with the same Idempotency-Key.
+    pub(super) fn committer_gone(&mut self) {
         self.committer = None;
-        log::error!(
-            "the thread that saves results (db-results) ended: saving them on the owner's connection from now on"
-        );
-        if let Some(batch) = lost {
-            self.keep_unsaved(batch);
-            self.hold();
+        if self.fatal.is_none() {
+            self.fatal = Some(crate::error::Error::Other(
+                "thread db-results (saves upload results) ended unexpectedly: stopping".into(),
+            ));
         }
     }
 
@@ -340,22 +356,27 @@ impl Owner {
         self.unsaved = batch;
     }
 
-    /// Whether results wait for the committer's batch out in such numbers that claiming
-    /// more must wait too: while its connection hangs (up to the statement timeout), the
-    /// workers would otherwise go on uploading and the results pile up unsaved, each one
-    /// sent again after a crash.
-    pub(super) fn results_wait(&self) -> bool {
-        self.unsaved.len() >= 2 * self.capacity
-            && self
-                .committer
-                .as_ref()
-                .is_some_and(|c| c.out_since().is_some())
+    /// Whether claims wait for the committer's batch out:
+    /// - while it makes rows `pending`: were its commit to take effect with its answer
+    ///   lost (the session gone after COMMIT), such a row could be claimed again and sent,
+    ///   and the batch, tried again on the owner's session, would apply the old result to
+    ///   the new claim, which would then be sent a third time;
+    /// - while two channels' worth of results wait behind it: the workers would otherwise
+    ///   go on uploading with nothing saved while its session hangs (up to the statement
+    ///   timeout), each such result sent again after a crash.
+    pub(super) fn claims_wait(&self) -> bool {
+        self.committer.as_ref().is_some_and(|c| {
+            c.out_leaves_pending()
+                || (c.out_since().is_some() && self.unsaved.len() >= 2 * self.capacity)
+        })
     }
 
     /// What a commit of `batch` said, carried out: rows gone are logged, rows left pending
     /// make a claim worth its while, a result the database refuses is dropped (the others
-    /// saved one by one), and trouble keeps them all to try again.
-    fn settle(&mut self, batch: Vec<Completion>, result: Result<Vec<i64>>) {
+    /// saved one by one), and trouble keeps them all to try again. `own`: on the owner's
+    /// session, whose success alone ends database trouble (the committer's says nothing of
+    /// the owner's session).
+    fn settle(&mut self, batch: Vec<Completion>, result: Result<Vec<i64>>, own: bool) {
         match result {
             Ok(gone) => {
                 if !gone.is_empty() {
@@ -372,7 +393,9 @@ impl Owner {
                 if self.db_trouble.is_some() || batch.iter().any(leaves_pending) {
                     self.maybe_due = true;
                 }
-                self.recovered();
+                if own {
+                    self.recovered();
+                }
             }
             // One completion the database refuses (a constraint it breaks) must not hold the
             // others, nor every later result, in memory: save them one by one and drop it.

@@ -985,12 +985,13 @@ fn claims_wait_while_results_pile_up_behind_a_batch_out() {
     assert_eq!(rig.jobs.len(), 2, "claims go on");
 }
 
-/// Issue 17: the committer's thread dies with a batch out (a panic in it): the owner finds
-/// its channel closed, takes the batch back and saves it, and every result after it, on
-/// its own connection.
+/// Issue 17: the committer's thread ends with a batch out (a panic where panics unwind; a
+/// release build aborts): the owner's loop stops with an error naming it, as for any thread
+/// of the daemon that dies (systemd restarts it), and the batch's row stays `uploading`,
+/// for the next start to send again.
 #[test]
-fn a_batch_out_when_the_committer_dies_is_saved_by_the_owner() {
-    let mut rig = pending("committer-dies", 2);
+fn the_committers_death_stops_the_owner() {
+    let mut rig = pending("committer-dies", 1);
     rig.owner.committer = Some(
         super::Committer::start(|todo, _done| {
             let _ = todo.recv();
@@ -998,29 +999,82 @@ fn a_batch_out_when_the_committer_dies_is_saved_by_the_owner() {
         .unwrap(),
     );
     rig.owner.dispatch();
+    let job = rig.jobs.try_recv().unwrap();
+    let (reports_tx, reports) = crossbeam_channel::unbounded();
+    reports_tx.send(report(&rig, job, answer(200))).unwrap();
+    let (_inputs_tx, inputs) = crossbeam_channel::unbounded();
+    let (_control_tx, control) = crossbeam_channel::unbounded();
+    let Rig {
+        owner, dir, _tree, ..
+    } = rig;
+    let ended = owner.run(super::Channels {
+        inputs,
+        reports,
+        control,
+    });
+    match ended {
+        Err(crate::error::Error::Other(m)) => assert!(m.contains("db-results"), "{m}"),
+        other => panic!("the owner went on, or stopped for another reason: {other:?}"),
+    }
+    assert_eq!(count(&dir, "status = 'uploading'"), 1);
+}
+
+/// Review of the committer: a batch out that makes a row `pending` (a retry) holds every
+/// claim until its answer. Were its commit to take effect with the answer lost, the row
+/// claimed again meanwhile would get the old result when the batch is tried again, and go
+/// a third time.
+#[test]
+fn no_claim_while_a_batch_that_makes_rows_pending_is_out() {
+    let mut rig = pending("committer-retry", 12);
+    hour_backoff(&mut rig);
+    with_committer(&mut rig);
+    rig.owner.dispatch();
     let mut jobs: Vec<Job> = rig.jobs.try_iter().collect();
-    let first = report(&rig, jobs.remove(0), answer(200));
-    rig.owner.on_reports(vec![first]);
+    assert_eq!(jobs.len(), 8, "4 rows are still due");
+    let lock = write_lock(&rig);
+    let retry = report(&rig, jobs.remove(0), answer(500));
+    rig.owner.on_reports(vec![retry]);
     past_window(&mut rig);
     assert!(out(&rig));
-    let answers = rig.owner.committer.as_ref().unwrap().answers();
-    assert!(
-        answers.recv_timeout(Duration::from_secs(30)).is_err(),
-        "its channel closes without an answer"
-    );
-    rig.owner.committer_gone(None);
-    assert!(rig.owner.committer.is_none());
-    assert_eq!(count(&rig.dir, "status = 'uploading'"), 2, "not saved yet");
-    past_window(&mut rig);
+    assert!(!rig.owner.can_claim(), "no claim while the retry is out");
+    rig.owner.dispatch();
+    assert!(rig.jobs.is_empty());
+    lock.execute_batch("COMMIT").unwrap();
+    answered(&mut rig);
     assert_eq!(
-        count(&rig.dir, "status = 'uploaded'"),
-        1,
-        "saved by the owner"
+        count(&rig.dir, "status = 'pending'"),
+        5,
+        "the retry waits its hour"
     );
-    let second = report(&rig, jobs.remove(0), answer(200));
-    rig.owner.on_reports(vec![second]);
+    rig.owner.dispatch();
+    assert_eq!(rig.jobs.len(), 4, "claims go on after the answer");
+}
+
+/// Review of the committer: an answer of the committer's session says nothing of the
+/// owner's. Trouble the owner's session is in goes on through it: one WARN when it begins,
+/// one INFO when the owner's own session works again, not an INFO at every batch.
+#[test]
+fn the_committers_success_does_not_end_the_owners_trouble() {
+    let mut rig = pending("committer-trouble", 1);
+    with_committer(&mut rig);
+    rig.owner.dispatch();
+    let job = rig.jobs.try_recv().unwrap();
+    let lock = write_lock(&rig);
+    rig.owner.on_reports(vec![report(&rig, job, answer(200))]);
     past_window(&mut rig);
-    assert_eq!(count(&rig.dir, "status = 'uploaded'"), 2);
+    assert!(out(&rig));
+    rig.owner.trouble(crate::error::Error::Other(
+        "the owner's session was lost".into(),
+    ));
+    lock.execute_batch("COMMIT").unwrap();
+    answered(&mut rig);
+    assert_eq!(count(&rig.dir, "status = 'uploaded'"), 1, "saved");
+    assert!(rig.owner.db_trouble.is_some(), "still the owner's trouble");
+    rig.owner.housekeeping();
+    assert!(
+        rig.owner.db_trouble.is_none(),
+        "ended by the owner's own write"
+    );
 }
 
 /// Issue 17: the committer answers with an error (its connection lost, the server gone):

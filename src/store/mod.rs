@@ -543,6 +543,9 @@ pub enum Role {
     Scan,
     /// An operator command that writes (`retry`): no lock, the daemon may be running.
     Write,
+    /// The daemon's second session, which saves upload results (`owner::Committer`): no
+    /// lock (the daemon's first session holds it), the daemon's plans.
+    Results,
     /// An operator command that only reads.
     Read,
 }
@@ -569,7 +572,7 @@ pub fn open(config: &Config, role: Role) -> Result<Opened> {
             lock::Attempt::Acquired(l) => (Some(l), None),
             lock::Attempt::Held(holder) => (None, Some(format!("pid {holder}"))),
         },
-        Role::Write | Role::Read => (None, None),
+        Role::Write | Role::Results | Role::Read => (None, None),
     };
     let ledger: Box<dyn Ledger> = match (role, &mut lock) {
         (Role::Read, _) => Box::new(Store::open_read_only(db)?),
@@ -623,6 +626,10 @@ fn open_postgres(config: &Config, url: &str, role: Role) -> Result<Opened> {
             None
         }
         Role::Scan => pg.lock_daemon()?,
+        Role::Results => {
+            pg.serve_results()?;
+            None
+        }
         Role::Write | Role::Read => None,
     };
     Ok(Opened {

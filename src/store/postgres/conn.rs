@@ -180,6 +180,9 @@ pub(super) struct Link {
     conn: Option<PgConnection>,
     /// The daemon lock this session holds, taken again after a reconnect.
     lock_key: Option<i64>,
+    /// A session of the daemon's ([`DAEMON_SESSION`]), again after a reconnect: the one
+    /// that holds the lock, and the one that saves results.
+    daemon: bool,
     /// After a reconnect the lock may still be held by our own lost session until the
     /// server notices it is dead: try again at this time.
     lock_retry_at: Option<Instant>,
@@ -301,7 +304,7 @@ impl Link {
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
             return Err(self.not_connected(what));
         }
-        match connect(&self.conninfo, self.lock_key.is_some()) {
+        match connect(&self.conninfo, self.daemon) {
             Ok(mut c) => {
                 if let Some(key) = self.lock_key {
                     match try_lock(&mut c, key) {
@@ -441,6 +444,7 @@ impl PgStore {
                 place: format!("database {db} on {place}"),
                 conn: Some(conn),
                 lock_key: None,
+                daemon: false,
                 lock_retry_at: None,
                 retry_at: None,
                 backoff: RECONNECT_FIRST,
@@ -461,6 +465,21 @@ impl PgStore {
         })
     }
 
+    /// Makes this session the daemon's second, which saves upload results
+    /// (`owner::Committer`): no lock, the daemon's plans, and its own name in messages.
+    pub fn serve_results(&mut self) -> Result<()> {
+        self.link.place = format!("{} (the session that saves results)", self.link.place);
+        self.daemon_session()
+    }
+
+    /// Generic plans for this session's statements, now and after every reconnect.
+    fn daemon_session(&mut self) -> Result<()> {
+        self.link.daemon = true;
+        self.link.with("preparing the daemon's session", |c| {
+            Ok(c.batch_execute(DAEMON_SESSION)?)
+        })
+    }
+
     /// Takes this (scope, host)'s daemon lock, a session-level advisory lock: Ok(None) when
     /// taken, Ok(Some(holder)) when another session holds it. It dies with the session (a
     /// crashed or partitioned daemon frees it) and is taken again after a reconnect.
@@ -475,9 +494,7 @@ impl PgStore {
         if got {
             // Reconnects take the lock again and make the new session the daemon's too.
             self.link.lock_key = Some(key);
-            self.link.with("preparing the daemon's session", |c| {
-                Ok(c.batch_execute(DAEMON_SESSION)?)
-            })?;
+            self.daemon_session()?;
             return Ok(None);
         }
         let ctx = &self.ctx;
@@ -662,6 +679,45 @@ mod tests {
         );
         let sum = b_other.summary(T0, T0, T0).unwrap();
         assert!(sum.hosts.iter().any(|h| h.host == "cam-1" && h.locked));
+    }
+
+    /// Issue 17's review: the session that saves results (`owner::Committer`) is the
+    /// daemon's (generic plans: the completion's statement is not planned at every run),
+    /// again after a reconnect, without the daemon lock (the first session holds it), and
+    /// its reconnect messages say which session they are about.
+    #[test]
+    fn the_results_session_is_the_daemons_without_the_lock() {
+        let Some(url) = t() else { return };
+        let mut first = pg_open(&url, "site-r", "cam-1", roots());
+        assert_eq!(first.lock_daemon().unwrap(), None);
+        let mut results = pg_open(&url, "site-r", "cam-1", roots());
+        let mut admin = pg_open(&url, "site-r", "admin", roots());
+        results.serve_results().unwrap();
+        assert_eq!(results.plan_cache_mode_for_test(), "force_generic_plan");
+        let pid = results.backend_pid_for_test().unwrap();
+        admin
+            .exec_for_test(&format!("SELECT pg_terminate_backend({pid})"))
+            .unwrap();
+        assert!(results.next_due().is_err(), "the session was lost");
+        // "reconnected to PostgreSQL …", "cannot connect to …" name it.
+        assert!(results
+            .link
+            .place
+            .ends_with("(the session that saves results)"));
+        wait_for("the results session to reconnect", || {
+            results.next_due().is_ok()
+        });
+        assert_ne!(results.backend_pid_for_test().unwrap(), pid);
+        assert_eq!(
+            results.plan_cache_mode_for_test(),
+            "force_generic_plan",
+            "the new session is the daemon's too"
+        );
+        let mut twin = pg_open(&url, "site-r", "cam-1", roots());
+        assert!(
+            twin.lock_daemon().unwrap().is_some(),
+            "the first session still holds the lock"
+        );
     }
 
     #[test]
