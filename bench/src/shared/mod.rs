@@ -29,6 +29,7 @@
 //! the cgroups that hold a daemon to its share.
 
 mod cap;
+mod link;
 mod pass;
 pub(crate) mod pg;
 
@@ -92,6 +93,9 @@ struct Variant {
     base: usize,
     /// For two daemons: the one-daemon variant of the same cluster ("× one host").
     one_host: Option<usize>,
+    /// The daemons reach the cluster through a [`link::Link`] with a round trip, not its
+    /// socket: the port and its conninfo.
+    link: Option<u16>,
 }
 
 /// One measured run of a variant.
@@ -179,6 +183,7 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
         capped: false,
         base: 0,
         one_host: None,
+        link: None,
     }];
     for (i, c) in pg.clusters.iter().enumerate() {
         let (suffix, label) = match c.kind {
@@ -194,6 +199,7 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
             capped: false,
             base: 0,
             one_host: None,
+            link: None,
         });
         variants.push(Variant {
             id: format!("shared_pg2{suffix}"),
@@ -205,8 +211,33 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
             capped: false,
             base: 0,
             one_host: Some(one),
+            link: None,
         });
     }
+    // One host whose server is a network hop away: the fast cluster through a link with a
+    // 1 ms round trip (`link`), where each commit's wait is the daemon's to hide.
+    let fast = pg
+        .clusters
+        .iter()
+        .position(|c| c.kind == ClusterKind::Fast)
+        .unwrap_or(0);
+    let link = link::Link::start(
+        pg.clusters[fast].pg.dir.join(".s.PGSQL.5432"),
+        link::ONE_WAY,
+    )?;
+    variants.push(Variant {
+        id: "shared_pg_link".into(),
+        what: what(&format!(
+            "1 daemon, PostgreSQL (fsync=off) over a link of {} ms round trip",
+            2.0 * link::ONE_WAY.as_secs_f64() * 1000.0
+        )),
+        backend: Backend::Pg(fast),
+        daemons: 1,
+        capped: false,
+        base: 0,
+        one_host: None,
+        link: Some(link.port),
+    });
     // The same on hosts of their own CPU (`cap`): each daemon held to a share of a core.
     let caps: Vec<CpuCap> = match HOSTS
         .iter()
@@ -222,11 +253,6 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
         }
     };
     if !caps.is_empty() {
-        let fast = pg
-            .clusters
-            .iter()
-            .position(|c| c.kind == ClusterKind::Fast)
-            .unwrap_or(0);
         let share = format!("each daemon held to {:.0} % of a core", HOST_SHARE * 100.0);
         let base = variants.len();
         variants.push(Variant {
@@ -237,6 +263,7 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
             capped: true,
             base,
             one_host: None,
+            link: None,
         });
         variants.push(Variant {
             id: "shared_pg_capped".into(),
@@ -246,6 +273,7 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
             capped: true,
             base,
             one_host: None,
+            link: None,
         });
         variants.push(Variant {
             id: "shared_pg2_capped".into(),
@@ -257,6 +285,7 @@ pub fn run(ctx: &Ctx) -> io::Result<Vec<Row>> {
             capped: true,
             base,
             one_host: Some(base + 1),
+            link: None,
         });
     }
 
@@ -428,7 +457,14 @@ fn row(
              the endpoint; {}{}; {}",
             ctx.workers,
             fsync_note,
-            if v.capped {
+            if let Some(port) = v.link {
+                format!(
+                    "; through a TCP link on 127.0.0.1:{port} to the cluster's socket that holds \
+                     each direction's bytes {} µs (this bench's own forwarder, whose threads \
+                     run on the same cores)",
+                    link::ONE_WAY.as_micros()
+                )
+            } else if v.capped {
                 format!(
                     "; each daemon in a cgroup of its own allowed {:.0} % of one core (a host \
                      whose own CPU is the limit; the server and the endpoint are not held)",

@@ -106,7 +106,10 @@ pub(super) fn one_run(
     let url = match cluster {
         Some(c) => {
             c.psql("postgres", &format!("CREATE DATABASE {dbname}"))?;
-            Some(c.conninfo(&dbname))
+            Some(match v.link {
+                Some(port) => format!("host=127.0.0.1 port={port} user=postgres dbname={dbname}"),
+                None => c.conninfo(&dbname),
+            })
         }
         None => None,
     };
