@@ -139,6 +139,12 @@ pub struct Owner {
     /// Completions not yet committed: held for the group commit, or kept through
     /// database trouble.
     unsaved: Vec<Completion>,
+    /// Results whose commit failed are among those not yet committed (in `unsaved`, or out
+    /// on the committer). That commit may have taken effect all the same (its answer lost
+    /// after COMMIT), leaving rows `pending` already: no claim until they are committed,
+    /// or such a row, claimed again, would get the old result on top of its new claim and
+    /// be sent again while its job is out.
+    unsure: bool,
     /// New files seen by inotify, held for the group commit (`ingest`).
     unrecorded: Vec<Observation>,
     /// New rows written claimed at their record (`Ledger::record_claiming`), for the next
@@ -255,6 +261,7 @@ impl Owner {
             maybe_due: true,
             next_due: None,
             unsaved: Vec::new(),
+            unsure: false,
             unrecorded: Vec::new(),
             claimed_ahead: Vec::new(),
             not_given_back: Vec::new(),
@@ -351,8 +358,9 @@ impl Owner {
                     crate::error::Error::Ledger {
                         state: crate::error::LedgerState::Lost,
                         ..
-                    }
-                    | crate::error::Error::Other(_) => log::error!("{e}"),
+                    } => log::error!("{e}"),
+                    // Logged by the supervisor, which names this thread.
+                    crate::error::Error::Other(_) => {}
                     _ => log::error!("the database file is damaged: stopping (restore a backup, or move it aside: the next scan re-finds every image on disk)"),
                 }
                 return Err(e);

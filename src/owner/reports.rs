@@ -350,13 +350,16 @@ impl Owner {
         }
     }
 
-    /// Results that could not be saved go back ahead of those that came meanwhile.
+    /// Results whose commit failed go back ahead of those that came meanwhile; claims wait
+    /// until they are committed (`unsure`).
     fn keep_unsaved(&mut self, mut batch: Vec<Completion>) {
         batch.append(&mut self.unsaved);
         self.unsaved = batch;
+        self.unsure = true;
     }
 
-    /// Whether claims wait for the committer's batch out:
+    /// Whether claims wait: while results whose commit failed are not yet committed
+    /// (`unsure`), and for the committer's batch out:
     /// - while it makes rows `pending`: were its commit to take effect with its answer
     ///   lost (the session gone after COMMIT), such a row could be claimed again and sent,
     ///   and the batch, tried again on the owner's session, would apply the old result to
@@ -365,10 +368,11 @@ impl Owner {
     ///   go on uploading with nothing saved while its session hangs (up to the statement
     ///   timeout), each such result sent again after a crash.
     pub(super) fn claims_wait(&self) -> bool {
-        self.committer.as_ref().is_some_and(|c| {
-            c.out_leaves_pending()
-                || (c.out_since().is_some() && self.unsaved.len() >= 2 * self.capacity)
-        })
+        self.unsure
+            || self.committer.as_ref().is_some_and(|c| {
+                c.out_leaves_pending()
+                    || (c.out_since().is_some() && self.unsaved.len() >= 2 * self.capacity)
+            })
     }
 
     /// What a commit of `batch` said, carried out: rows gone are logged, rows left pending
@@ -393,6 +397,9 @@ impl Owner {
                 if self.db_trouble.is_some() || batch.iter().any(leaves_pending) {
                     self.maybe_due = true;
                 }
+                // Results whose commit failed go first in the next batch, and nothing else
+                // is out meanwhile: this was it.
+                self.unsure = false;
                 if own {
                     self.recovered();
                 }
@@ -417,6 +424,7 @@ impl Owner {
                 }
                 if kept.is_empty() {
                     self.maybe_due = true;
+                    self.unsure = false;
                     self.recovered();
                 } else {
                     self.keep_unsaved(kept);

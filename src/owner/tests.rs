@@ -1211,3 +1211,85 @@ fn a_batch_out_ages_the_owners_beat() {
         "answered: the beat is fresh"
     );
 }
+
+/// Second review of the committer: a batch with a retry is committed by the committer, but
+/// its answer is lost (an error after COMMIT); the owner's own try fails too (database
+/// trouble), and a new file's record ends the trouble. The row the lost commit made
+/// `pending` is not claimed until the batch is committed again (which, finding it no longer
+/// `uploading`, changes nothing): claimed before, it would have got the old retry on top
+/// of its new claim, and gone again while its job was out.
+#[test]
+fn results_whose_commit_failed_hold_claims_until_committed() {
+    let mut rig = pending("committer-unsure", 2);
+    // Retries due at once.
+    rig.owner.policy.initial = Duration::ZERO;
+    rig.owner.policy.max = Duration::ZERO;
+    let mut ledger = store::open(&rig.config, Role::Write).unwrap().ledger;
+    rig.owner.committer = Some(
+        super::Committer::start(move |todo, done| {
+            for (batch, now) in todo {
+                let _ = ledger.complete(&batch, now);
+                let result = Err(crate::error::Error::Other(
+                    "server closed the connection".into(),
+                ));
+                let _ = done.send(super::committer::Answer { batch, result });
+            }
+        })
+        .unwrap(),
+    );
+    rig.owner.dispatch();
+    let mut jobs: Vec<Job> = rig.jobs.try_iter().collect();
+    let job = jobs.remove(0);
+    let retried = job.id;
+    rig.owner.on_reports(vec![report(&rig, job, answer(500))]);
+    past_window(&mut rig);
+    let answers = rig.owner.committer.as_ref().unwrap().answers();
+    let lost = answers
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the committer answers");
+    assert_eq!(
+        count(&rig.dir, "status = 'pending'"),
+        1,
+        "its commit took effect"
+    );
+    let db = rig.dir.join("sega.db");
+    let aside = |sql: &str| {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap()
+    };
+    aside("ALTER TABLE upload_results RENAME TO results_aside");
+    rig.owner.on_committed(lost);
+    assert!(rig.owner.db_trouble.is_some(), "the owner's try failed too");
+    aside("ALTER TABLE results_aside RENAME TO upload_results");
+    observe(&mut rig, "new.jpg", 9);
+    assert!(
+        rig.owner.db_trouble.is_none(),
+        "the record ended the trouble"
+    );
+    rig.owner.dispatch();
+    assert!(
+        rig.jobs.is_empty(),
+        "no claim before the batch is committed"
+    );
+    // The batch goes again (the committer, then the owner, as its answer is an error).
+    past_window(&mut rig);
+    answered(&mut rig);
+    assert!(!rig.owner.unsure);
+    rig.owner.dispatch();
+    let ids: Vec<i64> = rig.jobs.try_iter().map(|j| j.id).collect();
+    assert_eq!(
+        ids.iter().filter(|&&id| id == retried).count(),
+        1,
+        "the retried row claimed once: {ids:?}"
+    );
+    assert_eq!(
+        count(
+            &rig.dir,
+            &format!("id = {retried} AND status = 'uploading'")
+        ),
+        1,
+        "and it stays claimed: the old retry did not land on the new claim"
+    );
+}
