@@ -22,11 +22,7 @@ impl Owner {
         let Some(tx) = &self.jobs_tx else {
             return false;
         };
-        if (self.db_trouble.is_some() && !self.unsaved.is_empty())
-            || self.claims_wait()
-            || self.endpoint.is_down()
-            || self.endpoint.next_wake().is_some()
-        {
+        if self.claims_wait() || self.endpoint.is_down() || self.endpoint.next_wake().is_some() {
             return false;
         }
         if self.gate.failing() {
@@ -59,10 +55,7 @@ impl Owner {
     /// Claims due rows into free job slots (or one probe while the endpoint is down), checks
     /// each against the rules before a worker may open it, and hands them out.
     pub(super) fn dispatch(&mut self) {
-        if self.jobs_tx.is_none()
-            || (self.db_trouble.is_some() && !self.unsaved.is_empty())
-            || self.claims_wait()
-        {
+        if self.jobs_tx.is_none() || self.claims_wait() {
             return;
         }
         if !self.not_given_back.is_empty() {

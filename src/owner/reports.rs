@@ -358,8 +358,9 @@ impl Owner {
         self.unsure = true;
     }
 
-    /// Whether claims wait: while results whose commit failed are not yet committed
-    /// (`unsure`), and for the committer's batch out:
+    /// Whether claims wait: while results are kept through database trouble, while results
+    /// whose commit failed are not yet committed (`unsure`), and for the committer's batch
+    /// out:
     /// - while it makes rows `pending`: were its commit to take effect with its answer
     ///   lost (the session gone after COMMIT), such a row could be claimed again and sent,
     ///   and the batch, tried again on the owner's session, would apply the old result to
@@ -368,7 +369,8 @@ impl Owner {
     ///   go on uploading with nothing saved while its session hangs (up to the statement
     ///   timeout), each such result sent again after a crash.
     pub(super) fn claims_wait(&self) -> bool {
-        self.unsure
+        (self.db_trouble.is_some() && !self.unsaved.is_empty())
+            || self.unsure
             || self.committer.as_ref().is_some_and(|c| {
                 c.out_leaves_pending()
                     || (c.out_since().is_some() && self.unsaved.len() >= 2 * self.capacity)

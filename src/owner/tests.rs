@@ -189,10 +189,7 @@ fn a_probe_handed_back_by_a_worker_is_followed_by_another() {
 #[test]
 fn rows_claimed_before_the_database_fails_still_become_jobs() {
     let mut rig = two_pending("next-due-fails");
-    rusqlite::Connection::open(rig.dir.join("sega.db"))
-        .unwrap()
-        .execute_batch("DROP INDEX files_pending_due")
-        .unwrap();
+    exec(&rig.dir, "DROP INDEX files_pending_due");
     rig.owner.dispatch();
     assert!(rig.owner.db_trouble.is_some(), "the failure was seen");
     assert_eq!(rig.jobs.len(), 2, "both claimed rows were handed out");
@@ -360,6 +357,14 @@ fn count(dir: &std::path::Path, condition: &str) -> i64 {
         .unwrap()
 }
 
+/// Runs `sql` on the rig's ledger through a connection of its own (a hand edit, or damage).
+fn exec(dir: &std::path::Path, sql: &str) {
+    rusqlite::Connection::open(dir.join("sega.db"))
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap()
+}
+
 /// What a worker reports about `job`.
 fn report(rig: &Rig, job: Job, outcome: Outcome) -> Report {
     Report {
@@ -518,19 +523,19 @@ fn a_result_kept_through_database_trouble_is_saved_when_a_record_ends_it() {
     let mut rig = pending("trouble-record", 1);
     rig.owner.dispatch();
     let job = rig.jobs.try_recv().unwrap();
-    let aside = |sql: &str| {
-        rusqlite::Connection::open(rig.dir.join("sega.db"))
-            .unwrap()
-            .execute_batch(sql)
-            .unwrap()
-    };
     // Results cannot be written; new files still can.
-    aside("ALTER TABLE upload_results RENAME TO results_aside");
+    exec(
+        &rig.dir,
+        "ALTER TABLE upload_results RENAME TO results_aside",
+    );
     let failed = report(&rig, job, Outcome::Unreadable("permission denied".into()));
     rig.owner.on_reports(vec![failed]);
     rig.owner.commit_now();
     assert!(rig.owner.db_trouble.is_some(), "the commit failed");
-    aside("ALTER TABLE results_aside RENAME TO upload_results");
+    exec(
+        &rig.dir,
+        "ALTER TABLE results_aside RENAME TO upload_results",
+    );
     observe(&mut rig, "new.jpg", 5);
     assert!(
         rig.owner.db_trouble.is_none(),
@@ -814,20 +819,14 @@ fn a_failed_give_back_of_rows_written_claimed_leaves_none_stuck() {
         1,
         "written claimed"
     );
-    let db = rig.dir.join("sega.db");
-    let exec = |sql: &str| {
-        rusqlite::Connection::open(&db)
-            .unwrap()
-            .execute_batch(sql)
-            .unwrap()
-    };
     exec(
+        &rig.dir,
         "CREATE TRIGGER review_fail BEFORE UPDATE ON files WHEN new.status = 'pending'
          BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END;",
     );
     reload(&mut rig); // take_back_queued -> give_back -> unclaim fails
     assert!(rig.owner.db_trouble.is_some(), "the give-back failed");
-    exec("DROP TRIGGER review_fail");
+    exec(&rig.dir, "DROP TRIGGER review_fail");
     let mut sent = Vec::new();
     for _ in 0..3 {
         rig.owner.last_heartbeat = None;
@@ -1106,14 +1105,10 @@ fn a_batch_the_committer_could_not_save_is_saved_by_the_owner() {
     );
     assert_eq!(count(&rig.dir, "status = 'uploaded'"), 1);
     // Now the owner's connection cannot write results either.
-    let db = rig.dir.join("sega.db");
-    let aside = |sql: &str| {
-        rusqlite::Connection::open(&db)
-            .unwrap()
-            .execute_batch(sql)
-            .unwrap()
-    };
-    aside("ALTER TABLE upload_results RENAME TO results_aside");
+    exec(
+        &rig.dir,
+        "ALTER TABLE upload_results RENAME TO results_aside",
+    );
     let second = report(&rig, jobs.remove(0), answer(200));
     rig.owner.on_reports(vec![second]);
     past_window(&mut rig);
@@ -1124,7 +1119,10 @@ fn a_batch_the_committer_could_not_save_is_saved_by_the_owner() {
     );
     assert_eq!(rig.owner.unsaved.len(), 1, "the result is kept");
     assert!(!rig.owner.can_claim(), "no claims while a result is kept");
-    aside("ALTER TABLE results_aside RENAME TO upload_results");
+    exec(
+        &rig.dir,
+        "ALTER TABLE results_aside RENAME TO upload_results",
+    );
     // Through trouble, what is kept is committed on the owner's connection.
     rig.owner.housekeeping();
     assert!(rig.owner.db_trouble.is_none());
@@ -1252,17 +1250,16 @@ fn results_whose_commit_failed_hold_claims_until_committed() {
         1,
         "its commit took effect"
     );
-    let db = rig.dir.join("sega.db");
-    let aside = |sql: &str| {
-        rusqlite::Connection::open(&db)
-            .unwrap()
-            .execute_batch(sql)
-            .unwrap()
-    };
-    aside("ALTER TABLE upload_results RENAME TO results_aside");
+    exec(
+        &rig.dir,
+        "ALTER TABLE upload_results RENAME TO results_aside",
+    );
     rig.owner.on_committed(lost);
     assert!(rig.owner.db_trouble.is_some(), "the owner's try failed too");
-    aside("ALTER TABLE results_aside RENAME TO upload_results");
+    exec(
+        &rig.dir,
+        "ALTER TABLE results_aside RENAME TO upload_results",
+    );
     observe(&mut rig, "new.jpg", 9);
     assert!(
         rig.owner.db_trouble.is_none(),
