@@ -69,20 +69,27 @@ pub struct ProcStats {
     pub cpu_ns: u64,
     /// utime + stime of the whole process including ended threads, ns (10 ms resolution).
     pub cpu_ticks_ns: u64,
+    /// CPU time of the daemon's DB owner (the thread named `db`), ns, from its schedstat:
+    /// the part of the daemon's CPU that the ledger's work costs, without the workers' TCP.
+    pub owner_cpu_ns: u64,
 }
 
 pub fn proc_stats(pid: i32) -> io::Result<ProcStats> {
     let mem = sega_testsrv::daemon::memory(pid).unwrap_or_default();
-    let mut cpu_ns = 0;
+    let (mut cpu_ns, mut owner_cpu_ns) = (0, 0);
     for task in fs::read_dir(format!("/proc/{pid}/task"))? {
         let Ok(task) = task else { continue };
         // A thread can end between the listing and the read: skip it.
         if let Ok(s) = fs::read_to_string(task.path().join("schedstat")) {
-            cpu_ns += s
+            let ns = s
                 .split_whitespace()
                 .next()
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
+            cpu_ns += ns;
+            if fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim_end() == "db") {
+                owner_cpu_ns += ns;
+            }
         }
     }
     Ok(ProcStats {
@@ -90,6 +97,7 @@ pub fn proc_stats(pid: i32) -> io::Result<ProcStats> {
         hwm_kib: mem.hwm_kib,
         cpu_ns,
         cpu_ticks_ns: cpu_ticks_ns(pid).unwrap_or(0),
+        owner_cpu_ns,
     })
 }
 

@@ -110,13 +110,21 @@ pub fn list_file(scene: &Scene, paths: &[std::path::PathBuf]) -> io::Result<std:
 pub struct Pass {
     pub rate: f64,
     cpu_us_per_file: f64,
+    /// The daemon's DB owner thread alone (`ProcStats::owner_cpu_ns`); none for others.
+    owner_cpu_us_per_file: Option<f64>,
     maxrss_kib: u64,
 }
 
 fn pass_json(v: &[Pass]) -> Value {
     json!(v
         .iter()
-        .map(|p| json!({"files_per_sec": n(p.rate), "cpu_us_per_file": n(p.cpu_us_per_file), "max_rss_kib": p.maxrss_kib}))
+        .map(|p| {
+            let mut v = json!({"files_per_sec": n(p.rate), "cpu_us_per_file": n(p.cpu_us_per_file), "max_rss_kib": p.maxrss_kib});
+            if let Some(owner) = p.owner_cpu_us_per_file {
+                v["owner_cpu_us_per_file"] = n(owner);
+            }
+            v
+        })
         .collect::<Vec<_>>())
 }
 
@@ -141,6 +149,7 @@ pub fn present(ctx: &Ctx, ceiling: f64) -> io::Result<Row> {
             .wait_uploads(count, timeout, "sega-uploader")
             .map_err(|e| io::Error::other(format!("{e}\n{}", d.failure("present run"))))?;
         let secs = (done - d.spawned).as_secs_f64();
+        let owner_ns = d.stats().owner_cpu_ns;
         ctx.checked_uploads(count, size, "sega-uploader")?;
         let exit = d
             .stop()
@@ -151,6 +160,7 @@ pub fn present(ctx: &Ctx, ceiling: f64) -> io::Result<Row> {
         ours.push(Pass {
             rate: count as f64 / secs,
             cpu_us_per_file: exit.cpu().as_secs_f64() * 1e6 / count as f64,
+            owner_cpu_us_per_file: Some(owner_ns as f64 / 1e3 / count as f64),
             maxrss_kib: exit.maxrss_kib,
         });
 
@@ -228,6 +238,9 @@ pub fn arriving(ctx: &Ctx, ceiling: f64) -> io::Result<Row> {
             cpu_us_per_file: (after.cpu_ticks_ns.saturating_sub(before.cpu_ticks_ns)) as f64
                 / 1e3
                 / count as f64,
+            owner_cpu_us_per_file: Some(
+                after.owner_cpu_ns.saturating_sub(before.owner_cpu_ns) as f64 / 1e3 / count as f64,
+            ),
             maxrss_kib: after.hwm_kib,
         });
 
@@ -249,6 +262,7 @@ pub fn arriving(ctx: &Ctx, ceiling: f64) -> io::Result<Row> {
                 rate: count as f64 / (done - t0).as_secs_f64(),
                 cpu_us_per_file: exit
                     .map_or(f64::NAN, |e| e.cpu().as_secs_f64() * 1e6 / count as f64),
+                owner_cpu_us_per_file: None,
                 maxrss_kib: exit.map_or(0, |e| e.maxrss_kib),
             });
         }
@@ -297,6 +311,7 @@ pub fn external(
     Ok(Pass {
         rate: count as f64 / (done - t0).as_secs_f64(),
         cpu_us_per_file: exit.map_or(f64::NAN, |e| e.cpu().as_secs_f64() * 1e6 / count as f64),
+        owner_cpu_us_per_file: None,
         maxrss_kib: exit.map_or(0, |e| e.maxrss_kib),
     })
 }
