@@ -132,6 +132,34 @@ pub struct RecordStats {
     pub unchanged: usize,
 }
 
+/// What one turn of the DB owner writes together (`Ledger::write_turn`): the new files it
+/// held, the results it held, then a claim.
+#[derive(Debug, Clone, Copy)]
+pub struct Turn<'a> {
+    /// Recorded first, as `record_claiming` records them, with up to `record_claiming` of
+    /// the new rows written claimed.
+    pub record: &'a [Observation],
+    pub record_claiming: usize,
+    /// Then applied, as `complete` applies them.
+    pub complete: &'a [Completion],
+    /// Then up to this many due rows claimed, as `claim_due` claims them (0: no claim).
+    pub claim: usize,
+    /// The order of both claims.
+    pub order: ClaimOrder,
+}
+
+/// What `write_turn` did: each part's answer, as its own call would have given it.
+#[derive(Debug, Default)]
+pub struct Turned {
+    pub recorded: RecordStats,
+    /// The new rows the record wrote claimed.
+    pub claimed_new: Vec<Claimed>,
+    /// Completions whose row is gone.
+    pub gone: Vec<i64>,
+    /// The claim's rows, in upload order.
+    pub claimed: Vec<Claimed>,
+}
+
 /// A row handed to an upload worker.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -378,6 +406,21 @@ pub trait Ledger: Send {
     /// rows it marked uploaded to the `UPLOADED_TOTAL` state row. A completion whose row is
     /// gone (pruned, or removed by hand) is dropped, never the batch: its id is returned.
     fn complete(&mut self, batch: &[Completion], now: Timestamp) -> Result<Vec<i64>>;
+
+    /// `record_claiming`, `complete` and `claim_due`, in that order, in one transaction: all
+    /// of it is written, or none (an error). `None`: this ledger does not write them as one
+    /// (the caller writes each part by itself). On SQLite a turn's three transactions wrote
+    /// the pages they share (index pages, the counters, the header) three times, and each
+    /// paid its own begin and commit: most of the owner's cost per file at a busy time.
+    fn write_turn(
+        &mut self,
+        turn: Turn<'_>,
+        now: Timestamp,
+        far: Timestamp,
+    ) -> Option<Result<Turned>> {
+        let _ = (turn, now, far);
+        None
+    }
 
     /// Gives claimed rows that no worker started back to `pending`, as if never claimed.
     fn unclaim(&mut self, ids: &[i64], now: Timestamp) -> Result<()>;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::{lenient_ts, row_os, version_of, Store};
 use crate::error::{Error, Result};
@@ -38,33 +38,11 @@ impl Store {
         limit: usize,
         order: ClaimOrder,
     ) -> Result<Vec<Claimed>> {
-        let (index, by) = match order {
-            ClaimOrder::OldestFile => ("files_pending_age", "mtime_ns ASC, id ASC"),
-            ClaimOrder::NewestFile => ("files_pending_age", "mtime_ns DESC, id DESC"),
-            ClaimOrder::LongestWaiting => ("files_pending_due", "next_attempt_at ASC, id ASC"),
-        };
-        let sql = format!(
-            "UPDATE files SET status = 'uploading', attempts = attempts + 1, updated_at = ?1
-             WHERE id IN (SELECT id FROM files INDEXED BY {index}
-                          WHERE status = 'pending' AND (next_attempt_at <= ?1 OR next_attempt_at > ?3)
-                          ORDER BY {by} LIMIT ?2)
-             {CLAIM_RETURNING}"
-        );
         // In a transaction: a row that cannot be read back rolls the whole claim back
         // instead of leaving rows `uploading` with no job behind them.
         let tx = self.tx("claiming files")?;
-        let mut claimed = {
-            let mut stmt = tx
-                .prepare_cached(&sql)
-                .map_err(|e| Error::db("claiming files", e))?;
-            let rows = stmt
-                .query_map(params![now, limit as i64, far], claimed_row)
-                .map_err(|e| Error::db("claiming files", e))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(|e| Error::db("claiming files", e))?
-        };
+        let claimed = claim_in(&tx, now, far, limit, order)?;
         tx.commit().map_err(|e| Error::db("claiming files", e))?;
-        crate::store::in_upload_order(&mut claimed, order);
         Ok(claimed)
     }
 
@@ -140,4 +118,39 @@ impl Store {
             )
             .map_err(|e| Error::db("finding the next due file", e))
     }
+}
+
+/// `Store::claim_due`'s work, in the caller's transaction (alone, or in a turn's:
+/// `Store::write_turn`); the rows in upload order.
+pub(super) fn claim_in(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    far: Timestamp,
+    limit: usize,
+    order: ClaimOrder,
+) -> Result<Vec<Claimed>> {
+    let (index, by) = match order {
+        ClaimOrder::OldestFile => ("files_pending_age", "mtime_ns ASC, id ASC"),
+        ClaimOrder::NewestFile => ("files_pending_age", "mtime_ns DESC, id DESC"),
+        ClaimOrder::LongestWaiting => ("files_pending_due", "next_attempt_at ASC, id ASC"),
+    };
+    let sql = format!(
+        "UPDATE files SET status = 'uploading', attempts = attempts + 1, updated_at = ?1
+         WHERE id IN (SELECT id FROM files INDEXED BY {index}
+                      WHERE status = 'pending' AND (next_attempt_at <= ?1 OR next_attempt_at > ?3)
+                      ORDER BY {by} LIMIT ?2)
+         {CLAIM_RETURNING}"
+    );
+    let mut claimed = {
+        let mut stmt = tx
+            .prepare_cached(&sql)
+            .map_err(|e| Error::db("claiming files", e))?;
+        let rows = stmt
+            .query_map(params![now, limit as i64, far], claimed_row)
+            .map_err(|e| Error::db("claiming files", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| Error::db("claiming files", e))?
+    };
+    crate::store::in_upload_order(&mut claimed, order);
+    Ok(claimed)
 }

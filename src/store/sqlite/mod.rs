@@ -28,7 +28,7 @@ use rusqlite::{Connection, ToSql, Transaction};
 
 use super::{
     Attempted, ClaimOrder, Claimed, Completion, Exported, FileRow, Ledger, ListFilter, Observation,
-    RecordStats, ResultRow, Status, Summary,
+    RecordStats, ResultRow, Status, Summary, Turn, Turned,
 };
 use crate::error::{Error, Result};
 use crate::layout::Show;
@@ -202,6 +202,26 @@ impl Store {
             .transaction()
             .map_err(|e| Error::db(what.to_owned(), e))
     }
+
+    /// `Ledger::write_turn`: each part's statements in one transaction, each part's errors
+    /// with its own context.
+    fn write_turn(&mut self, turn: Turn<'_>, now: Timestamp, far: Timestamp) -> Result<Turned> {
+        let tx = self.tx("saving files, results and a claim")?;
+        let mut turned = Turned::default();
+        if !turn.record.is_empty() {
+            (turned.recorded, turned.claimed_new) =
+                record::record_in(&tx, turn.record, now, far, turn.record_claiming, turn.order)?;
+        }
+        if !turn.complete.is_empty() {
+            turned.gone = complete::complete_in(&tx, turn.complete, now)?;
+        }
+        if turn.claim > 0 {
+            turned.claimed = claim::claim_in(&tx, now, far, turn.claim, turn.order)?;
+        }
+        tx.commit()
+            .map_err(|e| Error::db("committing files, results and a claim", e))?;
+        Ok(turned)
+    }
 }
 
 /// How much of one statement's undo record (its sub-journal) SQLite keeps in memory before
@@ -308,6 +328,15 @@ impl Ledger for Store {
 
     fn complete(&mut self, batch: &[Completion], now: Timestamp) -> Result<Vec<i64>> {
         Store::complete(self, batch, now)
+    }
+
+    fn write_turn(
+        &mut self,
+        turn: Turn<'_>,
+        now: Timestamp,
+        far: Timestamp,
+    ) -> Option<Result<Turned>> {
+        Some(Store::write_turn(self, turn, now, far))
     }
 
     fn unclaim(&mut self, ids: &[i64], now: Timestamp) -> Result<()> {

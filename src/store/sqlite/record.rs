@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::{bytes_value, os_value, version_of, Store};
 use crate::error::{Error, Result};
@@ -37,125 +37,11 @@ impl Store {
         claim: usize,
         order: ClaimOrder,
     ) -> Result<(RecordStats, Vec<Claimed>)> {
-        let mut stats = RecordStats::default();
-        let mut claimed = Vec::new();
         let tx = self.tx("recording files")?;
-        // A row already due goes first: then a claim takes it with the new ones, in order.
-        // One step into the partial index of due times.
-        let due_before = claim > 0
-            && tx
-                .prepare_cached(
-                    "SELECT EXISTS(SELECT 1 FROM files INDEXED BY files_pending_due
-                     WHERE status = 'pending' AND (next_attempt_at <= ?1 OR next_attempt_at > ?2))",
-                )
-                .and_then(|mut q| q.query_row(params![now, far], |r| r.get::<_, bool>(0)))
-                .map_err(|e| Error::db("recording files", e))?;
-        let claim = if due_before { 0 } else { claim };
-        let may_claim = claim_candidates(batch, now, claim, order);
-        {
-            let mut find = tx
-                .prepare_cached(
-                    "SELECT id, size, mtime_ns, status, absent FROM files WHERE path = ?1",
-                )
-                .map_err(|e| Error::db("recording files", e))?;
-            // A claimed row is the row `claim_due` would leave: `uploading`, attempt 1.
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
-                        next_attempt_at, detected_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?10, ?7, ?8, ?8)",
-                )
-                .map_err(|e| Error::db("recording files", e))?;
-            let mut new_version = tx
-                .prepare_cached(
-                    "UPDATE files SET size = ?2, mtime_ns = ?3, status = 'pending', attempts = 0,
-                        next_attempt_at = ?4, last_error = NULL, uploaded_at = NULL,
-                        incomplete_since = NULL, absent = 0, updated_at = ?5
-                     WHERE id = ?1",
-                )
-                .map_err(|e| Error::db("recording files", e))?;
-            let mut make_due = tx
-                .prepare_cached(
-                    "UPDATE files SET next_attempt_at = ?2, updated_at = ?2
-                     WHERE id = ?1 AND status = 'pending' AND attempts = 0 AND next_attempt_at > ?2",
-                )
-                .map_err(|e| Error::db("recording files", e))?;
-            for (obs, may_claim) in batch.iter().zip(may_claim) {
-                let path = os_value(obs.path.as_os_str());
-                let known = find
-                    .query_row([&path], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            version_of(r, 1, 2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, bool>(4)?,
-                        ))
-                    })
-                    .optional()
-                    .map_err(|e| Error::db("recording files", e))?;
-                match known {
-                    None => {
-                        let claiming = may_claim && claimed.len() < claim;
-                        let values = params![
-                            path,
-                            obs.folder,
-                            obs.date,
-                            os_value(&obs.filename),
-                            obs.version.size as i64,
-                            obs.version.mtime_ns,
-                            obs.ready_at,
-                            now,
-                            if claiming { "uploading" } else { "pending" },
-                            i64::from(claiming)
-                        ];
-                        insert
-                            .execute(values)
-                            .map_err(|e| Error::db("recording a new file", e))?;
-                        stats.new += 1;
-                        if claiming {
-                            claimed.push(Claimed {
-                                id: tx.last_insert_rowid(),
-                                path: obs.path.clone(),
-                                folder: obs.folder.clone(),
-                                date: obs.date.clone(),
-                                filename: obs.filename.clone(),
-                                version: obs.version,
-                                attempt: 1,
-                                incomplete_since: None,
-                            });
-                        }
-                    }
-                    Some((id, version, status, absent)) if version != obs.version || absent => {
-                        new_version
-                            .execute(params![
-                                id,
-                                obs.version.size as i64,
-                                obs.version.mtime_ns,
-                                obs.ready_at,
-                                now
-                            ])
-                            .map_err(|e| Error::db("recording a new version", e))?;
-                        log_new_version(&obs.path, version, &status, absent, obs.version);
-                        stats.new_versions += 1;
-                    }
-                    Some((id, ..)) => {
-                        if obs.via_event
-                            && make_due
-                                .execute(params![id, now])
-                                .map_err(|e| Error::db("recording files", e))?
-                                > 0
-                        {
-                            stats.made_due += 1;
-                        } else {
-                            stats.unchanged += 1;
-                        }
-                    }
-                }
-            }
-        }
+        let recorded = record_in(&tx, batch, now, far, claim, order)?;
         tx.commit()
             .map_err(|e| Error::db("committing recorded files", e))?;
-        Ok((stats, claimed))
+        Ok(recorded)
     }
 
     /// Which listed files are recorded with the version they have on disk now: `known[i]`
@@ -252,6 +138,132 @@ fn claim_candidates(
         may[i] = true;
     }
     may
+}
+
+/// `Store::record_claiming`'s work, in the caller's transaction (alone, or in a turn's:
+/// `Store::write_turn`).
+pub(super) fn record_in(
+    tx: &Transaction<'_>,
+    batch: &[Observation],
+    now: Timestamp,
+    far: Timestamp,
+    claim: usize,
+    order: ClaimOrder,
+) -> Result<(RecordStats, Vec<Claimed>)> {
+    let mut stats = RecordStats::default();
+    let mut claimed = Vec::new();
+    // A row already due goes first: then a claim takes it with the new ones, in order.
+    // One step into the partial index of due times.
+    let due_before = claim > 0
+        && tx
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM files INDEXED BY files_pending_due
+                 WHERE status = 'pending' AND (next_attempt_at <= ?1 OR next_attempt_at > ?2))",
+            )
+            .and_then(|mut q| q.query_row(params![now, far], |r| r.get::<_, bool>(0)))
+            .map_err(|e| Error::db("recording files", e))?;
+    let claim = if due_before { 0 } else { claim };
+    let may_claim = claim_candidates(batch, now, claim, order);
+    {
+        let mut find = tx
+            .prepare_cached("SELECT id, size, mtime_ns, status, absent FROM files WHERE path = ?1")
+            .map_err(|e| Error::db("recording files", e))?;
+        // A claimed row is the row `claim_due` would leave: `uploading`, attempt 1.
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO files(path, folder, date, filename, size, mtime_ns, status, attempts,
+                    next_attempt_at, detected_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?10, ?7, ?8, ?8)",
+            )
+            .map_err(|e| Error::db("recording files", e))?;
+        let mut new_version = tx
+            .prepare_cached(
+                "UPDATE files SET size = ?2, mtime_ns = ?3, status = 'pending', attempts = 0,
+                    next_attempt_at = ?4, last_error = NULL, uploaded_at = NULL,
+                    incomplete_since = NULL, absent = 0, updated_at = ?5
+                 WHERE id = ?1",
+            )
+            .map_err(|e| Error::db("recording files", e))?;
+        let mut make_due = tx
+            .prepare_cached(
+                "UPDATE files SET next_attempt_at = ?2, updated_at = ?2
+                 WHERE id = ?1 AND status = 'pending' AND attempts = 0 AND next_attempt_at > ?2",
+            )
+            .map_err(|e| Error::db("recording files", e))?;
+        for (obs, may_claim) in batch.iter().zip(may_claim) {
+            let path = os_value(obs.path.as_os_str());
+            let known = find
+                .query_row([&path], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        version_of(r, 1, 2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, bool>(4)?,
+                    ))
+                })
+                .optional()
+                .map_err(|e| Error::db("recording files", e))?;
+            match known {
+                None => {
+                    let claiming = may_claim && claimed.len() < claim;
+                    let values = params![
+                        path,
+                        obs.folder,
+                        obs.date,
+                        os_value(&obs.filename),
+                        obs.version.size as i64,
+                        obs.version.mtime_ns,
+                        obs.ready_at,
+                        now,
+                        if claiming { "uploading" } else { "pending" },
+                        i64::from(claiming)
+                    ];
+                    insert
+                        .execute(values)
+                        .map_err(|e| Error::db("recording a new file", e))?;
+                    stats.new += 1;
+                    if claiming {
+                        claimed.push(Claimed {
+                            id: tx.last_insert_rowid(),
+                            path: obs.path.clone(),
+                            folder: obs.folder.clone(),
+                            date: obs.date.clone(),
+                            filename: obs.filename.clone(),
+                            version: obs.version,
+                            attempt: 1,
+                            incomplete_since: None,
+                        });
+                    }
+                }
+                Some((id, version, status, absent)) if version != obs.version || absent => {
+                    new_version
+                        .execute(params![
+                            id,
+                            obs.version.size as i64,
+                            obs.version.mtime_ns,
+                            obs.ready_at,
+                            now
+                        ])
+                        .map_err(|e| Error::db("recording a new version", e))?;
+                    log_new_version(&obs.path, version, &status, absent, obs.version);
+                    stats.new_versions += 1;
+                }
+                Some((id, ..)) => {
+                    if obs.via_event
+                        && make_due
+                            .execute(params![id, now])
+                            .map_err(|e| Error::db("recording files", e))?
+                            > 0
+                    {
+                        stats.made_due += 1;
+                    } else {
+                        stats.unchanged += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok((stats, claimed))
 }
 
 #[cfg(test)]
