@@ -110,11 +110,11 @@ impl Owner {
                 return self.hand_out(ahead, false, false, now_t);
             }
         }
-        if !self.maybe_due {
-            match self.next_due {
-                Some(t) if t <= now_t => {}
-                _ => return,
-            }
+        // New files held for the group commit are most likely due: a claim now records
+        // them first (`claim_with_held`), in the transaction the window's end would make.
+        let due = self.maybe_due || self.next_due.is_some_and(|t| t <= now_t);
+        if !due && self.unrecorded.is_empty() {
+            return;
         }
         let now = Timestamp::new(now_t);
         let far = self.far(now_t);
@@ -125,7 +125,13 @@ impl Owner {
                 } else {
                     self.file_order()
                 };
-                self.store.claim_due(now, far, free, order)
+                match self.claim_with_held(now, far, free, order) {
+                    Some(claimed) => claimed,
+                    // Results written apart just now may have failed: claims wait then.
+                    // (Files recorded apart may have made rows due.)
+                    None if self.claims_wait() || !(due || self.maybe_due) => return,
+                    None => self.store.claim_due(now, far, free, order),
+                }
             }
             Mode::Oneshot { queue } => {
                 let ids: Vec<i64> = (0..free).map_while(|_| queue.pop_front()).collect();

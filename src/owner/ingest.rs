@@ -7,7 +7,7 @@ use super::judge::settle_time;
 use super::{Input, Mode, Owner};
 use crate::clock::human_duration;
 use crate::layout::{display_name, EntryType, Seen, Version};
-use crate::store::ClaimOrder;
+use crate::store::{ClaimOrder, Claimed, RecordStats};
 use crate::timestamp::Timestamp;
 use crate::work::Observation;
 
@@ -145,22 +145,26 @@ impl Owner {
         let (room, order) = self.room_for_new();
         let far = self.far(self.clock.now_utc());
         match self.store.record_claiming(batch, now, far, room, order) {
-            Ok((st, claimed)) => {
-                self.recovered();
-                // Unchanged rows count too: in a shared ledger they may have just been
-                // recorded by another host, and be due without this host knowing. New
-                // rows written claimed are not due: they are this process's already.
-                if st.new - claimed.len() + st.new_versions + st.made_due + st.unchanged > 0 {
-                    self.maybe_due = true;
-                }
-                self.claimed_ahead.extend(claimed);
-                self.stats.recorded += st.new + st.new_versions;
-                if st.new > 0 {
-                    log::debug!("recorded {} new file(s)", st.new);
-                }
-            }
+            Ok((st, claimed)) => self.recorded(st, claimed),
             // Not lost: the next rescan finds these files again and records them.
             Err(e) => self.trouble(e),
+        }
+    }
+
+    /// A record committed: `claimed`, the new rows it wrote claimed, go out with the next
+    /// `dispatch`.
+    pub(super) fn recorded(&mut self, st: RecordStats, claimed: Vec<Claimed>) {
+        self.recovered();
+        // Unchanged rows count too: in a shared ledger they may have just been recorded by
+        // another host, and be due without this host knowing. New rows written claimed are
+        // not due: they are this process's already.
+        if st.new - claimed.len() + st.new_versions + st.made_due + st.unchanged > 0 {
+            self.maybe_due = true;
+        }
+        self.claimed_ahead.extend(claimed);
+        self.stats.recorded += st.new + st.new_versions;
+        if st.new > 0 {
+            log::debug!("recorded {} new file(s)", st.new);
         }
     }
 
@@ -171,7 +175,7 @@ impl Owner {
     /// very rows that claim would take, and taking them at their record saves the row
     /// version and the transaction of the claim (`Ledger::record_claiming`). Otherwise
     /// none: a row waiting longer must go first.
-    fn room_for_new(&self) -> (usize, ClaimOrder) {
+    pub(super) fn room_for_new(&self) -> (usize, ClaimOrder) {
         let order = self.file_order();
         let Some(tx) = &self.jobs_tx else {
             return (0, order);

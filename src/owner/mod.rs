@@ -18,9 +18,9 @@
 //!
 //! This file holds the owner's state, its loops and its shutdown; the rest is one file per
 //! kind of work: `ingest` (what the watcher and the scanner send), `dispatch` (claims into
-//! jobs), `reports` (what the workers send back), `housekeeping` (heartbeat, metrics,
-//! prune), `policy` (the knobs from the config), and the pure decisions `judge` and
-//! `endpoint`.
+//! jobs), `reports` (what the workers send back), `turn` (what a busy turn writes, as one
+//! transaction), `housekeeping` (heartbeat, metrics, prune), `policy` (the knobs from the
+//! config), and the pure decisions `judge` and `endpoint`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -53,6 +53,7 @@ mod policy;
 mod reports;
 #[cfg(test)]
 mod tests;
+mod turn;
 
 pub use committer::Committer;
 use endpoint::Endpoint;

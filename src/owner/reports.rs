@@ -222,15 +222,18 @@ impl Owner {
     }
 
     /// Commits what is held for the group commit once the oldest has waited `GROUP_COMMIT`:
-    /// new files here, results on the committer's connection when there is one.
+    /// new files and results in one transaction where the ledger can (`turn`); else new
+    /// files here, results on the committer's connection when there is one.
     pub(super) fn commit_held(&mut self) {
         if self
             .held_since
             .is_some_and(|since| since.elapsed() >= GROUP_COMMIT)
         {
             self.held_since = None;
-            self.record_held();
-            self.send_unsaved();
+            if !self.commit_held_together() {
+                self.record_held();
+                self.send_unsaved();
+            }
         }
     }
 
@@ -352,7 +355,7 @@ impl Owner {
 
     /// Results whose commit failed go back ahead of those that came meanwhile; claims wait
     /// until they are committed (`unsure`).
-    fn keep_unsaved(&mut self, mut batch: Vec<Completion>) {
+    pub(super) fn keep_unsaved(&mut self, mut batch: Vec<Completion>) {
         batch.append(&mut self.unsaved);
         self.unsaved = batch;
         self.unsure = true;
@@ -382,7 +385,7 @@ impl Owner {
     /// saved one by one), and trouble keeps them all to try again. `own`: on the owner's
     /// session, whose success alone ends database trouble (the committer's says nothing of
     /// the owner's session).
-    fn settle(&mut self, batch: Vec<Completion>, result: Result<Vec<i64>>, own: bool) {
+    pub(super) fn settle(&mut self, batch: Vec<Completion>, result: Result<Vec<i64>>, own: bool) {
         match result {
             Ok(gone) => {
                 if !gone.is_empty() {

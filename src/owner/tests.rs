@@ -1290,3 +1290,156 @@ fn results_whose_commit_failed_hold_claims_until_committed() {
         "and it stays claimed: the old retry did not land on the new claim"
     );
 }
+
+/// Three jobs claimed, two of them taken by workers and reported (`NotAnImage`: skipped),
+/// the third left queued, and a new file seen by inotify: the results and the new file are
+/// held for the group commit (a job waits), and the channel has room for a claim.
+fn held_before_a_claim(name: &str) -> Rig {
+    let mut rig = pending(name, 3);
+    rig.owner.dispatch();
+    let mut jobs: Vec<Job> = rig.jobs.try_iter().collect();
+    assert_eq!(jobs.len(), 3);
+    // The last one goes back into the channel: a job still waits for a worker.
+    let last = jobs.pop().unwrap();
+    rig.owner.jobs_tx.as_ref().unwrap().send(last).unwrap();
+    let done: Vec<Report> = jobs
+        .into_iter()
+        .map(|j| report(&rig, j, Outcome::NotAnImage))
+        .collect();
+    rig.owner.on_reports(done);
+    observe(&mut rig, "new.jpg", 7);
+    assert_eq!(count(&rig.dir, "status = 'uploading'"), 3, "results held");
+    assert_eq!(count(&rig.dir, "1"), 3, "the new file held");
+    assert!(rig.owner.held_since.is_some());
+    rig
+}
+
+/// Issue 17: the claim a turn makes takes what the turn holds with it, in one transaction
+/// (SQLite): the held results and the held new file are committed by the claim, before
+/// the group commit's window ends, and the new file, recorded first, is claimed by it.
+#[test]
+fn a_claim_takes_the_held_files_and_results_with_it() {
+    let mut rig = held_before_a_claim("turn");
+    rig.owner.dispatch();
+    assert_eq!(
+        count(&rig.dir, "status = 'skipped'"),
+        2,
+        "results committed"
+    );
+    assert_eq!(count(&rig.dir, "1"), 4, "the new file recorded");
+    assert_eq!(
+        count(&rig.dir, "filename = 'new.jpg' AND status = 'uploading'"),
+        1,
+        "and claimed by the same turn"
+    );
+    assert!(rig.owner.held_since.is_none(), "nothing left held");
+    assert!(rig.owner.unsaved.is_empty() && rig.owner.unrecorded.is_empty());
+    let names: Vec<String> = rig
+        .jobs
+        .try_iter()
+        .map(|j| j.file.filename.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["02.jpg", "new.jpg"],
+        "the queued job, then the claim's"
+    );
+}
+
+/// Issue 17: a turn whose transaction fails writes none of it, and each part is what its
+/// own failure was: the results are kept (claims wait for them), the new file is left to
+/// the rescan, nothing is claimed. When the database is back the results are saved and the
+/// rescan records the file.
+#[test]
+fn a_turn_that_fails_writes_none_of_it() {
+    let mut rig = held_before_a_claim("turn-fails");
+    exec(
+        &rig.dir,
+        "ALTER TABLE upload_results RENAME TO results_aside",
+    );
+    rig.owner.dispatch();
+    assert!(rig.owner.db_trouble.is_some());
+    assert_eq!(
+        count(&rig.dir, "status = 'uploading'"),
+        3,
+        "no result saved"
+    );
+    assert_eq!(count(&rig.dir, "1"), 3, "the new file not recorded");
+    assert_eq!(rig.jobs.len(), 1, "nothing claimed");
+    assert_eq!(rig.owner.unsaved.len(), 2, "the results kept");
+    assert!(rig.owner.unsure && rig.owner.claims_wait());
+    exec(
+        &rig.dir,
+        "ALTER TABLE results_aside RENAME TO upload_results",
+    );
+    rig.owner.housekeeping();
+    assert!(rig.owner.db_trouble.is_none(), "the retry saved them");
+    assert_eq!(count(&rig.dir, "status = 'skipped'"), 2);
+    assert_eq!(list_today(&mut rig), 4, "the rescan finds the new file");
+    assert_eq!(count(&rig.dir, "filename = 'new.jpg'"), 1);
+    rig.owner.dispatch();
+    assert_eq!(rig.jobs.len(), 2, "claimed once the results are saved");
+}
+
+/// Issue 17: one result the database refuses (a constraint) must not take the turn's other
+/// writes with it every time: the parts are then written apart, each with its own way with
+/// a refusal (the refused result dropped, the others saved), and the claim goes alone.
+#[test]
+fn a_refused_result_in_a_turn_is_written_apart() {
+    let mut rig = held_before_a_claim("turn-refused");
+    exec(
+        &rig.dir,
+        "CREATE TRIGGER refuse_one BEFORE UPDATE ON files
+         WHEN old.filename = '00.jpg' AND new.status = 'skipped'
+         BEGIN SELECT RAISE(ABORT, 'refused by review'); END;",
+    );
+    rig.owner.dispatch();
+    assert!(rig.owner.db_trouble.is_none(), "a refusal is not trouble");
+    assert_eq!(
+        count(&rig.dir, "filename = '01.jpg' AND status = 'skipped'"),
+        1,
+        "the other result saved"
+    );
+    assert_eq!(
+        count(&rig.dir, "filename = '00.jpg' AND status = 'uploading'"),
+        1,
+        "the refused one dropped"
+    );
+    assert_eq!(
+        count(&rig.dir, "filename = 'new.jpg' AND status = 'uploading'"),
+        1,
+        "the new file recorded, and claimed"
+    );
+    assert!(rig.owner.unsaved.is_empty() && rig.owner.held_since.is_none());
+    // Recorded apart, nothing else due: written claimed by its record, handed out next.
+    rig.owner.dispatch();
+    assert_eq!(rig.jobs.len(), 2);
+}
+
+/// Issue 17: at the end of the group commit's window with no claim to make (the channel
+/// more than half full), the held new files and results are one transaction too, and what
+/// each part's own commit would have done follows (the new file written claimed when
+/// nothing else is due and the channel has room is not the case here: it stays pending).
+#[test]
+fn the_windows_end_writes_the_held_files_and_results_together() {
+    let mut rig = held_before_a_claim("turn-window");
+    // Fill the channel past half: no claim this turn.
+    let tx = rig.owner.jobs_tx.clone().unwrap();
+    let filler = rig.jobs.try_recv().unwrap();
+    for _ in 0..6 {
+        tx.send(filler.clone()).unwrap();
+    }
+    assert_eq!(rig.owner.refill(tx.len()), 0);
+    past_window(&mut rig);
+    assert_eq!(
+        count(&rig.dir, "status = 'skipped'"),
+        2,
+        "results committed"
+    );
+    assert_eq!(
+        count(&rig.dir, "filename = 'new.jpg' AND status = 'pending'"),
+        1,
+        "the new file recorded"
+    );
+    assert!(rig.owner.held_since.is_none() && rig.owner.unsaved.is_empty());
+}

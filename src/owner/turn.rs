@@ -1,0 +1,123 @@
+//! One transaction for what a busy turn writes, where the ledger can (SQLite,
+//! `Ledger::write_turn`): the new files and the results held for the group commit, and the
+//! claim that follows them.
+//!
+//! Apart, they were three transactions a turn (a record, a completion, a claim), each with
+//! its begin and its commit, each writing to the WAL the pages it touched, the counters,
+//! the index pages and the header among them, which the others wrote again a moment later:
+//! half of the owner's time at a busy time. Together, what they share is written once.
+//! Nothing changes in what is written, nor in its order (new files, then results, then the
+//! claim, as `commit_held` and `dispatch` wrote them), nor in what the owner does after
+//! each part: only that all of it is committed, or none of it.
+//!
+//! A failure writes none of it, and each part is then what its own failure was: the new
+//! files are found again by the next rescan, the results are kept (and claims wait for them,
+//! `keep_unsaved`), no row was claimed. One file or result that the database refuses (a
+//! constraint) would take the others with it every time: the parts are then written apart,
+//! each with its own way with what is refused.
+
+use super::Owner;
+use crate::error::Result;
+use crate::store::{ClaimOrder, Claimed, Turn, Turned};
+use crate::timestamp::Timestamp;
+
+impl Owner {
+    /// What is held (new files, results) written together with a claim of up to `claim`
+    /// due rows in `order`: the claim `dispatch` was about to make alone. `None` when it
+    /// was not made (nothing held, or a ledger that writes no turn as one, or results that
+    /// go to the committer, or the parts just written apart): the caller claims by itself.
+    pub(super) fn claim_with_held(
+        &mut self,
+        now: Timestamp,
+        far: Timestamp,
+        claim: usize,
+        order: ClaimOrder,
+    ) -> Option<Result<Vec<Claimed>>> {
+        if self.unrecorded.is_empty() && self.unsaved.is_empty() {
+            return None;
+        }
+        Some(
+            self.write_held(now, far, 0, claim, order)?
+                .map(|t| t.claimed),
+        )
+    }
+
+    /// At the end of the group commit's window: the new files and the results held, in one
+    /// transaction. False when they were not written so (only one kind held, a ledger that
+    /// writes no turn as one, the committer's results), for the caller to write them apart.
+    pub(super) fn commit_held_together(&mut self) -> bool {
+        if self.unrecorded.is_empty() || self.unsaved.is_empty() {
+            return false;
+        }
+        let (room, order) = self.room_for_new();
+        let now = self.now();
+        let far = self.far(self.clock.now_utc());
+        match self.write_held(now, far, room, 0, order) {
+            Some(Ok(_)) => true,
+            Some(Err(e)) => {
+                self.trouble(e);
+                true
+            }
+            // Not written together; after a refusal, already written apart (then what is
+            // held is empty, and the caller's writes find nothing).
+            None => false,
+        }
+    }
+
+    /// Writes the new files held (`room` of them may be written claimed, as `record`
+    /// does), the results held, and a claim of up to `claim` rows, in one transaction, and
+    /// carries out what each part's own call would have: `Some(Ok)`, all of it committed;
+    /// `Some(Err)`, none of it (the results kept, the new files left to the next rescan),
+    /// for the caller's `trouble`; `None`, not written together (what is held stays held),
+    /// or one part refused and everything written apart here.
+    fn write_held(
+        &mut self,
+        now: Timestamp,
+        far: Timestamp,
+        room: usize,
+        claim: usize,
+        order: ClaimOrder,
+    ) -> Option<Result<Turned>> {
+        if self.committer.is_some() {
+            return None;
+        }
+        let turn = Turn {
+            record: &self.unrecorded,
+            record_claiming: room,
+            complete: &self.unsaved,
+            claim,
+            order,
+        };
+        let result = self.store.write_turn(turn, now, far)?;
+        self.held_since = None;
+        if let Err(e) = &result {
+            if e.is_item_problem() {
+                log::debug!("writing a turn at once: {e}; writing its parts apart");
+                self.record_held();
+                self.flush_unsaved();
+                return None;
+            }
+        }
+        let records = std::mem::take(&mut self.unrecorded);
+        let results = std::mem::take(&mut self.unsaved);
+        Some(match result {
+            Ok(mut turned) => {
+                if !records.is_empty() {
+                    let claimed_new = std::mem::take(&mut turned.claimed_new);
+                    self.recorded(turned.recorded, claimed_new);
+                }
+                if !results.is_empty() {
+                    let gone = std::mem::take(&mut turned.gone);
+                    self.settle(results, Ok(gone), true);
+                }
+                Ok(turned)
+            }
+            Err(e) => {
+                if !results.is_empty() {
+                    self.keep_unsaved(results);
+                }
+                Err(e)
+            }
+        })
+    }
+}
