@@ -42,9 +42,10 @@ impl Owner {
         )
     }
 
-    /// At the end of the group commit's window: the new files and the results held, in one
-    /// transaction. False when they were not written so (only one kind held, a ledger that
-    /// writes no turn as one, the committer's results), for the caller to write them apart.
+    /// The new files and the results held, in one transaction: at the end of the group
+    /// commit's window, or when a new file is recorded at once. False when they were not
+    /// written so (only one kind held, a ledger that writes no turn as one, the committer's
+    /// results), for the caller to write them apart.
     pub(super) fn commit_held_together(&mut self) -> bool {
         if self.unrecorded.is_empty() || self.unsaved.is_empty() {
             return false;
