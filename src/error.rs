@@ -155,6 +155,19 @@ impl Error {
         }
     }
 
+    /// A statement the database could not run as written (SQLite's generic error: a table
+    /// or index missing, renamed by hand; a datatype mismatch), rather than a database
+    /// that is locked, full or failing: another statement may still run.
+    pub fn is_statement_problem(&self) -> bool {
+        match self {
+            Error::Db { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::Unknown) | Some(rusqlite::ErrorCode::TypeMismatch)
+            ),
+            _ => false,
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => EXIT_CONFIG,

@@ -5,16 +5,19 @@
 //! Apart, they were three transactions a turn (a record, a completion, a claim), each with
 //! its begin and its commit, each writing to the WAL the pages it touched, the counters,
 //! the index pages and the header among them, which the others wrote again a moment later:
-//! half of the owner's time at a busy time. Together, what they share is written once.
-//! Nothing changes in what is written, nor in its order (new files, then results, then the
-//! claim, as `commit_held` and `dispatch` wrote them), nor in what the owner does after
-//! each part: only that all of it is committed, or none of it.
+//! half of the owner's time at a busy time. Together, what they share is written once. The
+//! parts are written in the order they were (new files, then results, then the claim), and
+//! the owner does after each what it did after its own call. What changes is that the claim
+//! sees what was held: new files take their place in upload order among the due rows, and a
+//! row a result makes due now can be claimed at once, as a claim just after that result's
+//! own commit would have.
 //!
-//! A failure writes none of it, and each part is then what its own failure was: the new
-//! files are found again by the next rescan, the results are kept (and claims wait for them,
-//! `keep_unsaved`), no row was claimed. One file or result that the database refuses (a
-//! constraint) would take the others with it every time: the parts are then written apart,
-//! each with its own way with what is refused.
+//! A failure writes none of it: the results are kept (claims wait for them,
+//! `keep_unsaved`), the new files are left to the next rescan, no row is claimed. A failure
+//! of one part that need not be the others' (one file or result the database refuses, a
+//! statement it cannot run: an index dropped by hand) would take them with it every time:
+//! the parts are then written apart, each with its own way with its failure. While results
+//! are kept through database trouble, new files are recorded apart (`commit_held_together`).
 
 use super::Owner;
 use crate::error::Result;
@@ -26,18 +29,29 @@ impl Owner {
     /// due rows in `order`: the claim `dispatch` was about to make alone. `None` when it
     /// was not made (nothing held, or a ledger that writes no turn as one, or results that
     /// go to the committer, or the parts just written apart): the caller claims by itself.
+    ///
+    /// With no row known due (`due` false) the new files are what there is to send: where a
+    /// record may write them claimed (`room_for_new`), it does, one row version fewer each,
+    /// and no claim is made; they are in `claimed_ahead` for the caller to hand out.
     pub(super) fn claim_with_held(
         &mut self,
         now: Timestamp,
         far: Timestamp,
         claim: usize,
         order: ClaimOrder,
+        due: bool,
     ) -> Option<Result<Vec<Claimed>>> {
         if self.unrecorded.is_empty() && self.unsaved.is_empty() {
             return None;
         }
+        let room = if due || self.unrecorded.is_empty() {
+            0
+        } else {
+            self.room_for_new().0.min(claim)
+        };
+        let claim = if room > 0 { 0 } else { claim };
         Some(
-            self.write_held(now, far, 0, claim, order)?
+            self.write_held(now, far, room, claim, order)?
                 .map(|t| t.claimed),
         )
     }
@@ -47,7 +61,13 @@ impl Owner {
     /// written so (only one kind held, a ledger that writes no turn as one, the committer's
     /// results), for the caller to write them apart.
     pub(super) fn commit_held_together(&mut self) -> bool {
-        if self.unrecorded.is_empty() || self.unsaved.is_empty() {
+        // Results kept through trouble are `housekeeping`'s to retry: a new file's record,
+        // tied to them, would fail with them (and wait for the rescan) as long as they do.
+        if self.unrecorded.is_empty()
+            || self.unsaved.is_empty()
+            || self.db_trouble.is_some()
+            || self.unsure
+        {
             return false;
         }
         let (room, order) = self.room_for_new();
@@ -92,7 +112,7 @@ impl Owner {
         let result = self.store.write_turn(turn, now, far)?;
         self.held_since = None;
         if let Err(e) = &result {
-            if e.is_item_problem() {
+            if e.is_item_problem() || e.is_statement_problem() {
                 log::debug!("writing a turn at once: {e}; writing its parts apart");
                 self.record_held();
                 self.flush_unsaved();

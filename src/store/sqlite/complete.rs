@@ -11,8 +11,8 @@ use crate::store::{Completion, Disposition, RESULTS_KEPT_PER_FILE, UPLOADED_TOTA
 use crate::timestamp::Timestamp;
 
 /// A completion's update: it changes the row only while it still holds the claimed version
-/// in `uploading`. One string per disposition, known at compile time: the statement cache
-/// finds it without a `format!` and a hash of a new string per result.
+/// in `uploading`. One string per disposition, known at compile time: no `format!` per
+/// result to find its statement in the cache.
 macro_rules! guarded {
     ($set:literal) => {
         concat!(

@@ -425,3 +425,69 @@ impl Ledger for Store {
         Store::summary(self, today_start, day_ago, hour_ago)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::Store;
+    use crate::store::tests::{all_results, completion, obs, temp_db, FAR, T0, T1, T2};
+    use crate::store::{ClaimOrder, Disposition, Ledger, Status, Turn};
+
+    /// Issue 17: a turn's record, completions and claim in one transaction. The claim sees
+    /// what the turn wrote before it (a new file, a row a result left due now), in upload
+    /// order; and a turn whose last part cannot run leaves nothing of the others.
+    #[test]
+    fn a_turn_is_written_whole_or_not_at_all() {
+        let mut s = Store::open(&temp_db()).unwrap();
+        Ledger::record(&mut s, &[obs(b"a.jpg", 1, 100), obs(b"b.jpg", 1, 200)], T0).unwrap();
+        let claimed = Ledger::claim_due(&mut s, T1, FAR, 10, ClaimOrder::OldestFile).unwrap();
+        let done = [
+            completion(&claimed[0], Disposition::Uploaded),
+            completion(
+                &claimed[1],
+                Disposition::Retry {
+                    at: T1,
+                    counted: true,
+                },
+            ),
+        ];
+        let turn = Turn {
+            record: &[obs(b"c.jpg", 1, 150)],
+            record_claiming: 0,
+            complete: &done,
+            claim: 10,
+            order: ClaimOrder::OldestFile,
+        };
+        let t = Store::write_turn(&mut s, turn, T1, FAR).unwrap();
+        assert_eq!(t.recorded.new, 1);
+        assert!(t.gone.is_empty());
+        let names: Vec<_> = t.claimed.iter().map(|c| c.filename.clone()).collect();
+        assert_eq!(
+            names,
+            ["c.jpg", "b.jpg"],
+            "the new file and the retry, in order"
+        );
+        assert_eq!(all_results(&mut s).len(), 2);
+
+        s.conn
+            .execute_batch("DROP INDEX files_pending_age")
+            .unwrap();
+        let done = [completion(&t.claimed[0], Disposition::Uploaded)];
+        let turn = Turn {
+            record: &[obs(b"d.jpg", 1, 300)],
+            record_claiming: 0,
+            complete: &done,
+            claim: 10,
+            order: ClaimOrder::OldestFile,
+        };
+        let e = Store::write_turn(&mut s, turn, T2, FAR).unwrap_err();
+        assert!(e.is_statement_problem(), "{e}");
+        let row = |s: &mut Store, name: &str| {
+            Ledger::file_by_path(s, &Path::new("/data/Sega_1/2026-11-26").join(name)).unwrap()
+        };
+        assert!(row(&mut s, "d.jpg").is_none(), "the record rolled back");
+        assert_eq!(all_results(&mut s).len(), 2, "the result rolled back");
+        assert_eq!(row(&mut s, "c.jpg").unwrap().status, Status::Uploading);
+    }
+}
