@@ -125,23 +125,10 @@ impl Owner {
                 } else {
                     self.file_order()
                 };
-                match self.claim_with_held(now, far, free, order, due) {
-                    // The new files held, written claimed by their record: handed out as
-                    // rows written claimed are, from the top.
-                    Some(Ok(claimed)) if claimed.is_empty() && !self.claimed_ahead.is_empty() => {
-                        return self.dispatch();
-                    }
+                match self.claim_with_held(now, far, free, order) {
                     Some(claimed) => claimed,
-                    // Not written with a claim (results go to the committer, or a ledger that
-                    // writes no turn as one) and nothing else due: the new files held are
-                    // what there is to send, and a worker is waiting. They are recorded now
-                    // (not at the window's end), then handed out as a record at once is.
-                    None if !due && !self.unrecorded.is_empty() => {
-                        self.record_held();
-                        return self.dispatch();
-                    }
                     // Written apart after a refusal: rows their record wrote claimed go
-                    // first, from the top.
+                    // first, from the top (once: nothing is held any more).
                     None if !self.claimed_ahead.is_empty() => return self.dispatch(),
                     // Results written apart just now may have failed: claims wait then.
                     // (Files recorded apart may have made rows due.)

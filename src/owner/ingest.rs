@@ -18,15 +18,13 @@ impl Owner {
         match input {
             Input::Observed(batch) => {
                 self.unrecorded.extend(batch);
-                // Held only while every worker has a job (or jobs wait in the channel): a
-                // new file then waits for a worker anyway, and files arriving together share
-                // one transaction, which the claim made when a worker reports back writes
-                // too (`claim_with_held`). With a worker free it could go now, and is
-                // recorded now: held, the group commit's window was in every file's latency
-                // at a trickle (p50 1.7 ms became 7 ms at 40 files/s).
+                // Held only while jobs wait in the channel: a new file then waits for a
+                // worker anyway, and files arriving together share one transaction (on
+                // SQLite, the next claim's: `claim_with_held`). With none waiting it could go
+                // now, and is recorded now: held, the group commit's window was in every
+                // file's latency at a trickle (p50 1.7 ms became 7 ms at 40 files/s).
                 let queued = self.jobs_tx.as_ref().is_some_and(|tx| !tx.is_empty());
-                let workers_busy = self.in_flight.len() >= self.workers;
-                if (queued || workers_busy) && self.may_hold(self.unrecorded.len()) {
+                if queued && self.may_hold(self.unrecorded.len()) {
                     self.hold();
                 } else if !self.commit_held_together() {
                     // (Results held for the group commit go with it where they can.)

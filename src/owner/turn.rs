@@ -29,29 +29,21 @@ impl Owner {
     /// due rows in `order`: the claim `dispatch` was about to make alone. `None` when it
     /// was not made (nothing held, or a ledger that writes no turn as one, or results that
     /// go to the committer, or the parts just written apart): the caller claims by itself.
-    ///
-    /// With no row known due (`due` false) the new files are what there is to send: where a
-    /// record may write them claimed (`room_for_new`), it does, one row version fewer each,
-    /// and no claim is made; they are in `claimed_ahead` for the caller to hand out.
+    /// The new files are recorded `pending` and the claim takes them with the due rows, in
+    /// upload order (not written claimed by their record: a result or a file of the turn
+    /// may make another row due, which must not be passed by).
     pub(super) fn claim_with_held(
         &mut self,
         now: Timestamp,
         far: Timestamp,
         claim: usize,
         order: ClaimOrder,
-        due: bool,
     ) -> Option<Result<Vec<Claimed>>> {
         if self.unrecorded.is_empty() && self.unsaved.is_empty() {
             return None;
         }
-        let room = if due || self.unrecorded.is_empty() {
-            0
-        } else {
-            self.room_for_new().0.min(claim)
-        };
-        let claim = if room > 0 { 0 } else { claim };
         Some(
-            self.write_held(now, far, room, claim, order)?
+            self.write_held(now, far, 0, claim, order)?
                 .map(|t| t.claimed),
         )
     }
@@ -114,8 +106,11 @@ impl Owner {
         if let Err(e) = &result {
             if e.is_item_problem() || e.is_statement_problem() {
                 log::debug!("writing a turn at once: {e}; writing its parts apart");
-                self.record_held();
+                // Results first: should they fail, the record that follows writes no row
+                // claimed (`room_for_new`, in trouble), which claims waiting for the
+                // results would leave without a job.
                 self.flush_unsaved();
+                self.record_held();
                 return None;
             }
         }
