@@ -125,6 +125,9 @@ pub struct Owner {
     /// A clone of the workers' receiver, to take back unstarted jobs (outage, shutdown).
     jobs_rx: Receiver<Job>,
     capacity: usize,
+    /// The upload threads, spawned once at start (`upload.workers`; a reload that changes
+    /// it takes effect at the next start).
+    workers: usize,
     gate: Arc<Gate>,
     in_flight: HashMap<i64, Claimed>,
     /// The one job sent alone while the endpoint is failing (a probe, or a solo attempt
@@ -253,6 +256,7 @@ impl Owner {
             jobs_tx: Some(jobs_tx),
             jobs_rx,
             capacity,
+            workers: config.upload.workers,
             gate,
             in_flight: HashMap::new(),
             solo_in_flight: None,

@@ -1512,3 +1512,30 @@ fn a_statement_that_fails_in_a_turn_leaves_the_other_parts_written() {
         "the results saved"
     );
 }
+
+/// Issue 17: with rows due and every worker busy, a new file seen by inotify is held, and
+/// the claim of the same turn records it and takes it after the older due rows, in one
+/// transaction (a record alone could not have written it claimed: older rows are due).
+#[test]
+fn a_new_file_behind_a_backlog_goes_with_the_claim() {
+    let mut rig = pending("turn-backlog", 9);
+    rig.owner.dispatch();
+    // The workers took all eight jobs: the channel is empty, one row is still due.
+    let taken: Vec<Job> = rig.jobs.try_iter().collect();
+    assert_eq!(taken.len(), 8);
+    observe(&mut rig, "new.jpg", 11);
+    assert_eq!(count(&rig.dir, "1"), 9, "held, not yet recorded");
+    rig.owner.dispatch();
+    assert_eq!(
+        count(&rig.dir, "filename = 'new.jpg'"),
+        1,
+        "recorded by the claim"
+    );
+    let names: Vec<String> = rig
+        .jobs
+        .try_iter()
+        .map(|j| j.file.filename.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["08.jpg", "new.jpg"], "the older row first");
+    assert!(rig.owner.held_since.is_none() && rig.owner.unrecorded.is_empty());
+}

@@ -422,6 +422,11 @@ pub trait Ledger: Send {
         None
     }
 
+    /// Whether `write_turn` writes a turn as one transaction (never `None`).
+    fn writes_turns(&self) -> bool {
+        false
+    }
+
     /// Gives claimed rows that no worker started back to `pending`, as if never claimed.
     fn unclaim(&mut self, ids: &[i64], now: Timestamp) -> Result<()>;
 

@@ -339,6 +339,10 @@ impl Ledger for Store {
         Some(Store::write_turn(self, turn, now, far))
     }
 
+    fn writes_turns(&self) -> bool {
+        true
+    }
+
     fn unclaim(&mut self, ids: &[i64], now: Timestamp) -> Result<()> {
         Store::unclaim(self, ids, now)
     }
