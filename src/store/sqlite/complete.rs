@@ -90,6 +90,30 @@ pub(super) fn complete_in(
             )
             .map_err(|e| Error::db("saving upload results", e))?;
         for c in batch {
+            if !exists
+                .exists([c.file_id])
+                .map_err(|e| Error::db("saving upload results", e))?
+            {
+                gone.push(c.file_id);
+                continue;
+            }
+            if let Some(outcome) = c.result {
+                result
+                    .execute(params![
+                        c.file_id,
+                        c.attempt,
+                        c.started_at,
+                        c.duration_ms,
+                        c.http_status,
+                        c.response_body,
+                        c.response_json,
+                        c.error,
+                        outcome.as_str()
+                    ])
+                    .map_err(|e| Error::db("saving an upload result", e))?;
+                trim.execute(params![c.file_id, RESULTS_KEPT_PER_FILE])
+                    .map_err(|e| Error::db("trimming upload results", e))?;
+            }
             let (sql, extra): (&str, Vec<Value>) = match &c.disposition {
                 Disposition::Uploaded => (
                     guarded!(
@@ -164,33 +188,6 @@ pub(super) fn complete_in(
                 .prepare_cached(sql)
                 .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
                 .map_err(|e| Error::db("updating a file's status", e))?;
-            // A row the guard passed by (claimed again, a new version) still gets the
-            // attempt's result; only a row that is gone gets none (its id is returned).
-            if changed == 0
-                && !exists
-                    .exists([c.file_id])
-                    .map_err(|e| Error::db("saving upload results", e))?
-            {
-                gone.push(c.file_id);
-                continue;
-            }
-            if let Some(outcome) = c.result {
-                result
-                    .execute(params![
-                        c.file_id,
-                        c.attempt,
-                        c.started_at,
-                        c.duration_ms,
-                        c.http_status,
-                        c.response_body,
-                        c.response_json,
-                        c.error,
-                        outcome.as_str()
-                    ])
-                    .map_err(|e| Error::db("saving an upload result", e))?;
-                trim.execute(params![c.file_id, RESULTS_KEPT_PER_FILE])
-                    .map_err(|e| Error::db("trimming upload results", e))?;
-            }
             if c.disposition == Disposition::Uploaded {
                 uploaded += changed as i64;
             }
