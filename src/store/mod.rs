@@ -411,7 +411,8 @@ pub trait Ledger: Send {
     /// of it is written, or none (an error). `None`: this ledger does not write them as one
     /// (the caller writes each part by itself). On SQLite a turn's three transactions wrote
     /// the pages they share (index pages, the counters, the header) three times, and each
-    /// paid its own begin and commit: most of the owner's cost per file at a busy time.
+    /// paid its own begin and commit: a third of the owner's time at a busy time (half the
+    /// WAL pages per file now, BENCHMARKS.md).
     fn write_turn(
         &mut self,
         turn: Turn<'_>,
