@@ -31,6 +31,12 @@ impl Owner {
         self.refill(tx.len()) > 0
     }
 
+    /// Whether a row of the ledger may be due at `now`: something made one due since the
+    /// last claim came back short, or the next due time has come.
+    pub(super) fn rows_due(&self, now: OffsetDateTime) -> bool {
+        self.maybe_due || self.next_due.is_some_and(|t| t <= now)
+    }
+
     /// The order of `upload.order` among due files.
     pub(super) fn file_order(&self) -> ClaimOrder {
         if self.policy.newest_first {
@@ -94,7 +100,7 @@ impl Owner {
         let now_t = self.clock.now_utc();
         if !self.claimed_ahead.is_empty() {
             let mut ahead = std::mem::take(&mut self.claimed_ahead);
-            let due_meanwhile = self.maybe_due || self.next_due.is_some_and(|t| t <= now_t);
+            let due_meanwhile = self.rows_due(now_t);
             if solo || due_meanwhile {
                 // One at a time now, or a row that waited longer goes first: an ordinary
                 // claim takes them again, in order.
@@ -112,7 +118,7 @@ impl Owner {
         }
         // New files held for the group commit are most likely due: a claim now records
         // them first (`claim_with_held`), in the transaction the window's end would make.
-        let due = self.maybe_due || self.next_due.is_some_and(|t| t <= now_t);
+        let due = self.rows_due(now_t);
         if !due && self.unrecorded.is_empty() {
             return;
         }

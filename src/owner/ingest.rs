@@ -31,7 +31,7 @@ impl Owner {
                 let backlog = self.in_flight.len() >= self.workers
                     && self.committer.is_none()
                     && self.store.writes_turns()
-                    && (self.maybe_due || self.next_due.is_some_and(|t| t <= self.clock.now_utc()));
+                    && self.rows_due(self.clock.now_utc());
                 if (queued || backlog) && self.may_hold(self.unrecorded.len()) {
                     self.hold();
                 } else if !self.commit_held_together() {
@@ -189,8 +189,7 @@ impl Owner {
         let Some(tx) = &self.jobs_tx else {
             return (0, order);
         };
-        let nothing_due =
-            !self.maybe_due && self.next_due.is_none_or(|due| due > self.clock.now_utc());
+        let nothing_due = !self.rows_due(self.clock.now_utc());
         let ordinary = matches!(self.mode, Mode::Daemon)
             && self.db_trouble.is_none()
             && !self.endpoint.is_down()

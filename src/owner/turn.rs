@@ -30,8 +30,7 @@ impl Owner {
     /// recorded `pending` and the claim takes them with the due rows, in upload order.
     /// Results held stay held for the window's end: claims come more often than the window
     /// ends, and each would write the results' pages (their table, its index, the rows'
-    /// counters) again for a few results each (in the `present` bench, 7 % more of the
-    /// owner's CPU than with the results apart).
+    /// counters) again for a few results each (BENCHMARKS.md, "One transaction a turn").
     pub(super) fn claim_with_held(
         &mut self,
         now: Timestamp,
@@ -79,8 +78,8 @@ impl Owner {
 
     /// Writes the new files held (`room` of them may be written claimed, as `record`
     /// does), the results held (`with_results`), and a claim of up to `claim` rows, in one
-    /// transaction, and
-    /// carries out what each part's own call would have: `Some(Ok)`, all of it committed;
+    /// transaction, and carries out what each part's own call would have: `Some(Ok)`, all
+    /// of it committed;
     /// `Some(Err)`, none of it (the results kept, the new files left to the next rescan),
     /// for the caller's `trouble`; `None`, not written together (what is held stays held),
     /// or one part refused and everything written apart here.
