@@ -4,8 +4,10 @@
 //! before its final answer, even unasked. attohttpc returns the first status line it reads;
 //! a 1xx carries no length, so what it hands over as that answer's body is the rest of the
 //! connection: more interim answers, then the final one. [`final_answer`] reads past them
-//! and frames the final answer's body (`Content-Length`, `chunked`, or until the close:
-//! attohttpc asks for `Connection: close`). Bounded everywhere: a line is at most 16 KiB,
+//! and frames the final answer's body (none for 204 and 304, `Content-Length`, `chunked`,
+//! or until the close, which a server that frames it no other way must make). A connection
+//! that gave an interim answer is never kept for another request. Bounded everywhere: a
+//! line is at most 16 KiB,
 //! an answer at most 100 headers, and at most 16 interim answers are skipped.
 
 use std::io::{self, BufRead, BufReader, Read};
@@ -46,7 +48,11 @@ pub fn final_answer(rest: impl Read + 'static) -> io::Result<Final> {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("chunked"))
         });
-        let body: Box<dyn Read> = if chunked {
+        // 204 and 304 have no body whatever their headers say (RFC 9112 §6.3); read to the
+        // close, they would wait for the read timeout on a connection the server keeps.
+        let body: Box<dyn Read> = if status == 204 || status == 304 {
+            Box::new(io::empty())
+        } else if chunked {
             Box::new(Chunked {
                 r,
                 left: 0,
@@ -201,6 +207,10 @@ mod tests {
         let close = "HTTP/1.0 201 Created\r\n\r\nuntil the end";
         let f = final_answer(io::Cursor::new(close.as_bytes().to_vec())).unwrap();
         assert_eq!((f.status, body(f)), (201, "until the end".to_string()));
+        // No body at all, whatever follows on the connection.
+        let none = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nnext answer";
+        let f = final_answer(io::Cursor::new(none.as_bytes().to_vec())).unwrap();
+        assert_eq!((f.status, body(f)), (204, String::new()));
     }
 
     #[test]

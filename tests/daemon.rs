@@ -389,3 +389,29 @@ fn sigterm_drains_within_the_grace_and_leaves_the_rest_pending(backend: Backend)
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
+
+/// The upload workers keep their connections: a backlog of 40 files goes over fewer than 40
+/// of them (each of the 4 workers opens one; an idle gap over 1 s on a loaded machine may
+/// cost another), with one request per file and nothing sent twice.
+#[test]
+fn a_backlog_goes_over_kept_connections() {
+    let env = Env::new("keepalive");
+    let mut want = Vec::new();
+    for i in 0..40 {
+        let b = jpeg(300 + i);
+        let name = format!("k_{i}.jpg");
+        env.put(&format!("Sega_{}", i % 3 + 1), &name, &b);
+        want.push((name, b));
+    }
+    let mut d = env.start_daemon();
+    wait_uploaded(&env, 40);
+    assert_arrived_once(&env, &want);
+    let (requests, connections) = (env.server.request_count(), env.server.connection_count());
+    assert_eq!(requests, 40, "a request went more than once");
+    assert!(
+        connections < 40,
+        "{connections} connections for 40 uploads: none was kept"
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(DEADLINE), 0);
+}

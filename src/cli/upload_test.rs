@@ -111,7 +111,7 @@ pub(super) fn upload_test(path: &Path, file: &Path, force: bool) -> Result<i32> 
     };
     print_request(&config, &settings, &item, kind);
     let t0 = std::time::Instant::now();
-    let outcome = upload::send(&settings, &item, kind, f, version.size, None);
+    let outcome = upload::send(&settings, &item, kind, f, version.size, None, None);
     let took = t0.elapsed();
     match outcome {
         Outcome::Answered(r) => {

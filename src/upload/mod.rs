@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use attohttpc::KeepAlive;
 use crossbeam_channel::{Receiver, Sender};
 use time::OffsetDateTime;
 
@@ -29,6 +30,8 @@ use crate::tls::{self, ClientTls};
 use crate::work::{classify_status, is_endpoint_failure, Class, Outcome, Sent};
 
 mod checksum;
+#[cfg(test)]
+mod keep_alive_tests;
 mod multipart;
 mod route;
 mod send;
@@ -241,12 +244,18 @@ pub struct Report {
     pub note: Option<String>,
 }
 
-/// Runs one job: file checks, then the request.
-pub fn run_job(job: Job, limiter: Option<&Arc<RateLimiter>>, clock: &Clock) -> Report {
+/// Runs one job: file checks, then the request, on the worker's kept connection if it has
+/// one (`keep`).
+pub fn run_job(
+    job: Job,
+    limiter: Option<&Arc<RateLimiter>>,
+    keep: &KeepAlive,
+    clock: &Clock,
+) -> Report {
     let started_at = clock.now_utc();
     let t0 = Instant::now();
     let mut note = None;
-    let outcome = attempt(&job, limiter, clock, &mut note);
+    let outcome = attempt(&job, limiter, keep, clock, &mut note);
     Report {
         job,
         started_at,
@@ -322,6 +331,7 @@ pub fn check_file(
 fn attempt(
     job: &Job,
     limiter: Option<&Arc<RateLimiter>>,
+    keep: &KeepAlive,
     clock: &Clock,
     note: &mut Option<String>,
 ) -> Outcome {
@@ -344,7 +354,15 @@ fn attempt(
     };
     *note = n;
     let on_disk = f.version;
-    let outcome = send(&job.settings, f, kind, file, on_disk.size, limiter);
+    let outcome = send(
+        &job.settings,
+        f,
+        kind,
+        file,
+        on_disk.size,
+        limiter,
+        Some(keep),
+    );
     // The file may have been rewritten while it was sent: then what arrived was a mix and a
     // new version must follow. (An answer that is not a success is judged as it is; the
     // next claim finds the new version.)
@@ -415,6 +433,8 @@ pub fn spawn_workers(
             thread::Builder::new()
                 .name(format!("upload-{}", i + 1))
                 .spawn(move || {
+                    // One connection per worker, kept between its uploads.
+                    let keep = KeepAlive::new();
                     for job in jobs {
                         let report = if gate.holds_back(job.solo, job.rules) {
                             Report {
@@ -427,7 +447,7 @@ pub fn spawn_workers(
                         } else {
                             let limit = job.settings.job_limit(job.file.version.size);
                             watch.busy(i, &job.target.path, limit);
-                            let r = run_job(job, limiter.as_ref(), &clock);
+                            let r = run_job(job, limiter.as_ref(), &keep, &clock);
                             watch.idle(i);
                             gate.record(&r.outcome);
                             r

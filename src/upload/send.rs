@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use attohttpc::header::{HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use attohttpc::KeepAlive;
 use time::OffsetDateTime;
 
 use super::checksum::{self, PassError};
@@ -100,8 +101,9 @@ pub struct Header<'a> {
 }
 
 /// The request's own headers, in the order `send` puts them on it (attohttpc adds
-/// `Content-Type` from the body, `Content-Length`, `Host`, `Connection: close`): the one
-/// list `send` sends and `upload-test` prints.
+/// `Content-Type` from the body, `Content-Length`, `Host`, and `Connection: close` when the
+/// connection is not kept, as for `upload-test`): the one list `send` sends and
+/// `upload-test` prints.
 pub fn headers<'a>(settings: &'a RequestSettings, idempotency_key: &'a str) -> Vec<Header<'a>> {
     let mut out = vec![Header {
         name: "User-Agent",
@@ -133,7 +135,8 @@ pub fn headers<'a>(settings: &'a RequestSettings, idempotency_key: &'a str) -> V
 /// Builds and sends the request for one file (also used by `upload-test`). `f.version` is
 /// the version the request is for: with `{sha256}` in a field, a file that is no longer
 /// that version is not sent (`Outcome::Changed`), and one that changes during the send
-/// leaves its request unfinished.
+/// leaves its request unfinished. With `keep`, the request goes on the connection kept there
+/// if it can and leaves its own there after a complete answer (`attohttpc::KeepAlive`).
 pub fn send(
     settings: &RequestSettings,
     f: &Item,
@@ -141,6 +144,7 @@ pub fn send(
     file: File,
     size: u64,
     limiter: Option<&Arc<RateLimiter>>,
+    keep: Option<&KeepAlive>,
 ) -> Outcome {
     let name_bytes = f.filename.as_bytes();
     let sha256 = if settings.hash_content {
@@ -187,6 +191,9 @@ pub fn send(
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.timeout)
         .timeout(settings.overall_timeout(size));
+    if let Some(keep) = keep {
+        builder = builder.keep_alive(keep.clone());
+    }
     for h in headers(settings, &key) {
         let value = match h.value {
             HeaderText::Plain(v) => v,

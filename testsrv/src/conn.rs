@@ -117,6 +117,9 @@ impl Sink {
 fn serve_one(sh: &Shared, conn: &mut Conn<TcpStream>) -> bool {
     let (head, head_error) = match conn.read_head() {
         Ok(None) => return false,
+        // A server that is down refuses new connections and has none open: a request on a
+        // connection kept from before is closed unanswered, and not recorded.
+        Ok(Some(_)) if sh.refusing() => return false,
         Ok(Some(raw)) => http::parse_head(&raw),
         Err(e) => (Head::default(), Some(e.to_string())),
     };

@@ -8,7 +8,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// How the server answers upload requests (any `POST`). Switchable while it runs; a change
-/// applies from the next request (and, for `Refuse`, the next connection).
+/// applies from the next request (and, for `Refuse`, the next connection and the next
+/// request on one already open).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mode {
     /// 200, `application/json` `{"ok":true,"id":…,"filename":…,"size":…,"sha256":…}`.
@@ -38,7 +39,8 @@ pub enum Mode {
         after_bytes: u64,
     },
     /// Close the listening socket (connects get ECONNREFUSED); re-bind the same port when
-    /// the mode changes away.
+    /// the mode changes away. A request on a connection kept open from before is closed
+    /// unanswered and not recorded, as by a server that went away.
     Refuse,
     /// 200 with `text/html` body `<html>ok</html>`.
     NonJson,

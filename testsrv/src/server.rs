@@ -346,6 +346,11 @@ fn spawn_conn(sh: &Arc<Shared>, stream: TcpStream, id: u64) {
 /// What connection threads use.
 impl Shared {
     /// The mode for an upload request, and its index `k` since the mode was set.
+    /// Whether the server is "down" (`Mode::Refuse`).
+    pub(crate) fn refusing(&self) -> bool {
+        lock(&self.ctl).mode == Mode::Refuse
+    }
+
     pub(crate) fn take_mode(&self) -> (Mode, u64) {
         let mut ctl = lock(&self.ctl);
         ctl.since_set += 1;

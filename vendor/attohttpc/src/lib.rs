@@ -72,6 +72,8 @@ macro_rules! warn {
 pub mod charsets;
 mod error;
 mod happy;
+// sega-uploader patch: persistent connections.
+mod keep_alive;
 #[cfg(feature = "multipart-form")]
 mod multipart;
 #[cfg(feature = "multipart-form")]
@@ -82,6 +84,8 @@ mod streams;
 mod tls;
 
 pub use crate::error::{Error, ErrorKind, InvalidResponseKind, Result};
+// sega-uploader patch: persistent connections.
+pub use crate::keep_alive::{KeepAlive, DEFAULT_MAX_IDLE};
 #[cfg(feature = "multipart-form")]
 pub use crate::multipart::{Multipart, MultipartBuilder, MultipartFile};
 pub use crate::parsing::{Response, ResponseReader};

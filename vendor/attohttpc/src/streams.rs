@@ -152,6 +152,68 @@ impl BaseStream {
         Ok(BaseStream::Tls { stream, timeout })
     }
 
+    /// sega-uploader patch (keep-alive): the TCP socket under a plain or TLS connection.
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            BaseStream::Plain { stream, .. } => Some(stream),
+            BaseStream::Tls { stream, .. } => Some(stream.get_ref()),
+            _ => None,
+        }
+    }
+
+    /// sega-uploader patch (keep-alive): whether an idle connection is still open with nothing
+    /// to read. A server that closed it has sent its FIN (a 0 read); one that sent anything
+    /// unasked (a TLS alert, stray bytes) leaves the next answer's start unclear.
+    pub(crate) fn open_and_quiet(&self) -> bool {
+        let Some(tcp) = self.tcp() else {
+            return false;
+        };
+        if tcp.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let quiet = matches!(tcp.peek(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        tcp.set_nonblocking(false).is_ok() && quiet
+    }
+
+    /// sega-uploader patch (keep-alive): whether the connection holds no byte it has read
+    /// and not yet handed out: a TLS session decrypts whole records, and may hold the start
+    /// of more than the answer (or the server's close_notify).
+    pub(crate) fn nothing_buffered(&mut self) -> bool {
+        match self {
+            BaseStream::Plain { .. } => true,
+            BaseStream::Tls { stream, .. } => stream.nothing_buffered(),
+            _ => false,
+        }
+    }
+
+    /// sega-uploader patch (keep-alive): an idle connection has no deadline.
+    pub(crate) fn disarm(&mut self) {
+        match self {
+            BaseStream::Plain { timeout, .. } | BaseStream::Tls { timeout, .. } => *timeout = None,
+            _ => {}
+        }
+    }
+
+    /// sega-uploader patch (keep-alive): a reused connection takes the new request's read
+    /// timeout and overall deadline.
+    pub(crate) fn rearm(&mut self, info: &ConnectInfo) -> io::Result<()> {
+        self.disarm();
+        let Some(tcp) = self.tcp() else {
+            return Ok(());
+        };
+        #[cfg(not(target_os = "wasi"))]
+        tcp.set_read_timeout(Some(info.base_settings.read_timeout))?;
+        #[cfg(not(feature = "single-threaded"))]
+        let armed = info.deadline.map(|at| deadline::arm(tcp.try_clone()?, at)).transpose()?;
+        #[cfg(feature = "single-threaded")]
+        let armed: Option<deadline::Guard> = None;
+        match self {
+            BaseStream::Plain { timeout, .. } | BaseStream::Tls { timeout, .. } => *timeout = armed,
+            _ => {}
+        }
+        Ok(())
+    }
+
     #[cfg(test)]
     pub fn mock(bytes: Vec<u8>) -> BaseStream {
         BaseStream::Mock(Cursor::new(bytes))
@@ -175,8 +237,8 @@ impl Write for BaseStream {
     #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            BaseStream::Plain { stream, .. } => stream.write(buf),
-            BaseStream::Tls { stream, .. } => stream.write(buf),
+            BaseStream::Plain { stream, timeout } => write_timeout(stream, buf, timeout),
+            BaseStream::Tls { stream, timeout } => write_timeout(stream, buf, timeout),
             BaseStream::Tunnel { stream } => stream.write(buf),
             #[cfg(test)]
             _ => Ok(0),
@@ -192,6 +254,16 @@ impl Write for BaseStream {
             #[cfg(test)]
             _ => Ok(()),
         }
+    }
+}
+
+/// sega-uploader patch (keep-alive): a write cut by the deadline's shutdown fails as
+/// `TimedOut`, as a read does, not as a peer that went away (which a kept connection's
+/// request would take for the server's close).
+fn write_timeout(stream: &mut impl Write, buf: &[u8], timeout: &Option<deadline::Guard>) -> io::Result<usize> {
+    match stream.write(buf) {
+        Err(_) if timeout.as_ref().is_some_and(deadline::Guard::fired) => Err(io::ErrorKind::TimedOut.into()),
+        other => other,
     }
 }
 

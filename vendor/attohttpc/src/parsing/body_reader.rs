@@ -1,6 +1,7 @@
 use std::io::{self, BufRead, BufReader, Read, Take};
 
 use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::StatusCode;
 
 use crate::error::{InvalidResponseKind, Result};
 use crate::parsing::chunked_reader::ChunkedReader;
@@ -11,6 +12,8 @@ pub enum BodyReader {
     Chunked(ChunkedReader<BaseStream>),
     Length(Take<BufReader<BaseStream>>),
     Close(BufReader<BaseStream>),
+    /// sega-uploader patch (keep-alive): the body was read and its connection taken back.
+    Spent,
 }
 
 impl Read for BodyReader {
@@ -20,6 +23,7 @@ impl Read for BodyReader {
             BodyReader::Chunked(r) => r.read(buf),
             BodyReader::Length(r) => r.read(buf),
             BodyReader::Close(r) => r.read(buf),
+            BodyReader::Spent => Ok(0),
         }
     }
 }
@@ -31,6 +35,7 @@ impl BufRead for BodyReader {
             BodyReader::Chunked(r) => r.fill_buf(),
             BodyReader::Length(r) => r.fill_buf(),
             BodyReader::Close(r) => r.fill_buf(),
+            BodyReader::Spent => Ok(&[]),
         }
     }
 
@@ -40,6 +45,22 @@ impl BufRead for BodyReader {
             BodyReader::Chunked(r) => r.consume(amt),
             BodyReader::Length(r) => r.consume(amt),
             BodyReader::Close(r) => r.consume(amt),
+            BodyReader::Spent => {}
+        }
+    }
+}
+
+impl BodyReader {
+    /// sega-uploader patch (keep-alive): the connection, if the body was framed by its length
+    /// and has been read to its end with no byte beyond it.
+    pub(crate) fn finished_stream(&mut self) -> Option<BaseStream> {
+        match self {
+            BodyReader::Length(r) if r.limit() == 0 && r.get_ref().buffer().is_empty() => {}
+            _ => return None,
+        }
+        match std::mem::replace(self, BodyReader::Spent) {
+            BodyReader::Length(r) => Some(r.into_inner().into_inner()),
+            _ => None,
         }
     }
 }
@@ -78,8 +99,14 @@ fn is_content_length(headers: &HeaderMap) -> Result<Option<u64>> {
 }
 
 impl BodyReader {
-    pub fn new(headers: &HeaderMap, reader: BufReader<BaseStream>) -> Result<BodyReader> {
-        if is_chunked(headers) {
+    pub fn new(headers: &HeaderMap, reader: BufReader<BaseStream>, status: StatusCode) -> Result<BodyReader> {
+        // sega-uploader patch: 204 and 304 have no body whatever their headers say (RFC 9112
+        // §6.3); read to the close, such an answer on a kept connection would wait for the
+        // read timeout. (1xx stays a close reader: an interim answer is read past by the
+        // caller, on the stream.)
+        if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Ok(BodyReader::Length(reader.take(0)))
+        } else if is_chunked(headers) {
             debug!("creating a chunked body reader");
             Ok(BodyReader::Chunked(ChunkedReader::new(reader)))
         } else if let Some(val) = is_content_length(headers)? {

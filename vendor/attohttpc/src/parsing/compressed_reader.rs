@@ -51,6 +51,15 @@ fn have_encoding(headers: &HeaderMap, enc: &str) -> bool {
 }
 
 impl CompressedReader {
+    /// sega-uploader patch (keep-alive): the connection of a plain body read to its end.
+    pub(crate) fn finished_stream(&mut self) -> Option<crate::streams::BaseStream> {
+        match self {
+            CompressedReader::Plain(r) => r.finished_stream(),
+            #[cfg(feature = "flate2")]
+            _ => None,
+        }
+    }
+
     #[cfg(feature = "flate2")]
     pub fn new<B>(headers: &HeaderMap, request: &PreparedRequest<B>, reader: BodyReader) -> Result<CompressedReader> {
         if request.method() != Method::HEAD {

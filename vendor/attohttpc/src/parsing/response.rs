@@ -8,6 +8,7 @@ use http::{
 use url::Url;
 
 use crate::error::{ErrorKind, InvalidResponseKind, Result};
+use crate::keep_alive::{KeepAlive, Origin};
 use crate::parsing::buffers::{self, trim_byte};
 use crate::parsing::{body_reader::BodyReader, compressed_reader::CompressedReader, ResponseReader};
 use crate::request::PreparedRequest;
@@ -23,6 +24,28 @@ pub fn parse_response_head<R>(reader: &mut BufReader<R>, max_headers: usize) -> 
 where
     R: Read,
 {
+    parse_response_head_version(reader, max_headers).map(|(status, headers, _)| (status, headers))
+}
+
+/// sega-uploader patch (keep-alive): whether an answer's `Connection` header has `close`.
+fn asks_to_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+}
+
+/// sega-uploader patch (keep-alive): `parse_response_head`, and whether the status line said
+/// `HTTP/1.1` (an HTTP/1.0 server closes unless asked otherwise, which this never asks).
+pub fn parse_response_head_version<R>(
+    reader: &mut BufReader<R>,
+    max_headers: usize,
+) -> Result<(StatusCode, HeaderMap, bool)>
+where
+    R: Read,
+{
+    let http11;
     const MAX_LINE_LEN: u64 = 16 * 1024;
 
     let mut line = Vec::new();
@@ -33,7 +56,7 @@ where
         buffers::read_line(reader, &mut line, MAX_LINE_LEN)?;
         let mut parts = line.split(|&b| b == b' ').filter(|x| !x.is_empty());
 
-        let _ = parts.next().ok_or(InvalidResponseKind::StatusLine)?;
+        http11 = parts.next().ok_or(InvalidResponseKind::StatusLine)? == b"HTTP/1.1";
         let code = parts.next().ok_or(InvalidResponseKind::StatusLine)?;
 
         str::from_utf8(code)
@@ -72,15 +95,31 @@ where
         headers.append(header, HeaderValue::from_bytes(value).map_err(http::Error::from)?);
     }
 
-    Ok((status, headers))
+    Ok((status, headers, http11))
 }
 
-pub fn parse_response<B>(reader: BaseStream, request: &PreparedRequest<B>, url: &Url) -> Result<Response> {
-    let mut reader = BufReader::new(reader);
-    let (status, mut headers) = parse_response_head(&mut reader, request.base_settings.max_headers)?;
-    let body_reader = BodyReader::new(&headers, reader)?;
+/// sega-uploader patch: `keep` is where the connection goes back once the answer has been read
+/// to its end, if the answer lets it be reused (see `crate::keep_alive`).
+pub fn parse_response<B>(
+    mut reader: BufReader<BaseStream>,
+    request: &PreparedRequest<B>,
+    url: &Url,
+    keep: Option<(KeepAlive, Origin)>,
+) -> Result<Response> {
+    let (status, mut headers, http11) = parse_response_head_version(&mut reader, request.base_settings.max_headers)?;
+    let body_reader = BodyReader::new(&headers, reader, status)?;
+    // Only a success: an error answer may have come before the server read the whole
+    // request, and a server that did not then close would read the rest as the next one.
+    let persistent = http11
+        && status.is_success()
+        && !asks_to_close(&headers)
+        && !headers.contains_key(TRANSFER_ENCODING)
+        && matches!(body_reader, BodyReader::Length(_));
     let compressed_reader = CompressedReader::new(&headers, request, body_reader)?;
-    let response_reader = ResponseReader::new(&headers, request, compressed_reader);
+    let mut response_reader = ResponseReader::new(&headers, request, compressed_reader);
+    if persistent {
+        response_reader.give_back_to(keep);
+    }
 
     // Remove HOP-BY-HOP headers
     headers.remove(TRANSFER_ENCODING);

@@ -7,6 +7,7 @@ use http::header::HeaderMap;
 use serde::de::DeserializeOwned;
 
 use crate::error::Result;
+use crate::keep_alive::{KeepAlive, Origin};
 use crate::parsing::compressed_reader::CompressedReader;
 use crate::request::PreparedRequest;
 
@@ -50,6 +51,9 @@ fn get_charset(headers: &HeaderMap, default_charset: Option<Charset>) -> Charset
 #[derive(Debug)]
 pub struct ResponseReader {
     inner: CompressedReader,
+    /// sega-uploader patch (keep-alive): where the connection goes when this is dropped with
+    /// the body read to its end.
+    keep: Option<(KeepAlive, Origin)>,
     #[cfg(feature = "charsets")]
     charset: Charset,
 }
@@ -63,13 +67,20 @@ impl ResponseReader {
     ) -> ResponseReader {
         ResponseReader {
             inner: reader,
+            keep: None,
             charset: get_charset(headers, request.base_settings.default_charset),
         }
     }
 
     #[cfg(not(feature = "charsets"))]
     pub(crate) fn new<B>(_: &HeaderMap, _: &PreparedRequest<B>, reader: CompressedReader) -> ResponseReader {
-        ResponseReader { inner: reader }
+        ResponseReader { inner: reader, keep: None }
+    }
+
+    /// sega-uploader patch (keep-alive): give the connection back to `keep` once the body
+    /// has been read to its end (when this is dropped).
+    pub(crate) fn give_back_to(&mut self, keep: Option<(KeepAlive, Origin)>) {
+        self.keep = keep;
     }
 
     /// Write the response to any object that implements `Write`.
@@ -273,5 +284,16 @@ mod tests {
     fn test_get_charset_standard() {
         let headers = HeaderMap::new();
         assert_eq!(get_charset(&headers, None), charsets::WINDOWS_1252);
+    }
+}
+
+/// sega-uploader patch (keep-alive): a body read to its end gives its connection back.
+impl Drop for ResponseReader {
+    fn drop(&mut self) {
+        if let Some((keep, origin)) = self.keep.take() {
+            if let Some(stream) = self.inner.finished_stream() {
+                keep.put(origin, stream);
+            }
+        }
     }
 }

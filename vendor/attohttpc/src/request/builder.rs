@@ -429,6 +429,15 @@ impl<B> RequestBuilder<B> {
     }
 }
 
+impl<B> RequestBuilder<B> {
+    /// sega-uploader patch: keep the connection in `keep_alive` for the next request made
+    /// with it, and take the one it holds (see `KeepAlive`).
+    pub fn keep_alive(mut self, keep_alive: crate::keep_alive::KeepAlive) -> Self {
+        self.base_settings.set_keep_alive(Some(keep_alive));
+        self
+    }
+}
+
 impl<B: Body> RequestBuilder<B> {
     /// Create a `PreparedRequest` from this `RequestBuilder`.
     ///
@@ -450,7 +459,10 @@ impl<B: Body> RequestBuilder<B> {
         prepped.set_compression()?;
         let headers = &mut prepped.headers;
 
-        header_insert(headers, CONNECTION, "close")?;
+        // sega-uploader patch: a request that may keep its connection does not close it.
+        if prepped.base_settings.keep_alive.is_none() {
+            header_insert(headers, CONNECTION, "close")?;
+        }
         match prepped.body.kind()? {
             BodyKind::Empty => (),
             BodyKind::KnownLength(len) => {

@@ -1,5 +1,5 @@
 use std::convert::{From, TryInto};
-use std::io::{prelude::*, BufWriter};
+use std::io::{prelude::*, BufReader, BufWriter};
 use std::str;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::error::{Error, ErrorKind, InvalidResponseKind, Result};
 use crate::parsing::{parse_response, Response};
+use crate::keep_alive::{self, Origin};
 use crate::streams::{BaseStream, ConnectInfo};
 
 /// Contains types to describe request bodies
@@ -222,16 +223,73 @@ impl<B: Body> PreparedRequest<B> {
                 _ => set_host(&mut self.headers, &url)?,
             };
 
+            // sega-uploader patch: its own handle on the settings, so that `info` outlives a
+            // write of the request (which borrows `self`) when the request goes again.
+            let base_settings = Arc::clone(&self.base_settings);
             let info = ConnectInfo {
                 url: &url,
                 proxy: proxy.as_ref(),
-                base_settings: &self.base_settings,
+                base_settings: &base_settings,
                 deadline,
             };
-            let mut stream = BaseStream::connect(&info)?;
-
-            self.write_request(&mut stream, &url, proxy.as_ref())?;
-            let resp = parse_response(stream, self, &url)?;
+            // sega-uploader patch: a kept connection to the same place is reused. If it turns
+            // out closed before any byte of the answer (the write fails because the peer is
+            // gone, the answer's first read finds the close), or it gives a 408 (a server
+            // timing out the idle connection just as the request came), the request goes
+            // once more on a new connection, within the same deadline, and never past it.
+            // https through a proxy (a tunnel) is never kept.
+            let keep = match (&self.base_settings.keep_alive, &proxy) {
+                (Some(_), Some(_)) if url.scheme() == "https" => None,
+                (Some(k), _) => Some((k.clone(), Origin::new(&url, proxy.as_ref(), &self.base_settings))),
+                (None, _) => None,
+            };
+            let mut fresh_only = false;
+            let resp = loop {
+                let kept = match &keep {
+                    Some((k, origin)) if !fresh_only => k.take(origin),
+                    _ => None,
+                };
+                let mut stream = match kept.map(|mut s| s.rearm(&info).map(|()| s)) {
+                    Some(Ok(s)) => Some(s),
+                    // Cannot be re-armed (no descriptor left for the timer): a new one, which
+                    // fails the same way if it must.
+                    Some(Err(_)) | None => None,
+                };
+                let reused = stream.is_some();
+                let mut stream = match stream.take() {
+                    Some(s) => s,
+                    None => BaseStream::connect(&info)?,
+                };
+                let in_time = || deadline.is_none_or(|d| Instant::now() < d);
+                if let Err(e) = self.write_request(&mut stream, &url, proxy.as_ref()) {
+                    if reused && keep_alive::peer_gone(&e) && in_time() {
+                        fresh_only = true;
+                        continue;
+                    }
+                    return Err(e);
+                }
+                let mut reader = BufReader::new(stream);
+                if reused {
+                    match reader.fill_buf() {
+                        Ok([]) if in_time() => {
+                            fresh_only = true;
+                            continue;
+                        }
+                        Err(e) if keep_alive::io_peer_gone(&e) && in_time() => {
+                            fresh_only = true;
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                        Ok(_) => {}
+                    }
+                }
+                let resp = parse_response(reader, self, &url, keep.clone())?;
+                if reused && resp.status() == StatusCode::REQUEST_TIMEOUT && in_time() {
+                    fresh_only = true;
+                    continue;
+                }
+                break resp;
+            };
 
             debug!("status code {}", resp.status().as_u16());
 

@@ -30,6 +30,9 @@ pub struct BaseSettings {
     /// used as is instead of the one built from the settings above.
     #[cfg(all(any(feature = "__rustls", feature = "__rustls-ring"), not(feature = "tls-native")))]
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// sega-uploader patch: where a connection is kept for the next request (no
+    /// `Connection: close`); `None` is upstream's one connection per request.
+    pub keep_alive: Option<crate::keep_alive::KeepAlive>,
     #[cfg(feature = "charsets")]
     pub default_charset: Option<Charset>,
     #[cfg(feature = "flate2")]
@@ -52,6 +55,7 @@ impl Default for BaseSettings {
             root_certificates: SkipDebug(Vec::new()),
             #[cfg(all(any(feature = "__rustls", feature = "__rustls-ring"), not(feature = "tls-native")))]
             tls_config: None,
+            keep_alive: None,
 
             #[cfg(feature = "charsets")]
             default_charset: None,
@@ -112,6 +116,7 @@ impl BaseSettings {
     basic_setter!(set_accept_invalid_hostnames, accept_invalid_hostnames, bool);
     #[cfg(all(any(feature = "__rustls", feature = "__rustls-ring"), not(feature = "tls-native")))]
     basic_setter!(set_tls_config, tls_config, Option<Arc<rustls::ClientConfig>>);
+    basic_setter!(set_keep_alive, keep_alive, Option<crate::keep_alive::KeepAlive>);
     #[cfg(feature = "charsets")]
     basic_setter!(set_default_charset, default_charset, Option<Charset>);
     #[cfg(feature = "flate2")]

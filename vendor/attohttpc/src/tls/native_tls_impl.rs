@@ -58,6 +58,22 @@ where
     inner: native_tls::TlsStream<S>,
 }
 
+impl<S> TlsStream<S>
+where
+    S: Read + Write,
+{
+    /// sega-uploader patch (keep-alive): the connection under the TLS session.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// sega-uploader patch (keep-alive): native-tls does not say what it holds decrypted:
+    /// never kept.
+    pub fn nothing_buffered(&mut self) -> bool {
+        false
+    }
+}
+
 impl<S> Read for TlsStream<S>
 where
     S: Read + Write,

@@ -35,6 +35,21 @@ where
     dummy: PhantomData<S>,
 }
 
+impl<S> TlsStream<S>
+where
+    S: Read + Write,
+{
+    /// sega-uploader patch (keep-alive): never called without TLS.
+    pub fn get_ref(&self) -> &S {
+        unreachable!("no TLS stream exists without a TLS feature")
+    }
+
+    /// sega-uploader patch (keep-alive): never called without TLS.
+    pub fn nothing_buffered(&mut self) -> bool {
+        false
+    }
+}
+
 impl<S> Read for TlsStream<S>
 where
     S: Read + Write,

@@ -132,6 +132,19 @@ impl<S> TlsStream<S>
 where
     S: Read + Write,
 {
+    /// sega-uploader patch (keep-alive): the connection under the TLS session.
+    pub fn get_ref(&self) -> &S {
+        &self.inner.sock
+    }
+
+    /// sega-uploader patch (keep-alive): no decrypted byte waiting and no close_notify read.
+    pub fn nothing_buffered(&mut self) -> bool {
+        match self.inner.conn.process_new_packets() {
+            Ok(state) => state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed(),
+            Err(_) => false,
+        }
+    }
+
     fn handle_close_notify(&mut self, res: io::Result<usize>) -> io::Result<usize> {
         match res {
             Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {
