@@ -412,6 +412,32 @@ fn a_backlog_goes_over_kept_connections() {
         connections < 40,
         "{connections} connections for 40 uploads: none was kept"
     );
+    // Idle for over 1 s, a kept connection is closed, not held until the next job (the
+    // endpoint's own idle limit here is 60 s).
+    wait_until(
+        "the idle connections closed",
+        Duration::from_secs(20),
+        || env.server.open_connections() == 0,
+    );
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(DEADLINE), 0);
+}
+
+/// `upload.keep_alive: false`: a connection per upload, each asking to close.
+#[test]
+fn keep_alive_off_opens_a_connection_per_upload() {
+    let env = Env::new("keepalive-off");
+    env.set("/upload/keep_alive", json!(false));
+    env.set("/upload/workers", json!(1));
+    for i in 0..6 {
+        env.put("Sega_1", format!("n_{i}.jpg"), &jpeg(400 + i));
+    }
+    let o = env.run(&["scan"]);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(env.count_status("uploaded"), 6);
+    assert_eq!(env.server.connection_count(), 6);
+    assert!(env
+        .successful_uploads()
+        .iter()
+        .all(|r| r.header("Connection") == Some("close")));
 }

@@ -248,7 +248,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// A value as shown in a type error: short JSON, or its kind when it is long.
-fn describe(v: &Value) -> String {
+pub(super) fn describe(v: &Value) -> String {
     match v {
         Value::Array(_) | Value::Object(_) => kind(v).into(),
         Value::String(s) if s.chars().count() > 40 => kind(v).into(),

@@ -112,6 +112,9 @@ pub struct Upload {
     /// goes through (its credentials are a secret); `None`: direct. Proxy environment
     /// variables are never read.
     pub proxy: Option<Endpoint>,
+    /// `upload.keep_alive`: each worker keeps its connection for its next upload (default);
+    /// `false`: a connection per upload, closed after it (`Connection: close`).
+    pub keep_alive: bool,
 }
 
 /// `upload.success`: what a 2xx answer must say for the file to count as uploaded.
@@ -408,6 +411,7 @@ impl Config {
                     "client_key": u.tls.client.as_ref().map(|c| path(&c.key)),
                 },
                 "proxy": u.proxy.as_ref().map(Endpoint::redacted),
+                "keep_alive": u.keep_alive,
                 "success": u.success.as_ref().map(|s| json!({
                     "json_pointer": s.json_pointer,
                     "equals": s.equals,

@@ -3,7 +3,8 @@
 
 use super::*;
 
-/// DESIGN §6 verbatim: every key with its default.
+/// DESIGN §6 verbatim, plus the keys added since (`upload.keep_alive`): every key with its
+/// default.
 const FULL: &str = r#"{
   "watch": { "root": "/data", "folders": ["Sega_1", "Sega_2", "Sega_3"],
              "extensions": ["jpg", "jpeg", "png"], "scan_interval_secs": 60,
@@ -14,7 +15,7 @@ const FULL: &str = r#"{
               "min_rate_kib_s": 64, "order": "oldest_first", "max_kib_s": null,
               "retry": { "initial_secs": 5, "max_secs": 600, "max_attempts": 0 },
               "tls": { "ca_file": null, "client_cert": null, "client_key": null },
-              "proxy": null, "success": null },
+              "proxy": null, "keep_alive": true, "success": null },
   "database": { "path": "/var/lib/sega/sega-uploader.db", "keep_days": 90,
                 "scope": null, "url": null, "host": null, "lease_secs": 60 },
   "log": { "level": "info", "file": null },
@@ -237,6 +238,7 @@ fn each_rule_is_enforced_at_its_key() {
         (r#"{"upload": {"min_rate_kib_s": 0}}"#, "upload.min_rate_kib_s", "at least 1"),
         (r#"{"upload": {"max_kib_s": 0}}"#, "upload.max_kib_s", "at least 1"),
         (r#"{"upload": {"order": "random"}}"#, "upload.order", "expected \"oldest_first\" or \"newest_first\", got \"random\""),
+        (r#"{"upload": {"keep_alive": "no"}}"#, "upload.keep_alive", "expected true or false, got \"no\""),
         (r#"{"upload": {"retry": {"initial_secs": 700}}}"#, "upload.retry.initial_secs", "must not exceed upload.retry.max_secs (600)"),
         (r#"{"upload": {"retry": {"max_secs": 0}}}"#, "upload.retry.max_secs", "at least 1"),
         (r#"{"upload": {"retry": {"max_attempts": -1}}}"#, "upload.retry.max_attempts", "must not be negative"),

@@ -154,7 +154,7 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
         "upload",
         v,
         "url file_field fields headers workers connect_timeout_secs timeout_secs min_rate_kib_s \
-         order max_kib_s retry tls proxy success",
+         order max_kib_s retry tls proxy success keep_alive",
     );
     let url = match o.get("url") {
         None => {
@@ -210,6 +210,20 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
             .and_then(|s| ck.check("upload.proxy", Endpoint::parse(s).and_then(proxy))),
     };
     let success = success(ck, o.get("success"));
+    let keep_alive = match o.get("keep_alive") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            ck.report(
+                "upload.keep_alive",
+                format!(
+                    "expected true or false, got {}",
+                    super::checker::describe(v)
+                ),
+            );
+            true
+        }
+    };
     Some(Upload {
         url: url?,
         file_field: file_field.to_string(),
@@ -225,6 +239,7 @@ pub(super) fn upload(ck: &mut Checker, v: Option<&Value>) -> Option<Upload> {
         tls,
         success,
         proxy,
+        keep_alive,
     })
 }
 

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use attohttpc::KeepAlive;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use time::OffsetDateTime;
 
 use crate::clock::Clock;
@@ -74,6 +74,8 @@ pub struct RequestSettings {
     pub limited: bool,
     pub scope: String,
     pub incomplete_max_wait: Duration,
+    /// `upload.keep_alive`: the worker's connection is kept for its next upload.
+    pub keep_alive: bool,
 }
 
 impl RequestSettings {
@@ -110,6 +112,7 @@ impl RequestSettings {
             limited: u.max_kib_s.is_some(),
             scope,
             incomplete_max_wait: config.watch.incomplete_max_wait,
+            keep_alive: u.keep_alive,
         })
     }
 
@@ -435,7 +438,24 @@ pub fn spawn_workers(
                 .spawn(move || {
                     // One connection per worker, kept between its uploads.
                     let keep = KeepAlive::new();
-                    for job in jobs {
+                    loop {
+                        // A kept connection is closed once it is too old to be reused, not
+                        // left open (half-closed by the server, say) until the next job.
+                        let job = if keep.holds_one() {
+                            match jobs.recv_timeout(attohttpc::DEFAULT_MAX_IDLE) {
+                                Ok(job) => job,
+                                Err(RecvTimeoutError::Timeout) => {
+                                    keep.close();
+                                    continue;
+                                }
+                                Err(RecvTimeoutError::Disconnected) => return,
+                            }
+                        } else {
+                            match jobs.recv() {
+                                Ok(job) => job,
+                                Err(_) => return,
+                            }
+                        };
                         let report = if gate.holds_back(job.solo, job.rules) {
                             Report {
                                 started_at: clock.now_utc(),
@@ -545,6 +565,7 @@ mod tests {
             limited: false,
             scope: "s".into(),
             incomplete_max_wait: Duration::from_secs(600),
+            keep_alive: true,
         };
         assert_eq!(s.overall_timeout(0), Duration::from_secs(60));
         assert_eq!(s.overall_timeout(1 << 30), Duration::from_secs(60 + 16384));

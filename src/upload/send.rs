@@ -191,7 +191,7 @@ pub fn send(
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.timeout)
         .timeout(settings.overall_timeout(size));
-    if let Some(keep) = keep {
+    if let Some(keep) = keep.filter(|_| settings.keep_alive) {
         builder = builder.keep_alive(keep.clone());
     }
     for h in headers(settings, &key) {

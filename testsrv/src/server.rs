@@ -181,6 +181,11 @@ impl Server {
         lock(&self.shared.log).stats.request_count
     }
 
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        lock(&self.shared.conns).len()
+    }
+
     /// TCP connections accepted since the start or the last `clear`.
     pub fn connection_count(&self) -> usize {
         lock(&self.shared.log).stats.connection_count

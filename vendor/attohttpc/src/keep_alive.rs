@@ -16,8 +16,9 @@
 //! `max_idle`, and has nothing to read (a server that closed it has sent its FIN). A request
 //! whose reused connection turns out closed before any byte of its answer, or answers 408,
 //! is sent once more on a new connection (`PreparedRequest::send`), within the same deadline:
-//! a server may close an idle connection just as the request goes. https through a proxy (a
-//! tunnel) is never kept.
+//! a server may close an idle connection just as the request goes. A connection through a
+//! proxy is never kept (a proxy that relays bytes after its first request would pass the
+//! next one to the origin with the proxy's credentials).
 
 use std::io;
 use std::sync::{Arc, Mutex};

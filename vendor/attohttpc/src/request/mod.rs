@@ -237,11 +237,12 @@ impl<B: Body> PreparedRequest<B> {
             // gone, the answer's first read finds the close), or it gives a 408 (a server
             // timing out the idle connection just as the request came), the request goes
             // once more on a new connection, within the same deadline, and never past it.
-            // https through a proxy (a tunnel) is never kept.
+            // A connection through a proxy is never kept: a tunnel's TLS is not re-armed, and
+            // a plain http proxy that relays bytes after the first request would pass the
+            // next one straight to the origin, its `Proxy-Authorization` with it.
             let keep = match (&self.base_settings.keep_alive, &proxy) {
-                (Some(_), Some(_)) if url.scheme() == "https" => None,
-                (Some(k), _) => Some((k.clone(), Origin::new(&url, proxy.as_ref(), &self.base_settings))),
-                (None, _) => None,
+                (Some(k), None) => Some((k.clone(), Origin::new(&url, None, &self.base_settings))),
+                _ => None,
             };
             let mut fresh_only = false;
             let resp = loop {
