@@ -127,17 +127,18 @@ fn post_within(url: &str, keep: &KeepAlive, timeout: Duration) -> attohttpc::Res
     Ok((status, resp.text()?))
 }
 
+/// `n` requests one after another, each answered 200 `ok`.
+fn posts_ok(url: &str, keep: &KeepAlive, n: usize) {
+    for i in 0..n {
+        assert_eq!(post(url, keep).unwrap(), (200, "ok".into()), "request {i}");
+    }
+}
+
 #[test]
 fn requests_one_after_another_share_one_connection() {
     let server = Server::start(|_, _| Act::Answer(OK));
     let keep = KeepAlive::new();
-    for i in 0..5 {
-        assert_eq!(
-            post(&server.url, &keep).unwrap(),
-            (200, "ok".into()),
-            "request {i}"
-        );
-    }
+    posts_ok(&server.url, &keep, 5);
     assert_eq!(server.requests(), 5);
     assert_eq!(
         server.connections(),
@@ -257,13 +258,7 @@ fn a_204_with_no_length_is_over_at_its_head() {
 fn a_connection_the_server_closed_is_not_used_again() {
     let server = Server::start(|_, _| Act::AnswerThenClose(OK));
     let keep = KeepAlive::new();
-    for i in 0..3 {
-        assert_eq!(
-            post(&server.url, &keep).unwrap(),
-            (200, "ok".into()),
-            "request {i}"
-        );
-    }
+    posts_ok(&server.url, &keep, 3);
     assert_eq!(server.connections(), 3);
     assert_eq!(server.requests(), 3);
 }
@@ -282,8 +277,7 @@ fn a_kept_connection_closed_unanswered_sends_once_more_on_a_new_one() {
         }
     });
     let keep = KeepAlive::new();
-    assert_eq!(post(&server.url, &keep).unwrap(), (200, "ok".into()));
-    assert_eq!(post(&server.url, &keep).unwrap(), (200, "ok".into()));
+    posts_ok(&server.url, &keep, 2);
     assert_eq!(server.connections(), 2);
     assert_eq!(
         server.requests(),
@@ -315,8 +309,7 @@ fn a_408_on_a_kept_connection_sends_once_more_on_a_new_one() {
         _ => Act::Answer(OK),
     });
     let keep = KeepAlive::new();
-    assert_eq!(post(&server.url, &keep).unwrap(), (200, "ok".into()));
-    assert_eq!(post(&server.url, &keep).unwrap(), (200, "ok".into()));
+    posts_ok(&server.url, &keep, 2);
     assert_eq!((server.connections(), server.requests()), (2, 3));
     keep.close();
     assert_eq!(post(&server.url, &keep).unwrap().0, 408);
@@ -330,7 +323,7 @@ fn a_408_on_a_kept_connection_sends_once_more_on_a_new_one() {
 fn a_reused_connection_keeps_the_new_request_s_deadline() {
     let server = Server::start(|_, n| if n == 0 { Act::Answer(OK) } else { Act::Silent });
     let keep = KeepAlive::with_max_idle(Duration::from_secs(60));
-    assert_eq!(post(&server.url, &keep).unwrap(), (200, "ok".into()));
+    posts_ok(&server.url, &keep, 1);
     let started = Instant::now();
     let r = post_within(&server.url, &keep, Duration::from_millis(500));
     let took = started.elapsed();

@@ -413,6 +413,20 @@ fn open_outcome(e: OpenError) -> Outcome {
     }
 }
 
+/// A worker's next job; `None` once the channel is closed. A kept connection is closed once
+/// it is too old to be reused, not left open (half-closed by the server, say) until the
+/// next job comes.
+fn next_job(jobs: &Receiver<Job>, keep: &KeepAlive) -> Option<Job> {
+    if keep.holds_one() {
+        match jobs.recv_timeout(attohttpc::DEFAULT_MAX_IDLE) {
+            Ok(job) => return Some(job),
+            Err(RecvTimeoutError::Timeout) => keep.close(),
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+    jobs.recv().ok()
+}
+
 /// Starts `n` named workers (`upload-1`…) that run jobs until the job channel closes; each
 /// tells `watch` when it takes a job and by when it must be over.
 pub fn spawn_workers(
@@ -438,24 +452,7 @@ pub fn spawn_workers(
                 .spawn(move || {
                     // One connection per worker, kept between its uploads.
                     let keep = KeepAlive::new();
-                    loop {
-                        // A kept connection is closed once it is too old to be reused, not
-                        // left open (half-closed by the server, say) until the next job.
-                        let job = if keep.holds_one() {
-                            match jobs.recv_timeout(attohttpc::DEFAULT_MAX_IDLE) {
-                                Ok(job) => job,
-                                Err(RecvTimeoutError::Timeout) => {
-                                    keep.close();
-                                    continue;
-                                }
-                                Err(RecvTimeoutError::Disconnected) => return,
-                            }
-                        } else {
-                            match jobs.recv() {
-                                Ok(job) => job,
-                                Err(_) => return,
-                            }
-                        };
+                    while let Some(job) = next_job(&jobs, &keep) {
                         let report = if gate.holds_back(job.solo, job.rules) {
                             Report {
                                 started_at: clock.now_utc(),

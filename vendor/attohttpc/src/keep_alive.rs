@@ -12,7 +12,7 @@
 //! whole request), no `Connection: close`, no `Transfer-Encoding`, a body framed by
 //! `Content-Length` (or none: 204) read to its last byte with no byte beyond it, in the
 //! socket's buffer or the TLS session's. It is taken again only if it went to the same
-//! origin through the same proxy with the same TLS configuration, has been idle for at most
+//! origin with the same TLS configuration, has been idle for at most
 //! `max_idle`, and has nothing to read (a server that closed it has sent its FIN). A request
 //! whose reused connection turns out closed before any byte of its answer, or answers 408,
 //! is sent once more on a new connection (`PreparedRequest::send`), within the same deadline:
@@ -60,14 +60,14 @@ pub(crate) struct Origin {
 }
 
 impl Origin {
-    pub(crate) fn new(url: &Url, proxy: Option<&Url>, settings: &BaseSettings) -> Origin {
+    /// (Never through a proxy: such a connection is not kept.)
+    pub(crate) fn new(url: &Url, settings: &BaseSettings) -> Origin {
         Origin {
             key: format!(
-                "{}://{}:{}|{}|{}{}",
+                "{}://{}:{}|{}{}",
                 url.scheme(),
                 url.host_str().unwrap_or(""),
                 url.port_or_known_default().unwrap_or(0),
-                proxy.map(Url::as_str).unwrap_or(""),
                 settings.accept_invalid_certs,
                 settings.accept_invalid_hostnames,
             ),

@@ -241,7 +241,7 @@ impl<B: Body> PreparedRequest<B> {
             // a plain http proxy that relays bytes after the first request would pass the
             // next one straight to the origin, its `Proxy-Authorization` with it.
             let keep = match (&self.base_settings.keep_alive, &proxy) {
-                (Some(k), None) => Some((k.clone(), Origin::new(&url, None, &self.base_settings))),
+                (Some(k), None) => Some((k.clone(), Origin::new(&url, &self.base_settings))),
                 _ => None,
             };
             let mut fresh_only = false;
@@ -250,14 +250,11 @@ impl<B: Body> PreparedRequest<B> {
                     Some((k, origin)) if !fresh_only => k.take(origin),
                     _ => None,
                 };
-                let mut stream = match kept.map(|mut s| s.rearm(&info).map(|()| s)) {
-                    Some(Ok(s)) => Some(s),
-                    // Cannot be re-armed (no descriptor left for the timer): a new one, which
-                    // fails the same way if it must.
-                    Some(Err(_)) | None => None,
-                };
-                let reused = stream.is_some();
-                let mut stream = match stream.take() {
+                // One that cannot be re-armed (no descriptor left for the timer) is dropped
+                // for a new one, which fails the same way if it must.
+                let kept = kept.and_then(|mut s| s.rearm(&info).ok().map(|()| s));
+                let reused = kept.is_some();
+                let mut stream = match kept {
                     Some(s) => s,
                     None => BaseStream::connect(&info)?,
                 };
