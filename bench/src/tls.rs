@@ -5,9 +5,9 @@
 //! - One big image over https: sega-uploader's MB/s against `curl --cacert … -F` through the
 //!   same front in the same run (runs alternate), its peak RSS, and the daemon over plain
 //!   http in the same runs for the cost of TLS.
-//! - Files/s over https, every file its own connection and handshake (attohttpc sends
-//!   `Connection: close`), beside the same files over plain http and `xargs -P curl
-//!   --cacert` over https, runs alternating.
+//! - Files/s over https with kept connections (the default: a handshake per worker), beside
+//!   the same files over https with `upload.keep_alive: false` (a connection and a handshake
+//!   per file), over plain http, and `xargs -P curl --cacert` over https, runs alternating.
 
 use std::fs;
 use std::io;
@@ -172,6 +172,40 @@ fn big(ctx: &Ctx) -> io::Result<Vec<Row>> {
     Ok(vec![speed, peak])
 }
 
+/// How the daemon reaches the endpoint in one of the files/s runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    /// https with kept connections (the default): a handshake per worker, not per file.
+    Kept,
+    /// https with `upload.keep_alive: false`: a connection and a handshake per file.
+    Closed,
+    /// Plain http, kept connections.
+    Plain,
+}
+
+impl Way {
+    const ALL: [Way; 3] = [Way::Kept, Way::Closed, Way::Plain];
+
+    fn label(self) -> &'static str {
+        match self {
+            Way::Kept => "sega-uploader https",
+            Way::Closed => "sega-uploader https, keep_alive off",
+            Way::Plain => "sega-uploader http",
+        }
+    }
+}
+
+/// One way's figures over the runs.
+#[derive(Default)]
+struct Runs {
+    rate: Vec<f64>,
+    cpu_us: Vec<f64>,
+    /// The endpoint's side: this process (the endpoint, and the TLS front for https).
+    endpoint_us: Vec<f64>,
+    handshakes: Vec<u64>,
+    resumed: Vec<u64>,
+}
+
 fn files(ctx: &Ctx) -> io::Result<Row> {
     let p = &ctx.p;
     let count = p.tput_files;
@@ -182,30 +216,25 @@ fn files(ctx: &Ctx) -> io::Result<Row> {
     let dir = tree::date_dirs(&scene.root, &FOLDERS[..1], &date)?.remove(0);
     let paths = tree::write_images(&dir, "TLS", count, &Contents::new(p.image_size, 16, 1000))?;
     let list = throughput::list_file(&scene, &paths)?;
-    let (mut https, mut http, mut cpu_https, mut cpu_http, mut curl) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // The endpoint's side: the CPU of this process (the endpoint, and the TLS front for
-    // https) per file.
-    let (mut front_https, mut front_http) = (Vec::new(), Vec::new());
+    let mut runs: [Runs; 3] = Default::default();
+    let mut curl = Vec::new();
     let own_cpu_ns =
         || crate::sys::proc_stats(std::process::id() as i32).map_or(0, |s| s.cpu_ticks_ns);
-    let (mut handshakes, mut resumed) = (Vec::new(), Vec::new());
     for _ in 0..ctx.runs {
-        for tls in [true, false] {
+        for (i, way) in Way::ALL.into_iter().enumerate() {
             scene.reset_db()?;
-            if tls {
-                configure_https(ctx, &scene, ctx.workers)?;
-            } else {
+            if way == Way::Plain {
                 scene.configure(&ctx.url(), ctx.workers, 0, 60)?;
+            } else {
+                configure_https(ctx, &scene, ctx.workers)?;
+            }
+            if way == Way::Closed {
+                scene.set_upload("keep_alive", json!(false))?;
             }
             ctx.server.clear();
             let before = ctx.https.handshakes();
             let own_before = own_cpu_ns();
-            let who = if tls {
-                "sega-uploader https"
-            } else {
-                "sega-uploader http"
-            };
+            let who = way.label();
             let mut d = ctx.start(&scene, false, &[])?;
             let done = ctx
                 .wait_uploads(count, timeout, who)
@@ -215,20 +244,14 @@ fn files(ctx: &Ctx) -> io::Result<Row> {
             let exit = d
                 .stop()
                 .ok_or_else(|| io::Error::other("daemon did not exit"))?;
-            let cpu_us = exit.cpu().as_secs_f64() * 1e6 / count as f64;
-            let own_us = own_cpu_ns().saturating_sub(own_before) as f64 / 1e3 / count as f64;
-            if tls {
-                https.push(count as f64 / secs);
-                cpu_https.push(cpu_us);
-                let after = ctx.https.handshakes();
-                handshakes.push(after.0 - before.0);
-                resumed.push(after.1 - before.1);
-                front_https.push(own_us);
-            } else {
-                http.push(count as f64 / secs);
-                cpu_http.push(cpu_us);
-                front_http.push(own_us);
-            }
+            let after = ctx.https.handshakes();
+            let r = &mut runs[i];
+            r.rate.push(count as f64 / secs);
+            r.cpu_us.push(exit.cpu().as_secs_f64() * 1e6 / count as f64);
+            r.endpoint_us
+                .push(own_cpu_ns().saturating_sub(own_before) as f64 / 1e3 / count as f64);
+            r.handshakes.push(after.0 - before.0);
+            r.resumed.push(after.1 - before.1);
         }
         // The usual one-liner over https: a curl process, a full handshake, per file.
         let cacert = ["--cacert".as_ref(), ctx.https.ca_file.as_os_str()];
@@ -249,32 +272,47 @@ fn files(ctx: &Ctx) -> io::Result<Row> {
             )?);
         }
     }
-    // Every file its own connection: as many handshakes as files (a resumed session is
-    // still a handshake, a shorter one).
-    if let Some(n) = handshakes.iter().find(|&&n| n < count as u64) {
+    let [kept, closed, plain] = &runs;
+    // Each https way must be what it says: with keep_alive off a handshake per file (a
+    // resumed session is still a handshake, a shorter one); kept, fewer handshakes than
+    // files (a worker's connection carries many).
+    if let Some(n) = closed.handshakes.iter().find(|&&n| n < count as u64) {
         return Err(io::Error::other(format!(
-            "{n} TLS handshakes for {count} files over https"
+            "{n} TLS handshakes for {count} files over https with keep_alive off"
+        )));
+    }
+    if let Some(n) = kept
+        .handshakes
+        .iter()
+        .find(|&&n| n == 0 || n >= count as u64)
+    {
+        return Err(io::Error::other(format!(
+            "{n} TLS handshakes for {count} files over https with kept connections"
         )));
     }
     let mut row = Row::new(
         "tls_files",
         &format!(
-            "throughput over https: {count} × {} KiB images present at start, a handshake each",
+            "throughput over https: {count} × {} KiB images present at start, kept connections",
             p.image_size / 1024
         ),
         "files/s",
         Target::None,
-        Summary::of(&https),
+        Summary::of(&kept.rate),
     );
-    let plain = Summary::of(&http);
+    let median = |v: &[f64]| Summary::of(v).median;
     row.checks.push(Check {
         text: format!(
-            "{:.0} % of plain http",
-            100.0 * row.value.median / plain.median
+            "{:.0} % of plain http; {:.2}× https with a handshake per file",
+            100.0 * median(&kept.rate) / median(&plain.rate),
+            median(&kept.rate) / median(&closed.rate),
         ),
         ok: None,
     });
-    row.others.push(("sega-uploader over http".into(), plain));
+    row.others
+        .push((Way::Closed.label().into(), Summary::of(&closed.rate)));
+    row.others
+        .push((Way::Plain.label().into(), Summary::of(&plain.rate)));
     if !curl.is_empty() {
         let rates: Vec<f64> = curl.iter().map(|p| p.rate).collect();
         row.others.push((
@@ -285,24 +323,32 @@ fn files(ctx: &Ctx) -> io::Result<Row> {
     row.detail = json!({
         "how": format!("from the daemon's fork/exec to the last request settled at the endpoint; \
                         a fresh database each run; settle_secs 0; {} workers; runs alternate \
-                        https, http, xargs curl https (timed from xargs' start); {}", ctx.workers, ctx.runs_label()),
-        "cpu_us_per_file_https": Summary::of(&cpu_https).to_json(),
-        "cpu_us_per_file_http": Summary::of(&cpu_http).to_json(),
-        "endpoint_cpu_us_per_file_https": Summary::of(&front_https).to_json(),
-        "endpoint_cpu_us_per_file_http": Summary::of(&front_http).to_json(),
-        "handshakes_per_run": handshakes,
-        "resumed_handshakes_per_run": resumed,
+                        https (kept connections), https with upload.keep_alive false, http, \
+                        xargs curl https (timed from xargs' start); {}", ctx.workers, ctx.runs_label()),
+        "cpu_us_per_file_https": Summary::of(&kept.cpu_us).to_json(),
+        "cpu_us_per_file_https_closed": Summary::of(&closed.cpu_us).to_json(),
+        "cpu_us_per_file_http": Summary::of(&plain.cpu_us).to_json(),
+        "endpoint_cpu_us_per_file_https": Summary::of(&kept.endpoint_us).to_json(),
+        "endpoint_cpu_us_per_file_https_closed": Summary::of(&closed.endpoint_us).to_json(),
+        "endpoint_cpu_us_per_file_http": Summary::of(&plain.endpoint_us).to_json(),
+        "handshakes_per_run": kept.handshakes,
+        "handshakes_per_run_closed": closed.handshakes,
+        "resumed_handshakes_per_run_closed": closed.resumed,
     });
     row.checks.push(Check {
         text: format!(
-            "CPU/file https / http: daemon {} / {} µs, endpoint with the TLS front {} / {} µs; \
-             {} of {} handshakes resumed",
-            fmt(Summary::of(&cpu_https).median),
-            fmt(Summary::of(&cpu_http).median),
-            fmt(Summary::of(&front_https).median),
-            fmt(Summary::of(&front_http).median),
-            resumed.iter().sum::<u64>(),
-            handshakes.iter().sum::<u64>()
+            "CPU/file https kept / https a handshake each / http: daemon {} / {} / {} µs, \
+             endpoint with the TLS front {} / {} / {} µs; handshakes per run {} kept, {} \
+             closed ({} of them resumed)",
+            fmt(median(&kept.cpu_us)),
+            fmt(median(&closed.cpu_us)),
+            fmt(median(&plain.cpu_us)),
+            fmt(median(&kept.endpoint_us)),
+            fmt(median(&closed.endpoint_us)),
+            fmt(median(&plain.endpoint_us)),
+            kept.handshakes.iter().max().unwrap_or(&0),
+            closed.handshakes.iter().max().unwrap_or(&0),
+            closed.resumed.iter().max().unwrap_or(&0),
         ),
         ok: None,
     });
