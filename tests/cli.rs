@@ -52,6 +52,21 @@ fn bad_configs_exit_78_naming_every_problem() {
     let o = env.run(&["check-config"]);
     assert_eq!(o.code, 78);
     assert!(o.stderr.contains("upload.url"), "{}", o.stderr);
+
+    // A valid config that cannot do what the command asks: migrate-db needs database.url.
+    std::fs::write(
+        &env.config_path,
+        json!({
+            "watch": { "root": env.dir.join("data") },
+            "upload": { "url": "http://127.0.0.1:9/upload" },
+            "database": { "path": env.dir.join("sega.db") }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let o = env.run(&["migrate-db"]);
+    assert_eq!(o.code, 78, "{}", o.stderr);
+    assert!(o.stderr.contains("database.url: not set"), "{}", o.stderr);
 }
 
 both_backends!(check_config_prints_the_effective_config_with_secrets_redacted);

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::progress::{eta, rate, Progress, Verbosity};
 use super::setup;
 use crate::cli::out::outln;
+use crate::config::{ConfigError, Problem};
 use crate::error::{Error, Result, EXIT_OK};
 use crate::layout::Show;
 use crate::lock;
@@ -23,11 +24,16 @@ pub(super) fn migrate_db(path: &Path, from: Option<PathBuf>, verbosity: Verbosit
         crate::logging::set_level(log::max_level().min(log::LevelFilter::Error));
     }
     if config.database.url.is_none() {
-        return Err(Error::Other(
-            "migrate-db copies an SQLite ledger into the PostgreSQL ledger at database.url, \
-             and database.url is not set in this config"
-                .into(),
-        ));
+        // A config that cannot do what was asked: exit 78 naming the key, as any other.
+        return Err(Error::Config(ConfigError {
+            source_name: path.shown().to_string(),
+            problems: vec![Problem {
+                location: "database.url".into(),
+                message: "not set: migrate-db copies an SQLite ledger into the PostgreSQL \
+                          ledger that database.url names"
+                    .into(),
+            }],
+        }));
     }
     let source = from.unwrap_or_else(|| config.database.path.clone());
     // A daemon still writing the SQLite file would record files the copy misses.
