@@ -15,6 +15,44 @@ fn jpeg(seed: u64) -> Vec<u8> {
 
 const DETAIL: &str = r#"{"detail":"missing field camera_id"}"#;
 
+/// An endpoint (or a proxy) that refuses a request from its head alone and closes with the
+/// body unread makes the write of a large body fail; the answer it sent is what the row and
+/// the stored attempt say, not "connection reset" or "broken pipe" (a 413 fails the file, as
+/// any 4xx does, where a network error would have retried it for ever).
+#[test]
+fn an_answer_sent_before_the_body_was_read_is_what_the_operator_reads() {
+    let env = Env::new("early-answer");
+    env.server.set_mode(Mode::Early { code: 413 });
+    // Far larger than the socket buffers of a loopback connection: the write must fail.
+    let big = env.put("Sega_1", "big.jpg", &images::jpeg_of_size(48 << 20, 1));
+    let o = env.run(&["scan"]);
+    assert_eq!(o.code, 1, "a file failed: {}\n{}", o.stdout, o.stderr);
+    let row = env.row("big.jpg");
+    assert_eq!(
+        (row.status.as_str(), row.last_error.as_deref()),
+        ("failed", Some("HTTP 413")),
+        "{}",
+        o.stderr
+    );
+    let asked = env.server.requests();
+    assert_eq!(asked.len(), 1, "one request, refused by its head");
+    assert_eq!(asked[0].status, Some(413));
+    let o = env.run(&["show", big.to_str().unwrap()]);
+    assert!(o.stdout.contains("HTTP 413  failed"), "{}", o.stdout);
+    assert!(o.stdout.contains("refused before the body"), "{}", o.stdout);
+
+    // A 2xx before the body was written cannot mean the file arrived: the failed write
+    // stands, and the file waits for another attempt.
+    env.server.set_mode(Mode::Early { code: 200 });
+    env.put("Sega_1", "other.jpg", &images::jpeg_of_size(48 << 20, 2));
+    let o = env.run(&["scan"]);
+    assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
+    let row = env.row("other.jpg");
+    assert_eq!(row.status, "pending", "{}", o.stderr);
+    let error = row.last_error.unwrap_or_default();
+    assert!(!error.starts_with("HTTP"), "{error}");
+}
+
 fn show_prints_each_attempt_with_the_answer_as_stored(backend: Backend) {
     let env = Env::with_backend("show", backend);
     env.server.set_mode(Mode::Answer {

@@ -156,6 +156,11 @@ fn serve_one(sh: &Shared, conn: &mut Conn<TcpStream>) -> bool {
         return finish(sh, conn, generation, req, text(400, msg), false);
     }
 
+    if let Mode::Early { code } = mode {
+        // Refused by its head: no byte of the body is read, and the close on it resets.
+        let body = json!({"ok": false, "error": format!("refused before the body ({code})")});
+        return finish(sh, conn, generation, req, json_reply(code, body), false);
+    }
     if req
         .header("expect")
         .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))

@@ -32,7 +32,8 @@ usage: sega-testsrv [--listen 127.0.0.1:0] [--control 127.0.0.1:0] [--addr-file 
 
 MODE: ok | status:CODE[:FRACTION] | retry-after:CODE:SECS | delay:Nms|Ns | hang |
       reset:BYTES | refuse | nonjson | huge:BYTES | slowread:BPS | trickle:BPS |
-      redirect:CODE:LOCATION
+      redirect:CODE:LOCATION | poison:NEEDLE:CODE | interim:CODES | answer:CODE:BODY |
+      early:CODE
 control: POST /mode (body: MODE), GET /mode, GET /requests, GET /stats, POST /clear, POST /quit";
 
 struct Args {

@@ -86,6 +86,14 @@ pub enum Mode {
         /// The body, as is.
         body: String,
     },
+    /// Answer `code` with `Connection: close` from the head alone, before reading any of the
+    /// body, and close with the body unread (the kernel resets the connection): a proxy's
+    /// 407 or a server's 413 as some send them, which a client still writing a large body
+    /// meets as a failed write.
+    Early {
+        /// The status.
+        code: u16,
+    },
 }
 
 /// Whether request `k` (0-based since the mode was set) gets the injected status. The
@@ -131,6 +139,9 @@ impl FromStr for Mode {
                 }
             }
             ("delay", Some(a)) => Mode::Delay(duration(spec, a)?),
+            ("early", Some(a)) => Mode::Early {
+                code: code_in(spec, a, 200..=599)?,
+            },
             ("reset", Some(a)) => Mode::ResetMidBody {
                 after_bytes: num(spec, a)?,
             },
@@ -234,6 +245,7 @@ impl fmt::Display for Mode {
             Mode::Redirect { code, location } => write!(f, "redirect:{code}:{location}"),
             Mode::Poison { needle, code } => write!(f, "poison:{needle}:{code}"),
             Mode::Answer { code, body } => write!(f, "answer:{code}:{body}"),
+            Mode::Early { code } => write!(f, "early:{code}"),
             Mode::Interim(codes) => {
                 let codes: Vec<String> = codes.iter().map(u16::to_string).collect();
                 write!(f, "interim:{}", codes.join(","))
@@ -257,6 +269,7 @@ mod tests {
             "delay:2s",
             "hang",
             "reset:4096",
+            "early:413",
             "refuse",
             "nonjson",
             "huge:5000000",

@@ -260,11 +260,23 @@ impl<B: Body> PreparedRequest<B> {
                 };
                 let in_time = || deadline.is_none_or(|d| Instant::now() < d);
                 if let Err(e) = self.write_request(&mut stream, &url, proxy.as_ref()) {
-                    if reused && keep_alive::peer_gone(&e) && in_time() {
+                    if !keep_alive::peer_gone(&e) {
+                        return Err(e);
+                    }
+                    if reused && in_time() {
                         fresh_only = true;
                         continue;
                     }
-                    return Err(e);
+                    // sega-uploader patch: a server or proxy may answer from the head alone
+                    // (413, 407, 401) and close without reading the body. The write then
+                    // fails, but the answer is there to read, and it says more than
+                    // "connection reset". It is read within the request's own timeouts; if no
+                    // answer can be read, the write's error stands, and so it does for a 2xx:
+                    // a body not written whole cannot have arrived.
+                    match parse_response(BufReader::new(stream), self, &url, None) {
+                        Ok(resp) if !resp.status().is_success() => break resp,
+                        _ => return Err(e),
+                    }
                 }
                 let mut reader = BufReader::new(stream);
                 if reused {
