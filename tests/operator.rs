@@ -15,6 +15,41 @@ fn jpeg(seed: u64) -> Vec<u8> {
 
 const DETAIL: &str = r#"{"detail":"missing field camera_id"}"#;
 
+/// `list -v` reads the latest answers a chunk of rows at a time (500): every row of a list
+/// longer than a chunk still gets its own answer, in the table and in JSON.
+#[test]
+fn list_v_gives_every_row_its_answer_past_a_chunk() {
+    let env = Env::new("list-chunks");
+    for i in 0..520 {
+        env.put("Sega_1", &format!("f{i:03}.jpg"), &jpeg(i));
+    }
+    let o = env.run(&["scan"]);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let o = env.run(&["list", "-v", "--limit", "0"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let answers = o
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("> HTTP 200 "))
+        .count();
+    assert_eq!(answers, 520, "{}", o.stdout);
+    assert!(o.stdout.ends_with("(520 row(s))\n"), "{}", o.stdout);
+    let o = env.run(&["list", "-v", "--json", "--limit", "0"]);
+    let rows: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 520);
+    for row in &rows {
+        let answer = row["last_answer"].as_str().unwrap_or_default();
+        assert!(answer.starts_with("HTTP 200 "), "{row}");
+        // Each row's own answer: the endpoint echoes the file name.
+        let name = row["filename"].as_str().unwrap_or_default();
+        assert!(answer.contains(name), "{row}");
+    }
+}
+
 /// An endpoint (or a proxy) that refuses a request from its head alone and closes with the
 /// body unread makes the write of a large body fail; the answer it sent is what the row and
 /// the stored attempt say, not "connection reset" or "broken pipe" (a 413 fails the file, as
