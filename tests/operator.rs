@@ -21,7 +21,7 @@ const DETAIL: &str = r#"{"detail":"missing field camera_id"}"#;
 fn list_v_gives_every_row_its_answer_past_a_chunk() {
     let env = Env::new("list-chunks");
     for i in 0..520 {
-        env.put("Sega_1", &format!("f{i:03}.jpg"), &jpeg(i));
+        env.put("Sega_1", format!("f{i:03}.jpg"), &jpeg(i));
     }
     let o = env.run(&["scan"]);
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
