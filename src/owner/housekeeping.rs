@@ -1,7 +1,9 @@
 //! The owner's periodic work, once a heartbeat: the heartbeat row, claims of dead hosts
 //! taken over, the STATUS numbers and the backlog alert, the metrics file, and the daily
-//! prune (never by a wall clock that just jumped).
+//! prune (never by a wall clock that just jumped). After database trouble, at once: the
+//! rows a lost answer left claimed go back to `pending`.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -54,6 +56,47 @@ impl WallClock {
 
 impl Owner {
     /// Heartbeat row and the daily prune.
+    /// After database trouble: rows this process holds `uploading` that no job, claim
+    /// ahead or give-back stands for go back to `pending`. A claim whose answer was lost
+    /// after the server committed it leaves such rows, and they would wait, unsent, until a
+    /// restart. Only while nothing else is between the owner and the ledger: results not
+    /// yet committed (held, or out on the committer) are for rows still `uploading` whose
+    /// jobs are over.
+    pub(super) fn put_back_unknown_claims(&mut self) {
+        let committing = self
+            .committer
+            .as_ref()
+            .is_some_and(|c| c.out_since().is_some());
+        if !self.unsaved.is_empty() || self.unsure || committing {
+            return;
+        }
+        let here = match self.store.claimed_here() {
+            Ok(ids) => ids,
+            Err(e) => return self.trouble(e),
+        };
+        let known: HashSet<i64> = self
+            .in_flight
+            .keys()
+            .copied()
+            .chain(self.claimed_ahead.iter().map(|c| c.id))
+            .chain(self.not_given_back.iter().copied())
+            .chain(self.solo_in_flight)
+            .collect();
+        let unknown: Vec<i64> = here.into_iter().filter(|id| !known.contains(id)).collect();
+        if !unknown.is_empty() {
+            let now = self.now();
+            if let Err(e) = self.store.unclaim(&unknown, now) {
+                return self.trouble(e);
+            }
+            log::warn!(
+                "{} file(s) were left claimed by a database call whose answer was lost: they are pending again",
+                unknown.len()
+            );
+            self.maybe_due = true;
+        }
+        self.claims_unsure = false;
+    }
+
     pub(super) fn housekeeping(&mut self) {
         if !matches!(self.mode, Mode::Daemon) {
             return;
@@ -69,6 +112,9 @@ impl Owner {
                     Err(e) => self.trouble(e),
                 }
             }
+        }
+        if self.claims_unsure && self.db_trouble.is_none() {
+            self.put_back_unknown_claims();
         }
         if self
             .last_heartbeat

@@ -161,6 +161,10 @@ pub struct Owner {
     /// for it (completions kept through database trouble are `housekeeping`'s).
     held_since: Option<Instant>,
     db_trouble: Option<Instant>,
+    /// A database call failed since the last look: a claim (or a record that claims) whose
+    /// answer was lost may have taken effect all the same, leaving rows `uploading` that no
+    /// job stands for. Looked at once the database answers again (`housekeeping`).
+    claims_unsure: bool,
     warned_hostile: HashSet<std::path::PathBuf>,
     last_heartbeat: Option<Instant>,
     last_prune_day: Option<time::Date>,
@@ -272,6 +276,7 @@ impl Owner {
             not_given_back: Vec::new(),
             held_since: None,
             db_trouble: None,
+            claims_unsure: false,
             warned_hostile: HashSet::new(),
             last_heartbeat: None,
             last_prune_day: None,
@@ -573,6 +578,7 @@ impl Owner {
     /// A database operation failed: hold on and retry, unless the database itself is
     /// damaged, which stops the owner (with this very error, kept for the caller).
     fn trouble(&mut self, e: crate::error::Error) {
+        self.claims_unsure = true;
         if self.db_trouble.is_none() {
             log::warn!(
                 "database trouble: {e}; holding results in memory and retrying (files not yet recorded are found again by the next rescan)"

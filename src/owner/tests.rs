@@ -1539,3 +1539,59 @@ fn a_new_file_behind_a_backlog_goes_with_the_claim() {
     assert_eq!(names, ["08.jpg", "new.jpg"], "the older row first");
     assert!(rig.owner.held_since.is_none() && rig.owner.unrecorded.is_empty());
 }
+
+/// A claim whose answer was lost after the ledger committed it (a PostgreSQL connection
+/// dropped at COMMIT) leaves a row `uploading` that no job stands for. Once the database
+/// answers again it goes back to `pending`, as never claimed, and is sent; the rows whose
+/// jobs are out stay claimed.
+#[test]
+fn a_claim_whose_answer_was_lost_is_put_back_after_the_trouble() {
+    let mut rig = pending("lost-claim", 3);
+    if count(&rig.dir, "1 = 1") < 3 {
+        past_window(&mut rig);
+    }
+    assert_eq!(count(&rig.dir, "status = 'pending'"), 3);
+    // What the lost claim did: the row is claimed in the ledger, and the owner does not
+    // know it.
+    exec(
+        &rig.dir,
+        "UPDATE files SET status = 'uploading', attempts = attempts + 1
+         WHERE id = (SELECT max(id) FROM files)",
+    );
+    let lost: i64 = rusqlite::Connection::open(rig.dir.join("sega.db"))
+        .unwrap()
+        .query_row("SELECT max(id) FROM files", [], |r| r.get(0))
+        .unwrap();
+    rig.owner.dispatch();
+    let out: Vec<i64> = rig.jobs.try_iter().map(|j| j.id).collect();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(!out.contains(&lost));
+    // The claim's error as the owner saw it.
+    rig.owner.trouble(crate::error::Error::Other(
+        "server closed the connection unexpectedly".into(),
+    ));
+    rig.owner.housekeeping();
+    assert!(
+        rig.owner.db_trouble.is_none(),
+        "the heartbeat ended the trouble"
+    );
+    assert_eq!(
+        count(
+            &rig.dir,
+            &format!("id = {lost} AND status = 'pending' AND attempts = 0")
+        ),
+        1,
+        "the lost claim is given back, as never claimed"
+    );
+    assert_eq!(
+        count(&rig.dir, "status = 'uploading'"),
+        2,
+        "the jobs out stay claimed"
+    );
+    rig.owner.dispatch();
+    let again: Vec<i64> = rig.jobs.try_iter().map(|j| j.id).collect();
+    assert_eq!(again, vec![lost]);
+    // Looked at once per trouble: the claims out now are all known.
+    rig.owner.housekeeping();
+    assert_eq!(count(&rig.dir, "status = 'uploading'"), 3);
+}

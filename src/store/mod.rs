@@ -431,6 +431,12 @@ pub trait Ledger: Send {
     /// Gives claimed rows that no worker started back to `pending`, as if never claimed.
     fn unclaim(&mut self, ids: &[i64], now: Timestamp) -> Result<()>;
 
+    /// The rows this process holds `uploading` in the ledger (SQLite: every such row, the
+    /// file lock making it the only writer; PostgreSQL: this host's, claimed by this pid).
+    /// The owner compares them with the jobs it knows of after database trouble: a claim
+    /// whose answer was lost may have taken effect all the same.
+    fn claimed_here(&mut self) -> Result<Vec<i64>>;
+
     /// This daemon's rows left `uploading` go back to `pending`, due now, each with an
     /// `interrupted` result row (start-up; shutdown past the grace). Only `ids` when given.
     fn reset_uploading(

@@ -107,6 +107,7 @@ macro_rules! both {
 }
 
 both!(
+    claimed_here_lists_this_process_claims,
     record_distinguishes_new_known_and_new_versions,
     non_utf8_names_round_trip_losslessly,
     claims_are_atomic_ordered_and_respect_due_times,
@@ -357,6 +358,27 @@ fn unclaim_gives_the_attempt_back(mut s: Box<dyn Ledger>) {
         .remove(0);
     assert_eq!(c.attempt, 1);
     assert!(all_results(&mut *s).is_empty());
+}
+
+fn claimed_here_lists_this_process_claims(mut s: Box<dyn Ledger>) {
+    s.record(
+        &[
+            obs(b"a.jpg", 1, 1),
+            obs(b"b.jpg", 1, 2),
+            obs(b"c.jpg", 1, 3),
+        ],
+        T0,
+    )
+    .unwrap();
+    assert!(s.claimed_here().unwrap().is_empty());
+    let claimed = s.claim_due(T0, FAR, 2, ClaimOrder::OldestFile).unwrap();
+    let mut ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+    let mut here = s.claimed_here().unwrap();
+    ids.sort_unstable();
+    here.sort_unstable();
+    assert_eq!(here, ids);
+    s.unclaim(&ids[..1], T1).unwrap();
+    assert_eq!(s.claimed_here().unwrap(), ids[1..].to_vec());
 }
 
 fn retry_and_prune(mut s: Box<dyn Ledger>) {

@@ -413,6 +413,10 @@ impl Ledger for PgStore {
         PgStore::unclaim(self, ids, now)
     }
 
+    fn claimed_here(&mut self) -> Result<Vec<i64>> {
+        PgStore::claimed_here(self)
+    }
+
     fn reset_uploading(
         &mut self,
         ids: Option<&[i64]>,

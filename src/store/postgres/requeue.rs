@@ -8,7 +8,7 @@ use std::path::Path;
 
 use diesel::prelude::*;
 use diesel::sql_query;
-use diesel::sql_types::{Array, BigInt, Bytea, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text};
 
 use super::complete::trim_results;
 use super::conn::{Fail, Prepare};
@@ -47,6 +47,23 @@ impl PgStore {
             .execute(c)?;
             Ok(())
         })
+    }
+
+    /// This host's rows `uploading` under this pid's claim (`files_claimed`).
+    pub(super) fn claimed_here(&mut self) -> Result<Vec<i64>> {
+        let ctx = &self.ctx;
+        let rows: Vec<Id> = self.link.with("listing claimed files", |c| {
+            Ok(sql_query(
+                "SELECT id FROM files
+                 WHERE scope = $1 AND status = 'uploading' AND claimed_host = $2
+                   AND claimed_pid = $3",
+            )
+            .bind::<Text, _>(&ctx.scope)
+            .bind::<Text, _>(&ctx.host)
+            .bind::<Integer, _>(ctx.pid)
+            .load(c)?)
+        })?;
+        Ok(rows.into_iter().map(|r| r.id).collect())
     }
 
     /// This host's rows left `uploading` (any of its processes: a crashed daemon's too) go

@@ -56,6 +56,26 @@ pub(super) fn many(n: usize) -> Vec<Observation> {
         .collect()
 }
 
+/// `claimed_here` is this host's claims under this pid: not another host's, nor those of an
+/// earlier process of this host (start-up resets those).
+#[test]
+fn claimed_here_is_this_process_alone() {
+    let Some(url) = t() else { return };
+    let mut a = pg_open(&url, "site-a", "cam-1", roots());
+    let mut b = pg_open(&url, "site-a", "cam-2", roots());
+    a.record(&many(3), T0).unwrap();
+    let mine = a.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap();
+    let theirs = b.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap();
+    let earlier = a.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap();
+    a.exec_for_test(&format!(
+        "UPDATE files SET claimed_pid = claimed_pid + 1 WHERE id = {}",
+        earlier[0].id
+    ))
+    .unwrap();
+    assert_eq!(a.claimed_here().unwrap(), vec![mine[0].id]);
+    assert_eq!(b.claimed_here().unwrap(), vec![theirs[0].id]);
+}
+
 #[test]
 fn scopes_do_not_see_each_other() {
     let Some(url) = t() else { return };

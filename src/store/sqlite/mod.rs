@@ -347,6 +347,10 @@ impl Ledger for Store {
         Store::unclaim(self, ids, now)
     }
 
+    fn claimed_here(&mut self) -> Result<Vec<i64>> {
+        Store::claimed_here(self)
+    }
+
     fn reset_uploading(
         &mut self,
         ids: Option<&[i64]>,

@@ -31,6 +31,19 @@ impl Store {
             .map_err(|e| Error::db("returning unstarted work", e))
     }
 
+    /// Every row `uploading` (the `files_claimed` index): this process is the only writer.
+    pub(super) fn claimed_here(&mut self) -> Result<Vec<i64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM files WHERE status = 'uploading'")
+            .map_err(|e| Error::db("listing claimed files", e))?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(|e| Error::db("listing claimed files", e))?;
+        ids.collect::<rusqlite::Result<Vec<i64>>>()
+            .map_err(|e| Error::db("listing claimed files", e))
+    }
+
     /// Start-up (lock holder only) and shutdown past the grace: rows left `uploading` go back
     /// to `pending`, due now, each with an `interrupted` result row. Only `ids` when given.
     pub(super) fn reset_uploading(
