@@ -615,6 +615,39 @@ mod tests {
         drop(held.join().unwrap());
     }
 
+    /// Vendor patch 6: an answer read after the body's write failed is never a success, and
+    /// a 1xx is not one either (the caller reads past it, to a 2xx here). The server reads
+    /// the head only and closes on the unread body (a reset): 16 MiB cannot have arrived.
+    #[test]
+    fn an_interim_answer_then_a_2xx_before_the_body_is_not_an_answer() {
+        for early in [
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            "HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+        ] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}/", listener.local_addr().unwrap());
+            let server = thread::spawn(move || {
+                let (mut c, _) = listener.accept().unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && c.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = c.write_all(early.as_bytes());
+            });
+            let r = attohttpc::post(url)
+                .timeout(Duration::from_secs(20))
+                .bytes(vec![0x5au8; 16 << 20])
+                .send();
+            server.join().unwrap();
+            assert!(
+                r.is_err(),
+                "{early:?} taken as the answer: {:?}",
+                r.map(|r| r.status())
+            );
+        }
+    }
+
     #[test]
     fn retry_after_takes_seconds_and_dates() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));

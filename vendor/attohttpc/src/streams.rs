@@ -186,6 +186,16 @@ impl BaseStream {
         }
     }
 
+    /// sega-uploader patch (early answer): after a failed write, what TLS had not sent yet
+    /// is dropped (see `TlsStream::discard_unsent`).
+    pub(crate) fn discard_unsent(&mut self) {
+        match self {
+            BaseStream::Tls { stream, .. } => stream.discard_unsent(),
+            BaseStream::Tunnel { stream } => stream.discard_unsent(),
+            _ => {}
+        }
+    }
+
     /// sega-uploader patch (keep-alive): an idle connection has no deadline.
     pub(crate) fn disarm(&mut self) {
         match self {

@@ -263,18 +263,25 @@ impl<B: Body> PreparedRequest<B> {
                     if !keep_alive::peer_gone(&e) {
                         return Err(e);
                     }
-                    if reused && in_time() {
-                        fresh_only = true;
-                        continue;
+                    if reused {
+                        if in_time() {
+                            fresh_only = true;
+                            continue;
+                        }
+                        return Err(e);
                     }
                     // sega-uploader patch: a server or proxy may answer from the head alone
                     // (413, 407, 401) and close without reading the body. The write then
                     // fails, but the answer is there to read, and it says more than
-                    // "connection reset". It is read within the request's own timeouts; if no
-                    // answer can be read, the write's error stands, and so it does for a 2xx:
-                    // a body not written whole cannot have arrived.
+                    // "connection reset". It is read within the request's own timeouts
+                    // (over TLS once the records the failed write left unsent are dropped:
+                    // rustls would send them again before reading). Only a 3xx, 4xx or 5xx is
+                    // taken: a body not written whole cannot have arrived, so a 2xx cannot be
+                    // its answer, nor a 1xx (the caller reads past it, maybe to a 2xx). Else
+                    // the write's error stands.
+                    stream.discard_unsent();
                     match parse_response(BufReader::new(stream), self, &url, None) {
-                        Ok(resp) if !resp.status().is_success() => break resp,
+                        Ok(resp) if resp.status().as_u16() >= 300 => break resp,
                         _ => return Err(e),
                     }
                 }

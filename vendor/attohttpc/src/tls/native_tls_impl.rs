@@ -72,6 +72,10 @@ where
     pub fn nothing_buffered(&mut self) -> bool {
         false
     }
+
+    /// sega-uploader patch (early answer): native-tls keeps no unsent data of its own to
+    /// drop; an early answer is read as it may be.
+    pub fn discard_unsent(&mut self) {}
 }
 
 impl<S> Read for TlsStream<S>

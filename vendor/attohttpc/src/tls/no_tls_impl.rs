@@ -48,6 +48,8 @@ where
     pub fn nothing_buffered(&mut self) -> bool {
         false
     }
+
+    pub fn discard_unsent(&mut self) {}
 }
 
 impl<S> Read for TlsStream<S>

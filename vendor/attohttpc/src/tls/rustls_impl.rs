@@ -145,6 +145,18 @@ where
         }
     }
 
+    /// sega-uploader patch (early answer): drops the TLS bytes a failed write left unsent,
+    /// which rustls would otherwise try to send again before every read (and fail again),
+    /// so that an answer the server sent before it closed can still be read.
+    pub fn discard_unsent(&mut self) {
+        while self.inner.conn.wants_write() {
+            match self.inner.conn.write_tls(&mut io::sink()) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+    }
+
     fn handle_close_notify(&mut self, res: io::Result<usize>) -> io::Result<usize> {
         match res {
             Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {
