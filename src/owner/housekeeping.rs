@@ -67,12 +67,22 @@ impl Owner {
             .committer
             .as_ref()
             .is_some_and(|c| c.out_since().is_some());
-        if !self.unsaved.is_empty() || self.unsure || committing {
+        let waiting = self.claims_check_at.is_some_and(|t| Instant::now() < t);
+        if !self.unsaved.is_empty() || self.unsure || committing || waiting {
             return;
         }
+        // A failure here is not database trouble of its own: the calls that matter say so.
+        // Declared, it would end at the next heartbeat and start again at the next look,
+        // a WARN and an INFO every second for as long as this one query fails.
+        let retry_later = |owner: &mut Owner, e: crate::error::Error| {
+            log::debug!("looking for claims a lost answer left: {e}; again in 10 s");
+            owner.claims_check_at = Some(Instant::now() + Duration::from_secs(10));
+        };
         let here = match self.store.claimed_here() {
-            Ok(ids) => ids,
-            Err(e) => return self.trouble(e),
+            Ok(Some(ids)) => ids,
+            // Not yet (a lost PostgreSQL session of ours may still be committing a claim).
+            Ok(None) => return,
+            Err(e) => return retry_later(self, e),
         };
         let known: HashSet<i64> = self
             .in_flight
@@ -86,7 +96,7 @@ impl Owner {
         if !unknown.is_empty() {
             let now = self.now();
             if let Err(e) = self.store.unclaim(&unknown, now) {
-                return self.trouble(e);
+                return retry_later(self, e);
             }
             log::warn!(
                 "{} file(s) were left claimed by a database call whose answer was lost: they are pending again",

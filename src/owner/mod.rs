@@ -165,6 +165,8 @@ pub struct Owner {
     /// answer was lost may have taken effect all the same, leaving rows `uploading` that no
     /// job stands for. Looked at once the database answers again (`housekeeping`).
     claims_unsure: bool,
+    /// No look for them before this (the last one failed).
+    claims_check_at: Option<Instant>,
     warned_hostile: HashSet<std::path::PathBuf>,
     last_heartbeat: Option<Instant>,
     last_prune_day: Option<time::Date>,
@@ -277,6 +279,7 @@ impl Owner {
             held_since: None,
             db_trouble: None,
             claims_unsure: false,
+            claims_check_at: None,
             warned_hostile: HashSet::new(),
             last_heartbeat: None,
             last_prune_day: None,

@@ -24,8 +24,16 @@ impl Owner {
         let mut judged = 0;
         let mut handed_back = Vec::new();
         for r in batch {
-            self.in_flight.remove(&r.job.id);
-            if self.solo_in_flight == Some(r.job.id) {
+            // A row made `pending` by a new version while this job was out may have been
+            // claimed again: then the entry is that later job's, still out.
+            let latest = self
+                .in_flight
+                .get(&r.job.id)
+                .is_some_and(|c| c.attempt == r.job.attempt && c.version == r.job.file.version);
+            if latest {
+                self.in_flight.remove(&r.job.id);
+            }
+            if r.job.solo && self.solo_in_flight == Some(r.job.id) {
                 self.solo_in_flight = None;
             }
             if matches!(r.outcome, Outcome::NotStarted) {
@@ -35,7 +43,9 @@ impl Owner {
                     // answer forever, and no probe would ever go again.
                     self.endpoint.probe_abandoned();
                 }
-                handed_back.push(r.job.id);
+                if latest {
+                    handed_back.push(r.job.id);
+                }
                 continue;
             }
             if let Some(note) = &r.note {

@@ -1595,3 +1595,68 @@ fn a_claim_whose_answer_was_lost_is_put_back_after_the_trouble() {
     rig.owner.housekeeping();
     assert_eq!(count(&rig.dir, "status = 'uploading'"), 3);
 }
+
+/// A record of a new version makes a row `pending` while its job is out
+/// (`new_version`, "whatever its status"); the next claim hands it out again, and
+/// `in_flight` holds one entry for the two jobs. The old job's report takes the entry out:
+/// the new job is out, its row `uploading`, and no set the check reads knows of it.
+#[test]
+fn a_new_version_claimed_while_its_old_job_is_out_is_not_put_back() {
+    let mut rig = pending("review-new-version", 1);
+    rig.owner.dispatch();
+    let a = rig.jobs.try_recv().unwrap();
+    // The camera rewrites the file while job A is out.
+    std::fs::write(
+        today_dir(&rig).join("00.jpg"),
+        sega_testsrv::images::jpeg(32, 32, 7),
+    )
+    .unwrap();
+    list_today(&mut rig);
+    rig.owner.commit_now();
+    assert_eq!(count(&rig.dir, "status = 'pending'"), 1, "a new version");
+    rig.owner.dispatch();
+    let b = rig.jobs.try_recv().unwrap();
+    assert_eq!(b.id, a.id, "the same row, claimed again: job B");
+    // Any database trouble (a busy timeout, a dropped session); job A reports meanwhile.
+    rig.owner
+        .trouble(crate::error::Error::Other("database is locked".into()));
+    rig.owner.on_reports(vec![report(&rig, a, answer(200))]);
+    rig.owner.housekeeping();
+    assert!(rig.owner.db_trouble.is_none());
+    assert_eq!(
+        count(&rig.dir, "status = 'uploading'"),
+        1,
+        "job B is still out: its row stays claimed"
+    );
+    rig.owner.dispatch();
+    assert!(
+        rig.jobs.try_recv().is_err(),
+        "no second job for the row while B is out"
+    );
+    drop(b);
+}
+
+/// The old job handed back unsent gave the row back by
+/// its id while the new version's job was out.
+#[test]
+fn an_old_job_handed_back_does_not_give_back_the_new_versions_claim() {
+    let mut rig = pending("review-new-version-back", 1);
+    rig.owner.dispatch();
+    let a = rig.jobs.try_recv().unwrap();
+    std::fs::write(
+        today_dir(&rig).join("00.jpg"),
+        sega_testsrv::images::jpeg(32, 32, 7),
+    )
+    .unwrap();
+    list_today(&mut rig);
+    rig.owner.commit_now();
+    rig.owner.dispatch();
+    let b = rig.jobs.try_recv().unwrap();
+    assert_eq!(b.id, a.id);
+    rig.owner
+        .on_reports(vec![report(&rig, a, crate::work::Outcome::NotStarted)]);
+    assert_eq!(count(&rig.dir, "status = 'uploading'"), 1, "B is out");
+    rig.owner.dispatch();
+    assert!(rig.jobs.try_recv().is_err());
+    drop(b);
+}

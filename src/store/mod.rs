@@ -434,8 +434,10 @@ pub trait Ledger: Send {
     /// The rows this process holds `uploading` in the ledger (SQLite: every such row, the
     /// file lock making it the only writer; PostgreSQL: this host's, claimed by this pid).
     /// The owner compares them with the jobs it knows of after database trouble: a claim
-    /// whose answer was lost may have taken effect all the same.
-    fn claimed_here(&mut self) -> Result<Vec<i64>>;
+    /// whose answer was lost may have taken effect all the same. `None`: not yet known
+    /// (PostgreSQL: this host's daemon lock is not taken again since a reconnect, so the
+    /// lost session may still be running, and committing, a claim).
+    fn claimed_here(&mut self) -> Result<Option<Vec<i64>>>;
 
     /// This daemon's rows left `uploading` go back to `pending`, due now, each with an
     /// `interrupted` result row (start-up; shutdown past the grace). Only `ids` when given.

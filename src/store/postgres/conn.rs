@@ -196,6 +196,12 @@ pub(super) struct Link {
 }
 
 impl Link {
+    /// Whether this session should hold the daemon lock and does not (yet) since a
+    /// reconnect: our lost session may still be alive on the server.
+    pub(super) fn lock_pending(&self) -> bool {
+        self.lock_key.is_some() && (self.conn.is_none() || self.lock_retry_at.is_some())
+    }
+
     /// Runs `f` on the session, reconnecting first if it was lost. A failure that left the
     /// session unusable drops it, so the next call reconnects.
     pub(super) fn with<T>(
@@ -718,6 +724,23 @@ mod tests {
             twin.lock_daemon().unwrap().is_some(),
             "the first session still holds the lock"
         );
+    }
+
+    /// Until the daemon lock is ours again after a reconnect, our lost session may still be
+    /// committing a claim: what this process holds claimed is not known yet.
+    #[test]
+    fn claims_here_are_not_known_until_the_lock_is_ours_again() {
+        let Some(url) = t() else { return };
+        let mut a = pg_open(&url, "site-a", "cam-1", roots());
+        assert_eq!(a.lock_daemon().unwrap(), None);
+        a.record(&[obs(b"a.jpg", 1, 1)], T0).unwrap();
+        let id = a.claim_due(T0, FAR, 1, ClaimOrder::OldestFile).unwrap()[0].id;
+        assert_eq!(a.claimed_here().unwrap(), Some(vec![id]));
+        // Reconnected, the lock still held by the lost session.
+        a.link.lock_retry_at = Some(Instant::now() + Duration::from_secs(60));
+        assert_eq!(a.claimed_here().unwrap(), None);
+        a.link.lock_retry_at = None;
+        assert_eq!(a.claimed_here().unwrap(), Some(vec![id]));
     }
 
     #[test]

@@ -413,7 +413,7 @@ impl Ledger for PgStore {
         PgStore::unclaim(self, ids, now)
     }
 
-    fn claimed_here(&mut self) -> Result<Vec<i64>> {
+    fn claimed_here(&mut self) -> Result<Option<Vec<i64>>> {
         PgStore::claimed_here(self)
     }
 

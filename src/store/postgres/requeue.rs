@@ -49,8 +49,13 @@ impl PgStore {
         })
     }
 
-    /// This host's rows `uploading` under this pid's claim (`files_claimed`).
-    pub(super) fn claimed_here(&mut self) -> Result<Vec<i64>> {
+    /// This host's rows `uploading` under this pid's claim (`files_claimed`); `None` while
+    /// the daemon lock is not ours again after a reconnect: until the server ends our lost
+    /// session (which frees the lock), a claim it was running may still commit.
+    pub(super) fn claimed_here(&mut self) -> Result<Option<Vec<i64>>> {
+        if self.link.lock_pending() {
+            return Ok(None);
+        }
         let ctx = &self.ctx;
         let rows: Vec<Id> = self.link.with("listing claimed files", |c| {
             Ok(sql_query(
@@ -63,7 +68,11 @@ impl PgStore {
             .bind::<Integer, _>(ctx.pid)
             .load(c)?)
         })?;
-        Ok(rows.into_iter().map(|r| r.id).collect())
+        if self.link.lock_pending() {
+            // Lost again during the query: the next look decides.
+            return Ok(None);
+        }
+        Ok(Some(rows.into_iter().map(|r| r.id).collect()))
     }
 
     /// This host's rows left `uploading` (any of its processes: a crashed daemon's too) go

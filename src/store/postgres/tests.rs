@@ -72,8 +72,8 @@ fn claimed_here_is_this_process_alone() {
         earlier[0].id
     ))
     .unwrap();
-    assert_eq!(a.claimed_here().unwrap(), vec![mine[0].id]);
-    assert_eq!(b.claimed_here().unwrap(), vec![theirs[0].id]);
+    assert_eq!(a.claimed_here().unwrap(), Some(vec![mine[0].id]));
+    assert_eq!(b.claimed_here().unwrap(), Some(vec![theirs[0].id]));
 }
 
 #[test]

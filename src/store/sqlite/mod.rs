@@ -347,8 +347,8 @@ impl Ledger for Store {
         Store::unclaim(self, ids, now)
     }
 
-    fn claimed_here(&mut self) -> Result<Vec<i64>> {
-        Store::claimed_here(self)
+    fn claimed_here(&mut self) -> Result<Option<Vec<i64>>> {
+        Store::claimed_here(self).map(Some)
     }
 
     fn reset_uploading(
