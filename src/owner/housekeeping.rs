@@ -55,7 +55,6 @@ impl WallClock {
 }
 
 impl Owner {
-    /// Heartbeat row and the daily prune.
     /// After database trouble: rows this process holds `uploading` that no job, claim
     /// ahead or give-back stands for go back to `pending`. A claim whose answer was lost
     /// after the server committed it leaves such rows, and they would wait, unsent, until a
@@ -107,6 +106,7 @@ impl Owner {
         self.claims_unsure = false;
     }
 
+    /// Heartbeat row and the daily prune.
     pub(super) fn housekeeping(&mut self) {
         if !matches!(self.mode, Mode::Daemon) {
             return;

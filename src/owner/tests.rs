@@ -1636,8 +1636,9 @@ fn a_new_version_claimed_while_its_old_job_is_out_is_not_put_back() {
     drop(b);
 }
 
-/// The old job handed back unsent gave the row back by
-/// its id while the new version's job was out.
+/// The old job of a row whose new version was claimed meanwhile, handed back unsent, leaves
+/// the new version's claim alone (it used to give the row back by its id while the new job
+/// was out, and the new version went twice).
 #[test]
 fn an_old_job_handed_back_does_not_give_back_the_new_versions_claim() {
     let mut rig = pending("review-new-version-back", 1);
