@@ -1,4 +1,5 @@
-//! Rows going back to `pending`: claims no worker started (`unclaim`), this host's
+//! Rows going back to `pending`: claims no worker started (`unclaim`; `claimed_here` lists
+//! this process's claims, for the owner's look after database trouble), this host's
 //! interrupted uploads (`reset_uploading`), the claims of a host whose heartbeat stopped
 //! (`take_over_stale`), backoffs after an outage (`release_backoff`), and the operator's
 //! `retry`.

@@ -1,6 +1,7 @@
-//! Rows going back to `pending`: claims no worker started (`unclaim`), interrupted
-//! uploads (`reset_uploading`), backoffs after an outage (`release_backoff`), and the
-//! operator's `retry`.
+//! Rows going back to `pending`: claims no worker started (`unclaim`; `claimed_here` lists
+//! the claims, for the owner's look after database trouble), interrupted uploads
+//! (`reset_uploading`), backoffs after an outage (`release_backoff`), and the operator's
+//! `retry`.
 
 use std::path::Path;
 
