@@ -106,7 +106,9 @@ impl Owner {
         self.claims_unsure = false;
     }
 
-    /// Heartbeat row and the daily prune.
+    /// Each turn: held results through database trouble, and the look for claims a lost
+    /// answer left; once a heartbeat: the heartbeat row, take-overs, STATUS, metrics and
+    /// the daily prune.
     pub(super) fn housekeeping(&mut self) {
         if !matches!(self.mode, Mode::Daemon) {
             return;

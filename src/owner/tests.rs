@@ -1598,8 +1598,9 @@ fn a_claim_whose_answer_was_lost_is_put_back_after_the_trouble() {
 
 /// A record of a new version makes a row `pending` while its job is out
 /// (`new_version`, "whatever its status"); the next claim hands it out again, and
-/// `in_flight` holds one entry for the two jobs. The old job's report takes the entry out:
-/// the new job is out, its row `uploading`, and no set the check reads knows of it.
+/// `in_flight` holds one entry for the two jobs. The old job's report used to take the
+/// entry out, so that the look for claims a lost answer left gave the new job's claim back
+/// while it was out; a report now retires only its own claim.
 #[test]
 fn a_new_version_claimed_while_its_old_job_is_out_is_not_put_back() {
     let mut rig = pending("review-new-version", 1);

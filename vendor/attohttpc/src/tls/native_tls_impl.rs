@@ -73,8 +73,9 @@ where
         false
     }
 
-    /// sega-uploader patch (early answer): native-tls keeps no unsent data of its own to
-    /// drop; an early answer is read as it may be.
+    /// sega-uploader patch (early answer): native-tls gives no way to drop a record a failed
+    /// write left pending; an early answer is read if it can be (not built: sega-uploader
+    /// uses rustls).
     pub fn discard_unsent(&mut self) {}
 }
 

@@ -49,6 +49,7 @@ where
         false
     }
 
+    /// sega-uploader patch (early answer): nothing to drop without TLS.
     pub fn discard_unsent(&mut self) {}
 }
 
