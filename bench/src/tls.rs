@@ -274,8 +274,8 @@ fn files(ctx: &Ctx) -> io::Result<Row> {
     }
     let [kept, closed, plain] = &runs;
     // Each https way must be what it says: with keep_alive off a handshake per file (a
-    // resumed session is still a handshake, a shorter one); kept, fewer handshakes than
-    // files (a worker's connection carries many).
+    // resumed session is still a handshake, a shorter one); kept, at most one handshake for
+    // two files (a worker's connection carries many; one idle past 1 s is opened again).
     if let Some(n) = closed.handshakes.iter().find(|&&n| n < count as u64) {
         return Err(io::Error::other(format!(
             "{n} TLS handshakes for {count} files over https with keep_alive off"
@@ -284,7 +284,7 @@ fn files(ctx: &Ctx) -> io::Result<Row> {
     if let Some(n) = kept
         .handshakes
         .iter()
-        .find(|&&n| n == 0 || n >= count as u64)
+        .find(|&&n| n == 0 || n > count as u64 / 2)
     {
         return Err(io::Error::other(format!(
             "{n} TLS handshakes for {count} files over https with kept connections"
