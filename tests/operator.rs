@@ -57,18 +57,7 @@ fn list_v_gives_every_row_its_answer_past_a_chunk() {
 #[test]
 fn an_answer_sent_before_the_body_was_read_is_what_the_operator_reads() {
     let env = Env::new("early-answer");
-    env.server.set_mode(Mode::Early { code: 413 });
-    // Far larger than the socket buffers of a loopback connection: the write must fail.
-    let big = env.put("Sega_1", "big.jpg", &images::jpeg_of_size(48 << 20, 1));
-    let o = env.run(&["scan"]);
-    assert_eq!(o.code, 1, "a file failed: {}\n{}", o.stdout, o.stderr);
-    let row = env.row("big.jpg");
-    assert_eq!(
-        (row.status.as_str(), row.last_error.as_deref()),
-        ("failed", Some("HTTP 413")),
-        "{}",
-        o.stderr
-    );
+    let big = env.scan_a_big_file_refused_by_its_head();
     let asked = env.server.requests();
     assert_eq!(asked.len(), 1, "one request, refused by its head");
     assert_eq!(asked[0].status, Some(413));

@@ -144,17 +144,7 @@ fn an_early_answer_over_https_is_the_result() {
     let env = Env::new("tls-early");
     let https = Https::new(&env, &["127.0.0.1"], Validity::Current, false);
     env.set("/upload/tls/ca_file", json!(https.ca_file(&env)));
-    env.server.set_mode(Mode::Early { code: 413 });
-    env.put("Sega_1", "big.jpg", &images::jpeg_of_size(48 << 20, 1));
-    let o = env.run(&["scan"]);
-    assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
-    let row = env.row("big.jpg");
-    assert_eq!(
-        (row.status.as_str(), row.last_error.as_deref()),
-        ("failed", Some("HTTP 413")),
-        "{}",
-        o.stderr
-    );
+    env.scan_a_big_file_refused_by_its_head();
 }
 
 #[test]

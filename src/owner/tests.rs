@@ -1603,21 +1603,7 @@ fn a_claim_whose_answer_was_lost_is_put_back_after_the_trouble() {
 /// while it was out; a report now retires only its own claim.
 #[test]
 fn a_new_version_claimed_while_its_old_job_is_out_is_not_put_back() {
-    let mut rig = pending("review-new-version", 1);
-    rig.owner.dispatch();
-    let a = rig.jobs.try_recv().unwrap();
-    // The camera rewrites the file while job A is out.
-    std::fs::write(
-        today_dir(&rig).join("00.jpg"),
-        sega_testsrv::images::jpeg(32, 32, 7),
-    )
-    .unwrap();
-    list_today(&mut rig);
-    rig.owner.commit_now();
-    assert_eq!(count(&rig.dir, "status = 'pending'"), 1, "a new version");
-    rig.owner.dispatch();
-    let b = rig.jobs.try_recv().unwrap();
-    assert_eq!(b.id, a.id, "the same row, claimed again: job B");
+    let (mut rig, a, b) = a_new_version_claimed_while_out("review-new-version");
     // Any database trouble (a busy timeout, a dropped session); job A reports meanwhile.
     rig.owner
         .trouble(crate::error::Error::Other("database is locked".into()));
@@ -1642,7 +1628,19 @@ fn a_new_version_claimed_while_its_old_job_is_out_is_not_put_back() {
 /// was out, and the new version went twice).
 #[test]
 fn an_old_job_handed_back_does_not_give_back_the_new_versions_claim() {
-    let mut rig = pending("review-new-version-back", 1);
+    let (mut rig, a, b) = a_new_version_claimed_while_out("review-new-version-back");
+    rig.owner
+        .on_reports(vec![report(&rig, a, crate::work::Outcome::NotStarted)]);
+    assert_eq!(count(&rig.dir, "status = 'uploading'"), 1, "B is out");
+    rig.owner.dispatch();
+    assert!(rig.jobs.try_recv().is_err());
+    drop(b);
+}
+
+/// One file claimed as job A; the camera rewrites it while A is out, and the new version,
+/// recorded `pending`, is claimed again as job B (the same row).
+fn a_new_version_claimed_while_out(name: &str) -> (Rig, Job, Job) {
+    let mut rig = pending(name, 1);
     rig.owner.dispatch();
     let a = rig.jobs.try_recv().unwrap();
     std::fs::write(
@@ -1652,13 +1650,9 @@ fn an_old_job_handed_back_does_not_give_back_the_new_versions_claim() {
     .unwrap();
     list_today(&mut rig);
     rig.owner.commit_now();
+    assert_eq!(count(&rig.dir, "status = 'pending'"), 1, "a new version");
     rig.owner.dispatch();
     let b = rig.jobs.try_recv().unwrap();
-    assert_eq!(b.id, a.id);
-    rig.owner
-        .on_reports(vec![report(&rig, a, crate::work::Outcome::NotStarted)]);
-    assert_eq!(count(&rig.dir, "status = 'uploading'"), 1, "B is out");
-    rig.owner.dispatch();
-    assert!(rig.jobs.try_recv().is_err());
-    drop(b);
+    assert_eq!(b.id, a.id, "the same row, claimed again: job B");
+    (rig, a, b)
 }

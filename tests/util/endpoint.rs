@@ -7,6 +7,28 @@ use std::collections::{HashMap, HashSet};
 use super::{Env, Request, Written};
 
 impl Env {
+    /// The endpoint answers 413 from a request's head and closes on its body (`early:413`);
+    /// a 48 MiB image, far larger than a loopback connection's socket buffers (the write
+    /// must fail), is scanned: it is `failed`, "HTTP 413". Its path.
+    pub fn scan_a_big_file_refused_by_its_head(&self) -> std::path::PathBuf {
+        self.server.set_mode(super::Mode::Early { code: 413 });
+        let big = self.put(
+            "Sega_1",
+            "big.jpg",
+            &super::images::jpeg_of_size(48 << 20, 1),
+        );
+        let o = self.run(&["scan"]);
+        assert_eq!(o.code, 1, "a file failed: {}\n{}", o.stdout, o.stderr);
+        let row = self.row("big.jpg");
+        assert_eq!(
+            (row.status.as_str(), row.last_error.as_deref()),
+            ("failed", Some("HTTP 413")),
+            "{}",
+            o.stderr
+        );
+        big
+    }
+
     /// Requests that carried a file, by decoded file name.
     pub fn uploads_of(&self, name: &[u8]) -> Vec<Request> {
         self.server
