@@ -6,12 +6,13 @@
 //!     signals ──► this thread (supervisor): shutdown, reload, watchdog, STATUS
 //!
 //! Channel capacities (backpressure):
-//! - jobs: 4 × workers (at least 16), built by `pipeline`, which the one-shot `scan` uses
+//! - jobs: 8 × workers (at least 32), built by `pipeline`, which the one-shot `scan` uses
 //!   too. Enough that a worker finishing a request finds its next job while the owner is
 //!   in a commit or a PostgreSQL round trip, and that a claim (refilling from half) takes
-//!   8 rows or more, not 4; small enough that on an outage or a shutdown only a handful of
-//!   claimed rows go back to `pending`. The owner never claims more than the free slots, so
-//!   its sends never block.
+//!   16 rows or more: a claim is a transaction whose fixed cost (on PostgreSQL a round
+//!   trip, a commit, the counts' trigger) its rows share. Small enough that on an outage
+//!   or a shutdown a few dozen claimed rows at most go back to `pending`, in one
+//!   statement. The owner never claims more than the free slots, so its sends never block.
 //! - inputs: 1024 messages (each a batch of up to ~1000 files). When the owner cannot keep
 //!   up, the watcher blocks, the kernel's inotify queue fills and overflows, and the
 //!   overflow triggers a full rescan: slower, never lossy.
@@ -361,11 +362,17 @@ pub struct Pipeline {
     pub workers: Vec<thread::JoinHandle<()>>,
 }
 
+/// How many jobs the channel holds for `workers` workers: 8 × workers, at least 32 (the
+/// module doc says why). BENCHMARKS.md: "A larger job channel" (2 × → 4 × workers) and
+/// "Claims of 16 rows" (4 × → 8 ×), what each was worth.
+fn job_capacity(workers: usize) -> usize {
+    (8 * workers).max(32)
+}
+
 /// Builds the upload pipeline in one step: the job channel, the gate and the rate limiter
 /// the workers share, `upload.workers` named workers, and the owner that feeds them.
 ///
-/// The job channel holds 4 × workers, at least 16 (the module doc says why; BENCHMARKS.md,
-/// "A larger job channel", what it was worth), for the daemon and `scan` alike: a scan
+/// The job channel holds [`job_capacity`] jobs, for the daemon and `scan` alike: a scan
 /// gives back to `pending` what it did not start, as the daemon does.
 pub fn pipeline(
     config: &Config,
@@ -375,7 +382,7 @@ pub fn pipeline(
     outlets: Outlets,
 ) -> Result<Pipeline> {
     let workers = config.upload.workers;
-    let capacity = (4 * workers).max(16);
+    let capacity = job_capacity(workers);
     let (jobs_tx, jobs_rx) = bounded(capacity);
     let (reports_tx, reports_rx) = unbounded();
     let limiter = config
