@@ -12,7 +12,7 @@ use super::{Count, Flag};
 use crate::error::LedgerState;
 
 /// The schema version this build writes (`schema_version.version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// `pg_advisory_xact_lock` key that serialises migrations: two hosts starting together
 /// against a fresh database must not both create the tables.
@@ -191,6 +191,36 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX IF EXISTS upload_results_started;
     CREATE INDEX files_failed ON files(scope, id) WHERE status = 'failed';
     "#,
+    // 5: the unique key becomes `(scope, date, folder, filename)` and `files_date_folder`
+    // goes: the key's first three columns are now that index's, so every read by date
+    // (pruning, the newest date, a backfill's window, `list`) uses the key, and every new
+    // row version (a record, a claim, a completion) writes one index entry fewer, three a
+    // file (BENCHMARKS.md, "Claims of 16 rows"). Each lookup by a file's name names all
+    // four columns, which either order serves, as it serves `ON CONFLICT` on them. The
+    // new key is built before the old is dropped, in this transaction; the old one is
+    // found by its columns, whatever its name.
+    r#"
+    ALTER TABLE files
+        ADD CONSTRAINT files_scope_date_folder_filename_key UNIQUE (scope, date, folder, filename);
+    DO $$
+    DECLARE
+        old name;
+    BEGIN
+        FOR old IN
+            SELECT conname FROM pg_constraint
+            WHERE conrelid = 'files'::regclass AND contype = 'u'
+              AND conkey = (SELECT array_agg(a.attnum ORDER BY c.i)
+                            FROM unnest(ARRAY['scope', 'folder', 'date', 'filename'])
+                                 WITH ORDINALITY AS c(n, i)
+                            JOIN pg_attribute a
+                              ON a.attrelid = 'files'::regclass AND a.attname = c.n)
+        LOOP
+            EXECUTE format('ALTER TABLE files DROP CONSTRAINT %I', old);
+        END LOOP;
+    END
+    $$;
+    DROP INDEX IF EXISTS files_date_folder;
+    "#,
 ];
 
 /// Schema 3's triggers on a server with transition tables (PostgreSQL 10 and later): one
@@ -307,7 +337,7 @@ mod tests {
     use super::*;
     use crate::store::postgres::tests::{open_error, t, LEASE};
     use crate::store::tests::counts::assert_exact;
-    use crate::store::tests::{pg_open, pg_try_open, roots, FAR, T0, T1};
+    use crate::store::tests::{obs, pg_open, pg_try_open, roots, FAR, T0, T1};
     use crate::store::ClaimOrder;
 
     /// A 9.5 or 9.6 server gets a change row per row changed instead of per statement: the
@@ -364,6 +394,74 @@ mod tests {
         a.claim_due(T1, FAR, 10, ClaimOrder::OldestFile).unwrap();
         assert_exact(&mut a, "a record and a claim after the migration");
         assert_exact(&mut b, "another scope's changes");
+    }
+
+    /// Schema 5 keys a row by `(scope, date, folder, filename)` and drops
+    /// `files_date_folder`: a schema 4 ledger keeps its rows and their counts, a file
+    /// recorded again is still the row it was, and the key still refuses a second row for
+    /// one file, of any scope's.
+    #[test]
+    fn a_schema_4_ledger_is_keyed_by_date_first_at_its_migration() {
+        let Some(url) = t() else { return };
+        let mut c = PgConnection::establish(&url).unwrap();
+        for (i, step) in MIGRATIONS[..4].iter().enumerate() {
+            c.batch_execute(step).unwrap();
+            if i + 1 == COUNTED_FROM {
+                assert!(count_files(&mut c).is_ok());
+            }
+        }
+        c.batch_execute("INSERT INTO schema_version(version) VALUES (4)")
+            .unwrap();
+        let mut a = pg_open(&url, "site-a", "cam-1", roots());
+        a.record(&[obs(b"a.jpg", 1, 1), obs(b"b.jpg", 1, 2)], T0)
+            .unwrap();
+        drop(a);
+        // Back to schema 4's key and index, rows in them, as an older daemon left them.
+        c.batch_execute(
+            "ALTER TABLE files DROP CONSTRAINT files_scope_date_folder_filename_key;
+             ALTER TABLE files ADD UNIQUE (scope, folder, date, filename);
+             CREATE INDEX files_date_folder ON files(scope, date, folder);
+             UPDATE schema_version SET version = 4;",
+        )
+        .unwrap();
+
+        let mut a = pg_open(&url, "site-a", "cam-1", roots());
+        let indexes: Vec<String> = sql_query(
+            "SELECT indexdef AS v FROM pg_indexes WHERE tablename = 'files'
+               AND (indexdef LIKE '%UNIQUE%' OR indexname = 'files_date_folder')
+             ORDER BY indexname",
+        )
+        .load::<crate::store::postgres::OptText>(&mut c)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.v)
+        .collect();
+        assert_eq!(indexes.len(), 2, "{indexes:?}");
+        assert!(
+            indexes
+                .iter()
+                .any(|d| d.ends_with("(scope, date, folder, filename)")),
+            "{indexes:?}"
+        );
+        assert!(
+            indexes.iter().any(|d| d.contains("files_pkey")),
+            "{indexes:?}"
+        );
+
+        assert_exact(&mut a, "the migration");
+        let stats = a
+            .record(&[obs(b"a.jpg", 1, 1), obs(b"c.jpg", 1, 3)], T1)
+            .unwrap();
+        assert_eq!(stats.new, 1, "a.jpg is the row it was: {stats:?}");
+        assert_exact(&mut a, "a record after the migration");
+        let twice = c.batch_execute(
+            "INSERT INTO files(scope, folder, date, filename, path, size, mtime_ns, status,
+                 detected_at, updated_at, recorded_by)
+             SELECT scope, folder, date, filename, path, size, mtime_ns, status,
+                 detected_at, updated_at, 'x' FROM files WHERE filename = 'a.jpg'::bytea",
+        );
+        let e = twice.expect_err("a second row for a.jpg").to_string();
+        assert!(e.contains("files_scope_date_folder_filename_key"), "{e}");
     }
 
     #[test]
