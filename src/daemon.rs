@@ -12,7 +12,9 @@
 //!   16 rows or more: a claim is a transaction whose fixed cost (on PostgreSQL a round
 //!   trip, a commit, the counts' trigger) its rows share. Small enough that on an outage
 //!   or a shutdown a few dozen claimed rows at most go back to `pending`, in one
-//!   statement. The owner never claims more than the free slots, so its sends never block.
+//!   statement (after a crash they are `uploading` until the next start, or another
+//!   host's take-over, gives them back, their attempt counted as for an upload the crash
+//!   cut). The owner never claims more than the free slots, so its sends never block.
 //! - inputs: 1024 messages (each a batch of up to ~1000 files). When the owner cannot keep
 //!   up, the watcher blocks, the kernel's inotify queue fills and overflows, and the
 //!   overflow triggers a full rescan: slower, never lossy.

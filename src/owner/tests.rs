@@ -195,6 +195,30 @@ fn rows_claimed_before_the_database_fails_still_become_jobs() {
     assert_eq!(rig.jobs.len(), 2, "both claimed rows were handed out");
 }
 
+/// A claim takes the free slots in whole quarters of the channel, so PostgreSQL plans a
+/// claim for three limits, not one per free count (a review: 257 plans at 64 workers).
+/// Never none while the channel is at most half full; a channel too small to quarter
+/// takes every free slot.
+#[test]
+fn claims_take_whole_quarters_of_the_channel() {
+    let mut rig = pending("quarters", 0);
+    rig.owner.capacity = 32;
+    let takes: Vec<usize> = [32, 17, 16, 15, 9, 8, 7, 0]
+        .iter()
+        .map(|q| rig.owner.refill(*q))
+        .collect();
+    assert_eq!(takes, [0, 0, 16, 16, 16, 24, 24, 32]);
+    rig.owner.capacity = 2;
+    assert_eq!(
+        (
+            rig.owner.refill(2),
+            rig.owner.refill(1),
+            rig.owner.refill(0)
+        ),
+        (0, 1, 2)
+    );
+}
+
 /// Issue 17's review: the owner claims once the job channel (8 here) is at most half full,
 /// and then fills it. A backlog goes out in batches; while more than half is queued it
 /// neither claims nor wakes for due rows (a report wakes it); with nothing due it sleeps;

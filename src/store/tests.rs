@@ -108,6 +108,7 @@ macro_rules! both {
 
 both!(
     claimed_here_lists_this_process_claims,
+    list_by_folder_reads_every_date_newest_first,
     record_distinguishes_new_known_and_new_versions,
     non_utf8_names_round_trip_losslessly,
     claims_are_atomic_ordered_and_respect_due_times,
@@ -775,6 +776,46 @@ fn state_counts_and_summary(mut s: Box<dyn Ledger>) {
         })
         .unwrap()
         .is_empty());
+}
+
+/// `list --folder` without a date: the folder's rows of every date, newest date first,
+/// another folder's left out (on PostgreSQL the dates come from the key, schema 5's).
+fn list_by_folder_reads_every_date_newest_first(mut s: Box<dyn Ledger>) {
+    let at = |folder: &str, date: &str, name: &str| {
+        let mut o = obs(name.as_bytes(), 1, 1);
+        o.folder = folder.into();
+        o.date = date.into();
+        o.path = PathBuf::from(format!("/data/{folder}/{date}/{name}"));
+        o
+    };
+    s.record(
+        &[
+            at("Sega_1", "2026-11-24", "old.jpg"),
+            at("Sega_2", "2026-11-25", "other.jpg"),
+            at("Sega_1", "2026-11-26", "new.jpg"),
+            at("Sega_1", "2026-11-25", "mid.jpg"),
+        ],
+        T0,
+    )
+    .unwrap();
+    let names = |s: &mut Box<dyn Ledger>, folder: &str, limit: Option<i64>| -> Vec<String> {
+        s.list(&ListFilter {
+            folder: Some(folder.into()),
+            limit,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.filename.to_string_lossy().into_owned())
+        .collect()
+    };
+    assert_eq!(
+        names(&mut s, "Sega_1", None),
+        ["new.jpg", "mid.jpg", "old.jpg"]
+    );
+    assert_eq!(names(&mut s, "Sega_1", Some(2)), ["new.jpg", "mid.jpg"]);
+    assert_eq!(names(&mut s, "Sega_2", None), ["other.jpg"]);
+    assert!(names(&mut s, "Sega_3", None).is_empty());
 }
 
 /// The `uploaded_total` state row: one per version marked uploaded, nothing for a completion

@@ -72,10 +72,11 @@ impl PgStore {
     /// other; `ARRAY(…)` evaluates the pick once.
     ///
     /// Prepared, and planned once per session (generic plans, see `conn.rs`): the limit is
-    /// written into the text, one statement per limit (at most the job channel's capacity),
-    /// because a plan made for an unknown limit expects a tenth of the table and, with it,
-    /// prefers reading and sorting every pending row to the index already in upload order
-    /// (above all on a new, still empty ledger, where the plan is first made).
+    /// written into the text, one statement per limit (the owner asks for whole quarters
+    /// of the job channel: three limits, and a probe's 1), because a plan made for an
+    /// unknown limit expects a tenth of the table and, with it, prefers reading and
+    /// sorting every pending row to the index already in upload order (above all on a
+    /// new, still empty ledger, where the plan is first made).
     pub(super) fn claim_due(
         &mut self,
         now: Timestamp,

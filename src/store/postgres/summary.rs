@@ -242,11 +242,28 @@ impl PgStore {
         })
     }
 
+    /// The rows `list` shows, newest date first. A folder without a date reads the folder
+    /// in each of the scope's dates, found one index probe each down the key: the key is
+    /// `(scope, date, folder, …)` (schema 5), and without the dates a folder would be
+    /// looked for in every row of the scope (a review: a folder with no rows read all of
+    /// them).
     pub(super) fn list(&mut self, filter: &ListFilter) -> Result<Vec<FileRow>> {
+        let dates = if filter.folder.is_some() && filter.date.is_none() {
+            "AND date = ANY(ARRAY(
+                 WITH RECURSIVE d(date) AS (
+                     SELECT max(date) FROM files WHERE scope = $1
+                     UNION ALL
+                     SELECT (SELECT max(f.date) FROM files f WHERE f.scope = $1 AND f.date < d.date)
+                     FROM d WHERE d.date IS NOT NULL)
+                 SELECT date FROM d WHERE date IS NOT NULL))"
+        } else {
+            ""
+        };
         let sql = format!(
             "SELECT {} FROM files
              WHERE scope = $1 AND ($2::text IS NULL OR status = $2)
                AND ($3::text IS NULL OR folder = $3) AND ($4::text IS NULL OR date = $4)
+               {dates}
              ORDER BY date DESC, folder, mtime_ns DESC, id DESC
              LIMIT $5",
             file_columns()
