@@ -55,8 +55,8 @@ pub(super) fn trim_results(c: &mut PgConnection, file_ids: &[i64]) -> QueryResul
 /// Whether a file is there (for its result, and to answer with the gone ones) is its row's
 /// scope looked up by id, one row at a time: as an `EXISTS` naming the scope, a plan made
 /// before the table had statistics read every row of the scope (through an index by scope
-/// and date, into a hash) twice for each completion. A row moved to another scope by hand is gone to
-/// this one: no result is written on another scope's row.
+/// and date, into a hash) twice for each completion. A row moved to another scope by hand
+/// is gone to this one: no result is written on another scope's row.
 /// - `counted`: the rows this statement marked uploaded, added to this host's
 ///   `UPLOADED_TOTAL` state row (`$26`) in the same transaction. A value edited by hand
 ///   into something that is not a number counts as 0, rather than failing every completion

@@ -473,6 +473,23 @@ mod tests {
         .b
     }
 
+    /// `files` has its primary key and the new key alone, a constraint of that name,
+    /// `files_date_folder` gone.
+    fn assert_keyed_by_date_first(c: &mut PgConnection, why: &str) -> Vec<String> {
+        let keys = keys(c);
+        assert_eq!(keys.len(), 2, "{why}: {keys:?}");
+        assert!(
+            keys[1].starts_with("files_scope_date_folder_filename_key: ")
+                && keys[1].ends_with("(scope, date, folder, filename)"),
+            "{why}: {keys:?}"
+        );
+        assert!(
+            has_constraint(c, "files_scope_date_folder_filename_key"),
+            "{why}"
+        );
+        keys
+    }
+
     /// Schema 5 keys a row by `(scope, date, folder, filename)` and drops
     /// `files_date_folder`: a schema 4 ledger keeps its rows and their counts, a file
     /// recorded again is still the row it was, and the key still refuses a second row for
@@ -482,18 +499,8 @@ mod tests {
         let Some(url) = t() else { return };
         let mut c = schema_4_ledger(&url, &[]);
         let mut a = pg_open(&url, "site-a", "cam-1", roots());
-        let keys = keys(&mut c);
-        assert_eq!(keys.len(), 2, "{keys:?}");
+        let keys = assert_keyed_by_date_first(&mut c, "the migration");
         assert!(keys[0].starts_with("files_pkey: "), "{keys:?}");
-        assert!(
-            keys[1].starts_with("files_scope_date_folder_filename_key: ")
-                && keys[1].ends_with("(scope, date, folder, filename)"),
-            "{keys:?}"
-        );
-        assert!(has_constraint(
-            &mut c,
-            "files_scope_date_folder_filename_key"
-        ));
 
         assert_exact(&mut a, "the migration");
         let stats = a
@@ -531,17 +538,7 @@ mod tests {
                 ],
             );
             let mut a = pg_open(&url, "site-a", "cam-1", roots());
-            let keys = keys(&mut c);
-            assert_eq!(keys.len(), 2, "built ahead as {ahead}: {keys:?}");
-            assert!(
-                keys[1].starts_with("files_scope_date_folder_filename_key: ")
-                    && keys[1].ends_with("(scope, date, folder, filename)"),
-                "built ahead as {ahead}: {keys:?}"
-            );
-            assert!(has_constraint(
-                &mut c,
-                "files_scope_date_folder_filename_key"
-            ));
+            assert_keyed_by_date_first(&mut c, &format!("built ahead as {ahead}"));
             assert!(!has_constraint(&mut c, "old_by_hand"));
             let stats = a.record(&[obs(b"a.jpg", 1, 1)], T1).unwrap();
             assert_eq!(stats.new, 0, "built ahead as {ahead}: {stats:?}");
