@@ -118,7 +118,10 @@ impl Store {
 
     /// Re-queues one path; uploaded (or skipped) rows only with `force`, a row being
     /// uploaded or with a status this build does not know never. Returns the status it had,
-    /// or None when the path is not recorded.
+    /// or None when the path is not recorded. The status is read and the row re-queued in
+    /// one write transaction: read outside it, a claim the daemon committed in between
+    /// was undone, and the file went out twice (`retry` waits for the write lock while the
+    /// daemon holds it for that very claim).
     pub(super) fn retry_path(
         &mut self,
         path: &Path,
@@ -126,8 +129,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<Option<Status>> {
         let key = os_value(path.as_os_str());
-        let status: Option<Status> = self
-            .conn
+        let tx = self.tx("re-queueing a file")?;
+        let status: Option<Status> = tx
             .query_row("SELECT status FROM files WHERE path = ?1", [&key], |r| {
                 r.get(0)
             })
@@ -144,16 +147,83 @@ impl Store {
             Status::Unknown(_) => false,
         };
         if allowed {
-            self.conn
-                .execute(
-                    "UPDATE files SET status = 'pending', attempts = 0, next_attempt_at = ?2,
-                        last_error = NULL, uploaded_at = NULL, incomplete_since = NULL, absent = 0,
-                        updated_at = ?2
-                     WHERE path = ?1",
-                    params![key, now],
-                )
-                .map_err(|e| Error::db("re-queueing a file", e))?;
+            tx.execute(
+                "UPDATE files SET status = 'pending', attempts = 0, next_attempt_at = ?2,
+                    last_error = NULL, uploaded_at = NULL, incomplete_since = NULL, absent = 0,
+                    updated_at = ?2
+                 WHERE path = ?1",
+                params![key, now],
+            )
+            .map_err(|e| Error::db("re-queueing a file", e))?;
         }
+        tx.commit()
+            .map_err(|e| Error::db("re-queueing a file", e))?;
         Ok(Some(status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use super::Store;
+    use crate::store::tests::{obs, temp_db, T0, T1};
+    use crate::store::{Ledger, Status};
+
+    /// Whether thread `tid` of this process is asleep in a `nanosleep`: SQLite's busy
+    /// handler waiting for the write lock.
+    fn sleeping(tid: libc::pid_t) -> bool {
+        let Ok(call) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+            return false;
+        };
+        let nr: i64 = call
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(-1);
+        nr == libc::SYS_nanosleep || nr == libc::SYS_clock_nanosleep
+    }
+
+    /// `retry PATH` against a claim the daemon is committing: the retry waits for the
+    /// claim and then leaves the row `uploading`. (Its status was read before the write
+    /// lock: it saw `pending`, waited, and undid the claim once it was committed; the
+    /// upload already out then went out a second time. Review of 2026-12-04.)
+    #[test]
+    fn retry_does_not_undo_a_claim_committed_while_it_waits() {
+        let db = temp_db();
+        let path = Path::new("/data/Sega_1/2026-11-26/a.jpg");
+        let mut daemon = Store::open(&db).unwrap();
+        Ledger::record(&mut daemon, &[obs(b"a.jpg", 1, 1)], T0).unwrap();
+        let mut cli = Store::open(&db).unwrap();
+        // The daemon's claim, written and not yet committed: it holds the write lock.
+        let claim = rusqlite::Connection::open(&db).unwrap();
+        claim
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 UPDATE files SET status = 'uploading', attempts = attempts + 1",
+            )
+            .unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let retry = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            cli.retry_path(path, false, T1)
+        });
+        let tid = tid_rx.recv().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !sleeping(tid) {
+            assert!(Instant::now() < deadline, "the retry never waited for the lock");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        claim.execute_batch("COMMIT").unwrap();
+        let was = retry.join().unwrap().unwrap();
+        assert_eq!(was, Some(Status::Uploading), "what retry reports");
+        let row = Ledger::file_by_path(&mut daemon, path).unwrap().unwrap();
+        assert_eq!(
+            (row.status, row.attempts),
+            (Status::Uploading, 1),
+            "the claim stands"
+        );
     }
 }
