@@ -132,12 +132,20 @@ pub fn send_listing(
     tx: &Sender<Input>,
     summary: &mut Summary,
 ) -> Option<bool> {
+    let date = date_dir.to_string_lossy().into_owned();
+    // Before the first lstat, through the channel the watcher's files go through: whatever
+    // the owner records of this folder after this message is at least as new as the
+    // listing, which then does not set it back to what it saw.
+    tx.send(Input::ListingStarted {
+        folder: folder.label.clone(),
+        date: date.clone(),
+    })
+    .ok()?;
     let Some(entries) = list_one(folder, date_dir, extensions) else {
         return Some(false);
     };
     summary.date_dirs += 1;
     summary.files += entries.len();
-    let date = date_dir.to_string_lossy().into_owned();
     tx.send(Input::Listing {
         folder: folder.label.clone(),
         date,

@@ -39,6 +39,9 @@ impl Owner {
                     self.record_held();
                 }
             }
+            Input::ListingStarted { folder, date } => {
+                self.listings.insert((folder, date), now);
+            }
             Input::Listing {
                 folder,
                 date,
@@ -47,13 +50,17 @@ impl Owner {
                 // What inotify saw first is recorded first: the listing is compared with
                 // the ledger, and a file of both is then one row, recorded once.
                 self.record_held();
+                // A row recorded or changed since the listing began is newer than what the
+                // listing saw of it: a file rewritten while the folder was being listed was
+                // set back to the version listed, and its new version then sent again.
+                let since = self.listings.remove(&(folder.clone(), date.clone()));
                 // Borrowed from `entries`, in their order: `known` lines up with them.
                 let listed: Vec<(&[u8], Version)> = entries
                     .iter()
                     .filter(|s| s.entry == EntryType::Regular)
                     .filter_map(|s| Some((s.path.as_os_str().as_bytes(), s.version?)))
                     .collect();
-                let known = match self.store.known_among(&folder, &date, &listed) {
+                let known = match self.store.known_among(&folder, &date, &listed, since) {
                     Ok(k) => k,
                     Err(e) => return self.trouble(e),
                 };
@@ -116,6 +123,8 @@ impl Owner {
             }
             Input::ScanFinished { files, took } => {
                 log::debug!("rescan: {files} candidate(s) in {}", human_duration(took));
+                // Starts whose listing never came (the folder could not be listed).
+                self.listings.clear();
                 let catch_up = self.last_scan.is_none();
                 self.last_scan = Some((self.clock.now_utc(), took));
                 self.live.rescan_done();

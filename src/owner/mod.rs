@@ -66,6 +66,10 @@ use policy::Rng;
 pub enum Input {
     /// Files reported by inotify (complete now) or otherwise already judged new.
     Observed(Vec<Observation>),
+    /// A scan is about to list one date folder (sent before its first `lstat`): what the
+    /// ledger records of that folder from now on is at least as new as the listing that
+    /// follows, which must not set it back (see `known_among`).
+    ListingStarted { folder: String, date: String },
     /// One date folder's listing from a scan: the owner compares it with the database.
     Listing {
         folder: String,
@@ -180,6 +184,9 @@ pub struct Owner {
     /// Uploads since local midnight of this date (seeded from the database at start).
     uploaded_today: (Option<time::Date>, i64),
     last_scan: Option<(OffsetDateTime, Duration)>,
+    /// When each date folder's listing under way began, by the owner's clock, as its
+    /// `ListingStarted` came: (folder, date) → then. Taken by its `Listing`.
+    listings: HashMap<(String, String), Timestamp>,
     /// The level of the judge's INFO lines about one file ("uploaded …", "retrying in …"):
     /// INFO in the daemon, DEBUG for a `scan` that prints one summary line instead.
     file_lines: log::Level,
@@ -292,6 +299,7 @@ impl Owner {
             counters: metrics::Counters::default(),
             uploaded_today: (None, 0),
             last_scan: None,
+            listings: HashMap::new(),
             file_lines: log::Level::Info,
             fatal: None,
             rescan: outlets.rescan,

@@ -1680,3 +1680,85 @@ fn a_new_version_claimed_while_out(name: &str) -> (Rig, Job, Job) {
     assert_eq!(b.id, a.id, "the same row, claimed again: job B");
     (rig, a, b)
 }
+
+/// The recorded size and last change (as stored) of `name` in today's folder.
+fn size_and_change(rig: &Rig, name: &str) -> (i64, String) {
+    rusqlite::Connection::open(rig.dir.join("sega.db"))
+        .unwrap()
+        .query_row(
+            "SELECT size, updated_at FROM files WHERE path LIKE '%/' || ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+/// A file rewritten while its folder is being listed: the scan's `lstat` saw the old
+/// version, inotify then recorded the new one, and the listing came last. It does not set
+/// the row back to what it saw (it did, and the new version went out twice: review of
+/// 2026-12-04). A listing begun after the row last changed still records what it finds.
+#[test]
+fn a_listing_older_than_what_inotify_recorded_does_not_set_the_row_back() {
+    let mut rig = pending("stale-listing", 0);
+    let today = layout::format_date(rig.owner.clock.today_local());
+    let path = today_dir(&rig).join("x.jpg");
+    let listing = |rig: &Rig| {
+        let folder = &rig.config.watch.folders[0];
+        Input::Listing {
+            folder: folder.label.clone(),
+            date: today.clone(),
+            entries: layout::list_date_dir(
+                &layout::FolderRef {
+                    label: &folder.label,
+                    dir: &folder.path,
+                },
+                std::ffi::OsStr::new(&today),
+                &rig.config.watch.extensions,
+            )
+            .unwrap(),
+        }
+    };
+    let started = |rig: &mut Rig| {
+        rig.owner.ingest(Input::ListingStarted {
+            folder: "Sega_1".into(),
+            date: today.clone(),
+        })
+    };
+    std::fs::write(&path, sega_testsrv::images::jpeg(8, 8, 1)).unwrap();
+    started(&mut rig);
+    let old = listing(&rig);
+    // Rewritten (another size), and recorded as the watcher records it.
+    std::fs::write(&path, sega_testsrv::images::jpeg(32, 32, 2)).unwrap();
+    let new = layout::Version::of(&std::fs::metadata(&path).unwrap());
+    rig.owner
+        .ingest(Input::Observed(vec![crate::work::Observation {
+            path: path.clone(),
+            folder: "Sega_1".into(),
+            date: today.clone(),
+            filename: "x.jpg".into(),
+            version: new,
+            ready_at: crate::timestamp::Timestamp::new(rig.owner.clock.now_utc()),
+            via_event: true,
+        }]));
+    rig.owner.commit_now();
+    let recorded = rig.owner.stats.recorded;
+    rig.owner.ingest(old);
+    rig.owner.commit_now();
+    let (size, changed) = size_and_change(&rig, "x.jpg");
+    assert_eq!(size, new.size as i64, "the version inotify recorded stays");
+    assert_eq!(rig.owner.stats.recorded, recorded, "nothing recorded again");
+
+    // Once the owner's clock is past that change, a listing begun then is newer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::timestamp::Timestamp::new(rig.owner.clock.now_utc()).to_string() <= changed {
+        assert!(Instant::now() < deadline, "the clock did not move");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    started(&mut rig);
+    std::fs::write(&path, sega_testsrv::images::jpeg(16, 16, 3)).unwrap();
+    let newer = layout::Version::of(&std::fs::metadata(&path).unwrap());
+    let listed = listing(&rig);
+    rig.owner.ingest(listed);
+    rig.owner.commit_now();
+    assert_eq!(size_and_change(&rig, "x.jpg").0, newer.size as i64);
+}

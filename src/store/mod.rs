@@ -363,13 +363,19 @@ pub trait Ledger: Send {
         Ok((self.record(batch, now)?, Vec::new()))
     }
 
-    /// Which listed files (path bytes, version) of one date folder are recorded with the
-    /// version they have on disk now. Memory follows the listing, never the ledger.
+    /// Which listed files (path bytes, version) of one date folder need not be recorded:
+    /// those recorded with the version they have on disk now, and, with `changed_since`
+    /// (when the listing began), those whose row changed at or after it: the ledger then
+    /// knows the file at least as newly as the listing (a rewrite inotify recorded while
+    /// the folder was being listed), and a version that did change meanwhile unseen is
+    /// found by the upload's own check or the next rescan. Memory follows the listing,
+    /// never the ledger.
     fn known_among(
         &mut self,
         folder: &str,
         date: &str,
         listed: &[(&[u8], Version)],
+        changed_since: Option<Timestamp>,
     ) -> Result<Vec<bool>>;
 
     /// A permission change on a pending file that failed: due now rather than at its backoff.

@@ -523,10 +523,21 @@ fn known_among_follows_the_version_on_disk(mut s: Box<dyn Ledger>) {
                 mtime_ns: 1,
             },
         ));
-        let known = s.known_among("Sega_1", "2026-11-26", &listed).unwrap();
-        assert_eq!(known.len(), len + 1);
-        assert!(known[0] && !known[1] && known[2] && !known[len]);
-        assert_eq!(known.iter().filter(|k| **k).count(), len - 1);
+        // A listing begun after the rows last changed (T1 > T0) is compared by version.
+        for since in [None, Some(T1)] {
+            let known = s
+                .known_among("Sega_1", "2026-11-26", &listed, since)
+                .unwrap();
+            assert_eq!(known.len(), len + 1);
+            assert!(known[0] && !known[1] && known[2] && !known[len]);
+            assert_eq!(known.iter().filter(|k| **k).count(), len - 1);
+        }
+        // One begun before they changed (T0, when they were recorded) saw them no later
+        // than the ledger did: every recorded file is known, whatever version it listed.
+        let known = s
+            .known_among("Sega_1", "2026-11-26", &listed, Some(T0))
+            .unwrap();
+        assert!(known[..len].iter().all(|k| *k) && !known[len], "{known:?}");
     }
 }
 

@@ -369,8 +369,9 @@ impl Ledger for PgStore {
         folder: &str,
         date: &str,
         listed: &[(&[u8], Version)],
+        changed_since: Option<Timestamp>,
     ) -> Result<Vec<bool>> {
-        PgStore::known_among(self, folder, date, listed)
+        PgStore::known_among(self, folder, date, listed, changed_since)
     }
 
     fn recheck(&mut self, path: &Path, now: Timestamp) -> Result<bool> {

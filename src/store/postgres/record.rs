@@ -241,12 +241,14 @@ impl PgStore {
     }
 
     /// Which listed files of one date folder are recorded with the version they have now,
-    /// by file name (the identity; this host's path may differ from the recording host's).
+    /// or changed at or after `changed_since` (`Ledger::known_among`), by file name (the
+    /// identity; this host's path may differ from the recording host's).
     pub(super) fn known_among(
         &mut self,
         folder: &str,
         date: &str,
         listed: &[(&[u8], Version)],
+        changed_since: Option<Timestamp>,
     ) -> Result<Vec<bool>> {
         let mut known = vec![false; listed.len()];
         let ctx = &self.ctx;
@@ -267,7 +269,8 @@ impl PgStore {
                              AS u(filename, size, mtime_ns, i)
                          JOIN files f ON f.scope = $1 AND f.folder = $2 AND f.date = $3
                              AND f.filename = u.filename
-                         WHERE f.size = u.size AND f.mtime_ns = u.mtime_ns AND NOT f.absent",
+                         WHERE NOT f.absent AND ((f.size = u.size AND f.mtime_ns = u.mtime_ns)
+                             OR f.updated_at >= $7::timestamptz)",
                     )
                     .bind::<Text, _>(&ctx.scope)
                     .bind::<Text, _>(folder)
@@ -275,6 +278,7 @@ impl PgStore {
                     .bind::<Array<Bytea>, _>(&names)
                     .bind::<Array<BigInt>, _>(&sizes)
                     .bind::<Array<BigInt>, _>(&mtimes)
+                    .bind::<Nullable<Text>, _>(changed_since)
                     .load(c)?)
                 })
             })?;

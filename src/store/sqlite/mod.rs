@@ -290,8 +290,9 @@ impl Ledger for Store {
         folder: &str,
         date: &str,
         listed: &[(&[u8], Version)],
+        changed_since: Option<Timestamp>,
     ) -> Result<Vec<bool>> {
-        Store::known_among(self, folder, date, listed)
+        Store::known_among(self, folder, date, listed, changed_since)
     }
 
     fn recheck(&mut self, path: &Path, now: Timestamp) -> Result<bool> {

@@ -45,7 +45,8 @@ impl Store {
     }
 
     /// Which listed files are recorded with the version they have on disk now: `known[i]`
-    /// is true when `listed[i]` (path bytes, version) has a row with that size and mtime.
+    /// is true when `listed[i]` (path bytes, version) has a row with that size and mtime,
+    /// or one that changed at or after `changed_since` (`Ledger::known_among`).
     /// A rescan asks this for every date folder every minute, so memory follows the listing,
     /// never the database (a folder holding a backlog of a million rows must not become a
     /// million-entry map): a short listing is looked up path by path on the UNIQUE index,
@@ -55,20 +56,26 @@ impl Store {
         folder: &str,
         date: &str,
         listed: &[(&[u8], Version)],
+        changed_since: Option<Timestamp>,
     ) -> Result<Vec<bool>> {
         let err = |e| Error::db("reading known files", e);
         let mut known = vec![false; listed.len()];
         if listed.len() <= LOOKUP_MAX {
             let mut stmt = self
                 .conn
-                .prepare_cached("SELECT size, mtime_ns FROM files WHERE path = ?1 AND absent = 0")
+                .prepare_cached(
+                    "SELECT size, mtime_ns, coalesce(updated_at >= ?2, 0) FROM files
+                     WHERE path = ?1 AND absent = 0",
+                )
                 .map_err(err)?;
             for (k, (path, version)) in known.iter_mut().zip(listed) {
                 let row = stmt
-                    .query_row([&bytes_value(path)], |r| version_of(r, 0, 1))
+                    .query_row(params![bytes_value(path), changed_since], |r| {
+                        Ok((version_of(r, 0, 1)?, r.get::<_, bool>(2)?))
+                    })
                     .optional()
                     .map_err(err)?;
-                *k = row == Some(*version);
+                *k = row.is_some_and(|(recorded, newer)| recorded == *version || newer);
             }
             return Ok(known);
         }
@@ -80,16 +87,20 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT path, size, mtime_ns FROM files WHERE date = ?1 AND folder = ?2 AND absent = 0",
+                "SELECT path, size, mtime_ns, coalesce(updated_at >= ?3, 0) FROM files
+                 WHERE date = ?1 AND folder = ?2 AND absent = 0",
             )
             .map_err(err)?;
-        let mut rows = stmt.query([date, folder]).map_err(err)?;
+        let mut rows = stmt
+            .query(params![date, folder, changed_since])
+            .map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
             let (ValueRef::Text(path) | ValueRef::Blob(path)) = r.get_ref(0).map_err(err)? else {
                 continue;
             };
             if let Some(&i) = index.get(path) {
-                known[i] = version_of(r, 1, 2).map_err(err)? == listed[i].1;
+                known[i] = version_of(r, 1, 2).map_err(err)? == listed[i].1
+                    || r.get::<_, bool>(3).map_err(err)?;
             }
         }
         Ok(known)

@@ -213,7 +213,10 @@ mod tests {
         let tid = tid_rx.recv().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while !sleeping(tid) {
-            assert!(Instant::now() < deadline, "the retry never waited for the lock");
+            assert!(
+                Instant::now() < deadline,
+                "the retry never waited for the lock"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         claim.execute_batch("COMMIT").unwrap();
