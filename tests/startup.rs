@@ -153,3 +153,21 @@ fn a_fifo_in_place_of_the_database_or_its_lock_blocks_nothing() {
         d.log_text()
     );
 }
+
+/// `log.file` naming a FIFO nothing reads: the daemon says so and ends, where it waited in
+/// the open for ever, before READY and without a word (review of 2026-12-04).
+#[test]
+fn a_fifo_as_the_log_file_is_refused_not_waited_on() {
+    let env = Env::new("fifo-log");
+    let log = env.dir.join("sega.log");
+    mkfifo(&log);
+    env.set("/log/file", json!(log));
+    let mut d = env.spawn(env.cmd(&["run"]), |_| {});
+    let code = d.wait_exit(DEADLINE);
+    let text = d.log_text();
+    assert_ne!(code, 0, "{text}");
+    assert!(
+        text.contains("opening log file") && text.contains("not a regular file (FIFO)"),
+        "{text}"
+    );
+}
