@@ -311,7 +311,9 @@ pub fn check_file(
         Ok(Content::Image) => {}
         Ok(Content::NotAnImage) => return Err(Outcome::NotAnImage),
         Ok(Content::Incomplete) => {
-            let since = incomplete_since.map_or(now, Timestamp::utc);
+            // Never later than now: a wall clock stepped back past it would stretch the
+            // wait by the step (an hour back held the file an hour; review of 2026-12-04).
+            let since = incomplete_since.map_or(now, Timestamp::utc).min(now);
             if now - since < max_wait {
                 return Err(Outcome::Incomplete { since });
             }
@@ -482,6 +484,57 @@ pub fn spawn_workers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file without its end-of-image marker waits `max_wait` from when it was first
+    /// found so; a wall clock stepped back past that moment restarts the wait at the new
+    /// now instead of stretching it by the step.
+    #[test]
+    fn an_incomplete_file_waits_from_no_later_than_now() {
+        let dir = std::env::temp_dir().join(format!("sega-incomplete-{}", std::process::id()));
+        let date_dir = dir.join("Sega_1").join("2026-11-26");
+        std::fs::create_dir_all(&date_dir).unwrap();
+        let mut jpeg = sega_testsrv::images::jpeg(8, 8, 1);
+        jpeg.truncate(jpeg.len() - 2);
+        let path = date_dir.join("x.jpg");
+        std::fs::write(&path, &jpeg).unwrap();
+        let target = Target {
+            anchor: dir.join("Sega_1"),
+            below: None,
+            date: "2026-11-26".into(),
+            name: "x.jpg".into(),
+            path: path.clone(),
+        };
+        let version = Version::of(&std::fs::metadata(&path).unwrap());
+        let now = time::macros::datetime!(2026-11-26 10:00:00 UTC);
+        let wait = Duration::from_secs(6);
+        let since = |first: OffsetDateTime| match check_file(
+            &target,
+            version,
+            Some(Timestamp::new(first)),
+            wait,
+            now,
+        ) {
+            Err(Outcome::Incomplete { since }) => since,
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("sent"),
+        };
+        let earlier = now - Duration::from_secs(2);
+        assert_eq!(since(earlier), earlier, "still waiting since then");
+        let stepped_back = now + Duration::from_secs(3600);
+        assert_eq!(since(stepped_back), now, "the wait starts again now");
+        assert!(
+            check_file(
+                &target,
+                version,
+                Some(Timestamp::new(now - wait)),
+                wait,
+                now
+            )
+            .is_ok(),
+            "sent once the wait is over"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn request_settings_never_print_their_secrets() {
