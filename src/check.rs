@@ -185,7 +185,20 @@ pub fn evaluate(status: &Value, t: &Thresholds) -> (i32, String) {
 
     let mut problems: Vec<(i32, String)> = Vec::new();
     match heartbeat_age {
-        _ if !alive => problems.push((CRITICAL, "daemon not running".into())),
+        // Not alive but holding its lock: running, and unable to write its ledger.
+        _ if !alive => problems.push((
+            CRITICAL,
+            match status["daemon"]["pid"].as_str() {
+                Some(pid) => format!(
+                    "daemon (pid {pid}) not writing its ledger, heartbeat {}",
+                    heartbeat_age.map_or_else(
+                        || "never written".to_owned(),
+                        |a| format!("{} old", human_duration(Duration::from_secs(a)))
+                    )
+                ),
+                None => "daemon not running".into(),
+            },
+        )),
         Some(age) if level(age, t.heartbeat) > OK => problems.push((
             level(age, t.heartbeat),
             format!(
@@ -312,6 +325,15 @@ mod tests {
                 status(false, 500, 0, 0, 0, None),
                 CRITICAL,
                 "daemon not running",
+            ),
+            (
+                {
+                    let mut s = status(false, 500, 0, 0, 0, None);
+                    s["daemon"]["pid"] = json!("4242");
+                    s
+                },
+                CRITICAL,
+                "daemon (pid 4242) not writing its ledger, heartbeat 8m20s old",
             ),
             (status(true, 40, 0, 0, 0, None), WARNING, "heartbeat"),
             (

@@ -423,3 +423,49 @@ fn the_metrics_file_names_the_build_counts_bytes_and_exports_timestamps() {
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(DEADLINE), 0);
 }
+
+/// A daemon that holds its ledger's lock but whose heartbeat is old (it cannot write the
+/// ledger: a full disk, a write lock held elsewhere) is named by its pid as not answering,
+/// by `status` and by `check`, not "not running", which sent the operator looking for a
+/// crash (review of 2026-12-04). The heartbeat is made old by reading it an hour later.
+#[test]
+fn a_daemon_holding_its_lock_with_an_old_heartbeat_is_not_answering_not_gone() {
+    let env = Env::new("not-answering");
+    let d = env.start_daemon();
+    d.wait_log("INFO  ready: ");
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let later = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        later.year(),
+        u8::from(later.month()),
+        later.day(),
+        later.hour(),
+        later.minute(),
+        later.second()
+    );
+    let pid = d.pid();
+    let run = |args: &[&str]| {
+        let mut c = env.cmd(args);
+        c.env("SEGA_TEST_NOW", &later);
+        env.capture(out(c.output().unwrap()))
+    };
+    let o = run(&["status"]);
+    assert!(
+        o.stdout.contains(&format!(
+            "daemon:    NOT ANSWERING (pid {pid} holds the ledger's lock"
+        )),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let o = run(&["check"]);
+    assert_eq!(o.code, 2, "{}{}", o.stdout, o.stderr);
+    // (An hour ahead to the second: the heartbeat is 59m59s to 1h old.)
+    assert!(
+        o.stdout.starts_with(&format!(
+            "SEGA CRITICAL - daemon (pid {pid}) not writing its ledger, heartbeat "
+        )) && o.stdout.contains(" old | "),
+        "{}",
+        o.stdout
+    );
+}

@@ -204,6 +204,16 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<i32> {
             s(&d["pid"]),
             secs(&d["heartbeat_age_secs"])
         );
+    } else if d["pid"].is_string() {
+        // The lock is held, so the process lives; its heartbeat is old because it cannot
+        // write the ledger (a full disk, a lock held elsewhere): "not running" sent the
+        // operator looking for a crash (review of 2026-12-04).
+        outln!(
+            "daemon:    NOT ANSWERING (pid {} holds the ledger's lock, but its last heartbeat \
+             was {} ago: it cannot write the ledger; its log says why)",
+            s(&d["pid"]),
+            secs(&d["heartbeat_age_secs"])
+        );
     } else {
         match (d["stopped_at"].as_str(), d["heartbeat_at"].as_str()) {
             (Some(stop), Some(hb)) if stop >= hb => {
