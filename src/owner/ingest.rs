@@ -53,14 +53,18 @@ impl Owner {
                 // A row recorded or changed since the listing began is newer than what the
                 // listing saw of it: a file rewritten while the folder was being listed was
                 // set back to the version listed, and its new version then sent again.
-                let since = self.listings.remove(&(folder.clone(), date.clone()));
+                // (Up to now: a change stamped later came before a step back of the clock.)
+                let during = self
+                    .listings
+                    .remove(&(folder.clone(), date.clone()))
+                    .map(|since| (since, self.now()));
                 // Borrowed from `entries`, in their order: `known` lines up with them.
                 let listed: Vec<(&[u8], Version)> = entries
                     .iter()
                     .filter(|s| s.entry == EntryType::Regular)
                     .filter_map(|s| Some((s.path.as_os_str().as_bytes(), s.version?)))
                     .collect();
-                let known = match self.store.known_among(&folder, &date, &listed, since) {
+                let known = match self.store.known_among(&folder, &date, &listed, during) {
                     Ok(k) => k,
                     Err(e) => return self.trouble(e),
                 };

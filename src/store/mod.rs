@@ -364,18 +364,20 @@ pub trait Ledger: Send {
     }
 
     /// Which listed files (path bytes, version) of one date folder need not be recorded:
-    /// those recorded with the version they have on disk now, and, with `changed_since`
-    /// (when the listing began), those whose row changed at or after it: the ledger then
-    /// knows the file at least as newly as the listing (a rewrite inotify recorded while
-    /// the folder was being listed), and a version that did change meanwhile unseen is
-    /// found by the upload's own check or the next rescan. Memory follows the listing,
-    /// never the ledger.
+    /// those recorded with the version they have on disk now, and, with `changed_during`
+    /// (when the listing began, and now), those whose row changed in between: the ledger
+    /// then knows the file at least as newly as the listing (a rewrite inotify recorded
+    /// while the folder was being listed), and a version that did change meanwhile unseen
+    /// is found by the upload's own check or the next rescan. A change stamped later than
+    /// now is compared by version: a wall clock stepped back would otherwise have kept a
+    /// new version out for as long as the step. Memory follows the listing, never the
+    /// ledger.
     fn known_among(
         &mut self,
         folder: &str,
         date: &str,
         listed: &[(&[u8], Version)],
-        changed_since: Option<Timestamp>,
+        changed_during: Option<(Timestamp, Timestamp)>,
     ) -> Result<Vec<bool>>;
 
     /// A permission change on a pending file that failed: due now rather than at its backoff.

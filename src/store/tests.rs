@@ -523,19 +523,23 @@ fn known_among_follows_the_version_on_disk(mut s: Box<dyn Ledger>) {
                 mtime_ns: 1,
             },
         ));
-        // A listing begun after the rows last changed (T1 > T0) is compared by version.
-        for since in [None, Some(T1)] {
+        // A listing begun after the rows last changed (T1 > T0) is compared by version, and
+        // so is one whose "now" is before their change: stamped by a clock since stepped
+        // back, which must not keep a new version out for as long as the step.
+        let hour = std::time::Duration::from_secs(3600);
+        for during in [None, Some((T1, T2)), Some((T0 - hour, T0 - hour / 2))] {
             let known = s
-                .known_among("Sega_1", "2026-11-26", &listed, since)
+                .known_among("Sega_1", "2026-11-26", &listed, during)
                 .unwrap();
             assert_eq!(known.len(), len + 1);
             assert!(known[0] && !known[1] && known[2] && !known[len]);
             assert_eq!(known.iter().filter(|k| **k).count(), len - 1);
         }
-        // One begun before they changed (T0, when they were recorded) saw them no later
-        // than the ledger did: every recorded file is known, whatever version it listed.
+        // One begun before they changed (T0, when they were recorded) and ending after saw
+        // them no later than the ledger did: every recorded file is known, whatever
+        // version it listed.
         let known = s
-            .known_among("Sega_1", "2026-11-26", &listed, Some(T0))
+            .known_among("Sega_1", "2026-11-26", &listed, Some((T0, T1)))
             .unwrap();
         assert!(known[..len].iter().all(|k| *k) && !known[len], "{known:?}");
     }

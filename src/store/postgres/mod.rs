@@ -369,9 +369,9 @@ impl Ledger for PgStore {
         folder: &str,
         date: &str,
         listed: &[(&[u8], Version)],
-        changed_since: Option<Timestamp>,
+        changed_during: Option<(Timestamp, Timestamp)>,
     ) -> Result<Vec<bool>> {
-        PgStore::known_among(self, folder, date, listed, changed_since)
+        PgStore::known_among(self, folder, date, listed, changed_during)
     }
 
     fn recheck(&mut self, path: &Path, now: Timestamp) -> Result<bool> {

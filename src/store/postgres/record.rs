@@ -241,16 +241,17 @@ impl PgStore {
     }
 
     /// Which listed files of one date folder are recorded with the version they have now,
-    /// or changed at or after `changed_since` (`Ledger::known_among`), by file name (the
+    /// or changed within `changed_during` (`Ledger::known_among`), by file name (the
     /// identity; this host's path may differ from the recording host's).
     pub(super) fn known_among(
         &mut self,
         folder: &str,
         date: &str,
         listed: &[(&[u8], Version)],
-        changed_since: Option<Timestamp>,
+        changed_during: Option<(Timestamp, Timestamp)>,
     ) -> Result<Vec<bool>> {
         let mut known = vec![false; listed.len()];
+        let (since, until) = changed_during.unzip();
         let ctx = &self.ctx;
         for (chunk_no, chunk) in listed.chunks(KNOWN_CHUNK).enumerate() {
             let names: Vec<&[u8]> = chunk
@@ -270,7 +271,8 @@ impl PgStore {
                          JOIN files f ON f.scope = $1 AND f.folder = $2 AND f.date = $3
                              AND f.filename = u.filename
                          WHERE NOT f.absent AND ((f.size = u.size AND f.mtime_ns = u.mtime_ns)
-                             OR f.updated_at >= $7::timestamptz)",
+                             OR (f.updated_at >= $7::timestamptz
+                                 AND f.updated_at <= $8::timestamptz))",
                     )
                     .bind::<Text, _>(&ctx.scope)
                     .bind::<Text, _>(folder)
@@ -278,7 +280,8 @@ impl PgStore {
                     .bind::<Array<Bytea>, _>(&names)
                     .bind::<Array<BigInt>, _>(&sizes)
                     .bind::<Array<BigInt>, _>(&mtimes)
-                    .bind::<Nullable<Text>, _>(changed_since)
+                    .bind::<Nullable<Text>, _>(since)
+                    .bind::<Nullable<Text>, _>(until)
                     .load(c)?)
                 })
             })?;

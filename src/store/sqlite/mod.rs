@@ -290,9 +290,9 @@ impl Ledger for Store {
         folder: &str,
         date: &str,
         listed: &[(&[u8], Version)],
-        changed_since: Option<Timestamp>,
+        changed_during: Option<(Timestamp, Timestamp)>,
     ) -> Result<Vec<bool>> {
-        Store::known_among(self, folder, date, listed, changed_since)
+        Store::known_among(self, folder, date, listed, changed_during)
     }
 
     fn recheck(&mut self, path: &Path, now: Timestamp) -> Result<bool> {

@@ -46,7 +46,7 @@ impl Store {
 
     /// Which listed files are recorded with the version they have on disk now: `known[i]`
     /// is true when `listed[i]` (path bytes, version) has a row with that size and mtime,
-    /// or one that changed at or after `changed_since` (`Ledger::known_among`).
+    /// or one that changed within `changed_during` (`Ledger::known_among`).
     /// A rescan asks this for every date folder every minute, so memory follows the listing,
     /// never the database (a folder holding a backlog of a million rows must not become a
     /// million-entry map): a short listing is looked up path by path on the UNIQUE index,
@@ -56,21 +56,22 @@ impl Store {
         folder: &str,
         date: &str,
         listed: &[(&[u8], Version)],
-        changed_since: Option<Timestamp>,
+        changed_during: Option<(Timestamp, Timestamp)>,
     ) -> Result<Vec<bool>> {
         let err = |e| Error::db("reading known files", e);
+        let (since, until) = changed_during.unzip();
         let mut known = vec![false; listed.len()];
         if listed.len() <= LOOKUP_MAX {
             let mut stmt = self
                 .conn
                 .prepare_cached(
-                    "SELECT size, mtime_ns, coalesce(updated_at >= ?2, 0) FROM files
-                     WHERE path = ?1 AND absent = 0",
+                    "SELECT size, mtime_ns, coalesce(updated_at >= ?2 AND updated_at <= ?3, 0)
+                     FROM files WHERE path = ?1 AND absent = 0",
                 )
                 .map_err(err)?;
             for (k, (path, version)) in known.iter_mut().zip(listed) {
                 let row = stmt
-                    .query_row(params![bytes_value(path), changed_since], |r| {
+                    .query_row(params![bytes_value(path), since, until], |r| {
                         Ok((version_of(r, 0, 1)?, r.get::<_, bool>(2)?))
                     })
                     .optional()
@@ -87,12 +88,12 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT path, size, mtime_ns, coalesce(updated_at >= ?3, 0) FROM files
-                 WHERE date = ?1 AND folder = ?2 AND absent = 0",
+                "SELECT path, size, mtime_ns, coalesce(updated_at >= ?3 AND updated_at <= ?4, 0)
+                 FROM files WHERE date = ?1 AND folder = ?2 AND absent = 0",
             )
             .map_err(err)?;
         let mut rows = stmt
-            .query(params![date, folder, changed_since])
+            .query(params![date, folder, since, until])
             .map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
             let (ValueRef::Text(path) | ValueRef::Blob(path)) = r.get_ref(0).map_err(err)? else {
