@@ -8,8 +8,7 @@
 //! deleted before a checkpoint) is then refused instead of silently started afresh.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -64,24 +63,9 @@ pub enum Attempt {
     Held(String),
 }
 
-/// Opens the lock file without ever waiting: O_NONBLOCK, then anything but a regular file
-/// (a FIFO put there would block a read for ever: `status` hanging, a daemon that never
-/// gets to READY) is refused.
-fn open_lock_file(path: &Path, opts: &mut OpenOptions) -> io::Result<File> {
-    let file = opts.custom_flags(libc::O_NONBLOCK).open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::other(format!(
-            "not a regular file ({})",
-            crate::layout::entry_type(&meta)
-        )));
-    }
-    Ok(file)
-}
-
 pub fn try_lock(db: &Path) -> Result<Attempt> {
     let path = lock_path(db);
-    let mut file = open_lock_file(
+    let mut file = crate::layout::open_own_file(
         &path,
         OpenOptions::new()
             .read(true)
@@ -140,7 +124,7 @@ pub fn acquire(db: &Path) -> Result<DbLock> {
 /// None when nobody does (or there is no lock file).
 pub fn holder(db: &Path) -> Option<String> {
     let path = lock_path(db);
-    let mut file = open_lock_file(&path, OpenOptions::new().read(true)).ok()?;
+    let mut file = crate::layout::open_own_file(&path, OpenOptions::new().read(true)).ok()?;
     match file.try_lock_shared() {
         Ok(()) => None,
         Err(std::fs::TryLockError::WouldBlock) => {

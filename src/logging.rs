@@ -12,7 +12,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -71,39 +70,17 @@ pub fn set_file(path: Option<&Path>) -> std::io::Result<()> {
         return Ok(());
     };
     let opened = match path {
-        Some(p) => Some((p.to_path_buf(), open_log_file(p)?)),
+        // Never waiting, and only a regular file: a FIFO there with no reader blocked the
+        // open for ever, so the daemon never got to READY (or a reload never ended),
+        // without a word (review of 2026-12-04).
+        Some(p) => Some((
+            p.to_path_buf(),
+            crate::layout::open_own_file(p, OpenOptions::new().create(true).append(true))?,
+        )),
         None => None,
     };
     *logger.file.lock().unwrap_or_else(|e| e.into_inner()) = opened;
     Ok(())
-}
-
-/// Opens the log file for appending without ever waiting, and only a regular file: a FIFO
-/// there with no reader blocked the open for ever, so the daemon never got to READY (or a
-/// reload never ended), without a word (review of 2026-12-04). Its type is looked at
-/// before the open, which then names it rather than failing with "no such device" (a
-/// non-blocking write-only open of a FIFO without a reader), and again after.
-fn open_log_file(path: &Path) -> std::io::Result<File> {
-    let not_regular = |meta: &std::fs::Metadata| {
-        std::io::Error::other(format!(
-            "not a regular file ({})",
-            crate::layout::entry_type(meta)
-        ))
-    };
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() => return Err(not_regular(&meta)),
-        _ => {}
-    }
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(not_regular(&meta));
-    }
-    Ok(file)
 }
 
 /// The level named by `SEGA_LOG`, when set and valid.

@@ -112,16 +112,7 @@ fn a_range_without_date_folders_sends_nothing(backend: Backend) {
     let sent = env.server.request_count();
     let (from, to) = (utc_date(-400), utc_date(-390));
     // An hour on, so that its retry is due: a scan of every date would send it.
-    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
-    let later = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        later.year(),
-        u8::from(later.month()),
-        later.day(),
-        later.hour(),
-        later.minute(),
-        later.second()
-    );
+    let later = utc_now_plus(time::Duration::hours(1));
     let mut c = env.cmd(&["scan", "--since", &from, "--until", &to]);
     c.env("SEGA_TEST_NOW", &later);
     let o = env.capture(out(c.output().unwrap()));

@@ -433,16 +433,7 @@ fn a_daemon_holding_its_lock_with_an_old_heartbeat_is_not_answering_not_gone() {
     let env = Env::new("not-answering");
     let d = env.start_daemon();
     d.wait_log("INFO  ready: ");
-    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
-    let later = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        later.year(),
-        u8::from(later.month()),
-        later.day(),
-        later.hour(),
-        later.minute(),
-        later.second()
-    );
+    let later = utc_now_plus(time::Duration::hours(1));
     let pid = d.pid();
     let run = |args: &[&str]| {
         let mut c = env.cmd(args);

@@ -37,7 +37,7 @@ pub use content::{check_content, Content};
 pub use entry::{entry_type, EntryType, Version};
 pub use list::{date_dirs_in_window, list_date_dir, Seen};
 pub use name::{content_type, kind_of, name_is_candidate, Kind};
-pub use open::{open_regular, OpenError};
+pub use open::{open_own_file, open_regular, OpenError};
 pub use show::{display_name, text_line, Show};
 pub use window::{format_date, parse_date_dir, Window};
 

@@ -134,3 +134,24 @@ pub(super) fn clear_nonblock(file: &File) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Opens one of the daemon's own files (the database's lock file, the log file) without
+/// ever waiting, and only a regular file: O_NONBLOCK, and its type looked at before the
+/// open and again after. A FIFO put there would block the open or a read for ever (a
+/// daemon that never gets to READY, a `status` that hangs); looked at first, it is named,
+/// where a non-blocking write-only open of a FIFO without a reader fails with "no such
+/// device". Unlike [`open_regular`], a symlink is followed: these paths are the operator's.
+pub fn open_own_file(path: &Path, opts: &mut OpenOptions) -> io::Result<File> {
+    let not_regular =
+        |meta: &Metadata| io::Error::other(format!("not a regular file ({})", entry_type(meta)));
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(not_regular(&meta)),
+        _ => {}
+    }
+    let file = opts.custom_flags(libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    Ok(file)
+}

@@ -96,6 +96,17 @@ fn pending(name: &str, n: usize) -> Rig {
 
 /// Sends the owner the listing a scan of today's folder sends; says how many entries.
 fn list_today(rig: &mut Rig) -> usize {
+    let listing = today_listing(rig);
+    let Input::Listing { entries, .. } = &listing else {
+        unreachable!()
+    };
+    let n = entries.len();
+    rig.owner.ingest(listing);
+    n
+}
+
+/// The listing a scan of today's folder sends, made now.
+fn today_listing(rig: &Rig) -> Input {
     let today = layout::format_date(rig.owner.clock.today_local());
     let folder = &rig.config.watch.folders[0];
     let entries = layout::list_date_dir(
@@ -107,13 +118,11 @@ fn list_today(rig: &mut Rig) -> usize {
         &rig.config.watch.extensions,
     )
     .unwrap();
-    let n = entries.len();
-    rig.owner.ingest(Input::Listing {
+    Input::Listing {
         folder: folder.label.clone(),
         date: today,
         entries,
-    });
-    n
+    }
 }
 
 /// The same, the endpoint declared down long enough ago that a probe is due.
@@ -1702,22 +1711,6 @@ fn a_listing_older_than_what_inotify_recorded_does_not_set_the_row_back() {
     let mut rig = pending("stale-listing", 0);
     let today = layout::format_date(rig.owner.clock.today_local());
     let path = today_dir(&rig).join("x.jpg");
-    let listing = |rig: &Rig| {
-        let folder = &rig.config.watch.folders[0];
-        Input::Listing {
-            folder: folder.label.clone(),
-            date: today.clone(),
-            entries: layout::list_date_dir(
-                &layout::FolderRef {
-                    label: &folder.label,
-                    dir: &folder.path,
-                },
-                std::ffi::OsStr::new(&today),
-                &rig.config.watch.extensions,
-            )
-            .unwrap(),
-        }
-    };
     let started = |rig: &mut Rig| {
         rig.owner.ingest(Input::ListingStarted {
             folder: "Sega_1".into(),
@@ -1726,7 +1719,7 @@ fn a_listing_older_than_what_inotify_recorded_does_not_set_the_row_back() {
     };
     std::fs::write(&path, sega_testsrv::images::jpeg(8, 8, 1)).unwrap();
     started(&mut rig);
-    let old = listing(&rig);
+    let old = today_listing(&rig);
     // Rewritten (another size), and recorded as the watcher records it.
     std::fs::write(&path, sega_testsrv::images::jpeg(32, 32, 2)).unwrap();
     let new = layout::Version::of(&std::fs::metadata(&path).unwrap());
@@ -1757,7 +1750,7 @@ fn a_listing_older_than_what_inotify_recorded_does_not_set_the_row_back() {
     started(&mut rig);
     std::fs::write(&path, sega_testsrv::images::jpeg(16, 16, 3)).unwrap();
     let newer = layout::Version::of(&std::fs::metadata(&path).unwrap());
-    let listed = listing(&rig);
+    let listed = today_listing(&rig);
     rig.owner.ingest(listed);
     rig.owner.commit_now();
     assert_eq!(size_and_change(&rig, "x.jpg").0, newer.size as i64);

@@ -66,6 +66,20 @@ pub fn utc_date(offset_days: i64) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
+/// The time `ahead` from now, as `SEGA_TEST_NOW` takes it (UTC, whole seconds).
+pub fn utc_now_plus(ahead: time::Duration) -> String {
+    let t = time::OffsetDateTime::now_utc() + ahead;
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// Which ledger a test's daemon uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
